@@ -1,0 +1,3 @@
+"""tradectl: an asyncio trading engine with a durable Postgres ledger."""
+
+__version__ = "0.1.0"

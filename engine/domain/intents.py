@@ -1,0 +1,137 @@
+"""What a strategy decides: Buy / Sell / Cancel / Hold.
+
+Every intent carries the reason, the timestamp of the market data it was decided on (``md_ts``)
+and a :class:`DecisionKey`. The key is what makes a decision idempotent: the same market-data
+interval must produce the same key after a restart, and the client order id is derived from it.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from datetime import datetime, timedelta
+from decimal import Decimal
+
+from engine.domain.types import (
+    ClientOrderId,
+    OrderType,
+    Side,
+    StrategyId,
+    Symbol,
+    TimeInForce,
+    require_aware,
+)
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class DecisionKey:
+    """``(strategy_id, symbol, interval_key, side, sequence)``.
+
+    ``interval_key`` names the market-data window the decision was made in (e.g. the bar's open time
+    ``"2026-11-22T10:05"``), never the wall clock at retry time. ``sequence`` distinguishes several
+    decisions inside one window. ``side`` is ``None`` for holds and cancels.
+    """
+
+    strategy_id: StrategyId
+    symbol: Symbol
+    interval_key: str
+    side: Side | None
+    sequence: int = 0
+
+    def __post_init__(self) -> None:
+        if not self.strategy_id or not self.symbol or not self.interval_key:
+            raise ValueError(f"decision key fields must be non-empty: {self!r}")
+        if self.sequence < 0:
+            raise ValueError(f"decision key sequence must be >= 0, got {self.sequence}")
+
+    def canonical(self) -> str:
+        """The stable text form hashed into ids; changing it changes every id."""
+        side = self.side.value if self.side is not None else "-"
+        return "|".join(
+            (self.strategy_id, self.symbol, self.interval_key, side, str(self.sequence))
+        )
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class _Intent:
+    key: DecisionKey
+    reason: str
+    md_ts: datetime
+
+    def __post_init__(self) -> None:
+        require_aware(self.md_ts, "md_ts")
+        if not self.reason:
+            raise ValueError("an intent needs a reason")
+
+    @property
+    def strategy_id(self) -> StrategyId:
+        return self.key.strategy_id
+
+    @property
+    def symbol(self) -> Symbol:
+        return self.key.symbol
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class _OrderIntent(_Intent):
+    quantity: Decimal
+    #: ``None`` means a market order.
+    limit_price: Decimal | None = None
+    time_in_force: TimeInForce = TimeInForce.GTC
+    #: How long the intent stays valid: an order not known to be placed after this is not resent.
+    ttl: timedelta = timedelta(seconds=30)
+
+    def __post_init__(self) -> None:
+        _Intent.__post_init__(self)
+        if not isinstance(self.quantity, Decimal) or not self.quantity.is_finite():
+            raise ValueError(f"quantity must be a finite Decimal, got {self.quantity!r}")
+        if self.quantity <= 0:
+            raise ValueError(f"quantity must be positive, got {self.quantity}")
+        if self.limit_price is not None and (
+            not isinstance(self.limit_price, Decimal)
+            or not self.limit_price.is_finite()
+            or self.limit_price <= 0
+        ):
+            raise ValueError(f"limit_price must be a positive Decimal, got {self.limit_price!r}")
+        if self.key.side is not self.side:
+            raise ValueError(f"decision key side {self.key.side} does not match {self.side}")
+
+    @property
+    def side(self) -> Side:
+        raise NotImplementedError
+
+    @property
+    def order_type(self) -> OrderType:
+        return OrderType.MARKET if self.limit_price is None else OrderType.LIMIT
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class Buy(_OrderIntent):
+    @property
+    def side(self) -> Side:
+        return Side.BUY
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class Sell(_OrderIntent):
+    @property
+    def side(self) -> Side:
+        return Side.SELL
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class Cancel(_Intent):
+    client_order_id: ClientOrderId
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class Hold(_Intent):
+    """The strategy looked and chose to do nothing; recorded so "why no trade?" has an answer."""
+
+
+OrderIntent = Buy | Sell
+Intent = Buy | Sell | Cancel | Hold
+
+
+def intent_kind(intent: Intent) -> str:
+    """The stored name of an intent's kind: ``buy`` / ``sell`` / ``cancel`` / ``hold``."""
+    return type(intent).__name__.lower()

@@ -1,0 +1,97 @@
+"""Database URLs, engines and migrations (alembic) for the ledger."""
+
+from __future__ import annotations
+
+import asyncio
+from pathlib import Path
+
+from sqlalchemy.engine import URL, make_url
+from sqlalchemy.ext.asyncio import AsyncEngine, create_async_engine
+
+from engine.exceptions import ConfigError
+
+ROOT = Path(__file__).resolve().parents[2]
+
+
+def normalize_url(url: str) -> URL:
+    """Accept ``postgres://``, ``postgresql://`` or ``postgresql+asyncpg://``; use asyncpg."""
+    try:
+        parsed = make_url(url)
+    except Exception as exc:
+        raise ConfigError(
+            "DATABASE_URL is not a valid URL; expected postgresql://user:pass@host:5432/db"
+        ) from exc
+    if parsed.drivername in ("postgres", "postgresql", "postgresql+asyncpg"):
+        return parsed.set(drivername="postgresql+asyncpg")
+    raise ConfigError(f"DATABASE_URL must be a postgresql:// URL, got scheme {parsed.drivername!r}")
+
+
+def redacted(url: str | URL) -> str:
+    """The URL with its password hidden: the only form that may reach a log line."""
+    parsed = url if isinstance(url, URL) else normalize_url(url)
+    return parsed.render_as_string(hide_password=True)
+
+
+def libpq_url(url: str | URL) -> str:
+    """A ``postgresql://`` URL for psql and raw asyncpg (password included: never log it)."""
+    parsed = url if isinstance(url, URL) else normalize_url(url)
+    # libpq spells a Unix socket directory as ?host=/path, which SQLAlchemy keeps in .query
+    return parsed.set(drivername="postgresql").render_as_string(hide_password=False)
+
+
+def asyncpg_connect_kwargs(url: str | URL) -> dict[str, object]:
+    """Arguments for ``asyncpg.connect`` that match the SQLAlchemy URL (sockets included)."""
+    parsed = url if isinstance(url, URL) else normalize_url(url)
+    kwargs: dict[str, object] = {
+        "user": parsed.username,
+        "password": parsed.password,
+        "database": parsed.database,
+    }
+    host = parsed.host or parsed.query.get("host")
+    if isinstance(host, tuple):
+        host = host[0]
+    kwargs["host"] = host
+    if parsed.port:
+        kwargs["port"] = parsed.port
+    return {k: v for k, v in kwargs.items() if v is not None}
+
+
+def make_engine(url: str | URL, *, pool_size: int = 5) -> AsyncEngine:
+    parsed = url if isinstance(url, URL) else normalize_url(url)
+    return create_async_engine(
+        parsed,
+        pool_size=pool_size,
+        max_overflow=pool_size,
+        pool_pre_ping=True,
+        # The ledger's transactions are short; a stuck statement must not hold the account.
+        connect_args={"command_timeout": 30, "server_settings": {"application_name": "tradectl"}},
+    )
+
+
+def alembic_config(url: str | URL) -> object:
+    from alembic.config import Config
+
+    parsed = url if isinstance(url, URL) else normalize_url(url)
+    cfg = Config(str(ROOT / "alembic.ini"))
+    cfg.set_main_option("script_location", str(ROOT / "migrations"))
+    # ConfigParser interpolates '%': escape it so passwords with % survive.
+    cfg.set_main_option(
+        "sqlalchemy.url", parsed.render_as_string(hide_password=False).replace("%", "%%")
+    )
+    return cfg
+
+
+def _run_alembic(url: str | URL, verb: str, target: str) -> None:
+    from alembic import command
+
+    cfg = alembic_config(url)
+    getattr(command, verb)(cfg, target)
+
+
+async def upgrade_head(url: str | URL) -> None:
+    """``alembic upgrade head``. Runs in a thread: alembic's env drives its own event loop."""
+    await asyncio.to_thread(_run_alembic, url, "upgrade", "head")
+
+
+async def downgrade(url: str | URL, target: str = "base") -> None:
+    await asyncio.to_thread(_run_alembic, url, "downgrade", target)

@@ -1,0 +1,103 @@
+"""Values passed into and out of :class:`engine.ledger.store.Ledger`."""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from dataclasses import dataclass, field
+from datetime import datetime
+from decimal import Decimal
+from enum import StrEnum
+from typing import Any
+
+from engine.domain.orders import Order
+from engine.domain.risk import Verdict
+from engine.domain.types import (
+    AccountId,
+    ClientOrderId,
+    ControlKind,
+    ControlScope,
+    DecisionId,
+    DecisionOutcome,
+    OrderType,
+    Side,
+    StrategyId,
+    Symbol,
+    TimeInForce,
+    VenueName,
+)
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class DecisionRecord:
+    """A row of ``decisions``: what was decided, on which data, and every verdict."""
+
+    decision_id: DecisionId
+    strategy_id: StrategyId
+    account: AccountId
+    symbol: Symbol
+    intent: str  # buy / sell / cancel / hold
+    side: Side | None
+    quantity: Decimal | None
+    limit_price: Decimal | None
+    reason: str
+    md_ts: datetime
+    decided_at: datetime
+    interval_key: str
+    sequence: int
+    verdicts: Sequence[Verdict]
+    outcome: DecisionOutcome
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class Reservation:
+    """Everything the reserve transaction writes for one order intent."""
+
+    decision: DecisionRecord
+    client_order_id: ClientOrderId
+    venue: VenueName
+    type: OrderType
+    time_in_force: TimeInForce
+    quantity: Decimal  # after any resize
+    limit_price: Decimal | None
+    expires_at: datetime
+
+
+class ReserveStatus(StrEnum):
+    RESERVED = "reserved"  #: new order row inserted in PENDING_SUBMIT
+    EXISTING = "existing"  #: the client order id was already reserved: continue from ``order``
+    BLOCKED = "blocked"  #: an active control covers it; the decision was recorded as denied
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class ReserveResult:
+    client_order_id: ClientOrderId
+    status: ReserveStatus
+    order: Order | None
+    #: for BLOCKED: the control(s) that refused it, human readable
+    blocked_by: Sequence[str] = ()
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class Control:
+    id: int
+    scope: ControlScope
+    #: the account / strategy / symbol the control covers ("*" for global)
+    target: str
+    kind: ControlKind
+    active: bool
+    reason: str
+    set_by: str
+    set_at: datetime
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class Incident:
+    id: int
+    opened_at: datetime
+    kind: str
+    scope: str
+    severity: str
+    message: str
+    details: dict[str, Any] = field(default_factory=dict)
+    resolved_at: datetime | None = None
+    resolution_note: str | None = None

@@ -1,0 +1,1 @@
+"""Strategies: pure, deterministic ``decide(snapshot) -> Intent``; they import only the domain."""
