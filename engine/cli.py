@@ -1,0 +1,276 @@
+"""``tradectl``: run the engine, migrate, and operate it (halt, pause, reconcile, inspect).
+
+Every command reads the same settings as the engine (``DATABASE_URL``, ``TRADECTL_*``); without
+``DATABASE_URL`` it attaches to the embedded Postgres in ``TRADECTL_DATA_DIR``, so the operations
+commands work from a second terminal next to a running ``make run``.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import getpass
+import sys
+from collections.abc import Awaitable, Callable
+from typing import Annotated, TypeVar
+
+import typer
+from rich.console import Console
+from rich.table import Table
+
+from engine.config import Settings, load_settings
+from engine.database import Database, open_database
+from engine.domain.types import AccountId, ControlKind, ControlScope, VenueName
+from engine.exceptions import TradectlError
+from engine.ledger.store import Ledger
+
+app = typer.Typer(
+    name="tradectl",
+    help="An asyncio trading engine with a durable Postgres ledger.",
+    no_args_is_help=True,
+    add_completion=False,
+    pretty_exceptions_enable=False,
+)
+incidents_app = typer.Typer(help="List and resolve incidents.", invoke_without_command=True)
+app.add_typer(incidents_app, name="incidents")
+
+console = Console()
+err = Console(stderr=True)
+T = TypeVar("T")
+
+
+def _settings() -> Settings:
+    return load_settings()
+
+
+def _run(coro_fn: Callable[[], Awaitable[T]]) -> T:
+    """Run an async command; a TradectlError becomes a one-line message and exit code 2."""
+
+    async def main() -> T:
+        return await coro_fn()
+
+    try:
+        return asyncio.run(main())
+    except TradectlError as exc:
+        err.print(f"[bold red]error:[/] {exc}")
+        raise typer.Exit(2) from None
+
+
+def _ledger(db: Database, settings: Settings) -> Ledger:
+    return Ledger(
+        db.engine, account=AccountId(settings.account), venue=VenueName(settings.venue.value)
+    )
+
+
+# -- engine --------------------------------------------------------------------------------------
+
+
+@app.command()
+def run() -> None:
+    """Run the engine (embedded Postgres + built-in simulator + example strategies by default)."""
+    from engine.runtime import main as runtime_main
+
+    settings = _settings()
+    try:
+        runtime_main(settings)
+    except TradectlError as exc:
+        err.print(f"[bold red]error:[/] {exc}")
+        raise typer.Exit(2) from None
+
+
+@app.command()
+def migrate() -> None:
+    """Upgrade the ledger schema to the newest migration (alembic upgrade head)."""
+    settings = _settings()
+
+    async def go() -> None:
+        async with open_database(settings, migrate=True) as db:
+            console.print(f"schema at head on {db.url.render_as_string(hide_password=True)}")
+
+    _run(go)
+
+
+@app.command()
+def status() -> None:
+    """Orders by state, positions, active controls and open incidents, from the ledger."""
+    settings = _settings()
+
+    async def go() -> None:
+        from engine.status import ledger_status
+
+        async with open_database(settings) as db:
+            console.print(await ledger_status(db.engine, settings.account))
+            console.print(f"inspect with SQL: {db.psql}")
+
+    _run(go)
+
+
+@app.command()
+def sql() -> None:
+    """Print the psql command that opens the ledger."""
+    settings = _settings()
+
+    async def go() -> None:
+        async with open_database(settings) as db:
+            console.print(db.psql)
+
+    _run(go)
+
+
+# -- controls ------------------------------------------------------------------------------------
+
+StrategyOpt = Annotated[str | None, typer.Option("--strategy", help="Only this strategy.")]
+SymbolOpt = Annotated[str | None, typer.Option("--symbol", help="Only this symbol.")]
+ReasonOpt = Annotated[str, typer.Option("--reason", help="Why: recorded with the control.")]
+
+
+def _scope(strategy: str | None, symbol: str | None, account: str) -> tuple[ControlScope, str]:
+    if strategy and symbol:
+        raise typer.BadParameter("give --strategy or --symbol, not both")
+    if strategy:
+        return ControlScope.STRATEGY, strategy
+    if symbol:
+        return ControlScope.SYMBOL, symbol
+    return ControlScope.ACCOUNT, account
+
+
+def _set(kind: ControlKind, strategy: str | None, symbol: str | None, reason: str) -> None:
+    settings = _settings()
+    scope, target = _scope(strategy, symbol, settings.account)
+
+    async def go() -> None:
+        async with open_database(settings) as db:
+            control = await _ledger(db, settings).set_control(
+                scope, target, kind, reason=reason, set_by=f"cli:{getpass.getuser()}"
+            )
+            console.print(
+                f"{kind.value} set on {scope.value} {target!r} (control {control.id}): {reason}"
+            )
+
+    _run(go)
+
+
+def _clear(kind: ControlKind, strategy: str | None, symbol: str | None) -> None:
+    settings = _settings()
+    scope, target = _scope(strategy, symbol, settings.account)
+
+    async def go() -> None:
+        async with open_database(settings) as db:
+            cleared = await _ledger(db, settings).clear_control(
+                scope, target, kind, cleared_by=f"cli:{getpass.getuser()}"
+            )
+            if cleared:
+                console.print(f"{kind.value} cleared on {scope.value} {target!r}")
+            else:
+                console.print(f"no active {kind.value} on {scope.value} {target!r}")
+
+    _run(go)
+
+
+@app.command()
+def halt(strategy: StrategyOpt = None, symbol: SymbolOpt = None, reason: ReasonOpt = "") -> None:
+    """Kill switch: no new orders (cancels and reconciliation keep working)."""
+    _set(ControlKind.HALT, strategy, symbol, reason or "halted from the CLI")
+
+
+@app.command()
+def unhalt(strategy: StrategyOpt = None, symbol: SymbolOpt = None) -> None:
+    """Lift a halt."""
+    _clear(ControlKind.HALT, strategy, symbol)
+
+
+@app.command()
+def pause(strategy: StrategyOpt = None, symbol: SymbolOpt = None, reason: ReasonOpt = "") -> None:
+    """Pause new orders for a strategy, a symbol, or the whole account."""
+    _set(ControlKind.PAUSE, strategy, symbol, reason or "paused from the CLI")
+
+
+@app.command()
+def resume(strategy: StrategyOpt = None, symbol: SymbolOpt = None) -> None:
+    """Lift a pause."""
+    _clear(ControlKind.PAUSE, strategy, symbol)
+
+
+@app.command("reduce-only")
+def reduce_only(
+    strategy: StrategyOpt = None,
+    symbol: SymbolOpt = None,
+    reason: ReasonOpt = "",
+    off: Annotated[bool, typer.Option("--off", help="Lift reduce-only instead.")] = False,
+) -> None:
+    """Only orders that shrink the position (without flipping it) are allowed."""
+    if off:
+        _clear(ControlKind.REDUCE_ONLY, strategy, symbol)
+    else:
+        _set(ControlKind.REDUCE_ONLY, strategy, symbol, reason or "reduce-only from the CLI")
+
+
+@app.command()
+def controls() -> None:
+    """List the active controls."""
+    settings = _settings()
+
+    async def go() -> None:
+        async with open_database(settings) as db:
+            table = Table("id", "scope", "target", "kind", "reason", "set_by", "set_at")
+            for c in await _ledger(db, settings).active_controls():
+                table.add_row(
+                    str(c.id), c.scope.value, c.target, c.kind.value, c.reason, c.set_by,
+                    c.set_at.isoformat(timespec="seconds"),
+                )  # fmt: skip
+            console.print(table)
+
+    _run(go)
+
+
+# -- incidents -----------------------------------------------------------------------------------
+
+
+@incidents_app.callback()
+def incidents(
+    ctx: typer.Context,
+    all_: Annotated[bool, typer.Option("--all", help="Include resolved incidents.")] = False,
+) -> None:
+    """List open incidents (``--all`` for resolved ones too)."""
+    if ctx.invoked_subcommand is not None:
+        return
+    settings = _settings()
+
+    async def go() -> None:
+        async with open_database(settings) as db:
+            table = Table("id", "opened_at", "severity", "kind", "scope", "message", "resolved_at")
+            for i in await _ledger(db, settings).incidents(open_only=not all_):
+                table.add_row(
+                    str(i.id), i.opened_at.isoformat(timespec="seconds"), i.severity, i.kind,
+                    i.scope, i.message,
+                    i.resolved_at.isoformat(timespec="seconds") if i.resolved_at else "",
+                )  # fmt: skip
+            console.print(table)
+
+    _run(go)
+
+
+@incidents_app.command("resolve")
+def incidents_resolve(
+    incident_id: Annotated[int, typer.Argument(help="The incident's id.")],
+    note: Annotated[str, typer.Option("--note", help="What was checked and done.")],
+) -> None:
+    """Close an incident with a note."""
+    settings = _settings()
+
+    async def go() -> None:
+        async with open_database(settings) as db:
+            if await _ledger(db, settings).resolve_incident(incident_id, note):
+                console.print(f"incident {incident_id} resolved")
+            else:
+                err.print(f"incident {incident_id} is not open")
+                raise typer.Exit(1)
+
+    _run(go)
+
+
+def main() -> None:
+    try:
+        app()
+    except TradectlError as exc:  # settings errors raised before a command runs
+        err.print(f"[bold red]error:[/] {exc}")
+        sys.exit(2)

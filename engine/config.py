@@ -1,0 +1,115 @@
+"""Settings (pydantic-settings). ``DATABASE_URL`` plus ``TRADECTL_*`` environment variables.
+
+Nothing is required: with no environment at all the engine runs on an embedded Postgres, the
+built-in exchange simulator and the example strategies, with paper money.
+"""
+
+from __future__ import annotations
+
+from datetime import timedelta
+from enum import StrEnum
+from pathlib import Path
+from typing import Any
+
+from pydantic import AliasChoices, Field, SecretStr, ValidationError, field_validator
+from pydantic_settings import BaseSettings, SettingsConfigDict
+
+from engine.domain.ids import validate_prefix
+from engine.exceptions import ConfigError
+
+
+class VenueKind(StrEnum):
+    PAPER = "paper"  #: in-process paper venue (no sockets)
+    SIMULATOR = "simulator"  #: the built-in Binance-protocol simulator on loopback, via the adapter
+    BINANCE = "binance"  #: a real Binance endpoint (testnet or production)
+
+
+class LogFormat(StrEnum):
+    JSON = "json"
+    CONSOLE = "console"
+
+
+class Settings(BaseSettings):
+    model_config = SettingsConfigDict(
+        env_prefix="TRADECTL_", extra="ignore", validate_default=True, frozen=True
+    )
+
+    #: Postgres URL; unset means an embedded Postgres in ``data_dir``. Kept secret: it may
+    #: carry a password.
+    database_url: SecretStr | None = Field(
+        default=None, validation_alias=AliasChoices("DATABASE_URL", "TRADECTL_DATABASE_URL")
+    )
+    data_dir: Path = Path(".data")
+    account: str = "paper"
+    venue: VenueKind = VenueKind.SIMULATOR
+    order_id_prefix: str = "tctl"
+    strategies_file: Path = Path("strategies/example.toml")
+    seed: int = 7
+
+    status_interval_s: float = Field(default=5.0, gt=0)
+    lease_ttl_s: float = Field(default=15.0, gt=1)
+    reconcile_interval_s: float = Field(default=30.0, gt=0)
+    #: how long an order the venue cannot find may still appear there (venue consistency window)
+    consistency_window_s: float = Field(default=3.0, ge=0)
+    #: how often unresolved (PENDING_SUBMIT / UNKNOWN / PENDING_CANCEL) orders are looked up
+    resolve_interval_s: float = Field(default=1.0, gt=0)
+    max_batch: int = Field(default=64, ge=1, le=1000)
+    #: balance drift tolerated before the reconciler pauses and opens an incident
+    balance_tolerance: str = "0.00000001"
+
+    metrics_port: int | None = Field(default=None, ge=0, le=65535)
+    log_format: LogFormat = LogFormat.CONSOLE
+    log_level: str = "INFO"
+
+    binance_rest_url: str = "https://testnet.binance.vision"
+    binance_ws_api_url: str = "wss://ws-api.testnet.binance.vision/ws-api/v3"
+    binance_stream_url: str = "wss://stream.testnet.binance.vision"
+    binance_api_key: SecretStr | None = None
+    binance_api_secret: SecretStr | None = None
+
+    @field_validator("order_id_prefix")
+    @classmethod
+    def _prefix(cls, v: str) -> str:
+        return validate_prefix(v)
+
+    @field_validator("log_level")
+    @classmethod
+    def _level(cls, v: str) -> str:
+        level = v.upper()
+        if level not in {"DEBUG", "INFO", "WARNING", "ERROR"}:
+            raise ValueError("expected one of DEBUG, INFO, WARNING, ERROR")
+        return level
+
+    @field_validator("account")
+    @classmethod
+    def _account(cls, v: str) -> str:
+        if not v or len(v) > 64 or not v.replace("-", "").replace("_", "").isalnum():
+            raise ValueError("expected 1-64 letters, digits, '-' or '_'")
+        return v
+
+    @property
+    def lease_ttl(self) -> timedelta:
+        return timedelta(seconds=self.lease_ttl_s)
+
+    @property
+    def consistency_window(self) -> timedelta:
+        return timedelta(seconds=self.consistency_window_s)
+
+
+def _env_name(loc: tuple[Any, ...]) -> str:
+    field = str(loc[0]) if loc else "?"
+    if field == "database_url":
+        return "DATABASE_URL"
+    return f"TRADECTL_{field.upper()}"
+
+
+def load_settings(**overrides: Any) -> Settings:
+    """Read the environment; a bad value fails with the variable's name and what is expected."""
+    try:
+        return Settings(**overrides)
+    except ValidationError as exc:
+        problems = []
+        for err in exc.errors():
+            # never echo the input: it could be a secret
+            problems.append(f"{_env_name(err['loc'])}: {err['msg']}")
+        raise ConfigError("invalid settings:\n  " + "\n  ".join(problems)) from None

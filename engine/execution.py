@@ -1,0 +1,561 @@
+"""The execution coroutine: intents in, each decision an exchange order at most once.
+
+This is ARCHITECTURE.md's durable protocol, one phase per foreign call:
+
+1. decide (the strategy) → 2. risk verdicts (pure) → 3. RESERVE transaction (fence, controls,
+decision, order ``PENDING_SUBMIT``, first event) → 4. final gate in memory → 5. submit with the
+reserved client order id, classified as accepted (ACK transaction) / refused (``REJECTED``) /
+ambiguous (``UNKNOWN``) → 6. resolution of ``PENDING_SUBMIT`` / ``UNKNOWN`` orders, always by a
+lookup before any resubmission → 7. fills appended idempotently by trade id.
+
+Fills and order reports from the user stream are applied by :class:`FillPath` in their own task,
+so execution work never waits behind intents or market data.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+from collections.abc import Callable, Iterable, Sequence
+from dataclasses import dataclass
+from datetime import datetime, timedelta
+from typing import Protocol
+
+import structlog
+
+from engine.crashpoints import NO_CRASH, CrashPoint, CrashPoints
+from engine.domain.ids import client_order_id, decision_id
+from engine.domain.intents import Buy, Cancel, Hold, Intent, OrderIntent, Sell, intent_kind
+from engine.domain.orders import Order
+from engine.domain.risk import Verdict
+from engine.domain.types import (
+    AccountId,
+    ClientOrderId,
+    ControlKind,
+    ControlScope,
+    DecisionOutcome,
+    OrderState,
+    Symbol,
+    VerdictResult,
+    utc_now,
+)
+from engine.exceptions import (
+    Ambiguous,
+    AuthFailed,
+    DatabaseUnavailable,
+    Definitive,
+    LeaseLost,
+    NotFound,
+    RateLimited,
+    VenueError,
+)
+from engine.ledger.records import DecisionRecord, Reservation, ReserveStatus
+from engine.ledger.store import Ledger
+from engine.venues.base import (
+    BalanceReport,
+    FillReport,
+    OrderReport,
+    OrderRequest,
+    StreamReconnected,
+    UserEvent,
+    Venue,
+)
+
+log = structlog.get_logger("tradectl.execution")
+
+#: states whose outcome on the venue is not known to the ledger and must be looked up
+UNRESOLVED = frozenset({OrderState.PENDING_SUBMIT, OrderState.UNKNOWN, OrderState.PENDING_CANCEL})
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class Assessment:
+    """What the risk gate says about one order: the verdicts, and the quantity it may have."""
+
+    verdicts: tuple[Verdict, ...]
+    approved: bool
+    quantity: object  # Decimal; typed loosely so gates can pass domain assessments through
+    halt_reason: str | None = None
+
+    @property
+    def summary(self) -> str:
+        failed = [v for v in self.verdicts if v.result is VerdictResult.REJECT]
+        return "; ".join(f"{v.check}: {v.message or v.observed}" for v in failed) or "approved"
+
+
+class RiskGate(Protocol):
+    """Pre-trade checks at the execution boundary (see :mod:`engine.risk_gate`)."""
+
+    def assess(self, intent: OrderIntent, now: datetime) -> Assessment: ...
+
+    def recheck(self, order: Order, now: datetime) -> Assessment:
+        """The final gate: freshness and limits again on the newest state, before the wire."""
+        ...
+
+    def on_submitted(self, order: Order, now: datetime) -> None: ...
+
+
+class Lease(Protocol):
+    @property
+    def holder(self) -> str: ...
+
+    @property
+    def epoch(self) -> int: ...
+
+    @property
+    def lost(self) -> bool: ...
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class ExecutionConfig:
+    account: AccountId
+    order_id_prefix: str
+    consistency_window: timedelta = timedelta(seconds=3)
+    resolve_interval_s: float = 1.0
+    max_batch: int = 64
+
+
+class Execution:
+    """One per account. Strategies call :meth:`submit_intent`; :meth:`run` does the rest."""
+
+    def __init__(
+        self,
+        *,
+        ledger: Ledger,
+        venue: Venue,
+        gate: RiskGate,
+        lease: Lease,
+        config: ExecutionConfig,
+        clock: Callable[[], datetime] = utc_now,
+        crash: CrashPoints = NO_CRASH,
+        on_fills: Callable[[Sequence[FillReport]], None] | None = None,
+    ) -> None:
+        self.ledger = ledger
+        self.venue = venue
+        self.gate = gate
+        self.lease = lease
+        self.config = config
+        self.clock = clock
+        self.crash = crash
+        #: told about every fill this process sees (the risk gate's positions); must dedupe by
+        #: trade id, because the same fill arrives by ack, stream and trade query
+        self.on_fills = on_fills or (lambda fills: None)
+        self._intents: asyncio.Queue[Intent] = asyncio.Queue()
+        self._denials: list[DecisionRecord] = []
+        # Orders this process is sending right now: the resolver must not look them up and
+        # resubmit while the first request may still be on its way.
+        self._in_flight: set[ClientOrderId] = set()
+        self._resolve_wakeup = asyncio.Event()
+        self.symbols: set[Symbol] = set()
+        self.stopped_reason: str | None = None
+
+    # -- intake --------------------------------------------------------------------------------
+
+    async def submit_intent(self, intent: Intent) -> None:
+        """The strategies' sink. Never blocks on the venue: the intent is queued for :meth:`run`."""
+        await self._intents.put(intent)
+
+    @property
+    def queued(self) -> int:
+        return self._intents.qsize()
+
+    # -- lifecycle -----------------------------------------------------------------------------
+
+    async def recover(self) -> None:
+        """Startup: resolve every non-terminal order, then fetch missing fills.
+
+        Resolution comes first because it attaches venue order ids, which fills fetched by trade
+        id (Binance ``myTrades`` carries no client order id) are matched on.
+        """
+        await self.resolve_unresolved(force=True)
+        await self.sync_fills()
+        # a lookup can show fills the trades query had not; a second pass settles them
+        await self.resolve_unresolved(force=True)
+
+    async def run(self) -> None:
+        """Process intents in batches until cancelled or the lease is lost."""
+        while True:
+            first = await self._intents.get()
+            batch = [first]
+            while len(batch) < self.config.max_batch and not self._intents.empty():
+                batch.append(self._intents.get_nowait())
+            try:
+                await self.process(batch)
+            except LeaseLost as exc:
+                self.stopped_reason = f"lease lost: {exc}"
+                log.error(
+                    "execution stopped: this engine no longer holds the account lease",
+                    account=self.config.account,
+                    error=str(exc),
+                )
+                return
+
+    async def run_resolver(self) -> None:
+        """Look up unresolved orders every ``resolve_interval_s`` or when woken."""
+        while True:
+            with contextlib.suppress(TimeoutError):
+                await asyncio.wait_for(
+                    self._resolve_wakeup.wait(), timeout=self.config.resolve_interval_s
+                )
+            self._resolve_wakeup.clear()
+            try:
+                await self.resolve_unresolved()
+            except (DatabaseUnavailable, VenueError) as exc:
+                log.warning("resolution pass failed; will retry", error=str(exc))
+
+    # -- the protocol --------------------------------------------------------------------------
+
+    async def process(self, intents: Sequence[Intent]) -> None:
+        now = self.clock()
+        reservations: list[tuple[Reservation, OrderIntent]] = []
+        for intent in intents:
+            self.symbols.add(intent.symbol)
+            if isinstance(intent, Hold):
+                await self.ledger.record_decision(
+                    self._decision(intent, now, (), DecisionOutcome.HOLD)
+                )
+            elif isinstance(intent, Cancel):
+                await self._cancel(intent, now)
+            else:
+                reservation = self._reserve_or_deny(intent, now)
+                if reservation is None:
+                    continue
+                reservations.append((reservation, intent))
+        denials, self._denials = self._denials, []
+        for denial in denials:
+            await self.ledger.record_decision(denial)
+        if not reservations:
+            return
+        results = await self.ledger.reserve(
+            [r for r, _ in reservations], holder=self.lease.holder, epoch=self.lease.epoch
+        )
+        self.crash.hit(CrashPoint.AFTER_RESERVE)
+        async with asyncio.TaskGroup() as tg:
+            for result in results:
+                if result.status is ReserveStatus.RESERVED and result.order is not None:
+                    tg.create_task(self._send(result.order))
+                elif result.status is ReserveStatus.EXISTING and result.order is not None:
+                    # Already reserved by an earlier run: continue from the stored state, which
+                    # for an unresolved order means a lookup, never a blind resend.
+                    if result.order.state in UNRESOLVED:
+                        tg.create_task(self._resolve_one(result.order))
+                elif result.status is ReserveStatus.BLOCKED:
+                    log.info(
+                        "order blocked by control",
+                        client_order_id=result.client_order_id,
+                        blocked_by=list(result.blocked_by),
+                    )
+
+    def _reserve_or_deny(self, intent: OrderIntent, now: datetime) -> Reservation | None:
+        assessment = self.gate.assess(intent, now)
+        if not assessment.approved:
+            self._denials.append(
+                self._decision(intent, now, assessment.verdicts, DecisionOutcome.DENIED)
+            )
+            log.info(
+                "intent denied by risk",
+                strategy=intent.strategy_id,
+                symbol=intent.symbol,
+                reason=assessment.summary,
+            )
+            return None
+        decision = self._decision(intent, now, assessment.verdicts, DecisionOutcome.RESERVED)
+        return Reservation(
+            decision=decision,
+            client_order_id=client_order_id(self.config.order_id_prefix, intent.key),
+            venue=self.venue.name,
+            type=intent.order_type,
+            time_in_force=intent.time_in_force,
+            quantity=assessment.quantity,  # type: ignore[arg-type]
+            limit_price=intent.limit_price,
+            expires_at=now + intent.ttl,
+        )
+
+    def _decision(
+        self,
+        intent: Intent,
+        now: datetime,
+        verdicts: Iterable[Verdict],
+        outcome: DecisionOutcome,
+    ) -> DecisionRecord:
+        order = intent if isinstance(intent, Buy | Sell) else None
+        return DecisionRecord(
+            decision_id=decision_id(intent.key),
+            strategy_id=intent.strategy_id,
+            account=self.config.account,
+            symbol=intent.symbol,
+            intent=intent_kind(intent),
+            side=order.side if order else None,
+            quantity=order.quantity if order else None,
+            limit_price=order.limit_price if order else None,
+            reason=intent.reason,
+            md_ts=intent.md_ts,
+            decided_at=now,
+            interval_key=intent.key.interval_key,
+            sequence=intent.key.sequence,
+            verdicts=tuple(verdicts),
+            outcome=outcome,
+        )
+
+    async def _send(self, order: Order) -> None:
+        """Steps 4-5 for one reserved order. Only ``BaseException`` (a simulated crash) escapes."""
+        coid = order.client_order_id
+        self._in_flight.add(coid)
+        try:
+            now = self.clock()
+            final = self.gate.recheck(order, now)
+            if not final.approved:
+                # Nothing was sent for this id in this attempt. A fresh reservation was never on
+                # the wire, so it can expire at once; a resubmission only reaches here after a
+                # lookup found nothing past the consistency window.
+                await self.ledger.expire(coid, f"final gate before submit: {final.summary}")
+                return
+            request = OrderRequest(
+                client_order_id=coid,
+                symbol=order.symbol,
+                side=order.side,
+                type=order.type,
+                quantity=order.requested_qty,
+                limit_price=order.limit_price,
+                time_in_force=order.time_in_force,
+            )
+            submitted_at = self.clock()
+            try:
+                report = await self.venue.submit(request)
+            except Definitive as exc:
+                await self.ledger.mark_rejected(coid, _error_text(exc), submitted_at=submitted_at)
+                return
+            except AuthFailed as exc:
+                await self.ledger.mark_rejected(coid, _error_text(exc), submitted_at=submitted_at)
+                await self._halt_for_auth(exc)
+                return
+            except (Ambiguous, RateLimited) as exc:
+                # Maybe placed (or, for 429, refused but we take no chances): look it up later.
+                await self.ledger.mark_unknown(coid, _error_text(exc), submitted_at=submitted_at)
+                self._resolve_wakeup.set()
+                return
+            except Exception as exc:
+                log.exception("unexpected error submitting; treating as ambiguous", coid=coid)
+                await self.ledger.mark_unknown(
+                    coid, f"unexpected: {type(exc).__name__}: {exc}", submitted_at=submitted_at
+                )
+                self._resolve_wakeup.set()
+                return
+            self.gate.on_submitted(order, submitted_at)
+            self.crash.hit(CrashPoint.AFTER_SUBMIT_BEFORE_ACK)
+            await self.ledger.record_ack(coid, report, submitted_at=submitted_at)
+            if report.fills:
+                self.on_fills(report.fills)
+        except (DatabaseUnavailable, LeaseLost) as exc:
+            # The venue may hold the order; the ledger says PENDING_SUBMIT/UNKNOWN, which the
+            # resolver (or the next start) settles by lookup.
+            log.error(
+                "ledger write failed while sending; order left for resolution",
+                coid=coid,
+                error=str(exc),
+            )
+        except Exception:
+            log.exception("unexpected error in send path; order left for resolution", coid=coid)
+        finally:
+            self._in_flight.discard(coid)
+
+    async def _halt_for_auth(self, exc: AuthFailed) -> None:
+        reason = (
+            f"venue refused our credentials ({_error_text(exc)}); "
+            "fix the API key, then `tradectl unhalt`"
+        )
+        await self.ledger.set_control(
+            ControlScope.ACCOUNT,
+            self.config.account,
+            ControlKind.HALT,
+            reason=reason,
+            set_by="engine",
+        )
+        await self.ledger.open_incident(
+            kind="auth_failed",
+            scope=f"account:{self.config.account}",
+            severity="critical",
+            message=f"trading halted for account {self.config.account}: {reason}",
+            details={"code": exc.code, "http_status": exc.http_status},
+            dedupe_key=f"auth_failed:{self.config.account}",
+        )
+
+    # -- cancels -------------------------------------------------------------------------------
+
+    async def _cancel(self, intent: Cancel, now: datetime) -> None:
+        order = await self.ledger.get_order(intent.client_order_id)
+        if order is None or order.state.is_terminal:
+            outcome = DecisionOutcome.DENIED
+            verdict = Verdict(
+                check="cancel_target",
+                result=VerdictResult.REJECT,
+                limit="a non-terminal order",
+                observed="unknown order" if order is None else order.state.value,
+            )
+            await self.ledger.record_decision(self._decision(intent, now, (verdict,), outcome))
+            return
+        await self.ledger.record_decision(self._decision(intent, now, (), DecisionOutcome.RESERVED))
+        await self.cancel_order(order, cause=f"cancel intent: {intent.reason}")
+
+    async def cancel_order(self, order: Order, *, cause: str) -> None:
+        """Request a cancel. Halts do not stop cancels: they only make exposure smaller."""
+        if order.state is not OrderState.PENDING_CANCEL:
+            order = await self.ledger.request_cancel(order.client_order_id, cause)
+        try:
+            report = await self.venue.cancel(order.symbol, order.client_order_id)
+        except (NotFound, Definitive):
+            # Already gone (filled, canceled, never placed): the lookup tells which.
+            await self._resolve_one(order)
+            return
+        except VenueError as exc:
+            log.warning(
+                "cancel outcome unknown; will look up", coid=order.client_order_id, error=str(exc)
+            )
+            self._resolve_wakeup.set()
+            return
+        self.crash.hit(CrashPoint.AFTER_CANCEL_BEFORE_ACK)
+        await self.ledger.apply_report(report, cause="cancel acknowledged")
+
+    async def cancel_all(self, *, cause: str) -> int:
+        orders = [
+            o
+            for o in await self.ledger.non_terminal_orders()
+            if o.state is not OrderState.PENDING_SUBMIT
+        ]
+        for order in orders:
+            await self.cancel_order(order, cause=cause)
+        return len(orders)
+
+    # -- resolution ----------------------------------------------------------------------------
+
+    async def resolve_unresolved(self, *, force: bool = False) -> int:
+        """Look up every unresolved order not in flight here. Returns how many were looked at."""
+        orders = [
+            o
+            for o in await self.ledger.non_terminal_orders()
+            if o.state in UNRESOLVED and o.client_order_id not in self._in_flight
+        ]
+        for order in orders:
+            await self._resolve_one(order)
+        return len(orders)
+
+    async def _resolve_one(self, order: Order) -> None:
+        coid = order.client_order_id
+        if coid in self._in_flight:
+            return
+        try:
+            report = await self.venue.find_order(order.symbol, coid)
+        except NotFound:
+            await self._not_found(order)
+            return
+        except VenueError as exc:
+            log.info("lookup failed; will retry", coid=coid, error=str(exc))
+            return
+        updated = await self.ledger.apply_report(report, cause="lookup")
+        if updated is None:
+            return
+        if report.filled_quantity > updated.filled_qty:
+            # The venue reports more filled than we hold fills for: fetch them by trade id.
+            await self.sync_fills([order.symbol])
+        if updated.state is OrderState.PENDING_CANCEL:
+            await self.cancel_order(updated, cause="cancel re-sent after lookup")
+
+    async def _not_found(self, order: Order) -> None:
+        now = self.clock()
+        since = order.submitted_at or order.created_at
+        if now - since < self.config.consistency_window:
+            return  # it may still appear: look again later
+        coid = order.client_order_id
+        if order.state is OrderState.PENDING_CANCEL:
+            await self.ledger.expire(coid, "venue never had the order; cancel requested")
+            return
+        if now >= order.expires_at:
+            await self.ledger.expire(
+                coid,
+                f"not on the venue after the {self.config.consistency_window.total_seconds():g}s"
+                f" consistency window and the intent expired at {order.expires_at.isoformat()};"
+                " not resent",
+            )
+            return
+        if order.state is OrderState.UNKNOWN:
+            order = await self.ledger.transition(
+                coid,
+                OrderState.PENDING_SUBMIT,
+                cause="resubmit: not found after consistency window",
+            )
+        log.info("resubmitting with the same client order id", coid=coid)
+        await self._send(order)
+
+    # -- fills ---------------------------------------------------------------------------------
+
+    async def sync_fills(self, symbols: Iterable[Symbol] | None = None) -> int:
+        """Fetch fills newer than the newest the ledger holds, per symbol. Returns rows added."""
+        last = await self.ledger.last_trade_ids()
+        wanted = set(symbols) if symbols is not None else self.symbols | set(last)
+        if symbols is None:
+            wanted |= {o.symbol for o in await self.ledger.non_terminal_orders()}
+        added = 0
+        for symbol in sorted(wanted):
+            after = last.get(symbol)
+            while True:
+                try:
+                    trades = await self.venue.trades_since(symbol, after, limit=500)
+                except VenueError as exc:
+                    log.warning("could not fetch fills; will retry", symbol=symbol, error=str(exc))
+                    break
+                if not trades:
+                    break
+                inserted = await self.ledger.append_fills(trades)
+                self.on_fills(inserted)
+                added += len(inserted)
+                after = trades[-1].trade_id
+                if len(trades) < 500:
+                    break
+        return added
+
+
+class FillPath:
+    """Applies the user stream: fills, order reports and balances, each idempotently."""
+
+    def __init__(
+        self,
+        *,
+        ledger: Ledger,
+        execution: Execution,
+        crash: CrashPoints = NO_CRASH,
+        on_reconnect: Callable[[], None] | None = None,
+    ) -> None:
+        self.ledger = ledger
+        self.execution = execution
+        self.crash = crash
+        self.on_reconnect = on_reconnect
+
+    async def run(self) -> None:
+        async for event in self.execution.venue.user_stream():
+            try:
+                await self.apply(event)
+            except DatabaseUnavailable as exc:
+                # Nothing is lost: the venue keeps the fill and the next reconcile fetches it.
+                log.error("could not record a venue event; it will be re-fetched", error=str(exc))
+                if self.on_reconnect is not None:
+                    self.on_reconnect()
+
+    async def apply(self, event: UserEvent) -> None:
+        if isinstance(event, FillReport):
+            self.crash.hit(CrashPoint.AFTER_FILL_BEFORE_COMMIT)
+            self.execution.on_fills(await self.ledger.append_fills([event]))
+        elif isinstance(event, OrderReport):
+            if event.fills:
+                self.crash.hit(CrashPoint.AFTER_FILL_BEFORE_COMMIT)
+            await self.ledger.apply_report(event, cause="stream")
+            self.execution.on_fills(event.fills)
+        elif isinstance(event, BalanceReport):
+            await self.ledger.record_balances([event])
+        elif isinstance(event, StreamReconnected):
+            log.info("user stream reconnected; reconciling", reason=event.reason)
+            if self.on_reconnect is not None:
+                self.on_reconnect()
+
+
+def _error_text(exc: VenueError) -> str:
+    code = f" (code {exc.code})" if exc.code is not None else ""
+    return f"{type(exc).__name__}: {exc}{code}"
