@@ -1,0 +1,156 @@
+"""One feed task per venue connection: the venue's market stream into the conflator.
+
+The adapter's ``market_stream`` reconnects and resubscribes by itself; the feed is the last line:
+if the iterator raises (or ends), the feed logs it, backs off and asks the venue for a new one, for
+as long as it runs. While the stream is down, or a symbol has gone quiet for ``stale_after``, an
+optional REST poller (``async (symbol) -> Quote``) keeps the latest quote fresh.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import random
+from collections.abc import AsyncIterator, Awaitable, Callable, Iterator, Sequence
+from datetime import datetime, timedelta
+
+import structlog
+
+from engine.domain.market import MarketEvent, Quote
+from engine.domain.types import Symbol, utc_now
+from engine.marketdata.conflator import Conflator
+from engine.venues.base import Venue
+
+log = structlog.get_logger(__name__)
+
+QuotePoller = Callable[[Symbol], Awaitable[Quote]]
+
+
+def backoff(initial: float, maximum: float, factor: float = 2.0) -> Iterator[float]:
+    """Exponential delays with jitter, so many feeds restarting at once do not move in step."""
+    delay = initial
+    while True:
+        yield delay * random.uniform(0.5, 1.0)
+        delay = min(delay * factor, maximum)
+
+
+class MarketDataFeed:
+    """Runs ``venue.market_stream(symbols)`` into a conflator, surviving the iterator raising."""
+
+    def __init__(
+        self,
+        venue: Venue,
+        symbols: Sequence[Symbol],
+        conflator: Conflator,
+        *,
+        poller: QuotePoller | None = None,
+        stale_after: timedelta = timedelta(seconds=5),
+        poll_interval: float = 1.0,
+        backoff_initial: float = 0.2,
+        backoff_max: float = 10.0,
+        clock: Callable[[], datetime] = utc_now,
+    ) -> None:
+        if not symbols:
+            raise ValueError("a market data feed needs at least one symbol")
+        self.venue = venue
+        self.symbols = tuple(dict.fromkeys(symbols))
+        self.conflator = conflator
+        self.poller = poller
+        self.stale_after = stale_after
+        self.poll_interval = poll_interval
+        self.backoff_initial = backoff_initial
+        self.backoff_max = backoff_max
+        self._clock = clock
+        #: True from the first event of a stream until that stream fails
+        self.connected = False
+        self.events = 0
+        self.restarts = 0
+        self.polls = 0
+        self.poll_failures = 0
+        self.last_error: str | None = None
+
+    @property
+    def name(self) -> str:
+        return f"marketdata:{self.venue.name}"
+
+    async def run(self) -> None:
+        """Stream (and poll, and close due bars) until cancelled."""
+        async with asyncio.TaskGroup() as group:
+            group.create_task(self._stream_forever(), name=f"{self.name}:stream")
+            group.create_task(self._housekeeping(), name=f"{self.name}:poll")
+
+    async def _stream_forever(self) -> None:
+        delays = backoff(self.backoff_initial, self.backoff_max)
+        while True:
+            stream: AsyncIterator[MarketEvent] | None = None
+            try:
+                stream = self.venue.market_stream(self.symbols)
+                async for event in stream:
+                    if not self.connected:
+                        self.connected = True
+                        # A healthy stream earns a fast retry next time it breaks.
+                        delays = backoff(self.backoff_initial, self.backoff_max)
+                    self.events += 1
+                    self.conflator.publish(event)
+                reason = "market stream ended"
+            except asyncio.CancelledError:
+                raise
+            except Exception as exc:
+                reason = f"{type(exc).__name__}: {exc}"
+            finally:
+                self.connected = False
+                await _close(stream)
+            self.restarts += 1
+            self.last_error = reason
+            delay = next(delays)
+            log.warning(
+                "marketdata.stream_restart",
+                venue=self.venue.name,
+                reason=reason,
+                restarts=self.restarts,
+                retry_in_s=round(delay, 3),
+            )
+            # The new stream may number its messages afresh: a lower sequence is not "old".
+            for symbol in self.symbols:
+                self.conflator.reset_sequence(symbol)
+            await asyncio.sleep(delay)
+
+    async def _housekeeping(self) -> None:
+        while True:
+            await asyncio.sleep(self.poll_interval)
+            now = self._clock()
+            self.conflator.close_due_bars(now)
+            if self.poller is None:
+                continue
+            for symbol in self.symbols:
+                if self.connected and not self.conflator.is_stale(symbol, now, self.stale_after):
+                    continue
+                await self._poll(symbol)
+
+    async def _poll(self, symbol: Symbol) -> None:
+        assert self.poller is not None
+        try:
+            quote = await self.poller(symbol)
+        except asyncio.CancelledError:
+            raise
+        except Exception as exc:
+            self.poll_failures += 1
+            log.warning(
+                "marketdata.poll_failed",
+                venue=self.venue.name,
+                symbol=symbol,
+                error=f"{type(exc).__name__}: {exc}",
+                failures=self.poll_failures,
+            )
+            return
+        self.polls += 1
+        self.conflator.publish(quote)
+
+
+async def _close(stream: AsyncIterator[MarketEvent] | None) -> None:
+    aclose = getattr(stream, "aclose", None)
+    if aclose is None:
+        return
+    try:
+        await aclose()
+    except Exception as exc:  # a broken stream may fail to close too; the restart matters more
+        log.debug("marketdata.stream_close_failed", error=f"{type(exc).__name__}: {exc}")

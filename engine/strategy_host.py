@@ -1,0 +1,288 @@
+"""Runs strategies: one task each, woken by the conflator, deciding on frozen snapshots.
+
+For every decision the host reads the strategy's inventory and open orders from the injected
+:class:`PortfolioProvider` (the ledger, live), builds a :class:`~strategies.base.Snapshot`, calls
+``decide`` and hands every intent (holds included) to the injected ``sink`` in order.
+
+Decision keys come from market data, never from the clock: a bar strategy's interval key is the
+closed bar's open time, a quote strategy's is the start of the decision window containing the
+newest quote's venue time (``floor(md_ts / window)``). A new host fed the same data after a restart
+therefore produces the same keys, hence the same client order ids. Several decisions inside one
+window share their keys on purpose: the ledger reserves the first and recognises the others.
+
+Isolation: a strategy whose ``decide`` raises (or returns something that is not a valid intent for
+its own symbols) is paused through ``on_strategy_failure`` and the others go on. A paused strategy
+(``is_paused``) is not called; its bar history keeps filling so it resumes with a full window.
+Failures of the sink or the portfolio are the engine's, not the strategy's: they propagate.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import dataclasses
+from collections import deque
+from collections.abc import Awaitable, Callable, Iterable, Mapping, Sequence
+from dataclasses import dataclass, field
+from datetime import datetime, timedelta
+from decimal import Decimal
+from types import MappingProxyType
+from typing import Protocol
+
+import structlog
+
+from engine.domain.intents import DecisionKey, Intent
+from engine.domain.market import Bar, Quote
+from engine.domain.types import Side, StrategyId, Symbol, utc_now
+from engine.marketdata.bars import floor_time
+from engine.marketdata.conflator import Conflator, Update
+from strategies.base import DecisionMode, OpenOrder, Snapshot, Strategy, StrategyLimits, as_intents
+
+log = structlog.get_logger(__name__)
+
+IntentSink = Callable[[Intent], Awaitable[None]]
+FailureHandler = Callable[[StrategyId, BaseException], Awaitable[None]]
+PauseCheck = Callable[[StrategyId], Awaitable[bool]]
+
+DEFAULT_DECISION_WINDOW = timedelta(seconds=1)
+
+
+class PortfolioProvider(Protocol):
+    """What the host needs from the ledger about one strategy."""
+
+    async def inventory(self, strategy_id: StrategyId) -> Mapping[Symbol, Decimal]: ...
+
+    async def open_orders(self, strategy_id: StrategyId) -> Sequence[OpenOrder]: ...
+
+
+class InMemoryPortfolio:
+    """A :class:`PortfolioProvider` kept in memory: for tests, benchmarks and replays."""
+
+    def __init__(self) -> None:
+        self.positions: dict[StrategyId, dict[Symbol, Decimal]] = {}
+        self.orders: dict[StrategyId, list[OpenOrder]] = {}
+
+    def set_position(self, strategy_id: StrategyId, symbol: Symbol, qty: Decimal) -> None:
+        self.positions.setdefault(strategy_id, {})[symbol] = qty
+
+    async def inventory(self, strategy_id: StrategyId) -> Mapping[Symbol, Decimal]:
+        return dict(self.positions.get(strategy_id, {}))
+
+    async def open_orders(self, strategy_id: StrategyId) -> Sequence[OpenOrder]:
+        return tuple(self.orders.get(strategy_id, ()))
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class HostedStrategy:
+    """A strategy with what the config says about it."""
+
+    strategy: Strategy
+    params: Mapping[str, str] = field(default_factory=lambda: MappingProxyType({}))
+    limits: StrategyLimits = field(default_factory=StrategyLimits)
+    #: quote strategies: decisions within one window share their decision keys
+    decision_window: timedelta = DEFAULT_DECISION_WINDOW
+    #: bar strategies: only closed bars of this interval (e.g. ``"1m"``); ``None`` takes all
+    bar_interval: str | None = None
+
+    def __post_init__(self) -> None:
+        if self.decision_window <= timedelta(0):
+            raise ValueError(f"decision_window must be positive, got {self.decision_window}")
+
+    @property
+    def strategy_id(self) -> StrategyId:
+        return self.strategy.strategy_id
+
+
+def md_time(quote: Quote) -> datetime:
+    """The venue's time of a quote, or our receipt time when the venue gave none."""
+    return quote.venue_ts if quote.venue_ts is not None else quote.received_at
+
+
+def bar_interval_key(bar: Bar) -> str:
+    return bar.open_time.isoformat()
+
+
+def window_interval_key(md_ts: datetime, window: timedelta) -> str:
+    return floor_time(md_ts, window).isoformat()
+
+
+def assign_keys(
+    intents: Iterable[Intent],
+    *,
+    strategy_id: StrategyId,
+    interval_key: str,
+    symbols: Iterable[Symbol],
+) -> tuple[Intent, ...]:
+    """Give each intent its canonical key: same window, same strategy, numbered per
+    ``(symbol, side)`` in the order the strategy returned them. Raises ``ValueError`` on an
+    intent that is not an intent or names a symbol the strategy does not trade."""
+    allowed = frozenset(symbols)
+    counters: dict[tuple[Symbol, Side | None], int] = {}
+    out: list[Intent] = []
+    for intent in intents:
+        key = getattr(intent, "key", None)
+        if not isinstance(key, DecisionKey):
+            raise ValueError(f"decide returned {intent!r}, not an intent")
+        if key.symbol not in allowed:
+            raise ValueError(f"intent for {key.symbol!r}, which is not one of {sorted(allowed)}")
+        slot = (key.symbol, key.side)
+        sequence = counters.get(slot, 0)
+        counters[slot] = sequence + 1
+        canonical = DecisionKey(
+            strategy_id=strategy_id,
+            symbol=key.symbol,
+            interval_key=interval_key,
+            side=key.side,
+            sequence=sequence,
+        )
+        out.append(intent if key == canonical else dataclasses.replace(intent, key=canonical))
+    return tuple(out)
+
+
+class StrategyHost:
+    def __init__(
+        self,
+        *,
+        conflator: Conflator,
+        portfolio: PortfolioProvider,
+        sink: IntentSink,
+        on_strategy_failure: FailureHandler,
+        is_paused: PauseCheck,
+        clock: Callable[[], datetime] = utc_now,
+    ) -> None:
+        self._conflator = conflator
+        self._portfolio = portfolio
+        self._sink = sink
+        self._on_failure = on_strategy_failure
+        self._is_paused = is_paused
+        self._clock = clock
+        self._hosted: dict[StrategyId, HostedStrategy] = {}
+        self._history: dict[StrategyId, dict[Symbol, deque[Bar]]] = {}
+        # Failed here but the persistent pause not seen yet: never call it in between.
+        self._failed: set[StrategyId] = set()
+        self.decisions: dict[StrategyId, int] = {}
+        self.failures: dict[StrategyId, int] = {}
+
+    def add(self, hosted: HostedStrategy) -> None:
+        sid = hosted.strategy_id
+        if sid in self._hosted:
+            raise ValueError(f"strategy {sid!r} is already hosted")
+        if not hosted.strategy.symbols:
+            raise ValueError(f"strategy {sid!r} trades no symbol")
+        self._hosted[sid] = hosted
+        depth = max(hosted.strategy.bar_history, 1)
+        self._history[sid] = {s: deque(maxlen=depth) for s in hosted.strategy.symbols}
+        self.decisions[sid] = 0
+        self.failures[sid] = 0
+
+    def seed_bars(self, strategy_id: StrategyId, bars: Iterable[Bar]) -> None:
+        """Warm a strategy's bar history (e.g. from the venue's klines) before it runs."""
+        history = self._history[strategy_id]
+        for bar in bars:
+            if bar.closed and bar.symbol in history:
+                history[bar.symbol].append(bar)
+
+    @property
+    def strategy_ids(self) -> tuple[StrategyId, ...]:
+        return tuple(self._hosted)
+
+    async def run(self) -> None:
+        """One named task per strategy, until cancelled (or the sink/portfolio fails)."""
+        async with asyncio.TaskGroup() as group:
+            for sid in self._hosted:
+                group.create_task(self.run_strategy(sid), name=f"strategy:{sid}")
+
+    async def run_strategy(self, strategy_id: StrategyId) -> None:
+        hosted = self._hosted[strategy_id]
+        consumer = f"strategy:{strategy_id}"
+        sub = self._conflator.subscribe(
+            consumer, hosted.strategy.symbols, bar_interval=hosted.bar_interval
+        )
+        try:
+            while True:
+                await self.handle(hosted, await sub.next())
+        finally:
+            self._conflator.unsubscribe(consumer)
+
+    async def handle(self, hosted: HostedStrategy, update: Update) -> None:
+        """Decide on one update: every closed bar in order, then the latest quotes."""
+        sid = hosted.strategy_id
+        mode = hosted.strategy.mode
+        history = self._history[sid]
+        for bar in update.closed_bars:
+            history[bar.symbol].append(bar)
+            if mode is DecisionMode.BAR and await self._may_run(sid):
+                await self._decide(
+                    hosted, md_ts=bar.close_time, interval_key=bar_interval_key(bar), closed_bar=bar
+                )
+        if mode is DecisionMode.QUOTE and update.quotes and await self._may_run(sid):
+            quotes = self._conflator.quotes(hosted.strategy.symbols)
+            if quotes:
+                md_ts = max(md_time(q) for q in quotes.values())
+                await self._decide(
+                    hosted,
+                    md_ts=md_ts,
+                    interval_key=window_interval_key(md_ts, hosted.decision_window),
+                    closed_bar=None,
+                    quotes=quotes,
+                )
+
+    async def _may_run(self, sid: StrategyId) -> bool:
+        paused = await self._is_paused(sid)
+        if sid in self._failed:
+            if paused:
+                self._failed.discard(sid)  # the persistent pause governs from here on
+            return False
+        return not paused
+
+    async def _decide(
+        self,
+        hosted: HostedStrategy,
+        *,
+        md_ts: datetime,
+        interval_key: str,
+        closed_bar: Bar | None,
+        quotes: Mapping[Symbol, Quote] | None = None,
+    ) -> None:
+        strategy = hosted.strategy
+        sid = hosted.strategy_id
+        if quotes is None:
+            quotes = self._conflator.quotes(strategy.symbols)
+        inventory = await self._portfolio.inventory(sid)
+        open_orders = await self._portfolio.open_orders(sid)
+        snapshot = Snapshot(
+            strategy_id=sid,
+            now=self._clock(),
+            md_ts=md_ts,
+            interval_key=interval_key,
+            quotes=MappingProxyType(dict(quotes)),
+            bars=MappingProxyType({s: tuple(h) for s, h in self._history[sid].items()}),
+            closed_bar=closed_bar,
+            inventory=MappingProxyType(dict(inventory)),
+            open_orders=tuple(open_orders),
+            params=hosted.params,
+            limits=hosted.limits,
+        )
+        try:
+            intents = assign_keys(
+                as_intents(strategy.decide(snapshot)),
+                strategy_id=sid,
+                interval_key=interval_key,
+                symbols=strategy.symbols,
+            )
+        except Exception as exc:
+            await self._fail(sid, exc)
+            return
+        self.decisions[sid] += 1
+        for intent in intents:
+            await self._sink(intent)
+
+    async def _fail(self, sid: StrategyId, exc: Exception) -> None:
+        self._failed.add(sid)
+        self.failures[sid] += 1
+        log.error(
+            "strategy.failed",
+            strategy_id=sid,
+            error=f"{type(exc).__name__}: {exc}",
+            action="paused; resume after fixing it",
+        )
+        await self._on_failure(sid, exc)

@@ -1,0 +1,208 @@
+"""The strategy contract: ``decide(snapshot) -> Intent | Sequence[Intent]``, pure and deterministic.
+
+A strategy is handed everything it may look at in one frozen :class:`Snapshot` (market data, its
+inventory and open orders from the ledger, its params and limits, ``now``) and answers with
+intents. It never awaits, never reads a clock, never keeps state between calls that the snapshot
+does not carry: so a replay of the same data decides the same thing, live or in a backtest.
+
+The host assigns the decision keys (see :attr:`Snapshot.interval_key`); strategies may build them
+with :meth:`Snapshot.key`, and the host rewrites any key into the canonical one anyway.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass, field
+from datetime import datetime, timedelta
+from decimal import Decimal, InvalidOperation
+from enum import StrEnum
+from types import MappingProxyType
+from typing import Protocol, runtime_checkable
+
+from engine.domain.intents import DecisionKey, Intent
+from engine.domain.market import Bar, Quote
+from engine.domain.types import ClientOrderId, OrderState, Side, StrategyId, Symbol
+
+
+class DecisionMode(StrEnum):
+    """What wakes a strategy up."""
+
+    BAR = "bar"  #: once per closed bar of its symbols, in order, none skipped
+    QUOTE = "quote"  #: whenever the latest quote of one of its symbols changed (conflated)
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class OpenOrder:
+    """One of the strategy's orders that is not terminal, as the ledger knows it."""
+
+    client_order_id: ClientOrderId
+    symbol: Symbol
+    side: Side
+    quantity: Decimal
+    filled_quantity: Decimal
+    limit_price: Decimal | None
+    state: OrderState
+
+    @property
+    def remaining(self) -> Decimal:
+        return self.quantity - self.filled_quantity
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class StrategyLimits:
+    """Per-strategy limits from the config. ``None`` means "no limit of this kind".
+
+    Strategies size within these; the risk checks enforce them again, independently.
+    """
+
+    #: largest absolute position per symbol, in base units (contracts for prediction markets)
+    max_position: Decimal | None = None
+    #: largest quantity of a single order
+    max_order_qty: Decimal | None = None
+    #: largest quantity * price of a single order, in the quote asset
+    max_order_notional: Decimal | None = None
+    #: market data older than this (by receipt time) must not be traded on
+    max_quote_age: timedelta = timedelta(seconds=5)
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class Snapshot:
+    """Everything one decision may look at. Built by the host (or the backtest), never mutated."""
+
+    strategy_id: StrategyId
+    now: datetime
+    #: timestamp of the market data this decision is about (the closed bar, or the newest quote)
+    md_ts: datetime
+    #: the market-data window this decision belongs to (bar open time, or decision window)
+    interval_key: str
+    #: latest quote per symbol (absent until the first quote arrives)
+    quotes: Mapping[Symbol, Quote] = field(default_factory=lambda: MappingProxyType({}))
+    #: the newest closed bars per symbol, oldest first, at most the strategy's ``bar_history``
+    bars: Mapping[Symbol, tuple[Bar, ...]] = field(default_factory=lambda: MappingProxyType({}))
+    #: the bar whose closing triggered this decision, if one did
+    closed_bar: Bar | None = None
+    #: the strategy's position per symbol (missing = zero)
+    inventory: Mapping[Symbol, Decimal] = field(default_factory=lambda: MappingProxyType({}))
+    open_orders: tuple[OpenOrder, ...] = ()
+    params: Mapping[str, str] = field(default_factory=lambda: MappingProxyType({}))
+    limits: StrategyLimits = field(default_factory=StrategyLimits)
+
+    def position(self, symbol: Symbol) -> Decimal:
+        return self.inventory.get(symbol, Decimal(0))
+
+    def pending(self, symbol: Symbol, side: Side) -> Decimal:
+        """Remaining quantity of the open orders on ``symbol`` and ``side``."""
+        return sum(
+            (o.remaining for o in self.open_orders if o.symbol == symbol and o.side is side),
+            Decimal(0),
+        )
+
+    def closes(self, symbol: Symbol) -> tuple[Decimal, ...]:
+        return tuple(bar.close for bar in self.bars.get(symbol, ()))
+
+    def key(self, symbol: Symbol, side: Side | None, sequence: int = 0) -> DecisionKey:
+        return DecisionKey(
+            strategy_id=self.strategy_id,
+            symbol=symbol,
+            interval_key=self.interval_key,
+            side=side,
+            sequence=sequence,
+        )
+
+
+Decision = Intent | Sequence[Intent]
+
+
+@runtime_checkable
+class Strategy(Protocol):
+    """What the host and the backtest run. Implementations import only ``engine.domain``."""
+
+    @property
+    def strategy_id(self) -> StrategyId: ...
+
+    @property
+    def symbols(self) -> tuple[Symbol, ...]: ...
+
+    @property
+    def mode(self) -> DecisionMode: ...
+
+    @property
+    def bar_history(self) -> int:
+        """How many closed bars per symbol the snapshot must carry (0 for none)."""
+        ...
+
+    def decide(self, snapshot: Snapshot) -> Decision: ...
+
+
+def as_intents(decision: Decision) -> tuple[Intent, ...]:
+    """A strategy may answer with one intent or several; the host handles a tuple."""
+    if isinstance(decision, Sequence):
+        return tuple(decision)
+    return (decision,)
+
+
+# --- param helpers: every factory validates its params with these, so errors name the field -----
+
+
+class ParamError(ValueError):
+    """A strategy param, or the symbol list (``field == "symbols"``), is wrong."""
+
+    def __init__(self, field_name: str, message: str) -> None:
+        super().__init__(f"{field_name}: {message}")
+        self.field = field_name
+        self.detail = message
+
+
+def param_decimal(
+    params: Mapping[str, str],
+    name: str,
+    *,
+    default: Decimal | None = None,
+    gt: Decimal | None = None,
+    lt: Decimal | None = None,
+    ge: Decimal | None = None,
+) -> Decimal:
+    raw = params.get(name)
+    if raw is None:
+        if default is None:
+            raise ParamError(name, "is required (a decimal number)")
+        return default
+    try:
+        value = Decimal(raw)
+    except (InvalidOperation, ValueError):
+        raise ParamError(name, f"must be a decimal number, got {raw!r}") from None
+    if not value.is_finite():
+        raise ParamError(name, f"must be finite, got {raw!r}")
+    if gt is not None and not value > gt:
+        raise ParamError(name, f"must be > {gt}, got {value}")
+    if lt is not None and not value < lt:
+        raise ParamError(name, f"must be < {lt}, got {value}")
+    if ge is not None and not value >= ge:
+        raise ParamError(name, f"must be >= {ge}, got {value}")
+    return value
+
+
+def param_int(
+    params: Mapping[str, str], name: str, *, default: int | None = None, ge: int | None = None
+) -> int:
+    raw = params.get(name)
+    if raw is None:
+        if default is None:
+            raise ParamError(name, "is required (a whole number)")
+        return default
+    try:
+        value = int(raw)
+    except ValueError:
+        raise ParamError(name, f"must be a whole number, got {raw!r}") from None
+    if ge is not None and value < ge:
+        raise ParamError(name, f"must be >= {ge}, got {value}")
+    return value
+
+
+def reject_unknown(
+    params: Mapping[str, str], known: set[str], prefixes: tuple[str, ...] = ()
+) -> None:
+    """A misspelt param must fail loudly, not silently fall back to its default."""
+    for name in params:
+        if name not in known and not name.startswith(prefixes):
+            raise ParamError(name, f"unknown param; expected one of {sorted(known)}")

@@ -1,0 +1,134 @@
+"""SMA crossover on closed bars, for one crypto pair (spot: long or flat, never short).
+
+Buy ``qty`` when the fast simple moving average of closes crosses above the slow one; sell when it
+crosses below. Sizing respects the current inventory and the orders still open: a buy never takes
+the position (plus pending buys) beyond ``max_position``, a sell never sells more than is held
+(minus pending sells). Every bar on which it does nothing yields a Hold saying why.
+
+Params: ``fast`` (bars, >= 1), ``slow`` (bars, > fast), ``qty`` (base units, > 0).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping, Sequence
+from decimal import Decimal
+
+from engine.domain.intents import Buy, Hold, Intent, Sell
+from engine.domain.types import Side, StrategyId, Symbol
+from strategies.base import (
+    DecisionMode,
+    ParamError,
+    Snapshot,
+    param_decimal,
+    param_int,
+    reject_unknown,
+)
+
+
+class SmaCross:
+    mode = DecisionMode.BAR
+
+    def __init__(
+        self, strategy_id: StrategyId, symbol: Symbol, *, fast: int, slow: int, qty: Decimal
+    ) -> None:
+        if fast < 1:
+            raise ParamError("fast", f"must be >= 1, got {fast}")
+        if slow <= fast:
+            raise ParamError("slow", f"must be greater than fast ({fast}), got {slow}")
+        if qty <= 0:
+            raise ParamError("qty", f"must be > 0, got {qty}")
+        self._strategy_id = strategy_id
+        self._symbol = symbol
+        self.fast = fast
+        self.slow = slow
+        self.qty = qty
+
+    @property
+    def strategy_id(self) -> StrategyId:
+        return self._strategy_id
+
+    @property
+    def symbols(self) -> tuple[Symbol, ...]:
+        return (self._symbol,)
+
+    @property
+    def bar_history(self) -> int:
+        # One bar more than the slow window: the cross compares this bar with the previous one.
+        return self.slow + 1
+
+    def decide(self, snapshot: Snapshot) -> Intent:
+        symbol = self._symbol
+        closes = snapshot.closes(symbol)
+        if len(closes) < self.slow + 1:
+            return self._hold(snapshot, f"warming up: {len(closes)}/{self.slow + 1} closed bars")
+        fast_now = _mean(closes[-self.fast :])
+        slow_now = _mean(closes[-self.slow :])
+        fast_prev = _mean(closes[-self.fast - 1 : -1])
+        slow_prev = _mean(closes[-self.slow - 1 : -1])
+        crossed_up = fast_prev <= slow_prev and fast_now > slow_now
+        crossed_down = fast_prev >= slow_prev and fast_now < slow_now
+        averages = f"fast SMA{self.fast}={fast_now:.8f} slow SMA{self.slow}={slow_now:.8f}"
+        position = snapshot.position(symbol)
+
+        if crossed_up:
+            room = self.qty
+            cap = snapshot.limits.max_position
+            if cap is not None:
+                room = min(room, cap - position - snapshot.pending(symbol, Side.BUY))
+            room = _cap_order(room, snapshot, closes[-1])
+            if room <= 0:
+                return self._hold(
+                    snapshot, f"fast crossed above slow ({averages}) but at max position {position}"
+                )
+            return Buy(
+                key=snapshot.key(symbol, Side.BUY),
+                reason=f"fast crossed above slow: {averages}",
+                md_ts=snapshot.md_ts,
+                quantity=room,
+            )
+        if crossed_down:
+            held = position - snapshot.pending(symbol, Side.SELL)
+            size = _cap_order(min(self.qty, held), snapshot, closes[-1])
+            if size <= 0:
+                return self._hold(
+                    snapshot, f"fast crossed below slow ({averages}) but nothing held to sell"
+                )
+            return Sell(
+                key=snapshot.key(symbol, Side.SELL),
+                reason=f"fast crossed below slow: {averages}",
+                md_ts=snapshot.md_ts,
+                quantity=size,
+            )
+        trend = "above" if fast_now > slow_now else "below" if fast_now < slow_now else "at"
+        return self._hold(snapshot, f"no cross: fast {trend} slow ({averages})")
+
+    def _hold(self, snapshot: Snapshot, reason: str) -> Hold:
+        return Hold(key=snapshot.key(self._symbol, None), reason=reason, md_ts=snapshot.md_ts)
+
+
+def _mean(values: Sequence[Decimal]) -> Decimal:
+    return sum(values, Decimal(0)) / len(values)
+
+
+def _cap_order(qty: Decimal, snapshot: Snapshot, price: Decimal) -> Decimal:
+    limits = snapshot.limits
+    if limits.max_order_qty is not None:
+        qty = min(qty, limits.max_order_qty)
+    if limits.max_order_notional is not None and price > 0:
+        qty = min(qty, limits.max_order_notional / price)
+    return qty
+
+
+def create(
+    strategy_id: StrategyId, symbols: Sequence[Symbol], params: Mapping[str, str]
+) -> SmaCross:
+    reject_unknown(params, {"fast", "slow", "qty"})
+    if len(symbols) != 1:
+        raise ParamError("symbols", f"sma_cross trades exactly one symbol, got {list(symbols)}")
+    return SmaCross(
+        strategy_id,
+        symbols[0],
+        fast=param_int(params, "fast", ge=1),
+        slow=param_int(params, "slow", ge=2),
+        qty=param_decimal(params, "qty", gt=Decimal(0)),
+    )
