@@ -188,16 +188,20 @@ class PaperStream(Generic[T]):
         if self._done:
             raise StopAsyncIteration
         item = await self._queue.get()
-        if isinstance(item, _EndOfStream):
+        if self._done or isinstance(item, _EndOfStream):
             await self.aclose()
             raise StopAsyncIteration
         return item
 
     async def aclose(self) -> None:
-        """Unsubscribe; further iteration ends at once."""
+        """Unsubscribe; further iteration ends at once, including a reader already waiting."""
         if not self._done:
             self._done = True
             self._on_close(self)
+            self._wake_reader()
+
+    def _wake_reader(self) -> None:
+        self._queue.put_nowait(_END)
 
 
 class _QuoteStream(PaperStream[MarketEvent]):
@@ -222,6 +226,9 @@ class _QuoteStream(PaperStream[MarketEvent]):
 
     def _end(self) -> None:
         self._ended = True
+        self._wake.set()
+
+    def _wake_reader(self) -> None:
         self._wake.set()
 
     async def __anext__(self) -> MarketEvent:
