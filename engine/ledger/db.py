@@ -3,12 +3,15 @@
 from __future__ import annotations
 
 import asyncio
+import functools
 from pathlib import Path
 
-from sqlalchemy.engine import URL, make_url
+import asyncpg
+from sqlalchemy import exc as sa_exc
+from sqlalchemy.engine import URL, Connection, make_url
 from sqlalchemy.ext.asyncio import AsyncEngine, create_async_engine
 
-from engine.exceptions import ConfigError
+from engine.exceptions import ConfigError, DatabaseUnavailable, SchemaNotAtHead
 
 ROOT = Path(__file__).resolve().parents[2]
 
@@ -78,6 +81,8 @@ def alembic_config(url: str | URL) -> object:
     cfg.set_main_option(
         "sqlalchemy.url", parsed.render_as_string(hide_password=False).replace("%", "%%")
     )
+    # The caller owns logging; migrations/env.py only configures it for the bare alembic CLI.
+    cfg.attributes["configure_logger"] = False
     return cfg
 
 
@@ -95,3 +100,80 @@ async def upgrade_head(url: str | URL) -> None:
 
 async def downgrade(url: str | URL, target: str = "base") -> None:
     await asyncio.to_thread(_run_alembic, url, "downgrade", target)
+
+
+@functools.cache
+def head_revision() -> str | None:
+    """The newest revision in ``migrations/versions`` (read once per process)."""
+    from alembic.script import ScriptDirectory
+
+    return ScriptDirectory(str(ROOT / "migrations")).get_current_head()
+
+
+def _current_revision(conn: Connection) -> str | None:
+    from alembic.migration import MigrationContext
+
+    return MigrationContext.configure(conn).get_current_revision()
+
+
+async def schema_revision_status(engine: AsyncEngine) -> tuple[str | None, str | None]:
+    """``(current, head)``: the database's alembic revision (``None`` when never migrated) and
+    the newest one this code ships."""
+    try:
+        async with engine.connect() as conn:
+            current = await conn.run_sync(_current_revision)
+    except Exception as exc:
+        raise translate_error(exc, engine.url) from exc
+    return current, head_revision()
+
+
+async def ensure_at_head(engine: AsyncEngine) -> None:
+    """Refuse to run on a schema older (or newer) than this code: raise SchemaNotAtHead."""
+    current, head = await schema_revision_status(engine)
+    if current != head:
+        found = "no ledger schema" if current is None else f"schema revision {current}"
+        raise SchemaNotAtHead(
+            f"the database at {redacted(engine.url)} has {found}, this tradectl needs {head}: "
+            "run `tradectl migrate` (alembic upgrade head) first"
+        )
+
+
+# Errors that mean "the database went away / cannot be reached", as opposed to a bug in a
+# statement or a constraint doing its job.
+_CONNECTION_ERRORS: tuple[type[BaseException], ...] = (
+    OSError,
+    TimeoutError,
+    asyncpg.PostgresConnectionError,
+    asyncpg.CannotConnectNowError,
+    asyncpg.TooManyConnectionsError,
+    asyncpg.InterfaceError,
+    asyncpg.AdminShutdownError,
+    asyncpg.CrashShutdownError,
+)
+
+
+def is_connection_error(exc: BaseException) -> bool:
+    if isinstance(exc, sa_exc.DBAPIError):
+        if exc.connection_invalidated:
+            return True
+        orig = exc.orig
+        cause = getattr(orig, "__cause__", None)
+        return isinstance(orig, _CONNECTION_ERRORS) or isinstance(cause, _CONNECTION_ERRORS)
+    if isinstance(exc, sa_exc.TimeoutError):  # pool exhausted
+        return True
+    return isinstance(exc, _CONNECTION_ERRORS)
+
+
+def translate_error(exc: BaseException, url: URL) -> BaseException:
+    """A connection-level failure becomes :class:`DatabaseUnavailable` (password scrubbed);
+    anything else is returned unchanged for the caller to re-raise."""
+    if not is_connection_error(exc):
+        return exc
+    orig = exc.orig if isinstance(exc, sa_exc.DBAPIError) else exc
+    detail = f"{type(orig).__name__}: {orig}".splitlines()[0][:300]
+    if url.password:
+        detail = detail.replace(str(url.password), "***")
+    return DatabaseUnavailable(
+        f"the ledger database at {redacted(url)} is unavailable ({detail}); check that Postgres "
+        "is running and reachable and that DATABASE_URL is right, then retry"
+    )
