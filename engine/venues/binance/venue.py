@@ -1,0 +1,263 @@
+"""``BinanceVenue``: the :class:`engine.venues.base.Venue` port for Binance Spot."""
+
+from __future__ import annotations
+
+import asyncio
+from collections.abc import AsyncIterator, Callable, Sequence
+from dataclasses import dataclass, field
+from datetime import datetime
+from pathlib import Path
+from typing import Literal
+
+import httpx
+import structlog
+from pydantic import SecretStr
+
+from engine.domain.market import MarketEvent
+from engine.domain.types import (
+    ClientOrderId,
+    OrderType,
+    Symbol,
+    TradeId,
+    VenueName,
+    utc_now,
+)
+from engine.exceptions import Ambiguous, ConfigError, Definitive, MalformedMessage, NotFound
+from engine.venues.base import (
+    BalanceReport,
+    FillReport,
+    InstrumentRules,
+    OrderReport,
+    OrderRequest,
+    UserEvent,
+)
+from engine.venues.binance import parsing
+from engine.venues.binance.ratelimit import Limits, RateBudget
+from engine.venues.binance.rest import MAX_TRADES_LIMIT, BinanceRestClient, format_decimal
+from engine.venues.binance.schemas import Order
+from engine.venues.binance.signing import ServerClock, make_signer
+from engine.venues.binance.stream import MarketStream, StreamSettings, UserStream
+
+log = structlog.get_logger(__name__)
+
+PRODUCTION_REST_URL = "https://api.binance.com"
+PRODUCTION_WS_API_URL = "wss://ws-api.binance.com:443/ws-api/v3"
+PRODUCTION_STREAM_URL = "wss://stream.binance.com:9443"
+TESTNET_REST_URL = "https://testnet.binance.vision"
+TESTNET_WS_API_URL = "wss://ws-api.testnet.binance.vision/ws-api/v3"
+TESTNET_STREAM_URL = "wss://stream.testnet.binance.vision"
+
+DEFAULT_VENUE_NAME = VenueName("binance")
+#: the venue refuses a recvWindow above this
+MAX_RECV_WINDOW_MS = 60_000
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class BinanceConfig:
+    """Connection settings for one Binance Spot account. Secrets stay out of ``repr``."""
+
+    api_key: str = field(repr=False)
+    api_secret: SecretStr = field(repr=False)
+    rest_url: str = PRODUCTION_REST_URL
+    ws_api_url: str = PRODUCTION_WS_API_URL
+    stream_url: str = PRODUCTION_STREAM_URL
+    recv_window_ms: int = 5000
+    connect_timeout_s: float = 5.0
+    #: read/write timeout of one REST call; past it the outcome is ambiguous
+    request_timeout_s: float = 10.0
+    venue_name: VenueName = DEFAULT_VENUE_NAME
+    key_type: Literal["hmac", "ed25519"] = "hmac"
+    private_key_path: Path | None = None
+    #: channels opened per symbol by ``market_stream`` (``kline_1m`` etc. for bars)
+    market_channels: tuple[str, ...] = ("bookTicker", "trade")
+    stream: StreamSettings = field(default_factory=StreamSettings)
+    limits: Limits = field(default_factory=Limits)
+
+    def __post_init__(self) -> None:
+        if not 0 < self.recv_window_ms <= MAX_RECV_WINDOW_MS:
+            raise ConfigError(
+                f"binance recv_window_ms must be in 1..{MAX_RECV_WINDOW_MS}, "
+                f"got {self.recv_window_ms}"
+            )
+        for name in ("rest_url", "ws_api_url", "stream_url"):
+            if not getattr(self, name):
+                raise ConfigError(f"binance {name} is empty")
+
+
+class BinanceVenue:
+    """One Binance Spot account over REST (orders, lookups, balances) and WebSockets."""
+
+    def __init__(
+        self,
+        config: BinanceConfig,
+        *,
+        transport: httpx.AsyncBaseTransport | None = None,
+        budget: RateBudget | None = None,
+        clock: ServerClock | None = None,
+        now: Callable[[], datetime] = utc_now,
+    ) -> None:
+        self.config = config
+        self._now = now
+        self._signer = make_signer(
+            config.key_type, api_secret=config.api_secret, private_key_path=config.private_key_path
+        )
+        self._clock = clock or ServerClock()
+        self.rest = BinanceRestClient(
+            base_url=config.rest_url,
+            api_key=config.api_key,
+            signer=self._signer,
+            recv_window_ms=config.recv_window_ms,
+            clock=self._clock,
+            budget=budget or RateBudget(config.limits),
+            timeout=httpx.Timeout(config.request_timeout_s, connect=config.connect_timeout_s),
+            venue_name=config.venue_name,
+            transport=transport,
+        )
+        self._rules: dict[Symbol, InstrumentRules] = {}
+        self._rules_lock = asyncio.Lock()
+
+    def __repr__(self) -> str:
+        return f"BinanceVenue(name={self.name!r}, rest_url={self.config.rest_url!r})"
+
+    @property
+    def name(self) -> VenueName:
+        return self.config.venue_name
+
+    # -- orders -------------------------------------------------------------------------------
+
+    async def submit(self, order: OrderRequest) -> OrderReport:
+        """``POST /api/v3/order`` with our client id and ``newOrderRespType=FULL``.
+
+        An ambiguous failure is raised as :class:`Ambiguous` and never retried here.
+        """
+        params = order_params(order)
+        answer = await self.rest.new_order(params)
+        return self._order_report(answer)
+
+    async def find_order(self, symbol: Symbol, client_order_id: ClientOrderId) -> OrderReport:
+        answer = await self.rest.query_order(symbol, client_order_id)
+        return self._order_report(answer)
+
+    async def cancel(self, symbol: Symbol, client_order_id: ClientOrderId) -> OrderReport:
+        answer = await self.rest.cancel_order(symbol, client_order_id)
+        return self._order_report(answer)
+
+    async def open_orders(self, symbol: Symbol | None = None) -> Sequence[OrderReport]:
+        answers = await self.rest.open_orders(symbol)
+        received = self._now()
+        reports: list[OrderReport] = []
+        for answer in answers:
+            try:
+                reports.append(parsing.parse_order(answer, venue=self.name, received_at=received))
+            except MalformedMessage as exc:
+                # e.g. a manual STOP_LOSS_LIMIT order: not one of ours, reported and skipped
+                parsing.record_malformed(self.name, repr(answer), str(exc))
+        return reports
+
+    async def trades_since(
+        self, symbol: Symbol, after_trade_id: TradeId | None, *, limit: int = 1000
+    ) -> Sequence[FillReport]:
+        from_id = 0 if after_trade_id is None else int(after_trade_id) + 1
+        trades = await self.rest.my_trades(
+            symbol, from_id=from_id, limit=min(limit, MAX_TRADES_LIMIT)
+        )
+        received = self._now()
+        fills = [
+            parsing.parse_account_trade(t, venue=self.name, received_at=received) for t in trades
+        ]
+        fills.sort(key=lambda f: int(f.trade_id))
+        return fills[:limit]
+
+    async def balances(self) -> Sequence[BalanceReport]:
+        account = await self.rest.account()
+        return parsing.parse_account(account, venue=self.name, received_at=self._now())
+
+    async def instrument_rules(self, symbol: Symbol) -> InstrumentRules:
+        cached = self._rules.get(symbol)
+        if cached is not None:
+            return cached
+        async with self._rules_lock:
+            cached = self._rules.get(symbol)
+            if cached is not None:
+                return cached
+            info = await self.rest.exchange_info(symbol)
+            match = [s for s in info.symbols if s.symbol == symbol]
+            if not match:
+                raise NotFound(f"binance exchangeInfo has no symbol {symbol!r}")
+            try:
+                rules = parsing.parse_instrument_rules(match[0])
+            except MalformedMessage as exc:
+                parsing.record_malformed(self.name, repr(match[0]), str(exc))
+                raise Definitive(str(exc)) from None
+            self._rules[symbol] = rules
+            return rules
+
+    # -- streams ------------------------------------------------------------------------------
+
+    def market_stream(self, symbols: Sequence[Symbol]) -> AsyncIterator[MarketEvent]:
+        return MarketStream(
+            stream_url=self.config.stream_url,
+            symbols=symbols,
+            channels=self.config.market_channels,
+            venue=self.name,
+            settings=self.config.stream,
+            now=self._now,
+        ).events()
+
+    def user_stream(self) -> AsyncIterator[UserEvent]:
+        return self._user_events()
+
+    async def _user_events(self) -> AsyncIterator[UserEvent]:
+        await self.rest.ensure_time_synced()
+        stream = UserStream(
+            ws_api_url=self.config.ws_api_url,
+            api_key=self.config.api_key,
+            signer=self._signer,
+            clock=self._clock,
+            recv_window_ms=self.config.recv_window_ms,
+            venue=self.name,
+            resync_clock=self.rest.sync_time,
+            settings=self.config.stream,
+            now=self._now,
+        )
+        async for event in stream.events():
+            yield event
+
+    async def close(self) -> None:
+        await self.rest.aclose()
+
+    # -- helpers ------------------------------------------------------------------------------
+
+    def _order_report(self, answer: Order) -> OrderReport:
+        try:
+            return parsing.parse_order(answer, venue=self.name, received_at=self._now())
+        except MalformedMessage as exc:
+            parsing.record_malformed(self.name, repr(answer), str(exc))
+            # The venue accepted the call; we just cannot read what it did.
+            raise Ambiguous(f"binance answered with an order we cannot read: {exc}") from None
+
+
+def order_params(order: OrderRequest) -> list[tuple[str, str]]:
+    """The ``POST /api/v3/order`` parameters for a request, quantities written exactly."""
+    if order.quantity <= 0:
+        raise Definitive(f"order {order.client_order_id}: quantity must be > 0")
+    params = [
+        ("symbol", order.symbol),
+        ("side", order.side.value),
+        ("type", order.type.value),
+    ]
+    if order.type is OrderType.LIMIT:
+        if order.limit_price is None or order.limit_price <= 0:
+            raise Definitive(f"order {order.client_order_id}: a LIMIT order needs a limit_price")
+        params += [
+            ("timeInForce", order.time_in_force.value),
+            ("quantity", format_decimal(order.quantity)),
+            ("price", format_decimal(order.limit_price)),
+        ]
+    else:
+        params.append(("quantity", format_decimal(order.quantity)))
+    params += [
+        ("newClientOrderId", order.client_order_id),
+        ("newOrderRespType", "FULL"),
+    ]
+    return params
