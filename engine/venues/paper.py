@@ -341,9 +341,9 @@ class PaperVenue:
         else:
             placed = self._accept(order, rules, lock=True)
             self._take(placed)
-            if placed.is_open and (
-                order.type is OrderType.MARKET or order.time_in_force is not TimeInForce.GTC
-            ):
+            if placed.is_open and order.type is OrderType.MARKET:
+                self._close_order(placed, VenueOrderStatus.EXPIRED, "no more liquidity at touch")
+            elif placed.is_open and order.time_in_force is not TimeInForce.GTC:
                 self._close_order(placed, VenueOrderStatus.EXPIRED, "no more liquidity at limit")
         report = self._report(placed, fills=tuple(placed.fills))
         if self._fail_after_accept:
@@ -434,6 +434,7 @@ class PaperVenue:
         Each subscriber has its own *unbounded* queue, on purpose: execution events must never
         be dropped or conflated (a lost fill is a wrong position), and in-process there is no
         socket buffer to push back on. A consumer that stops reading should ``aclose()`` it.
+        ``StreamReconnected`` appears only after injected drops (:meth:`drop_stream_events`).
         """
         stream: PaperStream[UserEvent] = PaperStream(self._unsubscribe_user)
         if self._closed:

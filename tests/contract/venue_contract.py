@@ -7,7 +7,15 @@ manager yielding a :class:`VenueHarness` around a fresh, funded account, and tea
 The suite moves the market itself through the harness's :class:`MarketDriver`, so an adapter only
 has to say how quotes reach its venue (``PaperVenue.set_quote`` in-process; an HTTP call to the
 simulator's control endpoint for the Binance adapter). Everything else goes through the ``Venue``
-protocol, so a behaviour pinned here holds for the production code path too.
+protocol, so a behaviour pinned here holds for the production code path too. Adding an adapter:
+
+    class TestBinanceAdapterContract(VenueContract):
+        def open_venue(self) -> AbstractAsyncContextManager[VenueHarness]:
+            return binance_on_simulator_harness()  # yields VenueHarness(venue=..., market=...)
+
+The suite assumes only what both Binance and the paper venue guarantee: client order ids unique
+among *open* orders, trade ids ordered per symbol, fills at the limit price or better, fees in
+the base or quote asset (another fee asset is simply left out of the balance arithmetic).
 """
 
 from __future__ import annotations
