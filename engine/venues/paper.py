@@ -100,9 +100,12 @@ class PaperOrders:
 
     #: every accepted order in acceptance order, each in its current state
     orders: tuple[OrderReport, ...]
-    #: submit calls that reached the venue, per client order id, accepted or refused
-    #: (a submit failed with ``fail_next_submit_before_accept`` never reached it)
-    attempts: Mapping[ClientOrderId, int]
+    #: how many orders the venue accepted (placed) per client order id; 0 for an id never
+    #: placed. More than 1 only after legitimate reuse of a closed id, or a duplicated order.
+    attempts: Counter[ClientOrderId]
+    #: submit calls that reached the venue per client order id, accepted or refused (a submit
+    #: failed with ``fail_next_submit_before_accept`` never reached it)
+    submits: Counter[ClientOrderId]
 
     def accepted(self, client_order_id: ClientOrderId) -> tuple[OrderReport, ...]:
         """The orders accepted with this client order id (more than one only after reuse)."""
@@ -178,6 +181,19 @@ class PaperStream(Generic[T]):
         if not self._done:
             self._queue.put_nowait(item)
 
+    def drain(self) -> list[T]:
+        """The events already published and not yet read, without waiting (the paper venue
+        publishes inline, so after an awaited call its events are all here)."""
+        out: list[T] = []
+        while not self._queue.empty():
+            item = self._queue.get_nowait()
+            if isinstance(item, _EndOfStream):
+                # Keep the end marker for the next reader so the stream still ends.
+                self._queue.put_nowait(item)
+                break
+            out.append(item)
+        return out
+
     def _end(self) -> None:
         self._queue.put_nowait(_END)
 
@@ -230,6 +246,11 @@ class _QuoteStream(PaperStream[MarketEvent]):
 
     def _wake_reader(self) -> None:
         self._wake.set()
+
+    def drain(self) -> list[MarketEvent]:
+        out: list[MarketEvent] = list(self._pending.values())
+        self._pending.clear()
+        return out
 
     async def __anext__(self) -> MarketEvent:
         while not self._done:
@@ -298,7 +319,7 @@ class PaperVenue:
         self._latest: dict[tuple[Symbol, ClientOrderId], _Order] = {}
         self._fills: dict[Symbol, list[FillReport]] = {s: [] for s in self._rules}
         self._all_fills: list[FillReport] = []
-        self._attempts: Counter[ClientOrderId] = Counter()
+        self._submits: Counter[ClientOrderId] = Counter()
         self._next_order_id = 1
         self._next_trade_id: dict[Symbol, int] = dict.fromkeys(self._rules, 1)
 
@@ -328,7 +349,7 @@ class PaperVenue:
         if self._fail_before_accept:
             self._fail_before_accept -= 1
             raise Ambiguous("timeout: submit request lost before reaching the venue (injected)")
-        self._attempts[order.client_order_id] += 1
+        self._submits[order.client_order_id] += 1
         if self._rejections:
             reason, code = self._rejections.popleft()
             raise Definitive(reason, code=code)
@@ -533,7 +554,9 @@ class PaperVenue:
 
     def all_orders(self) -> PaperOrders:
         return PaperOrders(
-            orders=tuple(self._report(o) for o in self._orders), attempts=dict(self._attempts)
+            orders=tuple(self._report(o) for o in self._orders),
+            attempts=Counter(o.request.client_order_id for o in self._orders),
+            submits=Counter(self._submits),
         )
 
     def all_fills(self) -> tuple[FillReport, ...]:

@@ -197,7 +197,8 @@ async def test_insufficient_balance_is_definitive_and_places_nothing(venue: Pape
 
     assert exc.value.code == -2010
     assert venue.all_orders().orders == ()
-    assert venue.all_orders().attempts == {ClientOrderId("big"): 1}
+    assert venue.all_orders().attempts[ClientOrderId("big")] == 0
+    assert venue.all_orders().submits == {ClientOrderId("big"): 1}
     assert free_locked(venue, USDT) == (Decimal(10_000), Decimal(0))
 
 
@@ -310,7 +311,8 @@ async def test_duplicate_of_an_open_order_is_refused_like_binance(venue: PaperVe
         await venue.submit(limit("d", Side.BUY, "0.1", "98.00"))
 
     assert exc.value.code == -2010
-    assert venue.all_orders().attempts == {ClientOrderId("d"): 2}
+    assert venue.all_orders().submits == {ClientOrderId("d"): 2}
+    assert venue.all_orders().attempts == {ClientOrderId("d"): 1}
     assert len(venue.all_orders().accepted(ClientOrderId("d"))) == 1
 
 
@@ -324,6 +326,7 @@ async def test_reused_client_order_id_is_found_as_the_newest_order(venue: PaperV
     found = await venue.find_order(BTCUSDT, ClientOrderId("r"))
     assert found.venue_order_id == second.venue_order_id
     assert found.limit_price == Decimal("98.00")
+    assert venue.all_orders().attempts[ClientOrderId("r")] == 2
     assert [o.status for o in venue.all_orders().accepted(ClientOrderId("r"))] == [
         VenueOrderStatus.CANCELED,
         VenueOrderStatus.NEW,
@@ -358,7 +361,8 @@ async def test_fail_after_accept_places_the_order_but_reports_ambiguous(venue: P
         await venue.submit(limit("amb", Side.BUY, "0.1", "99.00"))
     truth = venue.all_orders()
     assert len(truth.accepted(ClientOrderId("amb"))) == 1
-    assert truth.attempts[ClientOrderId("amb")] == 2
+    assert truth.attempts[ClientOrderId("amb")] == 1
+    assert truth.submits[ClientOrderId("amb")] == 2
 
 
 async def test_fail_after_accept_is_consumed_only_by_accepted_submits(venue: PaperVenue) -> None:
@@ -381,9 +385,10 @@ async def test_fail_before_accept_places_nothing(venue: PaperVenue) -> None:
 
     with pytest.raises(NotFound):
         await venue.find_order(BTCUSDT, ClientOrderId("lost"))
-    assert venue.all_orders().attempts == {}
+    assert venue.all_orders().submits == {}
+    assert venue.all_orders().attempts[ClientOrderId("lost")] == 0
     await venue.submit(limit("lost", Side.BUY, "0.1", "99.00"))
-    assert len(venue.all_orders().accepted(ClientOrderId("lost"))) == 1
+    assert venue.all_orders().attempts[ClientOrderId("lost")] == 1
 
 
 async def test_reject_next_submit_raises_definitive_once(venue: PaperVenue) -> None:
@@ -392,7 +397,8 @@ async def test_reject_next_submit_raises_definitive_once(venue: PaperVenue) -> N
     with pytest.raises(Definitive, match="Market is closed") as exc:
         await venue.submit(limit("rj", Side.BUY, "0.1", "99.00"))
     assert exc.value.code == -1013
-    assert venue.all_orders().orders == ()
+    assert venue.all_orders().attempts[ClientOrderId("rj")] == 0
+    assert venue.all_orders().submits[ClientOrderId("rj")] == 1
 
     await venue.submit(limit("rj", Side.BUY, "0.1", "99.00"))
 
@@ -467,6 +473,19 @@ async def test_user_stream_is_delivered_to_every_subscriber(venue: PaperVenue) -
     assert a == b
     await first.aclose()
     await second.aclose()
+
+
+async def test_drain_takes_what_was_published_without_waiting(venue: PaperVenue) -> None:
+    stream = venue.user_stream()
+    venue.set_quote(quote("100.00", "100.10"))
+    await venue.submit(limit("x", Side.BUY, "0.1", "99.00"))
+    await venue.close()
+
+    drained = stream.drain()
+
+    assert [type(e).__name__ for e in drained] == ["OrderReport", "BalanceReport"]
+    assert stream.drain() == []
+    assert [e async for e in stream] == []
 
 
 async def test_a_closed_subscription_stops_receiving(venue: PaperVenue) -> None:
