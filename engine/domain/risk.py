@@ -40,6 +40,8 @@ from engine.domain.types import Side, Symbol, VerdictResult, require_aware
 
 ZERO = Decimal(0)
 BPS = Decimal(10_000)
+#: the observed value of a check whose input is missing
+_MISSING = "missing"
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)
@@ -310,15 +312,26 @@ class _Ctx:
         return f"no {touch} for market {self.side.value.lower()} {self.symbol}: cannot value it"
 
 
+def _text(value: object) -> str:
+    """Decimals in plain notation without trailing zeros (``200``, not ``200.00`` or ``2E+2``)."""
+    if isinstance(value, Decimal):
+        return f"{value.normalize():f}" if value.is_finite() else str(value)
+    return str(value)
+
+
 def _seconds(delta: timedelta) -> str:
-    return f"{Decimal(delta // timedelta(microseconds=1)).scaleb(-6)}s"
+    return f"{_text(Decimal(delta // timedelta(microseconds=1)).scaleb(-6))}s"
 
 
 def _verdict(
     check: Check, result: VerdictResult, limit: object, observed: object, message: str = ""
 ) -> Verdict:
     return Verdict(
-        check=check.value, result=result, limit=str(limit), observed=str(observed), message=message
+        check=check.value,
+        result=result,
+        limit=_text(limit),
+        observed=_text(observed),
+        message=message,
     )
 
 
@@ -340,8 +353,8 @@ def _size(ctx: _Ctx, check: Check, limit: object, observed: object, max_qty: Dec
         return Verdict(
             check=check.value,
             result=VerdictResult.RESIZE,
-            limit=str(limit),
-            observed=str(observed),
+            limit=_text(limit),
+            observed=_text(observed),
             message=f"resized from {ctx.qty} to {max_qty} (-{cut}) to fit {check.value} {limit}",
             resized_qty=max_qty,
         )
@@ -356,7 +369,7 @@ def _age(
     if limit is None:
         return None
     if at is None:
-        return _reject(check, _seconds(limit), "missing", f"no {what} received yet")
+        return _reject(check, _seconds(limit), _MISSING, f"no {what} received yet")
     age = ctx.now - require_aware(at, what)
     if age > limit:
         return _reject(
@@ -398,7 +411,7 @@ def _daily_loss(ctx: _Ctx) -> Verdict | None:
         return None
     pnl = ctx.account.pnl_today
     if pnl is None:
-        return _reject(Check.DAILY_LOSS, limit, "missing", "today's P&L is not known")
+        return _reject(Check.DAILY_LOSS, limit, _MISSING, "today's P&L is not known")
     loss = -pnl
     if loss > limit:
         return _reject(Check.DAILY_LOSS, limit, loss, f"daily loss {loss} exceeds {limit}: halting")
@@ -411,7 +424,7 @@ def _drawdown(ctx: _Ctx) -> Verdict | None:
         return None
     equity, peak = ctx.account.equity, ctx.account.peak_equity
     if equity is None or peak is None:
-        return _reject(Check.DRAWDOWN, limit, "missing", "equity or peak equity is not known")
+        return _reject(Check.DRAWDOWN, limit, _MISSING, "equity or peak equity is not known")
     drawdown = peak - equity
     if drawdown > limit:
         return _reject(
@@ -452,7 +465,7 @@ def _min_spread(ctx: _Ctx) -> Verdict | None:
         return None
     spread = _spread_bps(ctx)
     if spread is None:
-        return _reject(Check.MIN_SPREAD, limit, "missing", f"no two-sided quote for {ctx.symbol}")
+        return _reject(Check.MIN_SPREAD, limit, _MISSING, f"no two-sided quote for {ctx.symbol}")
     if spread < limit:
         return _reject(
             Check.MIN_SPREAD,
@@ -469,7 +482,7 @@ def _max_spread(ctx: _Ctx) -> Verdict | None:
         return None
     spread = _spread_bps(ctx)
     if spread is None:
-        return _reject(Check.MAX_SPREAD, limit, "missing", f"no two-sided quote for {ctx.symbol}")
+        return _reject(Check.MAX_SPREAD, limit, _MISSING, f"no two-sided quote for {ctx.symbol}")
     if spread > limit:
         return _reject(Check.MAX_SPREAD, limit, spread, f"spread {spread} bps wider than {limit}")
     return _pass(Check.MAX_SPREAD, limit, spread)
@@ -489,7 +502,7 @@ def _price_band(ctx: _Ctx) -> Verdict | None:
         return _reject(
             Check.PRICE_BAND,
             limit,
-            "missing",
+            _MISSING,
             f"no mid for {ctx.symbol} to compare the limit price with",
         )
     distance = abs(price - mid) / mid * BPS
@@ -510,7 +523,7 @@ def _fat_finger(ctx: _Ctx) -> Verdict | None:
     typical = ctx.account.typical_order_qty
     if typical is None or typical <= 0:
         return _reject(
-            Check.FAT_FINGER, multiple, "missing", "the strategy's typical order size is not known"
+            Check.FAT_FINGER, multiple, _MISSING, "the strategy's typical order size is not known"
         )
     return _size(ctx, Check.FAT_FINGER, multiple, ctx.qty / typical, multiple * typical)
 
@@ -528,7 +541,7 @@ def _order_notional(ctx: _Ctx) -> Verdict | None:
         return None
     price = ctx.price()
     if price is None:
-        return _reject(Check.ORDER_NOTIONAL, limit, "missing", ctx.price_missing())
+        return _reject(Check.ORDER_NOTIONAL, limit, _MISSING, ctx.price_missing())
     max_qty = limit / price
     return _size(ctx, Check.ORDER_NOTIONAL, limit, ctx.qty * price, max_qty)
 
@@ -542,7 +555,7 @@ def _volume_fraction(ctx: _Ctx) -> Verdict | None:
         return _reject(
             Check.VOLUME_FRACTION,
             fraction,
-            "missing",
+            _MISSING,
             f"recent volume of {ctx.symbol} is not known",
         )
     observed = ctx.qty / volume if volume > 0 else "no volume"
@@ -571,7 +584,7 @@ def _position_notional(ctx: _Ctx) -> Verdict | None:
         return None
     price = ctx.price()
     if price is None:
-        return _reject(Check.POSITION_NOTIONAL, limit, "missing", ctx.price_missing())
+        return _reject(Check.POSITION_NOTIONAL, limit, _MISSING, ctx.price_missing())
     exposure = ctx.account.strategy_exposure.get(ctx.symbol, _NO_EXPOSURE)
     after = (exposure.worst_case(ctx.side) + ctx.qty) * price
     room = limit / price
@@ -584,7 +597,7 @@ def _account_exposure(ctx: _Ctx) -> Verdict | None:
         return None
     price = ctx.price()
     if price is None:
-        return _reject(Check.ACCOUNT_EXPOSURE, limit, "missing", ctx.price_missing())
+        return _reject(Check.ACCOUNT_EXPOSURE, limit, _MISSING, ctx.price_missing())
     others = ZERO
     for symbol, exposure in sorted(ctx.account.account_exposure.items()):
         if symbol == ctx.symbol or exposure.gross() == 0:
@@ -594,7 +607,7 @@ def _account_exposure(ctx: _Ctx) -> Verdict | None:
             return _reject(
                 Check.ACCOUNT_EXPOSURE,
                 limit,
-                "missing",
+                _MISSING,
                 f"no mark for {symbol} to value the account's position",
             )
         others += exposure.gross() * mark
@@ -651,7 +664,11 @@ def evaluate(
                 assert verdict.resized_qty is not None
                 assert verdict.resized_qty < ctx.qty
                 ctx.qty = verdict.resized_qty
-            elif verdict.result is VerdictResult.REJECT and check in HALTING_CHECKS:
+            elif (
+                verdict.result is VerdictResult.REJECT
+                and check in HALTING_CHECKS
+                and verdict.observed != _MISSING  # unknown P&L blocks orders; it is no breach
+            ):
                 halt.append(f"{check.value}: {verdict.message}")
     approved = all(v.passed for v in verdicts)
     return RiskAssessment(
