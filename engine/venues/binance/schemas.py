@@ -197,10 +197,15 @@ class WsApiFrame(msgspec.Struct, frozen=True):
 
     id: str | int | None = None
     status: int | None = None
-    result: msgspec.Raw | None = None
+    #: ``Raw`` cannot sit in a union with ``None``: an absent member is an empty ``Raw``
+    result: msgspec.Raw = msgspec.Raw()
     error: WsApiError | None = None
     subscriptionId: int | None = None
-    event: msgspec.Raw | None = None
+    event: msgspec.Raw = msgspec.Raw()
+
+    @property
+    def has_event(self) -> bool:
+        return bool(self.event) and bytes(self.event) != b"null"
 
 
 class EventHeader(msgspec.Struct, frozen=True):

@@ -230,7 +230,7 @@ class UserStream:
                 except msgspec.DecodeError as exc:
                     record_malformed(self._venue, raw, f"undecodable ws-api frame: {exc}")
                     continue
-                if frame.event is not None:
+                if frame.has_event:
                     early.extend(self._events(frame, raw))
                     continue
                 if frame.id != request_id:
@@ -248,7 +248,7 @@ class UserStream:
 
     @staticmethod
     def _subscription_id(frame: schemas.WsApiFrame) -> int | None:
-        if frame.result is None:
+        if not frame.result:
             return None
         try:
             result = msgspec.json.decode(bytes(frame.result), type=dict[str, int])
@@ -257,7 +257,6 @@ class UserStream:
         return result.get("subscriptionId")
 
     def _events(self, frame: schemas.WsApiFrame, raw: bytes) -> list[UserEvent]:
-        assert frame.event is not None
         try:
             return list(
                 decode_user_event(bytes(frame.event), venue=self._venue, received_at=self._now())
@@ -304,7 +303,7 @@ class UserStream:
                         except msgspec.DecodeError as exc:
                             record_malformed(self._venue, raw, f"undecodable ws-api frame: {exc}")
                             continue
-                        if frame.event is None:
+                        if not frame.has_event:
                             continue  # an answer to nothing we are waiting for
                         for event in self._events(frame, raw):
                             yield event

@@ -44,7 +44,8 @@ def test_new_execution_report_is_an_open_order_without_fill() -> None:
     assert report.cancel_client_order_id is None
     assert report.venue_order_id == "4293153"
     assert report.status is VenueOrderStatus.NEW
-    assert report.side is Side.BUY and report.type is OrderType.LIMIT
+    assert report.side is Side.BUY
+    assert report.type is OrderType.LIMIT
     assert report.quantity == Decimal("1.00000000")
     assert report.limit_price == Decimal("0.10264410")
     assert report.filled_quantity == 0
@@ -55,12 +56,14 @@ def test_new_execution_report_is_an_open_order_without_fill() -> None:
 
 def test_trade_execution_report_yields_the_fill_then_the_order_state() -> None:
     fill, order = user("execution_report_trade.json")
-    assert isinstance(fill, FillReport) and isinstance(order, OrderReport)
+    assert isinstance(fill, FillReport)
+    assert isinstance(order, OrderReport)
     assert fill.trade_id == "987654"
     assert fill.client_order_id == "mUvoqJxFIILMdfAW5iGSOW"
     assert fill.quantity == Decimal("0.40000000")  # l: last executed quantity
     assert fill.price == Decimal("0.10264410")  # L: last executed price
-    assert fill.fee == Decimal("0.00004000") and fill.fee_asset == "ETH"  # n / N
+    assert fill.fee == Decimal("0.00004000")
+    assert fill.fee_asset == "ETH"
     assert fill.liquidity is Liquidity.MAKER  # m
     assert fill.venue_ts == ms_to_utc(1499405669999)
     assert order.status is VenueOrderStatus.PARTIALLY_FILLED
@@ -81,7 +84,8 @@ def test_account_position_becomes_balance_reports() -> None:
     [balance] = user("outbound_account_position.json")
     assert isinstance(balance, BalanceReport)
     assert balance.asset == "ETH"
-    assert balance.free == Decimal("10000.000000") and balance.locked == 0
+    assert balance.free == Decimal("10000.000000")
+    assert balance.locked == 0
     assert balance.venue_ts == ms_to_utc(1564034571073)
 
 
@@ -131,7 +135,8 @@ def test_trade_where_the_buyer_made_the_market_was_sold_into() -> None:
     trade = decode_market_frame(combined("bnbbtc@trade", "trade.json"), received_at=FIXED_NOW)
     assert isinstance(trade, Trade)
     assert trade.trade_id == "12345"
-    assert trade.price == Decimal("0.001") and trade.quantity == Decimal("100")
+    assert trade.price == Decimal("0.001")
+    assert trade.quantity == Decimal("100")
     assert trade.aggressor is Side.SELL
     assert trade.venue_ts == ms_to_utc(1672515782136)
 
@@ -156,7 +161,8 @@ def test_exchange_info_filters_become_instrument_rules() -> None:
     assert rules.tick_size == Decimal("0.00000100")
     assert rules.step_size == Decimal("0.00100000")
     assert (rules.min_qty, rules.max_qty) == (Decimal("0.001"), Decimal("100000"))
-    assert rules.min_notional == Decimal("10") and rules.max_notional == Decimal("10000")
+    assert rules.min_notional == Decimal("10")
+    assert rules.max_notional == Decimal("10000")
     assert (rules.base_asset, rules.quote_asset) == ("ETH", "BTC")
 
 

@@ -97,7 +97,8 @@ async def test_market_order_sends_no_price_or_time_in_force(
     await venue.submit(order)
     params = signed_params(route.calls.last.request)
     assert params["quantity"] == "0.00000001"
-    assert "price" not in params and "timeInForce" not in params
+    assert "price" not in params
+    assert "timeInForce" not in params
 
 
 async def test_find_order_queries_by_orig_client_order_id(
@@ -106,7 +107,8 @@ async def test_find_order_queries_by_orig_client_order_id(
     route = api.get(ORDER).respond(json=payload("query_order.json"))
     report = await venue.find_order(Symbol("LTCBTC"), ClientOrderId("myOrder1"))
     params = signed_params(route.calls.last.request)
-    assert params["origClientOrderId"] == "myOrder1" and params["symbol"] == "LTCBTC"
+    assert params["origClientOrderId"] == "myOrder1"
+    assert params["symbol"] == "LTCBTC"
     assert report.client_order_id == "myOrder1"
     assert report.status is VenueOrderStatus.NEW
     assert report.limit_price == Decimal("0.1")
@@ -158,8 +160,10 @@ async def test_trades_since_asks_for_the_trade_after_the_last_known(
     [fill] = await venue.trades_since(Symbol("BNBBTC"), TradeId("28456"), limit=50)
     params = signed_params(route.calls.last.request)
     assert (params["fromId"], params["limit"]) == ("28457", "50")
-    assert fill.trade_id == "28457" and fill.venue_order_id == "100234"
-    assert fill.side is Side.BUY and fill.liquidity is Liquidity.TAKER
+    assert fill.trade_id == "28457"
+    assert fill.venue_order_id == "100234"
+    assert fill.side is Side.BUY
+    assert fill.liquidity is Liquidity.TAKER
     assert (fill.quantity, fill.price, fill.fee) == (
         Decimal("12"),
         Decimal("4.000001"),
@@ -262,7 +266,9 @@ async def test_after_429_the_adapter_refuses_without_sending(
     venue: BinanceVenue, api: respx.MockRouter
 ) -> None:
     route = api.post(ORDER).respond(
-        429, json={"code": -1003, "msg": "Too much request weight used."}, headers={"Retry-After": "30"}
+        429,
+        json={"code": -1003, "msg": "Too much request weight used."},
+        headers={"Retry-After": "30"},
     )
     with pytest.raises(RateLimited) as first:
         await venue.submit(limit_buy())
@@ -271,7 +277,8 @@ async def test_after_429_the_adapter_refuses_without_sending(
     with pytest.raises(RateLimited) as second:
         await venue.balances()
     assert 0 < second.value.retry_after <= 30.0
-    assert route.call_count == 1 and account.call_count == 0
+    assert route.call_count == 1
+    assert account.call_count == 0
 
 
 async def test_used_weight_header_feeds_the_budget(
