@@ -22,7 +22,15 @@ from engine.domain.types import (
     VenueName,
     utc_now,
 )
-from engine.exceptions import Ambiguous, ConfigError, Definitive, MalformedMessage, NotFound
+from engine.exceptions import (
+    Ambiguous,
+    AuthFailed,
+    ConfigError,
+    Definitive,
+    MalformedMessage,
+    NotFound,
+    VenueError,
+)
 from engine.venues.base import (
     BalanceReport,
     FillReport,
@@ -208,7 +216,14 @@ class BinanceVenue:
         return self._user_events()
 
     async def _user_events(self) -> AsyncIterator[UserEvent]:
-        await self.rest.ensure_time_synced()
+        try:
+            await self.rest.ensure_time_synced()
+        except AuthFailed:
+            raise
+        except VenueError as exc:
+            # Not fatal: the subscription is signed with the unsynced clock, and a -1021 answer
+            # re-syncs before the next attempt.
+            log.warning("binance_clock_sync_failed", venue=self.name, error=str(exc))
         stream = UserStream(
             ws_api_url=self.config.ws_api_url,
             api_key=self.config.api_key,

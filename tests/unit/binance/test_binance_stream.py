@@ -284,3 +284,37 @@ async def test_refused_credentials_end_the_user_stream() -> None:
     async with ws_server(handler) as url:
         with pytest.raises(AuthFailed):
             await take(user_stream(url, Sleeps()).events(), 1)
+
+
+async def test_invalid_timestamp_on_subscribe_resyncs_the_clock_and_subscribes_again() -> None:
+    attempts: list[dict[str, Any]] = []
+    resyncs: list[bool] = []
+
+    async def handler(ws: ServerConnection) -> None:
+        request = json.loads(await ws.recv())
+        attempts.append(request)
+        if len(attempts) == 1:
+            error = {
+                "code": -1021,
+                "msg": "Timestamp for this request is outside of the recvWindow.",
+            }
+            await ws.send(json.dumps({"id": request["id"], "status": 400, "error": error}))
+            await ws.wait_closed()
+            return
+        await ws.send(
+            json.dumps({"id": request["id"], "status": 200, "result": {"subscriptionId": 1}})
+        )
+        await ws.send(event("execution_report_new.json"))
+        await ws.wait_closed()
+
+    async def resync() -> None:
+        resyncs.append(True)
+
+    async with ws_server(handler) as url:
+        stream = user_stream(url, Sleeps())
+        stream._resync_clock = resync
+        [report] = await take(stream.events(), 1)
+    assert isinstance(report, OrderReport)  # first subscription: no StreamReconnected
+    assert resyncs == [True]
+    assert len(attempts) == 2
+    assert stream.subscription_id == 1
