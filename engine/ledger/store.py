@@ -1,0 +1,1415 @@
+"""The ledger: every durable write of the execution protocol (ARCHITECTURE.md, "The durable
+execution protocol"), one short transaction per phase.
+
+Concurrency model, in one place:
+
+* **One writer per account**, enforced by the ``leases`` row and its ``epoch``. ``reserve`` fences
+  on it (``UPDATE leases … WHERE holder AND epoch AND expires_at > now``) in its own transaction,
+  so a process that lost the lease can never reserve another order. Taking over an expired lease
+  increments the epoch; ``orders.lease_epoch`` records which epoch reserved each order.
+* **Controls never race a reservation.** ``reserve`` holds a *shared* transaction-level advisory
+  lock (:data:`CONTROLS_LOCK_KEY`) from its fence statement to its commit, and checks controls in
+  a later statement (Postgres READ COMMITTED takes a new snapshot per statement). ``set_control``
+  takes the same lock *exclusively* before inserting. So a control either commits before the
+  reservation's check (which then sees it and blocks) or waits until the reservation has
+  committed (and whoever set it then sees that order, e.g. to cancel it).
+  Reservations of different accounts do not block each other; clearing a control only permits
+  more, so it takes no lock.
+* **Order rows are locked before fills are read.** Every write that derives a state from the
+  fill sum locks the order row (``FOR UPDATE``) in one statement and reads the sum in a later
+  one, so two writers appending fills to the same order (the user stream and the reconciler)
+  always see each other's fills.
+* Every state change is ``UPDATE orders … WHERE state = ANY(allowed_from(to))`` plus an
+  ``order_events`` row in the same statement; zero rows means a conflict to re-read, never an
+  error to swallow (:class:`engine.exceptions.StateConflict`).
+* Filled quantity and average price are always derived from ``fills``; no counter can drift.
+
+Statements are ``text()`` constants built once at import (SQLAlchemy caches their compiled form and
+asyncpg prepares them once per connection), batches travel as arrays through ``unnest``, and each
+phase is a handful of round trips whatever the batch size.
+
+Timestamps written here come from the injected clock, so tests control time and all rows of one
+process agree; the lease logic tolerates clock skew between processes because safety rests on the
+epoch, not on the clock.
+"""
+
+from __future__ import annotations
+
+import json
+from collections.abc import AsyncIterator, Callable, Iterable, Mapping, Sequence
+from contextlib import asynccontextmanager
+from dataclasses import replace
+from datetime import datetime, timedelta
+from decimal import Decimal
+from typing import Any
+
+from sqlalchemy import text
+from sqlalchemy.engine import Row
+from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine
+
+from engine.domain.orders import Order, allowed_from, target_state
+from engine.domain.risk import Verdict
+from engine.domain.types import (
+    TERMINAL_STATES,
+    AccountId,
+    Asset,
+    ClientOrderId,
+    ControlKind,
+    ControlScope,
+    DecisionId,
+    DecisionOutcome,
+    OrderState,
+    OrderType,
+    Side,
+    StrategyId,
+    Symbol,
+    TimeInForce,
+    TradeId,
+    VenueName,
+    VenueOrderId,
+    VenueOrderStatus,
+    VerdictResult,
+    utc_now,
+)
+from engine.exceptions import LeaseLost, LedgerError, StateConflict
+from engine.ledger.db import translate_error
+from engine.ledger.records import (
+    Control,
+    DecisionRecord,
+    Incident,
+    Reservation,
+    ReserveResult,
+    ReserveStatus,
+)
+from engine.venues.base import BalanceReport, FillReport, OrderReport
+
+#: Advisory lock serializing ``set_control`` (exclusive) against ``reserve`` (shared).
+#: The value is arbitrary but fixed: b"tradectl" as a signed 64-bit integer.
+CONTROLS_LOCK_KEY = int.from_bytes(b"tradectl", "big", signed=True)
+
+_NON_TERMINAL = [s.value for s in OrderState if s not in TERMINAL_STATES]
+_BLOCKING_KINDS = (ControlKind.HALT, ControlKind.PAUSE)
+
+# ---------------------------------------------------------------------------------------------
+# SQL
+
+_ORDER_COLUMNS = """
+    o.client_order_id, o.decision_id, o.strategy_id, o.account, o.venue, o.symbol, o.side,
+    o.type, o.time_in_force, o.requested_qty, o.limit_price, o.state, o.venue_order_id,
+    o.created_at, o.expires_at, o.submitted_at, o.acked_at, o.venue_ts, o.last_error,
+    o.lease_epoch
+"""
+
+_FILL_TOTALS = """
+    LEFT JOIN LATERAL (
+        SELECT sum(x.qty) AS filled_qty, sum(x.qty * x.price) / NULLIF(sum(x.qty), 0) AS avg_price
+        FROM fills x WHERE x.client_order_id = o.client_order_id
+    ) f ON true
+"""
+
+_SELECT_ORDERS = f"SELECT {_ORDER_COLUMNS}, f.filled_qty, f.avg_price FROM orders o {_FILL_TOTALS}"
+
+SQL_GET_ORDER = text(f"{_SELECT_ORDERS} WHERE o.client_order_id = :client_order_id")
+SQL_GET_ORDERS = text(
+    f"{_SELECT_ORDERS} WHERE o.client_order_id = ANY(CAST(:client_order_ids AS text[]))"
+)
+SQL_NON_TERMINAL_ORDERS = text(
+    f"""{_SELECT_ORDERS}
+    WHERE o.account = :account AND o.state IN ({", ".join(repr(s) for s in _NON_TERMINAL)})
+    ORDER BY o.created_at, o.client_order_id"""
+)
+SQL_OPEN_ORDERS_OF_STRATEGY = text(
+    f"""{_SELECT_ORDERS}
+    WHERE o.account = :account AND o.strategy_id = :strategy_id
+      AND o.state IN ({", ".join(repr(s) for s in _NON_TERMINAL)})
+    ORDER BY o.created_at, o.client_order_id"""
+)
+
+SQL_ACQUIRE_LEASE = text(
+    """
+    INSERT INTO leases AS l (account, holder, epoch, heartbeat_at, expires_at)
+    VALUES (:account, :holder, 1, :now, :expires_at)
+    ON CONFLICT (account) DO UPDATE
+        SET holder = EXCLUDED.holder, epoch = l.epoch + 1,
+            heartbeat_at = EXCLUDED.heartbeat_at, expires_at = EXCLUDED.expires_at
+        WHERE l.expires_at <= EXCLUDED.heartbeat_at OR l.holder = EXCLUDED.holder
+    RETURNING epoch
+    """
+)
+SQL_RENEW_LEASE = text(
+    """
+    UPDATE leases SET heartbeat_at = :now, expires_at = :expires_at
+    WHERE account = :account AND holder = :holder AND epoch = :epoch
+    RETURNING epoch
+    """
+)
+SQL_RELEASE_LEASE = text(
+    """
+    UPDATE leases SET expires_at = :now
+    WHERE account = :account AND holder = :holder AND epoch = :epoch AND expires_at > :now
+    """
+)
+
+# The fence. Joining the lock CTE forces the lock before the row is updated; the controls are
+# read by a *later* statement, whose snapshot therefore includes any control committed before
+# the lock was granted.
+SQL_FENCE = text(
+    """
+    WITH lk AS (SELECT pg_advisory_xact_lock_shared(:lock_key))
+    UPDATE leases SET heartbeat_at = :now FROM lk
+    WHERE account = :account AND holder = :holder AND epoch = :epoch AND expires_at > :now
+    RETURNING epoch
+    """
+)
+
+_COVERING_CONTROLS = """
+    SELECT c.id, c.scope, c.target, c.kind, c.active, c.reason, c.set_by, c.set_at
+    FROM controls c
+    WHERE c.active AND (
+        c.scope = 'global'
+        OR (c.scope = 'account' AND c.target = :account)
+        OR (c.scope = 'strategy' AND c.target = ANY(CAST(:strategy_ids AS text[])))
+        OR (c.scope = 'symbol' AND c.target = ANY(CAST(:symbols AS text[])))
+    )
+"""
+
+SQL_COVERING_CONTROLS = text(f"{_COVERING_CONTROLS} ORDER BY c.id")
+
+# Positions from fills and what the account's other in-flight orders may still add, for the
+# reduce-only rule: an order may only shrink the position, counting what is already working.
+SQL_REDUCE_ONLY_FACTS = text(
+    f"""
+    SELECT 'position' AS kind, x.symbol, NULL AS side,
+           sum(CASE WHEN x.side = 'BUY' THEN x.qty ELSE -x.qty END) AS qty
+    FROM fills x
+    WHERE x.account = :account AND x.symbol = ANY(CAST(:symbols AS text[]))
+    GROUP BY x.symbol
+    UNION ALL
+    SELECT 'working', o.symbol, o.side, sum(o.requested_qty - COALESCE(f.filled_qty, 0))
+    FROM orders o {_FILL_TOTALS}
+    WHERE o.account = :account AND o.symbol = ANY(CAST(:symbols AS text[]))
+      AND o.state IN ({", ".join(repr(s) for s in _NON_TERMINAL)})
+      AND o.client_order_id <> ALL(CAST(:client_order_ids AS text[]))
+    GROUP BY o.symbol, o.side
+    """
+)
+
+_DECISION_ARRAYS = """
+    unnest(
+        CAST(:d_decision_id AS text[]), CAST(:d_strategy_id AS text[]),
+        CAST(:d_account AS text[]), CAST(:d_symbol AS text[]), CAST(:d_intent AS text[]),
+        CAST(:d_side AS text[]), CAST(:d_quantity AS numeric[]),
+        CAST(:d_limit_price AS numeric[]), CAST(:d_reason AS text[]),
+        CAST(:d_md_ts AS timestamptz[]), CAST(:d_decided_at AS timestamptz[]),
+        CAST(:d_interval_key AS text[]), CAST(:d_sequence AS int[]),
+        CAST(:d_verdicts AS text[]), CAST(:d_outcome AS text[])
+    ) AS t(decision_id, strategy_id, account, symbol, intent, side, quantity, limit_price,
+           reason, md_ts, decided_at, interval_key, sequence, verdicts, outcome)
+"""
+
+_INSERT_DECISIONS = f"""
+    INSERT INTO decisions (decision_id, strategy_id, account, symbol, intent, side, quantity,
+                           limit_price, reason, md_ts, decided_at, interval_key, sequence,
+                           verdicts, outcome)
+    SELECT t.decision_id, t.strategy_id, t.account, t.symbol, t.intent, t.side, t.quantity,
+           t.limit_price, t.reason, t.md_ts, t.decided_at, t.interval_key, t.sequence,
+           CAST(t.verdicts AS jsonb), t.outcome
+    FROM {_DECISION_ARRAYS}
+"""
+
+SQL_RECORD_DECISIONS = text(f"{_INSERT_DECISIONS} ON CONFLICT (decision_id) DO NOTHING")
+
+# The reservation itself. With :guard set it writes nothing when any control covers the batch
+# (the common, uncontrolled case then costs one statement); the caller then reads the controls,
+# decides per reservation, and runs it again with :guard off and only the allowed orders.
+SQL_RESERVE = text(
+    f"""
+    WITH ctl AS ({_COVERING_CONTROLS} LIMIT 1),
+    go AS (SELECT NOT (CAST(:guard AS boolean) AND EXISTS (SELECT 1 FROM ctl)) AS ok),
+    d AS (
+        {_INSERT_DECISIONS}, go WHERE go.ok
+        ON CONFLICT (decision_id) DO NOTHING
+    ),
+    o AS (
+        INSERT INTO orders (client_order_id, decision_id, strategy_id, account, venue, symbol,
+                            side, type, time_in_force, requested_qty, limit_price, state,
+                            created_at, expires_at, lease_epoch, updated_at)
+        SELECT r.client_order_id, r.decision_id, r.strategy_id, :account, r.venue, r.symbol,
+               r.side, r.type, r.time_in_force, r.requested_qty, r.limit_price,
+               'PENDING_SUBMIT', :now, r.expires_at, :epoch, :now
+        FROM unnest(
+            CAST(:o_client_order_id AS text[]), CAST(:o_decision_id AS text[]),
+            CAST(:o_strategy_id AS text[]), CAST(:o_venue AS text[]), CAST(:o_symbol AS text[]),
+            CAST(:o_side AS text[]), CAST(:o_type AS text[]),
+            CAST(:o_time_in_force AS text[]), CAST(:o_requested_qty AS numeric[]),
+            CAST(:o_limit_price AS numeric[]), CAST(:o_expires_at AS timestamptz[])
+        ) AS r(client_order_id, decision_id, strategy_id, venue, symbol, side, type,
+               time_in_force, requested_qty, limit_price, expires_at), go
+        WHERE go.ok
+        ON CONFLICT (client_order_id) DO NOTHING
+        RETURNING client_order_id
+    ),
+    e AS (
+        INSERT INTO order_events (client_order_id, from_state, to_state, cause, recorded_at)
+        SELECT client_order_id, NULL, 'PENDING_SUBMIT', 'reserved', :now FROM o
+    )
+    SELECT (SELECT ok FROM go) AS ok, ARRAY(SELECT client_order_id FROM o) AS inserted
+    """
+)
+
+# One order's state change (and field updates), its event, and the resulting order: one
+# statement. ``cur`` locks the row and reads its newest state; the update applies only from an
+# allowed state (or the same state, to update fields without an event).
+SQL_UPDATE_ORDER = text(
+    f"""
+    WITH cur AS (
+        SELECT client_order_id, state FROM orders
+        WHERE client_order_id = :client_order_id FOR UPDATE
+    ),
+    upd AS (
+        UPDATE orders o SET
+            state = :to_state,
+            updated_at = :now,
+            venue_order_id = COALESCE(o.venue_order_id, CAST(:venue_order_id AS text)),
+            submitted_at = COALESCE(CAST(:submitted_at AS timestamptz), o.submitted_at),
+            acked_at = COALESCE(o.acked_at, CAST(:acked_at AS timestamptz)),
+            venue_ts = GREATEST(o.venue_ts, CAST(:venue_ts AS timestamptz)),
+            last_error = COALESCE(CAST(:error AS text), o.last_error)
+        FROM cur
+        WHERE o.client_order_id = cur.client_order_id
+          AND (cur.state = ANY(CAST(:allowed AS text[])) OR cur.state = :to_state)
+        RETURNING {_ORDER_COLUMNS}, cur.state AS from_state
+    ),
+    ev AS (
+        INSERT INTO order_events (client_order_id, from_state, to_state, cause, detail,
+                                  venue_ts, recorded_at)
+        SELECT u.client_order_id, u.from_state, u.state, :cause, CAST(:detail AS jsonb),
+               CAST(:venue_ts AS timestamptz), :now
+        FROM upd u WHERE u.from_state <> u.state
+    )
+    SELECT cur.state AS current_state, u.*, f.filled_qty, f.avg_price
+    FROM cur
+    LEFT JOIN upd u ON true
+    LEFT JOIN LATERAL (
+        SELECT sum(x.qty) AS filled_qty, sum(x.qty * x.price) / NULLIF(sum(x.qty), 0) AS avg_price
+        FROM fills x WHERE x.client_order_id = :client_order_id
+    ) f ON true
+    """
+)
+
+SQL_LOCK_ORDERS = text(
+    """
+    SELECT client_order_id, state, requested_qty FROM orders
+    WHERE client_order_id = ANY(CAST(:client_order_ids AS text[]))
+    ORDER BY client_order_id
+    FOR UPDATE
+    """
+)
+
+# Insert fills (duplicates by trade id are skipped) and return, per locked order, the fill sum
+# including the rows just inserted (this statement's snapshot cannot see its own inserts).
+SQL_INSERT_FILLS = text(
+    """
+    WITH ins AS (
+        INSERT INTO fills (venue, symbol, trade_id, client_order_id, venue_order_id, account,
+                           side, qty, price, fee, fee_asset, liquidity, venue_ts, received_at,
+                           recorded_at)
+        SELECT t.venue, t.symbol, t.trade_id, t.client_order_id, t.venue_order_id, :account,
+               t.side, t.qty, t.price, t.fee, t.fee_asset, t.liquidity, t.venue_ts,
+               t.received_at, :now
+        FROM unnest(
+            CAST(:venue AS text[]), CAST(:symbol AS text[]), CAST(:trade_id AS text[]),
+            CAST(:client_order_id AS text[]), CAST(:venue_order_id AS text[]),
+            CAST(:side AS text[]), CAST(:qty AS numeric[]), CAST(:price AS numeric[]),
+            CAST(:fee AS numeric[]), CAST(:fee_asset AS text[]), CAST(:liquidity AS text[]),
+            CAST(:venue_ts AS timestamptz[]), CAST(:received_at AS timestamptz[])
+        ) AS t(venue, symbol, trade_id, client_order_id, venue_order_id, side, qty, price, fee,
+               fee_asset, liquidity, venue_ts, received_at)
+        ON CONFLICT (venue, symbol, trade_id) DO NOTHING
+        RETURNING venue, symbol, trade_id, client_order_id, qty
+    )
+    SELECT 'inserted' AS kind, i.venue, i.symbol, i.trade_id, NULL AS client_order_id,
+           NULL AS filled_qty
+    FROM ins i
+    UNION ALL
+    SELECT 'total', NULL, NULL, NULL, l.client_order_id,
+           COALESCE((SELECT sum(x.qty) FROM fills x WHERE x.client_order_id = l.client_order_id), 0)
+           + COALESCE((SELECT sum(i.qty) FROM ins i WHERE i.client_order_id = l.client_order_id), 0)
+    FROM unnest(CAST(:locked AS text[])) AS l(client_order_id)
+    """
+)
+
+# Several orders' fill-driven moves in one statement. The rows are locked by this transaction,
+# so ``state = from_state`` holds; from → to was validated against the transition table.
+SQL_FILL_TRANSITIONS = text(
+    """
+    WITH t AS (
+        SELECT * FROM unnest(
+            CAST(:client_order_id AS text[]), CAST(:from_state AS text[]),
+            CAST(:to_state AS text[])
+        ) AS t(client_order_id, from_state, to_state)
+    ),
+    upd AS (
+        UPDATE orders o SET state = t.to_state, updated_at = :now
+        FROM t WHERE o.client_order_id = t.client_order_id AND o.state = t.from_state
+        RETURNING o.client_order_id, t.from_state, t.to_state
+    )
+    INSERT INTO order_events (client_order_id, from_state, to_state, cause, recorded_at)
+    SELECT client_order_id, from_state, to_state, :cause, :now FROM upd
+    """
+)
+
+SQL_LAST_TRADE_IDS = text(
+    """
+    SELECT DISTINCT ON (symbol) symbol, trade_id FROM fills
+    WHERE account = :account AND venue = :venue
+    ORDER BY symbol, venue_ts DESC,
+             CASE WHEN trade_id ~ '^[0-9]{1,30}$' THEN CAST(trade_id AS numeric) END
+                 DESC NULLS LAST,
+             id DESC
+    """
+)
+SQL_NET_POSITIONS = text(
+    """
+    SELECT o.strategy_id, x.symbol, sum(CASE WHEN x.side = 'BUY' THEN x.qty ELSE -x.qty END)
+    FROM fills x JOIN orders o ON o.client_order_id = x.client_order_id
+    WHERE o.account = :account
+    GROUP BY o.strategy_id, x.symbol
+    """
+)
+SQL_ACCOUNT_POSITION = text(
+    """
+    SELECT COALESCE(sum(CASE WHEN side = 'BUY' THEN qty ELSE -qty END), 0) FROM fills
+    WHERE account = :account AND symbol = :symbol
+    """
+)
+
+_CONTROL_COLUMNS = "id, scope, target, kind, active, reason, set_by, set_at"
+SQL_SET_CONTROL = text(
+    f"""
+    WITH lk AS (SELECT pg_advisory_xact_lock(:lock_key)),
+    ins AS (
+        INSERT INTO controls (scope, target, kind, active, reason, set_by, set_at)
+        SELECT :scope, :target, :kind, true, :reason, :set_by, :now FROM lk
+        ON CONFLICT (scope, target, kind) WHERE active DO NOTHING
+        RETURNING {_CONTROL_COLUMNS}
+    )
+    SELECT {_CONTROL_COLUMNS} FROM ins
+    """
+)
+SQL_ACTIVE_CONTROL = text(
+    f"""SELECT {_CONTROL_COLUMNS} FROM controls
+    WHERE scope = :scope AND target = :target AND kind = :kind AND active"""
+)
+SQL_CLEAR_CONTROL = text(
+    """
+    UPDATE controls SET active = false, cleared_at = :now, cleared_by = :cleared_by
+    WHERE scope = :scope AND target = :target AND kind = :kind AND active
+    RETURNING id
+    """
+)
+SQL_ACTIVE_CONTROLS = text(f"SELECT {_CONTROL_COLUMNS} FROM controls WHERE active ORDER BY id")
+
+_INCIDENT_COLUMNS = (
+    "id, opened_at, kind, scope, severity, message, details, resolved_at, resolution_note"
+)
+SQL_OPEN_INCIDENT = text(
+    f"""
+    INSERT INTO incidents (opened_at, kind, scope, severity, message, details, dedupe_key)
+    VALUES (:now, :kind, :scope, :severity, :message, CAST(:details AS jsonb), :dedupe_key)
+    ON CONFLICT (dedupe_key) WHERE resolved_at IS NULL DO NOTHING
+    RETURNING {_INCIDENT_COLUMNS}
+    """
+)
+SQL_OPEN_INCIDENT_BY_KEY = text(
+    f"""SELECT {_INCIDENT_COLUMNS} FROM incidents
+    WHERE dedupe_key = :dedupe_key AND resolved_at IS NULL"""
+)
+SQL_OPEN_INCIDENTS = text(
+    f"SELECT {_INCIDENT_COLUMNS} FROM incidents WHERE resolved_at IS NULL ORDER BY opened_at, id"
+)
+SQL_ALL_INCIDENTS = text(f"SELECT {_INCIDENT_COLUMNS} FROM incidents ORDER BY opened_at, id")
+SQL_RESOLVE_INCIDENT = text(
+    """
+    UPDATE incidents SET resolved_at = :now, resolution_note = :note
+    WHERE id = :id AND resolved_at IS NULL
+    RETURNING id
+    """
+)
+
+SQL_RECORD_BALANCES = text(
+    """
+    INSERT INTO balances (account, venue, asset, free, locked, venue_ts, received_at)
+    SELECT :account, t.venue, t.asset, t.free, t.locked, t.venue_ts, t.received_at
+    FROM unnest(
+        CAST(:venue AS text[]), CAST(:asset AS text[]), CAST(:free AS numeric[]),
+        CAST(:locked AS numeric[]), CAST(:venue_ts AS timestamptz[]),
+        CAST(:received_at AS timestamptz[])
+    ) AS t(venue, asset, free, locked, venue_ts, received_at)
+    """
+)
+# Per asset, the newest report: stream updates carry only the assets that changed.
+SQL_LATEST_BALANCES = text(
+    """
+    SELECT DISTINCT ON (asset) venue, asset, free, locked, venue_ts, received_at
+    FROM balances WHERE account = :account AND venue = :venue
+    ORDER BY asset, received_at DESC, id DESC
+    """
+)
+
+
+# ---------------------------------------------------------------------------------------------
+# Row mapping
+
+
+def _json(value: Any) -> Any:
+    return json.loads(value) if isinstance(value, str) else value
+
+
+def _dumps(value: Any) -> str:
+    return json.dumps(value, default=str, separators=(",", ":"))
+
+
+def _order(row: Row[Any]) -> Order:
+    m = row._mapping
+    return Order(
+        client_order_id=ClientOrderId(m["client_order_id"]),
+        decision_id=DecisionId(m["decision_id"]),
+        strategy_id=StrategyId(m["strategy_id"]),
+        account=AccountId(m["account"]),
+        venue=VenueName(m["venue"]),
+        symbol=Symbol(m["symbol"]),
+        side=Side(m["side"]),
+        type=OrderType(m["type"]),
+        time_in_force=TimeInForce(m["time_in_force"]),
+        requested_qty=m["requested_qty"],
+        limit_price=m["limit_price"],
+        state=OrderState(m["state"]),
+        venue_order_id=None if m["venue_order_id"] is None else VenueOrderId(m["venue_order_id"]),
+        created_at=m["created_at"],
+        expires_at=m["expires_at"],
+        submitted_at=m["submitted_at"],
+        acked_at=m["acked_at"],
+        venue_ts=m["venue_ts"],
+        last_error=m["last_error"],
+        lease_epoch=m["lease_epoch"],
+        filled_qty=m["filled_qty"] if m["filled_qty"] is not None else Decimal(0),
+        avg_price=m["avg_price"],
+    )
+
+
+def _control(row: Row[Any]) -> Control:
+    m = row._mapping
+    return Control(
+        id=m["id"],
+        scope=ControlScope(m["scope"]),
+        target=m["target"],
+        kind=ControlKind(m["kind"]),
+        active=m["active"],
+        reason=m["reason"],
+        set_by=m["set_by"],
+        set_at=m["set_at"],
+    )
+
+
+def _incident(row: Row[Any]) -> Incident:
+    m = row._mapping
+    return Incident(
+        id=m["id"],
+        opened_at=m["opened_at"],
+        kind=m["kind"],
+        scope=m["scope"],
+        severity=m["severity"],
+        message=m["message"],
+        details=_json(m["details"]),
+        resolved_at=m["resolved_at"],
+        resolution_note=m["resolution_note"],
+    )
+
+
+def _describe(control: Control) -> str:
+    target = "everything" if control.scope is ControlScope.GLOBAL else control.target
+    return (
+        f"{control.kind.value} on {control.scope.value} {target} "
+        f"(set by {control.set_by} at {control.set_at.isoformat()}: {control.reason})"
+    )
+
+
+def _covers(control: Control, account: str, decision: DecisionRecord) -> bool:
+    match control.scope:
+        case ControlScope.GLOBAL:
+            return True
+        case ControlScope.ACCOUNT:
+            return control.target == account
+        case ControlScope.STRATEGY:
+            return control.target == decision.strategy_id
+        case ControlScope.SYMBOL:
+            return control.target == decision.symbol
+    return False  # pragma: no cover
+
+
+def _decision_params(decisions: Sequence[DecisionRecord]) -> dict[str, list[Any]]:
+    return {
+        "d_decision_id": [d.decision_id for d in decisions],
+        "d_strategy_id": [d.strategy_id for d in decisions],
+        "d_account": [d.account for d in decisions],
+        "d_symbol": [d.symbol for d in decisions],
+        "d_intent": [d.intent for d in decisions],
+        "d_side": [None if d.side is None else d.side.value for d in decisions],
+        "d_quantity": [d.quantity for d in decisions],
+        "d_limit_price": [d.limit_price for d in decisions],
+        "d_reason": [d.reason for d in decisions],
+        "d_md_ts": [d.md_ts for d in decisions],
+        "d_decided_at": [d.decided_at for d in decisions],
+        "d_interval_key": [d.interval_key for d in decisions],
+        "d_sequence": [d.sequence for d in decisions],
+        "d_verdicts": [_dumps([v.as_json() for v in d.verdicts]) for d in decisions],
+        "d_outcome": [d.outcome.value for d in decisions],
+    }
+
+
+def _order_params(reservations: Sequence[Reservation]) -> dict[str, list[Any]]:
+    return {
+        "o_client_order_id": [r.client_order_id for r in reservations],
+        "o_decision_id": [r.decision.decision_id for r in reservations],
+        "o_strategy_id": [r.decision.strategy_id for r in reservations],
+        "o_venue": [r.venue for r in reservations],
+        "o_symbol": [r.decision.symbol for r in reservations],
+        "o_side": [r.decision.side.value if r.decision.side else None for r in reservations],
+        "o_type": [r.type.value for r in reservations],
+        "o_time_in_force": [r.time_in_force.value for r in reservations],
+        "o_requested_qty": [r.quantity for r in reservations],
+        "o_limit_price": [r.limit_price for r in reservations],
+        "o_expires_at": [r.expires_at for r in reservations],
+    }
+
+
+def _fill_params(fills: Sequence[FillReport]) -> dict[str, list[Any]]:
+    return {
+        "venue": [f.venue for f in fills],
+        "symbol": [f.symbol for f in fills],
+        "trade_id": [f.trade_id for f in fills],
+        "client_order_id": [f.client_order_id for f in fills],
+        "venue_order_id": [f.venue_order_id for f in fills],
+        "side": [f.side.value for f in fills],
+        "qty": [f.quantity for f in fills],
+        "price": [f.price for f in fills],
+        "fee": [f.fee for f in fills],
+        "fee_asset": [f.fee_asset for f in fills],
+        "liquidity": [None if f.liquidity is None else f.liquidity.value for f in fills],
+        "venue_ts": [f.venue_ts for f in fills],
+        "received_at": [f.received_at for f in fills],
+    }
+
+
+def _fill_driven_state(current: OrderState, filled: Decimal, requested: Decimal) -> OrderState:
+    # A fill says "partially filled" unless it completes the order; an in-flight cancel stays
+    # in flight (the cancel's own answer moves it on).
+    status = (
+        VenueOrderStatus.PENDING_CANCEL
+        if current is OrderState.PENDING_CANCEL
+        else VenueOrderStatus.PARTIALLY_FILLED
+    )
+    return target_state(current, status, filled, requested)
+
+
+# ---------------------------------------------------------------------------------------------
+
+
+class Ledger:
+    """The durable ledger of one account on one venue. Safe to share between coroutines."""
+
+    def __init__(
+        self,
+        engine: AsyncEngine,
+        *,
+        account: AccountId,
+        venue: VenueName,
+        clock: Callable[[], datetime] = utc_now,
+    ) -> None:
+        self._engine = engine
+        self.account = account
+        self.venue = venue
+        self._clock = clock
+
+    @asynccontextmanager
+    async def _tx(self) -> AsyncIterator[AsyncConnection]:
+        """One transaction; connection-level failures leave as DatabaseUnavailable."""
+        try:
+            async with self._engine.begin() as conn:
+                yield conn
+        except LedgerError:
+            raise
+        except Exception as exc:
+            mapped = translate_error(exc, self._engine.url)
+            if mapped is exc:
+                raise
+            raise mapped from exc
+
+    # -- lease ------------------------------------------------------------------------------
+
+    async def acquire_lease(self, holder: str, ttl: timedelta) -> int | None:
+        """Take the account's lease: the new epoch, or ``None`` while another holder's lease is
+        unexpired. Taking over (an expired lease, or one's own again) increments the epoch."""
+        now = self._clock()
+        async with self._tx() as conn:
+            epoch = (
+                await conn.execute(
+                    SQL_ACQUIRE_LEASE,
+                    {
+                        "account": self.account,
+                        "holder": holder,
+                        "now": now,
+                        "expires_at": now + ttl,
+                    },
+                )
+            ).scalar_one_or_none()
+        return None if epoch is None else int(epoch)
+
+    async def renew_lease(self, holder: str, epoch: int, ttl: timedelta) -> None:
+        """Extend the lease; :class:`LeaseLost` when another process has taken it over."""
+        now = self._clock()
+        async with self._tx() as conn:
+            renewed = (
+                await conn.execute(
+                    SQL_RENEW_LEASE,
+                    {
+                        "account": self.account,
+                        "holder": holder,
+                        "epoch": epoch,
+                        "now": now,
+                        "expires_at": now + ttl,
+                    },
+                )
+            ).first()
+        if renewed is None:
+            raise self._lease_lost(holder, epoch)
+
+    async def release_lease(self, holder: str, epoch: int) -> None:
+        """Let another process take over at once (the next epoch is still incremented)."""
+        now = self._clock()
+        async with self._tx() as conn:
+            await conn.execute(
+                SQL_RELEASE_LEASE,
+                {"account": self.account, "holder": holder, "epoch": epoch, "now": now},
+            )
+
+    def _lease_lost(self, holder: str, epoch: int) -> LeaseLost:
+        return LeaseLost(
+            f"account {self.account}: {holder} no longer holds lease epoch {epoch} (it expired "
+            "or another process took it over); stop trading this account and restart to "
+            "re-acquire the lease"
+        )
+
+    # -- decisions and reservation ----------------------------------------------------------
+
+    async def record_decision(self, decision: DecisionRecord) -> None:
+        """Record a decision that reserves no order (a hold, a risk denial). Idempotent."""
+        async with self._tx() as conn:
+            await conn.execute(SQL_RECORD_DECISIONS, _decision_params([decision]))
+
+    async def reserve(
+        self, reservations: Sequence[Reservation], *, holder: str, epoch: int
+    ) -> list[ReserveResult]:
+        """Reserve client order ids, one transaction for the whole batch (protocol step 3).
+
+        Per reservation: RESERVED (new ``PENDING_SUBMIT`` order), EXISTING (already reserved:
+        continue from the stored order, never insert twice) or BLOCKED (a control covers it; the
+        decision is stored as denied with a ``control`` verdict naming it). Raises
+        :class:`LeaseLost`, writing nothing, when this process no longer holds ``epoch``.
+        """
+        if not reservations:
+            return []
+        for r in reservations:
+            self._check_reservation(r)
+        now = self._clock()
+        strategy_ids = sorted({r.decision.strategy_id for r in reservations})
+        symbols = sorted({r.decision.symbol for r in reservations})
+        scope = {"account": self.account, "strategy_ids": strategy_ids, "symbols": symbols}
+        reserved_decisions = [
+            _with_outcome(r.decision, DecisionOutcome.RESERVED) for r in reservations
+        ]
+        async with self._tx() as conn:
+            fenced = (
+                await conn.execute(
+                    SQL_FENCE,
+                    {
+                        "lock_key": CONTROLS_LOCK_KEY,
+                        "account": self.account,
+                        "holder": holder,
+                        "epoch": epoch,
+                        "now": now,
+                    },
+                )
+            ).first()
+            if fenced is None:
+                raise self._lease_lost(holder, epoch)
+            row = (
+                await conn.execute(
+                    SQL_RESERVE,
+                    {
+                        **scope,
+                        "guard": True,
+                        "now": now,
+                        "epoch": epoch,
+                        **_decision_params(reserved_decisions),
+                        **_order_params(reservations),
+                    },
+                )
+            ).one()
+            blocked: dict[ClientOrderId, list[str]] = {}
+            if row.ok:
+                inserted = set(row.inserted)
+            else:
+                allowed, blocked, decisions = await self._apply_controls(conn, reservations, scope)
+                row = (
+                    await conn.execute(
+                        SQL_RESERVE,
+                        {
+                            **scope,
+                            "guard": False,
+                            "now": now,
+                            "epoch": epoch,
+                            **_decision_params(decisions),
+                            **_order_params(allowed),
+                        },
+                    )
+                ).one()
+                inserted = set(row.inserted)
+            # Anything not inserted now was reserved before: report the stored order. A blocked
+            # reservation that was reserved before is EXISTING too: it may be on the venue.
+            missing = [r.client_order_id for r in reservations if r.client_order_id not in inserted]
+            stored: dict[str, Order] = {}
+            if missing:
+                result = await conn.execute(SQL_GET_ORDERS, {"client_order_ids": missing})
+                stored = {o.client_order_id: o for o in map(_order, result)}
+
+        results: list[ReserveResult] = []
+        seen: set[str] = set()
+        for r in reservations:
+            coid = r.client_order_id
+            if coid in inserted and coid not in seen:
+                order = self._new_order(r, now, epoch)
+                results.append(
+                    ReserveResult(client_order_id=coid, status=ReserveStatus.RESERVED, order=order)
+                )
+            elif coid in stored or coid in seen:
+                existing = stored.get(coid) or self._new_order(r, now, epoch)
+                results.append(
+                    ReserveResult(
+                        client_order_id=coid, status=ReserveStatus.EXISTING, order=existing
+                    )
+                )
+            else:
+                results.append(
+                    ReserveResult(
+                        client_order_id=coid,
+                        status=ReserveStatus.BLOCKED,
+                        order=None,
+                        blocked_by=tuple(blocked.get(coid, ())),
+                    )
+                )
+            seen.add(coid)
+        return results
+
+    def _check_reservation(self, r: Reservation) -> None:
+        if r.decision.account != self.account:
+            raise ValueError(
+                f"reservation {r.client_order_id} is for account {r.decision.account}, "
+                f"this ledger writes account {self.account}"
+            )
+        if r.decision.side is None:
+            raise ValueError(f"reservation {r.client_order_id} has a decision without a side")
+        if r.quantity <= 0:
+            raise ValueError(f"reservation {r.client_order_id} has quantity {r.quantity}")
+
+    def _new_order(self, r: Reservation, now: datetime, epoch: int) -> Order:
+        assert r.decision.side is not None
+        return Order(
+            client_order_id=r.client_order_id,
+            decision_id=r.decision.decision_id,
+            strategy_id=r.decision.strategy_id,
+            account=self.account,
+            venue=r.venue,
+            symbol=r.decision.symbol,
+            side=r.decision.side,
+            type=r.type,
+            time_in_force=r.time_in_force,
+            requested_qty=r.quantity,
+            limit_price=r.limit_price,
+            state=OrderState.PENDING_SUBMIT,
+            venue_order_id=None,
+            created_at=now,
+            expires_at=r.expires_at,
+            lease_epoch=epoch,
+        )
+
+    async def _apply_controls(
+        self,
+        conn: AsyncConnection,
+        reservations: Sequence[Reservation],
+        scope: Mapping[str, Any],
+    ) -> tuple[list[Reservation], dict[ClientOrderId, list[str]], list[DecisionRecord]]:
+        """Decide, per reservation, under the controls that cover the batch (read in this
+        transaction, after the advisory lock): the allowed reservations, the refusals by client
+        order id, and the decisions to store (refused ones as denied with a control verdict)."""
+        controls = [_control(row) for row in await conn.execute(SQL_COVERING_CONTROLS, scope)]
+        positions: dict[str, Decimal] = {}
+        working: dict[tuple[str, str], Decimal] = {}
+        if any(c.kind is ControlKind.REDUCE_ONLY for c in controls):
+            facts = await conn.execute(
+                SQL_REDUCE_ONLY_FACTS,
+                {
+                    **scope,
+                    "client_order_ids": [r.client_order_id for r in reservations],
+                },
+            )
+            for kind, symbol, side, qty in facts:
+                if kind == "position":
+                    positions[symbol] = qty
+                else:
+                    working[(symbol, side)] = qty
+
+        allowed: list[Reservation] = []
+        blocked: dict[ClientOrderId, list[str]] = {}
+        decisions: list[DecisionRecord] = []
+        for r in reservations:
+            d = r.decision
+            covering = [c for c in controls if _covers(c, self.account, d)]
+            reasons: list[str] = []
+            verdicts: list[Verdict] = []
+            for c in covering:
+                if c.kind in _BLOCKING_KINDS:
+                    reasons.append(_describe(c))
+                    verdicts.append(
+                        Verdict(
+                            check="control",
+                            result=VerdictResult.REJECT,
+                            limit=f"no {c.kind.value} covering the order",
+                            observed=f"{c.kind.value} {c.scope.value}:{c.target} #{c.id}",
+                            message=f"blocked by {_describe(c)}",
+                        )
+                    )
+            reduce_only = [c for c in covering if c.kind is ControlKind.REDUCE_ONLY]
+            if reduce_only and not reasons:
+                assert d.side is not None
+                position = positions.get(d.symbol, Decimal(0))
+                pending = working.get((d.symbol, d.side.value), Decimal(0))
+                shrinks = position * d.side.sign < 0 and r.quantity + pending <= abs(position)
+                if shrinks:
+                    # later reservations in the batch see this one as working
+                    working[(d.symbol, d.side.value)] = pending + r.quantity
+                else:
+                    for c in reduce_only:
+                        reasons.append(_describe(c))
+                        verdicts.append(
+                            Verdict(
+                                check="control",
+                                result=VerdictResult.REJECT,
+                                limit="reduce only: shrink the position without flipping it",
+                                observed=(
+                                    f"position {position}, order {d.side.value} {r.quantity}, "
+                                    f"already working {pending}"
+                                ),
+                                message=f"blocked by {_describe(c)}",
+                            )
+                        )
+            if reasons:
+                blocked[r.client_order_id] = reasons
+                decisions.append(_with_outcome(d, DecisionOutcome.DENIED, extra_verdicts=verdicts))
+            else:
+                allowed.append(r)
+                decisions.append(_with_outcome(d, DecisionOutcome.RESERVED))
+        return allowed, blocked, decisions
+
+    # -- order state ------------------------------------------------------------------------
+
+    async def record_ack(
+        self, client_order_id: ClientOrderId, report: OrderReport, *, submitted_at: datetime
+    ) -> Order:
+        """The venue accepted the order: attach its id and times, record any fills it carried,
+        and move to the state the report implies."""
+        order = await self._apply(
+            client_order_id,
+            report,
+            cause="ack",
+            submitted_at=submitted_at,
+            acked_at=self._clock(),
+        )
+        if order is None:
+            raise self._unknown(client_order_id)
+        return order
+
+    async def apply_report(self, report: OrderReport, *, cause: str) -> Order | None:
+        """Apply a lookup / stream / cancel answer: append its fills, attach the venue order id
+        if missing, move to the state it implies (never backwards). ``None`` when the ledger
+        does not know the client order id."""
+        return await self._apply(report.client_order_id, report, cause=cause)
+
+    async def _apply(
+        self,
+        client_order_id: ClientOrderId,
+        report: OrderReport,
+        *,
+        cause: str,
+        submitted_at: datetime | None = None,
+        acked_at: datetime | None = None,
+    ) -> Order | None:
+        now = self._clock()
+        fills = [
+            f if f.client_order_id is not None else _with_coid(f, client_order_id)
+            for f in report.fills
+        ]
+        async with self._tx() as conn:
+            locked = (
+                await conn.execute(SQL_LOCK_ORDERS, {"client_order_ids": [client_order_id]})
+            ).first()
+            if locked is None:
+                if fills:
+                    await self._insert_fills(conn, fills, [], now)
+                return None
+            current = OrderState(locked.state)
+            totals = await self._insert_fills(conn, fills, [client_order_id], now)
+            filled = max(totals.get(client_order_id, Decimal(0)), report.filled_quantity)
+            to = target_state(current, report.status, filled, locked.requested_qty)
+            error = report.reason if to in (OrderState.REJECTED, OrderState.EXPIRED) else None
+            detail = {
+                "venue_status": report.status.value,
+                "venue_filled_qty": str(report.filled_quantity),
+            }
+            if report.reason:
+                detail["reason"] = report.reason
+            return await self._update(
+                conn,
+                client_order_id,
+                to,
+                now=now,
+                cause=cause,
+                detail=detail,
+                venue_order_id=report.venue_order_id,
+                submitted_at=submitted_at,
+                acked_at=acked_at,
+                venue_ts=report.venue_ts,
+                error=error,
+            )
+
+    async def mark_unknown(
+        self, client_order_id: ClientOrderId, error: str, *, submitted_at: datetime | None
+    ) -> Order:
+        """The submit's outcome is ambiguous: ``UNKNOWN`` until the venue is asked.
+
+        Only a pending submit becomes ``UNKNOWN``: an order that already moved on (a stream
+        report can beat the timed-out REST answer) keeps its better-known state and only
+        records the error.
+        """
+        try:
+            return await self.transition(
+                client_order_id,
+                OrderState.UNKNOWN,
+                cause="submit_ambiguous",
+                error=error,
+                submitted_at=submitted_at,
+            )
+        except StateConflict:
+            current = await self.get_order(client_order_id)
+            if current is None:  # pragma: no cover - orders are never deleted
+                raise
+            return await self.transition(
+                client_order_id,
+                current.state,
+                cause="submit_ambiguous",
+                error=error,
+                submitted_at=submitted_at,
+            )
+
+    async def mark_rejected(
+        self, client_order_id: ClientOrderId, reason: str, *, submitted_at: datetime | None
+    ) -> Order:
+        """The venue refused definitively: nothing was placed."""
+        return await self.transition(
+            client_order_id,
+            OrderState.REJECTED,
+            cause="submit_rejected",
+            error=reason,
+            submitted_at=submitted_at,
+        )
+
+    async def expire(self, client_order_id: ClientOrderId, reason: str) -> Order:
+        """The intent is no longer valid and the order is known not to be on the venue."""
+        return await self.transition(
+            client_order_id, OrderState.EXPIRED, cause="expired", error=reason
+        )
+
+    async def request_cancel(self, client_order_id: ClientOrderId, cause: str) -> Order:
+        return await self.transition(client_order_id, OrderState.PENDING_CANCEL, cause=cause)
+
+    async def transition(
+        self,
+        client_order_id: ClientOrderId,
+        to: OrderState,
+        *,
+        cause: str,
+        venue_ts: datetime | None = None,
+        error: str | None = None,
+        detail: dict[str, Any] | None = None,
+        submitted_at: datetime | None = None,
+    ) -> Order:
+        """Move an order to ``to`` if the transition table allows it from its current state.
+
+        Already in ``to``: a no-op. Otherwise a state the table does not allow raises
+        :class:`StateConflict` naming both states.
+        """
+        now = self._clock()
+        async with self._tx() as conn:
+            return await self._update(
+                conn,
+                client_order_id,
+                to,
+                now=now,
+                cause=cause,
+                detail=detail,
+                venue_ts=venue_ts,
+                error=error,
+                submitted_at=submitted_at,
+            )
+
+    async def _update(
+        self,
+        conn: AsyncConnection,
+        client_order_id: ClientOrderId,
+        to: OrderState,
+        *,
+        now: datetime,
+        cause: str,
+        detail: dict[str, Any] | None = None,
+        venue_order_id: str | None = None,
+        submitted_at: datetime | None = None,
+        acked_at: datetime | None = None,
+        venue_ts: datetime | None = None,
+        error: str | None = None,
+    ) -> Order:
+        row = (
+            await conn.execute(
+                SQL_UPDATE_ORDER,
+                {
+                    "client_order_id": client_order_id,
+                    "to_state": to.value,
+                    "allowed": [s.value for s in allowed_from(to)],
+                    "now": now,
+                    "cause": cause,
+                    "detail": None if detail is None else _dumps(detail),
+                    "venue_order_id": venue_order_id,
+                    "submitted_at": submitted_at,
+                    "acked_at": acked_at,
+                    "venue_ts": venue_ts,
+                    "error": error,
+                },
+            )
+        ).first()
+        if row is None:
+            raise self._unknown(client_order_id)
+        if row.client_order_id is None:
+            raise StateConflict(
+                f"order {client_order_id} is {row.current_state}, which cannot move to "
+                f"{to.value} ({cause}); re-read it and act on its current state"
+            )
+        return _order(row)
+
+    def _unknown(self, client_order_id: str) -> LedgerError:
+        return LedgerError(
+            f"order {client_order_id} is not in the ledger of account {self.account}; only "
+            "reserved client order ids can change state"
+        )
+
+    # -- fills ------------------------------------------------------------------------------
+
+    async def append_fills(self, fills: Sequence[FillReport]) -> list[FillReport]:
+        """Record fills (idempotent by ``(venue, symbol, trade_id)``); return the new ones.
+
+        In the same transaction, each affected non-terminal order moves to ``PARTIALLY_FILLED``
+        or ``FILLED`` from the sum of its fills. A fill on a terminal order (a late fill after a
+        cancel) is recorded and the order keeps its state.
+        """
+        if not fills:
+            return []
+        now = self._clock()
+        coids = sorted({f.client_order_id for f in fills if f.client_order_id is not None})
+        async with self._tx() as conn:
+            locked = (
+                list(await conn.execute(SQL_LOCK_ORDERS, {"client_order_ids": coids}))
+                if coids
+                else []
+            )
+            inserted_keys: set[tuple[str, str, str]] = set()
+            totals = await self._insert_fills(
+                conn, fills, [row.client_order_id for row in locked], now, inserted_keys
+            )
+            moves: list[tuple[str, OrderState, OrderState]] = []
+            touched = {
+                f.client_order_id for f in fills if (f.venue, f.symbol, f.trade_id) in inserted_keys
+            }
+            for row in locked:
+                if row.client_order_id not in touched:
+                    continue
+                current = OrderState(row.state)
+                to = _fill_driven_state(current, totals[row.client_order_id], row.requested_qty)
+                if to is not current:
+                    assert current in allowed_from(to)
+                    moves.append((row.client_order_id, current, to))
+            if moves:
+                await conn.execute(
+                    SQL_FILL_TRANSITIONS,
+                    {
+                        "client_order_id": [m[0] for m in moves],
+                        "from_state": [m[1].value for m in moves],
+                        "to_state": [m[2].value for m in moves],
+                        "cause": "fill",
+                        "now": now,
+                    },
+                )
+        return [f for f in fills if (f.venue, f.symbol, f.trade_id) in inserted_keys]
+
+    async def _insert_fills(
+        self,
+        conn: AsyncConnection,
+        fills: Sequence[FillReport],
+        locked: Sequence[str],
+        now: datetime,
+        inserted: set[tuple[str, str, str]] | None = None,
+    ) -> dict[str, Decimal]:
+        """Insert ``fills``; return the fill sum of every ``locked`` order (locked by the caller
+        in an earlier statement, so the sum includes every committed fill)."""
+        if not fills and not locked:
+            return {}
+        result = await conn.execute(
+            SQL_INSERT_FILLS,
+            {**_fill_params(fills), "account": self.account, "now": now, "locked": list(locked)},
+        )
+        totals: dict[str, Decimal] = {}
+        for kind, venue, symbol, trade_id, coid, filled in result:
+            if kind == "inserted":
+                if inserted is not None:
+                    inserted.add((venue, symbol, trade_id))
+            else:
+                totals[coid] = filled
+        return totals
+
+    # -- reads ------------------------------------------------------------------------------
+
+    async def get_order(self, client_order_id: ClientOrderId) -> Order | None:
+        async with self._tx() as conn:
+            row = (await conn.execute(SQL_GET_ORDER, {"client_order_id": client_order_id})).first()
+        return None if row is None else _order(row)
+
+    async def non_terminal_orders(self) -> list[Order]:
+        """Every order of the account that is, or may be, on the venue (oldest first)."""
+        async with self._tx() as conn:
+            result = await conn.execute(SQL_NON_TERMINAL_ORDERS, {"account": self.account})
+            return [_order(row) for row in result]
+
+    async def open_orders(self, strategy_id: StrategyId | None = None) -> list[Order]:
+        """Non-terminal orders, optionally of one strategy: what may still trade."""
+        if strategy_id is None:
+            return await self.non_terminal_orders()
+        async with self._tx() as conn:
+            result = await conn.execute(
+                SQL_OPEN_ORDERS_OF_STRATEGY,
+                {"account": self.account, "strategy_id": strategy_id},
+            )
+            return [_order(row) for row in result]
+
+    async def last_trade_ids(self) -> dict[Symbol, TradeId]:
+        """Per symbol, the newest recorded fill's trade id: where to resume ``trades_since``."""
+        async with self._tx() as conn:
+            result = await conn.execute(
+                SQL_LAST_TRADE_IDS, {"account": self.account, "venue": self.venue}
+            )
+            return {Symbol(symbol): TradeId(trade_id) for symbol, trade_id in result}
+
+    async def net_positions(self) -> dict[tuple[StrategyId, Symbol], Decimal]:
+        """Net quantity per (strategy, symbol) from the fills of the account's orders."""
+        async with self._tx() as conn:
+            result = await conn.execute(SQL_NET_POSITIONS, {"account": self.account})
+            return {(StrategyId(s), Symbol(sym)): qty for s, sym, qty in result}
+
+    async def account_position(self, symbol: Symbol) -> Decimal:
+        """The account's net quantity in ``symbol`` from every fill, ours or not."""
+        async with self._tx() as conn:
+            value = (
+                await conn.execute(
+                    SQL_ACCOUNT_POSITION, {"account": self.account, "symbol": symbol}
+                )
+            ).scalar_one()
+        return Decimal(value)
+
+    # -- controls ---------------------------------------------------------------------------
+
+    async def set_control(
+        self,
+        scope: ControlScope,
+        target: str,
+        kind: ControlKind,
+        *,
+        reason: str,
+        set_by: str,
+    ) -> Control:
+        """Activate a control (survives restarts). Idempotent: while one of the same scope,
+        target and kind is active, that one is returned unchanged."""
+        target = _control_target(scope, target)
+        params = {"scope": scope.value, "target": target, "kind": kind.value}
+        async with self._tx() as conn:
+            row = (
+                await conn.execute(
+                    SQL_SET_CONTROL,
+                    {
+                        **params,
+                        "lock_key": CONTROLS_LOCK_KEY,
+                        "reason": reason,
+                        "set_by": set_by,
+                        "now": self._clock(),
+                    },
+                )
+            ).first()
+            if row is None:
+                # Already active. A fresh statement sees it even if it committed while this
+                # transaction waited for the lock.
+                row = (await conn.execute(SQL_ACTIVE_CONTROL, params)).one()
+        return _control(row)
+
+    async def clear_control(
+        self, scope: ControlScope, target: str, kind: ControlKind, *, cleared_by: str
+    ) -> bool:
+        """Deactivate a control; ``False`` when none was active."""
+        target = _control_target(scope, target)
+        async with self._tx() as conn:
+            row = (
+                await conn.execute(
+                    SQL_CLEAR_CONTROL,
+                    {
+                        "scope": scope.value,
+                        "target": target,
+                        "kind": kind.value,
+                        "cleared_by": cleared_by,
+                        "now": self._clock(),
+                    },
+                )
+            ).first()
+        return row is not None
+
+    async def active_controls(self) -> list[Control]:
+        async with self._tx() as conn:
+            return [_control(row) for row in await conn.execute(SQL_ACTIVE_CONTROLS)]
+
+    # -- incidents --------------------------------------------------------------------------
+
+    async def open_incident(
+        self,
+        *,
+        kind: str,
+        scope: str,
+        severity: str,
+        message: str,
+        details: dict[str, Any],
+        dedupe_key: str,
+    ) -> Incident:
+        """Open an incident, or return the open one with the same ``dedupe_key``: one open
+        incident per mismatch, not one per reconcile cycle."""
+        async with self._tx() as conn:
+            row = (
+                await conn.execute(
+                    SQL_OPEN_INCIDENT,
+                    {
+                        "now": self._clock(),
+                        "kind": kind,
+                        "scope": scope,
+                        "severity": severity,
+                        "message": message,
+                        "details": _dumps(details),
+                        "dedupe_key": dedupe_key,
+                    },
+                )
+            ).first()
+            if row is None:
+                row = (
+                    await conn.execute(SQL_OPEN_INCIDENT_BY_KEY, {"dedupe_key": dedupe_key})
+                ).one()
+        return _incident(row)
+
+    async def incidents(self, *, open_only: bool = True) -> list[Incident]:
+        async with self._tx() as conn:
+            result = await conn.execute(SQL_OPEN_INCIDENTS if open_only else SQL_ALL_INCIDENTS)
+            return [_incident(row) for row in result]
+
+    async def resolve_incident(self, incident_id: int, note: str) -> bool:
+        """Close an open incident; ``False`` when it was not open."""
+        async with self._tx() as conn:
+            row = (
+                await conn.execute(
+                    SQL_RESOLVE_INCIDENT,
+                    {"id": incident_id, "note": note, "now": self._clock()},
+                )
+            ).first()
+        return row is not None
+
+    # -- balances ---------------------------------------------------------------------------
+
+    async def record_balances(self, reports: Sequence[BalanceReport]) -> None:
+        if not reports:
+            return
+        async with self._tx() as conn:
+            await conn.execute(
+                SQL_RECORD_BALANCES,
+                {
+                    "account": self.account,
+                    "venue": [r.venue for r in reports],
+                    "asset": [r.asset for r in reports],
+                    "free": [r.free for r in reports],
+                    "locked": [r.locked for r in reports],
+                    "venue_ts": [r.venue_ts for r in reports],
+                    "received_at": [r.received_at for r in reports],
+                },
+            )
+
+    async def latest_balances(self) -> dict[Asset, BalanceReport]:
+        """Per asset, the newest balance report recorded for this account and venue."""
+        async with self._tx() as conn:
+            result = await conn.execute(
+                SQL_LATEST_BALANCES, {"account": self.account, "venue": self.venue}
+            )
+            return {
+                Asset(row.asset): BalanceReport(
+                    venue=VenueName(row.venue),
+                    asset=Asset(row.asset),
+                    free=row.free,
+                    locked=row.locked,
+                    venue_ts=row.venue_ts,
+                    received_at=row.received_at,
+                )
+                for row in result
+            }
+
+
+def _control_target(scope: ControlScope, target: str) -> str:
+    if scope is ControlScope.GLOBAL:
+        if target not in ("", "*"):
+            raise ValueError(f"a global control has no target (use '*'), got {target!r}")
+        return "*"
+    if not target or target == "*":
+        raise ValueError(f"a {scope.value} control needs the {scope.value} it covers")
+    return target
+
+
+def _with_outcome(
+    decision: DecisionRecord,
+    outcome: DecisionOutcome,
+    *,
+    extra_verdicts: Iterable[Verdict] = (),
+) -> DecisionRecord:
+    extra = tuple(extra_verdicts)
+    if decision.outcome is outcome and not extra:
+        return decision
+    return replace(decision, outcome=outcome, verdicts=(*decision.verdicts, *extra))
+
+
+def _with_coid(fill: FillReport, client_order_id: ClientOrderId) -> FillReport:
+    return replace(fill, client_order_id=client_order_id)
