@@ -232,6 +232,10 @@ class MarketView:
     #: traded volume over the venue's recent window, in base units
     recent_volume: Decimal | None = None
 
+    def __post_init__(self) -> None:
+        if self.received_at is not None:
+            require_aware(self.received_at, "MarketView.received_at")
+
     @property
     def mid(self) -> Decimal | None:
         if self.bid is None or self.ask is None:
@@ -266,6 +270,12 @@ class AccountView:
     #: our receipt time of the latest balance snapshot
     balances_received_at: datetime | None = None
     typical_order_qty: Decimal | None = None
+
+    def __post_init__(self) -> None:
+        if self.balances_received_at is not None:
+            require_aware(self.balances_received_at, "AccountView.balances_received_at")
+        for at in self.recent_order_times:
+            require_aware(at, "AccountView.recent_order_times")
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)

@@ -134,6 +134,13 @@ def test_limits_refuse_negative_values() -> None:
         Limits(max_order_qty=D(-1))
 
 
+def test_views_refuse_naive_timestamps() -> None:
+    with pytest.raises(ValueError, match="received_at"):
+        quote(received_at=datetime(2026, 1, 5, 12, 0))
+    with pytest.raises(ValueError, match="recent_order_times"):
+        AccountView(recent_order_times=[datetime(2026, 1, 5, 12, 0)])
+
+
 def test_the_market_view_must_be_for_the_intents_symbol() -> None:
     with pytest.raises(ValueError, match="market view"):
         run(Limits(), order(symbol=ETH))
