@@ -141,11 +141,16 @@ class Conflator:
         *,
         max_bar_backlog: int = DEFAULT_MAX_BAR_BACKLOG,
         on_gap: GapHandler | None = None,
+        detect_gaps: bool = True,
     ) -> None:
+        """``detect_gaps=False`` keeps the ordering check (an older sequence never replaces a
+        newer quote) but does not count skipped numbers: for venues whose quote sequence is a
+        book update id that skips by design, like Binance's bookTicker ``u``."""
         if max_bar_backlog < 1:
             raise ValueError(f"max_bar_backlog must be >= 1, got {max_bar_backlog}")
         self.max_bar_backlog = max_bar_backlog
         self._on_gap = on_gap
+        self._detect_gaps = detect_gaps
         self._quotes: dict[Symbol, Quote] = {}
         self._bars: dict[tuple[Symbol, str], Bar] = {}
         self._trades: dict[Symbol, Trade] = {}
@@ -243,7 +248,7 @@ class Conflator:
                     # Older than what we show: keeping it would move the view back in time.
                     self._out_of_order[symbol] = self._out_of_order.get(symbol, 0) + 1
                     return
-                if seq > last + 1:
+                if seq > last + 1 and self._detect_gaps:
                     self._gaps[symbol] = self._gaps.get(symbol, 0) + 1
                     log.warning(
                         "marketdata.sequence_gap",

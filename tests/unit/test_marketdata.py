@@ -171,6 +171,16 @@ def test_out_of_order_quote_does_not_move_the_view_back() -> None:
     assert conflator.gaps(BTC) == 0
 
 
+def test_gap_detection_can_be_off_while_ordering_is_still_enforced() -> None:
+    conflator = Conflator(detect_gaps=False)
+    conflator.publish(quote("100", seq=10))
+    conflator.publish(quote("101", seq=25))
+    conflator.publish(quote("99", seq=20))
+    assert conflator.gaps(BTC) == 0
+    assert conflator.out_of_order(BTC) == 1
+    assert conflator.quote(BTC) == quote("101", seq=25)
+
+
 def test_quotes_without_sequence_are_never_gaps() -> None:
     conflator = Conflator()
     conflator.publish(quote("100"))
