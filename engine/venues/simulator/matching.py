@@ -472,6 +472,10 @@ class MatchingEngine:
             orig_qty=req.quantity,
             time_ms=now_ms,
             update_ms=now_ms,
+            # a GTC limit order is working from acceptance (it rests unless it fills at once)
+            working_ms=now_ms
+            if req.type is OrderType.LIMIT and req.time_in_force is TimeInForce.GTC
+            else -1,
             seq=self._seq,
         )
         self._next_order_id += 1
@@ -506,11 +510,8 @@ class MatchingEngine:
                 self._fill(order, qty, touch_price, maker=False, now_ms=now_ms, ch=ch)
 
         rests = req.type is OrderType.LIMIT and order.time_in_force is TimeInForce.GTC
-        if order.is_open:
-            if rests:
-                order.working_ms = now_ms
-            else:
-                self._close(order, VenueOrderStatus.EXPIRED, ExecutionType.EXPIRED, now_ms, ch)
+        if order.is_open and not rests:
+            self._close(order, VenueOrderStatus.EXPIRED, ExecutionType.EXPIRED, now_ms, ch)
         events = self._finish(ch, now_ms)
         trades = tuple(self.trades[req.symbol][trades_before:])
         return PlaceResult(order=order.copy(), trades=trades, events=tuple(events))
