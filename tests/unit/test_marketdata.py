@@ -353,3 +353,40 @@ async def test_rest_poller_feeds_quotes_while_the_stream_is_down() -> None:
         task.cancel()
         with pytest.raises(asyncio.CancelledError):
             await task
+
+
+class QuietVenue:
+    """Streams one quote, then stays connected and silent."""
+
+    name = VenueName("quiet")
+
+    def market_stream(self, symbols: Sequence[Symbol]) -> AsyncIterator[MarketEvent]:
+        return self._stream()
+
+    async def _stream(self) -> AsyncIterator[MarketEvent]:
+        yield quote("100", at=T0 + timedelta(seconds=5))
+        await asyncio.Event().wait()
+
+
+async def test_feed_closes_bars_of_a_quiet_market_on_its_clock() -> None:
+    conflator = Conflator()
+    conflator.build_bars(BTC, timedelta(minutes=1))
+    sub = conflator.subscribe("sma", [BTC], bar_interval="1m")
+    feed = MarketDataFeed(
+        QuietVenue(),  # type: ignore[arg-type]
+        [BTC],
+        conflator,
+        poll_interval=0.001,
+        clock=lambda: T0 + timedelta(minutes=1, seconds=1),
+    )
+    task = asyncio.create_task(feed.run())
+    try:
+        update = await asyncio.wait_for(sub.next(), 5)
+        while not update.closed_bars:
+            update = await asyncio.wait_for(sub.next(), 5)
+        assert [b.open_time for b in update.closed_bars] == [T0]
+        assert update.closed_bars[0].received_at == T0 + timedelta(minutes=1, seconds=1)
+    finally:
+        task.cancel()
+        with pytest.raises(asyncio.CancelledError):
+            await task

@@ -11,7 +11,7 @@ import pytest
 from engine.domain.intents import Buy, DecisionKey, Hold, Intent
 from engine.domain.market import Bar, Quote
 from engine.domain.types import Side, StrategyId, Symbol
-from engine.marketdata.conflator import Conflator, Subscription, Update
+from engine.marketdata.conflator import Conflator, Update
 from engine.strategy_host import (
     HostedStrategy,
     InMemoryPortfolio,
@@ -113,15 +113,6 @@ class Harness:
 
     async def _is_paused(self, sid: StrategyId) -> bool:
         return sid in self.paused
-
-    def subscription(self, sid: str) -> Subscription:
-        sub = self.conflator.subscription(f"strategy:{sid}")
-        assert sub is not None, f"{sid} has not subscribed"
-        return sub
-
-    def idle(self, sid: str) -> bool:
-        """The strategy's task took everything published so far."""
-        return not self.subscription(sid).pending
 
     def of(self, sid: str) -> list[Intent]:
         return [i for i in self.intents if i.strategy_id == sid]
@@ -281,7 +272,7 @@ def test_assign_keys_numbers_intents_per_symbol_and_side() -> None:
     wrong = DecisionKey(
         strategy_id=StrategyId("other"), symbol=BTC, interval_key="x", side=Side.BUY
     )
-    intents = [
+    intents: list[Intent] = [
         Buy(key=wrong, reason="a", md_ts=T0, quantity=Decimal(1)),
         Buy(key=wrong, reason="b", md_ts=T0, quantity=Decimal(2)),
         Hold(
