@@ -52,7 +52,9 @@ async def test_cancel_report_carries_original_id_in_big_c(
     async with websockets.connect(sim.ws_api_url) as ws:
         await subscribe_user(ws)
         await client.limit("BTCUSDT", "BUY", "0.01", "29000.00", "to-cancel")
-        await recv_events(ws, 2)
+        new, _ = await recv_events(ws, 2)
+        assert new["w"] is True  # resting on the book
+        assert new["W"] == new["O"]
         await client.call(
             "DELETE",
             "/api/v3/order",
