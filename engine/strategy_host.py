@@ -13,7 +13,8 @@ window share their keys on purpose: the ledger reserves the first and recognises
 Isolation: a strategy whose ``decide`` raises (or returns something that is not a valid intent for
 its own symbols) is paused through ``on_strategy_failure`` and the others go on. A paused strategy
 (``is_paused``) is not called; its bar history keeps filling so it resumes with a full window.
-Failures of the sink or the portfolio are the engine's, not the strategy's: they propagate.
+Failures of the sink, the portfolio or the failure handler are the engine's, not the strategy's:
+they propagate (out of :meth:`StrategyHost.run`, for the supervisor).
 """
 
 from __future__ import annotations

@@ -122,7 +122,10 @@ class MarketDataFeed:
             if self.poller is None:
                 continue
             for symbol in self.symbols:
-                if self.connected and not self.conflator.is_stale(symbol, now, self.stale_after):
+                # The quote itself must be fresh: trades flowing do not make an old quote new.
+                latest = self.conflator.quote(symbol)
+                fresh = latest is not None and now - latest.received_at <= self.stale_after
+                if self.connected and fresh:
                     continue
                 await self._poll(symbol)
 
