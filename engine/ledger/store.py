@@ -35,9 +35,10 @@ epoch, not on the clock.
 
 from __future__ import annotations
 
+import functools
 import json
-from collections.abc import AsyncIterator, Callable, Iterable, Mapping, Sequence
-from contextlib import asynccontextmanager
+from collections.abc import AsyncIterator, Callable, Iterable, Iterator, Mapping, Sequence
+from contextlib import asynccontextmanager, contextmanager
 from dataclasses import replace
 from datetime import datetime, timedelta
 from decimal import Decimal
@@ -308,34 +309,161 @@ SQL_LOCK_ORDERS = text(
 
 # Insert fills (duplicates by trade id are skipped) and return, per locked order, the fill sum
 # including the rows just inserted (this statement's snapshot cannot see its own inserts).
-SQL_INSERT_FILLS = text(
-    """
-    WITH ins AS (
-        INSERT INTO fills (venue, symbol, trade_id, client_order_id, venue_order_id, account,
-                           side, qty, price, fee, fee_asset, liquidity, venue_ts, received_at,
-                           recorded_at)
-        SELECT t.venue, t.symbol, t.trade_id, t.client_order_id, t.venue_order_id, :account,
-               t.side, t.qty, t.price, t.fee, t.fee_asset, t.liquidity, t.venue_ts,
-               t.received_at, :now
-        FROM unnest(
-            CAST(:venue AS text[]), CAST(:symbol AS text[]), CAST(:trade_id AS text[]),
-            CAST(:client_order_id AS text[]), CAST(:venue_order_id AS text[]),
-            CAST(:side AS text[]), CAST(:qty AS numeric[]), CAST(:price AS numeric[]),
-            CAST(:fee AS numeric[]), CAST(:fee_asset AS text[]), CAST(:liquidity AS text[]),
-            CAST(:venue_ts AS timestamptz[]), CAST(:received_at AS timestamptz[])
-        ) AS t(venue, symbol, trade_id, client_order_id, venue_order_id, side, qty, price, fee,
-               fee_asset, liquidity, venue_ts, received_at)
-        ON CONFLICT (venue, symbol, trade_id) DO NOTHING
-        RETURNING venue, symbol, trade_id, client_order_id, qty
+_INSERT_FILLS = """
+    INSERT INTO fills (venue, symbol, trade_id, client_order_id, venue_order_id, account,
+                       side, qty, price, fee, fee_asset, liquidity, venue_ts, received_at,
+                       recorded_at)
+    SELECT t.venue, t.symbol, t.trade_id, t.client_order_id, t.venue_order_id, :account,
+           t.side, t.qty, t.price, t.fee, t.fee_asset, t.liquidity, t.venue_ts,
+           t.received_at, :now
+    FROM unnest(
+        CAST(:f_venue AS text[]), CAST(:f_symbol AS text[]), CAST(:f_trade_id AS text[]),
+        CAST(:f_client_order_id AS text[]), CAST(:f_venue_order_id AS text[]),
+        CAST(:f_side AS text[]), CAST(:f_qty AS numeric[]), CAST(:f_price AS numeric[]),
+        CAST(:f_fee AS numeric[]), CAST(:f_fee_asset AS text[]), CAST(:f_liquidity AS text[]),
+        CAST(:f_venue_ts AS timestamptz[]), CAST(:f_received_at AS timestamptz[])
+    ) AS t(venue, symbol, trade_id, client_order_id, venue_order_id, side, qty, price, fee,
+           fee_asset, liquidity, venue_ts, received_at)
+    ON CONFLICT (venue, symbol, trade_id) DO NOTHING
+"""
+
+# The target-state lookup passed to the one-statement paths: (from state, fill bucket) -> to
+# state, computed in Python from the domain's transition rules (see _targets).
+_TARGET_LOOKUP = """
+    unnest(
+        CAST(:lk_from AS text[]), CAST(:lk_bucket AS int[]), CAST(:lk_to AS text[])
+    ) AS lk(from_state, bucket, to_state)
+"""
+
+
+def _bucket_sql(filled: str, requested: str) -> str:
+    """SQL twin of :func:`_bucket`."""
+    return f"(CASE WHEN {filled} >= {requested} THEN 2 WHEN {filled} > 0 THEN 1 ELSE 0 END)"
+
+
+# The venue's cumulative filled quantity is a fact even before its fills reach us.
+_REPORT_BUCKET = _bucket_sql("GREATEST(tot.filled_qty, :venue_filled)", "tot.requested_qty")
+
+# One round trip for a venue report (ack, lookup, stream, cancel answer): lock the order, insert
+# the report's fills, derive the state from the fill sum, update the order, append the event.
+#
+# The fill sum comes from this statement's snapshot, which may predate a concurrent writer that
+# held the row lock (and inserted fills) while this statement waited for it. Every transaction
+# that inserts fills of a known order also *updates* that order's row, so such a writer shows as
+# a difference between the locked row version's xmin and the snapshot's: ``stale``. A stale
+# result changes nothing but the fills, and the caller redoes the state in a new transaction.
+SQL_APPLY_REPORT = text(
+    f"""
+    WITH cur AS (
+        SELECT o.client_order_id, o.state, o.requested_qty, o.xmin AS locked_xmin
+        FROM orders o WHERE o.client_order_id = :client_order_id
+        FOR UPDATE
+    ),
+    snap AS (SELECT o.xmin AS snap_xmin FROM orders o WHERE o.client_order_id = :client_order_id),
+    ins AS ({_INSERT_FILLS} RETURNING client_order_id, qty, price),
+    tot AS (
+        SELECT cur.client_order_id, cur.state, cur.requested_qty,
+               cur.locked_xmin IS DISTINCT FROM (SELECT snap_xmin FROM snap) AS stale,
+               s.qty + COALESCE(n.qty, 0) AS filled_qty,
+               s.notional + COALESCE(n.notional, 0) AS notional
+        FROM cur
+        CROSS JOIN (
+            SELECT COALESCE(sum(x.qty), 0) AS qty, COALESCE(sum(x.qty * x.price), 0) AS notional
+            FROM fills x WHERE x.client_order_id = :client_order_id
+        ) s
+        CROSS JOIN (SELECT sum(i.qty) AS qty, sum(i.qty * i.price) AS notional FROM ins i) n
+    ),
+    tgt AS (
+        SELECT tot.*, lk.to_state
+        FROM tot JOIN {_TARGET_LOOKUP}
+          ON lk.from_state = tot.state
+         AND lk.bucket = {_REPORT_BUCKET}
+    ),
+    upd AS (
+        UPDATE orders o SET
+            state = tgt.to_state,
+            updated_at = :now,
+            venue_order_id = COALESCE(o.venue_order_id, CAST(:venue_order_id AS text)),
+            submitted_at = COALESCE(CAST(:submitted_at AS timestamptz), o.submitted_at),
+            acked_at = COALESCE(o.acked_at, CAST(:acked_at AS timestamptz)),
+            venue_ts = GREATEST(o.venue_ts, CAST(:venue_ts AS timestamptz)),
+            last_error = CASE WHEN tgt.to_state IN ('REJECTED', 'EXPIRED')
+                              THEN COALESCE(CAST(:reason AS text), o.last_error)
+                              ELSE o.last_error END
+        FROM tgt
+        WHERE o.client_order_id = tgt.client_order_id AND o.state = tgt.state AND NOT tgt.stale
+        RETURNING {_ORDER_COLUMNS}, tgt.state AS from_state, tgt.filled_qty, tgt.notional
+    ),
+    ev AS (
+        INSERT INTO order_events (client_order_id, from_state, to_state, cause, detail,
+                                  venue_ts, recorded_at)
+        SELECT u.client_order_id, u.from_state, u.state, :cause, CAST(:detail AS jsonb),
+               CAST(:venue_ts AS timestamptz), :now
+        FROM upd u WHERE u.from_state <> u.state
     )
-    SELECT 'inserted' AS kind, i.venue, i.symbol, i.trade_id, NULL AS client_order_id,
-           NULL AS filled_qty
-    FROM ins i
+    SELECT tgt.stale, u.*, u.notional / NULLIF(u.filled_qty, 0) AS avg_price
+    FROM tgt LEFT JOIN upd u ON true
+    """
+)
+
+# One round trip for a batch of fills: lock the affected orders (in a fixed order: no
+# deadlocks), insert the fills, move each order with new fills by its fill sum, append events.
+# ``stale`` as in SQL_APPLY_REPORT; every order with new fills is updated (at least its
+# updated_at), which is what makes staleness detectable by the next writer.
+SQL_APPEND_FILLS = text(
+    f"""
+    WITH cur AS (
+        SELECT o.client_order_id, o.state, o.requested_qty, o.xmin AS locked_xmin
+        FROM orders o WHERE o.client_order_id = ANY(CAST(:client_order_ids AS text[]))
+        ORDER BY o.client_order_id
+        FOR UPDATE
+    ),
+    snap AS (
+        SELECT o.client_order_id, o.xmin AS snap_xmin
+        FROM orders o WHERE o.client_order_id = ANY(CAST(:client_order_ids AS text[]))
+    ),
+    ins AS ({_INSERT_FILLS} RETURNING venue, symbol, trade_id, client_order_id, qty),
+    tot AS (
+        SELECT cur.client_order_id, cur.state, cur.requested_qty,
+               cur.locked_xmin IS DISTINCT FROM s.snap_xmin AS stale,
+               COALESCE(
+                   (SELECT sum(x.qty) FROM fills x WHERE x.client_order_id = cur.client_order_id),
+                   0
+               ) + n.qty AS filled_qty
+        FROM cur
+        JOIN (SELECT client_order_id, sum(qty) AS qty FROM ins GROUP BY client_order_id) n
+          ON n.client_order_id = cur.client_order_id
+        LEFT JOIN snap s ON s.client_order_id = cur.client_order_id
+    ),
+    tgt AS (
+        SELECT tot.*, lk.to_state
+        FROM tot JOIN {_TARGET_LOOKUP}
+          ON lk.from_state = tot.state
+         AND lk.bucket = {_bucket_sql("tot.filled_qty", "tot.requested_qty")}
+    ),
+    upd AS (
+        UPDATE orders o SET state = tgt.to_state, updated_at = :now
+        FROM tgt
+        WHERE o.client_order_id = tgt.client_order_id AND o.state = tgt.state AND NOT tgt.stale
+        RETURNING o.client_order_id, tgt.state AS from_state, tgt.to_state
+    ),
+    ev AS (
+        INSERT INTO order_events (client_order_id, from_state, to_state, cause, recorded_at)
+        SELECT client_order_id, from_state, to_state, 'fill', :now
+        FROM upd WHERE from_state <> to_state
+    )
+    SELECT 'inserted' AS kind, i.venue, i.symbol, i.trade_id, NULL AS client_order_id FROM ins i
     UNION ALL
-    SELECT 'total', NULL, NULL, NULL, l.client_order_id,
+    SELECT 'stale', NULL, NULL, NULL, t.client_order_id FROM tgt t WHERE t.stale
+    """
+)
+
+# The slow path's pieces (a stale one-statement result): fill sums read *after* the lock.
+SQL_FILL_TOTALS = text(
+    """
+    SELECT l.client_order_id,
            COALESCE((SELECT sum(x.qty) FROM fills x WHERE x.client_order_id = l.client_order_id), 0)
-           + COALESCE((SELECT sum(i.qty) FROM ins i WHERE i.client_order_id = l.client_order_id), 0)
-    FROM unnest(CAST(:locked AS text[])) AS l(client_order_id)
+    FROM unnest(CAST(:client_order_ids AS text[])) AS l(client_order_id)
     """
 )
 
@@ -586,20 +714,58 @@ def _order_params(reservations: Sequence[Reservation]) -> dict[str, list[Any]]:
 
 def _fill_params(fills: Sequence[FillReport]) -> dict[str, list[Any]]:
     return {
-        "venue": [f.venue for f in fills],
-        "symbol": [f.symbol for f in fills],
-        "trade_id": [f.trade_id for f in fills],
-        "client_order_id": [f.client_order_id for f in fills],
-        "venue_order_id": [f.venue_order_id for f in fills],
-        "side": [f.side.value for f in fills],
-        "qty": [f.quantity for f in fills],
-        "price": [f.price for f in fills],
-        "fee": [f.fee for f in fills],
-        "fee_asset": [f.fee_asset for f in fills],
-        "liquidity": [None if f.liquidity is None else f.liquidity.value for f in fills],
-        "venue_ts": [f.venue_ts for f in fills],
-        "received_at": [f.received_at for f in fills],
+        "f_venue": [f.venue for f in fills],
+        "f_symbol": [f.symbol for f in fills],
+        "f_trade_id": [f.trade_id for f in fills],
+        "f_client_order_id": [f.client_order_id for f in fills],
+        "f_venue_order_id": [f.venue_order_id for f in fills],
+        "f_side": [f.side.value for f in fills],
+        "f_qty": [f.quantity for f in fills],
+        "f_price": [f.price for f in fills],
+        "f_fee": [f.fee for f in fills],
+        "f_fee_asset": [f.fee_asset for f in fills],
+        "f_liquidity": [None if f.liquidity is None else f.liquidity.value for f in fills],
+        "f_venue_ts": [f.venue_ts for f in fills],
+        "f_received_at": [f.received_at for f in fills],
     }
+
+
+def _bucket(filled: Decimal, requested: Decimal) -> int:
+    """How much of the order is filled: 0 nothing, 1 partly, 2 completely.
+
+    The domain's ``target_state`` depends on the filled quantity only through this bucket
+    (tests pin that), which lets the one-statement paths look the target state up in SQL.
+    """
+    return 2 if filled >= requested else 1 if filled > 0 else 0
+
+
+_BUCKET_EXAMPLES = ((0, Decimal(0)), (1, Decimal(1)), (2, Decimal(2)))
+_EXAMPLE_REQUESTED = Decimal(2)
+
+Targets = dict[str, list[Any]]
+
+
+def _lookup(rule: Callable[[OrderState, Decimal, Decimal], OrderState]) -> Targets:
+    rows = [
+        (state.value, bucket, rule(state, filled, _EXAMPLE_REQUESTED).value)
+        for state in OrderState
+        for bucket, filled in _BUCKET_EXAMPLES
+    ]
+    return {
+        "lk_from": [r[0] for r in rows],
+        "lk_bucket": [r[1] for r in rows],
+        "lk_to": [r[2] for r in rows],
+    }
+
+
+@functools.cache
+def _report_targets(status: VenueOrderStatus) -> Targets:
+    return _lookup(lambda state, filled, req: target_state(state, status, filled, req))
+
+
+@functools.cache
+def _fill_targets() -> Targets:
+    return _lookup(_fill_driven_state)
 
 
 def _fill_driven_state(current: OrderState, filled: Decimal, requested: Decimal) -> OrderState:
@@ -628,6 +794,7 @@ class Ledger:
         clock: Callable[[], datetime] = utc_now,
     ) -> None:
         self._engine = engine
+        self._autocommit = engine.execution_options(isolation_level="AUTOCOMMIT")
         self.account = account
         self.venue = venue
         self._clock = clock
@@ -635,9 +802,24 @@ class Ledger:
     @asynccontextmanager
     async def _tx(self) -> AsyncIterator[AsyncConnection]:
         """One transaction; connection-level failures leave as DatabaseUnavailable."""
-        try:
+        with self._translated():
             async with self._engine.begin() as conn:
                 yield conn
+
+    @asynccontextmanager
+    async def _auto(self) -> AsyncIterator[AsyncConnection]:
+        """A connection without BEGIN/COMMIT: each statement is its own transaction.
+
+        For reads and for writes that are one (atomic) statement: two round trips fewer.
+        """
+        with self._translated():
+            async with self._autocommit.connect() as conn:
+                yield conn
+
+    @contextmanager
+    def _translated(self) -> Iterator[None]:
+        try:
+            yield
         except LedgerError:
             raise
         except Exception as exc:
@@ -652,7 +834,7 @@ class Ledger:
         """Take the account's lease: the new epoch, or ``None`` while another holder's lease is
         unexpired. Taking over (an expired lease, or one's own again) increments the epoch."""
         now = self._clock()
-        async with self._tx() as conn:
+        async with self._auto() as conn:
             epoch = (
                 await conn.execute(
                     SQL_ACQUIRE_LEASE,
@@ -669,7 +851,7 @@ class Ledger:
     async def renew_lease(self, holder: str, epoch: int, ttl: timedelta) -> None:
         """Extend the lease; :class:`LeaseLost` when another process has taken it over."""
         now = self._clock()
-        async with self._tx() as conn:
+        async with self._auto() as conn:
             renewed = (
                 await conn.execute(
                     SQL_RENEW_LEASE,
@@ -688,7 +870,7 @@ class Ledger:
     async def release_lease(self, holder: str, epoch: int) -> None:
         """Let another process take over at once (the next epoch is still incremented)."""
         now = self._clock()
-        async with self._tx() as conn:
+        async with self._auto() as conn:
             await conn.execute(
                 SQL_RELEASE_LEASE,
                 {"account": self.account, "holder": holder, "epoch": epoch, "now": now},
@@ -705,7 +887,7 @@ class Ledger:
 
     async def record_decision(self, decision: DecisionRecord) -> None:
         """Record a decision that reserves no order (a hold, a risk denial). Idempotent."""
-        async with self._tx() as conn:
+        async with self._auto() as conn:
             await conn.execute(SQL_RECORD_DECISIONS, _decision_params([decision]))
 
     async def reserve(
@@ -960,38 +1142,52 @@ class Ledger:
             f if f.client_order_id is not None else _with_coid(f, client_order_id)
             for f in report.fills
         ]
+        detail = {
+            "venue_status": report.status.value,
+            "venue_filled_qty": str(report.filled_quantity),
+        }
+        if report.reason:
+            detail["reason"] = report.reason
+        fields: dict[str, Any] = {
+            "client_order_id": client_order_id,
+            "now": now,
+            "cause": cause,
+            "detail": _dumps(detail),
+            "venue_order_id": report.venue_order_id,
+            "submitted_at": submitted_at,
+            "acked_at": acked_at,
+            "venue_ts": report.venue_ts,
+        }
+        async with self._auto() as conn:
+            row = (
+                await conn.execute(
+                    SQL_APPLY_REPORT,
+                    {
+                        **fields,
+                        **_fill_params(fills),
+                        **_report_targets(report.status),
+                        "account": self.account,
+                        "venue_filled": report.filled_quantity,
+                        "reason": report.reason,
+                    },
+                )
+            ).first()
+        if row is None:
+            return None  # not ours; its fills are recorded all the same
+        if not row.stale:
+            return _order(row)
+        # Another writer committed fills of this order while we waited for its lock: decide
+        # the state again from sums read after taking the lock (the fills are already in).
         async with self._tx() as conn:
             locked = (
                 await conn.execute(SQL_LOCK_ORDERS, {"client_order_ids": [client_order_id]})
-            ).first()
-            if locked is None:
-                if fills:
-                    await self._insert_fills(conn, fills, [], now)
-                return None
+            ).one()
+            totals = await self._fill_totals(conn, [client_order_id])
+            filled = max(totals[client_order_id], report.filled_quantity)
             current = OrderState(locked.state)
-            totals = await self._insert_fills(conn, fills, [client_order_id], now)
-            filled = max(totals.get(client_order_id, Decimal(0)), report.filled_quantity)
             to = target_state(current, report.status, filled, locked.requested_qty)
             error = report.reason if to in (OrderState.REJECTED, OrderState.EXPIRED) else None
-            detail = {
-                "venue_status": report.status.value,
-                "venue_filled_qty": str(report.filled_quantity),
-            }
-            if report.reason:
-                detail["reason"] = report.reason
-            return await self._update(
-                conn,
-                client_order_id,
-                to,
-                now=now,
-                cause=cause,
-                detail=detail,
-                venue_order_id=report.venue_order_id,
-                submitted_at=submitted_at,
-                acked_at=acked_at,
-                venue_ts=report.venue_ts,
-                error=error,
-            )
+            return await self._update(conn, to=to, error=error, **fields)
 
     async def mark_unknown(
         self, client_order_id: ClientOrderId, error: str, *, submitted_at: datetime | None
@@ -1059,15 +1255,14 @@ class Ledger:
         Already in ``to``: a no-op. Otherwise a state the table does not allow raises
         :class:`StateConflict` naming both states.
         """
-        now = self._clock()
-        async with self._tx() as conn:
+        async with self._auto() as conn:
             return await self._update(
                 conn,
-                client_order_id,
-                to,
-                now=now,
+                client_order_id=client_order_id,
+                to=to,
+                now=self._clock(),
                 cause=cause,
-                detail=detail,
+                detail=None if detail is None else _dumps(detail),
                 venue_ts=venue_ts,
                 error=error,
                 submitted_at=submitted_at,
@@ -1076,12 +1271,12 @@ class Ledger:
     async def _update(
         self,
         conn: AsyncConnection,
+        *,
         client_order_id: ClientOrderId,
         to: OrderState,
-        *,
         now: datetime,
         cause: str,
-        detail: dict[str, Any] | None = None,
+        detail: str | None = None,
         venue_order_id: str | None = None,
         submitted_at: datetime | None = None,
         acked_at: datetime | None = None,
@@ -1097,7 +1292,7 @@ class Ledger:
                     "allowed": [s.value for s in allowed_from(to)],
                     "now": now,
                     "cause": cause,
-                    "detail": None if detail is None else _dumps(detail),
+                    "detail": detail,
                     "venue_order_id": venue_order_id,
                     "submitted_at": submitted_at,
                     "acked_at": acked_at,
@@ -1134,27 +1329,40 @@ class Ledger:
             return []
         now = self._clock()
         coids = sorted({f.client_order_id for f in fills if f.client_order_id is not None})
+        inserted: set[tuple[str, str, str]] = set()
+        stale: list[str] = []
+        async with self._auto() as conn:
+            result = await conn.execute(
+                SQL_APPEND_FILLS,
+                {
+                    **_fill_params(fills),
+                    **_fill_targets(),
+                    "client_order_ids": coids,
+                    "account": self.account,
+                    "now": now,
+                },
+            )
+            for kind, venue, symbol, trade_id, coid in result:
+                if kind == "inserted":
+                    inserted.add((venue, symbol, trade_id))
+                else:
+                    stale.append(coid)
+        if stale:
+            await self._refresh_fill_states(sorted(stale), now)
+        return [f for f in fills if (f.venue, f.symbol, f.trade_id) in inserted]
+
+    async def _refresh_fill_states(self, client_order_ids: Sequence[str], now: datetime) -> None:
+        """The slow path of append_fills: lock, then read the sums, then move."""
         async with self._tx() as conn:
-            locked = (
-                list(await conn.execute(SQL_LOCK_ORDERS, {"client_order_ids": coids}))
-                if coids
-                else []
+            locked = list(
+                await conn.execute(SQL_LOCK_ORDERS, {"client_order_ids": list(client_order_ids)})
             )
-            inserted_keys: set[tuple[str, str, str]] = set()
-            totals = await self._insert_fills(
-                conn, fills, [row.client_order_id for row in locked], now, inserted_keys
-            )
+            totals = await self._fill_totals(conn, client_order_ids)
             moves: list[tuple[str, OrderState, OrderState]] = []
-            touched = {
-                f.client_order_id for f in fills if (f.venue, f.symbol, f.trade_id) in inserted_keys
-            }
             for row in locked:
-                if row.client_order_id not in touched:
-                    continue
                 current = OrderState(row.state)
                 to = _fill_driven_state(current, totals[row.client_order_id], row.requested_qty)
                 if to is not current:
-                    assert current in allowed_from(to)
                     moves.append((row.client_order_id, current, to))
             if moves:
                 await conn.execute(
@@ -1167,43 +1375,23 @@ class Ledger:
                         "now": now,
                     },
                 )
-        return [f for f in fills if (f.venue, f.symbol, f.trade_id) in inserted_keys]
 
-    async def _insert_fills(
-        self,
-        conn: AsyncConnection,
-        fills: Sequence[FillReport],
-        locked: Sequence[str],
-        now: datetime,
-        inserted: set[tuple[str, str, str]] | None = None,
+    async def _fill_totals(
+        self, conn: AsyncConnection, client_order_ids: Sequence[str]
     ) -> dict[str, Decimal]:
-        """Insert ``fills``; return the fill sum of every ``locked`` order (locked by the caller
-        in an earlier statement, so the sum includes every committed fill)."""
-        if not fills and not locked:
-            return {}
-        result = await conn.execute(
-            SQL_INSERT_FILLS,
-            {**_fill_params(fills), "account": self.account, "now": now, "locked": list(locked)},
-        )
-        totals: dict[str, Decimal] = {}
-        for kind, venue, symbol, trade_id, coid, filled in result:
-            if kind == "inserted":
-                if inserted is not None:
-                    inserted.add((venue, symbol, trade_id))
-            else:
-                totals[coid] = filled
-        return totals
+        result = await conn.execute(SQL_FILL_TOTALS, {"client_order_ids": list(client_order_ids)})
+        return {coid: total for coid, total in result}
 
     # -- reads ------------------------------------------------------------------------------
 
     async def get_order(self, client_order_id: ClientOrderId) -> Order | None:
-        async with self._tx() as conn:
+        async with self._auto() as conn:
             row = (await conn.execute(SQL_GET_ORDER, {"client_order_id": client_order_id})).first()
         return None if row is None else _order(row)
 
     async def non_terminal_orders(self) -> list[Order]:
         """Every order of the account that is, or may be, on the venue (oldest first)."""
-        async with self._tx() as conn:
+        async with self._auto() as conn:
             result = await conn.execute(SQL_NON_TERMINAL_ORDERS, {"account": self.account})
             return [_order(row) for row in result]
 
@@ -1211,7 +1399,7 @@ class Ledger:
         """Non-terminal orders, optionally of one strategy: what may still trade."""
         if strategy_id is None:
             return await self.non_terminal_orders()
-        async with self._tx() as conn:
+        async with self._auto() as conn:
             result = await conn.execute(
                 SQL_OPEN_ORDERS_OF_STRATEGY,
                 {"account": self.account, "strategy_id": strategy_id},
@@ -1220,7 +1408,7 @@ class Ledger:
 
     async def last_trade_ids(self) -> dict[Symbol, TradeId]:
         """Per symbol, the newest recorded fill's trade id: where to resume ``trades_since``."""
-        async with self._tx() as conn:
+        async with self._auto() as conn:
             result = await conn.execute(
                 SQL_LAST_TRADE_IDS, {"account": self.account, "venue": self.venue}
             )
@@ -1228,13 +1416,13 @@ class Ledger:
 
     async def net_positions(self) -> dict[tuple[StrategyId, Symbol], Decimal]:
         """Net quantity per (strategy, symbol) from the fills of the account's orders."""
-        async with self._tx() as conn:
+        async with self._auto() as conn:
             result = await conn.execute(SQL_NET_POSITIONS, {"account": self.account})
             return {(StrategyId(s), Symbol(sym)): qty for s, sym, qty in result}
 
     async def account_position(self, symbol: Symbol) -> Decimal:
         """The account's net quantity in ``symbol`` from every fill, ours or not."""
-        async with self._tx() as conn:
+        async with self._auto() as conn:
             value = (
                 await conn.execute(
                     SQL_ACCOUNT_POSITION, {"account": self.account, "symbol": symbol}
@@ -1257,7 +1445,7 @@ class Ledger:
         target and kind is active, that one is returned unchanged."""
         target = _control_target(scope, target)
         params = {"scope": scope.value, "target": target, "kind": kind.value}
-        async with self._tx() as conn:
+        async with self._auto() as conn:
             row = (
                 await conn.execute(
                     SQL_SET_CONTROL,
@@ -1281,7 +1469,7 @@ class Ledger:
     ) -> bool:
         """Deactivate a control; ``False`` when none was active."""
         target = _control_target(scope, target)
-        async with self._tx() as conn:
+        async with self._auto() as conn:
             row = (
                 await conn.execute(
                     SQL_CLEAR_CONTROL,
@@ -1297,7 +1485,7 @@ class Ledger:
         return row is not None
 
     async def active_controls(self) -> list[Control]:
-        async with self._tx() as conn:
+        async with self._auto() as conn:
             return [_control(row) for row in await conn.execute(SQL_ACTIVE_CONTROLS)]
 
     # -- incidents --------------------------------------------------------------------------
@@ -1314,7 +1502,7 @@ class Ledger:
     ) -> Incident:
         """Open an incident, or return the open one with the same ``dedupe_key``: one open
         incident per mismatch, not one per reconcile cycle."""
-        async with self._tx() as conn:
+        async with self._auto() as conn:
             row = (
                 await conn.execute(
                     SQL_OPEN_INCIDENT,
@@ -1336,13 +1524,13 @@ class Ledger:
         return _incident(row)
 
     async def incidents(self, *, open_only: bool = True) -> list[Incident]:
-        async with self._tx() as conn:
+        async with self._auto() as conn:
             result = await conn.execute(SQL_OPEN_INCIDENTS if open_only else SQL_ALL_INCIDENTS)
             return [_incident(row) for row in result]
 
     async def resolve_incident(self, incident_id: int, note: str) -> bool:
         """Close an open incident; ``False`` when it was not open."""
-        async with self._tx() as conn:
+        async with self._auto() as conn:
             row = (
                 await conn.execute(
                     SQL_RESOLVE_INCIDENT,
@@ -1356,7 +1544,7 @@ class Ledger:
     async def record_balances(self, reports: Sequence[BalanceReport]) -> None:
         if not reports:
             return
-        async with self._tx() as conn:
+        async with self._auto() as conn:
             await conn.execute(
                 SQL_RECORD_BALANCES,
                 {
@@ -1372,7 +1560,7 @@ class Ledger:
 
     async def latest_balances(self) -> dict[Asset, BalanceReport]:
         """Per asset, the newest balance report recorded for this account and venue."""
-        async with self._tx() as conn:
+        async with self._auto() as conn:
             result = await conn.execute(
                 SQL_LATEST_BALANCES, {"account": self.account, "venue": self.venue}
             )

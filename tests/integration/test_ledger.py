@@ -869,3 +869,102 @@ async def test_a_reservation_for_another_account_is_refused(ledger: Ledger, epoc
     other = replace(r, decision=replace(r.decision, account=AccountId("acct-2")))
     with pytest.raises(ValueError, match="acct-2"):
         await ledger.reserve([other], holder=HOLDER, epoch=epoch)
+
+
+# -- concurrent writers and the one-statement paths ------------------------------------------
+
+
+async def _hold_fill_in_open_transaction(
+    database_url: URL, coid: str, trade_id: str, qty: str
+) -> tuple[asyncpg.Connection, Any]:
+    """Another writer following the protocol (lock, insert a fill, touch the order), not yet
+    committed."""
+    conn = await asyncpg.connect(**asyncpg_connect_kwargs(database_url))  # type: ignore[arg-type]
+    tx = conn.transaction()
+    await tx.start()
+    await conn.execute("SELECT 1 FROM orders WHERE client_order_id = $1 FOR UPDATE", coid)
+    await conn.execute(
+        """INSERT INTO fills (venue, symbol, trade_id, client_order_id, account, side, qty, price,
+                              fee, venue_ts, received_at, recorded_at)
+           VALUES ('binance', 'BTCUSDT', $1, $2, 'acct-1', 'BUY', $3, 30000, 0, now(), now(),
+                   now())""",
+        trade_id,
+        coid,
+        Decimal(qty),
+    )
+    await conn.execute("UPDATE orders SET updated_at = now() WHERE client_order_id = $1", coid)
+    return conn, tx
+
+
+async def _row_lock_waiters(database_url: URL) -> int:
+    conn = await asyncpg.connect(**asyncpg_connect_kwargs(database_url))  # type: ignore[arg-type]
+    try:
+        return int(
+            await conn.fetchval(
+                "SELECT count(*) FROM pg_locks WHERE locktype = 'transactionid' AND NOT granted"
+            )
+        )
+    finally:
+        await conn.close()
+
+
+async def test_fills_committed_by_a_concurrent_writer_are_counted_in_the_derived_state(
+    ledger: Ledger, epoch: int, database_url: URL
+) -> None:
+    coid = await reserve_one(ledger, epoch)
+    await ledger.record_ack(coid, report(coid, VenueOrderStatus.NEW), submitted_at=T0)
+    other, tx = await _hold_fill_in_open_transaction(database_url, coid, "1", "0.2")
+    try:
+        task = asyncio.create_task(ledger.append_fills([fill(coid, "2", "0.3")]))
+        await eventually(lambda: _row_lock_waiters(database_url), message="never waited")
+        await tx.commit()
+        assert [f.trade_id for f in await task] == ["2"]
+    finally:
+        await other.close()
+    order = await ledger.get_order(coid)
+    assert order is not None
+    assert order.filled_qty == Decimal("0.5")
+    assert order.state is OrderState.FILLED
+
+
+async def test_a_report_applied_while_another_writer_adds_fills_sees_them(
+    ledger: Ledger, epoch: int, database_url: URL
+) -> None:
+    coid = await reserve_one(ledger, epoch)
+    other, tx = await _hold_fill_in_open_transaction(database_url, coid, "1", "0.5")
+    try:
+        task = asyncio.create_task(
+            ledger.record_ack(coid, report(coid, VenueOrderStatus.NEW), submitted_at=T0)
+        )
+        await eventually(lambda: _row_lock_waiters(database_url), message="never waited")
+        await tx.commit()
+        order = await task
+    finally:
+        await other.close()
+    assert order.state is OrderState.FILLED
+    assert order.filled_qty == Decimal("0.5")
+    assert order.venue_order_id == "v-1"
+    assert order.acked_at is not None
+
+
+def test_target_state_depends_on_the_fill_quantity_only_through_the_bucket() -> None:
+    """The one-statement paths look states up by (state, bucket); pin that this is exact."""
+    from engine.domain.orders import target_state
+    from engine.ledger.store import _bucket, _fill_driven_state, _fill_targets, _report_targets
+
+    quantities = [Decimal(x) for x in ("0", "0.001", "0.5", "0.999", "1", "1.5")]
+    for status in VenueOrderStatus:
+        table = _report_targets(status)
+        keys = zip(table["lk_from"], table["lk_bucket"], strict=True)
+        lookup = dict(zip(keys, table["lk_to"], strict=True))
+        for state in OrderState:
+            for filled in quantities:
+                expected = target_state(state, status, filled, Decimal(1))
+                assert lookup[(state.value, _bucket(filled, Decimal(1)))] == expected.value
+    table = _fill_targets()
+    keys = zip(table["lk_from"], table["lk_bucket"], strict=True)
+    lookup = dict(zip(keys, table["lk_to"], strict=True))
+    for state in OrderState:
+        for filled in quantities:
+            expected = _fill_driven_state(state, filled, Decimal(1))
+            assert lookup[(state.value, _bucket(filled, Decimal(1)))] == expected.value
