@@ -23,11 +23,11 @@ from typing import Protocol
 
 import structlog
 
-from engine.crashpoints import NO_CRASH, CrashPoint, CrashPoints
+from engine.crashpoints import NO_CRASH, CrashPoint, CrashPoints, SimulatedCrash
 from engine.domain.ids import client_order_id, decision_id
 from engine.domain.intents import Buy, Cancel, Hold, Intent, OrderIntent, Sell, intent_kind
 from engine.domain.orders import Order
-from engine.domain.risk import Verdict
+from engine.domain.risk import RiskAssessment, Verdict
 from engine.domain.types import (
     AccountId,
     ClientOrderId,
@@ -49,7 +49,7 @@ from engine.exceptions import (
     RateLimited,
     VenueError,
 )
-from engine.ledger.records import DecisionRecord, Reservation, ReserveStatus
+from engine.ledger.records import DecisionRecord, Reservation, ReserveResult, ReserveStatus
 from engine.ledger.store import Ledger
 from engine.venues.base import (
     BalanceReport,
@@ -67,27 +67,20 @@ log = structlog.get_logger("tradectl.execution")
 UNRESOLVED = frozenset({OrderState.PENDING_SUBMIT, OrderState.UNKNOWN, OrderState.PENDING_CANCEL})
 
 
-@dataclass(frozen=True, slots=True, kw_only=True)
-class Assessment:
-    """What the risk gate says about one order: the verdicts, and the quantity it may have."""
-
-    verdicts: tuple[Verdict, ...]
-    approved: bool
-    quantity: object  # Decimal; typed loosely so gates can pass domain assessments through
-    halt_reason: str | None = None
-
-    @property
-    def summary(self) -> str:
-        failed = [v for v in self.verdicts if v.result is VerdictResult.REJECT]
-        return "; ".join(f"{v.check}: {v.message or v.observed}" for v in failed) or "approved"
-
-
 class RiskGate(Protocol):
     """Pre-trade checks at the execution boundary (see :mod:`engine.risk_gate`)."""
 
-    def assess(self, intent: OrderIntent, now: datetime) -> Assessment: ...
+    async def prepare(self) -> None:
+        """Before a batch: take in every reservation and fill the ledger has."""
+        ...
 
-    def recheck(self, order: Order, now: datetime) -> Assessment:
+    def assess(self, intent: OrderIntent, now: datetime) -> RiskAssessment: ...
+
+    def reserved(self) -> None:
+        """After a batch's reserve transaction committed."""
+        ...
+
+    def recheck(self, order: Order, now: datetime) -> RiskAssessment:
         """The final gate: freshness and limits again on the newest state, before the wire."""
         ...
 
@@ -158,6 +151,10 @@ class Execution:
     def queued(self) -> int:
         return self._intents.qsize()
 
+    async def drain(self) -> None:
+        """Wait until every queued intent has been processed (its orders sent and answered)."""
+        await self._intents.join()
+
     # -- lifecycle -----------------------------------------------------------------------------
 
     async def recover(self) -> None:
@@ -188,6 +185,9 @@ class Execution:
                     error=str(exc),
                 )
                 return
+            finally:
+                for _ in batch:
+                    self._intents.task_done()
 
     async def run_resolver(self) -> None:
         """Look up unresolved orders every ``resolve_interval_s`` or when woken."""
@@ -205,6 +205,7 @@ class Execution:
     # -- the protocol --------------------------------------------------------------------------
 
     async def process(self, intents: Sequence[Intent]) -> None:
+        await self.gate.prepare()
         now = self.clock()
         reservations: list[tuple[Reservation, OrderIntent]] = []
         for intent in intents:
@@ -225,10 +226,24 @@ class Execution:
             await self.ledger.record_decision(denial)
         if not reservations:
             return
-        results = await self.ledger.reserve(
-            [r for r, _ in reservations], holder=self.lease.holder, epoch=self.lease.epoch
-        )
+        try:
+            results = await self.ledger.reserve(
+                [r for r, _ in reservations], holder=self.lease.holder, epoch=self.lease.epoch
+            )
+        finally:
+            self.gate.reserved()
         self.crash.hit(CrashPoint.AFTER_RESERVE)
+        try:
+            await self._dispatch(results)
+        except BaseExceptionGroup as group:
+            # _send and _resolve_one handle every Exception; only a simulated crash (a process
+            # death) gets here, and it must look like one to the caller.
+            crash = group.subgroup(SimulatedCrash)
+            if crash is not None:
+                raise crash.exceptions[0] from None
+            raise
+
+    async def _dispatch(self, results: Sequence[ReserveResult]) -> None:
         async with asyncio.TaskGroup() as tg:
             for result in results:
                 if result.status is ReserveStatus.RESERVED and result.order is not None:
@@ -255,7 +270,7 @@ class Execution:
                 "intent denied by risk",
                 strategy=intent.strategy_id,
                 symbol=intent.symbol,
-                reason=assessment.summary,
+                reason=_summary(assessment),
             )
             return None
         decision = self._decision(intent, now, assessment.verdicts, DecisionOutcome.RESERVED)
@@ -265,7 +280,7 @@ class Execution:
             venue=self.venue.name,
             type=intent.order_type,
             time_in_force=intent.time_in_force,
-            quantity=assessment.quantity,  # type: ignore[arg-type]
+            quantity=assessment.quantity,
             limit_price=intent.limit_price,
             expires_at=now + intent.ttl,
         )
@@ -307,7 +322,7 @@ class Execution:
                 # Nothing was sent for this id in this attempt. A fresh reservation was never on
                 # the wire, so it can expire at once; a resubmission only reaches here after a
                 # lookup found nothing past the consistency window.
-                await self.ledger.expire(coid, f"final gate before submit: {final.summary}")
+                await self.ledger.expire(coid, f"final gate before submit: {_summary(final)}")
                 return
             request = OrderRequest(
                 client_order_id=coid,
@@ -521,12 +536,11 @@ class FillPath:
         *,
         ledger: Ledger,
         execution: Execution,
-        crash: CrashPoints = NO_CRASH,
         on_reconnect: Callable[[], None] | None = None,
     ) -> None:
         self.ledger = ledger
         self.execution = execution
-        self.crash = crash
+        self.crash = execution.crash
         self.on_reconnect = on_reconnect
 
     async def run(self) -> None:
@@ -554,6 +568,11 @@ class FillPath:
             log.info("user stream reconnected; reconciling", reason=event.reason)
             if self.on_reconnect is not None:
                 self.on_reconnect()
+
+
+def _summary(assessment: RiskAssessment) -> str:
+    failed = assessment.rejections
+    return "; ".join(f"{v.check}: {v.message or v.observed}" for v in failed) or "approved"
 
 
 def _error_text(exc: VenueError) -> str:

@@ -1,0 +1,339 @@
+"""Wiring and supervision: the startup sequence and the engine's tasks.
+
+Startup (ARCHITECTURE.md): schema at head → lease → resolve every non-terminal order → fetch
+missing fills → reconcile (unknown venue orders, balances) → only then strategies start.
+
+Every task is named and referenced; one that dies stops the engine (STYLE.md, supervised tasks).
+Shutdown stops the strategies first, lets execution finish the batch it holds, then cancels the
+rest with a timeout: an order interrupted between submit and ACK is ``PENDING_SUBMIT`` in the
+ledger and is resolved by lookup at the next start.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import signal
+from collections.abc import AsyncIterator, Awaitable, Callable, Coroutine
+from dataclasses import dataclass, field
+from datetime import datetime
+from typing import Any
+
+import structlog
+
+from engine.config import Settings, VenueKind
+from engine.controls import LeaseKeeper
+from engine.crashpoints import CrashPoints
+from engine.database import Database, open_database
+from engine.domain.types import (
+    AccountId,
+    ControlKind,
+    ControlScope,
+    StrategyId,
+    Symbol,
+    VenueName,
+    utc_now,
+)
+from engine.execution import Execution, ExecutionConfig, FillPath
+from engine.ledger.store import Ledger
+from engine.marketdata.conflator import Conflator
+from engine.marketdata.feed import MarketDataFeed
+from engine.observability import configure_logging, serve_metrics
+from engine.portfolio import Portfolio
+from engine.reconcile import Reconciler
+from engine.risk_gate import LimitsBook, RiskGate
+from engine.status import ledger_status
+from engine.strategy_config import StrategySpec, load_strategy_config
+from engine.strategy_host import StrategyHost
+from engine.venues.base import Venue
+
+log = structlog.get_logger("tradectl.runtime")
+
+SHUTDOWN_GRACE_S = 5.0
+
+
+@dataclass(slots=True)
+class VenueSession:
+    venue: Venue
+    #: background work that produces market data for a local venue (paper), if any
+    driver: Callable[[], Coroutine[Any, Any, None]] | None = None
+    description: str = ""
+    extra_tasks: dict[str, Callable[[], Coroutine[Any, Any, None]]] = field(default_factory=dict)
+
+
+@contextlib.asynccontextmanager
+async def open_venue(
+    settings: Settings, symbols: tuple[Symbol, ...], clock: Callable[[], datetime]
+) -> AsyncIterator[VenueSession]:
+    if settings.venue is VenueKind.PAPER:
+        from engine.venues.paper import default_paper_venue
+
+        venue = default_paper_venue(symbols, seed=settings.seed, clock=clock)
+
+        async def drive() -> None:
+            while True:
+                venue.step(clock())
+                await asyncio.sleep(0.25)
+
+        try:
+            yield VenueSession(venue=venue, driver=drive, description="in-process paper venue")
+        finally:
+            await venue.close()
+        return
+    if settings.venue is VenueKind.SIMULATOR:
+        from engine.venues.binance import BinanceVenue
+        from engine.venues.simulator import run_simulator, simulator_config_for
+
+        sim_config = simulator_config_for(symbols, seed=settings.seed)
+        async with run_simulator(sim_config) as sim:
+            venue = BinanceVenue(sim.binance_config(venue_name=VenueName("simulator")))
+            try:
+                yield VenueSession(
+                    venue=venue,
+                    description=f"built-in Binance-protocol simulator at {sim.rest_url}",
+                )
+            finally:
+                await venue.close()
+        return
+    from engine.venues.binance import BinanceVenue, config_from_settings
+
+    venue = BinanceVenue(config_from_settings(settings))
+    try:
+        yield VenueSession(venue=venue, description=f"Binance at {settings.binance_rest_url}")
+    finally:
+        await venue.close()
+
+
+class Engine:
+    """One account's engine over an open database and venue."""
+
+    def __init__(
+        self,
+        settings: Settings,
+        db: Database,
+        session: VenueSession,
+        strategies: tuple[StrategySpec, ...],
+        *,
+        clock: Callable[[], datetime] = utc_now,
+        crash: CrashPoints | None = None,
+    ) -> None:
+        self.settings = settings
+        self.db = db
+        self.session = session
+        self.venue = session.venue
+        self.strategies = strategies
+        self.clock = clock
+        self.account = AccountId(settings.account)
+        self.ledger = Ledger(db.engine, account=self.account, venue=self.venue.name, clock=clock)
+        self.lease = LeaseKeeper(self.ledger, ttl=settings.lease_ttl)
+        self.conflator = Conflator()
+        self.portfolio = Portfolio(db.engine, settings.account)
+        self.gate = RiskGate(
+            limits=LimitsBook.from_specs(strategies),
+            market=self.conflator,
+            portfolio=self.portfolio,
+            clock=clock,
+        )
+        self.crash = crash or CrashPoints.from_env()
+        self.execution = Execution(
+            ledger=self.ledger,
+            venue=self.venue,
+            gate=self.gate,
+            lease=self.lease,
+            config=ExecutionConfig(
+                account=self.account,
+                order_id_prefix=settings.order_id_prefix,
+                consistency_window=settings.consistency_window,
+                resolve_interval_s=settings.resolve_interval_s,
+                max_batch=settings.max_batch,
+            ),
+            clock=clock,
+            crash=self.crash,
+            on_fills=lambda fills: self.portfolio.mark_dirty(),
+        )
+        self.symbols = symbols_of(strategies)
+        self.execution.symbols.update(self.symbols)
+        self.reconciler = Reconciler(
+            ledger=self.ledger,
+            execution=self.execution,
+            prefix=settings.order_id_prefix,
+            balance_tolerance=settings.balance_tolerance,
+        )
+        self.fill_path = FillPath(
+            ledger=self.ledger,
+            execution=self.execution,
+            on_reconnect=self.reconciler.request,
+        )
+        self._paused: set[StrategyId] = set()
+        self.host = StrategyHost(
+            conflator=self.conflator,
+            portfolio=self.portfolio,
+            sink=self.execution.submit_intent,
+            on_strategy_failure=self._strategy_failed,
+            is_paused=self._is_paused,
+            clock=clock,
+        )
+        for spec in strategies:
+            self.host.add(spec.hosted())
+
+    # -- controls seen by the strategies (the reserve transaction enforces them regardless) ---
+
+    async def _refresh_controls(self) -> None:
+        paused: set[StrategyId] = set()
+        blocked_all = False
+        for control in await self.ledger.active_controls():
+            if control.kind is ControlKind.REDUCE_ONLY:
+                continue  # strategies keep deciding; reserve lets only reducing orders through
+            if control.scope in (ControlScope.GLOBAL, ControlScope.ACCOUNT):
+                blocked_all = blocked_all or control.target in ("*", self.account)
+            elif control.scope is ControlScope.STRATEGY:
+                paused.add(StrategyId(control.target))
+        if blocked_all:
+            paused.update(self.host.strategy_ids)
+        self._paused = paused
+
+    async def _is_paused(self, strategy_id: StrategyId) -> bool:
+        return strategy_id in self._paused
+
+    async def _strategy_failed(self, strategy_id: StrategyId, exc: BaseException) -> None:
+        reason = f"strategy raised {type(exc).__name__}: {exc}"
+        self._paused.add(strategy_id)
+        await self.ledger.set_control(
+            ControlScope.STRATEGY, strategy_id, ControlKind.PAUSE, reason=reason, set_by="engine"
+        )
+        await self.ledger.open_incident(
+            kind="strategy_failed",
+            scope=f"strategy:{strategy_id}",
+            severity="error",
+            message=(
+                f"strategy {strategy_id} paused: {reason}. Fix it, then "
+                f"`tradectl resume --strategy {strategy_id}`"
+            ),
+            details={"exception": type(exc).__name__},
+            dedupe_key=f"strategy_failed:{strategy_id}",
+        )
+
+    # -- the loops -----------------------------------------------------------------------------
+
+    async def _controls_loop(self) -> None:
+        # "take effect within a second": the reserve transaction enforces controls anyway; this
+        # only stops paused strategies from deciding at all.
+        while True:
+            await self._refresh_controls()
+            await asyncio.sleep(0.5)
+
+    async def _status_loop(self) -> None:
+        while True:
+            await asyncio.sleep(self.settings.status_interval_s)
+            text = await ledger_status(self.db.engine, self.settings.account)
+            print(f"--- {self.clock().isoformat(timespec='seconds')} ---\n{text}", flush=True)
+
+    async def _reconcile_loop(self) -> None:
+        await self.reconciler.run_periodic(self.settings.reconcile_interval_s)
+
+    async def startup(self) -> None:
+        await self.lease.acquire()
+        await self.execution.recover()
+        await self.reconciler.reconcile(startup=True)
+        await self._refresh_controls()
+        await self.portfolio.refresh()
+
+    async def run(self, stop: asyncio.Event, *, on_ready: Callable[[], None] | None = None) -> None:
+        await self.startup()
+        print(
+            f"tradectl running: account {self.account} on {self.session.description}; "
+            f"strategies {', '.join(self.host.strategy_ids) or 'none'}\n"
+            f"inspect the ledger with: {self.db.psql}",
+            flush=True,
+        )
+        core: dict[str, Callable[[], Awaitable[None]]] = {
+            "lease": self.lease.keep,
+            "fills": self.fill_path.run,
+            "execution": self.execution.run,
+            "resolver": self.execution.run_resolver,
+            "reconcile": self._reconcile_loop,
+            "controls": self._controls_loop,
+        }
+        edge: dict[str, Callable[[], Awaitable[None]]] = {
+            "marketdata": MarketDataFeed(self.venue, self.symbols, self.conflator).run,
+            "strategies": self.host.run,
+            "status": self._status_loop,
+        }
+        if self.session.driver is not None:
+            edge["venue-driver"] = self.session.driver
+        edge.update(self.session.extra_tasks)
+        tasks = {
+            name: asyncio.create_task(_named(name, fn), name=name)
+            for name, fn in (core | edge).items()
+        }
+        stopper = asyncio.create_task(stop.wait(), name="stop")
+        if on_ready is not None:
+            on_ready()
+        try:
+            done, _ = await asyncio.wait(
+                [*tasks.values(), stopper], return_when=asyncio.FIRST_COMPLETED
+            )
+            for task in done:
+                if task is not stopper:
+                    exc = task.exception() if not task.cancelled() else None
+                    log.error("task ended; stopping the engine", task=task.get_name(), error=exc)
+        finally:
+            stopper.cancel()
+            await self._shutdown(tasks, edge_names=set(edge))
+
+    async def _shutdown(
+        self, tasks: dict[str, asyncio.Task[None]], *, edge_names: set[str]
+    ) -> None:
+        # 1. No new decisions.
+        await _cancel([t for n, t in tasks.items() if n in edge_names])
+        # 2. Let execution finish the intents it already holds (bounded).
+        with contextlib.suppress(TimeoutError):
+            async with asyncio.timeout(SHUTDOWN_GRACE_S):
+                await self.execution.drain()
+        # 3. Everything else.
+        await _cancel(list(tasks.values()))
+        with contextlib.suppress(Exception):
+            await self.lease.release()
+        print("tradectl stopped", flush=True)
+
+
+def symbols_of(specs: tuple[StrategySpec, ...]) -> tuple[Symbol, ...]:
+    return tuple(sorted({symbol for spec in specs for symbol in spec.symbols}))
+
+
+async def _named(name: str, fn: Callable[[], Awaitable[None]]) -> None:
+    structlog.contextvars.bind_contextvars(task=name)
+    await fn()
+
+
+async def _cancel(tasks: list[asyncio.Task[None]]) -> None:
+    for task in tasks:
+        task.cancel()
+    await asyncio.gather(*tasks, return_exceptions=True)
+
+
+async def run(settings: Settings, stop: asyncio.Event | None = None) -> None:
+    """Open the database and the venue, then run the engine until ``stop`` is set."""
+    stop = stop or asyncio.Event()
+    strategies = load_strategy_config(settings.strategies_file)
+    async with open_database(settings) as db:
+        clock = utc_now
+        async with open_venue(settings, symbols_of(strategies), clock) as session:
+            engine = Engine(settings, db, session, strategies, clock=clock)
+            await engine.run(stop)
+
+
+def main(settings: Settings) -> None:
+    """``tradectl run``: log setup, metrics, signals; Ctrl-C stops gracefully."""
+    configure_logging(json=settings.log_format.value == "json", level=settings.log_level)
+    if settings.metrics_port is not None:
+        serve_metrics(settings.metrics_port)
+
+    async def go() -> None:
+        stop = asyncio.Event()
+        loop = asyncio.get_running_loop()
+        for sig in (signal.SIGINT, signal.SIGTERM):
+            loop.add_signal_handler(sig, stop.set)
+        await run(settings, stop)
+
+    asyncio.run(go())
