@@ -36,6 +36,12 @@ def scrub_secrets(
 
 def configure_logging(*, json: bool, level: str = "INFO") -> None:
     logging.basicConfig(format="%(message)s", stream=sys.stderr, level=level)
+    # alembic narrates every migration step at INFO; only its problems matter to an operator
+    logging.getLogger("alembic").setLevel(logging.WARNING)
+    # httpx logs every request line, and a signed request's query string is a replayable
+    # credential for its receive window: never log it
+    for name in ("httpx", "httpcore", "websockets"):
+        logging.getLogger(name).setLevel(logging.WARNING)
     renderer: Any = (
         structlog.processors.JSONRenderer()
         if json

@@ -17,9 +17,11 @@ import signal
 from collections.abc import AsyncIterator, Awaitable, Callable, Coroutine
 from dataclasses import dataclass, field
 from datetime import datetime
-from typing import Any
+from decimal import Decimal
+from typing import TYPE_CHECKING, Any
 
 import structlog
+from pydantic import SecretStr
 
 from engine.config import Settings, VenueKind
 from engine.controls import LeaseKeeper
@@ -34,6 +36,7 @@ from engine.domain.types import (
     VenueName,
     utc_now,
 )
+from engine.exceptions import ConfigError
 from engine.execution import Execution, ExecutionConfig, FillPath
 from engine.ledger.store import Ledger
 from engine.marketdata.conflator import Conflator
@@ -47,6 +50,9 @@ from engine.strategy_config import StrategySpec, load_strategy_config
 from engine.strategy_host import StrategyHost
 from engine.venues.base import Venue
 
+if TYPE_CHECKING:
+    from engine.venues.simulator import SimulatorConfig
+
 log = structlog.get_logger("tradectl.runtime")
 
 SHUTDOWN_GRACE_S = 5.0
@@ -58,6 +64,9 @@ class VenueSession:
     #: background work that produces market data for a local venue (paper), if any
     driver: Callable[[], Coroutine[Any, Any, None]] | None = None
     description: str = ""
+    #: whether quote sequence numbers are per symbol, so a skipped number is a lost update
+    #: (Binance's bookTicker ``u`` is one counter across symbols: gaps there mean nothing)
+    per_symbol_sequences: bool = False
     extra_tasks: dict[str, Callable[[], Coroutine[Any, Any, None]]] = field(default_factory=dict)
 
 
@@ -76,32 +85,96 @@ async def open_venue(
                 await asyncio.sleep(0.25)
 
         try:
-            yield VenueSession(venue=venue, driver=drive, description="in-process paper venue")
+            yield VenueSession(
+                venue=venue,
+                driver=drive,
+                description="in-process paper venue",
+                per_symbol_sequences=True,
+            )
         finally:
             await venue.close()
         return
-    if settings.venue is VenueKind.SIMULATOR:
-        from engine.venues.binance import BinanceVenue
-        from engine.venues.simulator import run_simulator, simulator_config_for
+    from engine.venues.binance import BinanceConfig, BinanceVenue
 
-        sim_config = simulator_config_for(symbols, seed=settings.seed)
+    if settings.venue is VenueKind.SIMULATOR:
+        from engine.venues.simulator import run_simulator
+
+        sim_config = simulator_config(symbols, seed=settings.seed)
         async with run_simulator(sim_config) as sim:
-            venue = BinanceVenue(sim.binance_config(venue_name=VenueName("simulator")))
+            binance = BinanceVenue(
+                BinanceConfig(
+                    api_key=sim_config.api_key,
+                    api_secret=SecretStr(sim_config.api_secret),
+                    rest_url=sim.rest_url,
+                    ws_api_url=sim.ws_api_url,
+                    stream_url=sim.stream_url,
+                    venue_name=VenueName("simulator"),
+                )
+            )
             try:
                 yield VenueSession(
-                    venue=venue,
-                    description=f"built-in Binance-protocol simulator at {sim.rest_url}",
+                    venue=binance,
+                    description=f"the built-in Binance-protocol simulator at {sim.rest_url}",
                 )
             finally:
-                await venue.close()
+                await binance.close()
         return
-    from engine.venues.binance import BinanceVenue, config_from_settings
-
-    venue = BinanceVenue(config_from_settings(settings))
+    if settings.binance_api_key is None or settings.binance_api_secret is None:
+        raise ConfigError(
+            "TRADECTL_VENUE=binance needs TRADECTL_BINANCE_API_KEY and TRADECTL_BINANCE_API_SECRET"
+        )
+    binance = BinanceVenue(
+        BinanceConfig(
+            api_key=settings.binance_api_key.get_secret_value(),
+            api_secret=settings.binance_api_secret,
+            rest_url=settings.binance_rest_url,
+            ws_api_url=settings.binance_ws_api_url,
+            stream_url=settings.binance_stream_url,
+        )
+    )
     try:
-        yield VenueSession(venue=venue, description=f"Binance at {settings.binance_rest_url}")
+        yield VenueSession(venue=binance, description=f"Binance at {settings.binance_rest_url}")
     finally:
-        await venue.close()
+        await binance.close()
+
+
+def simulator_config(symbols: tuple[Symbol, ...], *, seed: int) -> SimulatorConfig:
+    """The simulator's instruments, from the same catalogue as the paper venue's."""
+    from engine.venues.paper import DEFAULT_BALANCES, DEFAULT_RULES, DEFAULT_WALKS
+    from engine.venues.simulator import SimulatorConfig, SymbolSpec
+
+    unknown = [s for s in symbols if s not in DEFAULT_RULES]
+    if unknown:
+        raise ConfigError(
+            f"the built-in simulator does not list {unknown}; it knows {sorted(DEFAULT_RULES)}. "
+            "Change the symbols in TRADECTL_STRATEGIES_FILE."
+        )
+    specs = []
+    for symbol in symbols:
+        rules, walk = DEFAULT_RULES[symbol], DEFAULT_WALKS[symbol]
+        specs.append(
+            SymbolSpec(
+                symbol=symbol,
+                base_asset=rules.base_asset,
+                quote_asset=rules.quote_asset,
+                start_price=walk.start,
+                tick_size=rules.tick_size,
+                step_size=rules.step_size,
+                min_notional=rules.min_notional,
+                min_qty=rules.min_qty,
+                max_qty=rules.max_qty,
+                min_price=rules.min_price,
+                max_price=rules.max_price if rules.max_price is not None else Decimal(1_000_000),
+                touch_size=walk.size,
+                step_bps=walk.step_bps,
+                spread_ticks=walk.spread_ticks,
+            )
+        )
+    return SimulatorConfig(
+        seed=seed,
+        symbols=tuple(specs),
+        balances={str(asset): amount for asset, amount in DEFAULT_BALANCES.items()},
+    )
 
 
 class Engine:
@@ -126,7 +199,7 @@ class Engine:
         self.account = AccountId(settings.account)
         self.ledger = Ledger(db.engine, account=self.account, venue=self.venue.name, clock=clock)
         self.lease = LeaseKeeper(self.ledger, ttl=settings.lease_ttl)
-        self.conflator = Conflator()
+        self.conflator = Conflator(detect_gaps=session.per_symbol_sequences)
         self.portfolio = Portfolio(db.engine, settings.account)
         self.gate = RiskGate(
             limits=LimitsBook.from_specs(strategies),

@@ -46,6 +46,9 @@ class WalkSource:
                 step_bps=spec.step_bps,
                 spread_ticks=spec.spread_ticks,
                 size=spec.touch_size,
+                # keep the walk inside the instrument's price filter (prediction markets: 0..1)
+                floor=spec.effective_min_price,
+                cap=spec.max_price,
             ),
             seed=seed,
         )
