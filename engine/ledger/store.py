@@ -44,9 +44,10 @@ from datetime import datetime, timedelta
 from decimal import Decimal
 from typing import Any
 
+import asyncpg
 from sqlalchemy import text
-from sqlalchemy.engine import Row
-from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine
+from sqlalchemy.dialects.postgresql import asyncpg as postgresql_asyncpg
+from sqlalchemy.ext.asyncio import AsyncEngine
 
 from engine.domain.orders import Order, allowed_from, target_state
 from engine.domain.risk import Verdict
@@ -73,7 +74,7 @@ from engine.domain.types import (
     utc_now,
 )
 from engine.exceptions import LeaseLost, LedgerError, StateConflict
-from engine.ledger.db import translate_error
+from engine.ledger.db import is_connection_error, translate_error
 from engine.ledger.records import (
     Control,
     DecisionRecord,
@@ -94,6 +95,50 @@ _BLOCKING_KINDS = (ControlKind.HALT, ControlKind.PAUSE)
 # ---------------------------------------------------------------------------------------------
 # SQL
 
+_DIALECT = postgresql_asyncpg.dialect()  # type: ignore[no-untyped-call]
+
+
+class Rows(list[asyncpg.Record]):
+    """A statement's result rows, with the few accessors the ledger needs."""
+
+    def first(self) -> asyncpg.Record | None:
+        return self[0] if self else None
+
+    def one(self) -> asyncpg.Record:
+        if len(self) != 1:
+            raise LedgerError(f"expected exactly one row, got {len(self)}")
+        return self[0]
+
+    def scalar(self) -> Any:
+        return self[0][0] if self else None
+
+
+class Statement:
+    """A statement compiled once: asyncpg's positional SQL and the order of its parameters.
+
+    Written with ``:name`` parameters (SQLAlchemy ``text()``), compiled by SQLAlchemy's asyncpg
+    dialect at import, and executed on the pooled connection's asyncpg driver: no per-call
+    compilation, parameter or result processing, and asyncpg prepares it once per connection.
+    Every value here is a plain asyncpg type (Decimal, datetime, str, bool, lists of them).
+    A benchmark can run ``sql`` with ``args(params)`` on raw asyncpg to measure this layer.
+    """
+
+    __slots__ = ("names", "sql")
+
+    def __init__(self, sql: str) -> None:
+        compiled = text(sql).compile(dialect=_DIALECT)
+        self.sql = str(compiled)
+        self.names: tuple[str, ...] = tuple(compiled.positiontup or ())
+
+    def args(self, params: Mapping[str, Any] | None = None) -> tuple[Any, ...]:
+        if params is None:
+            return ()
+        return tuple(params[name] for name in self.names)
+
+    async def run(self, db: asyncpg.Connection, params: Mapping[str, Any] | None = None) -> Rows:
+        return Rows(await db.fetch(self.sql, *self.args(params)))
+
+
 _ORDER_COLUMNS = """
     o.client_order_id, o.decision_id, o.strategy_id, o.account, o.venue, o.symbol, o.side,
     o.type, o.time_in_force, o.requested_qty, o.limit_price, o.state, o.venue_order_id,
@@ -110,23 +155,23 @@ _FILL_TOTALS = """
 
 _SELECT_ORDERS = f"SELECT {_ORDER_COLUMNS}, f.filled_qty, f.avg_price FROM orders o {_FILL_TOTALS}"
 
-SQL_GET_ORDER = text(f"{_SELECT_ORDERS} WHERE o.client_order_id = :client_order_id")
-SQL_GET_ORDERS = text(
+SQL_GET_ORDER = Statement(f"{_SELECT_ORDERS} WHERE o.client_order_id = :client_order_id")
+SQL_GET_ORDERS = Statement(
     f"{_SELECT_ORDERS} WHERE o.client_order_id = ANY(CAST(:client_order_ids AS text[]))"
 )
-SQL_NON_TERMINAL_ORDERS = text(
+SQL_NON_TERMINAL_ORDERS = Statement(
     f"""{_SELECT_ORDERS}
     WHERE o.account = :account AND o.state IN ({", ".join(repr(s) for s in _NON_TERMINAL)})
     ORDER BY o.created_at, o.client_order_id"""
 )
-SQL_OPEN_ORDERS_OF_STRATEGY = text(
+SQL_OPEN_ORDERS_OF_STRATEGY = Statement(
     f"""{_SELECT_ORDERS}
     WHERE o.account = :account AND o.strategy_id = :strategy_id
       AND o.state IN ({", ".join(repr(s) for s in _NON_TERMINAL)})
     ORDER BY o.created_at, o.client_order_id"""
 )
 
-SQL_ACQUIRE_LEASE = text(
+SQL_ACQUIRE_LEASE = Statement(
     """
     INSERT INTO leases AS l (account, holder, epoch, heartbeat_at, expires_at)
     VALUES (:account, :holder, 1, :now, :expires_at)
@@ -137,14 +182,14 @@ SQL_ACQUIRE_LEASE = text(
     RETURNING epoch
     """
 )
-SQL_RENEW_LEASE = text(
+SQL_RENEW_LEASE = Statement(
     """
     UPDATE leases SET heartbeat_at = :now, expires_at = :expires_at
     WHERE account = :account AND holder = :holder AND epoch = :epoch
     RETURNING epoch
     """
 )
-SQL_RELEASE_LEASE = text(
+SQL_RELEASE_LEASE = Statement(
     """
     UPDATE leases SET expires_at = :now
     WHERE account = :account AND holder = :holder AND epoch = :epoch AND expires_at > :now
@@ -154,7 +199,7 @@ SQL_RELEASE_LEASE = text(
 # The fence. Joining the lock CTE forces the lock before the row is updated; the controls are
 # read by a *later* statement, whose snapshot therefore includes any control committed before
 # the lock was granted.
-SQL_FENCE = text(
+SQL_FENCE = Statement(
     """
     WITH lk AS (SELECT pg_advisory_xact_lock_shared(:lock_key))
     UPDATE leases SET heartbeat_at = :now FROM lk
@@ -174,11 +219,11 @@ _COVERING_CONTROLS = """
     )
 """
 
-SQL_COVERING_CONTROLS = text(f"{_COVERING_CONTROLS} ORDER BY c.id")
+SQL_COVERING_CONTROLS = Statement(f"{_COVERING_CONTROLS} ORDER BY c.id")
 
 # Positions from fills and what the account's other in-flight orders may still add, for the
 # reduce-only rule: an order may only shrink the position, counting what is already working.
-SQL_REDUCE_ONLY_FACTS = text(
+SQL_REDUCE_ONLY_FACTS = Statement(
     f"""
     SELECT 'position' AS kind, x.symbol, NULL AS side,
            sum(CASE WHEN x.side = 'BUY' THEN x.qty ELSE -x.qty END) AS qty
@@ -218,12 +263,12 @@ _INSERT_DECISIONS = f"""
     FROM {_DECISION_ARRAYS}
 """
 
-SQL_RECORD_DECISIONS = text(f"{_INSERT_DECISIONS} ON CONFLICT (decision_id) DO NOTHING")
+SQL_RECORD_DECISIONS = Statement(f"{_INSERT_DECISIONS} ON CONFLICT (decision_id) DO NOTHING")
 
 # The reservation itself. With :guard set it writes nothing when any control covers the batch
 # (the common, uncontrolled case then costs one statement); the caller then reads the controls,
 # decides per reservation, and runs it again with :guard off and only the allowed orders.
-SQL_RESERVE = text(
+SQL_RESERVE = Statement(
     f"""
     WITH ctl AS ({_COVERING_CONTROLS} LIMIT 1),
     go AS (SELECT NOT (CAST(:guard AS boolean) AND EXISTS (SELECT 1 FROM ctl)) AS ok),
@@ -261,7 +306,7 @@ SQL_RESERVE = text(
 # One order's state change (and field updates), its event, and the resulting order: one
 # statement. ``cur`` locks the row and reads its newest state; the update applies only from an
 # allowed state (or the same state, to update fields without an event).
-SQL_UPDATE_ORDER = text(
+SQL_UPDATE_ORDER = Statement(
     f"""
     WITH cur AS (
         SELECT client_order_id, state FROM orders
@@ -298,7 +343,7 @@ SQL_UPDATE_ORDER = text(
     """
 )
 
-SQL_LOCK_ORDERS = text(
+SQL_LOCK_ORDERS = Statement(
     """
     SELECT client_order_id, state, requested_qty FROM orders
     WHERE client_order_id = ANY(CAST(:client_order_ids AS text[]))
@@ -352,7 +397,7 @@ _REPORT_BUCKET = _bucket_sql("GREATEST(tot.filled_qty, :venue_filled)", "tot.req
 # that inserts fills of a known order also *updates* that order's row, so such a writer shows as
 # a difference between the locked row version's xmin and the snapshot's: ``stale``. A stale
 # result changes nothing but the fills, and the caller redoes the state in a new transaction.
-SQL_APPLY_REPORT = text(
+SQL_APPLY_REPORT = Statement(
     f"""
     WITH cur AS (
         SELECT o.client_order_id, o.state, o.requested_qty, o.xmin AS locked_xmin
@@ -410,7 +455,7 @@ SQL_APPLY_REPORT = text(
 # deadlocks), insert the fills, move each order with new fills by its fill sum, append events.
 # ``stale`` as in SQL_APPLY_REPORT; every order with new fills is updated (at least its
 # updated_at), which is what makes staleness detectable by the next writer.
-SQL_APPEND_FILLS = text(
+SQL_APPEND_FILLS = Statement(
     f"""
     WITH cur AS (
         SELECT o.client_order_id, o.state, o.requested_qty, o.xmin AS locked_xmin
@@ -459,7 +504,7 @@ SQL_APPEND_FILLS = text(
 )
 
 # The slow path's pieces (a stale one-statement result): fill sums read *after* the lock.
-SQL_FILL_TOTALS = text(
+SQL_FILL_TOTALS = Statement(
     """
     SELECT l.client_order_id,
            COALESCE((SELECT sum(x.qty) FROM fills x WHERE x.client_order_id = l.client_order_id), 0)
@@ -469,7 +514,7 @@ SQL_FILL_TOTALS = text(
 
 # Several orders' fill-driven moves in one statement. The rows are locked by this transaction,
 # so ``state = from_state`` holds; from → to was validated against the transition table.
-SQL_FILL_TRANSITIONS = text(
+SQL_FILL_TRANSITIONS = Statement(
     """
     WITH t AS (
         SELECT * FROM unnest(
@@ -487,7 +532,7 @@ SQL_FILL_TRANSITIONS = text(
     """
 )
 
-SQL_LAST_TRADE_IDS = text(
+SQL_LAST_TRADE_IDS = Statement(
     """
     SELECT DISTINCT ON (symbol) symbol, trade_id FROM fills
     WHERE account = :account AND venue = :venue
@@ -497,7 +542,7 @@ SQL_LAST_TRADE_IDS = text(
              id DESC
     """
 )
-SQL_NET_POSITIONS = text(
+SQL_NET_POSITIONS = Statement(
     """
     SELECT o.strategy_id, x.symbol, sum(CASE WHEN x.side = 'BUY' THEN x.qty ELSE -x.qty END)
     FROM fills x JOIN orders o ON o.client_order_id = x.client_order_id
@@ -505,7 +550,7 @@ SQL_NET_POSITIONS = text(
     GROUP BY o.strategy_id, x.symbol
     """
 )
-SQL_ACCOUNT_POSITION = text(
+SQL_ACCOUNT_POSITION = Statement(
     """
     SELECT COALESCE(sum(CASE WHEN side = 'BUY' THEN qty ELSE -qty END), 0) FROM fills
     WHERE account = :account AND symbol = :symbol
@@ -513,7 +558,7 @@ SQL_ACCOUNT_POSITION = text(
 )
 
 _CONTROL_COLUMNS = "id, scope, target, kind, active, reason, set_by, set_at"
-SQL_SET_CONTROL = text(
+SQL_SET_CONTROL = Statement(
     f"""
     WITH lk AS (SELECT pg_advisory_xact_lock(:lock_key)),
     ins AS (
@@ -525,23 +570,23 @@ SQL_SET_CONTROL = text(
     SELECT {_CONTROL_COLUMNS} FROM ins
     """
 )
-SQL_ACTIVE_CONTROL = text(
+SQL_ACTIVE_CONTROL = Statement(
     f"""SELECT {_CONTROL_COLUMNS} FROM controls
     WHERE scope = :scope AND target = :target AND kind = :kind AND active"""
 )
-SQL_CLEAR_CONTROL = text(
+SQL_CLEAR_CONTROL = Statement(
     """
     UPDATE controls SET active = false, cleared_at = :now, cleared_by = :cleared_by
     WHERE scope = :scope AND target = :target AND kind = :kind AND active
     RETURNING id
     """
 )
-SQL_ACTIVE_CONTROLS = text(f"SELECT {_CONTROL_COLUMNS} FROM controls WHERE active ORDER BY id")
+SQL_ACTIVE_CONTROLS = Statement(f"SELECT {_CONTROL_COLUMNS} FROM controls WHERE active ORDER BY id")
 
 _INCIDENT_COLUMNS = (
     "id, opened_at, kind, scope, severity, message, details, resolved_at, resolution_note"
 )
-SQL_OPEN_INCIDENT = text(
+SQL_OPEN_INCIDENT = Statement(
     f"""
     INSERT INTO incidents (opened_at, kind, scope, severity, message, details, dedupe_key)
     VALUES (:now, :kind, :scope, :severity, :message, CAST(:details AS jsonb), :dedupe_key)
@@ -549,15 +594,15 @@ SQL_OPEN_INCIDENT = text(
     RETURNING {_INCIDENT_COLUMNS}
     """
 )
-SQL_OPEN_INCIDENT_BY_KEY = text(
+SQL_OPEN_INCIDENT_BY_KEY = Statement(
     f"""SELECT {_INCIDENT_COLUMNS} FROM incidents
     WHERE dedupe_key = :dedupe_key AND resolved_at IS NULL"""
 )
-SQL_OPEN_INCIDENTS = text(
+SQL_OPEN_INCIDENTS = Statement(
     f"SELECT {_INCIDENT_COLUMNS} FROM incidents WHERE resolved_at IS NULL ORDER BY opened_at, id"
 )
-SQL_ALL_INCIDENTS = text(f"SELECT {_INCIDENT_COLUMNS} FROM incidents ORDER BY opened_at, id")
-SQL_RESOLVE_INCIDENT = text(
+SQL_ALL_INCIDENTS = Statement(f"SELECT {_INCIDENT_COLUMNS} FROM incidents ORDER BY opened_at, id")
+SQL_RESOLVE_INCIDENT = Statement(
     """
     UPDATE incidents SET resolved_at = :now, resolution_note = :note
     WHERE id = :id AND resolved_at IS NULL
@@ -565,7 +610,7 @@ SQL_RESOLVE_INCIDENT = text(
     """
 )
 
-SQL_RECORD_BALANCES = text(
+SQL_RECORD_BALANCES = Statement(
     """
     INSERT INTO balances (account, venue, asset, free, locked, venue_ts, received_at)
     SELECT :account, t.venue, t.asset, t.free, t.locked, t.venue_ts, t.received_at
@@ -577,7 +622,7 @@ SQL_RECORD_BALANCES = text(
     """
 )
 # Per asset, the newest report: stream updates carry only the assets that changed.
-SQL_LATEST_BALANCES = text(
+SQL_LATEST_BALANCES = Statement(
     """
     SELECT DISTINCT ON (asset) venue, asset, free, locked, venue_ts, received_at
     FROM balances WHERE account = :account AND venue = :venue
@@ -598,8 +643,7 @@ def _dumps(value: Any) -> str:
     return json.dumps(value, default=str, separators=(",", ":"))
 
 
-def _order(row: Row[Any]) -> Order:
-    m = row._mapping
+def _order(m: asyncpg.Record) -> Order:
     return Order(
         client_order_id=ClientOrderId(m["client_order_id"]),
         decision_id=DecisionId(m["decision_id"]),
@@ -626,8 +670,7 @@ def _order(row: Row[Any]) -> Order:
     )
 
 
-def _control(row: Row[Any]) -> Control:
-    m = row._mapping
+def _control(m: asyncpg.Record) -> Control:
     return Control(
         id=m["id"],
         scope=ControlScope(m["scope"]),
@@ -640,8 +683,7 @@ def _control(row: Row[Any]) -> Control:
     )
 
 
-def _incident(row: Row[Any]) -> Incident:
-    m = row._mapping
+def _incident(m: asyncpg.Record) -> Incident:
     return Incident(
         id=m["id"],
         opened_at=m["opened_at"],
@@ -794,27 +836,39 @@ class Ledger:
         clock: Callable[[], datetime] = utc_now,
     ) -> None:
         self._engine = engine
-        self._autocommit = engine.execution_options(isolation_level="AUTOCOMMIT")
         self.account = account
         self.venue = venue
         self._clock = clock
 
     @asynccontextmanager
-    async def _tx(self) -> AsyncIterator[AsyncConnection]:
-        """One transaction; connection-level failures leave as DatabaseUnavailable."""
+    async def _connection(self) -> AsyncIterator[asyncpg.Connection]:
+        """A pooled connection's asyncpg driver, outside any transaction (each statement is
+        then its own transaction: the right thing for reads and one-statement writes)."""
         with self._translated():
-            async with self._engine.begin() as conn:
-                yield conn
+            async with self._engine.connect() as conn:
+                # Checked out and connected by connect(): reading it needs no I/O (and no
+                # greenlet hop, which get_raw_connection() would cost on every call).
+                db = conn.sync_connection.connection.driver_connection  # type: ignore[union-attr]
+                assert isinstance(db, asyncpg.Connection)
+                try:
+                    yield db
+                except BaseException as exc:
+                    if is_connection_error(exc):
+                        await conn.invalidate()
+                    raise
+                finally:
+                    # A transaction left open (cancelled mid-commit, say) must not reach the
+                    # next user of this pooled connection: drop the connection instead.
+                    if not db.is_closed() and db.is_in_transaction():
+                        await conn.invalidate()
+
+    _auto = _connection
 
     @asynccontextmanager
-    async def _auto(self) -> AsyncIterator[AsyncConnection]:
-        """A connection without BEGIN/COMMIT: each statement is its own transaction.
-
-        For reads and for writes that are one (atomic) statement: two round trips fewer.
-        """
-        with self._translated():
-            async with self._autocommit.connect() as conn:
-                yield conn
+    async def _tx(self) -> AsyncIterator[asyncpg.Connection]:
+        """One transaction; connection-level failures leave as DatabaseUnavailable."""
+        async with self._connection() as db, db.transaction():
+            yield db
 
     @contextmanager
     def _translated(self) -> Iterator[None]:
@@ -834,10 +888,10 @@ class Ledger:
         """Take the account's lease: the new epoch, or ``None`` while another holder's lease is
         unexpired. Taking over (an expired lease, or one's own again) increments the epoch."""
         now = self._clock()
-        async with self._auto() as conn:
+        async with self._auto() as db:
             epoch = (
-                await conn.execute(
-                    SQL_ACQUIRE_LEASE,
+                await SQL_ACQUIRE_LEASE.run(
+                    db,
                     {
                         "account": self.account,
                         "holder": holder,
@@ -845,16 +899,16 @@ class Ledger:
                         "expires_at": now + ttl,
                     },
                 )
-            ).scalar_one_or_none()
+            ).scalar()
         return None if epoch is None else int(epoch)
 
     async def renew_lease(self, holder: str, epoch: int, ttl: timedelta) -> None:
         """Extend the lease; :class:`LeaseLost` when another process has taken it over."""
         now = self._clock()
-        async with self._auto() as conn:
+        async with self._auto() as db:
             renewed = (
-                await conn.execute(
-                    SQL_RENEW_LEASE,
+                await SQL_RENEW_LEASE.run(
+                    db,
                     {
                         "account": self.account,
                         "holder": holder,
@@ -870,9 +924,9 @@ class Ledger:
     async def release_lease(self, holder: str, epoch: int) -> None:
         """Let another process take over at once (the next epoch is still incremented)."""
         now = self._clock()
-        async with self._auto() as conn:
-            await conn.execute(
-                SQL_RELEASE_LEASE,
+        async with self._auto() as db:
+            await SQL_RELEASE_LEASE.run(
+                db,
                 {"account": self.account, "holder": holder, "epoch": epoch, "now": now},
             )
 
@@ -887,8 +941,8 @@ class Ledger:
 
     async def record_decision(self, decision: DecisionRecord) -> None:
         """Record a decision that reserves no order (a hold, a risk denial). Idempotent."""
-        async with self._auto() as conn:
-            await conn.execute(SQL_RECORD_DECISIONS, _decision_params([decision]))
+        async with self._auto() as db:
+            await SQL_RECORD_DECISIONS.run(db, _decision_params([decision]))
 
     async def reserve(
         self, reservations: Sequence[Reservation], *, holder: str, epoch: int
@@ -911,10 +965,10 @@ class Ledger:
         reserved_decisions = [
             _with_outcome(r.decision, DecisionOutcome.RESERVED) for r in reservations
         ]
-        async with self._tx() as conn:
+        async with self._tx() as db:
             fenced = (
-                await conn.execute(
-                    SQL_FENCE,
+                await SQL_FENCE.run(
+                    db,
                     {
                         "lock_key": CONTROLS_LOCK_KEY,
                         "account": self.account,
@@ -927,8 +981,8 @@ class Ledger:
             if fenced is None:
                 raise self._lease_lost(holder, epoch)
             row = (
-                await conn.execute(
-                    SQL_RESERVE,
+                await SQL_RESERVE.run(
+                    db,
                     {
                         **scope,
                         "guard": True,
@@ -940,13 +994,13 @@ class Ledger:
                 )
             ).one()
             blocked: dict[ClientOrderId, list[str]] = {}
-            if row.ok:
-                inserted = set(row.inserted)
+            if row["ok"]:
+                inserted = set(row["inserted"])
             else:
-                allowed, blocked, decisions = await self._apply_controls(conn, reservations, scope)
+                allowed, blocked, decisions = await self._apply_controls(db, reservations, scope)
                 row = (
-                    await conn.execute(
-                        SQL_RESERVE,
+                    await SQL_RESERVE.run(
+                        db,
                         {
                             **scope,
                             "guard": False,
@@ -957,13 +1011,13 @@ class Ledger:
                         },
                     )
                 ).one()
-                inserted = set(row.inserted)
+                inserted = set(row["inserted"])
             # Anything not inserted now was reserved before: report the stored order. A blocked
             # reservation that was reserved before is EXISTING too: it may be on the venue.
             missing = [r.client_order_id for r in reservations if r.client_order_id not in inserted]
             stored: dict[str, Order] = {}
             if missing:
-                result = await conn.execute(SQL_GET_ORDERS, {"client_order_ids": missing})
+                result = await SQL_GET_ORDERS.run(db, {"client_order_ids": missing})
                 stored = {o.client_order_id: o for o in map(_order, result)}
 
         results: list[ReserveResult] = []
@@ -1028,25 +1082,25 @@ class Ledger:
 
     async def _apply_controls(
         self,
-        conn: AsyncConnection,
+        db: asyncpg.Connection,
         reservations: Sequence[Reservation],
         scope: Mapping[str, Any],
     ) -> tuple[list[Reservation], dict[ClientOrderId, list[str]], list[DecisionRecord]]:
         """Decide, per reservation, under the controls that cover the batch (read in this
         transaction, after the advisory lock): the allowed reservations, the refusals by client
         order id, and the decisions to store (refused ones as denied with a control verdict)."""
-        controls = [_control(row) for row in await conn.execute(SQL_COVERING_CONTROLS, scope)]
+        controls = [_control(row) for row in await SQL_COVERING_CONTROLS.run(db, scope)]
         positions: dict[str, Decimal] = {}
         working: dict[tuple[str, str], Decimal] = {}
         if any(c.kind is ControlKind.REDUCE_ONLY for c in controls):
-            facts = await conn.execute(
-                SQL_REDUCE_ONLY_FACTS,
+            facts = await SQL_REDUCE_ONLY_FACTS.run(
+                db,
                 {
                     **scope,
                     "client_order_ids": [r.client_order_id for r in reservations],
                 },
             )
-            for kind, symbol, side, qty in facts:
+            for kind, symbol, side, qty in map(tuple, facts):
                 if kind == "position":
                     positions[symbol] = qty
                 else:
@@ -1158,10 +1212,10 @@ class Ledger:
             "acked_at": acked_at,
             "venue_ts": report.venue_ts,
         }
-        async with self._auto() as conn:
+        async with self._auto() as db:
             row = (
-                await conn.execute(
-                    SQL_APPLY_REPORT,
+                await SQL_APPLY_REPORT.run(
+                    db,
                     {
                         **fields,
                         **_fill_params(fills),
@@ -1174,20 +1228,18 @@ class Ledger:
             ).first()
         if row is None:
             return None  # not ours; its fills are recorded all the same
-        if not row.stale:
+        if not row["stale"]:
             return _order(row)
         # Another writer committed fills of this order while we waited for its lock: decide
         # the state again from sums read after taking the lock (the fills are already in).
-        async with self._tx() as conn:
-            locked = (
-                await conn.execute(SQL_LOCK_ORDERS, {"client_order_ids": [client_order_id]})
-            ).one()
-            totals = await self._fill_totals(conn, [client_order_id])
+        async with self._tx() as db:
+            locked = (await SQL_LOCK_ORDERS.run(db, {"client_order_ids": [client_order_id]})).one()
+            totals = await self._fill_totals(db, [client_order_id])
             filled = max(totals[client_order_id], report.filled_quantity)
-            current = OrderState(locked.state)
-            to = target_state(current, report.status, filled, locked.requested_qty)
+            current = OrderState(locked["state"])
+            to = target_state(current, report.status, filled, locked["requested_qty"])
             error = report.reason if to in (OrderState.REJECTED, OrderState.EXPIRED) else None
-            return await self._update(conn, to=to, error=error, **fields)
+            return await self._update(db, to=to, error=error, **fields)
 
     async def mark_unknown(
         self, client_order_id: ClientOrderId, error: str, *, submitted_at: datetime | None
@@ -1255,9 +1307,9 @@ class Ledger:
         Already in ``to``: a no-op. Otherwise a state the table does not allow raises
         :class:`StateConflict` naming both states.
         """
-        async with self._auto() as conn:
+        async with self._auto() as db:
             return await self._update(
-                conn,
+                db,
                 client_order_id=client_order_id,
                 to=to,
                 now=self._clock(),
@@ -1270,7 +1322,7 @@ class Ledger:
 
     async def _update(
         self,
-        conn: AsyncConnection,
+        db: asyncpg.Connection,
         *,
         client_order_id: ClientOrderId,
         to: OrderState,
@@ -1284,8 +1336,8 @@ class Ledger:
         error: str | None = None,
     ) -> Order:
         row = (
-            await conn.execute(
-                SQL_UPDATE_ORDER,
+            await SQL_UPDATE_ORDER.run(
+                db,
                 {
                     "client_order_id": client_order_id,
                     "to_state": to.value,
@@ -1303,9 +1355,9 @@ class Ledger:
         ).first()
         if row is None:
             raise self._unknown(client_order_id)
-        if row.client_order_id is None:
+        if row["client_order_id"] is None:
             raise StateConflict(
-                f"order {client_order_id} is {row.current_state}, which cannot move to "
+                f"order {client_order_id} is {row['current_state']}, which cannot move to "
                 f"{to.value} ({cause}); re-read it and act on its current state"
             )
         return _order(row)
@@ -1331,9 +1383,9 @@ class Ledger:
         coids = sorted({f.client_order_id for f in fills if f.client_order_id is not None})
         inserted: set[tuple[str, str, str]] = set()
         stale: list[str] = []
-        async with self._auto() as conn:
-            result = await conn.execute(
-                SQL_APPEND_FILLS,
+        async with self._auto() as db:
+            result = await SQL_APPEND_FILLS.run(
+                db,
                 {
                     **_fill_params(fills),
                     **_fill_targets(),
@@ -1342,7 +1394,7 @@ class Ledger:
                     "now": now,
                 },
             )
-            for kind, venue, symbol, trade_id, coid in result:
+            for kind, venue, symbol, trade_id, coid in map(tuple, result):
                 if kind == "inserted":
                     inserted.add((venue, symbol, trade_id))
                 else:
@@ -1353,20 +1405,22 @@ class Ledger:
 
     async def _refresh_fill_states(self, client_order_ids: Sequence[str], now: datetime) -> None:
         """The slow path of append_fills: lock, then read the sums, then move."""
-        async with self._tx() as conn:
+        async with self._tx() as db:
             locked = list(
-                await conn.execute(SQL_LOCK_ORDERS, {"client_order_ids": list(client_order_ids)})
+                await SQL_LOCK_ORDERS.run(db, {"client_order_ids": list(client_order_ids)})
             )
-            totals = await self._fill_totals(conn, client_order_ids)
+            totals = await self._fill_totals(db, client_order_ids)
             moves: list[tuple[str, OrderState, OrderState]] = []
             for row in locked:
-                current = OrderState(row.state)
-                to = _fill_driven_state(current, totals[row.client_order_id], row.requested_qty)
+                current = OrderState(row["state"])
+                to = _fill_driven_state(
+                    current, totals[row["client_order_id"]], row["requested_qty"]
+                )
                 if to is not current:
-                    moves.append((row.client_order_id, current, to))
+                    moves.append((row["client_order_id"], current, to))
             if moves:
-                await conn.execute(
-                    SQL_FILL_TRANSITIONS,
+                await SQL_FILL_TRANSITIONS.run(
+                    db,
                     {
                         "client_order_id": [m[0] for m in moves],
                         "from_state": [m[1].value for m in moves],
@@ -1377,57 +1431,55 @@ class Ledger:
                 )
 
     async def _fill_totals(
-        self, conn: AsyncConnection, client_order_ids: Sequence[str]
+        self, db: asyncpg.Connection, client_order_ids: Sequence[str]
     ) -> dict[str, Decimal]:
-        result = await conn.execute(SQL_FILL_TOTALS, {"client_order_ids": list(client_order_ids)})
-        return {coid: total for coid, total in result}
+        result = await SQL_FILL_TOTALS.run(db, {"client_order_ids": list(client_order_ids)})
+        return {coid: total for coid, total in map(tuple, result)}
 
     # -- reads ------------------------------------------------------------------------------
 
     async def get_order(self, client_order_id: ClientOrderId) -> Order | None:
-        async with self._auto() as conn:
-            row = (await conn.execute(SQL_GET_ORDER, {"client_order_id": client_order_id})).first()
+        async with self._auto() as db:
+            row = (await SQL_GET_ORDER.run(db, {"client_order_id": client_order_id})).first()
         return None if row is None else _order(row)
 
     async def non_terminal_orders(self) -> list[Order]:
         """Every order of the account that is, or may be, on the venue (oldest first)."""
-        async with self._auto() as conn:
-            result = await conn.execute(SQL_NON_TERMINAL_ORDERS, {"account": self.account})
+        async with self._auto() as db:
+            result = await SQL_NON_TERMINAL_ORDERS.run(db, {"account": self.account})
             return [_order(row) for row in result]
 
     async def open_orders(self, strategy_id: StrategyId | None = None) -> list[Order]:
         """Non-terminal orders, optionally of one strategy: what may still trade."""
         if strategy_id is None:
             return await self.non_terminal_orders()
-        async with self._auto() as conn:
-            result = await conn.execute(
-                SQL_OPEN_ORDERS_OF_STRATEGY,
+        async with self._auto() as db:
+            result = await SQL_OPEN_ORDERS_OF_STRATEGY.run(
+                db,
                 {"account": self.account, "strategy_id": strategy_id},
             )
             return [_order(row) for row in result]
 
     async def last_trade_ids(self) -> dict[Symbol, TradeId]:
         """Per symbol, the newest recorded fill's trade id: where to resume ``trades_since``."""
-        async with self._auto() as conn:
-            result = await conn.execute(
-                SQL_LAST_TRADE_IDS, {"account": self.account, "venue": self.venue}
+        async with self._auto() as db:
+            result = await SQL_LAST_TRADE_IDS.run(
+                db, {"account": self.account, "venue": self.venue}
             )
-            return {Symbol(symbol): TradeId(trade_id) for symbol, trade_id in result}
+            return {Symbol(symbol): TradeId(trade_id) for symbol, trade_id in map(tuple, result)}
 
     async def net_positions(self) -> dict[tuple[StrategyId, Symbol], Decimal]:
         """Net quantity per (strategy, symbol) from the fills of the account's orders."""
-        async with self._auto() as conn:
-            result = await conn.execute(SQL_NET_POSITIONS, {"account": self.account})
-            return {(StrategyId(s), Symbol(sym)): qty for s, sym, qty in result}
+        async with self._auto() as db:
+            result = await SQL_NET_POSITIONS.run(db, {"account": self.account})
+            return {(StrategyId(s), Symbol(sym)): qty for s, sym, qty in map(tuple, result)}
 
     async def account_position(self, symbol: Symbol) -> Decimal:
         """The account's net quantity in ``symbol`` from every fill, ours or not."""
-        async with self._auto() as conn:
+        async with self._auto() as db:
             value = (
-                await conn.execute(
-                    SQL_ACCOUNT_POSITION, {"account": self.account, "symbol": symbol}
-                )
-            ).scalar_one()
+                await SQL_ACCOUNT_POSITION.run(db, {"account": self.account, "symbol": symbol})
+            ).scalar()
         return Decimal(value)
 
     # -- controls ---------------------------------------------------------------------------
@@ -1445,10 +1497,10 @@ class Ledger:
         target and kind is active, that one is returned unchanged."""
         target = _control_target(scope, target)
         params = {"scope": scope.value, "target": target, "kind": kind.value}
-        async with self._auto() as conn:
+        async with self._auto() as db:
             row = (
-                await conn.execute(
-                    SQL_SET_CONTROL,
+                await SQL_SET_CONTROL.run(
+                    db,
                     {
                         **params,
                         "lock_key": CONTROLS_LOCK_KEY,
@@ -1461,7 +1513,7 @@ class Ledger:
             if row is None:
                 # Already active. A fresh statement sees it even if it committed while this
                 # transaction waited for the lock.
-                row = (await conn.execute(SQL_ACTIVE_CONTROL, params)).one()
+                row = (await SQL_ACTIVE_CONTROL.run(db, params)).one()
         return _control(row)
 
     async def clear_control(
@@ -1469,10 +1521,10 @@ class Ledger:
     ) -> bool:
         """Deactivate a control; ``False`` when none was active."""
         target = _control_target(scope, target)
-        async with self._auto() as conn:
+        async with self._auto() as db:
             row = (
-                await conn.execute(
-                    SQL_CLEAR_CONTROL,
+                await SQL_CLEAR_CONTROL.run(
+                    db,
                     {
                         "scope": scope.value,
                         "target": target,
@@ -1485,8 +1537,8 @@ class Ledger:
         return row is not None
 
     async def active_controls(self) -> list[Control]:
-        async with self._auto() as conn:
-            return [_control(row) for row in await conn.execute(SQL_ACTIVE_CONTROLS)]
+        async with self._auto() as db:
+            return [_control(row) for row in await SQL_ACTIVE_CONTROLS.run(db)]
 
     # -- incidents --------------------------------------------------------------------------
 
@@ -1502,10 +1554,10 @@ class Ledger:
     ) -> Incident:
         """Open an incident, or return the open one with the same ``dedupe_key``: one open
         incident per mismatch, not one per reconcile cycle."""
-        async with self._auto() as conn:
+        async with self._auto() as db:
             row = (
-                await conn.execute(
-                    SQL_OPEN_INCIDENT,
+                await SQL_OPEN_INCIDENT.run(
+                    db,
                     {
                         "now": self._clock(),
                         "kind": kind,
@@ -1518,22 +1570,20 @@ class Ledger:
                 )
             ).first()
             if row is None:
-                row = (
-                    await conn.execute(SQL_OPEN_INCIDENT_BY_KEY, {"dedupe_key": dedupe_key})
-                ).one()
+                row = (await SQL_OPEN_INCIDENT_BY_KEY.run(db, {"dedupe_key": dedupe_key})).one()
         return _incident(row)
 
     async def incidents(self, *, open_only: bool = True) -> list[Incident]:
-        async with self._auto() as conn:
-            result = await conn.execute(SQL_OPEN_INCIDENTS if open_only else SQL_ALL_INCIDENTS)
+        async with self._auto() as db:
+            result = await (SQL_OPEN_INCIDENTS if open_only else SQL_ALL_INCIDENTS).run(db)
             return [_incident(row) for row in result]
 
     async def resolve_incident(self, incident_id: int, note: str) -> bool:
         """Close an open incident; ``False`` when it was not open."""
-        async with self._auto() as conn:
+        async with self._auto() as db:
             row = (
-                await conn.execute(
-                    SQL_RESOLVE_INCIDENT,
+                await SQL_RESOLVE_INCIDENT.run(
+                    db,
                     {"id": incident_id, "note": note, "now": self._clock()},
                 )
             ).first()
@@ -1544,9 +1594,9 @@ class Ledger:
     async def record_balances(self, reports: Sequence[BalanceReport]) -> None:
         if not reports:
             return
-        async with self._auto() as conn:
-            await conn.execute(
-                SQL_RECORD_BALANCES,
+        async with self._auto() as db:
+            await SQL_RECORD_BALANCES.run(
+                db,
                 {
                     "account": self.account,
                     "venue": [r.venue for r in reports],
@@ -1560,18 +1610,18 @@ class Ledger:
 
     async def latest_balances(self) -> dict[Asset, BalanceReport]:
         """Per asset, the newest balance report recorded for this account and venue."""
-        async with self._auto() as conn:
-            result = await conn.execute(
-                SQL_LATEST_BALANCES, {"account": self.account, "venue": self.venue}
+        async with self._auto() as db:
+            result = await SQL_LATEST_BALANCES.run(
+                db, {"account": self.account, "venue": self.venue}
             )
             return {
-                Asset(row.asset): BalanceReport(
-                    venue=VenueName(row.venue),
-                    asset=Asset(row.asset),
-                    free=row.free,
-                    locked=row.locked,
-                    venue_ts=row.venue_ts,
-                    received_at=row.received_at,
+                Asset(row["asset"]): BalanceReport(
+                    venue=VenueName(row["venue"]),
+                    asset=Asset(row["asset"]),
+                    free=row["free"],
+                    locked=row["locked"],
+                    venue_ts=row["venue_ts"],
+                    received_at=row["received_at"],
                 )
                 for row in result
             }
