@@ -11,6 +11,7 @@ import asyncio
 import getpass
 import sys
 from collections.abc import Awaitable, Callable
+from pathlib import Path
 from typing import Annotated, TypeVar
 
 import typer
@@ -114,6 +115,66 @@ def sql() -> None:
             console.print(db.psql)
 
     _run(go)
+
+
+@app.command()
+def simulator(
+    port: Annotated[int, typer.Option(help="Port on 127.0.0.1 (0 picks a free one).")] = 0,
+    seed: Annotated[int, typer.Option(help="Seed of the market and of the faults.")] = 0,
+    faults: Annotated[
+        Path | None, typer.Option(help="TOML/JSON fault plan (see tests/resources/simulator).")
+    ] = None,
+    config: Annotated[
+        Path | None, typer.Option(help="Simulator config file: symbols, balances, keys.")
+    ] = None,
+    restore: Annotated[Path | None, typer.Option(help="Start from a state snapshot.")] = None,
+) -> None:
+    """Run the Binance-protocol exchange simulator on loopback until Ctrl-C.
+
+    Prints one JSON line with its URLs once it listens.
+    """
+    import dataclasses
+
+    from engine.venues.simulator import FaultPlan, SimulatorConfig, serve_forever
+
+    try:
+        sim_config = SimulatorConfig.load(config) if config else SimulatorConfig()
+        sim_config = dataclasses.replace(sim_config, seed=seed)
+        if faults is not None:
+            sim_config = dataclasses.replace(sim_config, faults=FaultPlan.load(faults))
+        serve_forever(sim_config, host="127.0.0.1", port=port, restore_from=restore)
+    except TradectlError as exc:
+        err.print(f"[bold red]error:[/] {exc}")
+        raise typer.Exit(2) from None
+
+
+@app.command()
+def backtest(
+    data: Annotated[Path, typer.Option(help="OHLCV CSV: Date,Open,High,Low,Close,Volume.")],
+    strategy: Annotated[str, typer.Option(help="Strategy kind, e.g. sma_cross.")],
+    param: Annotated[list[str] | None, typer.Option("--param", help="k=v, repeatable.")] = None,
+    seed: Annotated[int, typer.Option(help="Seed of latency, slippage and partial fills.")] = 0,
+    symbol: Annotated[str, typer.Option(help="Symbol the data is for.")] = "BTCUSDT",
+) -> None:
+    """Replay history through a strategy on the paper venue and print a report."""
+    import dataclasses
+
+    from engine.backtest import BacktestSettings, render_report, run_backtest
+    from engine.domain.types import Symbol
+
+    params: dict[str, str] = {}
+    for item in param or []:
+        key, sep, value = item.partition("=")
+        if not sep or not key:
+            raise typer.BadParameter(f"--param takes k=v, got {item!r}")
+        params[key.strip()] = value.strip()
+    settings = dataclasses.replace(BacktestSettings(), symbol=Symbol(symbol))
+    try:
+        report = run_backtest(data, strategy, params, seed, settings=settings)
+    except TradectlError as exc:
+        err.print(f"[bold red]error:[/] {exc}")
+        raise typer.Exit(2) from None
+    console.print(render_report(report), highlight=False)
 
 
 # -- controls ------------------------------------------------------------------------------------
