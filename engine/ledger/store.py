@@ -24,9 +24,13 @@ Concurrency model, in one place:
   error to swallow (:class:`engine.exceptions.StateConflict`).
 * Filled quantity and average price are always derived from ``fills``; no counter can drift.
 
-Statements are ``text()`` constants built once at import (SQLAlchemy caches their compiled form and
-asyncpg prepares them once per connection), batches travel as arrays through ``unnest``, and each
-phase is a handful of round trips whatever the batch size.
+Round trips, whatever the batch size (batches travel as arrays through ``unnest``): reserve is
+BEGIN / fence / reserve / COMMIT; an ack, a venue report or a batch of fills is one statement
+(lock, insert fills, derive the state, update, event) in its own implicit transaction; reads
+are one statement. Statements are :class:`Statement` constants: written as SQLAlchemy ``text()``
+with ``:name`` parameters, compiled once at import by the asyncpg dialect, and run on the pooled
+connection's asyncpg driver, so a call costs little more than raw asyncpg (the engine, its pool
+and URL handling stay SQLAlchemy's).
 
 Timestamps written here come from the injected clock, so tests control time and all rows of one
 process agree; the lease logic tolerates clock skew between processes because safety rests on the

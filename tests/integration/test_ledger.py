@@ -968,3 +968,34 @@ def test_target_state_depends_on_the_fill_quantity_only_through_the_bucket() -> 
         for filled in quantities:
             expected = _fill_driven_state(state, filled, Decimal(1))
             assert lookup[(state.value, _bucket(filled, Decimal(1)))] == expected.value
+
+
+async def test_a_control_committed_while_a_reservation_waits_blocks_that_reservation(
+    ledger: Ledger, epoch: int, database_url: URL
+) -> None:
+    """The other half of the lock protocol: set_control holds the lock exclusively, so a
+    reservation that starts meanwhile waits and then sees the new control."""
+    conn = await asyncpg.connect(**asyncpg_connect_kwargs(database_url))  # type: ignore[arg-type]
+    try:
+        tx = conn.transaction()
+        await tx.start()
+        await conn.execute("SELECT pg_advisory_xact_lock($1)", CONTROLS_LOCK_KEY)
+        await conn.execute(
+            """INSERT INTO controls (scope, target, kind, active, reason, set_by, set_at)
+               VALUES ('global', '*', 'halt', true, 'kill switch', 'ops', now())"""
+        )
+        task = asyncio.create_task(ledger.reserve([reservation()], holder=HOLDER, epoch=epoch))
+
+        async def reserve_is_waiting() -> bool:
+            waiting = await conn.fetchval(
+                "SELECT count(*) FROM pg_locks WHERE locktype = 'advisory' AND NOT granted"
+            )
+            return bool(waiting)
+
+        await eventually(reserve_is_waiting, message="reserve never waited for the lock")
+        await tx.commit()
+        [result] = await task
+    finally:
+        await conn.close()
+    assert result.status is ReserveStatus.BLOCKED
+    assert "kill switch" in result.blocked_by[0]

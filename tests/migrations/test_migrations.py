@@ -2,6 +2,10 @@
 
 from __future__ import annotations
 
+import asyncio
+import os
+import subprocess
+import sys
 import uuid
 from collections.abc import AsyncIterator
 from typing import Any
@@ -15,9 +19,11 @@ from sqlalchemy.engine import URL, Connection
 from engine.exceptions import SchemaNotAtHead
 from engine.ledger import schema
 from engine.ledger.db import (
+    ROOT,
     asyncpg_connect_kwargs,
     downgrade,
     ensure_at_head,
+    libpq_url,
     make_engine,
     schema_revision_status,
     upgrade_head,
@@ -162,3 +168,28 @@ async def test_ensure_at_head_refuses_an_empty_database_and_names_tradectl_migra
             await ensure_at_head(engine)
     finally:
         await engine.dispose()
+
+
+def _alembic(*args: str, env: dict[str, str]) -> str:
+    done = subprocess.run(
+        [sys.executable, "-m", "alembic", *args],
+        cwd=ROOT,
+        env={**os.environ, **env},
+        capture_output=True,
+        text=True,
+        timeout=120,
+        check=False,
+    )
+    assert done.returncode == 0, done.stderr
+    return done.stdout + done.stderr
+
+
+async def test_the_alembic_cli_takes_the_url_from_x_or_database_url(
+    empty_database_url: URL,
+) -> None:
+    url = libpq_url(empty_database_url)
+    # -x wins over DATABASE_URL: point the latter somewhere unusable to prove it
+    bogus = {"DATABASE_URL": "postgresql://nobody@127.0.0.1:1/nothing"}
+    await asyncio.to_thread(_alembic, "-x", f"url={url}", "upgrade", "head", env=bogus)
+    current = await asyncio.to_thread(_alembic, "current", env={"DATABASE_URL": url})
+    assert "0001 (head)" in current
