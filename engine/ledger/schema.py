@@ -190,7 +190,8 @@ fills = Table(
     CheckConstraint("qty > 0", name="ck_fills_qty_positive"),
     CheckConstraint("price >= 0", name="ck_fills_price_non_negative"),
     Index("ix_fills_client_order_id", "client_order_id"),
-    Index("ix_fills_account_symbol", "account", "symbol"),
+    # Positions per (account, symbol), and the newest trade per symbol at startup.
+    Index("ix_fills_account_symbol_venue_ts", "account", "symbol", "venue_ts"),
 )
 
 controls = Table(

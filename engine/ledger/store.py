@@ -536,14 +536,32 @@ SQL_FILL_TRANSITIONS = Statement(
     """
 )
 
+# The account's symbols by a skip scan of the (account, symbol, venue_ts) index, then the newest
+# fill of each: startup cost grows with the number of symbols, not of fills.
 SQL_LAST_TRADE_IDS = Statement(
     """
-    SELECT DISTINCT ON (symbol) symbol, trade_id FROM fills
-    WHERE account = :account AND venue = :venue
-    ORDER BY symbol, venue_ts DESC,
-             CASE WHEN trade_id ~ '^[0-9]{1,30}$' THEN CAST(trade_id AS numeric) END
-                 DESC NULLS LAST,
-             id DESC
+    WITH RECURSIVE symbols AS (
+        (SELECT symbol FROM fills WHERE account = :account ORDER BY symbol LIMIT 1)
+        UNION ALL
+        SELECT (
+            SELECT f.symbol FROM fills f
+            WHERE f.account = :account AND f.symbol > s.symbol
+            ORDER BY f.symbol LIMIT 1
+        )
+        FROM symbols s WHERE s.symbol IS NOT NULL
+    )
+    SELECT s.symbol, t.trade_id
+    FROM symbols s
+    CROSS JOIN LATERAL (
+        SELECT f.trade_id FROM fills f
+        WHERE f.account = :account AND f.symbol = s.symbol AND f.venue = :venue
+        ORDER BY f.venue_ts DESC,
+                 CASE WHEN f.trade_id ~ '^[0-9]{1,30}$' THEN CAST(f.trade_id AS numeric) END
+                     DESC NULLS LAST,
+                 f.id DESC
+        LIMIT 1
+    ) t
+    WHERE s.symbol IS NOT NULL
     """
 )
 SQL_NET_POSITIONS = Statement(

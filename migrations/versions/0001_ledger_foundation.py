@@ -334,7 +334,7 @@ def upgrade() -> None:
         sa.CheckConstraint("price >= 0", name="ck_fills_price_non_negative"),
     )
     op.create_index("ix_fills_client_order_id", "fills", ["client_order_id"])
-    op.create_index("ix_fills_account_symbol", "fills", ["account", "symbol"])
+    op.create_index("ix_fills_account_symbol_venue_ts", "fills", ["account", "symbol", "venue_ts"])
 
     op.create_table(
         "controls",
