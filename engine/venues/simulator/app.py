@@ -185,6 +185,7 @@ class SimulatorApp:
             Route("/admin/restore", self.admin_restore, methods=["POST"]),
             Route("/admin/step", self.admin_step, methods=["POST"]),
             Route("/admin/deposit", self.admin_deposit, methods=["POST"]),
+            Route("/admin/quote", self.admin_quote, methods=["POST"]),
             WebSocketRoute("/ws-api/v3", self.ws_api),
             WebSocketRoute("/ws/{streams:path}", self.ws_raw),
             WebSocketRoute("/ws", self.ws_raw),
@@ -717,6 +718,20 @@ class SimulatorApp:
         except Rejection as exc:
             return JSONResponse({"code": exc.code, "msg": exc.msg}, status_code=400)
         return JSONResponse({"balances": self.state.ground_truth()["balances"]})
+
+    async def admin_quote(self, request: Request) -> Response:
+        """``{"symbol", "bid", "ask", "size"}`` (decimals as strings): set the touch and match."""
+        try:
+            body = await request.json()
+            self.state.set_quote(
+                str(body["symbol"]),
+                bid=Decimal(str(body["bid"])),
+                ask=Decimal(str(body["ask"])),
+                size=Decimal(str(body["size"])),
+            )
+        except (ValueError, KeyError, TypeError, InvalidOperation) as exc:
+            return JSONResponse({"error": f"bad quote: {exc}"}, status_code=400)
+        return JSONResponse({"market": {body["symbol"]: self.state.touch(str(body["symbol"]))}})
 
     # ---- WebSocket API -------------------------------------------------------------------
 

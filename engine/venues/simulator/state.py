@@ -287,6 +287,37 @@ class SimulatorState:
         if self.on_step is not None:
             self.on_step()
 
+    def set_quote(self, symbol: str, *, bid: Decimal, ask: Decimal, size: Decimal) -> None:
+        """Make ``bid``/``ask`` the touch of ``symbol`` with ``size`` at each side, now.
+
+        It matches exactly as a market step does: resting orders the quote crosses fill at their
+        own price (maker), best price first, up to ``size`` in total per side; an order placed
+        afterwards takes at most what is left. The walk is not moved: a later :meth:`step`
+        continues from the walk's own price (tests that set quotes run with no ticker).
+        """
+        rules = self.engine.rules.get(symbol)
+        if rules is None:
+            raise ValueError(f"unknown symbol {symbol!r}; known: {sorted(self.engine.rules)}")
+        if not 0 < bid < ask:
+            raise ValueError(f"a quote needs 0 < bid < ask, got bid {bid} ask {ask}")
+        for name, price in (("bid", bid), ("ask", ask)):
+            if (price - rules.min_price) % rules.tick_size != 0:
+                raise ValueError(f"{name} {price} is not on the tick grid {rules.tick_size}")
+        if size < 0:
+            raise ValueError(f"size must be >= 0, got {size}")
+        self.publish_user(
+            self.engine.on_quote(
+                symbol, bid=bid, bid_size=size, ask=ask, ask_size=size, now_ms=self.now_ms()
+            )
+        )
+        self.book_update_id += 1
+        self._publish_market(
+            f"{symbol.lower()}@bookTicker",
+            wire.book_ticker(symbol, self.book_update_id, bid, size, ask, size),
+        )
+        if self.on_step is not None:
+            self.on_step()
+
     def ensure_kline(self, symbol: str, interval: str) -> None:
         if interval not in INTERVAL_MS:
             raise ValueError(f"unsupported kline interval {interval!r}")
@@ -311,6 +342,10 @@ class SimulatorState:
 
     def remove_user_sink(self, token: int) -> None:
         self._subs.user.pop(token, None)
+
+    def user_subscriptions(self) -> int:
+        """How many user-data subscriptions are live (tests wait on it before trading)."""
+        return len(self._subs.user)
 
     def add_market_sink(self, sink: MarketSink) -> int:
         token = self._subs.next_token
