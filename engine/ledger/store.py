@@ -15,10 +15,13 @@ Concurrency model, in one place:
   committed (and whoever set it then sees that order, e.g. to cancel it).
   Reservations of different accounts do not block each other; clearing a control only permits
   more, so it takes no lock.
-* **Order rows are locked before fills are read.** Every write that derives a state from the
-  fill sum locks the order row (``FOR UPDATE``) in one statement and reads the sum in a later
-  one, so two writers appending fills to the same order (the user stream and the reconciler)
-  always see each other's fills.
+* **Fill sums are never stale.** A write that derives a state from the fill sum locks the order
+  row (``FOR UPDATE``) in the same statement, and every transaction that inserts fills of a
+  known order also updates that order's row. When the locked row version is newer than the
+  statement's snapshot (another writer committed fills while this one waited), the statement
+  changes nothing but its own fills and the state is derived again in a new transaction that
+  reads the sum after taking the lock. So two writers appending fills to the same order (the
+  user stream and the reconciler) always see each other's fills.
 * Every state change is ``UPDATE orders … WHERE state = ANY(allowed_from(to))`` plus an
   ``order_events`` row in the same statement; zero rows means a conflict to re-read, never an
   error to swallow (:class:`engine.exceptions.StateConflict`).
@@ -884,8 +887,6 @@ class Ledger:
                     if not db.is_closed() and db.is_in_transaction():
                         await conn.invalidate()
 
-    _auto = _connection
-
     @asynccontextmanager
     async def _tx(self) -> AsyncIterator[asyncpg.Connection]:
         """One transaction; connection-level failures leave as DatabaseUnavailable."""
@@ -910,7 +911,7 @@ class Ledger:
         """Take the account's lease: the new epoch, or ``None`` while another holder's lease is
         unexpired. Taking over (an expired lease, or one's own again) increments the epoch."""
         now = self._clock()
-        async with self._auto() as db:
+        async with self._connection() as db:
             epoch = (
                 await SQL_ACQUIRE_LEASE.run(
                     db,
@@ -927,7 +928,7 @@ class Ledger:
     async def renew_lease(self, holder: str, epoch: int, ttl: timedelta) -> None:
         """Extend the lease; :class:`LeaseLost` when another process has taken it over."""
         now = self._clock()
-        async with self._auto() as db:
+        async with self._connection() as db:
             renewed = (
                 await SQL_RENEW_LEASE.run(
                     db,
@@ -946,7 +947,7 @@ class Ledger:
     async def release_lease(self, holder: str, epoch: int) -> None:
         """Let another process take over at once (the next epoch is still incremented)."""
         now = self._clock()
-        async with self._auto() as db:
+        async with self._connection() as db:
             await SQL_RELEASE_LEASE.run(
                 db,
                 {"account": self.account, "holder": holder, "epoch": epoch, "now": now},
@@ -963,7 +964,7 @@ class Ledger:
 
     async def record_decision(self, decision: DecisionRecord) -> None:
         """Record a decision that reserves no order (a hold, a risk denial). Idempotent."""
-        async with self._auto() as db:
+        async with self._connection() as db:
             await SQL_RECORD_DECISIONS.run(db, _decision_params([decision]))
 
     async def reserve(
@@ -1234,7 +1235,7 @@ class Ledger:
             "acked_at": acked_at,
             "venue_ts": report.venue_ts,
         }
-        async with self._auto() as db:
+        async with self._connection() as db:
             row = (
                 await SQL_APPLY_REPORT.run(
                     db,
@@ -1329,7 +1330,7 @@ class Ledger:
         Already in ``to``: a no-op. Otherwise a state the table does not allow raises
         :class:`StateConflict` naming both states.
         """
-        async with self._auto() as db:
+        async with self._connection() as db:
             return await self._update(
                 db,
                 client_order_id=client_order_id,
@@ -1405,7 +1406,7 @@ class Ledger:
         coids = sorted({f.client_order_id for f in fills if f.client_order_id is not None})
         inserted: set[tuple[str, str, str]] = set()
         stale: list[str] = []
-        async with self._auto() as db:
+        async with self._connection() as db:
             result = await SQL_APPEND_FILLS.run(
                 db,
                 {
@@ -1461,13 +1462,13 @@ class Ledger:
     # -- reads ------------------------------------------------------------------------------
 
     async def get_order(self, client_order_id: ClientOrderId) -> Order | None:
-        async with self._auto() as db:
+        async with self._connection() as db:
             row = (await SQL_GET_ORDER.run(db, {"client_order_id": client_order_id})).first()
         return None if row is None else _order(row)
 
     async def non_terminal_orders(self) -> list[Order]:
         """Every order of the account that is, or may be, on the venue (oldest first)."""
-        async with self._auto() as db:
+        async with self._connection() as db:
             result = await SQL_NON_TERMINAL_ORDERS.run(db, {"account": self.account})
             return [_order(row) for row in result]
 
@@ -1475,7 +1476,7 @@ class Ledger:
         """Non-terminal orders, optionally of one strategy: what may still trade."""
         if strategy_id is None:
             return await self.non_terminal_orders()
-        async with self._auto() as db:
+        async with self._connection() as db:
             result = await SQL_OPEN_ORDERS_OF_STRATEGY.run(
                 db,
                 {"account": self.account, "strategy_id": strategy_id},
@@ -1484,7 +1485,7 @@ class Ledger:
 
     async def last_trade_ids(self) -> dict[Symbol, TradeId]:
         """Per symbol, the newest recorded fill's trade id: where to resume ``trades_since``."""
-        async with self._auto() as db:
+        async with self._connection() as db:
             result = await SQL_LAST_TRADE_IDS.run(
                 db, {"account": self.account, "venue": self.venue}
             )
@@ -1492,13 +1493,13 @@ class Ledger:
 
     async def net_positions(self) -> dict[tuple[StrategyId, Symbol], Decimal]:
         """Net quantity per (strategy, symbol) from the fills of the account's orders."""
-        async with self._auto() as db:
+        async with self._connection() as db:
             result = await SQL_NET_POSITIONS.run(db, {"account": self.account})
             return {(StrategyId(s), Symbol(sym)): qty for s, sym, qty in map(tuple, result)}
 
     async def account_position(self, symbol: Symbol) -> Decimal:
         """The account's net quantity in ``symbol`` from every fill, ours or not."""
-        async with self._auto() as db:
+        async with self._connection() as db:
             value = (
                 await SQL_ACCOUNT_POSITION.run(db, {"account": self.account, "symbol": symbol})
             ).scalar()
@@ -1519,7 +1520,7 @@ class Ledger:
         target and kind is active, that one is returned unchanged."""
         target = _control_target(scope, target)
         params = {"scope": scope.value, "target": target, "kind": kind.value}
-        async with self._auto() as db:
+        async with self._connection() as db:
             row = (
                 await SQL_SET_CONTROL.run(
                     db,
@@ -1543,7 +1544,7 @@ class Ledger:
     ) -> bool:
         """Deactivate a control; ``False`` when none was active."""
         target = _control_target(scope, target)
-        async with self._auto() as db:
+        async with self._connection() as db:
             row = (
                 await SQL_CLEAR_CONTROL.run(
                     db,
@@ -1559,7 +1560,7 @@ class Ledger:
         return row is not None
 
     async def active_controls(self) -> list[Control]:
-        async with self._auto() as db:
+        async with self._connection() as db:
             return [_control(row) for row in await SQL_ACTIVE_CONTROLS.run(db)]
 
     # -- incidents --------------------------------------------------------------------------
@@ -1576,7 +1577,7 @@ class Ledger:
     ) -> Incident:
         """Open an incident, or return the open one with the same ``dedupe_key``: one open
         incident per mismatch, not one per reconcile cycle."""
-        async with self._auto() as db:
+        async with self._connection() as db:
             row = (
                 await SQL_OPEN_INCIDENT.run(
                     db,
@@ -1596,13 +1597,13 @@ class Ledger:
         return _incident(row)
 
     async def incidents(self, *, open_only: bool = True) -> list[Incident]:
-        async with self._auto() as db:
+        async with self._connection() as db:
             result = await (SQL_OPEN_INCIDENTS if open_only else SQL_ALL_INCIDENTS).run(db)
             return [_incident(row) for row in result]
 
     async def resolve_incident(self, incident_id: int, note: str) -> bool:
         """Close an open incident; ``False`` when it was not open."""
-        async with self._auto() as db:
+        async with self._connection() as db:
             row = (
                 await SQL_RESOLVE_INCIDENT.run(
                     db,
@@ -1616,7 +1617,7 @@ class Ledger:
     async def record_balances(self, reports: Sequence[BalanceReport]) -> None:
         if not reports:
             return
-        async with self._auto() as db:
+        async with self._connection() as db:
             await SQL_RECORD_BALANCES.run(
                 db,
                 {
@@ -1632,7 +1633,7 @@ class Ledger:
 
     async def latest_balances(self) -> dict[Asset, BalanceReport]:
         """Per asset, the newest balance report recorded for this account and venue."""
-        async with self._auto() as db:
+        async with self._connection() as db:
             result = await SQL_LATEST_BALANCES.run(
                 db, {"account": self.account, "venue": self.venue}
             )
