@@ -11,7 +11,7 @@ from collections.abc import Callable, Mapping, Sequence
 from types import MappingProxyType
 
 from engine.domain.types import StrategyId, Symbol
-from strategies import fair_value, sma_cross
+from strategies import churn, fair_value, sma_cross
 from strategies.base import Strategy
 
 StrategyFactory = Callable[[StrategyId, Sequence[Symbol], Mapping[str, str]], Strategy]
@@ -20,6 +20,7 @@ REGISTRY: Mapping[str, StrategyFactory] = MappingProxyType(
     {
         "sma_cross": sma_cross.create,
         "fair_value": fair_value.create,
+        "churn": churn.create,
     }
 )
 
