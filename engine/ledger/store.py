@@ -1222,6 +1222,8 @@ class Ledger:
         detail = {
             "venue_status": report.status.value,
             "venue_filled_qty": str(report.filled_quantity),
+            # kept even when the order already has one: a different id means a duplicate
+            "venue_order_id": report.venue_order_id,
         }
         if report.reason:
             detail["reason"] = report.reason
