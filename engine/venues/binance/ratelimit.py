@@ -39,6 +39,7 @@ OPEN_ORDERS = Endpoint(method="GET", path="/api/v3/openOrders", weight=6)
 #: openOrders without a symbol is far heavier
 OPEN_ORDERS_ALL = Endpoint(method="GET", path="/api/v3/openOrders", weight=80)
 MY_TRADES = Endpoint(method="GET", path="/api/v3/myTrades", weight=20)
+ALL_ORDERS = Endpoint(method="GET", path="/api/v3/allOrders", weight=20)
 ACCOUNT = Endpoint(method="GET", path="/api/v3/account", weight=20)
 
 

@@ -30,6 +30,7 @@ from engine.venues.binance.errors import (
 from engine.venues.binance.parsing import record_malformed
 from engine.venues.binance.ratelimit import (
     ACCOUNT,
+    ALL_ORDERS,
     CANCEL_ORDER,
     EXCHANGE_INFO,
     MY_TRADES,
@@ -59,6 +60,8 @@ _ACCOUNT_DECODER = msgspec.json.Decoder(schemas.AccountInfo)
 
 #: the venue caps myTrades at 1000 rows per call
 MAX_TRADES_LIMIT = 1000
+#: and allOrders too
+MAX_ORDERS_LIMIT = 1000
 
 
 def format_decimal(value: Decimal) -> str:
@@ -168,6 +171,19 @@ class BinanceRestClient:
         return await self._request(
             OPEN_ORDERS,
             [("symbol", symbol)],
+            signed=True,
+            operation=Operation.READ,
+            decoder=_ORDERS_DECODER,
+        )
+
+    async def all_orders(
+        self, symbol: str, *, from_order_id: int, limit: int = MAX_ORDERS_LIMIT
+    ) -> list[schemas.Order]:
+        """Orders of ``symbol`` with order id >= ``from_order_id``, oldest first, any status."""
+        limit = max(1, min(limit, MAX_ORDERS_LIMIT))
+        return await self._request(
+            ALL_ORDERS,
+            [("symbol", symbol), ("orderId", str(from_order_id)), ("limit", str(limit))],
             signed=True,
             operation=Operation.READ,
             decoder=_ORDERS_DECODER,

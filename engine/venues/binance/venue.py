@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import asyncio
 from collections.abc import AsyncIterator, Callable, Sequence
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from datetime import datetime
 from pathlib import Path
 from typing import Literal
@@ -20,6 +20,7 @@ from engine.domain.types import (
     Symbol,
     TradeId,
     VenueName,
+    VenueOrderId,
     utc_now,
 )
 from engine.exceptions import (
@@ -41,7 +42,12 @@ from engine.venues.base import (
 )
 from engine.venues.binance import parsing
 from engine.venues.binance.ratelimit import Limits, RateBudget
-from engine.venues.binance.rest import MAX_TRADES_LIMIT, BinanceRestClient, format_decimal
+from engine.venues.binance.rest import (
+    MAX_ORDERS_LIMIT,
+    MAX_TRADES_LIMIT,
+    BinanceRestClient,
+    format_decimal,
+)
 from engine.venues.binance.schemas import Order
 from engine.venues.binance.signing import ServerClock, make_signer
 from engine.venues.binance.stream import MarketStream, StreamSettings, UserStream
@@ -58,6 +64,9 @@ TESTNET_STREAM_URL = "wss://stream.testnet.binance.vision"
 DEFAULT_VENUE_NAME = VenueName("binance")
 #: the venue refuses a recvWindow above this
 MAX_RECV_WINDOW_MS = 60_000
+#: orderId -> clientOrderId pairs remembered (myTrades rows carry only the orderId); past this
+#: the oldest are forgotten and looked up again with allOrders when needed
+CLIENT_ID_MEMORY = 100_000
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)
@@ -123,6 +132,7 @@ class BinanceVenue:
         )
         self._rules: dict[Symbol, InstrumentRules] = {}
         self._rules_lock = asyncio.Lock()
+        self._client_ids: dict[tuple[str, VenueOrderId], ClientOrderId] = {}
 
     def __repr__(self) -> str:
         return f"BinanceVenue(name={self.name!r}, rest_url={self.config.rest_url!r})"
@@ -140,15 +150,15 @@ class BinanceVenue:
         """
         params = order_params(order)
         answer = await self.rest.new_order(params)
-        return self._order_report(answer)
+        return self._remember(self._order_report(answer))
 
     async def find_order(self, symbol: Symbol, client_order_id: ClientOrderId) -> OrderReport:
         answer = await self.rest.query_order(symbol, client_order_id)
-        return self._order_report(answer)
+        return self._remember(self._order_report(answer))
 
     async def cancel(self, symbol: Symbol, client_order_id: ClientOrderId) -> OrderReport:
         answer = await self.rest.cancel_order(symbol, client_order_id)
-        return self._order_report(answer)
+        return self._remember(self._order_report(answer))
 
     async def open_orders(self, symbol: Symbol | None = None) -> Sequence[OrderReport]:
         answers = await self.rest.open_orders(symbol)
@@ -156,7 +166,8 @@ class BinanceVenue:
         reports: list[OrderReport] = []
         for answer in answers:
             try:
-                reports.append(parsing.parse_order(answer, venue=self.name, received_at=received))
+                report = parsing.parse_order(answer, venue=self.name, received_at=received)
+                reports.append(self._remember(report))
             except MalformedMessage as exc:
                 # e.g. a manual STOP_LOSS_LIMIT order: not one of ours, reported and skipped
                 parsing.record_malformed(self.name, repr(answer), str(exc))
@@ -165,6 +176,12 @@ class BinanceVenue:
     async def trades_since(
         self, symbol: Symbol, after_trade_id: TradeId | None, *, limit: int = 1000
     ) -> Sequence[FillReport]:
+        """``myTrades`` from the trade after ``after_trade_id`` (the venue's ``fromId`` is
+        inclusive), each fill given its client order id, which ``myTrades`` leaves out.
+
+        Raises rather than return a fill it cannot attribute: the ledger keys fills by trade id,
+        so a fill recorded without its order could never be attributed later.
+        """
         from_id = 0 if after_trade_id is None else int(after_trade_id) + 1
         trades = await self.rest.my_trades(
             symbol, from_id=from_id, limit=min(limit, MAX_TRADES_LIMIT)
@@ -174,7 +191,38 @@ class BinanceVenue:
             parsing.parse_account_trade(t, venue=self.name, received_at=received) for t in trades
         ]
         fills.sort(key=lambda f: int(f.trade_id))
-        return fills[:limit]
+        fills = fills[:limit]
+        unknown = {
+            int(f.venue_order_id)
+            for f in fills
+            if f.venue_order_id is not None and (symbol, f.venue_order_id) not in self._client_ids
+        }
+        if unknown:
+            await self._learn_client_ids(symbol, unknown)
+        return [
+            replace(f, client_order_id=self._client_ids[(symbol, f.venue_order_id)])
+            if f.client_order_id is None and f.venue_order_id is not None
+            else f
+            for f in fills
+        ]
+
+    async def _learn_client_ids(self, symbol: Symbol, order_ids: set[int]) -> None:
+        """Page through ``allOrders`` from the oldest order id wanted until all are known."""
+        wanted = set(order_ids)
+        from_id = min(wanted)
+        while wanted:
+            page = await self.rest.all_orders(symbol, from_order_id=from_id, limit=MAX_ORDERS_LIMIT)
+            for order in page:
+                self._remember_id(order.symbol, order.orderId, order.clientOrderId)
+                wanted.discard(order.orderId)
+            if len(page) < MAX_ORDERS_LIMIT or not wanted:
+                break
+            from_id = max(max(o.orderId for o in page) + 1, min(wanted))
+        if wanted:
+            raise Ambiguous(
+                f"binance myTrades has fills of {symbol} orders {sorted(wanted)} that allOrders "
+                "does not list; their client order ids are unknown, retry later"
+            )
 
     async def balances(self) -> Sequence[BalanceReport]:
         account = await self.rest.account()
@@ -236,12 +284,27 @@ class BinanceVenue:
             now=self._now,
         )
         async for event in stream.events():
+            if isinstance(event, OrderReport):
+                self._remember(event)
             yield event
 
     async def close(self) -> None:
         await self.rest.aclose()
 
     # -- helpers ------------------------------------------------------------------------------
+
+    def _remember(self, report: OrderReport) -> OrderReport:
+        if report.venue_order_id is not None:
+            self._remember_id(report.symbol, int(report.venue_order_id), report.client_order_id)
+        return report
+
+    def _remember_id(self, symbol: str, order_id: int, client_order_id: str) -> None:
+        key = (symbol, VenueOrderId(str(order_id)))
+        if key in self._client_ids:
+            return
+        self._client_ids[key] = ClientOrderId(client_order_id)
+        if len(self._client_ids) > CLIENT_ID_MEMORY:
+            del self._client_ids[next(iter(self._client_ids))]
 
     def _order_report(self, answer: Order) -> OrderReport:
         try:

@@ -157,11 +157,16 @@ async def test_trades_since_asks_for_the_trade_after_the_last_known(
     venue: BinanceVenue, api: respx.MockRouter
 ) -> None:
     route = api.get("/api/v3/myTrades").respond(json=payload("my_trades.json"))
+    # myTrades leaves the client order id out: the adapter finds it in allOrders
+    order = {**payload("query_order.json"), "symbol": "BNBBTC", "orderId": 100234}
+    orders = api.get("/api/v3/allOrders").respond(json=[order])
     [fill] = await venue.trades_since(Symbol("BNBBTC"), TradeId("28456"), limit=50)
     params = signed_params(route.calls.last.request)
     assert (params["fromId"], params["limit"]) == ("28457", "50")
+    assert signed_params(orders.calls.last.request)["orderId"] == "100234"
     assert fill.trade_id == "28457"
     assert fill.venue_order_id == "100234"
+    assert fill.client_order_id == "myOrder1"
     assert fill.side is Side.BUY
     assert fill.liquidity is Liquidity.TAKER
     assert (fill.quantity, fill.price, fill.fee) == (
@@ -172,6 +177,7 @@ async def test_trades_since_asks_for_the_trade_after_the_last_known(
     assert fill.fee_asset == "BNB"
     await venue.trades_since(Symbol("BNBBTC"), None)
     assert signed_params(route.calls.last.request)["fromId"] == "0"
+    assert orders.call_count == 1, "a known order id is not looked up again"
 
 
 async def test_balances_come_from_the_account(venue: BinanceVenue, api: respx.MockRouter) -> None:
