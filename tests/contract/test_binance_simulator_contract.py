@@ -106,7 +106,9 @@ def subscribed(sim: SimulatorHandle, count: int = 1) -> Callable[[], bool]:
 
 
 @contextlib.asynccontextmanager
-async def binance_harness() -> AsyncIterator[VenueHarness]:
+async def binance_harness(
+    symbol: Symbol, price: Decimal, quantity: Decimal
+) -> AsyncIterator[VenueHarness]:
     async with binance_on_simulator() as rig:
 
         async def stream_ready(stream: AsyncIterator[UserEvent]) -> None:
@@ -117,16 +119,23 @@ async def binance_harness() -> AsyncIterator[VenueHarness]:
         yield VenueHarness(
             venue=rig.venue,
             market=SimulatorMarketDriver(rig.admin),
-            symbol=BTCUSDT,
-            price=Decimal("30000.00"),
-            quantity=Decimal("0.002"),
+            symbol=symbol,
+            price=price,
+            quantity=quantity,
             stream_ready=stream_ready,
         )
 
 
 class TestBinanceAdapterOnSimulatorContract(VenueContract):
     def open_venue(self) -> contextlib.AbstractAsyncContextManager[VenueHarness]:
-        return binance_harness()
+        return binance_harness(BTCUSDT, Decimal("30000.00"), Decimal("0.002"))
+
+
+class TestBinanceAdapterOnSimulatorCoarserLotContract(VenueContract):
+    """ETHUSDT: another tick/step grid and price level, the same guarantees."""
+
+    def open_venue(self) -> contextlib.AbstractAsyncContextManager[VenueHarness]:
+        return binance_harness(Symbol("ETHUSDT"), Decimal("2000.00"), Decimal("0.0150"))
 
 
 # ---------------------------------------------------------------------- beyond the contract

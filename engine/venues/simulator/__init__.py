@@ -8,6 +8,7 @@ Public surface::
         sim.rest_url, sim.ws_api_url, sim.stream_url, sim.admin_url
         sim.state.ground_truth()          # orders, trades, balances, submissions, fault counters
         sim.step()                        # move the market by hand
+        sim.state.set_quote("BTCUSDT", bid=..., ask=..., size=...)  # or POST /admin/quote
 
 ``serve_forever(config, host=..., port=...)`` runs one standalone (``tradectl simulator``).
 """
