@@ -391,20 +391,36 @@ def decode_user_event(raw: bytes, *, venue: VenueName, received_at: datetime) ->
 
 _COMBINED_DECODER = msgspec.json.Decoder(schemas.CombinedFrame)
 _BOOK_DECODER = msgspec.json.Decoder(schemas.BookTicker)
+
+
+class _BookTickerFrame(msgspec.Struct, frozen=True, gc=False):
+    """A combined-stream ``bookTicker`` frame in one pass (the payload is not a ``Raw`` to
+    decode a second time). ``gc=False``: it holds no containers, so the collector need not
+    track the hundreds of thousands of these a busy stream allocates."""
+
+    stream: str
+    data: schemas.BookTicker
+
+
+_BOOK_FRAME_DECODER = msgspec.json.Decoder(_BookTickerFrame)
+#: the stream name sits in the frame's first bytes: ``{"stream":"<symbol>@bookTicker","data":``
+_BOOK_HINT = b'@bookTicker"'
+_HINT_WINDOW = 64
 _TRADE_DECODER = msgspec.json.Decoder(schemas.TradeEvent)
 _KLINE_DECODER = msgspec.json.Decoder(schemas.KlineEvent)
 
 
 def parse_book_ticker(bt: schemas.BookTicker, *, received_at: datetime) -> Quote:
-    return Quote(
-        symbol=Symbol(bt.symbol),
-        bid=bt.bid_price,
-        bid_size=bt.bid_qty,
-        ask=bt.ask_price,
-        ask_size=bt.ask_qty,
-        venue_ts=None,  # the spot bookTicker carries no timestamp
-        received_at=received_at,
-        sequence=bt.update_id,
+    # msgspec has already checked every field's type (Decimal prices and sizes, int id).
+    return Quote.from_decoded(
+        Symbol(bt.symbol),
+        bt.bid_price,
+        bt.bid_qty,
+        bt.ask_price,
+        bt.ask_qty,
+        None,  # the spot bookTicker carries no timestamp
+        received_at,
+        bt.update_id,
     )
 
 
@@ -443,6 +459,16 @@ def decode_market_frame(raw: bytes, *, received_at: datetime) -> MarketEvent | N
 
     Raises :class:`MalformedMessage` for anything else it cannot read.
     """
+    if raw.find(_BOOK_HINT, 0, _HINT_WINDOW) != -1:
+        # The hot path: most market-data frames are quotes. The hint only picks the decoder;
+        # the decoded stream name decides, and anything else takes the general path below.
+        try:
+            book = _BOOK_FRAME_DECODER.decode(raw)
+        except msgspec.DecodeError:
+            pass
+        else:
+            if book.stream.endswith("@bookTicker"):
+                return parse_book_ticker(book.data, received_at=received_at)
     try:
         if raw.lstrip().startswith(b'{"result"'):
             return None
