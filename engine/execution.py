@@ -457,22 +457,38 @@ class Execution:
         coid = order.client_order_id
         if coid in self._in_flight:
             return
+        # One lookup (and possible resend) per order at a time: the resolver, a repeated intent
+        # and a cancel can reach here together, and two lookups that both find nothing would
+        # both resend the order (a duplicate). The state is re-read under the marker: a copy
+        # read before another resolution finished would measure the consistency window from
+        # an older attempt.
+        self._in_flight.add(coid)
+        try:
+            updated = await self._look_up(coid)
+        finally:
+            self._in_flight.discard(coid)
+        if updated is not None and updated.state is OrderState.PENDING_CANCEL:
+            await self.cancel_order(updated, cause="cancel re-sent after lookup")
+
+    async def _look_up(self, coid: ClientOrderId) -> Order | None:
+        order = await self.ledger.get_order(coid)
+        if order is None or order.state not in UNRESOLVED:
+            return None
         try:
             report = await self.venue.find_order(order.symbol, coid)
         except NotFound:
             await self._not_found(order)
-            return
+            return None
         except VenueError as exc:
             log.info("lookup failed; will retry", coid=coid, error=str(exc))
-            return
+            return None
         updated = await self.ledger.apply_report(report, cause="lookup")
         if updated is None:
-            return
+            return None
         if report.filled_quantity > updated.filled_qty:
             # The venue reports more filled than we hold fills for: fetch them by trade id.
             await self.sync_fills([order.symbol])
-        if updated.state is OrderState.PENDING_CANCEL:
-            await self.cancel_order(updated, cause="cancel re-sent after lookup")
+        return updated
 
     async def _not_found(self, order: Order) -> None:
         now = self.clock()
