@@ -1,0 +1,486 @@
+"""One chaos run per seed: the engine as a subprocess against a simulator that outlives it.
+
+For a seed, everything random comes from ``random.Random(seed)`` (the fault plan's variation,
+which crash point and when, the random kill delays) and from the simulator's own seed (which
+request each fault hits, the market walk). A run:
+
+1. starts the simulator in this process with the seed's fault plan, the market stepped by us;
+2. runs the engine ``FAULTY_LIVES`` times, each ended by SIGKILL: either at an armed crash point
+   (``TRADECTL_CRASH_POINT=<point>:<N>``, the process exits 137 by itself) or after a seeded
+   random delay (which may land in startup, recovery or trading);
+3. stops the faults, runs the engine once more, freezes the market and waits until the ledger
+   has caught up with the venue (:func:`invariants.converged`), stops it with SIGINT;
+4. checks every invariant (:func:`invariants.check`) on the quiet world.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import dataclasses
+import json
+import os
+import random
+import signal
+import sys
+import time
+import uuid
+from collections import Counter
+from collections.abc import AsyncIterator, Mapping
+from dataclasses import dataclass, field
+from decimal import Decimal
+from pathlib import Path
+from typing import BinaryIO
+
+import httpx
+from sqlalchemy.engine import URL
+
+from engine.crashpoints import CrashPoint
+from engine.domain.types import Symbol
+from engine.runtime import simulator_config
+from engine.venues.simulator import (
+    DEFAULT_API_KEY,
+    DEFAULT_API_SECRET,
+    FaultPlan,
+    SimulatorHandle,
+    run_simulator,
+)
+from tests.chaos import invariants
+from tests.helpers import eventually
+
+ROOT = Path(__file__).resolve().parents[2]
+RESOURCES = ROOT / "tests" / "resources" / "chaos"
+STRATEGIES_FILE = RESOURCES / "strategies.toml"
+FAULTS_FILE = RESOURCES / "faults.toml"
+SYMBOLS = (Symbol("BTCUSDT"), Symbol("PRES-YES"))
+ACCOUNT = "chaos"
+PREFIX = "tctl"
+
+FAULTY_LIVES = 3
+#: seconds between market steps while the market runs
+MARKET_STEP_S = 0.25
+#: an armed crash point that has not fired by then is replaced by a plain SIGKILL
+CRASH_WAIT_S = 10.0
+#: random kills land this many seconds after the process started (startup takes ~1.5 s)
+RANDOM_KILL_S = (1.0, 6.0)
+READY_TIMEOUT_S = 45.0
+CONVERGE_TIMEOUT_S = 45.0
+STOP_TIMEOUT_S = 20.0
+
+
+def replay_command(seed: int) -> str:
+    return f"CHAOS_SEEDS=1 CHAOS_SEED_START={seed} .venv/bin/python -m pytest tests/chaos -q"
+
+
+@dataclass(slots=True, kw_only=True)
+class Life:
+    index: int
+    #: "crash_point", "random_kill" or "final"
+    mode: str
+    #: ``point:N`` for a crash point, the delay for a random kill
+    detail: str = ""
+    exit_code: int | None = None
+    #: the armed crash point fired (exit 137 without our SIGKILL)
+    crashed_itself: bool = False
+    log: Path | None = None
+
+
+@dataclass(slots=True, kw_only=True)
+class SeedOutcome:
+    seed: int
+    violations: list[str] = field(default_factory=list)
+    fault_counts: dict[str, int] = field(default_factory=dict)
+    lives: list[Life] = field(default_factory=list)
+    venue_orders: int = 0
+    venue_trades: int = 0
+    seconds: float = 0.0
+    workdir: Path | None = None
+
+    @property
+    def ok(self) -> bool:
+        return not self.violations
+
+    def describe(self) -> str:
+        lives = ", ".join(
+            f"{life.mode}({life.detail})->{life.exit_code}"
+            + (" fired" if life.crashed_itself else "")
+            for life in self.lives
+        )
+        lines = [
+            f"seed {self.seed}: {len(self.violations)} violation(s); lives: {lives}; "
+            f"{self.venue_orders} venue orders, {self.venue_trades} trades; logs in "
+            f"{self.workdir}",
+            *(f"  - {v}" for v in self.violations[:40]),
+        ]
+        if len(self.violations) > 40:
+            lines.append(f"  ... and {len(self.violations) - 40} more")
+        lines.append(f"replay: {replay_command(self.seed)}")
+        return "\n".join(lines)
+
+
+def seeded_plan(base: FaultPlan, rng: random.Random) -> FaultPlan:
+    """The base plan with each probability scaled by a seeded factor; a rule is now and then
+    left out, so seeds differ in what they stress."""
+    rules = []
+    for rule in base.rules:
+        factor = rng.uniform(0.5, 1.5)
+        if rng.random() < 0.15:
+            continue
+        rules.append(dataclasses.replace(rule, probability=min(1.0, rule.probability * factor)))
+    return FaultPlan(rules=tuple(rules))
+
+
+def plan_lives(rng: random.Random) -> list[Life]:
+    """Life 0 dies at a crash point, life 1 at a random moment, later ones either way."""
+    lives = []
+    for i in range(FAULTY_LIVES):
+        by_point = i == 0 or (i > 1 and rng.random() < 0.5)
+        if by_point:
+            point = rng.choice(list(CrashPoint))
+            lives.append(
+                Life(index=i, mode="crash_point", detail=f"{point.value}:{rng.randint(1, 3)}")
+            )
+        else:
+            lives.append(
+                Life(index=i, mode="random_kill", detail=f"{rng.uniform(*RANDOM_KILL_S):.3f}")
+            )
+    return lives
+
+
+# -- databases -----------------------------------------------------------------------------------
+
+
+async def _admin(server: URL, sql: str) -> None:
+    conn = await invariants.connect(server)
+    try:
+        await conn.execute(sql)
+    finally:
+        await conn.close()
+
+
+@contextlib.asynccontextmanager
+async def seed_database(server: URL, template: str, seed: int) -> AsyncIterator[URL]:
+    """A fresh database at the migrations' head for one seed (copied from the template)."""
+    name = f"tradectl_chaos_{seed}_{uuid.uuid4().hex[:6]}"
+    await _admin(server, f'CREATE DATABASE "{name}" TEMPLATE "{template}"')
+    try:
+        yield server.set(database=name)
+    finally:
+        await _admin(server, f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')
+
+
+async def dump_ledger(url: URL, target: Path) -> None:
+    """The seed's ledger as text, kept with the logs (the database itself is dropped)."""
+    queries = {
+        "orders": "SELECT client_order_id, strategy_id, symbol, side, type, time_in_force, "
+        "requested_qty, limit_price, state, venue_order_id, last_error FROM orders "
+        "ORDER BY created_at",
+        "order_events": "SELECT client_order_id, from_state, to_state, cause, recorded_at "
+        "FROM order_events ORDER BY id",
+        "fills": "SELECT symbol, trade_id, client_order_id, venue_order_id, side, qty, price, fee "
+        "FROM fills ORDER BY id",
+        "decisions": "SELECT strategy_id, symbol, intent, side, quantity, limit_price, outcome, "
+        "reason, decided_at FROM decisions ORDER BY decided_at",
+        "incidents": "SELECT kind, scope, message FROM incidents ORDER BY id",
+        "controls": "SELECT scope, target, kind, active, reason FROM controls ORDER BY id",
+    }
+    conn = await invariants.connect(url)
+    try:
+        parts = []
+        for name, sql in queries.items():
+            rows = await conn.fetch(sql)
+            parts.append(f"== {name} ({len(rows)})")
+            parts.extend(" | ".join(str(v) for v in row.values()) for row in rows)
+    finally:
+        await conn.close()
+    _write(target, "\n".join(parts) + "\n")
+
+
+# -- the market and the engine process ------------------------------------------------------------
+
+
+class MarketClock:
+    """Steps the simulator's market until frozen: the chaos run decides when the world is quiet."""
+
+    def __init__(self, sim: SimulatorHandle) -> None:
+        self._sim = sim
+        self._frozen = asyncio.Event()
+        self._task = asyncio.create_task(self._run(), name="chaos-market")
+
+    async def _run(self) -> None:
+        while not self._frozen.is_set():
+            with contextlib.suppress(TimeoutError):
+                await asyncio.wait_for(self._frozen.wait(), timeout=MARKET_STEP_S)
+            if not self._frozen.is_set():
+                self._sim.step()
+
+    async def freeze(self) -> None:
+        self._frozen.set()
+        await self._task
+
+
+class EngineProcess:
+    """``python -m engine run`` with the chaos environment; output goes to a log file."""
+
+    def __init__(self, env: Mapping[str, str], log: Path) -> None:
+        self.env = dict(env)
+        self.log = log
+        self.proc: asyncio.subprocess.Process | None = None
+        self._out: BinaryIO | None = None
+
+    async def start(self) -> None:
+        self._out = self.log.open("wb")
+        self.proc = await asyncio.create_subprocess_exec(
+            sys.executable,
+            "-m",
+            "engine",
+            "run",
+            cwd=ROOT,
+            env=self.env,
+            stdin=asyncio.subprocess.DEVNULL,
+            stdout=self._out,
+            stderr=asyncio.subprocess.STDOUT,
+        )
+
+    @property
+    def running(self) -> bool:
+        return self.proc is not None and self.proc.returncode is None
+
+    def ready(self) -> bool:
+        return b"tradectl running" in self.log.read_bytes()
+
+    async def wait_ready(self) -> None:
+        await eventually(
+            lambda: self.ready() or not self.running,
+            timeout=READY_TIMEOUT_S,
+            interval=0.05,
+            message=f"engine never printed 'tradectl running' (log {self.log})",
+        )
+        if not self.ready():
+            raise EngineDied(f"engine exited with {self.returncode} before it was ready", self.log)
+
+    def send(self, sig: signal.Signals) -> None:
+        if self.running:
+            assert self.proc is not None
+            self.proc.send_signal(sig)
+
+    async def wait(self, timeout: float) -> int:
+        assert self.proc is not None
+        try:
+            await asyncio.wait_for(self.proc.wait(), timeout=timeout)
+        except TimeoutError:
+            self.send(signal.SIGKILL)
+            await self.proc.wait()
+            raise
+        return self.returncode
+
+    @property
+    def returncode(self) -> int:
+        assert self.proc is not None
+        assert self.proc.returncode is not None
+        return self.proc.returncode
+
+    async def close(self) -> None:
+        if self.proc is not None and self.proc.returncode is None:
+            self.proc.kill()
+            await self.proc.wait()
+        if self._out is not None:
+            self._out.close()
+            self._out = None
+
+
+class EngineDied(Exception):
+    def __init__(self, message: str, log: Path) -> None:
+        super().__init__(f"{message}; last lines of {log}:\n{tail(log)}")
+
+
+def tail(log: Path, lines: int = 25) -> str:
+    try:
+        text = log.read_text("utf-8", errors="replace")
+    except OSError:
+        return "<no log>"
+    return "\n".join("    | " + line for line in text.splitlines()[-lines:])
+
+
+def engine_env(sim: SimulatorHandle, database_url: URL, crash_point: str | None) -> dict[str, str]:
+    env = {
+        k: v
+        for k, v in os.environ.items()
+        if not k.startswith("TRADECTL_") and k not in ("DATABASE_URL", "PYTHONWARNINGS")
+    }
+    env.update(
+        {
+            "DATABASE_URL": database_url.render_as_string(hide_password=False),
+            "TRADECTL_VENUE": "binance",
+            "TRADECTL_BINANCE_REST_URL": sim.rest_url,
+            "TRADECTL_BINANCE_WS_API_URL": sim.ws_api_url,
+            "TRADECTL_BINANCE_STREAM_URL": sim.stream_url,
+            "TRADECTL_BINANCE_API_KEY": DEFAULT_API_KEY,
+            "TRADECTL_BINANCE_API_SECRET": DEFAULT_API_SECRET,
+            "TRADECTL_ACCOUNT": ACCOUNT,
+            "TRADECTL_ORDER_ID_PREFIX": PREFIX,
+            "TRADECTL_STRATEGIES_FILE": str(STRATEGIES_FILE),
+            "TRADECTL_LEASE_TTL_S": "2",
+            "TRADECTL_CONSISTENCY_WINDOW_S": "0.5",
+            "TRADECTL_RESOLVE_INTERVAL_S": "0.3",
+            "TRADECTL_RECONCILE_INTERVAL_S": "0.7",
+            "TRADECTL_STATUS_INTERVAL_S": "3600",
+            "TRADECTL_LOG_LEVEL": "INFO",
+            "PYTHONUNBUFFERED": "1",
+        }
+    )
+    if crash_point is not None:
+        env["TRADECTL_CRASH_POINT"] = crash_point
+    return env
+
+
+# -- one seed ------------------------------------------------------------------------------------
+
+
+async def run_seed(seed: int, *, server: URL, template: str, workdir: Path) -> SeedOutcome:
+    started = time.monotonic()
+    rng = random.Random(seed)
+    outcome = SeedOutcome(seed=seed, workdir=workdir)
+    _mkdir(workdir)
+    plan = seeded_plan(FaultPlan.load(FAULTS_FILE), rng)
+    outcome.lives = plan_lives(rng)
+    config = dataclasses.replace(
+        simulator_config(SYMBOLS, seed=seed), market_interval=None, faults=plan
+    )
+    initial = {asset: Decimal(amount) for asset, amount in config.balances.items()}
+    async with (
+        seed_database(server, template, seed) as database_url,
+        run_simulator(config) as sim,
+    ):
+        market = MarketClock(sim)
+        try:
+            for life in outcome.lives:
+                await _faulty_life(life, sim, database_url, workdir, outcome)
+            await _set_faults(sim, FaultPlan())
+            final = Life(index=len(outcome.lives), mode="final")
+            outcome.lives.append(final)
+            await _final_life(final, sim, market, database_url, workdir, initial, outcome)
+        except EngineDied as exc:
+            outcome.violations.append(str(exc))
+        finally:
+            with contextlib.suppress(Exception):
+                await market.freeze()
+        with contextlib.suppress(Exception):
+            await dump_ledger(database_url, workdir / "ledger.txt")
+        _write(workdir / "venue.json", json.dumps(sim.state.ground_truth(), indent=1))
+        outcome.fault_counts = dict(sim.state.fault_counts())
+        outcome.venue_orders = len(sim.state.orders())
+        outcome.venue_trades = len(sim.state.trades())
+    outcome.seconds = time.monotonic() - started
+    return outcome
+
+
+async def _faulty_life(
+    life: Life, sim: SimulatorHandle, database_url: URL, workdir: Path, outcome: SeedOutcome
+) -> None:
+    armed = life.detail if life.mode == "crash_point" else None
+    life.log = workdir / f"life{life.index}-{life.mode}.log"
+    engine = EngineProcess(engine_env(sim, database_url, armed), life.log)
+    await engine.start()
+    try:
+        if armed is not None:
+            try:
+                life.exit_code = await engine.wait(CRASH_WAIT_S)
+                life.crashed_itself = life.exit_code == 137
+            except TimeoutError:
+                life.exit_code = engine.returncode  # killed by us: the point never fired
+        else:
+            # the one sleep in the suite: the seeded moment of a random SIGKILL is the point
+            await asyncio.sleep(float(life.detail))
+            engine.send(signal.SIGKILL)
+            life.exit_code = await engine.wait(STOP_TIMEOUT_S)
+        if life.exit_code not in (137, -signal.SIGKILL):
+            outcome.violations.append(
+                f"life {life.index} ({life.mode} {life.detail}): the engine exited with "
+                f"{life.exit_code} on its own; last lines:\n{tail(life.log)}"
+            )
+    finally:
+        await engine.close()
+
+
+async def _final_life(
+    life: Life,
+    sim: SimulatorHandle,
+    market: MarketClock,
+    database_url: URL,
+    workdir: Path,
+    initial: Mapping[str, Decimal],
+    outcome: SeedOutcome,
+) -> None:
+    life.log = workdir / f"life{life.index}-final.log"
+    engine = EngineProcess(engine_env(sim, database_url, None), life.log)
+    await engine.start()
+    try:
+        await engine.wait_ready()
+        # A quiet world: no market moves, so nothing fills that the engine cannot see at once.
+        await market.freeze()
+
+        async def caught_up() -> bool:
+            if not engine.running:
+                raise EngineDied(f"engine exited with {engine.returncode}", life.log)  # type: ignore[arg-type]
+            world = await _observe(sim, database_url, initial)
+            return not invariants.converged(world)
+
+        try:
+            await eventually(caught_up, timeout=CONVERGE_TIMEOUT_S, interval=0.1)
+        except AssertionError:
+            world = await _observe(sim, database_url, initial)
+            outcome.violations.extend(
+                f"not converged after {CONVERGE_TIMEOUT_S:g}s: {v}"
+                for v in invariants.converged(world)
+            )
+        engine.send(signal.SIGINT)
+        try:
+            life.exit_code = await engine.wait(STOP_TIMEOUT_S)
+        except TimeoutError:
+            outcome.violations.append(f"engine did not stop within {STOP_TIMEOUT_S:g}s of SIGINT")
+        if life.exit_code not in (None, 0):
+            outcome.violations.append(
+                f"graceful stop exited with {life.exit_code}; last lines:\n{tail(life.log)}"
+            )
+    finally:
+        await engine.close()
+    world = await _observe(sim, database_url, initial)
+    outcome.violations.extend(invariants.check(world))
+
+
+async def _observe(
+    sim: SimulatorHandle, database_url: URL, initial: Mapping[str, Decimal]
+) -> invariants.World:
+    return await invariants.observe(
+        sim.state, initial, database_url, account=ACCOUNT, prefix=PREFIX
+    )
+
+
+async def _set_faults(sim: SimulatorHandle, plan: FaultPlan) -> None:
+    async with httpx.AsyncClient(base_url=sim.admin_url, timeout=10) as client:
+        response = await client.put("/faults", json=plan.to_mapping())
+        response.raise_for_status()
+
+
+def _write(target: Path, text: str) -> None:
+    target.write_text(text, "utf-8")
+
+
+def _mkdir(path: Path) -> None:
+    path.mkdir(parents=True, exist_ok=True)
+
+
+def total_counts(outcomes: list[SeedOutcome]) -> Counter[str]:
+    counts: Counter[str] = Counter()
+    for outcome in outcomes:
+        counts.update({k: v for k, v in outcome.fault_counts.items() if v})
+        for life in outcome.lives:
+            if life.mode == "crash_point":
+                name = life.detail.partition(":")[0]
+                counts[
+                    f"crash:{name}" if life.crashed_itself else f"crash:{name}(not reached)"
+                ] += 1
+            elif life.mode == "random_kill":
+                counts["random_kill"] += 1
+    return counts
