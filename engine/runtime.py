@@ -36,7 +36,7 @@ from engine.domain.types import (
     VenueName,
     utc_now,
 )
-from engine.exceptions import ConfigError
+from engine.exceptions import Ambiguous, ConfigError, RateLimited
 from engine.execution import Execution, ExecutionConfig, FillPath
 from engine.ledger.store import Ledger
 from engine.marketdata.conflator import Conflator
@@ -56,6 +56,9 @@ if TYPE_CHECKING:
 log = structlog.get_logger("tradectl.runtime")
 
 SHUTDOWN_GRACE_S = 5.0
+#: first and longest pause between attempts of a startup step the venue failed transiently
+STARTUP_RETRY_S = 0.5
+STARTUP_RETRY_MAX_S = 30.0
 
 
 @dataclass(slots=True)
@@ -307,7 +310,9 @@ class Engine:
     async def startup(self) -> None:
         await self.lease.acquire()
         await self.execution.recover()
-        await self.reconciler.reconcile(startup=True)
+        await _until_the_venue_answers(
+            "startup reconciliation", lambda: self.reconciler.reconcile(startup=True)
+        )
         await self._refresh_controls()
         await self.portfolio.refresh()
 
@@ -368,6 +373,24 @@ class Engine:
         with contextlib.suppress(Exception):
             await self.lease.release()
         print("tradectl stopped", flush=True)
+
+
+async def _until_the_venue_answers(what: str, attempt: Callable[[], Awaitable[Any]]) -> None:
+    """Retry a startup step through transient venue failures (5xx, timeouts, 429/418).
+
+    Exiting instead would make a supervisor restart the engine straight into the same outage,
+    and into a longer ban; strategies start only once the step has succeeded anyway.
+    """
+    delay = STARTUP_RETRY_S
+    while True:
+        try:
+            await attempt()
+            return
+        except (Ambiguous, RateLimited) as exc:
+            wait = max(delay, exc.retry_after if isinstance(exc, RateLimited) else 0.0)
+            log.warning(f"{what} failed; retrying", error=str(exc), retry_in_s=round(wait, 3))
+            await asyncio.sleep(wait)
+            delay = min(delay * 2, STARTUP_RETRY_MAX_S)
 
 
 def symbols_of(specs: tuple[StrategySpec, ...]) -> tuple[Symbol, ...]:
