@@ -28,20 +28,28 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import csv
+import dataclasses
 import math
 import random
-from collections.abc import Mapping, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
 from datetime import UTC, datetime, time, timedelta
 from decimal import ROUND_HALF_EVEN, Decimal, InvalidOperation
 from pathlib import Path
 from types import MappingProxyType
+from typing import Protocol
 
+from sqlalchemy import text
+from sqlalchemy.ext.asyncio import AsyncEngine
+
+from engine.controls import LeaseKeeper
 from engine.domain.ids import client_order_id
 from engine.domain.intents import Buy, Cancel, Hold, Intent, Sell
 from engine.domain.market import Bar, Quote
 from engine.domain.positions import Position, PositionFill, apply_fill, total_pnl, unrealized
+from engine.domain.risk import Limits
 from engine.domain.types import (
+    AccountId,
     Asset,
     ClientOrderId,
     OrderState,
@@ -49,13 +57,18 @@ from engine.domain.types import (
     StrategyId,
     Symbol,
     VenueOrderStatus,
+    utc_now,
 )
 from engine.exceptions import Definitive, NotFound, TradectlError
+from engine.execution import Execution, ExecutionConfig, FillPath
+from engine.ledger.store import Ledger
 from engine.marketdata.bars import interval_name
 from engine.marketdata.conflator import Conflator, Update
+from engine.portfolio import Portfolio
+from engine.risk_gate import LimitsBook, RiskGate
 from engine.strategy_host import HostedStrategy, StrategyHost
 from engine.venues.base import FillReport, InstrumentRules, OrderReport, OrderRequest
-from engine.venues.paper import DEFAULT_RULES, PaperVenue
+from engine.venues.paper import DEFAULT_RULES, PRES_YES, PaperVenue
 from strategies.base import DecisionMode, OpenOrder, StrategyLimits
 from strategies.registry import create_strategy
 
@@ -64,6 +77,10 @@ _BPS = Decimal(10_000)
 _COLUMNS = ("date", "open", "high", "low", "close", "volume")
 _MAX_REJECTION_SAMPLES = 5
 _DEFAULT_SYMBOL = Symbol("BTCUSDT")
+#: client order id prefix of backtest orders (ids are unique per run: the strategy id is)
+ORDER_ID_PREFIX = "bt"
+#: symbols whose fees the paper venue charges in the quote asset (prediction markets)
+_FEES_IN_QUOTE = frozenset({PRES_YES})
 
 
 class BacktestDataError(TradectlError):
@@ -223,6 +240,12 @@ class BacktestSettings:
     #: charge every fee in the quote asset (prediction markets), not in the asset received
     fees_in_quote: bool = False
 
+    @classmethod
+    def for_symbol(cls, symbol: Symbol) -> BacktestSettings:
+        """Defaults for ``symbol``: fees in the quote asset on prediction markets, as the
+        paper venue charges them there."""
+        return cls(symbol=symbol, fees_in_quote=symbol in _FEES_IN_QUOTE)
+
 
 @dataclass(frozen=True, slots=True, kw_only=True)
 class BacktestReport:
@@ -260,6 +283,15 @@ class BacktestReport:
     max_drawdown: Decimal
     max_drawdown_pct: Decimal
     rejections: tuple[str, ...] = ()
+    #: the ledger account the run was recorded under, when it was persisted
+    account: AccountId | None = None
+
+
+def _plain(value: Decimal) -> str:
+    """A quantity for people: no exponent, no trailing zeros (``0E-8`` → ``0``, ``2.50`` →
+    ``2.5``). Display only; the report keeps the exact values."""
+    text = f"{value.normalize():f}"
+    return "0" if text in ("-0", "0") else text
 
 
 def render_report(report: BacktestReport) -> str:
@@ -279,18 +311,30 @@ def render_report(report: BacktestReport) -> str:
         f"  orders          {report.orders} accepted, {report.rejected} rejected, "
         f"{report.partially_filled} partially filled",
         f"  trades (fills)  {len(report.trades)}",
-        f"  fill rate       {fill_rate}  ({report.filled_qty} of {report.requested_qty})",
+        f"  fill rate       {fill_rate}  "
+        f"({_plain(report.filled_qty)} of {_plain(report.requested_qty)})",
         f"  avg slippage    {slip}",
         f"  fees            {money(report.fees)}",
         f"  realized P&L    {money(report.realized_pnl)}",
         f"  unrealized P&L  {money(report.unrealized_pnl)}"
-        f"  (position {report.final_position} @ {report.last_price})",
+        f"  (position {_plain(report.final_position)} @ {_plain(report.last_price)})",
         f"  total P&L       {money(report.pnl)}",
         f"  equity          {money(report.start_equity)} -> {money(report.end_equity)}",
         f"  max drawdown    {money(report.max_drawdown)} ({report.max_drawdown_pct:.2f}%)",
     ]
     lines.extend(f"  rejected: {reason}" for reason in report.rejections)
+    if report.account is not None:
+        lines.append(f"  ledger account  {report.account}")
     return "\n".join(lines)
+
+
+def ledger_hint(account: str) -> str:
+    """One SQL statement that shows a persisted run's decisions, orders and fills."""
+    quoted = account.replace("'", "''")
+    return (
+        "SELECT decided_at, intent, side, quantity, outcome, state, fills, reason "
+        f"FROM decision_trace WHERE account = '{quoted}' ORDER BY decided_at;"
+    )
 
 
 # --- the replay --------------------------------------------------------------------------------
@@ -314,6 +358,36 @@ def run_backtest(
     return asyncio.run(replay.run())
 
 
+def default_account(strategy: str, seed: int, now: datetime | None = None) -> AccountId:
+    """``backtest-<strategy>-<seed>-<UTC timestamp>``: a fresh ledger account per run."""
+    stamp = (now or utc_now()).astimezone(UTC).strftime("%Y%m%dT%H%M%SZ")
+    return AccountId(f"backtest-{strategy}-{seed}-{stamp}")
+
+
+async def run_backtest_persisted(
+    data: Path,
+    strategy: str,
+    params: dict[str, str],
+    seed: int,
+    *,
+    engine: AsyncEngine,
+    account: str | None = None,
+    settings: BacktestSettings | None = None,
+) -> BacktestReport:
+    """:func:`run_backtest`, with every decision, order, event and fill written to the ledger
+    at ``engine`` (at the migrations' head) under ``account`` (default
+    :func:`default_account`), which must not hold anything yet. Await it on a running loop."""
+    settings = settings or BacktestSettings()
+    bars = read_ohlcv(data, settings.symbol)
+    target = LedgerTarget(
+        engine=engine, account=AccountId(account or default_account(strategy, seed))
+    )
+    replay = Replay(
+        bars, strategy, params, seed, settings=settings, data_name=str(data), ledger=target
+    )
+    return await replay.run()
+
+
 def _generic_rules(symbol: Symbol) -> InstrumentRules:
     base, quote = (symbol[:-4], symbol[-4:]) if symbol.endswith("USDT") else (symbol, "USD")
     return InstrumentRules(
@@ -327,8 +401,227 @@ def _generic_rules(symbol: Symbol) -> InstrumentRules:
     )
 
 
+@dataclass(frozen=True, slots=True, kw_only=True)
+class LedgerTarget:
+    """Where a persisted replay is recorded: a database at the migrations' head, and an account
+    that holds nothing yet (the strategy is recorded under the account's name, so that every
+    decision and client order id is unique to the run)."""
+
+    engine: AsyncEngine
+    account: AccountId
+
+
+class _ExecutionPath(Protocol):
+    """What becomes of the strategy's intents. The market model around it is the same."""
+
+    async def start(self) -> None: ...
+
+    async def heartbeat(self) -> None:
+        """Simulated time moved on (a new bar)."""
+        ...
+
+    async def decided(self, intent: Hold | Cancel) -> None:
+        """A hold or a cancel, acted on at the decision time."""
+        ...
+
+    async def submit(self, orders: Sequence[tuple[Buy | Sell, ClientOrderId]]) -> None:
+        """Orders reaching the venue, at the arrival quote."""
+        ...
+
+    async def settle(self) -> None:
+        """The venue moved (quotes, fills): take in what it reported."""
+        ...
+
+    async def rejections(self) -> tuple[int, list[str]]:
+        """How many orders were refused (risk, controls, venue), and why."""
+        ...
+
+    async def close(self) -> None: ...
+
+
+class _PaperPath:
+    """Orders straight to the paper venue: the execution coroutine's outcome, without its
+    ledger. Quantities and prices are rounded to the instrument's grid first."""
+
+    def __init__(self, venue: PaperVenue, rules: InstrumentRules, clock: Callable[[], datetime]):
+        self.venue = venue
+        self.rules = rules
+        self.clock = clock
+        self._rejected: list[str] = []
+
+    async def start(self) -> None:
+        pass
+
+    async def heartbeat(self) -> None:
+        pass
+
+    async def decided(self, intent: Hold | Cancel) -> None:
+        if isinstance(intent, Cancel):
+            # NotFound means already closed: the same answer the live path accepts.
+            with contextlib.suppress(NotFound):
+                await self.venue.cancel(intent.symbol, intent.client_order_id)
+
+    async def submit(self, orders: Sequence[tuple[Buy | Sell, ClientOrderId]]) -> None:
+        for intent, coid in orders:
+            request = _request(intent, coid, self.rules)
+            if request.quantity <= 0:
+                self._reject(request, "quantity rounds to zero at the step size")
+                continue
+            try:
+                await self.venue.submit(request)
+            except Definitive as exc:
+                self._reject(request, str(exc))
+
+    def _reject(self, request: OrderRequest, reason: str) -> None:
+        self._rejected.append(
+            f"{self.clock().isoformat()} {request.side} {request.quantity} {request.symbol}: "
+            f"{reason}"
+        )
+
+    async def settle(self) -> None:
+        pass
+
+    async def rejections(self) -> tuple[int, list[str]]:
+        return len(self._rejected), self._rejected[:_MAX_REJECTION_SAMPLES]
+
+    async def close(self) -> None:
+        pass
+
+
+_ACCOUNT_IN_USE = text(
+    "SELECT EXISTS (SELECT 1 FROM decisions WHERE account = :account)"
+    " OR EXISTS (SELECT 1 FROM orders WHERE account = :account)"
+)
+# Every buy/sell decision that did not become an order on the venue: denied by a risk check or
+# a control, refused by the venue, or stopped by the final gate before the wire.
+_REFUSED = text(
+    """
+    SELECT d.decided_at, d.side, d.quantity, d.symbol, d.outcome, d.verdicts,
+           o.state, o.last_error
+    FROM decisions d
+    LEFT JOIN orders o ON o.decision_id = d.decision_id
+    WHERE d.account = :account AND d.intent IN ('buy', 'sell')
+      AND (d.outcome = 'denied' OR o.state = 'REJECTED'
+           OR (o.state = 'EXPIRED' AND o.venue_order_id IS NULL))
+    ORDER BY d.decided_at, d.decision_id
+    """
+)
+
+
+def _risk_limits(limits: StrategyLimits) -> Limits:
+    # The same mapping the engine applies to a strategy's configured limits.
+    return Limits(
+        max_order_qty=limits.max_order_qty,
+        max_order_notional=limits.max_order_notional,
+        max_position_qty=limits.max_position,
+        max_price_age=limits.max_quote_age,
+    )
+
+
+class _LedgerPath:
+    """The live durable path: risk gate, reserve, final gate, submit, ack, and the venue's
+    user stream applied by :class:`~engine.execution.FillPath`, under the account's lease,
+    all on the replay's simulated clock."""
+
+    def __init__(
+        self,
+        target: LedgerTarget,
+        *,
+        venue: PaperVenue,
+        conflator: Conflator,
+        strategy_id: StrategyId,
+        rules: InstrumentRules,
+        limits: StrategyLimits,
+        bar_interval: timedelta,
+        clock: Callable[[], datetime],
+    ) -> None:
+        self.target = target
+        self.account = target.account
+        self.ledger = Ledger(target.engine, account=self.account, venue=venue.name, clock=clock)
+        # Renewed at every bar: two bars and a minute cover a bar's walk, decision and latency.
+        self.lease = LeaseKeeper(self.ledger, ttl=bar_interval * 2 + timedelta(minutes=1))
+        self.portfolio = Portfolio(target.engine, self.account)
+        self.gate = RiskGate(
+            limits=LimitsBook(strategies={strategy_id: _risk_limits(limits)}),
+            market=conflator,
+            portfolio=self.portfolio,
+            clock=clock,
+        )
+        self.execution = Execution(
+            ledger=self.ledger,
+            venue=venue,
+            gate=self.gate,
+            lease=self.lease,
+            config=ExecutionConfig(account=self.account, order_id_prefix=ORDER_ID_PREFIX),
+            clock=clock,
+            on_fills=lambda fills: self.portfolio.mark_dirty(),
+        )
+        self.fill_path = FillPath(ledger=self.ledger, execution=self.execution)
+        self.rules = rules
+        # Subscribed now, so no venue event is missed; the paper venue publishes inline.
+        self.events = venue.user_stream()
+
+    async def start(self) -> None:
+        async with self.target.engine.connect() as conn:
+            used = (await conn.execute(_ACCOUNT_IN_USE, {"account": self.account})).scalar()
+        if used:
+            raise BacktestError(
+                f"ledger account {self.account!r} already holds decisions or orders; a "
+                "backtest records into a fresh account: choose another --account"
+            )
+        await self.lease.acquire()
+        await self.portfolio.refresh()
+
+    async def heartbeat(self) -> None:
+        await self.ledger.renew_lease(self.lease.holder, self.lease.epoch, self.lease.ttl)
+
+    async def decided(self, intent: Hold | Cancel) -> None:
+        await self.execution.process([intent])
+        await self.settle()
+
+    async def submit(self, orders: Sequence[tuple[Buy | Sell, ClientOrderId]]) -> None:
+        # One batch, as the execution coroutine takes what is queued; it derives the same
+        # client order ids from the decision keys.
+        await self.execution.process([_on_grid(intent, self.rules) for intent, _ in orders])
+        await self.settle()
+
+    async def settle(self) -> None:
+        for event in self.events.drain():
+            await self.fill_path.apply(event)
+
+    async def rejections(self) -> tuple[int, list[str]]:
+        async with self.target.engine.connect() as conn:
+            rows = (await conn.execute(_REFUSED, {"account": self.account})).all()
+        samples = []
+        for decided_at, side, qty, symbol, outcome, verdicts, state, last_error in rows[
+            :_MAX_REJECTION_SAMPLES
+        ]:
+            if outcome == "denied":
+                failed = [v for v in verdicts or () if v.get("result") != "pass"]
+                why = "; ".join(
+                    f"{v['check']}: {v.get('message') or v.get('observed')}" for v in failed
+                )
+                why = f"denied ({why or 'no verdict'})"
+            else:
+                why = f"{state}: {last_error}"
+            samples.append(f"{decided_at.isoformat()} {side} {_plain(qty)} {symbol}: {why}")
+        return len(rows), samples
+
+    async def close(self) -> None:
+        try:
+            await self.events.aclose()
+        finally:
+            if not self.lease.lost:
+                with contextlib.suppress(TradectlError):
+                    await self.lease.release()
+
+
 class Replay:
-    """One backtest run. ``run`` may be awaited once."""
+    """One backtest run. ``run`` may be awaited once.
+
+    With ``ledger`` the strategy's intents take the live durable path (see
+    :class:`LedgerTarget`); without, they go straight to the paper venue. The market, the
+    latency, the fills and the report are the same either way."""
 
     def __init__(
         self,
@@ -339,6 +632,7 @@ class Replay:
         *,
         settings: BacktestSettings,
         data_name: str = "<bars>",
+        ledger: LedgerTarget | None = None,
     ) -> None:
         if not bars:
             raise BacktestError("no bars to replay")
@@ -357,6 +651,7 @@ class Replay:
         self.settings = settings
         self.data_name = data_name
         self.symbol = settings.symbol
+        self.account = ledger.account if ledger is not None else None
         self.rules = settings.rules or DEFAULT_RULES.get(self.symbol) or _generic_rules(self.symbol)
         self._rng = random.Random(f"backtest:{seed}")
         self._now = self.bars[0].open_time
@@ -364,13 +659,14 @@ class Replay:
             rules={self.symbol: self.rules},
             balances={self.rules.quote_asset: settings.capital},
             seed=seed,
-            clock=lambda: self._now,
+            clock=self._clock,
             maker_fee=settings.maker_fee,
             taker_fee=settings.taker_fee,
             fees_in_quote=[self.symbol] if settings.fees_in_quote else [],
         )
+        strategy_id = StrategyId(ledger.account if ledger is not None else f"bt-{strategy}")
         try:
-            built = create_strategy(strategy, StrategyId(f"bt-{strategy}"), [self.symbol], params)
+            built = create_strategy(strategy, strategy_id, [self.symbol], params)
         except (KeyError, ValueError) as exc:
             raise BacktestError(f"strategy {strategy!r}: {exc}") from None
         self.hosted = HostedStrategy(
@@ -386,9 +682,24 @@ class Replay:
             sink=self._execute,
             on_strategy_failure=self._strategy_failed,
             is_paused=self._never_paused,
-            clock=lambda: self._now,
+            clock=self._clock,
         )
         self.host.add(self.hosted)
+        self._path: _ExecutionPath
+        if ledger is None:
+            self._path = _PaperPath(self.venue, self.rules, self._clock)
+        else:
+            interval = self.bars[0].close_time - self.bars[0].open_time
+            self._path = _LedgerPath(
+                ledger,
+                venue=self.venue,
+                conflator=self.conflator,
+                strategy_id=strategy_id,
+                rules=self.rules,
+                limits=settings.limits,
+                bar_interval=interval,
+                clock=self._clock,
+            )
 
         self._position = Position(
             base_asset=self.rules.base_asset, quote_asset=self.rules.quote_asset, symbol=self.symbol
@@ -396,16 +707,21 @@ class Replay:
         self._fills_seen = 0
         self._decision_price: dict[ClientOrderId, Decimal] = {}
         self._submitted: set[ClientOrderId] = set()
-        self._pending: list[OrderRequest] = []
+        self._pending: list[tuple[Buy | Sell, ClientOrderId]] = []
         self._decision_mid = _ZERO
         self._holds = 0
-        self._rejected: list[str] = []
         self._equity_peak = settings.capital
         self._max_drawdown = _ZERO
         self._max_drawdown_pct = _ZERO
         self._fees = _ZERO
 
+    def _clock(self) -> datetime:
+        return self._now
+
     # -- PortfolioProvider: what the strategy holds, from the venue's fills ----------------
+    # The same in both modes, so that a persisted run decides exactly as an in-memory one.
+    # (The ledger's ``positions`` view counts fills only; this also takes out fees paid in
+    # the base asset, which the venue really kept.)
 
     async def inventory(self, strategy_id: StrategyId) -> Mapping[Symbol, Decimal]:
         self._fold_fills()
@@ -418,8 +734,12 @@ class Replay:
 
     async def run(self) -> BacktestReport:
         try:
+            await self._path.start()
             for bar in self.bars:
+                self._now = bar.open_time
+                await self._path.heartbeat()
                 self._walk_bar(bar)
+                await self._path.settle()
                 self._now = bar.close_time
                 self._fold_fills()
                 self._mark(bar.close)
@@ -430,7 +750,10 @@ class Replay:
             self._mark(self.bars[-1].close)
             return await self._report()
         finally:
-            await self.venue.close()
+            try:
+                await self._path.close()
+            finally:
+                await self.venue.close()
 
     def _walk_bar(self, bar: Bar) -> None:
         """Quotes along the bar's path, so resting orders meet its whole range."""
@@ -444,6 +767,7 @@ class Replay:
         closing = self._quote(bar.close, bar)
         self._decision_mid = closing.mid
         self.venue.set_quote(closing)
+        await self._path.settle()
         self.conflator.publish(closing)
         self.conflator.publish(bar)
         mode = self.hosted.strategy.mode
@@ -466,7 +790,10 @@ class Replay:
         # The float only sizes the step; the price itself stays Decimal on the tick grid.
         step = Decimal(repr(round(z * share, 12))) * rel_range * bar.close
         self._now = bar.close_time + timedelta(milliseconds=latency_ms)
-        self.venue.set_quote(self._quote(bar.close + step, bar))
+        arrival = self._quote(bar.close + step, bar)
+        self.venue.set_quote(arrival)
+        # The engine's market view moves too: the final gate before the wire checks this one.
+        self.conflator.publish(arrival)
 
     def _quote(self, mid: Decimal, bar: Bar) -> Quote:
         tick = self.rules.tick_size
@@ -491,37 +818,23 @@ class Replay:
     # -- execution -------------------------------------------------------------------------
 
     async def _execute(self, intent: Intent) -> None:
-        """The sink: what the execution coroutine does live, minus the ledger."""
-        if isinstance(intent, Hold):
-            self._holds += 1
+        """The host's sink. Orders wait for the latency; holds and cancels act at once."""
+        if isinstance(intent, Hold | Cancel):
+            if isinstance(intent, Hold):
+                self._holds += 1
+            await self._path.decided(intent)
             return
-        if isinstance(intent, Cancel):
-            # NotFound means already closed: the same answer the live path accepts.
-            with contextlib.suppress(NotFound):
-                await self.venue.cancel(self.symbol, intent.client_order_id)
-            return
-        coid = client_order_id("bt", intent.key)
+        coid = client_order_id(ORDER_ID_PREFIX, intent.key)
         if coid in self._submitted:
             return  # the same decision key again: reserved once, as the ledger would
         self._submitted.add(coid)
         self._decision_price[coid] = self._decision_mid
-        self._pending.append(_request(intent, coid, self.rules))
+        self._pending.append((intent, coid))
 
     async def _submit_pending(self) -> None:
         pending, self._pending = self._pending, []
-        for request in pending:
-            if request.quantity <= 0:
-                self._reject(request, "quantity rounds to zero at the step size")
-                continue
-            try:
-                await self.venue.submit(request)
-            except Definitive as exc:
-                self._reject(request, str(exc))
-
-    def _reject(self, request: OrderRequest, reason: str) -> None:
-        self._rejected.append(
-            f"{self._now.isoformat()} {request.side} {request.quantity} {request.symbol}: {reason}"
-        )
+        if pending:
+            await self._path.submit(pending)
 
     async def _strategy_failed(self, strategy_id: StrategyId, exc: BaseException) -> None:
         raise BacktestError(
@@ -572,6 +885,7 @@ class Replay:
         fill_qty = sum((f.quantity for f in fills), _ZERO)
         last = self.bars[-1].close
         pnl = total_pnl(self._position, last)
+        rejected, rejections = await self._path.rejections()
         return BacktestReport(
             strategy=self.kind,
             params=self.params,
@@ -584,7 +898,7 @@ class Replay:
             decisions=self.host.decisions[self.hosted.strategy_id],
             holds=self._holds,
             orders=len(orders),
-            rejected=len(self._rejected),
+            rejected=rejected,
             partially_filled=sum(1 for o in orders if _ZERO < o.filled_quantity < o.quantity),
             trades=fills,
             requested_qty=requested,
@@ -601,12 +915,28 @@ class Replay:
             end_equity=self.settings.capital + pnl,
             max_drawdown=self._max_drawdown,
             max_drawdown_pct=self._max_drawdown_pct,
-            rejections=tuple(self._rejected[:_MAX_REJECTION_SAMPLES]),
+            rejections=tuple(rejections),
+            account=self.account,
         )
 
 
 def _to_tick(price: Decimal, tick: Decimal) -> Decimal:
     return (price / tick).to_integral_value(rounding=ROUND_HALF_EVEN) * tick
+
+
+def _on_grid(intent: Buy | Sell, rules: InstrumentRules) -> Buy | Sell:
+    """The intent with its quantity rounded down to the step and its price to the tick
+    (towards the passive side), as both paths send it. A quantity below one step is left as
+    it is, for the venue to refuse and the ledger to record why."""
+    quantity = rules.round_quantity(intent.quantity)
+    price = (
+        None if intent.limit_price is None else rules.round_price(intent.limit_price, intent.side)
+    )
+    if quantity <= 0:
+        return intent
+    if quantity == intent.quantity and price == intent.limit_price:
+        return intent
+    return dataclasses.replace(intent, quantity=quantity, limit_price=price)
 
 
 def _request(intent: Buy | Sell, coid: ClientOrderId, rules: InstrumentRules) -> OrderRequest:

@@ -155,11 +155,27 @@ def backtest(
     param: Annotated[list[str] | None, typer.Option("--param", help="k=v, repeatable.")] = None,
     seed: Annotated[int, typer.Option(help="Seed of latency, slippage and partial fills.")] = 0,
     symbol: Annotated[str, typer.Option(help="Symbol the data is for.")] = "BTCUSDT",
+    persist: Annotated[
+        bool,
+        typer.Option(
+            "--persist",
+            help="Record the run in the ledger (decisions, orders, events, fills) through the "
+            "live execution path, to inspect it with SQL.",
+        ),
+    ] = False,
+    account: Annotated[
+        str | None,
+        typer.Option(help="Ledger account for --persist [default: backtest-<kind>-<seed>-<time>]."),
+    ] = None,
 ) -> None:
     """Replay history through a strategy on the paper venue and print a report."""
-    import dataclasses
-
-    from engine.backtest import BacktestSettings, render_report, run_backtest
+    from engine.backtest import (
+        BacktestSettings,
+        ledger_hint,
+        render_report,
+        run_backtest,
+        run_backtest_persisted,
+    )
     from engine.domain.types import Symbol
 
     params: dict[str, str] = {}
@@ -168,13 +184,36 @@ def backtest(
         if not sep or not key:
             raise typer.BadParameter(f"--param takes k=v, got {item!r}")
         params[key.strip()] = value.strip()
-    settings = dataclasses.replace(BacktestSettings(), symbol=Symbol(symbol))
-    try:
-        report = run_backtest(data, strategy, params, seed, settings=settings)
-    except TradectlError as exc:
-        err.print(f"[bold red]error:[/] {exc}")
-        raise typer.Exit(2) from None
-    console.print(render_report(report), highlight=False)
+    if account is not None and not persist:
+        raise typer.BadParameter("--account names the ledger account of --persist")
+    settings = BacktestSettings.for_symbol(Symbol(symbol))
+    if not persist:
+        try:
+            report = run_backtest(data, strategy, params, seed, settings=settings)
+        except TradectlError as exc:
+            err.print(f"[bold red]error:[/] {exc}")
+            raise typer.Exit(2) from None
+        # Plain output: rich would re-wrap long lines and colour the numbers.
+        typer.echo(render_report(report))
+        return
+
+    async def go() -> tuple[str, str]:
+        async with open_database(_settings()) as db:
+            persisted = await run_backtest_persisted(
+                data, strategy, params, seed, engine=db.engine, account=account, settings=settings
+            )
+            assert persisted.account is not None
+            hint = f'inspect it: {db.psql} -c "{ledger_hint(persisted.account)}"'
+            if db.embedded:
+                hint += (
+                    "\n(the embedded Postgres runs while a tradectl process uses it: query it "
+                    "while `tradectl run` is up, or set DATABASE_URL)"
+                )
+            return render_report(persisted), hint
+
+    text, hint = _run(go)
+    typer.echo(text)
+    typer.echo(hint)
 
 
 # -- controls ------------------------------------------------------------------------------------
