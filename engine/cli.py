@@ -197,6 +197,12 @@ def backtest(
         typer.echo(render_report(report))
         return
 
+    from engine.observability import configure_logging
+
+    # The execution path narrates each order at INFO; the report is what matters here, and
+    # stdout must carry nothing else.
+    configure_logging(json=False, level="WARNING")
+
     async def go() -> tuple[str, str]:
         async with open_database(_settings()) as db:
             persisted = await run_backtest_persisted(
