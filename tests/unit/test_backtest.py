@@ -1,5 +1,6 @@
 from __future__ import annotations
 
+import dataclasses
 import math
 import random
 from datetime import UTC, datetime, timedelta
@@ -20,6 +21,7 @@ from engine.backtest import (
 from engine.domain.types import Asset, Side, Symbol
 
 FIXTURE = Path(__file__).resolve().parents[1] / "resources" / "ohlcv" / "btcusdt_1d.csv"
+PRES_FIXTURE = FIXTURE.with_name("pres_yes_1d.csv")
 BTC = Symbol("BTCUSDT")
 SMA = {"fast": "5", "slow": "20", "qty": "2"}
 
@@ -197,3 +199,33 @@ def test_unknown_strategy_and_bad_params_are_backtest_errors() -> None:
         run_backtest(FIXTURE, "nope", {}, seed=1)
     with pytest.raises(BacktestError, match="slow: must be greater than fast"):
         run_backtest(FIXTURE, "sma_cross", {"fast": "5", "slow": "5", "qty": "1"}, seed=1)
+
+
+def test_render_report_shows_a_flat_position_as_zero(sma_report: BacktestReport) -> None:
+    flat = dataclasses.replace(
+        sma_report,
+        final_position=Decimal("0E-8"),
+        filled_qty=Decimal("40.37450000"),
+        last_price=Decimal("6.6E+4"),
+    )
+    text = render_report(flat)
+    assert "(position 0 @ 66000)" in text
+    assert "(40.3745 of " in text
+    assert "E-" not in text
+    assert "E+" not in text
+
+
+def test_settings_for_a_prediction_market_charge_fees_in_the_quote_asset() -> None:
+    assert BacktestSettings.for_symbol(Symbol("PRES-YES")).fees_in_quote
+    assert not BacktestSettings.for_symbol(BTC).fees_in_quote
+
+
+def test_fair_value_replays_the_prediction_market_fixture_with_default_settings() -> None:
+    settings = BacktestSettings.for_symbol(Symbol("PRES-YES"))
+    params = {"fair": "0.55", "edge": "0.03", "qty": "20", "max_inventory": "200"}
+    report = run_backtest(PRES_FIXTURE, "fair_value", params, seed=7, settings=settings)
+    assert report.bars == 180
+    assert report.trades
+    assert {f.side for f in report.trades} == {Side.BUY, Side.SELL}
+    assert {f.fee_asset for f in report.trades} == {Asset("USD")}
+    assert 0 <= report.final_position <= 200
