@@ -190,13 +190,25 @@ class BinanceRestClient:
         )
 
     async def my_trades(
-        self, symbol: str, *, from_id: int, limit: int = MAX_TRADES_LIMIT
+        self,
+        symbol: str,
+        *,
+        from_id: int | None = None,
+        order_id: int | None = None,
+        limit: int = MAX_TRADES_LIMIT,
     ) -> list[schemas.AccountTrade]:
-        """Trades with id >= ``from_id``, oldest first (the venue's ``fromId`` is inclusive)."""
+        """Trades with id >= ``from_id``, oldest first (the venue's ``fromId`` is inclusive);
+        with ``order_id``, only that order's trades."""
         limit = max(1, min(limit, MAX_TRADES_LIMIT))
+        params = [("symbol", symbol)]
+        if order_id is not None:
+            params.append(("orderId", str(order_id)))
+        if from_id is not None:
+            params.append(("fromId", str(from_id)))
+        params.append(("limit", str(limit)))
         return await self._request(
             MY_TRADES,
-            [("symbol", symbol), ("fromId", str(from_id)), ("limit", str(limit))],
+            params,
             signed=True,
             operation=Operation.READ,
             decoder=_TRADES_DECODER,

@@ -153,8 +153,31 @@ class BinanceVenue:
         return self._remember(self._order_report(answer))
 
     async def find_order(self, symbol: Symbol, client_order_id: ClientOrderId) -> OrderReport:
+        """The order, with its fills when it has any (``myTrades?orderId=``).
+
+        The order query carries no fills, and a lookup is what repairs a lost answer or a lost
+        stream report: a fill older than the newest one the ledger holds would never come back
+        through :meth:`trades_since`, so the lookup brings the order's own trades.
+        """
         answer = await self.rest.query_order(symbol, client_order_id)
-        return self._remember(self._order_report(answer))
+        report = self._remember(self._order_report(answer))
+        if report.filled_quantity > 0 and report.venue_order_id is not None:
+            trades = await self.rest.my_trades(
+                symbol, order_id=int(report.venue_order_id), limit=MAX_TRADES_LIMIT
+            )
+            received = self._now()
+            fills = tuple(
+                replace(f, client_order_id=report.client_order_id)
+                for f in sorted(
+                    (
+                        parsing.parse_account_trade(t, venue=self.name, received_at=received)
+                        for t in trades
+                    ),
+                    key=lambda f: int(f.trade_id),
+                )
+            )
+            report = replace(report, fills=fills)
+        return report
 
     async def cancel(self, symbol: Symbol, client_order_id: ClientOrderId) -> OrderReport:
         answer = await self.rest.cancel_order(symbol, client_order_id)
