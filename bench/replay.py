@@ -2,7 +2,9 @@
 
 A seeded OHLCV file of ``--bars`` hourly bars is written to a temporary directory, then replayed
 with ``sma_cross`` by :func:`engine.backtest.run_backtest` (CSV parsing included) and by
-:class:`engine.backtest.Replay` alone (parsing excluded). Prints one JSON line.
+:class:`engine.backtest.Replay` alone (parsing excluded). With ``--database-url`` (a Postgres at
+the migrations' head) the same bars are also replayed with ``--persist``'s durable path, into a
+fresh ``backtest-…`` account, and timed. Prints one JSON line.
 """
 
 from __future__ import annotations
@@ -17,8 +19,16 @@ import time
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
 
-from engine.backtest import BacktestSettings, Replay, read_ohlcv, run_backtest
+from engine.backtest import (
+    BacktestSettings,
+    Replay,
+    read_ohlcv,
+    run_backtest,
+    run_backtest_persisted,
+)
 from engine.domain.types import Symbol
+from engine.ledger.db import make_engine, normalize_url
+from engine.observability import configure_logging
 
 PARAMS = {"fast": "10", "slow": "30", "qty": "0.5"}
 
@@ -43,7 +53,9 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--bars", type=int, default=20_000)
     parser.add_argument("--seed", type=int, default=1)
+    parser.add_argument("--database-url", help="also time the persisted replay into this ledger")
     args = parser.parse_args()
+    persisted: dict[str, object] = {}
     with tempfile.TemporaryDirectory(prefix="tradectl-bench-") as tmp:
         data = Path(tmp) / "bars.csv"
         write_bars(data, args.bars, args.seed)
@@ -58,6 +70,9 @@ def main() -> None:
         asyncio.run(replay.run())
         replay_only = time.perf_counter() - start
 
+        if args.database_url:
+            persisted = asyncio.run(persist(data, args.bars, args.seed, args.database_url))
+
     print(
         json.dumps(
             {
@@ -68,9 +83,22 @@ def main() -> None:
                 "bars_per_s_with_csv": round(args.bars / end_to_end),
                 "orders": report.orders,
                 "fills": len(report.trades),
+                **persisted,
             }
         )
     )
+
+
+async def persist(data: Path, bars: int, seed: int, url: str) -> dict[str, object]:
+    configure_logging(json=False, level="WARNING")  # stdout carries the JSON line only
+    engine = make_engine(normalize_url(url))
+    try:
+        start = time.perf_counter()
+        report = await run_backtest_persisted(data, "sma_cross", dict(PARAMS), seed, engine=engine)
+        elapsed = time.perf_counter() - start
+    finally:
+        await engine.dispose()
+    return {"persisted_bars_per_s": round(bars / elapsed), "persisted_account": report.account}
 
 
 if __name__ == "__main__":
