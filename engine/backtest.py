@@ -21,6 +21,13 @@ Slippage is measured per fill against the mid price the decision was made on (th
 in basis points, positive when it cost us. P&L is folded from the fills with
 :mod:`engine.domain.positions` (average cost, fees included) and marked at each bar's close for
 the equity curve and its maximum drawdown.
+
+Persisted (:func:`run_backtest_persisted`, ``tradectl backtest --persist``), the intents take the
+live durable path instead of going straight to the venue: :class:`~engine.execution.Execution`
+with the :class:`~engine.risk_gate.RiskGate`, the :class:`~engine.ledger.store.Ledger` under the
+account's lease, and the venue's user stream applied by :class:`~engine.execution.FillPath`, all
+on the simulated clock. Same market, same fills, same report; and the ledger can be queried with
+the SQL used for live trading.
 """
 
 from __future__ import annotations
