@@ -428,7 +428,27 @@ class Execution:
             self._resolve_wakeup.set()
             return
         self.crash.hit(CrashPoint.AFTER_CANCEL_BEFORE_ACK)
-        await self.ledger.apply_report(report, cause="cancel acknowledged")
+        updated = await self.ledger.apply_report(report, cause="cancel acknowledged")
+        await self.fetch_missing_fills(report, updated)
+
+    async def fetch_missing_fills(self, report: OrderReport, order: Order | None) -> None:
+        """The venue reports more filled than the ledger holds fills for (a fill report was
+        lost, or the fill raced a cancel): bring the order's own trades now. The periodic
+        ``sync_fills`` cannot: the lost fill may be older than the newest trade the ledger
+        already holds, and it only fetches after that one."""
+        if order is None or report.filled_quantity <= order.filled_qty:
+            return
+        try:
+            found = await self.venue.find_order(order.symbol, order.client_order_id)
+        except VenueError as exc:
+            log.info(
+                "could not fetch an order's fills yet", coid=order.client_order_id, error=str(exc)
+            )
+            return
+        if not found.fills:
+            await self.sync_fills([order.symbol])
+            return
+        self.on_fills(await self.ledger.append_fills(found.fills))
 
     async def cancel_all(self, *, cause: str) -> int:
         orders = [
@@ -576,8 +596,9 @@ class FillPath:
         elif isinstance(event, OrderReport):
             if event.fills:
                 self.crash.hit(CrashPoint.AFTER_FILL_BEFORE_COMMIT)
-            await self.ledger.apply_report(event, cause="stream")
+            updated = await self.ledger.apply_report(event, cause="stream")
             self.execution.on_fills(event.fills)
+            await self.execution.fetch_missing_fills(event, updated)
         elif isinstance(event, BalanceReport):
             await self.ledger.record_balances([event])
         elif isinstance(event, StreamReconnected):
