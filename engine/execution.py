@@ -16,20 +16,24 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-from collections.abc import Callable, Iterable, Sequence
+import dataclasses
+from collections import OrderedDict
+from collections.abc import Callable, Coroutine, Iterable, Sequence
 from dataclasses import dataclass
 from datetime import datetime, timedelta
-from typing import Protocol
+from decimal import Decimal
+from typing import Any, Protocol
 
 import structlog
 
 from engine.crashpoints import NO_CRASH, CrashPoint, CrashPoints, SimulatedCrash
 from engine.domain.ids import client_order_id, decision_id
 from engine.domain.intents import Buy, Cancel, Hold, Intent, OrderIntent, Sell, intent_kind
-from engine.domain.orders import Order
+from engine.domain.orders import Order, target_state
 from engine.domain.risk import RiskAssessment, Verdict
 from engine.domain.types import (
     AccountId,
+    Asset,
     ClientOrderId,
     ControlKind,
     ControlScope,
@@ -49,11 +53,12 @@ from engine.exceptions import (
     RateLimited,
     VenueError,
 )
-from engine.ledger.records import DecisionRecord, Reservation, ReserveResult, ReserveStatus
+from engine.ledger.records import DecisionRecord, Reservation, ReserveStatus
 from engine.ledger.store import Ledger
 from engine.venues.base import (
     BalanceReport,
     FillReport,
+    InstrumentRules,
     OrderReport,
     OrderRequest,
     StreamReconnected,
@@ -105,6 +110,8 @@ class ExecutionConfig:
     consistency_window: timedelta = timedelta(seconds=3)
     resolve_interval_s: float = 1.0
     max_batch: int = 64
+    #: orders on their way to the venue at once (submit + ACK write)
+    max_in_flight: int = 32
 
 
 class Execution:
@@ -134,6 +141,11 @@ class Execution:
         self.on_fills = on_fills or (lambda fills: None)
         self._intents: asyncio.Queue[Intent] = asyncio.Queue()
         self._denials: list[DecisionRecord] = []
+        self._rules: dict[Symbol, InstrumentRules] = {}
+        self.committed = CommittedFacts()
+        self._outstanding = 0
+        self._idle = asyncio.Condition()
+        self._send_slots = asyncio.Semaphore(config.max_in_flight)
         # Orders this process is sending right now: the resolver must not look them up and
         # resubmit while the first request may still be on its way.
         self._in_flight: set[ClientOrderId] = set()
@@ -152,8 +164,10 @@ class Execution:
         return self._intents.qsize()
 
     async def drain(self) -> None:
-        """Wait until every queued intent has been processed (its orders sent and answered)."""
+        """Wait until every queued intent is processed and every send has its answer."""
         await self._intents.join()
+        async with self._idle:
+            await self._idle.wait_for(lambda: self._outstanding == 0)
 
     # -- lifecycle -----------------------------------------------------------------------------
 
@@ -169,25 +183,36 @@ class Execution:
         await self.resolve_unresolved(force=True)
 
     async def run(self) -> None:
-        """Process intents in batches until cancelled or the lease is lost."""
-        while True:
-            first = await self._intents.get()
-            batch = [first]
-            while len(batch) < self.config.max_batch and not self._intents.empty():
-                batch.append(self._intents.get_nowait())
-            try:
-                await self.process(batch)
-            except LeaseLost as exc:
-                self.stopped_reason = f"lease lost: {exc}"
-                log.error(
-                    "execution stopped: this engine no longer holds the account lease",
-                    account=self.config.account,
-                    error=str(exc),
-                )
-                return
-            finally:
-                for _ in batch:
-                    self._intents.task_done()
+        """Process intents in batches until cancelled or the lease is lost.
+
+        Sends are pipelined: the next batch is reserved while the previous batch's orders are
+        still on their way to the venue (at most ``max_in_flight`` at once), because waiting
+        for every ACK before the next reservation would serialize the account on the slowest
+        answer of each batch.
+        """
+        try:
+            async with asyncio.TaskGroup() as sends:
+                while True:
+                    first = await self._intents.get()
+                    batch = [first]
+                    while len(batch) < self.config.max_batch and not self._intents.empty():
+                        batch.append(self._intents.get_nowait())
+                    try:
+                        await self._admit(batch, sends)
+                    except LeaseLost as exc:
+                        self.stopped_reason = f"lease lost: {exc}"
+                        log.error(
+                            "execution stopped: this engine no longer holds the account lease",
+                            account=self.config.account,
+                            error=str(exc),
+                        )
+                        return
+                    finally:
+                        for _ in batch:
+                            self._intents.task_done()
+        except BaseExceptionGroup as group:
+            _reraise_crash(group)
+            raise
 
     async def run_resolver(self) -> None:
         """Look up unresolved orders every ``resolve_interval_s`` or when woken."""
@@ -205,9 +230,19 @@ class Execution:
     # -- the protocol --------------------------------------------------------------------------
 
     async def process(self, intents: Sequence[Intent]) -> None:
+        """One batch, start to finish: returns when every order in it has its answer."""
+        try:
+            async with asyncio.TaskGroup() as sends:
+                await self._admit(intents, sends)
+        except BaseExceptionGroup as group:
+            _reraise_crash(group)
+            raise
+
+    async def _admit(self, intents: Sequence[Intent], sends: asyncio.TaskGroup) -> None:
+        """Steps 2-3 for a batch (one reserve transaction); sends go to ``sends``."""
         await self.gate.prepare()
         now = self.clock()
-        reservations: list[tuple[Reservation, OrderIntent]] = []
+        reservations: list[Reservation] = []
         for intent in intents:
             self.symbols.add(intent.symbol)
             if isinstance(intent, Hold):
@@ -217,10 +252,10 @@ class Execution:
             elif isinstance(intent, Cancel):
                 await self._cancel(intent, now)
             else:
-                reservation = self._reserve_or_deny(intent, now)
-                if reservation is None:
-                    continue
-                reservations.append((reservation, intent))
+                rules = await self.rules_for(intent.symbol)
+                reservation = self._reserve_or_deny(intent, now, rules)
+                if reservation is not None:
+                    reservations.append(reservation)
         denials, self._denials = self._denials, []
         for denial in denials:
             await self.ledger.record_decision(denial)
@@ -228,60 +263,92 @@ class Execution:
             return
         try:
             results = await self.ledger.reserve(
-                [r for r, _ in reservations], holder=self.lease.holder, epoch=self.lease.epoch
+                reservations, holder=self.lease.holder, epoch=self.lease.epoch
             )
         finally:
             self.gate.reserved()
         self.crash.hit(CrashPoint.AFTER_RESERVE)
-        try:
-            await self._dispatch(results)
-        except BaseExceptionGroup as group:
-            # _send and _resolve_one handle every Exception; only a simulated crash (a process
-            # death) gets here, and it must look like one to the caller.
-            crash = group.subgroup(SimulatedCrash)
-            if crash is not None:
-                raise crash.exceptions[0] from None
-            raise
+        for result in results:
+            if result.status is ReserveStatus.RESERVED and result.order is not None:
+                self._spawn(sends, self._send(result.order))
+            elif result.status is ReserveStatus.EXISTING and result.order is not None:
+                # Already reserved by an earlier run: continue from the stored state, which for
+                # an unresolved order means a lookup, never a blind resend.
+                if result.order.state in UNRESOLVED:
+                    self._spawn(sends, self._resolve_one(result.order))
+            elif result.status is ReserveStatus.BLOCKED:
+                log.info(
+                    "order blocked by control",
+                    client_order_id=result.client_order_id,
+                    blocked_by=list(result.blocked_by),
+                )
 
-    async def _dispatch(self, results: Sequence[ReserveResult]) -> None:
-        async with asyncio.TaskGroup() as tg:
-            for result in results:
-                if result.status is ReserveStatus.RESERVED and result.order is not None:
-                    tg.create_task(self._send(result.order))
-                elif result.status is ReserveStatus.EXISTING and result.order is not None:
-                    # Already reserved by an earlier run: continue from the stored state, which
-                    # for an unresolved order means a lookup, never a blind resend.
-                    if result.order.state in UNRESOLVED:
-                        tg.create_task(self._resolve_one(result.order))
-                elif result.status is ReserveStatus.BLOCKED:
-                    log.info(
-                        "order blocked by control",
-                        client_order_id=result.client_order_id,
-                        blocked_by=list(result.blocked_by),
-                    )
+    def _spawn(self, group: asyncio.TaskGroup, work: Coroutine[Any, Any, None]) -> None:
+        self._outstanding += 1
 
-    def _reserve_or_deny(self, intent: OrderIntent, now: datetime) -> Reservation | None:
+        async def tracked() -> None:
+            try:
+                async with self._send_slots:
+                    await work
+            finally:
+                self._outstanding -= 1
+                if self._outstanding == 0:
+                    async with self._idle:
+                        self._idle.notify_all()
+
+        group.create_task(tracked())
+
+    async def rules_for(self, symbol: Symbol) -> InstrumentRules | None:
+        """The venue's trading rules for ``symbol``, fetched once; ``None`` while unavailable."""
+        rules = self._rules.get(symbol)
+        if rules is None:
+            try:
+                rules = await self.venue.instrument_rules(symbol)
+            except VenueError as exc:
+                log.warning("instrument rules unavailable", symbol=symbol, error=str(exc))
+                return None
+            self._rules[symbol] = rules
+        return rules
+
+    def _reserve_or_deny(
+        self, intent: OrderIntent, now: datetime, rules: InstrumentRules | None
+    ) -> Reservation | None:
         assessment = self.gate.assess(intent, now)
+        verdicts = list(assessment.verdicts)
+        quantity, price = assessment.quantity, intent.limit_price
+        if assessment.approved:
+            filters = _venue_filters(rules, intent, quantity)
+            verdicts.append(filters)
+            if filters.result is VerdictResult.REJECT:
+                assessment = dataclasses.replace(assessment, approved=False)
+            elif rules is not None:
+                # Round to the venue's grid: the quantity down (never more than decided), the
+                # price to the passive side (a buy never pays more than its limit).
+                quantity = rules.round_quantity(quantity)
+                if price is not None:
+                    price = rules.round_price(price, intent.side)
         if not assessment.approved:
-            self._denials.append(
-                self._decision(intent, now, assessment.verdicts, DecisionOutcome.DENIED)
-            )
+            self._denials.append(self._decision(intent, now, verdicts, DecisionOutcome.DENIED))
             log.info(
                 "intent denied by risk",
                 strategy=intent.strategy_id,
                 symbol=intent.symbol,
-                reason=_summary(assessment),
+                reason="; ".join(
+                    f"{v.check}: {v.message or v.observed}"
+                    for v in verdicts
+                    if v.result is VerdictResult.REJECT
+                ),
             )
             return None
-        decision = self._decision(intent, now, assessment.verdicts, DecisionOutcome.RESERVED)
+        decision = self._decision(intent, now, verdicts, DecisionOutcome.RESERVED)
         return Reservation(
             decision=decision,
             client_order_id=client_order_id(self.config.order_id_prefix, intent.key),
             venue=self.venue.name,
             type=intent.order_type,
             time_in_force=intent.time_in_force,
-            quantity=assessment.quantity,
-            limit_price=intent.limit_price,
+            quantity=quantity,
+            limit_price=price,
             expires_at=now + intent.ttl,
         )
 
@@ -357,7 +424,8 @@ class Execution:
                 return
             self.gate.on_submitted(order, submitted_at)
             self.crash.hit(CrashPoint.AFTER_SUBMIT_BEFORE_ACK)
-            await self.ledger.record_ack(coid, report, submitted_at=submitted_at)
+            acked = await self.ledger.record_ack(coid, report, submitted_at=submitted_at)
+            self.committed.remember(acked, report.fills)
             if report.fills:
                 self.on_fills(report.fills)
         except (DatabaseUnavailable, LeaseLost) as exc:
@@ -505,6 +573,7 @@ class Execution:
         updated = await self.ledger.apply_report(report, cause="lookup")
         if updated is None:
             return None
+        self.committed.remember(updated, report.fills)
         if report.filled_quantity > updated.filled_qty:
             # The venue reports more filled than we hold fills for: fetch them by trade id.
             await self.sync_fills([order.symbol])
@@ -578,6 +647,8 @@ class FillPath:
         self.execution = execution
         self.crash = execution.crash
         self.on_reconnect = on_reconnect
+        #: the newest balance per asset the stream reported
+        self.balances: dict[Asset, BalanceReport] = {}
 
     async def run(self) -> None:
         async for event in self.execution.venue.user_stream():
@@ -588,23 +659,123 @@ class FillPath:
                 log.error("could not record a venue event; it will be re-fetched", error=str(exc))
                 if self.on_reconnect is not None:
                     self.on_reconnect()
+            except Exception:
+                # One event the ledger refuses (a report it cannot place, say) must not stop
+                # every later fill from being recorded: log it whole, reconcile from the venue.
+                log.exception("could not apply a venue event; reconciling", venue_event=repr(event))
+                if self.on_reconnect is not None:
+                    self.on_reconnect()
 
     async def apply(self, event: UserEvent) -> None:
+        committed = self.execution.committed
         if isinstance(event, FillReport):
+            if committed.has_fill(event):
+                return  # this process already committed it (e.g. with the ACK)
             self.crash.hit(CrashPoint.AFTER_FILL_BEFORE_COMMIT)
-            self.execution.on_fills(await self.ledger.append_fills([event]))
+            inserted = await self.ledger.append_fills([event])
+            committed.remember_fills(inserted)
+            self.execution.on_fills(inserted)
         elif isinstance(event, OrderReport):
+            if committed.adds_nothing(event):
+                return
             if event.fills:
                 self.crash.hit(CrashPoint.AFTER_FILL_BEFORE_COMMIT)
-            updated = await self.ledger.apply_report(event, cause="stream")
+            order = await self.ledger.apply_report(event, cause="stream")
+            if order is not None:
+                committed.remember(order, event.fills)
             self.execution.on_fills(event.fills)
-            await self.execution.fetch_missing_fills(event, updated)
+            await self.execution.fetch_missing_fills(event, order)
         elif isinstance(event, BalanceReport):
-            await self.ledger.record_balances([event])
+            # Venues push a balance update with every fill; writing each would double the
+            # ledger's work per order. Keep the newest per asset; the reconciler records
+            # snapshots (and a restart re-reads them from the venue anyway).
+            self.balances[event.asset] = event
         elif isinstance(event, StreamReconnected):
             log.info("user stream reconnected; reconciling", reason=event.reason)
             if self.on_reconnect is not None:
                 self.on_reconnect()
+
+
+class CommittedFacts:
+    """What this process has itself committed to the ledger, recently (bounded).
+
+    Venues repeat themselves: a fill comes with the ACK, again on the user stream, and again
+    from the trades query. Skipping a stream event is safe only when the ledger already holds
+    everything it says, which this process knows for the orders and fills it wrote itself.
+    Anything not remembered (older, or written by another process) goes to the ledger, whose
+    writes are idempotent anyway.
+    """
+
+    def __init__(self, capacity: int = 20_000) -> None:
+        self.capacity = capacity
+        self._orders: OrderedDict[ClientOrderId, Order] = OrderedDict()
+        self._fills: OrderedDict[tuple[str, str, str], None] = OrderedDict()
+
+    def remember(self, order: Order, fills: Iterable[FillReport] = ()) -> None:
+        self._orders[order.client_order_id] = order
+        self._orders.move_to_end(order.client_order_id)
+        while len(self._orders) > self.capacity:
+            self._orders.popitem(last=False)
+        self.remember_fills(fills)
+
+    def remember_fills(self, fills: Iterable[FillReport]) -> None:
+        for fill in fills:
+            self._fills[(fill.venue, fill.symbol, fill.trade_id)] = None
+        while len(self._fills) > self.capacity:
+            self._fills.popitem(last=False)
+
+    def has_fill(self, fill: FillReport) -> bool:
+        return (fill.venue, fill.symbol, fill.trade_id) in self._fills
+
+    def adds_nothing(self, report: OrderReport) -> bool:
+        order = self._orders.get(report.client_order_id)
+        if order is None or order.venue_order_id is None:
+            return False
+        if not all(self.has_fill(f) for f in report.fills):
+            return False
+        implied = target_state(
+            order.state, report.status, report.filled_quantity, order.requested_qty
+        )
+        return implied is order.state and report.filled_quantity <= order.filled_qty
+
+
+def _venue_filters(rules: InstrumentRules | None, intent: OrderIntent, qty: Decimal) -> Verdict:
+    """The venue's own filters (step, tick, minimum notional) as a verdict, after rounding."""
+    if rules is None:
+        return Verdict(
+            check="venue_filters",
+            result=VerdictResult.REJECT,
+            limit="instrument rules known",
+            observed="unavailable",
+            message="the venue's trading rules could not be fetched; not trading blind",
+        )
+    rounded = rules.round_quantity(qty)
+    price = (
+        None if intent.limit_price is None else rules.round_price(intent.limit_price, intent.side)
+    )
+    problems = rules.violations(rounded, price)
+    limit = (
+        f"step {rules.step_size}, tick {rules.tick_size}, min qty {rules.min_qty}, "
+        f"min notional {rules.min_notional}"
+    )
+    observed = f"qty {rounded}" + (f" @ {price}" if price is not None else "")
+    if problems:
+        return Verdict(
+            check="venue_filters",
+            result=VerdictResult.REJECT,
+            limit=limit,
+            observed=observed,
+            message="; ".join(problems),
+        )
+    return Verdict(check="venue_filters", result=VerdictResult.PASS, limit=limit, observed=observed)
+
+
+def _reraise_crash(group: BaseExceptionGroup[BaseException]) -> None:
+    # _send and _resolve_one handle every Exception; only a simulated crash (a process death)
+    # gets here, and it must look like one to the caller.
+    crash = group.subgroup(SimulatedCrash)
+    if crash is not None:
+        raise crash.exceptions[0] from None
 
 
 def _summary(assessment: RiskAssessment) -> str:

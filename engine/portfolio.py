@@ -83,8 +83,17 @@ class Portfolio:
         self._by_strategy = dict(rows)
         self._clean_generation = generation
 
+    @property
+    def dirty(self) -> bool:
+        return self._clean_generation != self._generation
+
+    @property
+    def generation(self) -> int:
+        """Changes whenever something the ledger holds may have changed."""
+        return self._generation
+
     async def refresh_if_dirty(self) -> None:
-        if self._clean_generation != self._generation:
+        if self.dirty:
             await self.refresh()
 
     def snapshot(self) -> dict[tuple[StrategyId, Symbol], Exposure]:

@@ -4,9 +4,9 @@
 (the conflator), the strategy's and the account's exposure (the ledger, through
 :class:`~engine.portfolio.Portfolio`), and the limits (per account, overridden per strategy).
 
-Exposure is snapshotted once per batch (:meth:`RiskGate.prepare`), after the ledger has every
-earlier reservation and fill. Intents approved in the batch are added to an overlay on top of
-the snapshot, so two intents in one batch cannot together exceed a limit each fits alone.
+Exposure is a snapshot of the ledger (:meth:`RiskGate.prepare`) plus every reservation
+committed since the snapshot's read began plus the intents approved in the current batch, so two
+intents cannot together exceed a limit each fits alone, whether or not they share a batch.
 """
 
 from __future__ import annotations
@@ -17,6 +17,7 @@ from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 from datetime import datetime, timedelta
 from decimal import Decimal
+from time import monotonic
 from typing import Protocol
 
 from engine.domain.intents import Buy, DecisionKey, OrderIntent, Sell
@@ -92,24 +93,51 @@ class RiskGate:
         market: MarketSource,
         portfolio: Portfolio,
         clock: Callable[[], datetime] = utc_now,
+        refresh_interval_s: float = 0.25,
     ) -> None:
         self.limits = limits
+        self.refresh_interval_s = refresh_interval_s
         self.market = market
         self.portfolio = portfolio
         self.clock = clock
         self._by_strategy: dict[tuple[StrategyId, Symbol], Exposure] = {}
-        # approved in this batch, not yet in the snapshot
-        self._overlay: dict[tuple[StrategyId, Symbol], Exposure] = defaultdict(Exposure)
+        # Approved in the current batch, not yet committed.
+        self._pending: dict[tuple[StrategyId, Symbol], Exposure] = defaultdict(Exposure)
+        # Committed reservations the snapshot may not contain yet: (sequence, key, exposure).
+        self._committed: list[tuple[int, tuple[StrategyId, Symbol], Exposure]] = []
+        self._sequence = 0
+        self._refreshed_at = float("-inf")
+        self._seen_generation = -1
         self._submitted: dict[StrategyId, deque[datetime]] = defaultdict(deque)
 
     async def prepare(self) -> None:
-        """Start a batch: snapshot the ledger's exposure (refreshed if anything changed)."""
-        await self.portfolio.refresh_if_dirty()
+        """Start a batch with a view of the ledger's exposure that misses nothing.
+
+        Re-reading the ledger for every batch would cost a query per order under load, so the
+        snapshot is refreshed at most every ``refresh_interval_s``. That is safe because every
+        reservation committed since the snapshot's read began is kept on top of it; what can
+        be stale is only what shrinks exposure (fills of resting orders move quantity from
+        "open" to "position" on the same side; cancels and expiries release it).
+        """
+        self._pending.clear()
+        unchanged = self.portfolio.generation == self._seen_generation
+        if unchanged or monotonic() - self._refreshed_at < self.refresh_interval_s:
+            return
+        started = self._sequence
+        self._seen_generation = self.portfolio.generation
+        await self.portfolio.refresh()
+        self._refreshed_at = monotonic()
         self._by_strategy = self.portfolio.snapshot()
-        self._overlay.clear()
+        # Committed before the read began: the snapshot has them.
+        self._committed = [c for c in self._committed if c[0] > started]
 
     def reserved(self) -> None:
-        """The batch's reservations are committed: the next snapshot must re-read them."""
+        """The batch's reserve transaction is over: its approvals are now committed (or were
+        refused, which only overstates exposure until the next refresh)."""
+        for key, exposure in self._pending.items():
+            self._sequence += 1
+            self._committed.append((self._sequence, key, exposure))
+        self._pending.clear()
         self.portfolio.mark_dirty()
 
     # -- views ---------------------------------------------------------------------------------
@@ -127,8 +155,13 @@ class RiskGate:
     ) -> AccountView:
         strategy_exposure: dict[Symbol, Exposure] = {}
         account_exposure: dict[Symbol, Exposure] = {}
-        for layer in (self._by_strategy, self._overlay):
-            for (sid, sym), exposure in layer.items():
+        layers = (
+            self._by_strategy.items(),
+            ((key, exposure) for _, key, exposure in self._committed),
+            self._pending.items(),
+        )
+        for layer in layers:
+            for (sid, sym), exposure in layer:
                 if sid == strategy:
                     strategy_exposure[sym] = _plus(strategy_exposure.get(sym, Exposure()), exposure)
                 account_exposure[sym] = _plus(account_exposure.get(sym, Exposure()), exposure)
@@ -144,15 +177,18 @@ class RiskGate:
             q = self.market.quote(sym)
             if q is not None:
                 marks[sym] = q.mid
-        window = self._submitted[strategy]
-        now = self.clock()
-        while window and now - window[0] > _RATE_WINDOW:
-            window.popleft()
+        recent: tuple[datetime, ...] = ()
+        if self.limits.for_strategy(strategy).max_orders_per_minute is not None:
+            window = self._submitted[strategy]
+            now = self.clock()
+            while window and now - window[0] > _RATE_WINDOW:
+                window.popleft()
+            recent = tuple(window)
         return AccountView(
             strategy_exposure=strategy_exposure,
             account_exposure=account_exposure,
             marks=marks,
-            recent_order_times=tuple(window),
+            recent_order_times=recent,
         )
 
     # -- execution.RiskGate --------------------------------------------------------------------
@@ -167,7 +203,7 @@ class RiskGate:
         )
         if result.approved:
             key = (intent.strategy_id, intent.symbol)
-            self._overlay[key] = _add(self._overlay[key], intent.side, result.quantity)
+            self._pending[key] = _add(self._pending[key], intent.side, result.quantity)
         return result
 
     def recheck(self, order: Order, now: datetime) -> RiskAssessment:
@@ -194,7 +230,8 @@ class RiskGate:
         )
 
     def on_submitted(self, order: Order, now: datetime) -> None:
-        self._submitted[order.strategy_id].append(now)
+        if self.limits.for_strategy(order.strategy_id).max_orders_per_minute is not None:
+            self._submitted[order.strategy_id].append(now)
 
 
 def _plus(a: Exposure, b: Exposure) -> Exposure:

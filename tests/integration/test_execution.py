@@ -440,3 +440,39 @@ async def test_fills_arriving_twice_and_before_the_ack_are_recorded_once(
         await rig.fills.apply(event)
     await stream.aclose()
     await assert_invariants(db_engine, venue)
+
+
+# -- the venue's grid ----------------------------------------------------------------------------
+
+
+async def test_quantity_and_price_are_rounded_to_the_venue_grid_never_beyond_the_intent(
+    db_engine: AsyncEngine, venue: PaperVenue, clock: Clock
+) -> None:
+    rig = await make_rig(db_engine, venue, clock)
+    intent = buy(clock, qty="0.0123456789", price="49000.0199")
+    await rig.execution.process([intent])
+    order = await rig.ledger.get_order(coid_of(intent))
+    assert order is not None
+    assert order.requested_qty == Decimal("0.01234")  # step 0.00001, rounded down
+    assert order.limit_price == Decimal("49000.01")  # tick 0.01, a buy rounds down
+    async with db_engine.connect() as conn:
+        verdicts = (await conn.execute(text("SELECT verdicts FROM decisions"))).scalar_one()
+    assert {"check": "venue_filters", "result": "pass"}.items() <= verdicts[-1].items()
+
+
+async def test_an_order_below_the_venue_minimum_is_denied_with_the_filter_named(
+    db_engine: AsyncEngine, venue: PaperVenue, clock: Clock
+) -> None:
+    rig = await make_rig(db_engine, venue, clock)
+    intent = buy(clock, qty="0.00001", price="49000")  # notional 0.49 < min notional 5
+    await rig.execution.process([intent])
+    assert await rig.ledger.get_order(coid_of(intent)) is None
+    assert venue.all_orders().attempts[coid_of(intent)] == 0
+    async with db_engine.connect() as conn:
+        outcome, verdicts = (
+            await conn.execute(text("SELECT outcome, verdicts FROM decisions"))
+        ).one()
+    assert outcome == "denied"
+    failed = [v for v in verdicts if v["result"] == "reject"]
+    assert [v["check"] for v in failed] == ["venue_filters"]
+    assert "min_notional" in failed[0]["message"]

@@ -1,0 +1,311 @@
+"""Execution benchmark: intents through reserve → submit (paper venue) → ack → fill.
+
+Prints one JSON line::
+
+    {"orders": N, "orders_per_s": …, "floor_orders_per_s": …, "ratio": …, "p50_ms": …, "p99_ms": …}
+
+* ``orders_per_s``: the real engine path (risk gate, ledger, execution coroutine, fill path)
+  with ``synchronous_commit`` on, keeping ``--window`` intents outstanding (a strategy fleet that
+  produces intents as fast as the engine acknowledges them, so reservations batch up).
+* ``floor_orders_per_s``: raw asyncpg executing the *same statements* (SQL text and arguments
+  captured from the run, grouped into the same transactions) on a fresh database, with the same
+  number of concurrent connections. It is what the database alone costs; ``ratio`` is how much of
+  it the engine keeps. The floor ignores ordering between transactions of one order (an ack may
+  replay before its reservation and update nothing), which can only make the floor faster.
+* ``p50_ms`` / ``p99_ms``: latency from handing the intent to execution to the ACK commit.
+
+Uses ``DATABASE_URL`` when set (a server where it may create databases), else an embedded
+Postgres in a temporary directory.
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import contextlib
+import contextvars
+import json
+import os
+import statistics
+import sys
+import tempfile
+import time
+import uuid
+from collections.abc import AsyncIterator, Iterator
+from dataclasses import dataclass, field
+from datetime import timedelta
+from decimal import Decimal
+from pathlib import Path
+from typing import Any
+
+import asyncpg
+from sqlalchemy.engine import URL
+
+ROOT = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(ROOT))
+
+from engine.controls import LeaseKeeper  # noqa: E402
+from engine.domain.ids import client_order_id  # noqa: E402
+from engine.domain.intents import Buy, DecisionKey, Sell  # noqa: E402
+from engine.domain.market import Quote  # noqa: E402
+from engine.domain.risk import Limits  # noqa: E402
+from engine.domain.types import AccountId, Side, StrategyId, utc_now  # noqa: E402
+from engine.execution import Execution, ExecutionConfig, FillPath  # noqa: E402
+from engine.ledger import store  # noqa: E402
+from engine.ledger.db import (  # noqa: E402
+    asyncpg_connect_kwargs,
+    make_engine,
+    normalize_url,
+    upgrade_head,
+)
+from engine.ledger.embedded import embedded_postgres  # noqa: E402
+from engine.ledger.store import Ledger  # noqa: E402
+from engine.marketdata.conflator import Conflator  # noqa: E402
+from engine.portfolio import Portfolio  # noqa: E402
+from engine.risk_gate import LimitsBook, RiskGate  # noqa: E402
+from engine.venues.paper import BTCUSDT, default_paper_venue  # noqa: E402
+
+POOL = 5
+PREFIX = "bench"
+
+
+# -- capture: which statements the ledger ran, in which transactions ------------------------
+
+
+@dataclass
+class Unit:
+    """One transaction (or one autocommit statement) as the ledger ran it."""
+
+    statements: list[tuple[str, tuple[Any, ...]]] = field(default_factory=list)
+
+
+_current: contextvars.ContextVar[Unit | None] = contextvars.ContextVar("unit", default=None)
+
+
+class Recorder:
+    def __init__(self) -> None:
+        self.units: list[Unit] = []
+
+    @contextlib.contextmanager
+    def installed(self) -> Iterator[None]:
+        original_run = store.Statement.run
+        original_tx = Ledger._tx
+        recorder = self
+
+        async def run(self: store.Statement, db: Any, params: Any = None) -> Any:
+            unit = _current.get()
+            args = self.args(params)
+            if unit is None:  # an autocommit statement is its own unit
+                recorder.units.append(Unit([(self.sql, args)]))
+            else:
+                unit.statements.append((self.sql, args))
+            return await original_run(self, db, params)
+
+        @contextlib.asynccontextmanager
+        async def tx(ledger: Ledger) -> AsyncIterator[Any]:
+            unit = Unit()
+            token = _current.set(unit)
+            try:
+                async with original_tx(ledger) as db:
+                    yield db
+                recorder.units.append(unit)
+            finally:
+                _current.reset(token)
+
+        store.Statement.run = run  # type: ignore[method-assign]
+        Ledger._tx = tx  # type: ignore[method-assign,assignment]
+        try:
+            yield
+        finally:
+            store.Statement.run = original_run  # type: ignore[method-assign]
+            Ledger._tx = original_tx  # type: ignore[method-assign]
+
+
+# -- databases --------------------------------------------------------------------------------
+
+
+@contextlib.asynccontextmanager
+async def server() -> AsyncIterator[URL]:
+    if os.environ.get("DATABASE_URL"):
+        yield normalize_url(os.environ["DATABASE_URL"])
+        return
+    base = Path(tempfile.mkdtemp(prefix="tradectl-bench-", dir="/tmp"))
+    with embedded_postgres(base / "data", delete=True) as url:
+        yield normalize_url(url)
+
+
+async def fresh_database(admin: URL) -> URL:
+    name = f"tradectl_bench_{uuid.uuid4().hex[:8]}"
+    conn = await asyncpg.connect(**asyncpg_connect_kwargs(admin))  # type: ignore[arg-type]
+    try:
+        await conn.execute(f'CREATE DATABASE "{name}"')
+    finally:
+        await conn.close()
+    url = admin.set(database=name)
+    await upgrade_head(url)
+    return url
+
+
+async def drop_database(admin: URL, url: URL) -> None:
+    conn = await asyncpg.connect(**asyncpg_connect_kwargs(admin))  # type: ignore[arg-type]
+    try:
+        await conn.execute(f'DROP DATABASE IF EXISTS "{url.database}" WITH (FORCE)')
+    finally:
+        await conn.close()
+
+
+# -- the engine path --------------------------------------------------------------------------
+
+
+async def run_engine(url: URL, orders: int, window: int) -> tuple[float, list[float]]:
+    engine = make_engine(url, pool_size=POOL)
+    account = AccountId("bench")
+    venue = default_paper_venue((BTCUSDT,), seed=1)
+    deep = Decimal(10**9)
+
+    def quote() -> Quote:
+        now = utc_now()
+        return Quote(
+            symbol=BTCUSDT, bid=Decimal("30000.00"), bid_size=deep, ask=Decimal("30000.01"),
+            ask_size=deep, venue_ts=now, received_at=now,
+        )  # fmt: skip
+
+    venue.set_quote(quote())
+    conflator = Conflator()
+    conflator.publish(quote())
+    ledger = Ledger(engine, account=account, venue=venue.name)
+    lease = LeaseKeeper(ledger, ttl=timedelta(seconds=60))
+    await lease.acquire()
+    portfolio = Portfolio(engine, account)
+    limits = Limits(
+        max_order_qty=Decimal(1), max_order_notional=Decimal(100_000),
+        max_position_qty=Decimal(10), max_price_age=timedelta(minutes=5),
+        price_band_bps=Decimal(500),
+    )  # fmt: skip
+    gate = RiskGate(
+        limits=LimitsBook(account=limits), market=conflator, portfolio=portfolio, clock=utc_now
+    )
+    execution = Execution(
+        ledger=ledger,
+        venue=venue,
+        gate=gate,
+        lease=lease,
+        config=ExecutionConfig(account=account, order_id_prefix=PREFIX, max_batch=64),
+        on_fills=lambda fills: portfolio.mark_dirty(),
+    )
+    fills = FillPath(ledger=ledger, execution=execution)
+
+    started: dict[str, float] = {}
+    latencies: list[float] = []
+    slots = asyncio.Semaphore(window)
+    done = asyncio.Event()
+    original_ack = ledger.record_ack
+
+    async def record_ack(coid: Any, report: Any, *, submitted_at: Any) -> Any:
+        order = await original_ack(coid, report, submitted_at=submitted_at)
+        latencies.append(time.perf_counter() - started.pop(coid))
+        slots.release()
+        if len(latencies) == orders:
+            done.set()
+        return order
+
+    ledger.record_ack = record_ack  # type: ignore[method-assign]
+    tasks = [
+        asyncio.create_task(execution.run(), name="execution"),
+        asyncio.create_task(fills.run(), name="fills"),
+    ]
+    md_ts = utc_now()
+    t0 = time.perf_counter()
+    for i in range(orders):
+        await slots.acquire()
+        side = Side.BUY if i % 2 == 0 else Side.SELL
+        key = DecisionKey(
+            strategy_id=StrategyId("bench"), symbol=BTCUSDT, interval_key=f"i{i}", side=side
+        )
+        kind = Buy if side is Side.BUY else Sell
+        intent = kind(key=key, reason="bench", md_ts=md_ts, quantity=Decimal("0.001"))
+        started[client_order_id(PREFIX, key)] = time.perf_counter()
+        await execution.submit_intent(intent)
+    waiter = asyncio.create_task(done.wait())
+    await asyncio.wait([waiter, *tasks], return_when=asyncio.FIRST_COMPLETED)
+    # The order is not done until the user stream's copy of its events is applied too:
+    # a fill path that lags behind would be throughput borrowed from later.
+    while any(not stream._queue.empty() for stream in venue._user_streams):
+        if any(task.done() for task in tasks):
+            break
+        await asyncio.sleep(0.001)
+    for task in tasks:
+        if task.done():
+            raise RuntimeError(f"{task.get_name()} stopped early") from task.exception()
+    elapsed = time.perf_counter() - t0
+    for task in tasks:
+        task.cancel()
+    await asyncio.gather(*tasks, return_exceptions=True)
+    await venue.close()
+    await engine.dispose()
+    return elapsed, latencies
+
+
+# -- the floor --------------------------------------------------------------------------------
+
+
+async def run_floor(url: URL, units: list[Unit]) -> float:
+    conns = [
+        await asyncpg.connect(**asyncpg_connect_kwargs(url))  # type: ignore[arg-type]
+        for _ in range(POOL)
+    ]
+    queue = iter(units)
+
+    async def worker(conn: asyncpg.Connection) -> None:
+        for unit in queue:
+            if len(unit.statements) == 1:
+                await conn.fetch(unit.statements[0][0], *unit.statements[0][1])
+                continue
+            async with conn.transaction():
+                for sql, args in unit.statements:
+                    await conn.fetch(sql, *args)
+
+    t0 = time.perf_counter()
+    await asyncio.gather(*(worker(c) for c in conns))
+    elapsed = time.perf_counter() - t0
+    for c in conns:
+        await c.close()
+    return elapsed
+
+
+async def main(orders: int, window: int) -> dict[str, Any]:
+    async with server() as admin:
+        engine_db = await fresh_database(admin)
+        floor_db = await fresh_database(admin)
+        try:
+            recorder = Recorder()
+            with recorder.installed():
+                elapsed, latencies = await run_engine(engine_db, orders, window)
+            # The lease setup ran before timing started; replay only what the orders cost.
+            units = recorder.units
+            floor_elapsed = await run_floor(floor_db, units)
+        finally:
+            await drop_database(admin, engine_db)
+            await drop_database(admin, floor_db)
+    cuts = statistics.quantiles(latencies, n=100)
+    orders_per_s = orders / elapsed
+    floor_per_s = orders / floor_elapsed
+    return {
+        "orders": orders,
+        "orders_per_s": round(orders_per_s, 1),
+        "floor_orders_per_s": round(floor_per_s, 1),
+        "ratio": round(orders_per_s / floor_per_s, 3),
+        "p50_ms": round(cuts[49] * 1000, 2),
+        "p99_ms": round(cuts[98] * 1000, 2),
+        "window": window,
+        "statements": sum(len(u.statements) for u in units),
+        "transactions": sum(1 for u in units if len(u.statements) > 1),
+    }
+
+
+if __name__ == "__main__":
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--orders", type=int, default=2000)
+    parser.add_argument("--window", type=int, default=32, help="intents kept outstanding")
+    args = parser.parse_args()
+    print(json.dumps(asyncio.run(main(args.orders, args.window))))
