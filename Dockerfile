@@ -16,6 +16,7 @@ COPY migrations ./migrations
 RUN pip install .
 
 USER tradectl
-ENV TRADECTL_LOG_FORMAT=json
+ENV TRADECTL_LOG_FORMAT=json \
+    TRADECTL_HOME=/app
 ENTRYPOINT ["tradectl"]
 CMD ["run"]

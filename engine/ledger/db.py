@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import os
 import functools
 from pathlib import Path
 
@@ -13,7 +14,24 @@ from sqlalchemy.ext.asyncio import AsyncEngine, create_async_engine
 
 from engine.exceptions import ConfigError, DatabaseUnavailable, SchemaNotAtHead
 
-ROOT = Path(__file__).resolve().parents[2]
+def _project_root() -> Path:
+    """Where ``alembic.ini`` and ``migrations/`` live.
+
+    A source checkout (``pip install -e``) has them next to ``engine/``; an installed copy
+    (the container image) runs from a directory that has them: ``TRADECTL_HOME`` or the
+    working directory.
+    """
+    candidates = [Path(__file__).resolve().parents[2]]
+    if os.environ.get("TRADECTL_HOME"):
+        candidates.insert(0, Path(os.environ["TRADECTL_HOME"]))
+    candidates.append(Path.cwd())
+    for candidate in candidates:
+        if (candidate / "alembic.ini").is_file() and (candidate / "migrations").is_dir():
+            return candidate
+    return candidates[0]
+
+
+ROOT = _project_root()
 
 
 def normalize_url(url: str) -> URL:
