@@ -3,8 +3,8 @@
 from __future__ import annotations
 
 import asyncio
-import os
 import functools
+import os
 from pathlib import Path
 
 import asyncpg
@@ -13,6 +13,7 @@ from sqlalchemy.engine import URL, Connection, make_url
 from sqlalchemy.ext.asyncio import AsyncEngine, create_async_engine
 
 from engine.exceptions import ConfigError, DatabaseUnavailable, SchemaNotAtHead
+
 
 def _project_root() -> Path:
     """Where ``alembic.ini`` and ``migrations/`` live.
