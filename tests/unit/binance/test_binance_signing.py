@@ -1,8 +1,5 @@
 from __future__ import annotations
 
-import importlib.util
-from pathlib import Path
-
 import pytest
 from pydantic import SecretStr
 
@@ -96,13 +93,3 @@ def test_unknown_key_type_is_a_config_error() -> None:
 def test_ed25519_without_a_key_path_is_a_config_error() -> None:
     with pytest.raises(ConfigError, match="private_key_path"):
         make_signer("ed25519", api_secret=SecretStr("s"), private_key_path=None)
-
-
-@pytest.mark.skipif(
-    importlib.util.find_spec("cryptography") is not None, reason="cryptography is installed"
-)
-def test_ed25519_without_cryptography_says_the_dependency_is_needed(tmp_path: Path) -> None:
-    key = tmp_path / "key.pem"
-    key.write_text("-----BEGIN PRIVATE KEY-----\n-----END PRIVATE KEY-----\n")
-    with pytest.raises(ConfigError, match="cryptography"):
-        make_signer("ed25519", api_secret=SecretStr("s"), private_key_path=key)
