@@ -51,6 +51,7 @@ from engine.exceptions import (
     LeaseLost,
     NotFound,
     RateLimited,
+    StateConflict,
     VenueError,
 )
 from engine.ledger.records import DecisionRecord, Reservation, ReserveStatus
@@ -482,7 +483,15 @@ class Execution:
     async def cancel_order(self, order: Order, *, cause: str) -> None:
         """Request a cancel. Halts do not stop cancels: they only make exposure smaller."""
         if order.state is not OrderState.PENDING_CANCEL:
-            order = await self.ledger.request_cancel(order.client_order_id, cause)
+            try:
+                order = await self.ledger.request_cancel(order.client_order_id, cause)
+            except StateConflict:
+                # A stream report moved it on since it was read (typically: it filled). Act on
+                # the current state: a terminal order has nothing left to cancel.
+                current = await self.ledger.get_order(order.client_order_id)
+                if current is not None and not current.state.is_terminal:
+                    await self.cancel_order(current, cause=cause)
+                return
         try:
             report = await self.venue.cancel(order.symbol, order.client_order_id)
         except (NotFound, Definitive):
@@ -541,6 +550,11 @@ class Execution:
             await self._resolve_one(order)
         return len(orders)
 
+    async def resolve_order(self, order: Order) -> None:
+        """Look one order up on the venue and apply what it says (the reconciler's repair of
+        an acknowledged order whose closing report was lost)."""
+        await self._resolve_one(order)
+
     async def _resolve_one(self, order: Order) -> None:
         coid = order.client_order_id
         if coid in self._in_flight:
@@ -560,12 +574,15 @@ class Execution:
 
     async def _look_up(self, coid: ClientOrderId) -> Order | None:
         order = await self.ledger.get_order(coid)
-        if order is None or order.state not in UNRESOLVED:
+        if order is None or order.state.is_terminal:
             return None
         try:
             report = await self.venue.find_order(order.symbol, coid)
         except NotFound:
-            await self._not_found(order)
+            if order.state in UNRESOLVED:
+                await self._not_found(order)
+            else:
+                log.warning("venue does not know an acknowledged order", coid=coid)
             return None
         except VenueError as exc:
             log.info("lookup failed; will retry", coid=coid, error=str(exc))
