@@ -15,12 +15,14 @@ from dataclasses import dataclass, field
 import structlog
 
 from engine.domain.ids import is_ours
-from engine.domain.types import ControlKind, ControlScope
+from engine.domain.types import ControlKind, ControlScope, OrderState
 from engine.exceptions import DatabaseUnavailable, VenueError
 from engine.execution import Execution
 from engine.ledger.store import Ledger
 
 log = structlog.get_logger("tradectl.reconcile")
+
+_ACKNOWLEDGED = frozenset({OrderState.OPEN, OrderState.PARTIALLY_FILLED})
 
 
 @dataclass(slots=True)
@@ -72,6 +74,7 @@ class Reconciler:
 
     async def _venue_open_orders(self, report: ReconcileReport) -> None:
         venue_open = await self.execution.venue.open_orders()
+        await self._closed_on_the_venue({o.client_order_id for o in venue_open})
         for venue_order in venue_open:
             coid = venue_order.client_order_id
             if not is_ours(self.prefix, coid):
@@ -113,3 +116,12 @@ class Reconciler:
                 # The ledger closed an order the venue still shows open: let the lookup apply
                 # whatever the venue says (a terminal state never moves back; the event is kept).
                 await self.ledger.apply_report(venue_order, cause="reconcile: venue shows open")
+
+    async def _closed_on_the_venue(self, venue_open: set[str]) -> None:
+        """An acknowledged order the venue no longer lists as open closed while its report was
+        lost (a crash before the commit, a dropped stream report): look it up, which applies
+        its final state and brings its fills. Nothing else would: only unresolved orders are
+        looked up on their own."""
+        for order in await self.ledger.non_terminal_orders():
+            if order.state in _ACKNOWLEDGED and order.client_order_id not in venue_open:
+                await self.execution.resolve_order(order)

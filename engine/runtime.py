@@ -241,6 +241,7 @@ class Engine:
             on_reconnect=self.reconciler.request,
         )
         self._paused: set[StrategyId] = set()
+        self._lease_task: asyncio.Task[None] | None = None
         self.host = StrategyHost(
             conflator=self.conflator,
             portfolio=self.portfolio,
@@ -309,6 +310,9 @@ class Engine:
 
     async def startup(self) -> None:
         await self.lease.acquire()
+        # Renewed from here on: recovery against a slow or rate-limiting venue can outlast the
+        # TTL, and a lease lost before trading starts would stop the engine at once.
+        self._lease_task = asyncio.create_task(_named("lease", self.lease.keep), name="lease")
         await self.execution.recover()
         await _until_the_venue_answers(
             "startup reconciliation", lambda: self.reconciler.reconcile(startup=True)
@@ -317,7 +321,13 @@ class Engine:
         await self.portfolio.refresh()
 
     async def run(self, stop: asyncio.Event, *, on_ready: Callable[[], None] | None = None) -> None:
-        await self.startup()
+        try:
+            await self.startup()
+        except BaseException:
+            if self._lease_task is not None:
+                await _cancel([self._lease_task])
+            raise
+        assert self._lease_task is not None
         print(
             f"tradectl running: account {self.account} on {self.session.description}; "
             f"strategies {', '.join(self.host.strategy_ids) or 'none'}\n"
@@ -325,7 +335,6 @@ class Engine:
             flush=True,
         )
         core: dict[str, Callable[[], Awaitable[None]]] = {
-            "lease": self.lease.keep,
             "fills": self.fill_path.run,
             "execution": self.execution.run,
             "resolver": self.execution.run_resolver,
@@ -340,7 +349,7 @@ class Engine:
         if self.session.driver is not None:
             edge["venue-driver"] = self.session.driver
         edge.update(self.session.extra_tasks)
-        tasks = {
+        tasks = {"lease": self._lease_task} | {
             name: asyncio.create_task(_named(name, fn), name=name)
             for name, fn in (core | edge).items()
         }
