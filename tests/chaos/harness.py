@@ -61,8 +61,10 @@ FAULTY_LIVES = 3
 MARKET_STEP_S = 0.25
 #: an armed crash point that has not fired by then is replaced by a plain SIGKILL
 CRASH_WAIT_S = 10.0
-#: random kills land this many seconds after the process started (startup takes ~1.5 s)
-RANDOM_KILL_S = (1.0, 6.0)
+#: random kills land this many seconds after the process started (startup takes 1.5 s of
+#: CPU, several seconds of wall time when seeds run side by side) or after it was ready
+KILL_FROM_SPAWN_S = (0.2, 3.0)
+KILL_FROM_READY_S = (0.3, 4.0)
 READY_TIMEOUT_S = 45.0
 CONVERGE_TIMEOUT_S = 45.0
 STOP_TIMEOUT_S = 20.0
@@ -83,6 +85,8 @@ class Life:
     #: the armed crash point fired (exit 137 without our SIGKILL)
     crashed_itself: bool = False
     log: Path | None = None
+    #: the engine got through startup (printed "tradectl running") before it died
+    started: bool = False
 
 
 @dataclass(slots=True, kw_only=True)
@@ -104,6 +108,7 @@ class SeedOutcome:
         lives = ", ".join(
             f"{life.mode}({life.detail})->{life.exit_code}"
             + (" fired" if life.crashed_itself else "")
+            + ("" if life.started else " before ready")
             for life in self.lives
         )
         lines = [
@@ -131,19 +136,24 @@ def seeded_plan(base: FaultPlan, rng: random.Random) -> FaultPlan:
 
 
 def plan_lives(rng: random.Random) -> list[Life]:
-    """Life 0 dies at a crash point, life 1 at a random moment, later ones either way."""
+    """Life 0 dies at a crash point, life 1 at a random moment, later ones either way.
+
+    A random kill lands after a seeded delay counted from the process start (``spawn+``: often
+    inside startup or recovery) or, more often, from the moment it is ready (``ready+``).
+    """
     lives = []
     for i in range(FAULTY_LIVES):
         by_point = i == 0 or (i > 1 and rng.random() < 0.5)
         if by_point:
             point = rng.choice(list(CrashPoint))
-            lives.append(
-                Life(index=i, mode="crash_point", detail=f"{point.value}:{rng.randint(1, 3)}")
-            )
+            detail = f"{point.value}:{rng.randint(1, 4)}"
+            lives.append(Life(index=i, mode="crash_point", detail=detail))
+        elif rng.random() < 0.3:
+            detail = f"spawn+{rng.uniform(*KILL_FROM_SPAWN_S):.3f}"
+            lives.append(Life(index=i, mode="random_kill", detail=detail))
         else:
-            lives.append(
-                Life(index=i, mode="random_kill", detail=f"{rng.uniform(*RANDOM_KILL_S):.3f}")
-            )
+            detail = f"ready+{rng.uniform(*KILL_FROM_READY_S):.3f}"
+            lives.append(Life(index=i, mode="random_kill", detail=detail))
     return lives
 
 
@@ -248,6 +258,14 @@ class EngineProcess:
 
     def ready(self) -> bool:
         return b"tradectl running" in self.log.read_bytes()
+
+    async def wait_ready_or_exit(self) -> None:
+        await eventually(
+            lambda: self.ready() or not self.running,
+            timeout=READY_TIMEOUT_S,
+            interval=0.05,
+            message=f"engine never printed 'tradectl running' (log {self.log})",
+        )
 
     async def wait_ready(self) -> None:
         await eventually(
@@ -384,14 +402,19 @@ async def _faulty_life(
     await engine.start()
     try:
         if armed is not None:
+            # the point may fire during recovery already; otherwise give it time to trade
+            await engine.wait_ready_or_exit()
             try:
                 life.exit_code = await engine.wait(CRASH_WAIT_S)
                 life.crashed_itself = life.exit_code == 137
             except TimeoutError:
                 life.exit_code = engine.returncode  # killed by us: the point never fired
         else:
+            anchor, _, delay = life.detail.partition("+")
+            if anchor == "ready":
+                await engine.wait_ready_or_exit()
             # the one sleep in the suite: the seeded moment of a random SIGKILL is the point
-            await asyncio.sleep(float(life.detail))
+            await asyncio.sleep(float(delay))
             engine.send(signal.SIGKILL)
             life.exit_code = await engine.wait(STOP_TIMEOUT_S)
         if life.exit_code not in (137, -signal.SIGKILL):
@@ -401,6 +424,7 @@ async def _faulty_life(
             )
     finally:
         await engine.close()
+        life.started = engine.ready()
 
 
 async def _final_life(
@@ -417,6 +441,7 @@ async def _final_life(
     await engine.start()
     try:
         await engine.wait_ready()
+        life.started = True
         # A quiet world: no market moves, so nothing fills that the engine cannot see at once.
         await market.freeze()
 
@@ -483,4 +508,6 @@ def total_counts(outcomes: list[SeedOutcome]) -> Counter[str]:
                 ] += 1
             elif life.mode == "random_kill":
                 counts["random_kill"] += 1
+            if not life.started:
+                counts["life_killed_before_ready"] += 1
     return counts
