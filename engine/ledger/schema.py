@@ -274,6 +274,61 @@ balances = Table(
     ),
 )
 
+# Each symbol's assets, so the ledger can say what a fill did to each balance (and net base-asset
+# fees out of positions). Upserted by the engine whenever it fetches the venue's rules.
+instruments = Table(
+    "instruments",
+    metadata,
+    Column("venue", Text, primary_key=True),
+    Column("symbol", Text, primary_key=True),
+    Column("base_asset", Text, nullable=False),
+    Column("quote_asset", Text, nullable=False),
+    _num("tick_size"),
+    _num("step_size"),
+    _num("min_notional"),
+    _ts("updated_at"),
+)
+
+#: what the balance reconciliation compares the venue with: per asset, the venue's total at the
+#: last reconcile that agreed, and the newest fill (``fills.id``) that total already contained
+balance_baselines = Table(
+    "balance_baselines",
+    metadata,
+    Column("account", Text, primary_key=True),
+    Column("venue", Text, primary_key=True),
+    Column("asset", Text, primary_key=True),
+    _num("total"),
+    Column("fill_id", BigInteger, nullable=False),
+    _ts("taken_at"),
+)
+
+OPERATOR_REQUEST_KINDS = ("reconcile", "cancel_all")
+
+# Operations asked for from another process (`tradectl reconcile`, `tradectl cancel-all`): the
+# engine holding the account's lease is the only writer to the venue, so it executes them.
+operator_requests = Table(
+    "operator_requests",
+    metadata,
+    Column("id", BigInteger, primary_key=True, autoincrement=True),
+    Column("account", Text, nullable=False),
+    Column("kind", Text, nullable=False),
+    Column("requested_by", Text, nullable=False),
+    Column("reason", Text, nullable=False),
+    #: options of the request (e.g. accept_balances)
+    Column("params", JSONB, nullable=False),
+    _ts("requested_at"),
+    _ts("handled_at", nullable=True),
+    Column("handled_by", Text, nullable=True),
+    Column("result", JSONB, nullable=True),
+    CheckConstraint(_in("kind", OPERATOR_REQUEST_KINDS), name="ck_operator_requests_kind"),
+    Index(
+        "ix_operator_requests_pending",
+        "account",
+        "id",
+        postgresql_where=text("handled_at IS NULL"),
+    ),
+)
+
 
 # ---------------------------------------------------------------------------------------------
 # Views. Everything derived (filled quantity, average price, positions) comes from fills, never
@@ -314,22 +369,28 @@ LEFT JOIN LATERAL (
 ) f ON true
 """
 
+# net_qty is what is held: Binance-style buy commissions are taken from the base asset received,
+# so the fees whose asset is the symbol's base asset (from ``instruments``) are netted out; a
+# strategy selling its net_qty then never sells more than the venue holds.
 POSITIONS_VIEW = """
 CREATE VIEW positions AS
 SELECT
     o.account,
     o.strategy_id,
     f.symbol,
-    sum(CASE WHEN f.side = 'BUY' THEN f.qty ELSE -f.qty END) AS net_qty,
+    sum(CASE WHEN f.side = 'BUY' THEN f.qty ELSE -f.qty END)
+        - COALESCE(sum(f.fee) FILTER (WHERE f.fee_asset = i.base_asset), 0) AS net_qty,
     COALESCE(sum(f.qty) FILTER (WHERE f.side = 'BUY'), 0) AS bought_qty,
     COALESCE(sum(f.qty) FILTER (WHERE f.side = 'SELL'), 0) AS sold_qty,
     COALESCE(sum(f.qty * f.price) FILTER (WHERE f.side = 'BUY'), 0) AS buy_notional,
     COALESCE(sum(f.qty * f.price) FILTER (WHERE f.side = 'SELL'), 0) AS sell_notional,
     sum(f.fee) AS fees,
+    COALESCE(sum(f.fee) FILTER (WHERE f.fee_asset = i.base_asset), 0) AS base_fees,
     count(*) AS fill_count,
     max(f.venue_ts) AS last_fill_at
 FROM fills f
 JOIN orders o ON o.client_order_id = f.client_order_id
+LEFT JOIN instruments i ON i.venue = f.venue AND i.symbol = f.symbol
 GROUP BY o.account, o.strategy_id, f.symbol
 """
 
