@@ -1,0 +1,112 @@
+"""The chaos checker itself: each invariant catches the breach it names (hand-built worlds)."""
+
+from __future__ import annotations
+
+import dataclasses
+from decimal import Decimal
+
+from engine.domain.types import OrderState, VenueOrderStatus
+from tests.chaos.invariants import LedgerOrder, Trade, VenueOrder, World, check, converged
+
+D = Decimal
+
+
+def trade(trade_id: str = "1", *, qty: str = "0.001", coid: str | None = "tctl-a") -> Trade:
+    return Trade(
+        symbol="BTCUSDT",
+        trade_id=trade_id,
+        side="BUY",
+        qty=D(qty),
+        price=D("30000"),
+        fee=D("0.03"),
+        client_order_id=coid,
+        venue_order_id="7",
+    )
+
+
+def world(**changes: object) -> World:
+    base = World(
+        prefix="tctl",
+        venue_orders=[
+            VenueOrder(
+                order_id=7,
+                client_order_id="tctl-a",
+                symbol="BTCUSDT",
+                status=VenueOrderStatus.FILLED,
+                executed_qty=D("0.001"),
+            )
+        ],
+        venue_trades=[trade()],
+        base_assets={"BTCUSDT": "BTC"},
+        base_change={"BTC": D("0.001"), "USDT": D("-30.03")},
+        ledger_orders=[
+            LedgerOrder(
+                client_order_id="tctl-a",
+                symbol="BTCUSDT",
+                state=OrderState.FILLED,
+                venue_order_id="7",
+            )
+        ],
+        ledger_fills=[trade()],
+        ledger_positions={"BTCUSDT": D("0.001")},
+    )
+    return dataclasses.replace(base, **changes)  # type: ignore[arg-type]
+
+
+def test_a_ledger_that_matches_the_venue_has_no_violation() -> None:
+    assert check(world()) == []
+    assert converged(world()) == []
+
+
+def test_two_venue_orders_for_one_client_order_id_are_a_duplicate() -> None:
+    twice = world().venue_orders[0]
+    again = dataclasses.replace(twice, order_id=9)
+    assert any(v.startswith("duplicate:") for v in check(world(venue_orders=[twice, again])))
+
+
+def test_a_venue_order_with_our_prefix_missing_from_the_ledger_is_reported() -> None:
+    assert any(v.startswith("unknown:") for v in check(world(ledger_orders=[])))
+
+
+def test_a_venue_fill_missing_from_the_ledger_is_a_lost_fill() -> None:
+    violations = check(world(ledger_fills=[], ledger_positions={}))
+    assert any(v.startswith("lost fill:") for v in violations)
+    assert any(v.startswith("position BTCUSDT:") for v in violations)
+
+
+def test_a_fill_recorded_with_another_quantity_is_a_mismatch() -> None:
+    violations = check(world(ledger_fills=[trade(qty="0.002")]))
+    assert any(v.startswith("fill mismatch:") and "qty" in v for v in violations)
+
+
+def test_a_fill_recorded_without_its_client_order_id_is_not_attached() -> None:
+    assert any(
+        v.startswith("fill not attached:") for v in check(world(ledger_fills=[trade(coid=None)]))
+    )
+
+
+def test_the_base_balance_must_move_by_the_sum_of_fills() -> None:
+    violations = check(world(base_change={"BTC": D("0.002")}))
+    assert any(v.startswith("position BTCUSDT:") for v in violations)
+
+
+def test_an_open_ledger_order_the_venue_filled_is_stale() -> None:
+    order = dataclasses.replace(world().ledger_orders[0], state=OrderState.OPEN)
+    assert any(v.startswith("stale:") for v in converged(world(ledger_orders=[order])))
+
+
+def test_an_unresolved_ledger_order_is_reported() -> None:
+    order = dataclasses.replace(world().ledger_orders[0], state=OrderState.UNKNOWN)
+    assert any(v.startswith("unresolved:") for v in converged(world(ledger_orders=[order])))
+
+
+def test_a_ledger_order_the_venue_never_had_must_be_rejected_or_expired() -> None:
+    ghost = LedgerOrder(
+        client_order_id="tctl-b", symbol="BTCUSDT", state=OrderState.OPEN, venue_order_id=None
+    )
+    expired = dataclasses.replace(ghost, client_order_id="tctl-c", state=OrderState.EXPIRED)
+    orders = [*world().ledger_orders, ghost, expired]
+    violations = check(world(ledger_orders=orders))
+    assert [v for v in violations if v.startswith("never placed:")] == [
+        "never placed: tctl-b is OPEN, the venue never had it"
+    ]
