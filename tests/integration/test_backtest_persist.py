@@ -148,15 +148,23 @@ async def test_persisted_sma_run_is_the_in_memory_run_and_sql_agrees(
     assert report.rejected > 0
     await assert_report_matches_ledger(db_engine, report, "BTC", "USDT")
 
-    # Every venue refusal is in the ledger with the venue's reason.
+    # Every refusal is in the ledger with its reason: the venue's for orders it refused, the
+    # check's for orders execution denied before the wire (a quantity under one step, say).
     refused = await rows(
         db_engine,
         "SELECT last_error FROM orders WHERE account = :a AND state = 'REJECTED'",
         a="bt-sma-7",
     )
-    assert len(refused) == report.rejected
+    denied = await rows(
+        db_engine,
+        "SELECT verdicts FROM decisions WHERE account = :a AND outcome = 'denied'",
+        a="bt-sma-7",
+    )
+    assert len(refused) + len(denied) == report.rejected
     assert all(r.last_error.startswith("Definitive: ") for r in refused)
     assert any("insufficient balance" in r.last_error for r in refused)
+    for d in denied:
+        assert any(v["result"] == "reject" and v["message"] for v in d.verdicts)
 
 
 async def test_decision_trace_shows_each_order_from_decision_to_fills(
@@ -171,7 +179,13 @@ async def test_decision_trace_shows_each_order_from_decision_to_fills(
         " FROM decision_trace WHERE account = :a AND client_order_id IS NOT NULL",
         a="bt-trace",
     )
-    assert len(traced) == report.orders + report.rejected
+    denied = await rows(
+        db_engine,
+        "SELECT decision_id FROM decisions WHERE account = :a AND outcome = 'denied'",
+        a="bt-trace",
+    )
+    # every order the venue saw or refused has a row; denied decisions never had an order
+    assert len(traced) == report.orders + report.rejected - len(denied)
     by_coid = {t.client_order_id: t for t in traced}
     for fill in report.trades:
         trace = by_coid[fill.client_order_id]
