@@ -308,6 +308,13 @@ class Execution:
             except VenueError as exc:
                 log.warning("instrument rules unavailable", symbol=symbol, error=str(exc))
                 return None
+            # The ledger needs each symbol's assets (balance reconciliation, base-asset fees in
+            # positions). A failed write is retried at the next fetch, not fatal to trading.
+            try:
+                await self.ledger.upsert_instrument(rules)
+            except DatabaseUnavailable as exc:
+                log.warning("could not record instrument rules", symbol=symbol, error=str(exc))
+                return rules
             self._rules[symbol] = rules
         return rules
 
@@ -527,11 +534,18 @@ class Execution:
             return
         self.on_fills(await self.ledger.append_fills(found.fills))
 
-    async def cancel_all(self, *, cause: str) -> int:
+    async def cancel_all(
+        self, *, cause: str, strategy_id: str | None = None, symbol: str | None = None
+    ) -> int:
+        """Cancel every working order (optionally of one strategy or symbol). Orders still
+        ``PENDING_SUBMIT`` are left to the resolver: a cancel cannot name what the venue may
+        not have yet, and the lookup settles them."""
         orders = [
             o
             for o in await self.ledger.non_terminal_orders()
             if o.state is not OrderState.PENDING_SUBMIT
+            and (strategy_id is None or o.strategy_id == strategy_id)
+            and (symbol is None or o.symbol == symbol)
         ]
         for order in orders:
             await self.cancel_order(order, cause=cause)

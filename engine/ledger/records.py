@@ -101,3 +101,43 @@ class Incident:
     details: dict[str, Any] = field(default_factory=dict)
     resolved_at: datetime | None = None
     resolution_note: str | None = None
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class BalanceBaseline:
+    """The venue's total of an asset at the last reconcile that agreed with the ledger, and the
+    newest ``fills.id`` that total already contained."""
+
+    asset: str
+    total: Decimal
+    fill_id: int
+    taken_at: datetime
+
+
+class OperatorRequestKind(StrEnum):
+    RECONCILE = "reconcile"  #: `tradectl reconcile`
+    CANCEL_ALL = "cancel_all"  #: `tradectl cancel-all`
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class OperatorRequest:
+    """A row of ``operator_requests``: an operation asked for from another process."""
+
+    id: int
+    account: str
+    kind: OperatorRequestKind
+    requested_by: str
+    reason: str
+    params: dict[str, Any] = field(default_factory=dict)
+    requested_at: datetime
+    handled_at: datetime | None = None
+    handled_by: str | None = None
+    result: dict[str, Any] | None = None
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class LeaseInfo:
+    holder: str
+    epoch: int
+    heartbeat_at: datetime
+    expires_at: datetime

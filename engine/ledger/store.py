@@ -83,14 +83,18 @@ from engine.domain.types import (
 from engine.exceptions import LeaseLost, LedgerError, StateConflict
 from engine.ledger.db import is_connection_error, translate_error
 from engine.ledger.records import (
+    BalanceBaseline,
     Control,
     DecisionRecord,
     Incident,
+    LeaseInfo,
+    OperatorRequest,
+    OperatorRequestKind,
     Reservation,
     ReserveResult,
     ReserveStatus,
 )
-from engine.venues.base import BalanceReport, FillReport, OrderReport
+from engine.venues.base import BalanceReport, FillReport, InstrumentRules, OrderReport
 
 #: Advisory lock serializing ``set_control`` (exclusive) against ``reserve`` (shared).
 #: The value is arbitrary but fixed: b"tradectl" as a signed 64-bit integer.
@@ -233,8 +237,9 @@ SQL_COVERING_CONTROLS = Statement(f"{_COVERING_CONTROLS} ORDER BY c.id")
 SQL_REDUCE_ONLY_FACTS = Statement(
     f"""
     SELECT 'position' AS kind, x.symbol, NULL AS side,
-           sum(CASE WHEN x.side = 'BUY' THEN x.qty ELSE -x.qty END) AS qty
-    FROM fills x
+           sum(CASE WHEN x.side = 'BUY' THEN x.qty ELSE -x.qty END)
+               - COALESCE(sum(x.fee) FILTER (WHERE x.fee_asset = i.base_asset), 0) AS qty
+    FROM fills x LEFT JOIN instruments i ON i.venue = x.venue AND i.symbol = x.symbol
     WHERE x.account = :account AND x.symbol = ANY(CAST(:symbols AS text[]))
     GROUP BY x.symbol
     UNION ALL
@@ -569,16 +574,15 @@ SQL_LAST_TRADE_IDS = Statement(
 )
 SQL_NET_POSITIONS = Statement(
     """
-    SELECT o.strategy_id, x.symbol, sum(CASE WHEN x.side = 'BUY' THEN x.qty ELSE -x.qty END)
-    FROM fills x JOIN orders o ON o.client_order_id = x.client_order_id
-    WHERE o.account = :account
-    GROUP BY o.strategy_id, x.symbol
+    SELECT strategy_id, symbol, net_qty FROM positions WHERE account = :account
     """
 )
 SQL_ACCOUNT_POSITION = Statement(
     """
-    SELECT COALESCE(sum(CASE WHEN side = 'BUY' THEN qty ELSE -qty END), 0) FROM fills
-    WHERE account = :account AND symbol = :symbol
+    SELECT COALESCE(sum(CASE WHEN x.side = 'BUY' THEN x.qty ELSE -x.qty END), 0)
+           - COALESCE(sum(x.fee) FILTER (WHERE x.fee_asset = i.base_asset), 0)
+    FROM fills x LEFT JOIN instruments i ON i.venue = x.venue AND i.symbol = x.symbol
+    WHERE x.account = :account AND x.symbol = :symbol
     """
 )
 
@@ -655,6 +659,156 @@ SQL_LATEST_BALANCES = Statement(
     """
 )
 
+SQL_UPSERT_INSTRUMENT = Statement(
+    """
+    INSERT INTO instruments AS i
+        (venue, symbol, base_asset, quote_asset, tick_size, step_size, min_notional, updated_at)
+    VALUES (:venue, :symbol, :base_asset, :quote_asset, :tick_size, :step_size, :min_notional,
+            :now)
+    ON CONFLICT (venue, symbol) DO UPDATE
+        SET base_asset = EXCLUDED.base_asset, quote_asset = EXCLUDED.quote_asset,
+            tick_size = EXCLUDED.tick_size, step_size = EXCLUDED.step_size,
+            min_notional = EXCLUDED.min_notional, updated_at = EXCLUDED.updated_at
+    """
+)
+SQL_INSTRUMENTS = Statement(
+    "SELECT symbol, base_asset, quote_asset FROM instruments WHERE venue = :venue ORDER BY symbol"
+)
+
+# -- balance reconciliation ------------------------------------------------------------------
+
+SQL_FILL_WATERMARK = Statement(
+    "SELECT COALESCE(max(id), 0) FROM fills WHERE account = :account AND venue = :venue"
+)
+SQL_FILL_SYMBOLS = Statement(
+    "SELECT DISTINCT symbol FROM fills WHERE account = :account AND venue = :venue"
+)
+SQL_BALANCE_BASELINES = Statement(
+    """SELECT asset, total, fill_id, taken_at FROM balance_baselines
+    WHERE account = :account AND venue = :venue ORDER BY asset"""
+)
+SQL_SAVE_BASELINES = Statement(
+    """
+    INSERT INTO balance_baselines AS b (account, venue, asset, total, fill_id, taken_at)
+    SELECT :account, :venue, t.asset, t.total, :fill_id, :now
+    FROM unnest(CAST(:asset AS text[]), CAST(:total AS numeric[])) AS t(asset, total)
+    ON CONFLICT (account, venue, asset) DO UPDATE
+        SET total = EXCLUDED.total, fill_id = EXCLUDED.fill_id, taken_at = EXCLUDED.taken_at
+    """
+)
+# What the fills after each asset's baseline did to that asset, up to :upto: the base asset
+# moves by the signed quantity, the quote asset by the signed notional the other way, the fee's
+# asset (base on Binance-style buys, quote, or a third asset such as BNB) by minus the fee.
+SQL_BALANCE_EFFECTS = Statement(
+    """
+    WITH fx AS (
+        SELECT f.id, f.side, f.qty, f.price, f.fee, f.fee_asset, i.base_asset, i.quote_asset
+        FROM fills f JOIN instruments i ON i.venue = f.venue AND i.symbol = f.symbol
+        WHERE f.account = :account AND f.venue = :venue AND f.id <= :upto
+    ),
+    effects AS (
+        SELECT base_asset AS asset, id, CASE WHEN side = 'BUY' THEN qty ELSE -qty END AS delta
+        FROM fx
+        UNION ALL
+        SELECT quote_asset, id, CASE WHEN side = 'BUY' THEN -qty * price ELSE qty * price END
+        FROM fx
+        UNION ALL
+        SELECT fee_asset, id, -fee FROM fx WHERE fee_asset IS NOT NULL AND fee <> 0
+    )
+    SELECT b.asset, COALESCE(sum(e.delta), 0) AS delta
+    FROM balance_baselines b
+    LEFT JOIN effects e ON e.asset = b.asset AND e.id > b.fill_id
+    WHERE b.account = :account AND b.venue = :venue
+    GROUP BY b.asset
+    """
+)
+SQL_FILL_SYMBOLS_WITHOUT_INSTRUMENT = Statement(
+    """
+    SELECT DISTINCT f.symbol FROM fills f
+    LEFT JOIN instruments i ON i.venue = f.venue AND i.symbol = f.symbol
+    WHERE f.account = :account AND f.venue = :venue AND i.symbol IS NULL
+    """
+)
+# Which strategies trade the symbols an asset belongs to: the scope a drift in it pauses.
+SQL_STRATEGIES_OF_ASSET = Statement(
+    """
+    SELECT DISTINCT o.strategy_id FROM orders o
+    JOIN instruments i ON i.venue = o.venue AND i.symbol = o.symbol
+    WHERE o.account = :account AND o.venue = :venue
+      AND (i.base_asset = :asset OR i.quote_asset = :asset)
+    ORDER BY o.strategy_id
+    """
+)
+
+# -- risk inputs -------------------------------------------------------------------------------
+
+SQL_RECENT_SUBMISSIONS = Statement(
+    """SELECT strategy_id, submitted_at FROM orders
+    WHERE account = :account AND submitted_at > :since ORDER BY submitted_at"""
+)
+# percentile_disc keeps the NUMERIC type (percentile_cont would answer in float)
+SQL_TYPICAL_ORDER_QTY = Statement(
+    """
+    SELECT strategy_id, symbol, percentile_disc(0.5) WITHIN GROUP (ORDER BY requested_qty),
+           count(*)
+    FROM (
+        SELECT strategy_id, symbol, requested_qty,
+               row_number() OVER (PARTITION BY strategy_id, symbol ORDER BY created_at DESC) AS rn
+        FROM orders WHERE account = :account
+    ) recent
+    WHERE rn <= :depth
+    GROUP BY strategy_id, symbol
+    """
+)
+SQL_PNL_FILLS = Statement(
+    """
+    SELECT f.symbol, f.side, f.qty, f.price, f.fee, f.fee_asset, f.venue_ts,
+           i.base_asset, i.quote_asset
+    FROM fills f LEFT JOIN instruments i ON i.venue = f.venue AND i.symbol = f.symbol
+    WHERE f.account = :account
+    ORDER BY f.symbol, f.venue_ts, f.id
+    """
+)
+
+# -- operator requests -------------------------------------------------------------------------
+
+_REQUEST_COLUMNS = (
+    "id, account, kind, requested_by, reason, params, requested_at, handled_at, handled_by, result"
+)
+SQL_REQUEST_OPERATION = Statement(
+    f"""
+    INSERT INTO operator_requests (account, kind, requested_by, reason, params, requested_at)
+    VALUES (:account, :kind, :requested_by, :reason, CAST(:params AS jsonb), :now)
+    RETURNING {_REQUEST_COLUMNS}
+    """
+)
+# A request claimed by an earlier holder that never completed it (it crashed or lost the lease)
+# is claimed again: both operations are idempotent, so running one twice is safe.
+SQL_CLAIM_OPERATION = Statement(
+    f"""
+    UPDATE operator_requests SET handled_by = :holder
+    WHERE id = (
+        SELECT id FROM operator_requests
+        WHERE account = :account AND handled_at IS NULL
+          AND (handled_by IS NULL OR handled_by <> :holder)
+        ORDER BY id LIMIT 1 FOR UPDATE SKIP LOCKED
+    )
+    RETURNING {_REQUEST_COLUMNS}
+    """
+)
+SQL_COMPLETE_OPERATION = Statement(
+    f"""
+    UPDATE operator_requests
+    SET handled_at = :now, handled_by = :holder, result = CAST(:result AS jsonb)
+    WHERE id = :id AND handled_at IS NULL
+    RETURNING {_REQUEST_COLUMNS}
+    """
+)
+SQL_GET_OPERATION = Statement(f"SELECT {_REQUEST_COLUMNS} FROM operator_requests WHERE id = :id")
+SQL_LEASE = Statement(
+    "SELECT holder, epoch, heartbeat_at, expires_at FROM leases WHERE account = :account"
+)
+
 
 # ---------------------------------------------------------------------------------------------
 # Row mapping
@@ -692,6 +846,21 @@ def _order(m: asyncpg.Record) -> Order:
         lease_epoch=m["lease_epoch"],
         filled_qty=m["filled_qty"] if m["filled_qty"] is not None else Decimal(0),
         avg_price=m["avg_price"],
+    )
+
+
+def _operator_request(m: asyncpg.Record) -> OperatorRequest:
+    return OperatorRequest(
+        id=m["id"],
+        account=m["account"],
+        kind=OperatorRequestKind(m["kind"]),
+        requested_by=m["requested_by"],
+        reason=m["reason"],
+        params=_json(m["params"]) or {},
+        requested_at=m["requested_at"],
+        handled_at=m["handled_at"],
+        handled_by=m["handled_by"],
+        result=None if m["result"] is None else _json(m["result"]),
     )
 
 
@@ -1650,6 +1819,202 @@ class Ledger:
                 )
                 for row in result
             }
+
+    # -- instruments ------------------------------------------------------------------------
+
+    async def upsert_instrument(self, rules: InstrumentRules) -> None:
+        """Remember a symbol's assets and grid (the engine calls this whenever it fetches the
+        venue's rules), so fills can be turned into balance changes and base-asset fees."""
+        async with self._connection() as db:
+            await SQL_UPSERT_INSTRUMENT.run(
+                db,
+                {
+                    "venue": self.venue,
+                    "symbol": rules.symbol,
+                    "base_asset": rules.base_asset,
+                    "quote_asset": rules.quote_asset,
+                    "tick_size": rules.tick_size,
+                    "step_size": rules.step_size,
+                    "min_notional": rules.min_notional,
+                    "now": self._clock(),
+                },
+            )
+
+    async def instruments(self) -> dict[Symbol, tuple[Asset, Asset]]:
+        """``symbol -> (base asset, quote asset)`` for this venue."""
+        async with self._connection() as db:
+            result = await SQL_INSTRUMENTS.run(db, {"venue": self.venue})
+            return {Symbol(s): (Asset(b), Asset(q)) for s, b, q in map(tuple, result)}
+
+    # -- balance reconciliation -------------------------------------------------------------
+
+    def _account_venue(self) -> dict[str, Any]:
+        return {"account": self.account, "venue": self.venue}
+
+    async def fill_watermark(self) -> int:
+        """The newest ``fills.id`` of this account on this venue (0 without fills)."""
+        async with self._connection() as db:
+            return int((await SQL_FILL_WATERMARK.run(db, self._account_venue())).scalar())
+
+    async def fill_symbols(self) -> set[Symbol]:
+        async with self._connection() as db:
+            rows = await SQL_FILL_SYMBOLS.run(db, self._account_venue())
+            return {Symbol(r[0]) for r in rows}
+
+    async def symbols_without_instrument(self) -> set[Symbol]:
+        async with self._connection() as db:
+            rows = await SQL_FILL_SYMBOLS_WITHOUT_INSTRUMENT.run(db, self._account_venue())
+            return {Symbol(r[0]) for r in rows}
+
+    async def balance_baselines(self) -> dict[Asset, BalanceBaseline]:
+        async with self._connection() as db:
+            rows = await SQL_BALANCE_BASELINES.run(db, self._account_venue())
+            return {
+                Asset(r["asset"]): BalanceBaseline(
+                    asset=Asset(r["asset"]),
+                    total=r["total"],
+                    fill_id=r["fill_id"],
+                    taken_at=r["taken_at"],
+                )
+                for r in rows
+            }
+
+    async def save_balance_baselines(
+        self, totals: Mapping[Asset, Decimal], *, fill_id: int
+    ) -> None:
+        """Record the venue's totals as the baseline, containing every fill up to ``fill_id``."""
+        if not totals:
+            return
+        assets = sorted(totals)
+        async with self._connection() as db:
+            await SQL_SAVE_BASELINES.run(
+                db,
+                {
+                    **self._account_venue(),
+                    "asset": assets,
+                    "total": [totals[a] for a in assets],
+                    "fill_id": fill_id,
+                    "now": self._clock(),
+                },
+            )
+
+    async def expected_balances(self, *, upto_fill_id: int) -> dict[Asset, Decimal]:
+        """Per asset with a baseline: the baseline plus what fills after it (up to
+        ``upto_fill_id``) did to the asset. Fills of symbols missing from ``instruments`` are
+        not counted: check :meth:`symbols_without_instrument` first."""
+        baselines = await self.balance_baselines()
+        async with self._connection() as db:
+            rows = await SQL_BALANCE_EFFECTS.run(
+                db, {**self._account_venue(), "upto": upto_fill_id}
+            )
+            deltas = {Asset(r["asset"]): r["delta"] for r in rows}
+        return {a: b.total + deltas.get(a, Decimal(0)) for a, b in baselines.items()}
+
+    async def strategies_trading(self, asset: Asset) -> list[StrategyId]:
+        """Strategies that have ordered a symbol whose base or quote asset is ``asset``."""
+        async with self._connection() as db:
+            rows = await SQL_STRATEGIES_OF_ASSET.run(db, {**self._account_venue(), "asset": asset})
+            return [StrategyId(r[0]) for r in rows]
+
+    # -- risk inputs ------------------------------------------------------------------------
+
+    async def recent_submissions(self, since: datetime) -> dict[StrategyId, list[datetime]]:
+        """When each strategy's orders were submitted after ``since`` (the order rate limit
+        survives a restart)."""
+        out: dict[StrategyId, list[datetime]] = {}
+        async with self._connection() as db:
+            for sid, at in map(tuple, await SQL_RECENT_SUBMISSIONS.run(
+                db, {"account": self.account, "since": since}
+            )):  # fmt: skip
+                out.setdefault(StrategyId(sid), []).append(at)
+        return out
+
+    async def typical_order_qty(
+        self, *, depth: int = 50
+    ) -> dict[tuple[StrategyId, Symbol], tuple[Decimal, int]]:
+        """Per (strategy, symbol): the median quantity of its last ``depth`` orders and how
+        many orders that median is taken over."""
+        async with self._connection() as db:
+            rows = await SQL_TYPICAL_ORDER_QTY.run(db, {"account": self.account, "depth": depth})
+            return {
+                (StrategyId(s), Symbol(sym)): (Decimal(q), int(n))
+                for s, sym, q, n in map(tuple, rows)
+            }
+
+    async def pnl_fills(self) -> list[asyncpg.Record]:
+        """Every fill of the account with its symbol's assets, in trade order per symbol."""
+        async with self._connection() as db:
+            return list(await SQL_PNL_FILLS.run(db, {"account": self.account}))
+
+    # -- operator requests ------------------------------------------------------------------
+
+    async def request_operation(
+        self,
+        kind: OperatorRequestKind,
+        *,
+        requested_by: str,
+        reason: str,
+        params: Mapping[str, Any] | None = None,
+    ) -> OperatorRequest:
+        """Queue an operation for the engine that holds this account's lease."""
+        async with self._connection() as db:
+            row = (
+                await SQL_REQUEST_OPERATION.run(
+                    db,
+                    {
+                        "account": self.account,
+                        "kind": kind.value,
+                        "requested_by": requested_by,
+                        "reason": reason,
+                        "params": _dumps(dict(params or {})),
+                        "now": self._clock(),
+                    },
+                )
+            ).one()
+        return _operator_request(row)
+
+    async def claim_operation(self, holder: str) -> OperatorRequest | None:
+        """The oldest pending request of this account, now marked as being handled by
+        ``holder``; ``None`` when there is none."""
+        async with self._connection() as db:
+            row = (
+                await SQL_CLAIM_OPERATION.run(db, {"account": self.account, "holder": holder})
+            ).first()
+        return None if row is None else _operator_request(row)
+
+    async def complete_operation(
+        self, request_id: int, *, holder: str, result: Mapping[str, Any]
+    ) -> OperatorRequest | None:
+        async with self._connection() as db:
+            row = (
+                await SQL_COMPLETE_OPERATION.run(
+                    db,
+                    {
+                        "id": request_id,
+                        "holder": holder,
+                        "result": _dumps(dict(result)),
+                        "now": self._clock(),
+                    },
+                )
+            ).first()
+        return None if row is None else _operator_request(row)
+
+    async def get_operation(self, request_id: int) -> OperatorRequest | None:
+        async with self._connection() as db:
+            row = (await SQL_GET_OPERATION.run(db, {"id": request_id})).first()
+        return None if row is None else _operator_request(row)
+
+    async def lease_info(self) -> LeaseInfo | None:
+        async with self._connection() as db:
+            row = (await SQL_LEASE.run(db, {"account": self.account})).first()
+        if row is None:
+            return None
+        return LeaseInfo(
+            holder=row["holder"],
+            epoch=row["epoch"],
+            heartbeat_at=row["heartbeat_at"],
+            expires_at=row["expires_at"],
+        )
 
 
 def _control_target(scope: ControlScope, target: str) -> str:
