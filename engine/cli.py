@@ -35,7 +35,8 @@ incidents_app = typer.Typer(help="List and resolve incidents.", invoke_without_c
 app.add_typer(incidents_app, name="incidents")
 
 console = Console()
-err = Console(stderr=True)
+# soft_wrap: an error names a command to paste; it must not be broken across lines
+err = Console(stderr=True, soft_wrap=True)
 T = TypeVar("T")
 
 
