@@ -1,4 +1,4 @@
-"""Single writer per account: the lease with epoch fencing.
+"""Single writer per account (the lease with epoch fencing), operator requests, loss halts.
 
 The lease row is what the reserve transaction fences on: a process that lost it (another
 engine took over after it expired) can no longer reserve, whatever it believes.
@@ -11,10 +11,13 @@ import os
 import socket
 import uuid
 from datetime import timedelta
+from typing import Any, Protocol
 
 import structlog
 
-from engine.exceptions import DatabaseUnavailable, LeaseLost
+from engine.domain.types import ControlKind, ControlScope, utc_now
+from engine.exceptions import DatabaseUnavailable, LeaseLost, VenueError
+from engine.ledger.records import OperatorRequest, OperatorRequestKind
 from engine.ledger.store import Ledger
 
 log = structlog.get_logger("tradectl.controls")
@@ -83,3 +86,105 @@ class LeaseKeeper:
     async def release(self) -> None:
         if self._epoch is not None and not self._lost:
             await self.ledger.release_lease(self._holder, self._epoch)
+
+
+async def halt_for_loss(ledger: Ledger, reason: str) -> int:
+    """A loss limit was crossed: a persistent account HALT (it survives restarts until an
+    operator runs `tradectl unhalt`) and one incident per trading day. Returns the incident id."""
+    await ledger.set_control(
+        ControlScope.ACCOUNT, ledger.account, ControlKind.HALT, reason=reason, set_by="risk"
+    )
+    day = utc_now().date().isoformat()
+    incident = await ledger.open_incident(
+        kind="loss_limit",
+        scope=f"account:{ledger.account}",
+        severity="critical",
+        message=(
+            f"trading halted for account {ledger.account}: {reason}. Review the positions "
+            "(`tradectl status`), then `tradectl unhalt` when trading may go on"
+        ),
+        details={"reason": reason, "day": day},
+        dedupe_key=f"loss_limit:{ledger.account}:{day}",
+    )
+    log.error("loss limit crossed: account halted", reason=reason, incident=incident.id)
+    return incident.id
+
+
+class Reconciles(Protocol):
+    async def reconcile(
+        self, *, startup: bool = False, accept_balances: bool = False
+    ) -> ReconcileReportLike: ...
+
+
+class ReconcileReportLike(Protocol):
+    def as_json(self) -> dict[str, Any]: ...
+
+
+class CancelsAll(Protocol):
+    async def cancel_all(
+        self, *, cause: str, strategy_id: str | None = None, symbol: str | None = None
+    ) -> int: ...
+
+
+class OperatorDesk:
+    """Executes `tradectl reconcile` / `tradectl cancel-all` requested from other processes.
+
+    Only the process holding the account's lease may write to the venue, so requests go
+    through ``operator_requests`` and the lease holder runs them: the running engine polls
+    every ``poll_s``; with no engine running, the CLI takes the lease and runs them itself.
+    """
+
+    def __init__(
+        self,
+        ledger: Ledger,
+        *,
+        holder: str,
+        reconciler: Reconciles,
+        execution: CancelsAll,
+        poll_s: float = 0.5,
+    ) -> None:
+        self.ledger = ledger
+        self.holder = holder
+        self.reconciler = reconciler
+        self.execution = execution
+        self.poll_s = poll_s
+
+    async def run(self) -> None:
+        while True:
+            try:
+                await self.handle_pending()
+            except DatabaseUnavailable as exc:
+                log.warning("could not read operator requests; retrying", error=str(exc))
+            await asyncio.sleep(self.poll_s)
+
+    async def handle_pending(self) -> int:
+        handled = 0
+        while (request := await self.ledger.claim_operation(self.holder)) is not None:
+            result = await self.execute(request)
+            await self.ledger.complete_operation(request.id, holder=self.holder, result=result)
+            handled += 1
+        return handled
+
+    async def execute(self, request: OperatorRequest) -> dict[str, Any]:
+        log.info(
+            "operator request",
+            id=request.id,
+            kind=request.kind.value,
+            by=request.requested_by,
+            reason=request.reason,
+        )
+        try:
+            if request.kind is OperatorRequestKind.RECONCILE:
+                report = await self.reconciler.reconcile(
+                    accept_balances=bool(request.params.get("accept_balances"))
+                )
+                return {"ok": True, **report.as_json()}
+            # Halts never block this: cancelling only makes exposure smaller.
+            count = await self.execution.cancel_all(
+                cause=f"tradectl cancel-all by {request.requested_by}: {request.reason}",
+                strategy_id=request.params.get("strategy"),
+                symbol=request.params.get("symbol"),
+            )
+            return {"ok": True, "cancels_requested": count}
+        except (VenueError, DatabaseUnavailable) as exc:
+            return {"ok": False, "error": f"{type(exc).__name__}: {exc}"}

@@ -9,14 +9,17 @@ that ignores them can be exceeded by the orders themselves.
 from __future__ import annotations
 
 from collections import defaultdict
-from collections.abc import Mapping, Sequence
+from collections.abc import Callable, Mapping, Sequence
+from dataclasses import dataclass
+from datetime import datetime, time
 from decimal import Decimal
 
 from sqlalchemy import text
 from sqlalchemy.ext.asyncio import AsyncEngine
 
+from engine.domain.positions import Position, PositionFill, apply_fill, total_pnl
 from engine.domain.risk import Exposure
-from engine.domain.types import ClientOrderId, OrderState, Side, StrategyId, Symbol
+from engine.domain.types import Asset, ClientOrderId, OrderState, Side, StrategyId, Symbol
 from strategies.base import OpenOrder
 
 _NON_TERMINAL = "('PENDING_SUBMIT', 'UNKNOWN', 'OPEN', 'PARTIALLY_FILLED', 'PENDING_CANCEL')"
@@ -44,6 +47,25 @@ _OPEN_ORDERS = text(
 )
 
 
+_PNL_FILLS = text(
+    """
+    SELECT f.symbol, f.side, f.qty, f.price, f.fee, f.fee_asset, f.venue_ts,
+           i.base_asset, i.quote_asset
+    FROM fills f LEFT JOIN instruments i ON i.venue = f.venue AND i.symbol = f.symbol
+    WHERE f.account = :account
+    ORDER BY f.symbol, f.venue_ts, f.id
+    """
+)
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class _SymbolPnl:
+    #: every fill folded (``None`` when the symbol's assets are unknown: no instrument row)
+    position: Position | None
+    #: realized P&L of the fills before the trading day began
+    realized_before_today: Decimal
+
+
 def _plus(a: Exposure, b: Exposure) -> Exposure:
     return Exposure(
         position=a.position + b.position,
@@ -61,6 +83,9 @@ class Portfolio:
         # read, so a refresh that began before a write can never hide that write.
         self._generation = 1
         self._clean_generation = 0
+        self._pnl: dict[Symbol, _SymbolPnl] = {}
+        self._pnl_generation = 0
+        self._pnl_day: datetime | None = None
 
     def mark_dirty(self) -> None:
         self._generation += 1
@@ -82,6 +107,84 @@ class Portfolio:
                 )
         self._by_strategy = dict(rows)
         self._clean_generation = generation
+
+    # -- P&L for the loss limits ---------------------------------------------------------------
+
+    async def refresh_pnl(self, now: datetime) -> None:
+        """Fold the account's fills into positions (when fills changed or the UTC day rolled).
+
+        The trading day starts at 00:00 UTC. Today's P&L is today's realized P&L plus the
+        unrealized P&L of what is held now, valued against its average entry: the mark at
+        00:00 is not recorded, so a position carried from yesterday counts its whole open P&L
+        (a carried loss counts against today's limit: the conservative side).
+        """
+        day = datetime.combine(now.date(), time(0), tzinfo=now.tzinfo)
+        if self._pnl_generation == self._generation and self._pnl_day == day:
+            return
+        generation = self._generation
+        by_symbol: dict[Symbol, _SymbolPnl] = {}
+        async with self._engine.connect() as conn:
+            result = await conn.execute(_PNL_FILLS, {"account": self._account})
+            current: Symbol | None = None
+            position: Position | None = None
+            before = Decimal(0)
+            for symbol, side, qty, price, fee, fee_asset, venue_ts, base, quote in result:
+                if symbol != current:
+                    if current is not None:
+                        by_symbol[current] = _SymbolPnl(
+                            position=position, realized_before_today=before
+                        )
+                    current, before = Symbol(symbol), Decimal(0)
+                    position = (
+                        None
+                        if base is None
+                        else Position(
+                            base_asset=Asset(base), quote_asset=Asset(quote), symbol=current
+                        )
+                    )
+                if position is None:
+                    continue
+                position = apply_fill(
+                    position,
+                    PositionFill(
+                        side=Side(side),
+                        qty=qty,
+                        price=price,
+                        fee=fee,
+                        fee_asset=None if fee_asset is None else Asset(fee_asset),
+                    ),
+                )
+                if venue_ts < day:
+                    before = position.realized_pnl
+            if current is not None:
+                by_symbol[current] = _SymbolPnl(position=position, realized_before_today=before)
+        self._pnl = by_symbol
+        self._pnl_generation = generation
+        self._pnl_day = day
+
+    def pnl(
+        self, mark: Callable[[Symbol], Decimal | None], now: datetime
+    ) -> tuple[Decimal, Decimal] | None:
+        """``(today's P&L, cumulative P&L)`` in the quote asset at the given marks; ``None``
+        when a held position has no mark or unknown assets (the checks then reject as
+        missing, never pass). Quote assets are summed as one currency: the account's limits
+        are in it."""
+        del now  # the day boundary was applied by refresh_pnl
+        today = cumulative = Decimal(0)
+        for state in self._pnl.values():
+            position = state.position
+            if position is None:
+                return None
+            price = Decimal(0)
+            if not position.is_flat:
+                found = mark(position.symbol) if position.symbol is not None else None
+                if found is None:
+                    return None
+                price = found
+            total = total_pnl(position, price)
+            cumulative += total
+            today += total - state.realized_before_today
+        return today, cumulative
 
     @property
     def dirty(self) -> bool:

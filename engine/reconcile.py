@@ -11,11 +11,13 @@ from __future__ import annotations
 import asyncio
 import contextlib
 from dataclasses import dataclass, field
+from decimal import Decimal, InvalidOperation
+from typing import Any
 
 import structlog
 
 from engine.domain.ids import is_ours
-from engine.domain.types import ControlKind, ControlScope, OrderState
+from engine.domain.types import Asset, ControlKind, ControlScope, OrderState
 from engine.exceptions import DatabaseUnavailable, VenueError
 from engine.execution import Execution
 from engine.ledger.store import Ledger
@@ -31,6 +33,25 @@ class ReconcileReport:
     fills_added: int = 0
     unknown_orders: list[str] = field(default_factory=list)
     incidents: list[int] = field(default_factory=list)
+    #: whether venue balances were compared with the ledger (fills in flight skip the check)
+    balances_checked: bool = False
+    balances_note: str = ""
+    #: per drifting asset: venue total, ledger expectation, difference, paused scope
+    balance_drifts: list[dict[str, str]] = field(default_factory=list)
+    #: assets whose drift an operator accepted (``accept_balances``): the new baseline
+    balances_accepted: list[str] = field(default_factory=list)
+
+    def as_json(self) -> dict[str, Any]:
+        return {
+            "orders_looked_up": self.orders_looked_up,
+            "fills_added": self.fills_added,
+            "unknown_orders": list(self.unknown_orders),
+            "incidents": list(self.incidents),
+            "balances_checked": self.balances_checked,
+            "balances_note": self.balances_note,
+            "balance_drifts": list(self.balance_drifts),
+            "balances_accepted": list(self.balances_accepted),
+        }
 
 
 class Reconciler:
@@ -40,7 +61,12 @@ class Reconciler:
         self.ledger = ledger
         self.execution = execution
         self.prefix = prefix
-        self.balance_tolerance = balance_tolerance
+        try:
+            self.tolerance = abs(Decimal(balance_tolerance))
+        except InvalidOperation:
+            raise ValueError(
+                f"TRADECTL_BALANCE_TOLERANCE must be a decimal amount, got {balance_tolerance!r}"
+            ) from None
         self._wake = asyncio.Event()
 
     def request(self) -> None:
@@ -57,20 +83,168 @@ class Reconciler:
             except (DatabaseUnavailable, VenueError) as exc:
                 log.warning("reconciliation pass failed; will retry", error=str(exc))
 
-    async def reconcile(self, *, startup: bool = False) -> ReconcileReport:
+    async def reconcile(
+        self, *, startup: bool = False, accept_balances: bool = False
+    ) -> ReconcileReport:
+        """One pass. ``accept_balances`` (an operator's `tradectl reconcile --accept-balances`
+        after checking) takes the venue's balances as the new baseline where they drifted and
+        resolves those drift incidents; pauses stay until the operator resumes."""
         report = ReconcileReport()
         report.orders_looked_up = await self.execution.resolve_unresolved(force=startup)
         report.fills_added = await self.execution.sync_fills()
         await self._venue_open_orders(report)
-        await self.ledger.record_balances(await self.execution.venue.balances())
-        if report.fills_added or report.unknown_orders:
+        await self._balances(report, accept=accept_balances)
+        if report.fills_added or report.unknown_orders or report.balance_drifts:
             log.info(
                 "reconciled",
                 fills_added=report.fills_added,
                 unknown_orders=report.unknown_orders,
+                balance_drifts=[d["asset"] for d in report.balance_drifts],
                 startup=startup,
             )
         return report
+
+    # -- balances ------------------------------------------------------------------------------
+
+    async def _balances(self, report: ReconcileReport, *, accept: bool) -> None:
+        """Venue balances vs baseline + fills since (see ``balance_baselines`` in the schema).
+
+        A fill in flight (on the venue, not yet in the ledger) would look like drift. So the
+        venue is read between two fill syncs and the comparison is skipped when the second sync
+        (or the user stream) added anything; and a drift only counts when a second comparison
+        right after shows it too. Totals (free + locked) are compared: resting orders only move
+        value between the two.
+        """
+        for symbol in sorted(await self.ledger.symbols_without_instrument()):
+            await self.execution.rules_for(symbol)
+        unknown = await self.ledger.symbols_without_instrument()
+        if unknown:
+            report.balances_note = (
+                f"not compared: no instrument rules for {sorted(unknown)} (their fills' assets "
+                "are unknown)"
+            )
+            log.warning("balance check skipped", reason=report.balances_note)
+            return
+        first = await self._compare()
+        if first is None:
+            report.balances_note = "not compared: fills arrived during the check; next pass"
+            return
+        drifts, totals, watermark = first
+        if drifts and not accept:
+            # Confirm: a fill that reached the venue's balance before its trade was queryable
+            # shows up in the second look; a real drift stays.
+            second = await self._compare()
+            if second is None:
+                report.balances_note = "not compared: fills arrived during the check; next pass"
+                return
+            confirmed, totals, watermark = second
+            drifts = {a: d for a, d in confirmed.items() if a in drifts}
+        report.balances_checked = True
+        agreeing = {a: t for a, t in totals.items() if a not in drifts}
+        for asset, (venue_total, expected) in sorted(drifts.items()):
+            if accept:
+                agreeing[asset] = venue_total
+                report.balances_accepted.append(asset)
+                await self.ledger.resolve_incident_by_key(
+                    self._drift_key(asset),
+                    f"venue balance {venue_total} accepted as the new baseline "
+                    f"(ledger expected {expected}) by an operator's reconcile",
+                )
+                continue
+            await self._drift(report, asset, venue_total, expected)
+        await self.ledger.save_balance_baselines(agreeing, fill_id=watermark)
+
+    async def _compare(
+        self,
+    ) -> tuple[dict[Asset, tuple[Decimal, Decimal]], dict[Asset, Decimal], int] | None:
+        """``(drifts, venue totals, fill watermark)``, or ``None`` when fills moved meanwhile."""
+        before = await self.ledger.fill_watermark()
+        venue_balances = await self.execution.venue.balances()
+        await self.ledger.record_balances(venue_balances)
+        await self.execution.sync_fills()
+        watermark = await self.ledger.fill_watermark()
+        if watermark != before:
+            return None
+        totals: dict[Asset, Decimal] = {b.asset: b.total for b in venue_balances}
+        # An asset the venue omits (Binance lists only non-zero balances) holds zero.
+        for base, quote in (await self.ledger.instruments()).values():
+            totals.setdefault(base, Decimal(0))
+            totals.setdefault(quote, Decimal(0))
+        expected = await self.ledger.expected_balances(upto_fill_id=watermark)
+        for asset in expected:
+            totals.setdefault(asset, Decimal(0))
+        drifts = {
+            asset: (totals[asset], want)
+            for asset, want in expected.items()
+            if abs(totals[asset] - want) > self.tolerance
+        }
+        return drifts, totals, watermark
+
+    def _drift_key(self, asset: str) -> str:
+        return f"balance_drift:{self.ledger.account}:{self.ledger.venue}:{asset}"
+
+    async def _drift(
+        self, report: ReconcileReport, asset: Asset, venue_total: Decimal, expected: Decimal
+    ) -> None:
+        """Pause whoever trades the asset (the account when nobody has yet) and open one
+        incident per drifting asset."""
+        diff = venue_total - expected
+        strategies = await self.ledger.strategies_trading(asset)
+        what = (
+            f"venue balance {asset} differs from ledger by {diff:f} "
+            f"(venue {venue_total:f}, ledger expects {expected:f})"
+        )
+        if strategies:
+            paused = ", ".join(f"strategy {s}" for s in strategies)
+            resume = "; ".join(f"`tradectl resume --strategy {s}`" for s in strategies)
+            for strategy in strategies:
+                await self.ledger.set_control(
+                    ControlScope.STRATEGY, strategy, ControlKind.PAUSE, reason=what,
+                    set_by="reconciler",
+                )  # fmt: skip
+            scope = "strategy:" + ",".join(strategies)
+        else:
+            paused = f"account {self.ledger.account}"
+            resume = "`tradectl resume`"
+            await self.ledger.set_control(
+                ControlScope.ACCOUNT, self.ledger.account, ControlKind.PAUSE, reason=what,
+                set_by="reconciler",
+            )  # fmt: skip
+            scope = f"account:{self.ledger.account}"
+        incident = await self.ledger.open_incident(
+            kind="balance_drift",
+            scope=scope,
+            severity="error",
+            message=(
+                f"{paused} paused: {what}. Check deposits, withdrawals and trades made outside "
+                "tradectl; then run `tradectl reconcile --accept-balances` to take the venue's "
+                f"balance as the truth, and {resume}"
+            ),
+            details={
+                "asset": asset,
+                "venue_total": str(venue_total),
+                "ledger_expected": str(expected),
+                "difference": str(diff),
+                "tolerance": str(self.tolerance),
+                "paused": strategies or [self.ledger.account],
+            },
+            dedupe_key=self._drift_key(asset),
+        )
+        report.incidents.append(incident.id)
+        report.balance_drifts.append(
+            {
+                "asset": asset,
+                "venue_total": str(venue_total),
+                "ledger_expected": str(expected),
+                "difference": str(diff),
+                "paused": scope,
+                "incident": str(incident.id),
+            }
+        )
+        log.error(
+            f"{paused} paused: {what}; run `tradectl reconcile --accept-balances` after "
+            f"checking; incident {incident.id}"
+        )
 
     async def _venue_open_orders(self, report: ReconcileReport) -> None:
         venue_open = await self.execution.venue.open_orders()

@@ -4,6 +4,12 @@
 (the conflator), the strategy's and the account's exposure (the ledger, through
 :class:`~engine.portfolio.Portfolio`), and the limits (per account, overridden per strategy).
 
+Daily loss and drawdown come from :meth:`Portfolio.pnl` (fills folded with
+:func:`engine.domain.positions.position_from_fills`, marked at the conflator's mids); the order
+rate and the typical order size come from the ledger, so neither restarts from zero after a
+restart. A crossed loss limit is remembered in :attr:`RiskGate.halt_reason` for the runtime to
+turn into a persistent account HALT and an incident (the gate stays synchronous and pure).
+
 Exposure is a snapshot of the ledger (:meth:`RiskGate.prepare`) plus every reservation
 committed since the snapshot's read began plus the intents approved in the current batch, so two
 intents cannot together exceed a limit each fits alone, whether or not they share a batch.
@@ -23,13 +29,28 @@ from typing import Protocol
 from engine.domain.intents import Buy, DecisionKey, OrderIntent, Sell
 from engine.domain.market import Quote
 from engine.domain.orders import Order
-from engine.domain.risk import AccountView, Exposure, Limits, MarketView, RiskAssessment, evaluate
+from engine.domain.risk import (
+    AccountView,
+    Check,
+    Exposure,
+    Limits,
+    MarketView,
+    RiskAssessment,
+    evaluate,
+)
 from engine.domain.types import Side, StrategyId, Symbol, utc_now
+from engine.ledger.store import Ledger
 from engine.portfolio import Portfolio
 from engine.strategy_config import StrategySpec
 
 _ZERO = Decimal(0)
 _RATE_WINDOW = timedelta(minutes=1)
+#: how many of a strategy's latest orders its typical size is the median of, and how many it
+#: needs before that median replaces the configured ``typical_order_qty``
+TYPICAL_DEPTH = 50
+TYPICAL_MIN_ORDERS = 5
+#: ledger-derived inputs that move slowly are re-read at most this often
+_SLOW_REFRESH_S = 1.0
 
 
 class MarketSource(Protocol):
@@ -47,6 +68,8 @@ class LimitsBook:
 
     account: Limits = field(default_factory=Limits)
     strategies: Mapping[StrategyId, Limits] = field(default_factory=dict)
+    #: configured typical order size, used until a strategy has enough orders of its own
+    typical_order_qty: Mapping[StrategyId, Decimal] = field(default_factory=dict)
 
     @classmethod
     def empty(cls) -> LimitsBook:
@@ -63,9 +86,30 @@ class LimitsBook:
                 max_order_qty=lim.max_order_qty,
                 max_order_notional=lim.max_order_notional,
                 max_position_qty=lim.max_position,
+                max_position_notional=lim.max_position_notional,
+                max_orders_per_minute=lim.max_orders_per_minute,
                 max_price_age=lim.max_quote_age,
+                max_input_age=lim.max_input_age,
+                price_band_bps=lim.price_band_bps,
+                min_spread_bps=lim.min_spread_bps,
+                max_spread_bps=lim.max_spread_bps,
+                fat_finger_multiple=lim.fat_finger_multiple,
+                resizable=frozenset(Check(c) for c in lim.resize),
             )
-        return cls(account=account or Limits(), strategies=per)
+        return cls(
+            account=account or Limits(),
+            strategies=per,
+            typical_order_qty={
+                s.strategy_id: s.limits.typical_order_qty
+                for s in specs
+                if s.limits.typical_order_qty is not None
+            },
+        )
+
+    def any(self, predicate: Callable[[Limits], bool]) -> bool:
+        return predicate(self.account) or any(
+            predicate(self.for_strategy(s)) for s in self.strategies
+        )
 
     def for_strategy(self, strategy: StrategyId) -> Limits:
         own = self.strategies.get(strategy)
@@ -94,8 +138,12 @@ class RiskGate:
         portfolio: Portfolio,
         clock: Callable[[], datetime] = utc_now,
         refresh_interval_s: float = 0.25,
+        ledger: Ledger | None = None,
     ) -> None:
         self.limits = limits
+        #: where the order rate, typical sizes and balance age are read from (None: not used,
+        #: then checks that need them reject with "missing")
+        self.ledger = ledger
         self.refresh_interval_s = refresh_interval_s
         self.market = market
         self.portfolio = portfolio
@@ -109,6 +157,46 @@ class RiskGate:
         self._refreshed_at = float("-inf")
         self._seen_generation = -1
         self._submitted: dict[StrategyId, deque[datetime]] = defaultdict(deque)
+        self._typical: dict[tuple[StrategyId, Symbol], tuple[Decimal, int]] = {}
+        self._balances_at: datetime | None = None
+        self._slow_refreshed_at = float("-inf")
+        self._wants_pnl = limits.any(
+            lambda lim: lim.max_daily_loss is not None or lim.max_drawdown is not None
+        )
+        self._wants_balances = limits.any(lambda lim: lim.max_balance_age is not None)
+        self._peak_equity: Decimal | None = None
+        #: set when a loss limit was crossed; the runtime halts the account and clears it
+        self.halt_reason: str | None = None
+
+    async def load_history(self) -> None:
+        """Startup: the last minute's submissions per strategy, so a restart does not reset the
+        order rate, and the inputs read from the ledger."""
+        if self.ledger is None:
+            return
+        since = self.clock() - _RATE_WINDOW
+        for strategy, times in (await self.ledger.recent_submissions(since)).items():
+            window = self._submitted[strategy]
+            window.clear()
+            window.extend(sorted(times))
+        await self._refresh_slow(force=True)
+
+    async def _refresh_slow(self, *, force: bool = False) -> None:
+        if not force and monotonic() - self._slow_refreshed_at < _SLOW_REFRESH_S:
+            return
+        self._slow_refreshed_at = monotonic()
+        if self.ledger is not None:
+            if self.limits.any(lambda lim: lim.fat_finger_multiple is not None):
+                self._typical = await self.ledger.typical_order_qty(depth=TYPICAL_DEPTH)
+            if self._wants_balances:
+                latest = await self.ledger.latest_balances()
+                self._balances_at = max((b.received_at for b in latest.values()), default=None)
+        if self._wants_pnl:
+            await self.portfolio.refresh_pnl(self.clock())
+
+    def take_halt(self) -> str | None:
+        """The loss-limit breach to persist, once."""
+        reason, self.halt_reason = self.halt_reason, None
+        return reason
 
     async def prepare(self) -> None:
         """Start a batch with a view of the ledger's exposure that misses nothing.
@@ -120,6 +208,7 @@ class RiskGate:
         "open" to "position" on the same side; cancels and expiries release it).
         """
         self._pending.clear()
+        await self._refresh_slow()
         unchanged = self.portfolio.generation == self._seen_generation
         if unchanged or monotonic() - self._refreshed_at < self.refresh_interval_s:
             return
@@ -141,6 +230,10 @@ class RiskGate:
         self.portfolio.mark_dirty()
 
     # -- views ---------------------------------------------------------------------------------
+
+    def _mark(self, symbol: Symbol) -> Decimal | None:
+        quote = self.market.quote(symbol)
+        return None if quote is None else quote.mid
 
     def _market(self, symbol: Symbol) -> MarketView:
         quote = self.market.quote(symbol)
@@ -177,8 +270,24 @@ class RiskGate:
             q = self.market.quote(sym)
             if q is not None:
                 marks[sym] = q.mid
+        limits = self.limits.for_strategy(strategy)
+        pnl_today = equity = None
+        if limits.max_daily_loss is not None or limits.max_drawdown is not None:
+            pnl = self.portfolio.pnl(self._mark, self.clock())
+            if pnl is not None:
+                pnl_today, equity = pnl
+                if self._peak_equity is None or equity > self._peak_equity:
+                    self._peak_equity = equity
+        typical: Decimal | None = None
+        if limits.fat_finger_multiple is not None:
+            median, count = self._typical.get((strategy, symbol), (Decimal(0), 0))
+            typical = (
+                median
+                if count >= TYPICAL_MIN_ORDERS
+                else self.limits.typical_order_qty.get(strategy)
+            )
         recent: tuple[datetime, ...] = ()
-        if self.limits.for_strategy(strategy).max_orders_per_minute is not None:
+        if limits.max_orders_per_minute is not None:
             window = self._submitted[strategy]
             now = self.clock()
             while window and now - window[0] > _RATE_WINDOW:
@@ -189,6 +298,11 @@ class RiskGate:
             account_exposure=account_exposure,
             marks=marks,
             recent_order_times=recent,
+            pnl_today=pnl_today,
+            equity=equity,
+            peak_equity=self._peak_equity if equity is not None else None,
+            balances_received_at=self._balances_at,
+            typical_order_qty=typical,
         )
 
     # -- execution.RiskGate --------------------------------------------------------------------
@@ -204,6 +318,8 @@ class RiskGate:
         if result.approved:
             key = (intent.strategy_id, intent.symbol)
             self._pending[key] = _add(self._pending[key], intent.side, result.quantity)
+        if result.halt_reason is not None:
+            self.halt_reason = result.halt_reason
         return result
 
     def recheck(self, order: Order, now: datetime) -> RiskAssessment:

@@ -24,9 +24,10 @@ import structlog
 from pydantic import SecretStr
 
 from engine.config import Settings, VenueKind
-from engine.controls import LeaseKeeper
+from engine.controls import LeaseKeeper, OperatorDesk, halt_for_loss
 from engine.crashpoints import CrashPoints
 from engine.database import Database, open_database
+from engine.domain.risk import Limits
 from engine.domain.types import (
     AccountId,
     ControlKind,
@@ -46,7 +47,7 @@ from engine.portfolio import Portfolio
 from engine.reconcile import Reconciler
 from engine.risk_gate import LimitsBook, RiskGate
 from engine.status import ledger_status
-from engine.strategy_config import StrategySpec, load_strategy_config
+from engine.strategy_config import StrategySpec, load_trading_config
 from engine.strategy_host import StrategyHost
 from engine.venues.base import Venue
 
@@ -192,6 +193,7 @@ class Engine:
         *,
         clock: Callable[[], datetime] = utc_now,
         crash: CrashPoints | None = None,
+        account_limits: Limits | None = None,
     ) -> None:
         self.settings = settings
         self.db = db
@@ -205,10 +207,11 @@ class Engine:
         self.conflator = Conflator(detect_gaps=session.per_symbol_sequences)
         self.portfolio = Portfolio(db.engine, settings.account)
         self.gate = RiskGate(
-            limits=LimitsBook.from_specs(strategies),
+            limits=LimitsBook.from_specs(strategies, account=account_limits),
             market=self.conflator,
             portfolio=self.portfolio,
             clock=clock,
+            ledger=self.ledger,
         )
         self.crash = crash or CrashPoints.from_env()
         self.execution = Execution(
@@ -239,6 +242,12 @@ class Engine:
             ledger=self.ledger,
             execution=self.execution,
             on_reconnect=self.reconciler.request,
+        )
+        self.desk = OperatorDesk(
+            self.ledger,
+            holder=self.lease.holder,
+            reconciler=self.reconciler,
+            execution=self.execution,
         )
         self._paused: set[StrategyId] = set()
         self._lease_task: asyncio.Task[None] | None = None
@@ -296,6 +305,11 @@ class Engine:
         # "take effect within a second": the reserve transaction enforces controls anyway; this
         # only stops paused strategies from deciding at all.
         while True:
+            reason = self.gate.take_halt()
+            if reason is not None:
+                # The gate already rejects every order while the loss is over the limit; the
+                # HALT makes it stick across restarts until an operator lifts it.
+                await halt_for_loss(self.ledger, reason)
             await self._refresh_controls()
             await asyncio.sleep(0.5)
 
@@ -319,6 +333,7 @@ class Engine:
         )
         await self._refresh_controls()
         await self.portfolio.refresh()
+        await self.gate.load_history()
 
     async def run(self, stop: asyncio.Event, *, on_ready: Callable[[], None] | None = None) -> None:
         try:
@@ -340,6 +355,8 @@ class Engine:
             "resolver": self.execution.run_resolver,
             "reconcile": self._reconcile_loop,
             "controls": self._controls_loop,
+            # its own task: a reconcile it runs must not hold up the controls refresh
+            "operator": self.desk.run,
         }
         edge: dict[str, Callable[[], Awaitable[None]]] = {
             "marketdata": MarketDataFeed(self.venue, self.symbols, self.conflator).run,
@@ -420,11 +437,15 @@ async def _cancel(tasks: list[asyncio.Task[None]]) -> None:
 async def run(settings: Settings, stop: asyncio.Event | None = None) -> None:
     """Open the database and the venue, then run the engine until ``stop`` is set."""
     stop = stop or asyncio.Event()
-    strategies = load_strategy_config(settings.strategies_file)
+    config = load_trading_config(settings.strategies_file)
+    strategies = config.strategies
     async with open_database(settings) as db:
         clock = utc_now
         async with open_venue(settings, symbols_of(strategies), clock) as session:
-            engine = Engine(settings, db, session, strategies, clock=clock)
+            engine = Engine(
+                settings, db, session, strategies, clock=clock,
+                account_limits=config.account_limits,
+            )  # fmt: skip
             await engine.run(stop)
 
 

@@ -18,6 +18,17 @@ typo stops the engine before it trades, with an error naming the file, the strat
     max_order_qty = "0.005"
     max_order_notional = "500"
     max_quote_age = "5s"
+    max_orders_per_minute = 30  # also: max_position_notional, max_input_age, price_band_bps,
+                                # min_spread_bps, max_spread_bps, fat_finger_multiple,
+                                # typical_order_qty, resize = ["max_order_qty", ...]
+
+    [account.limits]            # optional: the whole account, every strategy together
+    max_account_exposure = "5000"   # gross notional over every symbol, in the quote asset
+    max_daily_loss = "200"          # realized + unrealized since 00:00 UTC: crossing it halts
+    max_drawdown = "300"            # from the peak of the cumulative P&L: crossing it halts
+    max_balance_age = "2m"          # plus every per-strategy field above, as a default
+
+Per-strategy limits override the account's field by field.
 """
 
 from __future__ import annotations
@@ -33,6 +44,7 @@ from typing import Annotated, Any
 
 from pydantic import BaseModel, BeforeValidator, ConfigDict, Field, ValidationError, field_validator
 
+from engine.domain.risk import SIZE_CHECKS, Check, Limits
 from engine.domain.types import StrategyId, Symbol
 from engine.exceptions import ConfigError
 from engine.marketdata.bars import interval_name, parse_interval
@@ -73,13 +85,48 @@ Interval = Annotated[timedelta, BeforeValidator(_to_interval)]
 ParamText = Annotated[str, BeforeValidator(_to_text)]
 
 
-class _Limits(BaseModel):
+class _CommonLimits(BaseModel):
     model_config = ConfigDict(extra="forbid")
 
     max_position: PositiveDecimal | None = None
     max_order_qty: PositiveDecimal | None = None
     max_order_notional: PositiveDecimal | None = None
+    max_position_notional: PositiveDecimal | None = None
+    max_orders_per_minute: int | None = Field(default=None, ge=1)
+    max_input_age: Interval | None = None
+    price_band_bps: PositiveDecimal | None = None
+    min_spread_bps: PositiveDecimal | None = None
+    max_spread_bps: PositiveDecimal | None = None
+    fat_finger_multiple: PositiveDecimal | None = None
+    typical_order_qty: PositiveDecimal | None = None
+    resize: list[str] = Field(default_factory=list)
+
+    @field_validator("resize")
+    @classmethod
+    def _size_checks(cls, names: list[str]) -> list[str]:
+        allowed = sorted(c.value for c in SIZE_CHECKS)
+        for name in names:
+            if name not in allowed:
+                raise ValueError(f"{name!r} cannot resize; size checks are {allowed}")
+        return names
+
+
+class _Limits(_CommonLimits):
     max_quote_age: Interval = timedelta(seconds=5)
+
+
+class _AccountLimits(_CommonLimits):
+    max_quote_age: Interval | None = None
+    max_account_exposure: PositiveDecimal | None = None
+    max_daily_loss: PositiveDecimal | None = None
+    max_drawdown: PositiveDecimal | None = None
+    max_balance_age: Interval | None = None
+
+
+class _Account(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+
+    limits: _AccountLimits = Field(default_factory=_AccountLimits)
 
 
 class _Strategy(BaseModel):
@@ -116,6 +163,7 @@ class _File(BaseModel):
     model_config = ConfigDict(extra="forbid")
 
     strategy: list[_Strategy] = Field(min_length=1)
+    account: _Account = Field(default_factory=_Account)
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)
@@ -149,23 +197,65 @@ class StrategySpec:
         )
 
 
+@dataclass(frozen=True, slots=True, kw_only=True)
+class TradingConfig:
+    """The whole file: the strategies and the account-wide risk limits."""
+
+    strategies: tuple[StrategySpec, ...]
+    account_limits: Limits = field(default_factory=Limits)
+
+
 def load_strategy_config(path: Path) -> tuple[StrategySpec, ...]:
     """Read and validate the whole file; raise :class:`ConfigError` at the first problem."""
+    return load_trading_config(path).strategies
+
+
+def load_trading_config(path: Path) -> TradingConfig:
+    """Like :func:`load_strategy_config`, with the ``[account.limits]`` table too."""
     try:
         raw = tomllib.loads(path.read_text(encoding="utf-8"))
     except OSError as exc:
         raise ConfigError(f"{path}: cannot read strategy config: {exc.strerror}") from None
     except tomllib.TOMLDecodeError as exc:
         raise ConfigError(f"{path}: not valid TOML: {exc}") from None
-    return parse_strategy_config(raw, source=path)
+    return parse_trading_config(raw, source=path)
 
 
-def parse_strategy_config(raw: Mapping[str, Any], *, source: Path) -> tuple[StrategySpec, ...]:
+def parse_trading_config(raw: Mapping[str, Any], *, source: Path) -> TradingConfig:
     try:
         parsed = _File.model_validate(raw)
     except ValidationError as exc:
         raise ConfigError(_describe(exc, raw, source)) from None
+    a = parsed.account.limits
+    try:
+        account_limits = Limits(
+            max_order_qty=a.max_order_qty,
+            max_order_notional=a.max_order_notional,
+            max_position_qty=a.max_position,
+            max_position_notional=a.max_position_notional,
+            max_account_exposure=a.max_account_exposure,
+            max_daily_loss=a.max_daily_loss,
+            max_drawdown=a.max_drawdown,
+            max_orders_per_minute=a.max_orders_per_minute,
+            max_price_age=a.max_quote_age,
+            max_balance_age=a.max_balance_age,
+            max_input_age=a.max_input_age,
+            price_band_bps=a.price_band_bps,
+            min_spread_bps=a.min_spread_bps,
+            max_spread_bps=a.max_spread_bps,
+            fat_finger_multiple=a.fat_finger_multiple,
+            resizable=frozenset(Check(c) for c in a.resize),
+        )
+    except ValueError as exc:
+        raise ConfigError(f"{source}: account.limits: {exc}") from None
+    return TradingConfig(strategies=_strategies(parsed, source), account_limits=account_limits)
 
+
+def parse_strategy_config(raw: Mapping[str, Any], *, source: Path) -> tuple[StrategySpec, ...]:
+    return parse_trading_config(raw, source=source).strategies
+
+
+def _strategies(parsed: _File, source: Path) -> tuple[StrategySpec, ...]:
     specs: list[StrategySpec] = []
     seen: set[str] = set()
     for entry in parsed.strategy:
@@ -183,6 +273,15 @@ def parse_strategy_config(raw: Mapping[str, Any], *, source: Path) -> tuple[Stra
                 max_order_qty=entry.limits.max_order_qty,
                 max_order_notional=entry.limits.max_order_notional,
                 max_quote_age=entry.limits.max_quote_age,
+                max_position_notional=entry.limits.max_position_notional,
+                max_orders_per_minute=entry.limits.max_orders_per_minute,
+                max_input_age=entry.limits.max_input_age,
+                price_band_bps=entry.limits.price_band_bps,
+                min_spread_bps=entry.limits.min_spread_bps,
+                max_spread_bps=entry.limits.max_spread_bps,
+                fat_finger_multiple=entry.limits.fat_finger_multiple,
+                typical_order_qty=entry.limits.typical_order_qty,
+                resize=frozenset(entry.limits.resize),
             ),
             decision_window=entry.decision_window,
             bar_interval=entry.bar_interval,

@@ -63,6 +63,22 @@ class StrategyLimits:
     max_order_notional: Decimal | None = None
     #: market data older than this (by receipt time) must not be traded on
     max_quote_age: timedelta = timedelta(seconds=5)
+    # Enforced by the engine's risk gate only (strategies may ignore them):
+    #: largest absolute position value per symbol, in the quote asset
+    max_position_notional: Decimal | None = None
+    max_orders_per_minute: int | None = None
+    #: the decision's market data may be at most this old when the order is checked
+    max_input_age: timedelta | None = None
+    #: largest distance of a limit price from mid, in basis points
+    price_band_bps: Decimal | None = None
+    min_spread_bps: Decimal | None = None
+    max_spread_bps: Decimal | None = None
+    #: an order may be at most this multiple of the strategy's typical order size (the median
+    #: of its recent orders; ``typical_order_qty`` until it has a history)
+    fat_finger_multiple: Decimal | None = None
+    typical_order_qty: Decimal | None = None
+    #: size checks (risk check names) that shrink an order instead of rejecting it
+    resize: frozenset[str] = frozenset()
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)

@@ -1783,6 +1783,19 @@ class Ledger:
             ).first()
         return row is not None
 
+    async def resolve_incident_by_key(self, dedupe_key: str, note: str) -> int | None:
+        """Close the open incident with ``dedupe_key``; its id, or ``None`` when none was open."""
+        async with self._connection() as db:
+            row = (await SQL_OPEN_INCIDENT_BY_KEY.run(db, {"dedupe_key": dedupe_key})).first()
+            if row is None:
+                return None
+            done = (
+                await SQL_RESOLVE_INCIDENT.run(
+                    db, {"id": row["id"], "note": note, "now": self._clock()}
+                )
+            ).first()
+        return None if done is None else int(row["id"])
+
     # -- balances ---------------------------------------------------------------------------
 
     async def record_balances(self, reports: Sequence[BalanceReport]) -> None:
