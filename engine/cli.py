@@ -11,6 +11,7 @@ import asyncio
 import getpass
 import sys
 from collections.abc import Awaitable, Callable
+from datetime import datetime
 from pathlib import Path
 from typing import Annotated, TypeVar
 
@@ -327,6 +328,153 @@ def controls() -> None:
             console.print(table)
 
     _run(go)
+
+
+# -- operations executed by the lease holder -------------------------------------------------------
+
+WaitOpt = Annotated[
+    float, typer.Option("--timeout", help="Seconds to wait for the running engine's answer.")
+]
+
+
+def _operate(kind_value: str, reason: str, params: dict[str, object], timeout: float) -> None:
+    """Queue the request for the engine holding the account's lease and print its result; with
+    no live engine, take the lease and run it here (one venue writer per account either way)."""
+
+    from engine.domain.types import utc_now
+    from engine.ledger.records import OperatorRequestKind
+
+    settings = _settings()
+    kind = OperatorRequestKind(kind_value)
+
+    async def go() -> dict[str, object]:
+        async with open_database(settings) as db:
+            ledger = _ledger(db, settings)
+            request = await ledger.request_operation(
+                kind, requested_by=f"cli:{getpass.getuser()}", reason=reason, params=params
+            )
+            lease = await ledger.lease_info()
+            if lease is not None and lease.expires_at > utc_now():
+                console.print(
+                    f"request {request.id} queued for the running engine ({lease.holder})"
+                )
+                deadline = asyncio.get_running_loop().time() + timeout
+                while asyncio.get_running_loop().time() < deadline:
+                    done = await ledger.get_operation(request.id)
+                    if done is not None and done.handled_at is not None:
+                        return done.result or {}
+                    await asyncio.sleep(0.2)
+                raise TradectlError(
+                    f"request {request.id} was not handled within {timeout:g}s; it stays queued "
+                    "and the engine runs it when it can (see table operator_requests)"
+                )
+            return await _operate_here(settings, db, ledger, request.id)
+
+    result = _run(go)
+    for key, value in result.items():
+        console.print(f"{key}: {value}")
+    if not result.get("ok", False):
+        raise typer.Exit(1)
+
+
+async def _operate_here(
+    settings: Settings, db: Database, ledger: Ledger, request_id: int
+) -> dict[str, object]:
+    """No engine holds the lease: become the account's writer for this one operation."""
+    from engine.controls import LeaseKeeper, OperatorDesk
+    from engine.execution import Execution, ExecutionConfig
+    from engine.marketdata.conflator import Conflator
+    from engine.portfolio import Portfolio
+    from engine.reconcile import Reconciler
+    from engine.risk_gate import LimitsBook, RiskGate
+    from engine.runtime import open_venue, symbols_of
+    from engine.strategy_config import load_strategy_config
+
+    strategies = load_strategy_config(settings.strategies_file)
+    symbols = symbols_of(strategies)
+    async with open_venue(settings, symbols, _utc_now) as session:
+        ledger = Ledger(db.engine, account=ledger.account, venue=session.venue.name)
+        lease = LeaseKeeper(ledger, ttl=settings.lease_ttl)
+        try:
+            async with asyncio.timeout(2 * settings.lease_ttl_s):
+                await lease.acquire()
+        except TimeoutError:
+            raise TradectlError(
+                "another engine holds the account's lease; it runs the queued request"
+            ) from None
+        try:
+            portfolio = Portfolio(db.engine, settings.account)
+            execution = Execution(
+                ledger=ledger,
+                venue=session.venue,
+                gate=RiskGate(limits=LimitsBook.empty(), market=Conflator(), portfolio=portfolio),
+                lease=lease,
+                config=ExecutionConfig(
+                    account=ledger.account,
+                    order_id_prefix=settings.order_id_prefix,
+                    consistency_window=settings.consistency_window,
+                ),
+            )
+            execution.symbols.update(symbols)
+            reconciler = Reconciler(
+                ledger=ledger,
+                execution=execution,
+                prefix=settings.order_id_prefix,
+                balance_tolerance=settings.balance_tolerance,
+            )
+            desk = OperatorDesk(
+                ledger, holder=lease.holder, reconciler=reconciler, execution=execution
+            )
+            await desk.handle_pending()
+        finally:
+            await lease.release()
+        done = await ledger.get_operation(request_id)
+        return (done.result if done is not None else None) or {}
+
+
+def _utc_now() -> datetime:
+    from engine.domain.types import utc_now
+
+    return utc_now()
+
+
+@app.command()
+def reconcile(
+    reason: ReasonOpt = "",
+    accept_balances: Annotated[
+        bool,
+        typer.Option(
+            "--accept-balances",
+            help="After checking: take the venue's balances as the truth where they drifted "
+            "(resolves those drift incidents; pauses stay until `tradectl resume`).",
+        ),
+    ] = False,
+    timeout: WaitOpt = 60.0,
+) -> None:
+    """Reconcile now: resolve orders, fetch missing fills, compare open orders and balances."""
+    _operate(
+        "reconcile",
+        reason or "reconcile from the CLI",
+        {"accept_balances": accept_balances},
+        timeout,
+    )
+
+
+@app.command("cancel-all")
+def cancel_all(
+    strategy: StrategyOpt = None,
+    symbol: SymbolOpt = None,
+    reason: ReasonOpt = "",
+    timeout: WaitOpt = 60.0,
+) -> None:
+    """Cancel every working order of the account (or of one strategy / symbol). Halts and
+    pauses never block cancels."""
+    params: dict[str, object] = {}
+    if strategy:
+        params["strategy"] = strategy
+    if symbol:
+        params["symbol"] = symbol
+    _operate("cancel_all", reason or "cancel-all from the CLI", params, timeout)
 
 
 # -- incidents -----------------------------------------------------------------------------------
