@@ -78,12 +78,15 @@ def asyncpg_connect_kwargs(url: str | URL) -> dict[str, object]:
     return {k: v for k, v in kwargs.items() if v is not None}
 
 
-def make_engine(url: str | URL, *, pool_size: int = 5) -> AsyncEngine:
+def make_engine(url: str | URL, *, pool_size: int = 8) -> AsyncEngine:
     parsed = url if isinstance(url, URL) else normalize_url(url)
     return create_async_engine(
         parsed,
         pool_size=pool_size,
-        max_overflow=pool_size,
+        # No overflow: an overflow connection is closed after each use, and every new connection
+        # prepares each statement and introspects its types again, which under a burst of acks
+        # cost more than waiting for a pooled connection.
+        max_overflow=0,
         # No pool_pre_ping: with asyncpg it costs BEGIN/SELECT/ROLLBACK (three round trips) on
         # every checkout, doubling the cost of a ledger transaction. A connection that died with
         # the server fails its next statement as DatabaseUnavailable (the pool then drops every
