@@ -215,6 +215,8 @@ class RiskGate:
         started = self._sequence
         self._seen_generation = self.portfolio.generation
         await self.portfolio.refresh()
+        if self._wants_pnl:
+            await self.portfolio.refresh_pnl(self.clock())
         self._refreshed_at = monotonic()
         self._by_strategy = self.portfolio.snapshot()
         # Committed before the read began: the snapshot has them.
