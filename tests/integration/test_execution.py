@@ -163,8 +163,15 @@ async def assert_invariants(db_engine: AsyncEngine, venue: PaperVenue) -> None:
         }
     venue_fills = {(f.symbol, f.trade_id): (f.quantity, f.price, f.fee) for f in venue.all_fills()}
     assert ledger_fills == venue_fills
+    # the paper venue charges buy commissions in the asset received, so the holding is the
+    # signed sum of fills less the fees paid in BTC
     net = sum(
-        (f.quantity * f.side.sign for f in venue.all_fills() if f.symbol == BTCUSDT), Decimal(0)
+        (
+            f.quantity * f.side.sign - (f.fee if f.fee_asset == "BTC" else Decimal(0))
+            for f in venue.all_fills()
+            if f.symbol == BTCUSDT
+        ),
+        Decimal(0),
     )
     assert positions.get(BTCUSDT, Decimal(0)) == net
     for coid in attempts:
