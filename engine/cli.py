@@ -19,7 +19,7 @@ import typer
 from rich.console import Console
 from rich.table import Table
 
-from engine.config import Settings, load_settings
+from engine.config import Settings, VenueKind, load_settings
 from engine.database import Database, open_database
 from engine.domain.types import AccountId, ControlKind, ControlScope, VenueName
 from engine.exceptions import TradectlError
@@ -367,6 +367,15 @@ def _operate(kind_value: str, reason: str, params: dict[str, object], timeout: f
                 raise TradectlError(
                     f"request {request.id} was not handled within {timeout:g}s; it stays queued "
                     "and the engine runs it when it can (see table operator_requests)"
+                )
+            if settings.venue is not VenueKind.BINANCE:
+                # The simulator and the paper venue live inside `tradectl run`: a fresh one
+                # here would know none of the ledger's orders. The next engine start runs it.
+                raise TradectlError(
+                    f"no engine is running for account {settings.account!r}, and its venue "
+                    f"({settings.venue.value}) lives inside `tradectl run`; request {request.id} "
+                    "stays queued and the next `tradectl run` handles it after its own startup "
+                    "reconciliation"
                 )
             return await _operate_here(settings, db, ledger, request.id)
 

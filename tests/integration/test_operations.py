@@ -1,0 +1,130 @@
+"""Operating a running engine from a second process, as an operator would from a second terminal."""
+
+from __future__ import annotations
+
+import asyncio
+import os
+import subprocess
+import sys
+from collections.abc import AsyncIterator
+from pathlib import Path
+
+import pytest
+from sqlalchemy import text
+from sqlalchemy.engine import URL
+from sqlalchemy.ext.asyncio import AsyncEngine
+
+from engine import runtime
+from engine.config import load_settings
+from tests.helpers import eventually
+
+ROOT = Path(__file__).resolve().parents[2]
+
+
+@pytest.fixture
+def engine_env(database_url: URL, monkeypatch: pytest.MonkeyPatch) -> dict[str, str]:
+    env = {
+        "DATABASE_URL": database_url.render_as_string(hide_password=False),
+        "TRADECTL_ACCOUNT": "ops",
+        "TRADECTL_VENUE": "paper",
+        "TRADECTL_STRATEGIES_FILE": str(ROOT / "strategies" / "example.toml"),
+        "TRADECTL_STATUS_INTERVAL_S": "3600",
+        "TRADECTL_LEASE_TTL_S": "3",
+    }
+    for key, value in env.items():
+        monkeypatch.setenv(key, value)
+    return env
+
+
+@pytest.fixture
+async def running_engine(engine_env: dict[str, str], db_engine: AsyncEngine) -> AsyncIterator[None]:
+    stop = asyncio.Event()
+    task = asyncio.create_task(runtime.run(load_settings(), stop), name="engine-under-test")
+
+    async def lease_held() -> bool:
+        if task.done():
+            task.result()  # surface the engine's error instead of timing out
+        async with db_engine.connect() as conn:
+            holder = await conn.execute(
+                text("SELECT holder FROM leases WHERE account = 'ops' AND expires_at > now()")
+            )
+            return holder.first() is not None
+
+    await eventually(lease_held, timeout=30, message="the engine never took its lease")
+    yield
+    stop.set()
+    await asyncio.wait_for(task, timeout=30)
+
+
+async def tradectl(env: dict[str, str], *args: str) -> subprocess.CompletedProcess[str]:
+    return await asyncio.to_thread(
+        subprocess.run,
+        [sys.executable, "-m", "engine", *args],
+        env={**os.environ, **env},
+        capture_output=True,
+        text=True,
+        timeout=90,
+        check=False,
+        cwd=ROOT,
+    )
+
+
+async def scalar(engine: AsyncEngine, sql: str) -> object:
+    async with engine.connect() as conn:
+        return (await conn.execute(text(sql))).scalar_one()
+
+
+async def test_reconcile_and_cancel_all_from_a_second_process_are_run_by_the_engine(
+    running_engine: None, engine_env: dict[str, str], db_engine: AsyncEngine
+) -> None:
+    proc = await tradectl(engine_env, "reconcile", "--reason", "operator check")
+    assert proc.returncode == 0, proc.stdout + proc.stderr
+    assert "queued for the running engine" in proc.stdout
+
+    proc = await tradectl(engine_env, "cancel-all", "--reason", "going home")
+    assert proc.returncode == 0, proc.stdout + proc.stderr
+    handled = await scalar(
+        db_engine,
+        "SELECT count(*) FROM operator_requests WHERE handled_at IS NOT NULL AND account = 'ops'",
+    )
+    assert handled == 2
+
+
+async def test_a_halt_from_a_second_process_stops_new_orders_in_the_running_engine(
+    running_engine: None, engine_env: dict[str, str], db_engine: AsyncEngine
+) -> None:
+    proc = await tradectl(engine_env, "halt", "--reason", "exchange incident")
+    assert proc.returncode == 0, proc.stdout + proc.stderr
+    halted_at = await scalar(db_engine, "SELECT max(set_at) FROM controls WHERE kind = 'halt'")
+    # the engine keeps deciding (holds are recorded), but nothing is reserved after the halt
+    await eventually(
+        lambda: scalar(
+            db_engine,
+            "SELECT count(*) > 0 FROM decisions WHERE decided_at > "
+            "(SELECT max(set_at) FROM controls WHERE kind = 'halt')",
+        ),
+        timeout=20,
+        message="the engine made no decision after the halt",
+    )
+    after = await scalar(
+        db_engine,
+        "SELECT count(*) FROM orders o JOIN controls c ON c.kind = 'halt' "
+        "WHERE o.created_at > c.set_at",
+    )
+    assert halted_at is not None
+    assert after == 0
+    proc = await tradectl(engine_env, "status")
+    assert proc.returncode == 0, proc.stderr
+    assert "halt account:ops" in proc.stdout
+
+
+async def test_with_no_engine_running_a_local_venue_request_waits_for_the_next_start(
+    engine_env: dict[str, str], db_engine: AsyncEngine
+) -> None:
+    proc = await tradectl(engine_env, "reconcile")
+    assert proc.returncode == 2
+    assert "next `tradectl run` handles it" in proc.stderr
+    queued = await scalar(
+        db_engine, "SELECT count(*) FROM operator_requests WHERE handled_at IS NULL"
+    )
+    assert queued == 1
