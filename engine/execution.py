@@ -178,10 +178,10 @@ class Execution:
         Resolution comes first because it attaches venue order ids, which fills fetched by trade
         id (Binance ``myTrades`` carries no client order id) are matched on.
         """
-        await self.resolve_unresolved(force=True)
+        await self.resolve_unresolved()
         await self.sync_fills()
         # a lookup can show fills the trades query had not; a second pass settles them
-        await self.resolve_unresolved(force=True)
+        await self.resolve_unresolved()
 
     async def run(self) -> None:
         """Process intents in batches until cancelled or the lease is lost.
@@ -553,7 +553,7 @@ class Execution:
 
     # -- resolution ----------------------------------------------------------------------------
 
-    async def resolve_unresolved(self, *, force: bool = False) -> int:
+    async def resolve_unresolved(self) -> int:
         """Look up every unresolved order not in flight here. Returns how many were looked at."""
         orders = [
             o

@@ -90,7 +90,7 @@ class Reconciler:
         after checking) takes the venue's balances as the new baseline where they drifted and
         resolves those drift incidents; pauses stay until the operator resumes."""
         report = ReconcileReport()
-        report.orders_looked_up = await self.execution.resolve_unresolved(force=startup)
+        report.orders_looked_up = await self.execution.resolve_unresolved()
         report.fills_added = await self.execution.sync_fills()
         await self._venue_open_orders(report)
         await self._balances(report, accept=accept_balances)

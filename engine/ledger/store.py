@@ -760,16 +760,6 @@ SQL_TYPICAL_ORDER_QTY = Statement(
     GROUP BY strategy_id, symbol
     """
 )
-SQL_PNL_FILLS = Statement(
-    """
-    SELECT f.symbol, f.side, f.qty, f.price, f.fee, f.fee_asset, f.venue_ts,
-           i.base_asset, i.quote_asset
-    FROM fills f LEFT JOIN instruments i ON i.venue = f.venue AND i.symbol = f.symbol
-    WHERE f.account = :account
-    ORDER BY f.symbol, f.venue_ts, f.id
-    """
-)
-
 # -- operator requests -------------------------------------------------------------------------
 
 _REQUEST_COLUMNS = (
@@ -1953,11 +1943,6 @@ class Ledger:
                 (StrategyId(s), Symbol(sym)): (Decimal(q), int(n))
                 for s, sym, q, n in map(tuple, rows)
             }
-
-    async def pnl_fills(self) -> list[asyncpg.Record]:
-        """Every fill of the account with its symbol's assets, in trade order per symbol."""
-        async with self._connection() as db:
-            return list(await SQL_PNL_FILLS.run(db, {"account": self.account}))
 
     # -- operator requests ------------------------------------------------------------------
 
