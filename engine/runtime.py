@@ -261,6 +261,11 @@ class Engine:
         )
         for spec in strategies:
             self.host.add(spec.hosted())
+            if spec.bar_interval is not None:
+                # Bar strategies decide on closed bars; venues stream quotes, so bars are
+                # built from them (the feed closes due bars even in a quiet market).
+                for symbol in spec.symbols:
+                    self.conflator.build_bars(symbol, spec.bar_interval)
 
     # -- controls seen by the strategies (the reserve transaction enforces them regardless) ---
 
@@ -316,7 +321,12 @@ class Engine:
     async def _status_loop(self) -> None:
         while True:
             await asyncio.sleep(self.settings.status_interval_s)
-            text = await ledger_status(self.db.engine, self.settings.account)
+            marks = {
+                symbol: quote.mid
+                for symbol in self.symbols
+                if (quote := self.conflator.quote(symbol)) is not None
+            }
+            text = await ledger_status(self.db.engine, self.settings.account, marks)
             print(f"--- {self.clock().isoformat(timespec='seconds')} ---\n{text}", flush=True)
 
     async def _reconcile_loop(self) -> None:

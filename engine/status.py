@@ -2,17 +2,37 @@
 
 from __future__ import annotations
 
+from collections.abc import Mapping
 from decimal import Decimal
 
 from sqlalchemy import text
 from sqlalchemy.ext.asyncio import AsyncEngine
 
+from engine.domain.types import Symbol
+
 _ORDERS_BY_STATE = text(
     "SELECT state, count(*) FROM orders WHERE account = :account GROUP BY state ORDER BY state"
 )
+# Cash flow of the fills net of quote-asset fees; the holding is already net of base-asset fees
+# (the positions view's rule). Fees in a third asset (BNB) are not netted: shown apart.
 _POSITIONS = text(
-    "SELECT strategy_id, symbol, net_qty, buy_notional, sell_notional, fees, fill_count "
-    "FROM positions WHERE account = :account ORDER BY strategy_id, symbol"
+    """
+    SELECT o.strategy_id, f.symbol,
+           sum(CASE WHEN f.side = 'BUY' THEN f.qty ELSE -f.qty END)
+             - COALESCE(sum(f.fee) FILTER (WHERE f.fee_asset = i.base_asset), 0) AS net_qty,
+           sum(CASE WHEN f.side = 'BUY' THEN -f.qty * f.price ELSE f.qty * f.price END)
+             - COALESCE(sum(f.fee) FILTER (WHERE f.fee_asset = i.quote_asset), 0) AS cash,
+           COALESCE(sum(f.fee) FILTER (WHERE f.fee_asset IS DISTINCT FROM i.base_asset
+                                        AND f.fee_asset IS DISTINCT FROM i.quote_asset), 0)
+             AS other_fees,
+           count(*) AS fills
+    FROM fills f
+    JOIN orders o ON o.client_order_id = f.client_order_id
+    LEFT JOIN instruments i ON i.venue = f.venue AND i.symbol = f.symbol
+    WHERE o.account = :account
+    GROUP BY o.strategy_id, f.symbol
+    ORDER BY o.strategy_id, f.symbol
+    """
 )
 _DECISIONS = text(
     "SELECT outcome, count(*) FROM decisions WHERE account = :account GROUP BY outcome"
@@ -25,7 +45,11 @@ def _fmt(value: Decimal) -> str:
     return f"{value.normalize():f}"
 
 
-async def ledger_status(engine: AsyncEngine, account: str) -> str:
+async def ledger_status(
+    engine: AsyncEngine, account: str, marks: Mapping[Symbol, Decimal] | None = None
+) -> str:
+    """``marks`` (latest mid per symbol) turn positions into P&L; without them (the CLI, which
+    has no market data) the cash flow is shown."""
     async with engine.connect() as conn:
         states = (await conn.execute(_ORDERS_BY_STATE, {"account": account})).all()
         positions = (await conn.execute(_POSITIONS, {"account": account})).all()
@@ -36,12 +60,15 @@ async def ledger_status(engine: AsyncEngine, account: str) -> str:
         "orders: " + (", ".join(f"{s}={n}" for s, n in states) or "none"),
         "decisions: " + (", ".join(f"{o}={n}" for o, n in decisions) or "none"),
     ]
-    for strategy, symbol, net, bought, sold, fees, count in positions:
-        # cash flow of the fills: what was received for sales minus what was paid for buys
-        lines.append(
-            f"position {strategy} {symbol}: {_fmt(net)} "
-            f"(fills={count}, cash flow={_fmt(sold - bought)}, fees={_fmt(fees)})"
+    for strategy, symbol, net, cash, other_fees, count in positions:
+        mark = (marks or {}).get(Symbol(symbol))
+        value = (
+            f"P&L {_fmt(cash + net * mark)} at mark {_fmt(mark)}"
+            if mark is not None
+            else f"cash flow {_fmt(cash)}"
         )
+        extra = f", other fees {_fmt(other_fees)}" if other_fees else ""
+        lines.append(f"position {strategy} {symbol}: {_fmt(net)} | {value} | fills {count}{extra}")
     if controls:
         lines.append("controls: " + ", ".join(f"{k} {s}:{t}" for s, t, k in controls))
     lines.append(f"open incidents: {incidents}")
