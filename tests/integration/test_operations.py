@@ -128,3 +128,40 @@ async def test_with_no_engine_running_a_local_venue_request_waits_for_the_next_s
         db_engine, "SELECT count(*) FROM operator_requests WHERE handled_at IS NULL"
     )
     assert queued == 1
+
+
+async def test_the_engine_on_the_simulator_feeds_both_strategies_and_fills_orders(
+    engine_env: dict[str, str], db_engine: AsyncEngine, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    # the default `make run` path: the simulator on loopback, through the Binance adapter
+    monkeypatch.setenv("TRADECTL_VENUE", "simulator")
+    monkeypatch.setenv(
+        "TRADECTL_STRATEGIES_FILE", str(ROOT / "tests/resources/engine/fast_strategies.toml")
+    )
+    stop = asyncio.Event()
+    task = asyncio.create_task(runtime.run(load_settings(), stop), name="engine-under-test")
+
+    async def both_decided_and_something_filled() -> bool:
+        if task.done():
+            task.result()
+        async with db_engine.connect() as conn:
+            deciders = (
+                await conn.execute(text("SELECT DISTINCT strategy_id FROM decisions"))
+            ).scalars()
+            filled = (
+                await conn.execute(text("SELECT count(*) FROM orders WHERE state = 'FILLED'"))
+            ).scalar_one()
+        return {"sma-fast", "fv-fast"} <= set(deciders) and filled > 0
+
+    try:
+        await eventually(
+            both_decided_and_something_filled,
+            timeout=60,
+            message="both strategies should decide and an order should fill",
+        )
+    finally:
+        stop.set()
+        await asyncio.wait_for(task, timeout=30)
+    async with db_engine.connect() as conn:
+        venues = (await conn.execute(text("SELECT DISTINCT venue FROM orders"))).scalars().all()
+    assert venues == ["simulator"]
