@@ -3,9 +3,15 @@
 from __future__ import annotations
 
 import asyncio
+import os
+import subprocess
+import sys
 import time
 from collections.abc import Awaitable, Callable
+from pathlib import Path
 from typing import TypeVar
+
+ROOT = Path(__file__).resolve().parents[1]
 
 T = TypeVar("T")
 
@@ -34,3 +40,17 @@ async def eventually(
         if time.monotonic() >= deadline:
             raise AssertionError(f"{message} within {timeout}s (last value: {last!r})")
         await asyncio.sleep(interval)
+
+
+async def tradectl(env: dict[str, str], *args: str) -> subprocess.CompletedProcess[str]:
+    """Run ``tradectl ARGS`` as a second process would (an operator's second terminal)."""
+    return await asyncio.to_thread(
+        subprocess.run,
+        [sys.executable, "-m", "engine", *args],
+        env={**os.environ, **env},
+        capture_output=True,
+        text=True,
+        timeout=90,
+        check=False,
+        cwd=ROOT,
+    )

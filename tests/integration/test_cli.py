@@ -2,17 +2,17 @@
 
 from __future__ import annotations
 
-import os
-import subprocess
-import sys
+import asyncio
 
 import pytest
+from click.testing import Result
 from sqlalchemy import text
 from sqlalchemy.engine import URL
 from sqlalchemy.ext.asyncio import AsyncEngine
 from typer.testing import CliRunner
 
 from engine.cli import app
+from tests.helpers import tradectl
 
 
 @pytest.fixture
@@ -50,12 +50,12 @@ async def test_pause_and_resume_a_strategy_from_the_cli(
 async def test_halt_from_a_second_process_is_persisted(
     cli_env: dict[str, str], db_engine: AsyncEngine
 ) -> None:
-    proc = await _subprocess(cli_env, ["halt", "--reason", "exchange incident"])
+    proc = await tradectl(cli_env, "halt", "--reason", "exchange incident")
     assert proc.returncode == 0, proc.stderr
     assert await active_controls(db_engine) == [
         ("account", "acct-cli", "halt", "exchange incident")
     ]
-    proc = await _subprocess(cli_env, ["status"])
+    proc = await tradectl(cli_env, "status")
     assert proc.returncode == 0, proc.stderr
     assert "halt account:acct-cli" in proc.stdout
 
@@ -69,22 +69,6 @@ async def test_a_database_not_at_head_is_refused_with_the_command_to_run(
     assert "tradectl migrate" in result.output
 
 
-async def _invoke(runner: CliRunner, args: list[str]):  # type: ignore[no-untyped-def]
+async def _invoke(runner: CliRunner, args: list[str]) -> Result:
     # The CLI runs its own event loop; keep it off the test's loop thread.
-    import asyncio
-
     return await asyncio.to_thread(runner.invoke, app, args)
-
-
-async def _subprocess(env: dict[str, str], args: list[str]) -> subprocess.CompletedProcess[str]:
-    import asyncio
-
-    return await asyncio.to_thread(
-        subprocess.run,
-        [sys.executable, "-m", "engine", *args],
-        env={**os.environ, **env},
-        capture_output=True,
-        text=True,
-        timeout=60,
-        check=False,
-    )

@@ -3,11 +3,7 @@
 from __future__ import annotations
 
 import asyncio
-import os
-import subprocess
-import sys
 from collections.abc import AsyncIterator
-from pathlib import Path
 
 import pytest
 from sqlalchemy import text
@@ -16,9 +12,7 @@ from sqlalchemy.ext.asyncio import AsyncEngine
 
 from engine import runtime
 from engine.config import load_settings
-from tests.helpers import eventually
-
-ROOT = Path(__file__).resolve().parents[2]
+from tests.helpers import ROOT, eventually, tradectl
 
 
 @pytest.fixture
@@ -54,19 +48,6 @@ async def running_engine(engine_env: dict[str, str], db_engine: AsyncEngine) -> 
     yield
     stop.set()
     await asyncio.wait_for(task, timeout=30)
-
-
-async def tradectl(env: dict[str, str], *args: str) -> subprocess.CompletedProcess[str]:
-    return await asyncio.to_thread(
-        subprocess.run,
-        [sys.executable, "-m", "engine", *args],
-        env={**os.environ, **env},
-        capture_output=True,
-        text=True,
-        timeout=90,
-        check=False,
-        cwd=ROOT,
-    )
 
 
 async def scalar(engine: AsyncEngine, sql: str) -> object:
