@@ -227,6 +227,8 @@ class Execution:
                 await self.resolve_unresolved()
             except (DatabaseUnavailable, VenueError) as exc:
                 log.warning("resolution pass failed; will retry", error=str(exc))
+            except Exception:
+                log.exception("resolution pass failed unexpectedly; will retry")
 
     # -- the protocol --------------------------------------------------------------------------
 
@@ -291,6 +293,11 @@ class Execution:
             try:
                 async with self._send_slots:
                     await work
+            except Exception:
+                # A failed lookup or write must not take the account's execution down with it:
+                # the order stays unresolved in the ledger and the resolver looks it up again.
+                log.exception("order work failed; it will be looked up again")
+                self._resolve_wakeup.set()
             finally:
                 self._outstanding -= 1
                 if self._outstanding == 0:

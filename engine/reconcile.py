@@ -82,6 +82,8 @@ class Reconciler:
                 await self.reconcile()
             except (DatabaseUnavailable, VenueError) as exc:
                 log.warning("reconciliation pass failed; will retry", error=str(exc))
+            except Exception:
+                log.exception("reconciliation pass failed unexpectedly; will retry")
 
     async def reconcile(
         self, *, startup: bool = False, accept_balances: bool = False

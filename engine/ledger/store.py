@@ -42,14 +42,24 @@ epoch, not on the clock.
 
 from __future__ import annotations
 
+import asyncio
 import functools
 import json
-from collections.abc import AsyncIterator, Callable, Iterable, Iterator, Mapping, Sequence
+import random
+from collections.abc import (
+    AsyncIterator,
+    Callable,
+    Coroutine,
+    Iterable,
+    Iterator,
+    Mapping,
+    Sequence,
+)
 from contextlib import asynccontextmanager, contextmanager
 from dataclasses import replace
 from datetime import datetime, timedelta
 from decimal import Decimal
-from typing import Any
+from typing import Any, ParamSpec, TypeVar
 
 import asyncpg
 from sqlalchemy import text
@@ -107,6 +117,35 @@ _BLOCKING_KINDS = (ControlKind.HALT, ControlKind.PAUSE)
 # SQL
 
 _DIALECT = postgresql_asyncpg.dialect()  # type: ignore[no-untyped-call]
+
+
+#: Postgres aborts one of two transactions that wait on each other (a fill path inserting a
+#: trade while an ACK holds its order, say); the victim was rolled back whole, so it is retried.
+_TRANSIENT = (asyncpg.DeadlockDetectedError, asyncpg.SerializationError)
+_TRANSIENT_ATTEMPTS = 5
+
+P = ParamSpec("P")
+T = TypeVar("T")
+
+
+def _retry_transient(
+    fn: Callable[P, Coroutine[Any, Any, T]],
+) -> Callable[P, Coroutine[Any, Any, T]]:
+    @functools.wraps(fn)
+    async def retrying(*args: P.args, **kwargs: P.kwargs) -> T:
+        for attempt in range(1, _TRANSIENT_ATTEMPTS + 1):
+            try:
+                return await fn(*args, **kwargs)
+            except _TRANSIENT as exc:
+                if attempt == _TRANSIENT_ATTEMPTS:
+                    raise LedgerError(
+                        f"{fn.__name__} was aborted by the database {attempt} times "
+                        f"({type(exc).__name__}); nothing of it was written"
+                    ) from exc
+                await asyncio.sleep(random.uniform(0, 0.01 * 2**attempt))
+        raise AssertionError("unreachable")
+
+    return retrying
 
 
 class Rows(list[asyncpg.Record]):
@@ -1121,11 +1160,13 @@ class Ledger:
 
     # -- decisions and reservation ----------------------------------------------------------
 
+    @_retry_transient
     async def record_decision(self, decision: DecisionRecord) -> None:
         """Record a decision that reserves no order (a hold, a risk denial). Idempotent."""
         async with self._connection() as db:
             await SQL_RECORD_DECISIONS.run(db, _decision_params([decision]))
 
+    @_retry_transient
     async def reserve(
         self, reservations: Sequence[Reservation], *, holder: str, epoch: int
     ) -> list[ReserveResult]:
@@ -1342,6 +1383,7 @@ class Ledger:
 
     # -- order state ------------------------------------------------------------------------
 
+    @_retry_transient
     async def record_ack(
         self, client_order_id: ClientOrderId, report: OrderReport, *, submitted_at: datetime
     ) -> Order:
@@ -1358,6 +1400,7 @@ class Ledger:
             raise self._unknown(client_order_id)
         return order
 
+    @_retry_transient
     async def apply_report(self, report: OrderReport, *, cause: str) -> Order | None:
         """Apply a lookup / stream / cancel answer: append its fills, attach the venue order id
         if missing, move to the state it implies (never backwards). ``None`` when the ledger
@@ -1425,6 +1468,7 @@ class Ledger:
             error = report.reason if to in (OrderState.REJECTED, OrderState.EXPIRED) else None
             return await self._update(db, to=to, error=error, **fields)
 
+    @_retry_transient
     async def mark_unknown(
         self, client_order_id: ClientOrderId, error: str, *, submitted_at: datetime | None
     ) -> Order:
@@ -1454,6 +1498,7 @@ class Ledger:
                 submitted_at=submitted_at,
             )
 
+    @_retry_transient
     async def mark_rejected(
         self, client_order_id: ClientOrderId, reason: str, *, submitted_at: datetime | None
     ) -> Order:
@@ -1466,15 +1511,18 @@ class Ledger:
             submitted_at=submitted_at,
         )
 
+    @_retry_transient
     async def expire(self, client_order_id: ClientOrderId, reason: str) -> Order:
         """The intent is no longer valid and the order is known not to be on the venue."""
         return await self.transition(
             client_order_id, OrderState.EXPIRED, cause="expired", error=reason
         )
 
+    @_retry_transient
     async def request_cancel(self, client_order_id: ClientOrderId, cause: str) -> Order:
         return await self.transition(client_order_id, OrderState.PENDING_CANCEL, cause=cause)
 
+    @_retry_transient
     async def transition(
         self,
         client_order_id: ClientOrderId,
@@ -1554,6 +1602,7 @@ class Ledger:
 
     # -- fills ------------------------------------------------------------------------------
 
+    @_retry_transient
     async def append_fills(self, fills: Sequence[FillReport]) -> list[FillReport]:
         """Record fills (idempotent by ``(venue, symbol, trade_id)``); return the new ones.
 
@@ -1668,6 +1717,7 @@ class Ledger:
 
     # -- controls ---------------------------------------------------------------------------
 
+    @_retry_transient
     async def set_control(
         self,
         scope: ControlScope,
@@ -1700,6 +1750,7 @@ class Ledger:
                 row = (await SQL_ACTIVE_CONTROL.run(db, params)).one()
         return _control(row)
 
+    @_retry_transient
     async def clear_control(
         self, scope: ControlScope, target: str, kind: ControlKind, *, cleared_by: str
     ) -> bool:
@@ -1726,6 +1777,7 @@ class Ledger:
 
     # -- incidents --------------------------------------------------------------------------
 
+    @_retry_transient
     async def open_incident(
         self,
         *,
@@ -1762,6 +1814,7 @@ class Ledger:
             result = await (SQL_OPEN_INCIDENTS if open_only else SQL_ALL_INCIDENTS).run(db)
             return [_incident(row) for row in result]
 
+    @_retry_transient
     async def resolve_incident(self, incident_id: int, note: str) -> bool:
         """Close an open incident; ``False`` when it was not open."""
         async with self._connection() as db:
@@ -1773,6 +1826,7 @@ class Ledger:
             ).first()
         return row is not None
 
+    @_retry_transient
     async def resolve_incident_by_key(self, dedupe_key: str, note: str) -> int | None:
         """Close the open incident with ``dedupe_key``; its id, or ``None`` when none was open."""
         async with self._connection() as db:
@@ -1788,6 +1842,7 @@ class Ledger:
 
     # -- balances ---------------------------------------------------------------------------
 
+    @_retry_transient
     async def record_balances(self, reports: Sequence[BalanceReport]) -> None:
         if not reports:
             return
@@ -1825,6 +1880,7 @@ class Ledger:
 
     # -- instruments ------------------------------------------------------------------------
 
+    @_retry_transient
     async def upsert_instrument(self, rules: InstrumentRules) -> None:
         """Remember a symbol's assets and grid (the engine calls this whenever it fetches the
         venue's rules), so fills can be turned into balance changes and base-asset fees."""
@@ -1882,6 +1938,7 @@ class Ledger:
                 for r in rows
             }
 
+    @_retry_transient
     async def save_balance_baselines(
         self, totals: Mapping[Asset, Decimal], *, fill_id: int
     ) -> None:
@@ -1971,6 +2028,7 @@ class Ledger:
             ).one()
         return _operator_request(row)
 
+    @_retry_transient
     async def claim_operation(self, holder: str) -> OperatorRequest | None:
         """The oldest pending request of this account, now marked as being handled by
         ``holder``; ``None`` when there is none."""
@@ -1980,6 +2038,7 @@ class Ledger:
             ).first()
         return None if row is None else _operator_request(row)
 
+    @_retry_transient
     async def complete_operation(
         self, request_id: int, *, holder: str, result: Mapping[str, Any]
     ) -> OperatorRequest | None:
