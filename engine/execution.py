@@ -142,6 +142,7 @@ class Execution:
         self.on_fills = on_fills or (lambda fills: None)
         self._intents: asyncio.Queue[Intent] = asyncio.Queue()
         self._denials: list[DecisionRecord] = []
+        self._owed: dict[ClientOrderId, _Owed] = {}
         self._rules: dict[Symbol, InstrumentRules] = {}
         self.committed = CommittedFacts()
         self._outstanding = 0
@@ -182,6 +183,11 @@ class Execution:
         await self.sync_fills()
         # a lookup can show fills the trades query had not; a second pass settles them
         await self.resolve_unresolved()
+        # orders closed while their fills could not be fetched (a crash in between, say)
+        since = self.clock() - _OWED_LOOKBACK
+        for order, venue_filled in await self.ledger.orders_owed_fills(since):
+            self._owed[order.client_order_id] = _Owed(order=order, venue_filled=venue_filled)
+        await self.settle_owed_fills()
 
     async def run(self) -> None:
         """Process intents in batches until cancelled or the lease is lost.
@@ -225,6 +231,7 @@ class Execution:
             self._resolve_wakeup.clear()
             try:
                 await self.resolve_unresolved()
+                await self.settle_owed_fills()
             except (DatabaseUnavailable, VenueError) as exc:
                 log.warning("resolution pass failed; will retry", error=str(exc))
             except Exception:
@@ -524,22 +531,53 @@ class Execution:
 
     async def fetch_missing_fills(self, report: OrderReport, order: Order | None) -> None:
         """The venue reports more filled than the ledger holds fills for (a fill report was
-        lost, or the fill raced a cancel): bring the order's own trades now. The periodic
+        lost, or the fill raced a cancel): bring the order's own trades. The periodic
         ``sync_fills`` cannot: the lost fill may be older than the newest trade the ledger
-        already holds, and it only fetches after that one."""
+        already holds, and it only fetches after that one. Until they are in, the order is
+        "owed" fills and every resolver pass tries again (a closed order is never looked up
+        otherwise)."""
         if order is None or report.filled_quantity <= order.filled_qty:
             return
+        self._owed[order.client_order_id] = _Owed(order=order, venue_filled=report.filled_quantity)
+        await self._fetch_owed(order.client_order_id)
+
+    async def settle_owed_fills(self) -> None:
+        for coid in list(self._owed):
+            await self._fetch_owed(coid)
+
+    async def _fetch_owed(self, coid: ClientOrderId) -> None:
+        owed = self._owed.get(coid)
+        if owed is None:
+            return
+        order = owed.order
         try:
-            found = await self.venue.find_order(order.symbol, order.client_order_id)
+            found = await self.venue.find_order(order.symbol, coid)
+            if found.fills:
+                self.on_fills(await self.ledger.append_fills(found.fills))
+            else:
+                await self.sync_fills([order.symbol])
         except VenueError as exc:
-            log.info(
-                "could not fetch an order's fills yet", coid=order.client_order_id, error=str(exc)
+            log.info("could not fetch an order's fills yet", coid=coid, error=str(exc))
+        updated = await self.ledger.get_order(coid)
+        if updated is None or updated.filled_qty >= owed.venue_filled:
+            self._owed.pop(coid, None)
+            return
+        owed.attempts += 1
+        if owed.attempts >= _OWED_ATTEMPTS:
+            # Keep no endless loop of lookups; an operator has to look at this one.
+            self._owed.pop(coid, None)
+            await self.ledger.open_incident(
+                kind="fills_missing",
+                scope=f"symbol:{order.symbol}",
+                severity="error",
+                message=(
+                    f"order {coid} is {owed.venue_filled} filled on the venue but the ledger "
+                    f"holds fills for {updated.filled_qty} after {owed.attempts} fetches; check "
+                    "the venue's trade history, then `tradectl reconcile`"
+                ),
+                details={"client_order_id": coid, "venue_filled": str(owed.venue_filled)},
+                dedupe_key=f"fills_missing:{coid}",
             )
-            return
-        if not found.fills:
-            await self.sync_fills([order.symbol])
-            return
-        self.on_fills(await self.ledger.append_fills(found.fills))
 
     async def cancel_all(
         self, *, cause: str, strategy_id: str | None = None, symbol: str | None = None
@@ -732,6 +770,17 @@ class FillPath:
             log.info("user stream reconnected; reconciling", reason=event.reason)
             if self.on_reconnect is not None:
                 self.on_reconnect()
+
+
+_OWED_ATTEMPTS = 30
+_OWED_LOOKBACK = timedelta(days=2)
+
+
+@dataclass(slots=True)
+class _Owed:
+    order: Order
+    venue_filled: Decimal
+    attempts: int = 0
 
 
 class CommittedFacts:

@@ -214,6 +214,20 @@ SQL_NON_TERMINAL_ORDERS = Statement(
     WHERE o.account = :account AND o.state IN ({", ".join(repr(s) for s in _NON_TERMINAL)})
     ORDER BY o.created_at, o.client_order_id"""
 )
+# Orders the venue said were filled further than the ledger has fills for: a fill that raced a
+# cancel, whose trades could not be fetched before the order closed (or before a crash).
+SQL_ORDERS_OWED_FILLS = Statement(
+    f"""SELECT {_ORDER_COLUMNS}, f.filled_qty, f.avg_price, v.venue_filled
+    FROM orders o {_FILL_TOTALS}
+    JOIN LATERAL (
+        SELECT max(CAST(e.detail->>'venue_filled_qty' AS numeric)) AS venue_filled
+        FROM order_events e
+        WHERE e.client_order_id = o.client_order_id AND e.detail ? 'venue_filled_qty'
+    ) v ON true
+    WHERE o.account = :account AND o.updated_at >= :since
+      AND v.venue_filled > COALESCE(f.filled_qty, 0)
+    ORDER BY o.created_at, o.client_order_id"""
+)
 SQL_OPEN_ORDERS_OF_STRATEGY = Statement(
     f"""{_SELECT_ORDERS}
     WHERE o.account = :account AND o.strategy_id = :strategy_id
@@ -1681,6 +1695,14 @@ class Ledger:
         async with self._connection() as db:
             result = await SQL_NON_TERMINAL_ORDERS.run(db, {"account": self.account})
             return [_order(row) for row in result]
+
+    async def orders_owed_fills(self, since: datetime) -> list[tuple[Order, Decimal]]:
+        """Orders changed since ``since`` whose venue-reported filled quantity (kept in their
+        events) exceeds the fills the ledger holds, with that quantity: their trades must be
+        fetched by order."""
+        async with self._connection() as db:
+            result = await SQL_ORDERS_OWED_FILLS.run(db, {"account": self.account, "since": since})
+            return [(_order(row), row["venue_filled"]) for row in result]
 
     async def open_orders(self, strategy_id: StrategyId | None = None) -> list[Order]:
         """Non-terminal orders, optionally of one strategy: what may still trade."""

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import dataclasses
 from collections import Counter
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
@@ -483,3 +484,42 @@ async def test_an_order_below_the_venue_minimum_is_denied_with_the_filter_named(
     failed = [v for v in verdicts if v["result"] == "reject"]
     assert [v["check"] for v in failed] == ["venue_filters"]
     assert "min_notional" in failed[0]["message"]
+
+
+async def test_a_fill_that_raced_a_cancel_is_fetched_by_the_next_engine(
+    db_engine: AsyncEngine, venue: PaperVenue, clock: Clock
+) -> None:
+    first = await make_rig(db_engine, venue, clock)
+    intent = buy(clock, qty="0.5", price="49990")  # rests below the ask
+    await first.execution.process([intent])
+    coid = coid_of(intent)
+    venue.drop_stream_events(True)  # the fill report is lost...
+    venue.set_quote(quote(clock, "49980", "49985", size="0.2"))  # ...of a partial fill
+    cancel = await venue.cancel(BTCUSDT, coid)
+    assert cancel.filled_quantity == Decimal("0.2")
+    # The cancel's answer is recorded without the fills it implies (they were never fetched:
+    # the process died, or the venue refused the trades query, before it could).
+    await first.ledger.apply_report(dataclasses.replace(cancel, fills=()), cause="cancel")
+    order = await first.ledger.get_order(coid)
+    assert order is not None
+    assert order.state is OrderState.CANCELED
+    assert order.filled_qty == 0
+    # A later trade is recorded, so the lost one is older than the ledger's newest trade and
+    # "trades since the newest" can never bring it back: only a lookup by order can.
+    venue.drop_stream_events(False)
+    venue.set_quote(quote(clock, "49980", "49985", size="1"))
+    later = buy(clock, qty="0.01", interval="i2")
+    await first.execution.process([later])
+    newest = (await first.ledger.last_trade_ids())[BTCUSDT]
+    lost = [f for f in venue.all_fills() if f.client_order_id == coid]
+    assert lost
+    assert all(int(newest) > int(f.trade_id) for f in lost)
+
+    clock.advance(60)
+    second = await make_rig(db_engine, venue, clock)
+    await converge(second)
+    order = await second.ledger.get_order(coid)
+    assert order is not None
+    assert order.state is OrderState.CANCELED
+    assert order.filled_qty == Decimal("0.2")
+    await assert_invariants(db_engine, venue)
