@@ -1501,16 +1501,24 @@ class Ledger:
                 submitted_at=submitted_at,
             )
         except StateConflict:
+            pass
+        # The order moved on while the answer was lost; the stream (or a lookup) may move it
+        # again between the re-read and the write, so re-read until the note lands.
+        for _ in range(5):
             current = await self.get_order(client_order_id)
             if current is None:  # pragma: no cover - orders are never deleted
-                raise
-            return await self.transition(
-                client_order_id,
-                current.state,
-                cause="submit_ambiguous",
-                error=error,
-                submitted_at=submitted_at,
-            )
+                raise self._unknown(client_order_id)
+            try:
+                return await self.transition(
+                    client_order_id,
+                    current.state,
+                    cause="submit_ambiguous",
+                    error=error,
+                    submitted_at=submitted_at,
+                )
+            except StateConflict:
+                continue
+        raise StateConflict(f"order {client_order_id} kept changing while recording: {error}")
 
     @_retry_transient
     async def mark_rejected(
