@@ -37,7 +37,7 @@ from engine.domain.types import (
     VenueName,
     utc_now,
 )
-from engine.exceptions import Ambiguous, ConfigError, RateLimited
+from engine.exceptions import Ambiguous, ConfigError, RateLimited, TradectlError
 from engine.execution import Execution, ExecutionConfig, FillPath
 from engine.ledger.store import Ledger
 from engine.marketdata.conflator import Conflator
@@ -383,6 +383,7 @@ class Engine:
         stopper = asyncio.create_task(stop.wait(), name="stop")
         if on_ready is not None:
             on_ready()
+        ended: list[str] = []
         try:
             done, _ = await asyncio.wait(
                 [*tasks.values(), stopper], return_when=asyncio.FIRST_COMPLETED
@@ -391,9 +392,15 @@ class Engine:
                 if task is not stopper:
                     exc = task.exception() if not task.cancelled() else None
                     log.error("task ended; stopping the engine", task=task.get_name(), error=exc)
+                    ended.append(f"{task.get_name()}: {exc!r}" if exc else task.get_name())
         finally:
             stopper.cancel()
             await self._shutdown(tasks, edge_names=set(edge))
+        if ended:
+            # A supervisor must see this as a failure (and restart us into standby/recovery),
+            # not as an operator's clean stop.
+            reason = self.execution.stopped_reason or "; ".join(ended)
+            raise TradectlError(f"the engine stopped on its own: {reason}")
 
     async def _shutdown(
         self, tasks: dict[str, asyncio.Task[None]], *, edge_names: set[str]
