@@ -1,0 +1,79 @@
+"""The in-memory execution path: a replay's orders go straight to the paper venue, with no
+ledger, risk gate or lease."""
+
+from __future__ import annotations
+
+import contextlib
+from collections.abc import Callable, Sequence
+from datetime import datetime
+
+from engine.backtest.execution_path import MAX_REJECTION_SAMPLES
+from engine.domain.intents import Buy, Cancel, Hold, Sell
+from engine.domain.types import ClientOrderId, OrderType
+from engine.exceptions import Definitive, NotFound
+from engine.venues.base import InstrumentRules, OrderRequest
+from engine.venues.paper import PaperVenue
+
+
+class PaperPath:
+    """Orders straight to the paper venue: the execution coroutine's outcome, without its
+    ledger. Quantities and prices are rounded to the instrument's grid first."""
+
+    def __init__(self, venue: PaperVenue, rules: InstrumentRules, clock: Callable[[], datetime]):
+        self.venue = venue
+        self.rules = rules
+        self.clock = clock
+        self._rejected: list[str] = []
+
+    async def start(self) -> None:
+        pass
+
+    async def heartbeat(self) -> None:
+        pass
+
+    async def decided(self, intent: Hold | Cancel) -> None:
+        if isinstance(intent, Cancel):
+            # NotFound means already closed: the same answer the live path accepts.
+            with contextlib.suppress(NotFound):
+                await self.venue.cancel(intent.symbol, intent.client_order_id)
+
+    async def submit(self, orders: Sequence[tuple[Buy | Sell, ClientOrderId]]) -> None:
+        for intent, coid in orders:
+            request = _request(intent, coid, self.rules)
+            if request.quantity <= 0:
+                self._reject(request, "quantity rounds to zero at the step size")
+                continue
+            try:
+                await self.venue.submit(request)
+            except Definitive as exc:
+                self._reject(request, str(exc))
+
+    def _reject(self, request: OrderRequest, reason: str) -> None:
+        self._rejected.append(
+            f"{self.clock().isoformat()} {request.side} {request.quantity} {request.symbol}: "
+            f"{reason}"
+        )
+
+    async def settle(self) -> None:
+        pass
+
+    async def rejections(self) -> tuple[int, list[str]]:
+        return len(self._rejected), self._rejected[:MAX_REJECTION_SAMPLES]
+
+    async def close(self) -> None:
+        pass
+
+
+def _request(intent: Buy | Sell, coid: ClientOrderId, rules: InstrumentRules) -> OrderRequest:
+    price = (
+        None if intent.limit_price is None else rules.round_price(intent.limit_price, intent.side)
+    )
+    return OrderRequest(
+        client_order_id=coid,
+        symbol=intent.symbol,
+        side=intent.side,
+        type=OrderType.MARKET if price is None else OrderType.LIMIT,
+        quantity=rules.round_quantity(intent.quantity),
+        limit_price=price,
+        time_in_force=intent.time_in_force,
+    )

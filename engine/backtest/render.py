@@ -1,0 +1,57 @@
+"""A backtest report as text for people, and the SQL that shows a persisted run."""
+
+from __future__ import annotations
+
+from decimal import ROUND_HALF_EVEN, Decimal
+
+from engine.backtest.report import BacktestReport
+
+
+def plain(value: Decimal) -> str:
+    """A quantity for people: no exponent, no trailing zeros (``0E-8`` → ``0``, ``2.50`` →
+    ``2.5``). Display only; the report keeps the exact values."""
+    text = f"{value.normalize():f}"
+    return "0" if text in ("-0", "0") else text
+
+
+def render_report(report: BacktestReport) -> str:
+    def money(value: Decimal) -> str:
+        return f"{value.quantize(Decimal('0.01'), rounding=ROUND_HALF_EVEN):,}"
+
+    params = " ".join(f"{k}={v}" for k, v in sorted(report.params.items())) or "(defaults)"
+    fill_rate = "n/a" if report.fill_rate is None else f"{report.fill_rate * 100:.2f}%"
+    slip = "n/a" if report.avg_slippage_bps is None else f"{report.avg_slippage_bps:.2f} bps"
+    lines = [
+        f"Backtest  {report.strategy} on {report.symbol}  seed {report.seed}",
+        f"  data            {report.data}",
+        f"  params          {params}",
+        f"  period          {report.start.isoformat()} .. {report.end.isoformat()}"
+        f"  ({report.bars} bars)",
+        f"  decisions       {report.decisions} ({report.holds} holds)",
+        f"  orders          {report.orders} accepted, {report.rejected} rejected, "
+        f"{report.partially_filled} partially filled",
+        f"  trades (fills)  {len(report.trades)}",
+        f"  fill rate       {fill_rate}  "
+        f"({plain(report.filled_qty)} of {plain(report.requested_qty)})",
+        f"  avg slippage    {slip}",
+        f"  fees            {money(report.fees)}",
+        f"  realized P&L    {money(report.realized_pnl)}",
+        f"  unrealized P&L  {money(report.unrealized_pnl)}"
+        f"  (position {plain(report.final_position)} @ {plain(report.last_price)})",
+        f"  total P&L       {money(report.pnl)}",
+        f"  equity          {money(report.start_equity)} -> {money(report.end_equity)}",
+        f"  max drawdown    {money(report.max_drawdown)} ({report.max_drawdown_pct:.2f}%)",
+    ]
+    lines.extend(f"  rejected: {reason}" for reason in report.rejections)
+    if report.account is not None:
+        lines.append(f"  ledger account  {report.account}")
+    return "\n".join(lines)
+
+
+def ledger_hint(account: str) -> str:
+    """One SQL statement that shows a persisted run's decisions, orders and fills."""
+    quoted = account.replace("'", "''")
+    return (
+        "SELECT decided_at, intent, side, quantity, outcome, state, fills, reason "
+        f"FROM decision_trace WHERE account = '{quoted}' ORDER BY decided_at;"
+    )

@@ -1,0 +1,367 @@
+"""The replay: bars walked as quotes on a simulated clock, the live strategy host deciding at
+each close, orders meeting a seeded arrival quote, and the fills folded into the report.
+
+The market model is described in :mod:`engine.backtest`; what becomes of the orders is the
+execution path's (:mod:`engine.backtest.execution_path`).
+"""
+
+from __future__ import annotations
+
+import math
+import random
+from collections.abc import Mapping, Sequence
+from datetime import datetime, timedelta
+from decimal import ROUND_HALF_EVEN, Decimal
+from types import MappingProxyType
+
+from engine.backtest.errors import BacktestError
+from engine.backtest.execution_path import ORDER_ID_PREFIX, ExecutionPath
+from engine.backtest.in_memory import PaperPath
+from engine.backtest.persisted import LedgerPath, LedgerTarget
+from engine.backtest.report import BacktestReport
+from engine.backtest.settings import BacktestSettings, generic_rules
+from engine.domain.ids import client_order_id
+from engine.domain.intents import Buy, Cancel, Hold, Intent, Sell
+from engine.domain.market import Bar, Quote
+from engine.domain.positions import Position, PositionFill, apply_fill, total_pnl, unrealized
+from engine.domain.types import (
+    ClientOrderId,
+    OrderState,
+    StrategyId,
+    Symbol,
+    VenueOrderStatus,
+)
+from engine.marketdata.conflator import Conflator, Update
+from engine.strategy_host import HostedStrategy, StrategyHost
+from engine.venues.base import OrderReport
+from engine.venues.paper import DEFAULT_RULES, PaperVenue
+from strategies.base import DecisionMode, OpenOrder
+from strategies.registry import create_strategy
+
+_ZERO = Decimal(0)
+_BPS = Decimal(10_000)
+
+
+class Replay:
+    """One backtest run. ``run`` may be awaited once.
+
+    With ``ledger`` the strategy's intents take the live durable path (see
+    :class:`~engine.backtest.persisted.LedgerTarget`); without, they go straight to the paper
+    venue. The market, the latency, the fills and the report are the same either way."""
+
+    def __init__(
+        self,
+        bars: Sequence[Bar],
+        strategy: str,
+        params: Mapping[str, str],
+        seed: int,
+        *,
+        settings: BacktestSettings,
+        data_name: str = "<bars>",
+        ledger: LedgerTarget | None = None,
+    ) -> None:
+        if not bars:
+            raise BacktestError("no bars to replay")
+        for what, value in (
+            ("capital", settings.capital),
+            ("participation", settings.participation),
+        ):
+            if value <= 0:
+                raise BacktestError(f"backtest setting {what} must be > 0, got {value}")
+        if settings.spread_bps < 0 or settings.latency_ms < 0:
+            raise BacktestError("backtest settings spread_bps and latency_ms must be >= 0")
+        self.bars = list(bars)
+        self.kind = strategy
+        self.params = MappingProxyType(dict(params))
+        self.seed = seed
+        self.settings = settings
+        self.data_name = data_name
+        self.symbol = settings.symbol
+        self.account = ledger.account if ledger is not None else None
+        self.rules = settings.rules or DEFAULT_RULES.get(self.symbol) or generic_rules(self.symbol)
+        self._rng = random.Random(f"backtest:{seed}")
+        self._now = self.bars[0].open_time
+        self.venue = PaperVenue(
+            rules={self.symbol: self.rules},
+            balances={self.rules.quote_asset: settings.capital},
+            seed=seed,
+            clock=self._clock,
+            maker_fee=settings.maker_fee,
+            taker_fee=settings.taker_fee,
+            fees_in_quote=[self.symbol] if settings.fees_in_quote else [],
+        )
+        strategy_id = StrategyId(ledger.account if ledger is not None else f"bt-{strategy}")
+        try:
+            built = create_strategy(strategy, strategy_id, [self.symbol], params)
+        except (KeyError, ValueError) as exc:
+            raise BacktestError(f"strategy {strategy!r}: {exc}") from None
+        self.hosted = HostedStrategy(
+            strategy=built,
+            params=self.params,
+            limits=settings.limits,
+            bar_interval=self.bars[0].interval,
+        )
+        self.conflator = Conflator()
+        self.host = StrategyHost(
+            conflator=self.conflator,
+            portfolio=self,
+            sink=self._execute,
+            on_strategy_failure=self._strategy_failed,
+            is_paused=self._never_paused,
+            clock=self._clock,
+        )
+        self.host.add(self.hosted)
+        self._path: ExecutionPath
+        if ledger is None:
+            self._path = PaperPath(self.venue, self.rules, self._clock)
+        else:
+            interval = self.bars[0].close_time - self.bars[0].open_time
+            self._path = LedgerPath(
+                ledger,
+                venue=self.venue,
+                conflator=self.conflator,
+                strategy_id=strategy_id,
+                rules=self.rules,
+                limits=settings.limits,
+                bar_interval=interval,
+                clock=self._clock,
+            )
+
+        self._position = Position(
+            base_asset=self.rules.base_asset, quote_asset=self.rules.quote_asset, symbol=self.symbol
+        )
+        self._fills_seen = 0
+        self._decision_price: dict[ClientOrderId, Decimal] = {}
+        self._submitted: set[ClientOrderId] = set()
+        self._pending: list[tuple[Buy | Sell, ClientOrderId]] = []
+        self._decision_mid = _ZERO
+        self._holds = 0
+        self._equity_peak = settings.capital
+        self._max_drawdown = _ZERO
+        self._max_drawdown_pct = _ZERO
+        self._fees = _ZERO
+
+    def _clock(self) -> datetime:
+        return self._now
+
+    # -- PortfolioProvider: what the strategy holds, from the venue's fills ----------------
+    # The same in both modes, so that a persisted run decides exactly as an in-memory one.
+    # (The ledger's ``positions`` view counts fills only; this also takes out fees paid in
+    # the base asset, which the venue really kept.)
+
+    async def inventory(self, strategy_id: StrategyId) -> Mapping[Symbol, Decimal]:
+        self._fold_fills()
+        return {self.symbol: self._position.quantity}
+
+    async def open_orders(self, strategy_id: StrategyId) -> Sequence[OpenOrder]:
+        return tuple(_open_order(r) for r in await self.venue.open_orders(self.symbol))
+
+    # -- the run ---------------------------------------------------------------------------
+
+    async def run(self) -> BacktestReport:
+        try:
+            await self._path.start()
+            for bar in self.bars:
+                self._now = bar.open_time
+                await self._path.heartbeat()
+                self._walk_bar(bar)
+                await self._path.settle()
+                self._now = bar.close_time
+                self._fold_fills()
+                self._mark(bar.close)
+                await self._decide(bar)
+                self._arrive(bar)
+                await self._submit_pending()
+            self._fold_fills()
+            self._mark(self.bars[-1].close)
+            return await self._report()
+        finally:
+            try:
+                await self._path.close()
+            finally:
+                await self.venue.close()
+
+    def _walk_bar(self, bar: Bar) -> None:
+        """Quotes along the bar's path, so resting orders meet its whole range."""
+        extremes = (bar.low, bar.high) if bar.close >= bar.open else (bar.high, bar.low)
+        third = (bar.close_time - bar.open_time) / 3
+        for n, price in enumerate((bar.open, *extremes)):
+            self._now = bar.open_time + n * third
+            self.venue.set_quote(self._quote(price, bar))
+
+    async def _decide(self, bar: Bar) -> None:
+        closing = self._quote(bar.close, bar)
+        self._decision_mid = closing.mid
+        self.venue.set_quote(closing)
+        await self._path.settle()
+        self.conflator.publish(closing)
+        self.conflator.publish(bar)
+        mode = self.hosted.strategy.mode
+        update = Update(
+            quotes=frozenset({self.symbol}) if mode is DecisionMode.QUOTE else frozenset(),
+            closed_bars=(bar,) if mode is DecisionMode.BAR else (),
+        )
+        await self.host.handle(self.hosted, update)
+
+    def _arrive(self, bar: Bar) -> None:
+        """The quote the decided orders meet after the latency."""
+        if not self._pending:
+            return
+        mean = float(self.settings.latency_ms)
+        latency_ms = self._rng.expovariate(1.0 / mean) if mean > 0 else 0.0
+        bar_ms = (bar.close_time - bar.open_time) / timedelta(milliseconds=1)
+        share = math.sqrt(latency_ms / bar_ms) if bar_ms > 0 else 0.0
+        z = self._rng.gauss(0.0, 1.0)
+        rel_range = (bar.high - bar.low) / bar.close
+        # The float only sizes the step; the price itself stays Decimal on the tick grid.
+        step = Decimal(repr(round(z * share, 12))) * rel_range * bar.close
+        self._now = bar.close_time + timedelta(milliseconds=latency_ms)
+        arrival = self._quote(bar.close + step, bar)
+        self.venue.set_quote(arrival)
+        # The engine's market view moves too: the final gate before the wire checks this one.
+        self.conflator.publish(arrival)
+
+    def _quote(self, mid: Decimal, bar: Bar) -> Quote:
+        tick = self.rules.tick_size
+        half = max(mid * self.settings.spread_bps / _BPS / 2, tick)
+        bid = _to_tick(mid - half, tick)
+        ask = _to_tick(mid + half, tick)
+        if ask <= bid:
+            ask = bid + tick
+        bid = max(bid, tick)
+        size_factor = Decimal(repr(round(self._rng.uniform(0.25, 1.0), 6)))
+        size = self.rules.round_quantity(bar.volume * self.settings.participation * size_factor)
+        return Quote(
+            symbol=self.symbol,
+            bid=bid,
+            bid_size=size,
+            ask=ask,
+            ask_size=size,
+            venue_ts=self._now,
+            received_at=self._now,
+        )
+
+    # -- execution -------------------------------------------------------------------------
+
+    async def _execute(self, intent: Intent) -> None:
+        """The host's sink. Orders wait for the latency; holds and cancels act at once."""
+        if isinstance(intent, Hold | Cancel):
+            if isinstance(intent, Hold):
+                self._holds += 1
+            await self._path.decided(intent)
+            return
+        coid = client_order_id(ORDER_ID_PREFIX, intent.key)
+        if coid in self._submitted:
+            return  # the same decision key again: reserved once, as the ledger would
+        self._submitted.add(coid)
+        self._decision_price[coid] = self._decision_mid
+        self._pending.append((intent, coid))
+
+    async def _submit_pending(self) -> None:
+        pending, self._pending = self._pending, []
+        if pending:
+            await self._path.submit(pending)
+
+    async def _strategy_failed(self, strategy_id: StrategyId, exc: BaseException) -> None:
+        raise BacktestError(
+            f"strategy {self.kind!r} raised at {self._now.isoformat()}: {type(exc).__name__}: {exc}"
+        ) from exc
+
+    async def _never_paused(self, strategy_id: StrategyId) -> bool:
+        return False
+
+    # -- accounting ------------------------------------------------------------------------
+
+    def _fold_fills(self) -> None:
+        fills = self.venue.all_fills()
+        for fill in fills[self._fills_seen :]:
+            self._position = apply_fill(
+                self._position,
+                PositionFill(
+                    side=fill.side,
+                    qty=fill.quantity,
+                    price=fill.price,
+                    fee=fill.fee,
+                    fee_asset=fill.fee_asset,
+                ),
+            )
+            self._fees += (
+                fill.fee if fill.fee_asset == self.rules.quote_asset else fill.fee * fill.price
+            )
+        self._fills_seen = len(fills)
+
+    def _mark(self, price: Decimal) -> None:
+        equity = self.settings.capital + total_pnl(self._position, price)
+        self._equity_peak = max(self._equity_peak, equity)
+        drawdown = self._equity_peak - equity
+        if drawdown > self._max_drawdown:
+            self._max_drawdown = drawdown
+            self._max_drawdown_pct = drawdown / self._equity_peak * 100
+
+    async def _report(self) -> BacktestReport:
+        orders = [o for o in self.venue.all_orders().orders if o.symbol == self.symbol]
+        fills = self.venue.all_fills()
+        requested = sum((o.quantity for o in orders), _ZERO)
+        filled = sum((o.filled_quantity for o in orders), _ZERO)
+        slip_weighted = _ZERO
+        for fill in fills:
+            assert fill.client_order_id is not None
+            ref = self._decision_price[fill.client_order_id]
+            slip_weighted += fill.side.sign * (fill.price - ref) / ref * _BPS * fill.quantity
+        fill_qty = sum((f.quantity for f in fills), _ZERO)
+        last = self.bars[-1].close
+        pnl = total_pnl(self._position, last)
+        rejected, rejections = await self._path.rejections()
+        return BacktestReport(
+            strategy=self.kind,
+            params=self.params,
+            symbol=self.symbol,
+            seed=self.seed,
+            data=self.data_name,
+            bars=len(self.bars),
+            start=self.bars[0].open_time,
+            end=self.bars[-1].close_time,
+            decisions=self.host.decisions[self.hosted.strategy_id],
+            holds=self._holds,
+            orders=len(orders),
+            rejected=rejected,
+            partially_filled=sum(1 for o in orders if _ZERO < o.filled_quantity < o.quantity),
+            trades=fills,
+            requested_qty=requested,
+            filled_qty=filled,
+            fill_rate=(filled / requested) if requested else None,
+            fees=self._fees,
+            realized_pnl=self._position.realized_pnl,
+            unrealized_pnl=unrealized(self._position, last),
+            pnl=pnl,
+            final_position=self._position.quantity,
+            last_price=last,
+            avg_slippage_bps=(slip_weighted / fill_qty) if fill_qty else None,
+            start_equity=self.settings.capital,
+            end_equity=self.settings.capital + pnl,
+            max_drawdown=self._max_drawdown,
+            max_drawdown_pct=self._max_drawdown_pct,
+            rejections=tuple(rejections),
+            account=self.account,
+        )
+
+
+def _to_tick(price: Decimal, tick: Decimal) -> Decimal:
+    return (price / tick).to_integral_value(rounding=ROUND_HALF_EVEN) * tick
+
+
+def _open_order(report: OrderReport) -> OpenOrder:
+    state = (
+        OrderState.PARTIALLY_FILLED
+        if report.status is VenueOrderStatus.PARTIALLY_FILLED
+        else OrderState.OPEN
+    )
+    return OpenOrder(
+        client_order_id=report.client_order_id,
+        symbol=report.symbol,
+        side=report.side,
+        quantity=report.quantity,
+        filled_quantity=report.filled_quantity,
+        limit_price=report.limit_price,
+        state=state,
+    )

@@ -1,0 +1,388 @@
+"""The individual pre-trade checks, one function per :class:`~engine.domain.risk.limits.Check`.
+
+Each takes the :class:`CheckContext` of one intent and returns ``None`` when its limit is not
+configured, else a verdict with the limit and the value it observed. A check whose input is
+missing (no quote, no P&L figure) rejects with a message saying what is missing; it never passes
+by default. Size checks may RESIZE (when ``limits.resizable`` names them) and see the quantity
+the previous size checks left in ``CheckContext.qty``.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Mapping
+from dataclasses import dataclass
+from datetime import datetime, timedelta
+from decimal import Decimal
+from types import MappingProxyType
+
+from engine.domain.intents import Buy, Sell
+from engine.domain.risk.limits import Check, Limits
+from engine.domain.risk.verdicts import Verdict
+from engine.domain.risk.views import NO_EXPOSURE, ZERO, AccountView, Exposure, MarketView
+from engine.domain.types import Side, Symbol, VerdictResult, require_aware
+
+BPS = Decimal(10_000)
+#: the observed value of a check whose input is missing
+MISSING = "missing"
+
+
+@dataclass(slots=True, kw_only=True)
+class CheckContext:
+    """One intent under evaluation. ``qty`` starts at the intent's quantity and is lowered by
+    each resize, so that later size checks judge what would really be sent."""
+
+    intent: Buy | Sell
+    market: MarketView
+    account: AccountView
+    limits: Limits
+    now: datetime
+    qty: Decimal
+
+    @property
+    def side(self) -> Side:
+        return self.intent.side
+
+    @property
+    def symbol(self) -> Symbol:
+        return self.intent.symbol
+
+    def price(self) -> Decimal | None:
+        """A limit order's limit price, a market order's far touch (``None`` when there is no
+        usable touch)."""
+        if self.intent.limit_price is not None:
+            return self.intent.limit_price
+        touch = self.market.ask if self.side is Side.BUY else self.market.bid
+        return touch if touch is not None and touch > 0 else None
+
+    def price_missing(self) -> str:
+        touch = "ask" if self.side is Side.BUY else "bid"
+        return f"no {touch} for market {self.side.value.lower()} {self.symbol}: cannot value it"
+
+
+def _text(value: object) -> str:
+    """Decimals in plain notation without trailing zeros (``200``, not ``200.00`` or ``2E+2``)."""
+    if isinstance(value, Decimal):
+        return f"{value.normalize():f}" if value.is_finite() else str(value)
+    return str(value)
+
+
+def _seconds(delta: timedelta) -> str:
+    return f"{_text(Decimal(delta // timedelta(microseconds=1)).scaleb(-6))}s"
+
+
+def _verdict(
+    check: Check, result: VerdictResult, limit: object, observed: object, message: str = ""
+) -> Verdict:
+    return Verdict(
+        check=check.value,
+        result=result,
+        limit=_text(limit),
+        observed=_text(observed),
+        message=message,
+    )
+
+
+def _reject(check: Check, limit: object, observed: object, message: str) -> Verdict:
+    return _verdict(check, VerdictResult.REJECT, limit, observed, message)
+
+
+def _pass(check: Check, limit: object, observed: object, message: str = "") -> Verdict:
+    return _verdict(check, VerdictResult.PASS, limit, observed, message)
+
+
+def _size(
+    ctx: CheckContext, check: Check, limit: object, observed: object, max_qty: Decimal
+) -> Verdict:
+    """PASS when the quantity fits ``max_qty``; else RESIZE down to it when allowed, else REJECT."""
+    max_qty = max(max_qty, ZERO)
+    if ctx.qty <= max_qty:
+        return _pass(check, limit, observed)
+    if check in ctx.limits.resizable and max_qty > 0:
+        cut = ctx.qty - max_qty
+        return Verdict(
+            check=check.value,
+            result=VerdictResult.RESIZE,
+            limit=_text(limit),
+            observed=_text(observed),
+            message=f"resized from {ctx.qty} to {max_qty} (-{cut}) to fit {check.value} {limit}",
+            resized_qty=max_qty,
+        )
+    return _reject(
+        check, limit, observed, f"quantity {ctx.qty} exceeds {max_qty} allowed by {check.value}"
+    )
+
+
+def _age(
+    check: Check, limit: timedelta | None, at: datetime | None, ctx: CheckContext, what: str
+) -> Verdict | None:
+    if limit is None:
+        return None
+    if at is None:
+        return _reject(check, _seconds(limit), MISSING, f"no {what} received yet")
+    age = ctx.now - require_aware(at, what)
+    if age > limit:
+        return _reject(
+            check,
+            _seconds(limit),
+            _seconds(age),
+            f"{what} is {_seconds(age)} old, limit {_seconds(limit)}",
+        )
+    return _pass(check, _seconds(limit), _seconds(age))
+
+
+def _input_age(ctx: CheckContext) -> Verdict | None:
+    return _age(
+        Check.INPUT_AGE,
+        ctx.limits.max_input_age,
+        ctx.intent.md_ts,
+        ctx,
+        "the decision's market data",
+    )
+
+
+def _price_age(ctx: CheckContext) -> Verdict | None:
+    return _age(Check.PRICE_AGE, ctx.limits.max_price_age, ctx.market.received_at, ctx, "quote")
+
+
+def _balance_age(ctx: CheckContext) -> Verdict | None:
+    return _age(
+        Check.BALANCE_AGE,
+        ctx.limits.max_balance_age,
+        ctx.account.balances_received_at,
+        ctx,
+        "balance snapshot",
+    )
+
+
+def _daily_loss(ctx: CheckContext) -> Verdict | None:
+    limit = ctx.limits.max_daily_loss
+    if limit is None:
+        return None
+    pnl = ctx.account.pnl_today
+    if pnl is None:
+        return _reject(Check.DAILY_LOSS, limit, MISSING, "today's P&L is not known")
+    loss = -pnl
+    if loss > limit:
+        return _reject(Check.DAILY_LOSS, limit, loss, f"daily loss {loss} exceeds {limit}: halting")
+    return _pass(Check.DAILY_LOSS, limit, loss)
+
+
+def _drawdown(ctx: CheckContext) -> Verdict | None:
+    limit = ctx.limits.max_drawdown
+    if limit is None:
+        return None
+    equity, peak = ctx.account.equity, ctx.account.peak_equity
+    if equity is None or peak is None:
+        return _reject(Check.DRAWDOWN, limit, MISSING, "equity or peak equity is not known")
+    drawdown = peak - equity
+    if drawdown > limit:
+        return _reject(
+            Check.DRAWDOWN,
+            limit,
+            drawdown,
+            f"drawdown {drawdown} from peak {peak} exceeds {limit}: halting",
+        )
+    return _pass(Check.DRAWDOWN, limit, drawdown)
+
+
+def _order_rate(ctx: CheckContext) -> Verdict | None:
+    limit = ctx.limits.max_orders_per_minute
+    if limit is None:
+        return None
+    since = ctx.now - timedelta(minutes=1)
+    recent = sum(1 for t in ctx.account.recent_order_times if since < t <= ctx.now)
+    if recent + 1 > limit:
+        return _reject(
+            Check.ORDER_RATE,
+            limit,
+            recent,
+            f"{recent} orders in the last minute; one more exceeds {limit}",
+        )
+    return _pass(Check.ORDER_RATE, limit, recent)
+
+
+def _spread_bps(ctx: CheckContext) -> Decimal | None:
+    bid, ask, mid = ctx.market.bid, ctx.market.ask, ctx.market.mid
+    if bid is None or ask is None or mid is None or mid <= 0:
+        return None
+    return (ask - bid) / mid * BPS
+
+
+def _min_spread(ctx: CheckContext) -> Verdict | None:
+    limit = ctx.limits.min_spread_bps
+    if limit is None:
+        return None
+    spread = _spread_bps(ctx)
+    if spread is None:
+        return _reject(Check.MIN_SPREAD, limit, MISSING, f"no two-sided quote for {ctx.symbol}")
+    if spread < limit:
+        return _reject(
+            Check.MIN_SPREAD,
+            limit,
+            spread,
+            f"spread {spread} bps below {limit}: crossed or stale book?",
+        )
+    return _pass(Check.MIN_SPREAD, limit, spread)
+
+
+def _max_spread(ctx: CheckContext) -> Verdict | None:
+    limit = ctx.limits.max_spread_bps
+    if limit is None:
+        return None
+    spread = _spread_bps(ctx)
+    if spread is None:
+        return _reject(Check.MAX_SPREAD, limit, MISSING, f"no two-sided quote for {ctx.symbol}")
+    if spread > limit:
+        return _reject(Check.MAX_SPREAD, limit, spread, f"spread {spread} bps wider than {limit}")
+    return _pass(Check.MAX_SPREAD, limit, spread)
+
+
+def _price_band(ctx: CheckContext) -> Verdict | None:
+    limit = ctx.limits.price_band_bps
+    if limit is None:
+        return None
+    price = ctx.intent.limit_price
+    if price is None:
+        return _pass(
+            Check.PRICE_BAND, limit, "market order", "no limit price: executes at the touch"
+        )
+    mid = ctx.market.mid
+    if mid is None or mid <= 0:
+        return _reject(
+            Check.PRICE_BAND,
+            limit,
+            MISSING,
+            f"no mid for {ctx.symbol} to compare the limit price with",
+        )
+    distance = abs(price - mid) / mid * BPS
+    if distance > limit:
+        return _reject(
+            Check.PRICE_BAND,
+            limit,
+            distance,
+            f"limit price {price} is {distance} bps from mid {mid}",
+        )
+    return _pass(Check.PRICE_BAND, limit, distance)
+
+
+def _fat_finger(ctx: CheckContext) -> Verdict | None:
+    multiple = ctx.limits.fat_finger_multiple
+    if multiple is None:
+        return None
+    typical = ctx.account.typical_order_qty
+    if typical is None or typical <= 0:
+        return _reject(
+            Check.FAT_FINGER, multiple, MISSING, "the strategy's typical order size is not known"
+        )
+    return _size(ctx, Check.FAT_FINGER, multiple, ctx.qty / typical, multiple * typical)
+
+
+def _order_qty(ctx: CheckContext) -> Verdict | None:
+    limit = ctx.limits.max_order_qty
+    if limit is None:
+        return None
+    return _size(ctx, Check.ORDER_QTY, limit, ctx.qty, limit)
+
+
+def _order_notional(ctx: CheckContext) -> Verdict | None:
+    limit = ctx.limits.max_order_notional
+    if limit is None:
+        return None
+    price = ctx.price()
+    if price is None:
+        return _reject(Check.ORDER_NOTIONAL, limit, MISSING, ctx.price_missing())
+    max_qty = limit / price
+    return _size(ctx, Check.ORDER_NOTIONAL, limit, ctx.qty * price, max_qty)
+
+
+def _volume_fraction(ctx: CheckContext) -> Verdict | None:
+    fraction = ctx.limits.max_volume_fraction
+    if fraction is None:
+        return None
+    volume = ctx.market.recent_volume
+    if volume is None:
+        return _reject(
+            Check.VOLUME_FRACTION,
+            fraction,
+            MISSING,
+            f"recent volume of {ctx.symbol} is not known",
+        )
+    observed = ctx.qty / volume if volume > 0 else "no volume"
+    return _size(ctx, Check.VOLUME_FRACTION, fraction, observed, fraction * volume)
+
+
+def _max_growth(exposure: Exposure, side: Side, room: Decimal) -> Decimal:
+    """The largest order on ``side`` that keeps the worst-case position within ``room`` (a
+    magnitude), or that only reduces the position when it is already beyond it."""
+    along = exposure.worst_case(side)
+    return max(ZERO, max(room, ZERO) - along)
+
+
+def _position_qty(ctx: CheckContext) -> Verdict | None:
+    limit = ctx.limits.position_qty_limit(ctx.symbol)
+    if limit is None:
+        return None
+    exposure = ctx.account.strategy_exposure.get(ctx.symbol, NO_EXPOSURE)
+    after = exposure.worst_case(ctx.side) + ctx.qty
+    return _size(ctx, Check.POSITION_QTY, limit, after, _max_growth(exposure, ctx.side, limit))
+
+
+def _position_notional(ctx: CheckContext) -> Verdict | None:
+    limit = ctx.limits.position_notional_limit(ctx.symbol)
+    if limit is None:
+        return None
+    price = ctx.price()
+    if price is None:
+        return _reject(Check.POSITION_NOTIONAL, limit, MISSING, ctx.price_missing())
+    exposure = ctx.account.strategy_exposure.get(ctx.symbol, NO_EXPOSURE)
+    after = (exposure.worst_case(ctx.side) + ctx.qty) * price
+    room = limit / price
+    return _size(ctx, Check.POSITION_NOTIONAL, limit, after, _max_growth(exposure, ctx.side, room))
+
+
+def _account_exposure(ctx: CheckContext) -> Verdict | None:
+    limit = ctx.limits.max_account_exposure
+    if limit is None:
+        return None
+    price = ctx.price()
+    if price is None:
+        return _reject(Check.ACCOUNT_EXPOSURE, limit, MISSING, ctx.price_missing())
+    others = ZERO
+    for symbol, exposure in sorted(ctx.account.account_exposure.items()):
+        if symbol == ctx.symbol or exposure.gross() == 0:
+            continue
+        mark = ctx.account.marks.get(symbol)
+        if mark is None:
+            return _reject(
+                Check.ACCOUNT_EXPOSURE,
+                limit,
+                MISSING,
+                f"no mark for {symbol} to value the account's position",
+            )
+        others += exposure.gross() * mark
+    exposure = ctx.account.account_exposure.get(ctx.symbol, NO_EXPOSURE)
+    after = others + abs(exposure.worst_case(ctx.side) + ctx.qty) * price
+    room = (limit - others) / price
+    return _size(ctx, Check.ACCOUNT_EXPOSURE, limit, after, _max_growth(exposure, ctx.side, room))
+
+
+CHECKS: Mapping[Check, Callable[[CheckContext], Verdict | None]] = MappingProxyType(
+    {
+        Check.INPUT_AGE: _input_age,
+        Check.PRICE_AGE: _price_age,
+        Check.BALANCE_AGE: _balance_age,
+        Check.DAILY_LOSS: _daily_loss,
+        Check.DRAWDOWN: _drawdown,
+        Check.ORDER_RATE: _order_rate,
+        Check.MIN_SPREAD: _min_spread,
+        Check.MAX_SPREAD: _max_spread,
+        Check.PRICE_BAND: _price_band,
+        Check.FAT_FINGER: _fat_finger,
+        Check.ORDER_QTY: _order_qty,
+        Check.ORDER_NOTIONAL: _order_notional,
+        Check.VOLUME_FRACTION: _volume_fraction,
+        Check.POSITION_QTY: _position_qty,
+        Check.POSITION_NOTIONAL: _position_notional,
+        Check.ACCOUNT_EXPOSURE: _account_exposure,
+    }
+)
