@@ -50,6 +50,10 @@ class DatabaseUnavailable(LedgerError):
     """The database could not be reached or dropped the connection."""
 
 
+class ShutdownStuck(TradectlError):
+    """A graceful stop ran past its deadline: some task ignored cancellation."""
+
+
 class MalformedMessage(TradectlError):
     """A venue message that could not be decoded. ``raw`` keeps the payload for the log."""
 

@@ -15,7 +15,6 @@ so execution work never waits behind intents or market data.
 from __future__ import annotations
 
 import asyncio
-import contextlib
 import dataclasses
 from collections import OrderedDict
 from collections.abc import Callable, Coroutine, Iterable, Sequence
@@ -56,6 +55,7 @@ from engine.exceptions import (
 )
 from engine.ledger.records import DecisionRecord, Reservation, ReserveStatus
 from engine.ledger.store import Ledger
+from engine.tasks import wait_event
 from engine.venues.base import (
     BalanceReport,
     FillReport,
@@ -224,10 +224,7 @@ class Execution:
     async def run_resolver(self) -> None:
         """Look up unresolved orders every ``resolve_interval_s`` or when woken."""
         while True:
-            with contextlib.suppress(TimeoutError):
-                await asyncio.wait_for(
-                    self._resolve_wakeup.wait(), timeout=self.config.resolve_interval_s
-                )
+            await wait_event(self._resolve_wakeup, self.config.resolve_interval_s)
             self._resolve_wakeup.clear()
             try:
                 await self.resolve_unresolved()

@@ -9,7 +9,6 @@ persists across cycles is one incident, not one per cycle.
 from __future__ import annotations
 
 import asyncio
-import contextlib
 from dataclasses import dataclass, field
 from decimal import Decimal, InvalidOperation
 from typing import Any
@@ -21,6 +20,7 @@ from engine.domain.types import Asset, ControlKind, ControlScope, OrderState
 from engine.exceptions import DatabaseUnavailable, VenueError
 from engine.execution import Execution
 from engine.ledger.store import Ledger
+from engine.tasks import wait_event
 
 log = structlog.get_logger("tradectl.reconcile")
 
@@ -75,8 +75,7 @@ class Reconciler:
 
     async def run_periodic(self, interval_s: float) -> None:
         while True:
-            with contextlib.suppress(TimeoutError):
-                await asyncio.wait_for(self._wake.wait(), timeout=interval_s)
+            await wait_event(self._wake, interval_s)
             self._wake.clear()
             try:
                 await self.reconcile()

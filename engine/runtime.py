@@ -13,7 +13,9 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import os
 import signal
+import sys
 from collections.abc import AsyncIterator, Awaitable, Callable, Coroutine
 from dataclasses import dataclass, field
 from datetime import datetime
@@ -37,7 +39,7 @@ from engine.domain.types import (
     VenueName,
     utc_now,
 )
-from engine.exceptions import Ambiguous, ConfigError, RateLimited, TradectlError
+from engine.exceptions import Ambiguous, ConfigError, RateLimited, ShutdownStuck, TradectlError
 from engine.execution import Execution, ExecutionConfig, FillPath
 from engine.ledger.store import Ledger
 from engine.marketdata.conflator import Conflator
@@ -49,6 +51,7 @@ from engine.risk_gate import LimitsBook, RiskGate
 from engine.status import ledger_status
 from engine.strategy_config import StrategySpec, load_trading_config
 from engine.strategy_host import StrategyHost
+from engine.tasks import stop_tasks
 from engine.venues.base import Venue
 
 if TYPE_CHECKING:
@@ -56,7 +59,11 @@ if TYPE_CHECKING:
 
 log = structlog.get_logger("tradectl.runtime")
 
+#: how long a stop lets execution finish the intents it holds, then how long cancelled tasks
+#: get to end: a graceful stop is bounded by their sum (plus the lease release)
 SHUTDOWN_GRACE_S = 5.0
+SHUTDOWN_CANCEL_S = 3.0
+LEASE_RELEASE_S = 2.0
 #: first and longest pause between attempts of a startup step the venue failed transiently
 STARTUP_RETRY_S = 0.5
 STARTUP_RETRY_MAX_S = 30.0
@@ -350,7 +357,8 @@ class Engine:
             await self.startup()
         except BaseException:
             if self._lease_task is not None:
-                await _cancel([self._lease_task])
+                await stop_tasks({"lease": self._lease_task}, deadline_s=SHUTDOWN_CANCEL_S)
+            await self._release_lease()
             raise
         assert self._lease_task is not None
         print(
@@ -402,19 +410,35 @@ class Engine:
             reason = self.execution.stopped_reason or "; ".join(ended)
             raise TradectlError(f"the engine stopped on its own: {reason}")
 
+    async def _release_lease(self) -> None:
+        # Always, and bounded: a standby or the next start must not wait out the lease's TTL,
+        # and a database that went away must not hold up the stop.
+        with contextlib.suppress(Exception):
+            async with asyncio.timeout(LEASE_RELEASE_S):
+                await self.lease.release()
+
     async def _shutdown(
         self, tasks: dict[str, asyncio.Task[None]], *, edge_names: set[str]
     ) -> None:
         # 1. No new decisions.
-        await _cancel([t for n, t in tasks.items() if n in edge_names])
+        edges = {n: t for n, t in tasks.items() if n in edge_names}
+        stuck = await stop_tasks(edges, deadline_s=SHUTDOWN_CANCEL_S)
         # 2. Let execution finish the intents it already holds (bounded).
-        with contextlib.suppress(TimeoutError):
-            async with asyncio.timeout(SHUTDOWN_GRACE_S):
-                await self.execution.drain()
+        if not stuck:
+            with contextlib.suppress(TimeoutError):
+                async with asyncio.timeout(SHUTDOWN_GRACE_S):
+                    await self.execution.drain()
         # 3. Everything else.
-        await _cancel(list(tasks.values()))
-        with contextlib.suppress(Exception):
-            await self.lease.release()
+        stuck += await stop_tasks(
+            {n: t for n, t in tasks.items() if n not in edges}, deadline_s=SHUTDOWN_CANCEL_S
+        )
+        await self._release_lease()
+        if stuck:
+            log.error("tasks did not stop; lease released, exiting", stuck=stuck)
+            raise ShutdownStuck(
+                f"the engine did not stop cleanly: task(s) {', '.join(stuck)} ignored "
+                "cancellation; the lease was released"
+            )
         print("tradectl stopped", flush=True)
 
 
@@ -445,12 +469,6 @@ async def _named(name: str, fn: Callable[[], Awaitable[None]]) -> None:
     await fn()
 
 
-async def _cancel(tasks: list[asyncio.Task[None]]) -> None:
-    for task in tasks:
-        task.cancel()
-    await asyncio.gather(*tasks, return_exceptions=True)
-
-
 async def run(settings: Settings, stop: asyncio.Event | None = None) -> None:
     """Open the database and the venue, then run the engine until ``stop`` is set."""
     stop = stop or asyncio.Event()
@@ -477,6 +495,11 @@ def main(settings: Settings) -> None:
         loop = asyncio.get_running_loop()
         for sig in (signal.SIGINT, signal.SIGTERM):
             loop.add_signal_handler(sig, stop.set)
-        await run(settings, stop)
+        try:
+            await run(settings, stop)
+        except ShutdownStuck as exc:
+            # asyncio.run would cancel the stuck task again and wait for it without a bound.
+            print(f"error: {exc}", file=sys.stderr, flush=True)
+            os._exit(2)
 
     asyncio.run(go())

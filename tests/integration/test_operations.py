@@ -3,7 +3,9 @@
 from __future__ import annotations
 
 import asyncio
+import contextlib
 from collections.abc import AsyncIterator
+from typing import Any
 
 import pytest
 from sqlalchemy import text
@@ -12,6 +14,7 @@ from sqlalchemy.ext.asyncio import AsyncEngine
 
 from engine import runtime
 from engine.config import load_settings
+from engine.exceptions import ShutdownStuck
 from tests.helpers import ROOT, eventually, tradectl
 
 
@@ -147,3 +150,44 @@ async def test_the_engine_on_the_simulator_feeds_both_strategies_and_fills_order
     async with db_engine.connect() as conn:
         venues = (await conn.execute(text("SELECT DISTINCT venue FROM orders"))).scalars().all()
     assert venues == ["simulator"]
+
+
+async def test_a_task_that_ignores_cancellation_cannot_hang_a_graceful_stop(
+    engine_env: dict[str, str], db_engine: AsyncEngine, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    release = asyncio.Event()
+    open_venue = runtime.open_venue
+
+    @contextlib.asynccontextmanager
+    async def with_a_stubborn_task(*args: Any, **kwargs: Any) -> AsyncIterator[Any]:
+        async def stubborn() -> None:
+            while not release.is_set():
+                try:
+                    await asyncio.sleep(0.02)
+                except asyncio.CancelledError:
+                    continue
+
+        async with open_venue(*args, **kwargs) as session:
+            session.extra_tasks["stubborn"] = stubborn
+            yield session
+
+    monkeypatch.setattr(runtime, "open_venue", with_a_stubborn_task)
+    monkeypatch.setattr(runtime, "SHUTDOWN_CANCEL_S", 0.3)
+    stop = asyncio.Event()
+    task = asyncio.create_task(runtime.run(load_settings(), stop), name="engine-under-test")
+    lease = "SELECT count(*) FROM leases WHERE account = 'ops' AND expires_at > now()"
+
+    async def lease_held() -> bool:
+        if task.done():
+            task.result()
+        return await scalar(db_engine, lease) == 1
+
+    await eventually(lease_held, timeout=30, message="the engine never took its lease")
+    stop.set()
+    try:
+        await eventually(task.done, timeout=30, message="the graceful stop hung")
+        with pytest.raises(ShutdownStuck, match="stubborn"):
+            task.result()
+        assert await scalar(db_engine, lease) == 0, "the lease must be released"
+    finally:
+        release.set()
