@@ -24,7 +24,7 @@ the equity curve and its maximum drawdown.
 
 Persisted (:func:`run_backtest_persisted`, ``tradectl backtest --persist``), the intents take the
 live durable path instead of going straight to the venue: :class:`~engine.execution.Execution`
-with the :class:`~engine.risk_gate.RiskGate`, the :class:`~engine.ledger.store.Ledger` under the
+with the :class:`~engine.risk_gate.RiskGate`, the :class:`~engine.ledger.ledger.Ledger` under the
 account's lease, and the venue's user stream applied by :class:`~engine.execution.FillPath`, all
 on the simulated clock. Same market, same fills, same report; and the ledger can be queried with
 the SQL used for live trading.
@@ -68,7 +68,7 @@ from engine.domain.types import (
 )
 from engine.exceptions import Definitive, NotFound, TradectlError
 from engine.execution import Execution, ExecutionConfig, FillPath
-from engine.ledger.store import Ledger
+from engine.ledger.ledger import Ledger
 from engine.marketdata.bars import interval_name
 from engine.marketdata.conflator import Conflator, Update
 from engine.portfolio import Portfolio
@@ -580,7 +580,7 @@ class _LedgerPath:
         await self.portfolio.refresh()
 
     async def heartbeat(self) -> None:
-        await self.ledger.renew_lease(self.lease.holder, self.lease.epoch, self.lease.ttl)
+        await self.ledger.leases.renew(self.lease.holder, self.lease.epoch, self.lease.ttl)
 
     async def decided(self, intent: Hold | Cancel) -> None:
         await self.execution.process([intent])
