@@ -51,7 +51,6 @@ from engine.domain.market import Quote  # noqa: E402
 from engine.domain.risk import Limits  # noqa: E402
 from engine.domain.types import AccountId, Side, StrategyId, utc_now  # noqa: E402
 from engine.execution import Execution, ExecutionConfig, FillPath  # noqa: E402
-from engine.ledger import store  # noqa: E402
 from engine.ledger.db import (  # noqa: E402
     asyncpg_connect_kwargs,
     make_engine,
@@ -59,7 +58,9 @@ from engine.ledger.db import (  # noqa: E402
     upgrade_head,
 )
 from engine.ledger.embedded import embedded_postgres  # noqa: E402
-from engine.ledger.store import Ledger  # noqa: E402
+from engine.ledger.ledger import Ledger  # noqa: E402
+from engine.ledger.part import LedgerPart  # noqa: E402
+from engine.ledger.statements import Statement  # noqa: E402
 from engine.marketdata.conflator import Conflator  # noqa: E402
 from engine.portfolio import Portfolio  # noqa: E402
 from engine.risk_gate import LimitsBook, RiskGate  # noqa: E402
@@ -88,11 +89,11 @@ class Recorder:
 
     @contextlib.contextmanager
     def installed(self) -> Iterator[None]:
-        original_run = store.Statement.run
-        original_tx = Ledger._tx
+        original_run = Statement.run
+        original_tx = LedgerPart._tx
         recorder = self
 
-        async def run(self: store.Statement, db: Any, params: Any = None) -> Any:
+        async def run(self: Statement, db: Any, params: Any = None) -> Any:
             unit = _current.get()
             args = self.args(params)
             if unit is None:  # an autocommit statement is its own unit
@@ -102,23 +103,23 @@ class Recorder:
             return await original_run(self, db, params)
 
         @contextlib.asynccontextmanager
-        async def tx(ledger: Ledger) -> AsyncIterator[Any]:
+        async def tx(part: LedgerPart) -> AsyncIterator[Any]:
             unit = Unit()
             token = _current.set(unit)
             try:
-                async with original_tx(ledger) as db:
+                async with original_tx(part) as db:
                     yield db
                 recorder.units.append(unit)
             finally:
                 _current.reset(token)
 
-        store.Statement.run = run  # type: ignore[method-assign]
-        Ledger._tx = tx  # type: ignore[method-assign,assignment]
+        Statement.run = run  # type: ignore[method-assign]
+        LedgerPart._tx = tx  # type: ignore[method-assign,assignment]
         try:
             yield
         finally:
-            store.Statement.run = original_run  # type: ignore[method-assign]
-            Ledger._tx = original_tx  # type: ignore[method-assign]
+            Statement.run = original_run  # type: ignore[method-assign]
+            LedgerPart._tx = original_tx  # type: ignore[method-assign]
 
 
 # -- databases --------------------------------------------------------------------------------
@@ -199,7 +200,7 @@ async def run_engine(url: URL, orders: int, window: int) -> tuple[float, list[fl
     latencies: list[float] = []
     slots = asyncio.Semaphore(window)
     done = asyncio.Event()
-    original_ack = ledger.record_ack
+    original_ack = ledger.orders.record_ack
 
     async def record_ack(coid: Any, report: Any, *, submitted_at: Any) -> Any:
         order = await original_ack(coid, report, submitted_at=submitted_at)
@@ -209,7 +210,7 @@ async def run_engine(url: URL, orders: int, window: int) -> tuple[float, list[fl
             done.set()
         return order
 
-    ledger.record_ack = record_ack  # type: ignore[method-assign]
+    ledger.orders.record_ack = record_ack  # type: ignore[method-assign]
     tasks = [
         asyncio.create_task(execution.run(), name="execution"),
         asyncio.create_task(fills.run(), name="fills"),

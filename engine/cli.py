@@ -23,7 +23,7 @@ from engine.config import Settings, VenueKind, load_settings
 from engine.database import Database, open_database
 from engine.domain.types import AccountId, ControlKind, ControlScope, VenueName
 from engine.exceptions import TradectlError
-from engine.ledger.store import Ledger
+from engine.ledger.ledger import Ledger
 
 app = typer.Typer(
     name="tradectl",
@@ -247,7 +247,7 @@ def _set(kind: ControlKind, strategy: str | None, symbol: str | None, reason: st
 
     async def go() -> None:
         async with open_database(settings) as db:
-            control = await _ledger(db, settings).set_control(
+            control = await _ledger(db, settings).controls.set(
                 scope, target, kind, reason=reason, set_by=f"cli:{getpass.getuser()}"
             )
             console.print(
@@ -263,7 +263,7 @@ def _clear(kind: ControlKind, strategy: str | None, symbol: str | None) -> None:
 
     async def go() -> None:
         async with open_database(settings) as db:
-            cleared = await _ledger(db, settings).clear_control(
+            cleared = await _ledger(db, settings).controls.clear(
                 scope, target, kind, cleared_by=f"cli:{getpass.getuser()}"
             )
             if cleared:
@@ -320,7 +320,7 @@ def controls() -> None:
     async def go() -> None:
         async with open_database(settings) as db:
             table = Table("id", "scope", "target", "kind", "reason", "set_by", "set_at")
-            for c in await _ledger(db, settings).active_controls():
+            for c in await _ledger(db, settings).controls.active():
                 table.add_row(
                     str(c.id), c.scope.value, c.target, c.kind.value, c.reason, c.set_by,
                     c.set_at.isoformat(timespec="seconds"),
@@ -350,17 +350,17 @@ def _operate(kind_value: str, reason: str, params: dict[str, object], timeout: f
     async def go() -> dict[str, object]:
         async with open_database(settings) as db:
             ledger = _ledger(db, settings)
-            request = await ledger.request_operation(
+            request = await ledger.operations.request(
                 kind, requested_by=f"cli:{getpass.getuser()}", reason=reason, params=params
             )
-            lease = await ledger.lease_info()
+            lease = await ledger.leases.info()
             if lease is not None and lease.expires_at > utc_now():
                 console.print(
                     f"request {request.id} queued for the running engine ({lease.holder})"
                 )
                 deadline = asyncio.get_running_loop().time() + timeout
                 while asyncio.get_running_loop().time() < deadline:
-                    done = await ledger.get_operation(request.id)
+                    done = await ledger.operations.get(request.id)
                     if done is not None and done.handled_at is not None:
                         return done.result or {}
                     await asyncio.sleep(0.2)
@@ -437,7 +437,7 @@ async def _operate_here(
             await desk.handle_pending()
         finally:
             await lease.release()
-        done = await ledger.get_operation(request_id)
+        done = await ledger.operations.get(request_id)
         return (done.result if done is not None else None) or {}
 
 
@@ -502,7 +502,7 @@ def incidents(
     async def go() -> None:
         async with open_database(settings) as db:
             table = Table("id", "opened_at", "severity", "kind", "scope", "message", "resolved_at")
-            for i in await _ledger(db, settings).incidents(open_only=not all_):
+            for i in await _ledger(db, settings).incidents.read(open_only=not all_):
                 table.add_row(
                     str(i.id), i.opened_at.isoformat(timespec="seconds"), i.severity, i.kind,
                     i.scope, i.message,
@@ -523,7 +523,7 @@ def incidents_resolve(
 
     async def go() -> None:
         async with open_database(settings) as db:
-            if await _ledger(db, settings).resolve_incident(incident_id, note):
+            if await _ledger(db, settings).incidents.resolve(incident_id, note):
                 console.print(f"incident {incident_id} resolved")
             else:
                 err.print(f"incident {incident_id} is not open")

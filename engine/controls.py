@@ -17,8 +17,8 @@ import structlog
 
 from engine.domain.types import ControlKind, ControlScope, utc_now
 from engine.exceptions import DatabaseUnavailable, LeaseLost, VenueError
+from engine.ledger.ledger import Ledger
 from engine.ledger.records import OperatorRequest, OperatorRequestKind
-from engine.ledger.store import Ledger
 
 log = structlog.get_logger("tradectl.controls")
 
@@ -53,7 +53,7 @@ class LeaseKeeper:
         """Take the lease, waiting as a standby while another live engine holds it."""
         announced = False
         while True:
-            epoch = await self.ledger.acquire_lease(self._holder, self.ttl)
+            epoch = await self.ledger.leases.acquire(self._holder, self.ttl)
             if epoch is not None:
                 self._epoch = epoch
                 self._lost = False
@@ -73,7 +73,7 @@ class LeaseKeeper:
         while True:
             await asyncio.sleep(self.ttl.total_seconds() / 3)
             try:
-                await self.ledger.renew_lease(self._holder, self.epoch, self.ttl)
+                await self.ledger.leases.renew(self._holder, self.epoch, self.ttl)
             except LeaseLost as exc:
                 self._lost = True
                 log.error("lease lost: stopping new orders on this account", error=str(exc))
@@ -85,17 +85,17 @@ class LeaseKeeper:
 
     async def release(self) -> None:
         if self._epoch is not None and not self._lost:
-            await self.ledger.release_lease(self._holder, self._epoch)
+            await self.ledger.leases.release(self._holder, self._epoch)
 
 
 async def halt_for_loss(ledger: Ledger, reason: str) -> int:
     """A loss limit was crossed: a persistent account HALT (it survives restarts until an
     operator runs `tradectl unhalt`) and one incident per trading day. Returns the incident id."""
-    await ledger.set_control(
+    await ledger.controls.set(
         ControlScope.ACCOUNT, ledger.account, ControlKind.HALT, reason=reason, set_by="risk"
     )
     day = utc_now().date().isoformat()
-    incident = await ledger.open_incident(
+    incident = await ledger.incidents.open(
         kind="loss_limit",
         scope=f"account:{ledger.account}",
         severity="critical",
@@ -159,9 +159,9 @@ class OperatorDesk:
 
     async def handle_pending(self) -> int:
         handled = 0
-        while (request := await self.ledger.claim_operation(self.holder)) is not None:
+        while (request := await self.ledger.operations.claim(self.holder)) is not None:
             result = await self.execute(request)
-            await self.ledger.complete_operation(request.id, holder=self.holder, result=result)
+            await self.ledger.operations.complete(request.id, holder=self.holder, result=result)
             handled += 1
         return handled
 

@@ -53,8 +53,8 @@ from engine.exceptions import (
     StateConflict,
     VenueError,
 )
+from engine.ledger.ledger import Ledger
 from engine.ledger.records import DecisionRecord, Reservation, ReserveStatus
-from engine.ledger.store import Ledger
 from engine.tasks import wait_event
 from engine.venues.base import (
     BalanceReport,
@@ -185,7 +185,7 @@ class Execution:
         await self.resolve_unresolved()
         # orders closed while their fills could not be fetched (a crash in between, say)
         since = self.clock() - _OWED_LOOKBACK
-        for order, venue_filled in await self.ledger.orders_owed_fills(since):
+        for order, venue_filled in await self.ledger.orders.owed_fills(since):
             self._owed[order.client_order_id] = _Owed(order=order, venue_filled=venue_filled)
         await self.settle_owed_fills()
 
@@ -253,7 +253,7 @@ class Execution:
         for intent in intents:
             self.symbols.add(intent.symbol)
             if isinstance(intent, Hold):
-                await self.ledger.record_decision(
+                await self.ledger.decisions.record(
                     self._decision(intent, now, (), DecisionOutcome.HOLD)
                 )
             elif isinstance(intent, Cancel):
@@ -265,11 +265,11 @@ class Execution:
                     reservations.append(reservation)
         denials, self._denials = self._denials, []
         for denial in denials:
-            await self.ledger.record_decision(denial)
+            await self.ledger.decisions.record(denial)
         if not reservations:
             return
         try:
-            results = await self.ledger.reserve(
+            results = await self.ledger.orders.reserve(
                 reservations, holder=self.lease.holder, epoch=self.lease.epoch
             )
         finally:
@@ -322,7 +322,7 @@ class Execution:
             # The ledger needs each symbol's assets (balance reconciliation, base-asset fees in
             # positions). A failed write is retried at the next fetch, not fatal to trading.
             try:
-                await self.ledger.upsert_instrument(rules)
+                await self.ledger.balances.upsert_instrument(rules)
             except DatabaseUnavailable as exc:
                 log.warning("could not record instrument rules", symbol=symbol, error=str(exc))
                 return rules
@@ -408,7 +408,9 @@ class Execution:
                 # Nothing was sent for this id in this attempt. A fresh reservation was never on
                 # the wire, so it can expire at once; a resubmission only reaches here after a
                 # lookup found nothing past the consistency window.
-                await self.ledger.expire(coid, f"final gate before submit: {_summary(final)}")
+                await self.ledger.orders.expire(
+                    coid, f"final gate before submit: {_summary(final)}"
+                )
                 return
             request = OrderRequest(
                 client_order_id=coid,
@@ -423,27 +425,33 @@ class Execution:
             try:
                 report = await self.venue.submit(request)
             except Definitive as exc:
-                await self.ledger.mark_rejected(coid, _error_text(exc), submitted_at=submitted_at)
+                await self.ledger.orders.mark_rejected(
+                    coid, _error_text(exc), submitted_at=submitted_at
+                )
                 return
             except AuthFailed as exc:
-                await self.ledger.mark_rejected(coid, _error_text(exc), submitted_at=submitted_at)
+                await self.ledger.orders.mark_rejected(
+                    coid, _error_text(exc), submitted_at=submitted_at
+                )
                 await self._halt_for_auth(exc)
                 return
             except (Ambiguous, RateLimited) as exc:
                 # Maybe placed (or, for 429, refused but we take no chances): look it up later.
-                await self.ledger.mark_unknown(coid, _error_text(exc), submitted_at=submitted_at)
+                await self.ledger.orders.mark_unknown(
+                    coid, _error_text(exc), submitted_at=submitted_at
+                )
                 self._resolve_wakeup.set()
                 return
             except Exception as exc:
                 log.exception("unexpected error submitting; treating as ambiguous", coid=coid)
-                await self.ledger.mark_unknown(
+                await self.ledger.orders.mark_unknown(
                     coid, f"unexpected: {type(exc).__name__}: {exc}", submitted_at=submitted_at
                 )
                 self._resolve_wakeup.set()
                 return
             self.gate.on_submitted(order, submitted_at)
             self.crash.hit(CrashPoint.AFTER_SUBMIT_BEFORE_ACK)
-            acked = await self.ledger.record_ack(coid, report, submitted_at=submitted_at)
+            acked = await self.ledger.orders.record_ack(coid, report, submitted_at=submitted_at)
             self.committed.remember(acked, report.fills)
             if report.fills:
                 self.on_fills(report.fills)
@@ -465,14 +473,14 @@ class Execution:
             f"venue refused our credentials ({_error_text(exc)}); "
             "fix the API key, then `tradectl unhalt`"
         )
-        await self.ledger.set_control(
+        await self.ledger.controls.set(
             ControlScope.ACCOUNT,
             self.config.account,
             ControlKind.HALT,
             reason=reason,
             set_by="engine",
         )
-        await self.ledger.open_incident(
+        await self.ledger.incidents.open(
             kind="auth_failed",
             scope=f"account:{self.config.account}",
             severity="critical",
@@ -484,7 +492,7 @@ class Execution:
     # -- cancels -------------------------------------------------------------------------------
 
     async def _cancel(self, intent: Cancel, now: datetime) -> None:
-        order = await self.ledger.get_order(intent.client_order_id)
+        order = await self.ledger.orders.get(intent.client_order_id)
         if order is None or order.state.is_terminal:
             outcome = DecisionOutcome.DENIED
             verdict = Verdict(
@@ -493,20 +501,22 @@ class Execution:
                 limit="a non-terminal order",
                 observed="unknown order" if order is None else order.state.value,
             )
-            await self.ledger.record_decision(self._decision(intent, now, (verdict,), outcome))
+            await self.ledger.decisions.record(self._decision(intent, now, (verdict,), outcome))
             return
-        await self.ledger.record_decision(self._decision(intent, now, (), DecisionOutcome.RESERVED))
+        await self.ledger.decisions.record(
+            self._decision(intent, now, (), DecisionOutcome.RESERVED)
+        )
         await self.cancel_order(order, cause=f"cancel intent: {intent.reason}")
 
     async def cancel_order(self, order: Order, *, cause: str) -> None:
         """Request a cancel. Halts do not stop cancels: they only make exposure smaller."""
         if order.state is not OrderState.PENDING_CANCEL:
             try:
-                order = await self.ledger.request_cancel(order.client_order_id, cause)
+                order = await self.ledger.orders.request_cancel(order.client_order_id, cause)
             except StateConflict:
                 # A stream report moved it on since it was read (typically: it filled). Act on
                 # the current state: a terminal order has nothing left to cancel.
-                current = await self.ledger.get_order(order.client_order_id)
+                current = await self.ledger.orders.get(order.client_order_id)
                 if current is not None and not current.state.is_terminal:
                     await self.cancel_order(current, cause=cause)
                 return
@@ -523,7 +533,7 @@ class Execution:
             self._resolve_wakeup.set()
             return
         self.crash.hit(CrashPoint.AFTER_CANCEL_BEFORE_ACK)
-        updated = await self.ledger.apply_report(report, cause="cancel acknowledged")
+        updated = await self.ledger.orders.apply_report(report, cause="cancel acknowledged")
         await self.fetch_missing_fills(report, updated)
 
     async def fetch_missing_fills(self, report: OrderReport, order: Order | None) -> None:
@@ -550,12 +560,12 @@ class Execution:
         try:
             found = await self.venue.find_order(order.symbol, coid)
             if found.fills:
-                self.on_fills(await self.ledger.append_fills(found.fills))
+                self.on_fills(await self.ledger.fills.append(found.fills))
             else:
                 await self.sync_fills([order.symbol])
         except VenueError as exc:
             log.info("could not fetch an order's fills yet", coid=coid, error=str(exc))
-        updated = await self.ledger.get_order(coid)
+        updated = await self.ledger.orders.get(coid)
         if updated is None or updated.filled_qty >= owed.venue_filled:
             self._owed.pop(coid, None)
             return
@@ -563,7 +573,7 @@ class Execution:
         if owed.attempts >= _OWED_ATTEMPTS:
             # Keep no endless loop of lookups; an operator has to look at this one.
             self._owed.pop(coid, None)
-            await self.ledger.open_incident(
+            await self.ledger.incidents.open(
                 kind="fills_missing",
                 scope=f"symbol:{order.symbol}",
                 severity="error",
@@ -584,7 +594,7 @@ class Execution:
         not have yet, and the lookup settles them."""
         orders = [
             o
-            for o in await self.ledger.non_terminal_orders()
+            for o in await self.ledger.orders.non_terminal()
             if o.state is not OrderState.PENDING_SUBMIT
             and (strategy_id is None or o.strategy_id == strategy_id)
             and (symbol is None or o.symbol == symbol)
@@ -599,7 +609,7 @@ class Execution:
         """Look up every unresolved order not in flight here. Returns how many were looked at."""
         orders = [
             o
-            for o in await self.ledger.non_terminal_orders()
+            for o in await self.ledger.orders.non_terminal()
             if o.state in UNRESOLVED and o.client_order_id not in self._in_flight
         ]
         for order in orders:
@@ -629,7 +639,7 @@ class Execution:
             await self.cancel_order(updated, cause="cancel re-sent after lookup")
 
     async def _look_up(self, coid: ClientOrderId) -> Order | None:
-        order = await self.ledger.get_order(coid)
+        order = await self.ledger.orders.get(coid)
         if order is None or order.state.is_terminal:
             return None
         try:
@@ -643,7 +653,7 @@ class Execution:
         except VenueError as exc:
             log.info("lookup failed; will retry", coid=coid, error=str(exc))
             return None
-        updated = await self.ledger.apply_report(report, cause="lookup")
+        updated = await self.ledger.orders.apply_report(report, cause="lookup")
         if updated is None:
             return None
         self.committed.remember(updated, report.fills)
@@ -659,10 +669,10 @@ class Execution:
             return  # it may still appear: look again later
         coid = order.client_order_id
         if order.state is OrderState.PENDING_CANCEL:
-            await self.ledger.expire(coid, "venue never had the order; cancel requested")
+            await self.ledger.orders.expire(coid, "venue never had the order; cancel requested")
             return
         if now >= order.expires_at:
-            await self.ledger.expire(
+            await self.ledger.orders.expire(
                 coid,
                 f"not on the venue after the {self.config.consistency_window.total_seconds():g}s"
                 f" consistency window and the intent expired at {order.expires_at.isoformat()};"
@@ -670,7 +680,7 @@ class Execution:
             )
             return
         if order.state is OrderState.UNKNOWN:
-            order = await self.ledger.transition(
+            order = await self.ledger.orders.transition(
                 coid,
                 OrderState.PENDING_SUBMIT,
                 cause="resubmit: not found after consistency window",
@@ -682,10 +692,10 @@ class Execution:
 
     async def sync_fills(self, symbols: Iterable[Symbol] | None = None) -> int:
         """Fetch fills newer than the newest the ledger holds, per symbol. Returns rows added."""
-        last = await self.ledger.last_trade_ids()
+        last = await self.ledger.fills.last_trade_ids()
         wanted = set(symbols) if symbols is not None else self.symbols | set(last)
         if symbols is None:
-            wanted |= {o.symbol for o in await self.ledger.non_terminal_orders()}
+            wanted |= {o.symbol for o in await self.ledger.orders.non_terminal()}
         added = 0
         for symbol in sorted(wanted):
             after = last.get(symbol)
@@ -697,7 +707,7 @@ class Execution:
                     break
                 if not trades:
                     break
-                inserted = await self.ledger.append_fills(trades)
+                inserted = await self.ledger.fills.append(trades)
                 self.on_fills(inserted)
                 added += len(inserted)
                 after = trades[-1].trade_id
@@ -745,7 +755,7 @@ class FillPath:
             if committed.has_fill(event):
                 return  # this process already committed it (e.g. with the ACK)
             self.crash.hit(CrashPoint.AFTER_FILL_BEFORE_COMMIT)
-            inserted = await self.ledger.append_fills([event])
+            inserted = await self.ledger.fills.append([event])
             committed.remember_fills(inserted)
             self.execution.on_fills(inserted)
         elif isinstance(event, OrderReport):
@@ -753,7 +763,7 @@ class FillPath:
                 return
             if event.fills:
                 self.crash.hit(CrashPoint.AFTER_FILL_BEFORE_COMMIT)
-            order = await self.ledger.apply_report(event, cause="stream")
+            order = await self.ledger.orders.apply_report(event, cause="stream")
             if order is not None:
                 committed.remember(order, event.fills)
             self.execution.on_fills(event.fills)

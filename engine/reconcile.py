@@ -19,7 +19,7 @@ from engine.domain.ids import is_ours
 from engine.domain.types import Asset, ControlKind, ControlScope, OrderState
 from engine.exceptions import DatabaseUnavailable, VenueError
 from engine.execution import Execution
-from engine.ledger.store import Ledger
+from engine.ledger.ledger import Ledger
 from engine.tasks import wait_event
 
 log = structlog.get_logger("tradectl.reconcile")
@@ -116,9 +116,9 @@ class Reconciler:
         right after shows it too. Totals (free + locked) are compared: resting orders only move
         value between the two.
         """
-        for symbol in sorted(await self.ledger.symbols_without_instrument()):
+        for symbol in sorted(await self.ledger.balances.symbols_without_instrument()):
             await self.execution.rules_for(symbol)
-        unknown = await self.ledger.symbols_without_instrument()
+        unknown = await self.ledger.balances.symbols_without_instrument()
         if unknown:
             report.balances_note = (
                 f"not compared: no instrument rules for {sorted(unknown)} (their fills' assets "
@@ -146,32 +146,32 @@ class Reconciler:
             if accept:
                 agreeing[asset] = venue_total
                 report.balances_accepted.append(asset)
-                await self.ledger.resolve_incident_by_key(
+                await self.ledger.incidents.resolve_by_key(
                     self._drift_key(asset),
                     f"venue balance {venue_total} accepted as the new baseline "
                     f"(ledger expected {expected}) by an operator's reconcile",
                 )
                 continue
             await self._drift(report, asset, venue_total, expected)
-        await self.ledger.save_balance_baselines(agreeing, fill_id=watermark)
+        await self.ledger.balances.save_baselines(agreeing, fill_id=watermark)
 
     async def _compare(
         self,
     ) -> tuple[dict[Asset, tuple[Decimal, Decimal]], dict[Asset, Decimal], int] | None:
         """``(drifts, venue totals, fill watermark)``, or ``None`` when fills moved meanwhile."""
-        before = await self.ledger.fill_watermark()
+        before = await self.ledger.balances.fill_watermark()
         venue_balances = await self.execution.venue.balances()
-        await self.ledger.record_balances(venue_balances)
+        await self.ledger.balances.record(venue_balances)
         await self.execution.sync_fills()
-        watermark = await self.ledger.fill_watermark()
+        watermark = await self.ledger.balances.fill_watermark()
         if watermark != before:
             return None
         totals: dict[Asset, Decimal] = {b.asset: b.total for b in venue_balances}
         # An asset the venue omits (Binance lists only non-zero balances) holds zero.
-        for base, quote in (await self.ledger.instruments()).values():
+        for base, quote in (await self.ledger.balances.instruments()).values():
             totals.setdefault(base, Decimal(0))
             totals.setdefault(quote, Decimal(0))
-        expected = await self.ledger.expected_balances(upto_fill_id=watermark)
+        expected = await self.ledger.balances.expected(upto_fill_id=watermark)
         for asset in expected:
             totals.setdefault(asset, Decimal(0))
         drifts = {
@@ -190,7 +190,7 @@ class Reconciler:
         """Pause whoever trades the asset (the account when nobody has yet) and open one
         incident per drifting asset."""
         diff = venue_total - expected
-        strategies = await self.ledger.strategies_trading(asset)
+        strategies = await self.ledger.balances.strategies_trading(asset)
         what = (
             f"venue balance {asset} differs from ledger by {diff:f} "
             f"(venue {venue_total:f}, ledger expects {expected:f})"
@@ -199,7 +199,7 @@ class Reconciler:
             paused = ", ".join(f"strategy {s}" for s in strategies)
             resume = "; ".join(f"`tradectl resume --strategy {s}`" for s in strategies)
             for strategy in strategies:
-                await self.ledger.set_control(
+                await self.ledger.controls.set(
                     ControlScope.STRATEGY, strategy, ControlKind.PAUSE, reason=what,
                     set_by="reconciler",
                 )  # fmt: skip
@@ -207,12 +207,12 @@ class Reconciler:
         else:
             paused = f"account {self.ledger.account}"
             resume = "`tradectl resume`"
-            await self.ledger.set_control(
+            await self.ledger.controls.set(
                 ControlScope.ACCOUNT, self.ledger.account, ControlKind.PAUSE, reason=what,
                 set_by="reconciler",
             )  # fmt: skip
             scope = f"account:{self.ledger.account}"
-        incident = await self.ledger.open_incident(
+        incident = await self.ledger.incidents.open(
             kind="balance_drift",
             scope=scope,
             severity="error",
@@ -254,21 +254,21 @@ class Reconciler:
             coid = venue_order.client_order_id
             if not is_ours(self.prefix, coid):
                 continue  # a manual order: not ours to judge
-            known = await self.ledger.get_order(coid)
+            known = await self.ledger.orders.get(coid)
             if known is None:
                 report.unknown_orders.append(coid)
                 reason = (
                     f"venue has an open order {coid} on {venue_order.symbol} with our prefix "
                     "that the ledger does not know"
                 )
-                await self.ledger.set_control(
+                await self.ledger.controls.set(
                     ControlScope.SYMBOL,
                     venue_order.symbol,
                     ControlKind.PAUSE,
                     reason=reason,
                     set_by="reconciler",
                 )
-                incident = await self.ledger.open_incident(
+                incident = await self.ledger.incidents.open(
                     kind="unknown_venue_order",
                     scope=f"symbol:{venue_order.symbol}",
                     severity="error",
@@ -290,13 +290,15 @@ class Reconciler:
             elif known.state.is_terminal:
                 # The ledger closed an order the venue still shows open: let the lookup apply
                 # whatever the venue says (a terminal state never moves back; the event is kept).
-                await self.ledger.apply_report(venue_order, cause="reconcile: venue shows open")
+                await self.ledger.orders.apply_report(
+                    venue_order, cause="reconcile: venue shows open"
+                )
 
     async def _closed_on_the_venue(self, venue_open: set[str]) -> None:
         """An acknowledged order the venue no longer lists as open closed while its report was
         lost (a crash before the commit, a dropped stream report): look it up, which applies
         its final state and brings its fills. Nothing else would: only unresolved orders are
         looked up on their own."""
-        for order in await self.ledger.non_terminal_orders():
+        for order in await self.ledger.orders.non_terminal():
             if order.state in _ACKNOWLEDGED and order.client_order_id not in venue_open:
                 await self.execution.resolve_order(order)

@@ -39,7 +39,7 @@ from engine.domain.risk import (
     evaluate,
 )
 from engine.domain.types import Side, StrategyId, Symbol, utc_now
-from engine.ledger.store import Ledger
+from engine.ledger.ledger import Ledger
 from engine.portfolio import Portfolio
 from engine.strategy_config import StrategySpec
 
@@ -174,7 +174,7 @@ class RiskGate:
         if self.ledger is None:
             return
         since = self.clock() - _RATE_WINDOW
-        for strategy, times in (await self.ledger.recent_submissions(since)).items():
+        for strategy, times in (await self.ledger.risk_inputs.recent_submissions(since)).items():
             window = self._submitted[strategy]
             window.clear()
             window.extend(sorted(times))
@@ -186,9 +186,9 @@ class RiskGate:
         self._slow_refreshed_at = monotonic()
         if self.ledger is not None:
             if self.limits.any(lambda lim: lim.fat_finger_multiple is not None):
-                self._typical = await self.ledger.typical_order_qty(depth=TYPICAL_DEPTH)
+                self._typical = await self.ledger.risk_inputs.typical_order_qty(depth=TYPICAL_DEPTH)
             if self._wants_balances:
-                latest = await self.ledger.latest_balances()
+                latest = await self.ledger.balances.latest()
                 self._balances_at = max((b.received_at for b in latest.values()), default=None)
         if self._wants_pnl:
             await self.portfolio.refresh_pnl(self.clock())

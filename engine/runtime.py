@@ -41,7 +41,7 @@ from engine.domain.types import (
 )
 from engine.exceptions import Ambiguous, ConfigError, RateLimited, ShutdownStuck, TradectlError
 from engine.execution import Execution, ExecutionConfig, FillPath
-from engine.ledger.store import Ledger
+from engine.ledger.ledger import Ledger
 from engine.marketdata.conflator import Conflator
 from engine.marketdata.feed import MarketDataFeed
 from engine.observability import configure_logging, serve_metrics
@@ -279,7 +279,7 @@ class Engine:
     async def _refresh_controls(self) -> None:
         paused: set[StrategyId] = set()
         blocked_all = False
-        for control in await self.ledger.active_controls():
+        for control in await self.ledger.controls.active():
             if control.kind is ControlKind.REDUCE_ONLY:
                 continue  # strategies keep deciding; reserve lets only reducing orders through
             if control.scope in (ControlScope.GLOBAL, ControlScope.ACCOUNT):
@@ -296,10 +296,10 @@ class Engine:
     async def _strategy_failed(self, strategy_id: StrategyId, exc: BaseException) -> None:
         reason = f"strategy raised {type(exc).__name__}: {exc}"
         self._paused.add(strategy_id)
-        await self.ledger.set_control(
+        await self.ledger.controls.set(
             ControlScope.STRATEGY, strategy_id, ControlKind.PAUSE, reason=reason, set_by="engine"
         )
-        await self.ledger.open_incident(
+        await self.ledger.incidents.open(
             kind="strategy_failed",
             scope=f"strategy:{strategy_id}",
             severity="error",

@@ -24,7 +24,7 @@ the equity curve and its maximum drawdown.
 
 Persisted (:func:`run_backtest_persisted`, ``tradectl backtest --persist``), the intents take the
 live durable path instead of going straight to the venue: :class:`~engine.execution.Execution`
-with the :class:`~engine.risk_gate.RiskGate`, the :class:`~engine.ledger.store.Ledger` under the
+with the :class:`~engine.risk_gate.RiskGate`, the :class:`~engine.ledger.ledger.Ledger` under the
 account's lease, and the venue's user stream applied by :class:`~engine.execution.FillPath`, all
 on the simulated clock. Same market, same fills, same report; and the ledger can be queried with
 the SQL used for live trading.

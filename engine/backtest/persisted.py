@@ -23,7 +23,7 @@ from engine.domain.risk import Limits
 from engine.domain.types import AccountId, ClientOrderId, StrategyId
 from engine.exceptions import TradectlError
 from engine.execution import Execution, ExecutionConfig, FillPath
-from engine.ledger.store import Ledger
+from engine.ledger.ledger import Ledger
 from engine.marketdata.conflator import Conflator
 from engine.portfolio import Portfolio
 from engine.risk_gate import LimitsBook, RiskGate
@@ -127,7 +127,7 @@ class LedgerPath:
         await self.portfolio.refresh()
 
     async def heartbeat(self) -> None:
-        await self.ledger.renew_lease(self.lease.holder, self.lease.epoch, self.lease.ttl)
+        await self.ledger.leases.renew(self.lease.holder, self.lease.epoch, self.lease.ttl)
 
     async def decided(self, intent: Hold | Cancel) -> None:
         await self.execution.process([intent])

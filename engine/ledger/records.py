@@ -1,4 +1,4 @@
-"""Values passed into and out of :class:`engine.ledger.store.Ledger`."""
+"""Values passed into and out of :class:`engine.ledger.ledger.Ledger`."""
 
 from __future__ import annotations
 

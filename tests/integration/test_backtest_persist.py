@@ -23,7 +23,7 @@ from engine.backtest import (
     run_backtest_persisted,
 )
 from engine.domain.types import AccountId, ControlKind, ControlScope, Symbol, VenueName
-from engine.ledger.store import Ledger
+from engine.ledger.ledger import Ledger
 
 OHLCV = Path(__file__).resolve().parents[1] / "resources" / "ohlcv"
 BTC_DATA = OHLCV / "btcusdt_1d.csv"
@@ -211,7 +211,7 @@ async def test_a_halted_account_records_every_order_decision_as_denied(
     db_engine: AsyncEngine,
 ) -> None:
     ledger = Ledger(db_engine, account=AccountId("bt-halted"), venue=VenueName("paper"))
-    await ledger.set_control(
+    await ledger.controls.set(
         ControlScope.ACCOUNT, "bt-halted", ControlKind.HALT, reason="no trading", set_by="test"
     )
     report = await run_backtest_persisted(

@@ -28,7 +28,7 @@ from engine.domain.types import (
     TimeInForce,
 )
 from engine.execution import Execution, ExecutionConfig, FillPath
-from engine.ledger.store import Ledger
+from engine.ledger.ledger import Ledger
 from engine.marketdata.conflator import Conflator
 from engine.portfolio import Portfolio
 from engine.risk_gate import LimitsBook, RiskGate
@@ -191,7 +191,7 @@ async def test_market_buy_is_reserved_submitted_acknowledged_and_filled(
     intent = buy(clock)
     await rig.execution.process([intent])
 
-    order = await rig.ledger.get_order(coid_of(intent))
+    order = await rig.ledger.orders.get(coid_of(intent))
     assert order is not None
     assert order.state is OrderState.FILLED
     assert order.filled_qty == Decimal("0.01")
@@ -268,7 +268,7 @@ async def test_a_definitive_refusal_is_rejected_and_never_resent(
     clock.advance(60)
     await rig.execution.resolve_unresolved()
 
-    order = await rig.ledger.get_order(coid_of(intent))
+    order = await rig.ledger.orders.get(coid_of(intent))
     assert order is not None
     assert order.state is OrderState.REJECTED
     assert "insufficient balance" in (order.last_error or "")
@@ -286,14 +286,14 @@ async def test_a_timeout_after_the_venue_accepted_becomes_unknown_then_resolves_
     intent = buy(clock)
     await rig.execution.process([intent])
 
-    order = await rig.ledger.get_order(coid_of(intent))
+    order = await rig.ledger.orders.get(coid_of(intent))
     assert order is not None
     assert order.state is OrderState.UNKNOWN  # never terminal by waiting
 
     clock.advance(60)  # however long we wait, only a lookup settles it
     await rig.execution.resolve_unresolved()
     await rig.execution.sync_fills()
-    order = await rig.ledger.get_order(coid_of(intent))
+    order = await rig.ledger.orders.get(coid_of(intent))
     assert order is not None
     assert order.state is OrderState.FILLED
     assert venue.all_orders().attempts[coid_of(intent)] == 1
@@ -307,14 +307,14 @@ async def test_an_order_the_venue_never_saw_is_resent_with_the_same_id_after_the
     venue.fail_next_submit_before_accept()
     intent = buy(clock)
     await rig.execution.process([intent])
-    assert (await rig.ledger.get_order(coid_of(intent))).state is OrderState.UNKNOWN  # type: ignore[union-attr]
+    assert (await rig.ledger.orders.get(coid_of(intent))).state is OrderState.UNKNOWN  # type: ignore[union-attr]
 
     await rig.execution.resolve_unresolved()  # inside the consistency window: only looks
     assert venue.all_orders().attempts[coid_of(intent)] == 0
 
     clock.advance(5)
     await rig.execution.resolve_unresolved()
-    order = await rig.ledger.get_order(coid_of(intent))
+    order = await rig.ledger.orders.get(coid_of(intent))
     assert order is not None
     assert order.state is OrderState.FILLED
     assert venue.all_orders().attempts[coid_of(intent)] == 1
@@ -331,7 +331,7 @@ async def test_an_unseen_order_past_its_ttl_expires_instead_of_being_resent(
 
     clock.advance(3600)
     await rig.execution.resolve_unresolved()
-    order = await rig.ledger.get_order(coid_of(intent))
+    order = await rig.ledger.orders.get(coid_of(intent))
     assert order is not None
     assert order.state is OrderState.EXPIRED
     assert "not resent" in (order.last_error or "")
@@ -345,12 +345,12 @@ async def test_a_halt_committed_before_the_reserve_blocks_the_order(
     db_engine: AsyncEngine, venue: PaperVenue, clock: Clock
 ) -> None:
     rig = await make_rig(db_engine, venue, clock)
-    await rig.ledger.set_control(
+    await rig.ledger.controls.set(
         ControlScope.ACCOUNT, ACCOUNT, ControlKind.HALT, reason="test", set_by="test"
     )
     intent = buy(clock)
     await rig.execution.process([intent])
-    assert await rig.ledger.get_order(coid_of(intent)) is None
+    assert await rig.ledger.orders.get(coid_of(intent)) is None
     assert venue.all_orders().attempts[coid_of(intent)] == 0
     async with db_engine.connect() as conn:
         outcome = (await conn.execute(text("SELECT outcome FROM decisions"))).scalar_one()
@@ -376,7 +376,7 @@ async def test_a_crash_in_the_submit_path_converges_after_restart(
     second = await make_rig(db_engine, venue, clock)
     await converge(second)
 
-    order = await second.ledger.get_order(coid_of(intent))
+    order = await second.ledger.orders.get(coid_of(intent))
     assert order is not None
     if point is CrashPoint.AFTER_RESERVE:
         # never sent, and its TTL has passed while the engine was down
@@ -400,7 +400,7 @@ async def test_a_crash_right_after_reserve_resubmits_while_the_intent_is_valid(
     clock.advance(5)  # past the lease TTL and the consistency window, inside the 30 s intent TTL
     second = await make_rig(db_engine, venue, clock)
     await converge(second)
-    order = await second.ledger.get_order(coid_of(intent))
+    order = await second.ledger.orders.get(coid_of(intent))
     assert order is not None
     assert order.state is OrderState.FILLED
     assert venue.all_orders().attempts[coid_of(intent)] == 1
@@ -429,7 +429,7 @@ async def test_a_crash_between_a_fill_and_its_commit_is_repaired_from_the_venue_
     clock.advance(60)
     second = await make_rig(db_engine, venue, clock)
     await converge(second)
-    order = await second.ledger.get_order(coid_of(intent))
+    order = await second.ledger.orders.get(coid_of(intent))
     assert order is not None
     assert order.state is OrderState.FILLED
     await assert_invariants(db_engine, venue)
@@ -459,7 +459,7 @@ async def test_quantity_and_price_are_rounded_to_the_venue_grid_never_beyond_the
     rig = await make_rig(db_engine, venue, clock)
     intent = buy(clock, qty="0.0123456789", price="49000.0199")
     await rig.execution.process([intent])
-    order = await rig.ledger.get_order(coid_of(intent))
+    order = await rig.ledger.orders.get(coid_of(intent))
     assert order is not None
     assert order.requested_qty == Decimal("0.01234")  # step 0.00001, rounded down
     assert order.limit_price == Decimal("49000.01")  # tick 0.01, a buy rounds down
@@ -474,7 +474,7 @@ async def test_an_order_below_the_venue_minimum_is_denied_with_the_filter_named(
     rig = await make_rig(db_engine, venue, clock)
     intent = buy(clock, qty="0.00001", price="49000")  # notional 0.49 < min notional 5
     await rig.execution.process([intent])
-    assert await rig.ledger.get_order(coid_of(intent)) is None
+    assert await rig.ledger.orders.get(coid_of(intent)) is None
     assert venue.all_orders().attempts[coid_of(intent)] == 0
     async with db_engine.connect() as conn:
         outcome, verdicts = (
@@ -499,8 +499,8 @@ async def test_a_fill_that_raced_a_cancel_is_fetched_by_the_next_engine(
     assert cancel.filled_quantity == Decimal("0.2")
     # The cancel's answer is recorded without the fills it implies (they were never fetched:
     # the process died, or the venue refused the trades query, before it could).
-    await first.ledger.apply_report(dataclasses.replace(cancel, fills=()), cause="cancel")
-    order = await first.ledger.get_order(coid)
+    await first.ledger.orders.apply_report(dataclasses.replace(cancel, fills=()), cause="cancel")
+    order = await first.ledger.orders.get(coid)
     assert order is not None
     assert order.state is OrderState.CANCELED
     assert order.filled_qty == 0
@@ -510,7 +510,7 @@ async def test_a_fill_that_raced_a_cancel_is_fetched_by_the_next_engine(
     venue.set_quote(quote(clock, "49980", "49985", size="1"))
     later = buy(clock, qty="0.01", interval="i2")
     await first.execution.process([later])
-    newest = (await first.ledger.last_trade_ids())[BTCUSDT]
+    newest = (await first.ledger.fills.last_trade_ids())[BTCUSDT]
     lost = [f for f in venue.all_fills() if f.client_order_id == coid]
     assert lost
     assert all(int(newest) > int(f.trade_id) for f in lost)
@@ -518,7 +518,7 @@ async def test_a_fill_that_raced_a_cancel_is_fetched_by_the_next_engine(
     clock.advance(60)
     second = await make_rig(db_engine, venue, clock)
     await converge(second)
-    order = await second.ledger.get_order(coid)
+    order = await second.ledger.orders.get(coid)
     assert order is not None
     assert order.state is OrderState.CANCELED
     assert order.filled_qty == Decimal("0.2")

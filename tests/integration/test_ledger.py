@@ -37,9 +37,10 @@ from engine.domain.types import (
     VerdictResult,
 )
 from engine.exceptions import DatabaseUnavailable, LeaseLost, LedgerError, StateConflict
+from engine.ledger.controls import CONTROLS_LOCK_KEY
 from engine.ledger.db import asyncpg_connect_kwargs, make_engine
+from engine.ledger.ledger import Ledger
 from engine.ledger.records import DecisionRecord, Reservation, ReserveStatus
-from engine.ledger.store import CONTROLS_LOCK_KEY, Ledger
 from engine.venues.base import BalanceReport, FillReport, OrderReport
 from tests.helpers import eventually
 
@@ -72,7 +73,7 @@ def ledger(db_engine: AsyncEngine, clock: Clock) -> Ledger:
 
 @pytest.fixture
 async def epoch(ledger: Ledger) -> int:
-    got = await ledger.acquire_lease(HOLDER, timedelta(seconds=30))
+    got = await ledger.leases.acquire(HOLDER, timedelta(seconds=30))
     assert got is not None
     return got
 
@@ -193,7 +194,7 @@ async def scalar(engine: AsyncEngine, sql: str, **params: Any) -> Any:
 
 async def reserve_one(ledger: Ledger, epoch: int, r: Reservation | None = None) -> ClientOrderId:
     r = r or reservation()
-    [result] = await ledger.reserve([r], holder=HOLDER, epoch=epoch)
+    [result] = await ledger.orders.reserve([r], holder=HOLDER, epoch=epoch)
     assert result.status is ReserveStatus.RESERVED
     return r.client_order_id
 
@@ -205,8 +206,8 @@ async def test_reserving_the_same_decision_twice_yields_one_order_and_one_event(
     ledger: Ledger, epoch: int, db_engine: AsyncEngine
 ) -> None:
     r = reservation()
-    [first] = await ledger.reserve([r], holder=HOLDER, epoch=epoch)
-    [second] = await ledger.reserve([r], holder=HOLDER, epoch=epoch)
+    [first] = await ledger.orders.reserve([r], holder=HOLDER, epoch=epoch)
+    [second] = await ledger.orders.reserve([r], holder=HOLDER, epoch=epoch)
 
     assert first.status is ReserveStatus.RESERVED
     assert second.status is ReserveStatus.EXISTING
@@ -227,9 +228,9 @@ async def test_a_batch_is_reserved_in_one_go_and_reports_each_order(
     ledger: Ledger, epoch: int
 ) -> None:
     batch = [reservation(1), reservation(2, side=Side.SELL, intent="sell")]
-    results = await ledger.reserve(batch, holder=HOLDER, epoch=epoch)
+    results = await ledger.orders.reserve(batch, holder=HOLDER, epoch=epoch)
     assert [r.status for r in results] == [ReserveStatus.RESERVED] * 2
-    stored = [await ledger.get_order(r.client_order_id) for r in batch]
+    stored = [await ledger.orders.get(r.client_order_id) for r in batch]
     assert [o.side for o in stored if o] == [Side.BUY, Side.SELL]
     assert [o for o in stored] == [r.order for r in results]
 
@@ -238,9 +239,9 @@ async def test_reserve_with_a_stale_epoch_raises_lease_lost_and_writes_nothing(
     ledger: Ledger, epoch: int, db_engine: AsyncEngine
 ) -> None:
     with pytest.raises(LeaseLost, match="acct-1"):
-        await ledger.reserve([reservation()], holder=HOLDER, epoch=epoch + 1)
+        await ledger.orders.reserve([reservation()], holder=HOLDER, epoch=epoch + 1)
     with pytest.raises(LeaseLost):
-        await ledger.reserve([reservation()], holder="someone-else", epoch=epoch)
+        await ledger.orders.reserve([reservation()], holder="someone-else", epoch=epoch)
     for table in ("decisions", "orders", "order_events"):
         assert await scalar(db_engine, f"SELECT count(*) FROM {table}") == 0
 
@@ -250,7 +251,7 @@ async def test_reserve_after_the_lease_expired_raises_lease_lost(
 ) -> None:
     clock.advance(seconds=31)
     with pytest.raises(LeaseLost):
-        await ledger.reserve([reservation()], holder=HOLDER, epoch=epoch)
+        await ledger.orders.reserve([reservation()], holder=HOLDER, epoch=epoch)
 
 
 # -- lease ----------------------------------------------------------------------------------------
@@ -260,30 +261,30 @@ async def test_lease_is_refused_while_held_and_taken_over_with_a_new_epoch_after
     ledger: Ledger, clock: Clock
 ) -> None:
     ttl = timedelta(seconds=10)
-    first = await ledger.acquire_lease("a", ttl)
+    first = await ledger.leases.acquire("a", ttl)
     assert first == 1
-    assert await ledger.acquire_lease("b", ttl) is None
+    assert await ledger.leases.acquire("b", ttl) is None
 
     clock.advance(seconds=11)
-    second = await ledger.acquire_lease("b", ttl)
+    second = await ledger.leases.acquire("b", ttl)
     assert second == 2
     with pytest.raises(LeaseLost):
-        await ledger.renew_lease("a", 1, ttl)
-    await ledger.renew_lease("b", 2, ttl)
+        await ledger.leases.renew("a", 1, ttl)
+    await ledger.leases.renew("b", 2, ttl)
 
-    await ledger.release_lease("b", 2)
-    assert await ledger.acquire_lease("a", ttl) == 3
+    await ledger.leases.release("b", 2)
+    assert await ledger.leases.acquire("a", ttl) == 3
 
 
 async def test_renewing_keeps_the_lease_past_its_first_expiry(ledger: Ledger, clock: Clock) -> None:
     ttl = timedelta(seconds=10)
-    epoch = await ledger.acquire_lease("a", ttl)
+    epoch = await ledger.leases.acquire("a", ttl)
     assert epoch is not None
     clock.advance(seconds=8)
-    await ledger.renew_lease("a", epoch, ttl)
+    await ledger.leases.renew("a", epoch, ttl)
     clock.advance(seconds=8)
-    assert await ledger.acquire_lease("b", ttl) is None
-    [result] = await ledger.reserve([reservation()], holder="a", epoch=epoch)
+    assert await ledger.leases.acquire("b", ttl) is None
+    [result] = await ledger.orders.reserve([reservation()], holder="a", epoch=epoch)
     assert result.status is ReserveStatus.RESERVED
 
 
@@ -307,8 +308,8 @@ async def test_an_active_halt_or_pause_covering_the_order_blocks_it_and_records_
     target: str,
     kind: ControlKind,
 ) -> None:
-    await ledger.set_control(scope, target, kind, reason="ops drill", set_by="alice")
-    [result] = await ledger.reserve([reservation()], holder=HOLDER, epoch=epoch)
+    await ledger.controls.set(scope, target, kind, reason="ops drill", set_by="alice")
+    [result] = await ledger.orders.reserve([reservation()], holder=HOLDER, epoch=epoch)
 
     assert result.status is ReserveStatus.BLOCKED
     assert result.order is None
@@ -329,16 +330,16 @@ async def test_an_active_halt_or_pause_covering_the_order_blocks_it_and_records_
 async def test_controls_on_other_strategies_and_symbols_do_not_block(
     ledger: Ledger, epoch: int
 ) -> None:
-    await ledger.set_control(
+    await ledger.controls.set(
         ControlScope.STRATEGY, "other", ControlKind.PAUSE, reason="x", set_by="a"
     )
-    await ledger.set_control(
+    await ledger.controls.set(
         ControlScope.SYMBOL, "ETHUSDT", ControlKind.HALT, reason="x", set_by="a"
     )
-    await ledger.set_control(
+    await ledger.controls.set(
         ControlScope.ACCOUNT, "acct-2", ControlKind.HALT, reason="x", set_by="a"
     )
-    results = await ledger.reserve(
+    results = await ledger.orders.reserve(
         [reservation(1), reservation(2, strategy="other"), reservation(3, symbol="ETHUSDT")],
         holder=HOLDER,
         epoch=epoch,
@@ -351,26 +352,26 @@ async def test_controls_on_other_strategies_and_symbols_do_not_block(
 
 
 async def test_a_cleared_control_no_longer_blocks(ledger: Ledger, epoch: int) -> None:
-    await ledger.set_control(ControlScope.GLOBAL, "*", ControlKind.HALT, reason="x", set_by="a")
-    assert await ledger.clear_control(ControlScope.GLOBAL, "*", ControlKind.HALT, cleared_by="b")
-    assert not await ledger.clear_control(
+    await ledger.controls.set(ControlScope.GLOBAL, "*", ControlKind.HALT, reason="x", set_by="a")
+    assert await ledger.controls.clear(ControlScope.GLOBAL, "*", ControlKind.HALT, cleared_by="b")
+    assert not await ledger.controls.clear(
         ControlScope.GLOBAL, "*", ControlKind.HALT, cleared_by="b"
     )
-    assert await ledger.active_controls() == []
-    [result] = await ledger.reserve([reservation()], holder=HOLDER, epoch=epoch)
+    assert await ledger.controls.active() == []
+    [result] = await ledger.orders.reserve([reservation()], holder=HOLDER, epoch=epoch)
     assert result.status is ReserveStatus.RESERVED
 
 
 async def test_setting_an_active_control_again_returns_the_same_one(ledger: Ledger) -> None:
-    first = await ledger.set_control(
+    first = await ledger.controls.set(
         ControlScope.STRATEGY, "momo", ControlKind.PAUSE, reason="first", set_by="a"
     )
-    again = await ledger.set_control(
+    again = await ledger.controls.set(
         ControlScope.STRATEGY, "momo", ControlKind.PAUSE, reason="second", set_by="b"
     )
     assert again == first
     assert again.reason == "first"
-    assert await ledger.active_controls() == [first]
+    assert await ledger.controls.active() == [first]
 
 
 async def test_an_already_reserved_order_is_reported_existing_even_under_a_halt(
@@ -378,8 +379,8 @@ async def test_an_already_reserved_order_is_reported_existing_even_under_a_halt(
 ) -> None:
     r = reservation()
     await reserve_one(ledger, epoch, r)
-    await ledger.set_control(ControlScope.GLOBAL, "*", ControlKind.HALT, reason="x", set_by="a")
-    [result] = await ledger.reserve([r], holder=HOLDER, epoch=epoch)
+    await ledger.controls.set(ControlScope.GLOBAL, "*", ControlKind.HALT, reason="x", set_by="a")
+    [result] = await ledger.orders.reserve([r], holder=HOLDER, epoch=epoch)
     assert result.status is ReserveStatus.EXISTING
     assert result.order is not None
     assert result.order.client_order_id == r.client_order_id
@@ -389,13 +390,13 @@ async def test_reduce_only_allows_shrinking_the_position_but_not_growing_or_flip
     ledger: Ledger, epoch: int
 ) -> None:
     buy = await reserve_one(ledger, epoch, reservation(1, qty="1"))
-    await ledger.append_fills([fill(buy, "100", "1")])
-    assert await ledger.account_position(Symbol("BTCUSDT")) == Decimal(1)
-    await ledger.set_control(
+    await ledger.fills.append([fill(buy, "100", "1")])
+    assert await ledger.risk_inputs.account_position(Symbol("BTCUSDT")) == Decimal(1)
+    await ledger.controls.set(
         ControlScope.SYMBOL, "BTCUSDT", ControlKind.REDUCE_ONLY, reason="risk off", set_by="ops"
     )
 
-    results = await ledger.reserve(
+    results = await ledger.orders.reserve(
         [
             reservation(2, qty="0.25"),  # buy: grows
             reservation(3, qty="0.6", side=Side.SELL, intent="sell"),  # shrinks
@@ -414,7 +415,7 @@ async def test_reduce_only_allows_shrinking_the_position_but_not_growing_or_flip
     assert "risk off" in results[0].blocked_by[0]
 
     # the working sells count: another sell now would flip the position
-    [later] = await ledger.reserve(
+    [later] = await ledger.orders.reserve(
         [reservation(6, qty="0.1", side=Side.SELL, intent="sell")], holder=HOLDER, epoch=epoch
     )
     assert later.status is ReserveStatus.BLOCKED
@@ -430,7 +431,7 @@ async def test_set_control_waits_for_an_in_flight_reservation_to_commit(
         await tx.start()
         await conn.execute("SELECT pg_advisory_xact_lock_shared($1)", CONTROLS_LOCK_KEY)
         task = asyncio.create_task(
-            ledger.set_control(ControlScope.GLOBAL, "*", ControlKind.HALT, reason="x", set_by="a")
+            ledger.controls.set(ControlScope.GLOBAL, "*", ControlKind.HALT, reason="x", set_by="a")
         )
 
         async def set_control_is_waiting() -> bool:
@@ -457,13 +458,15 @@ async def test_ack_attaches_the_venue_order_and_moves_to_open(
     coid = await reserve_one(ledger, epoch)
     sent = clock()
     clock.advance(seconds=1)
-    order = await ledger.record_ack(coid, report(coid, VenueOrderStatus.NEW), submitted_at=sent)
+    order = await ledger.orders.record_ack(
+        coid, report(coid, VenueOrderStatus.NEW), submitted_at=sent
+    )
     assert order.state is OrderState.OPEN
     assert order.venue_order_id == "v-1"
     assert order.submitted_at == sent
     assert order.acked_at == clock()
     assert order.venue_ts == T0 + timedelta(milliseconds=900)
-    assert await ledger.get_order(coid) == order
+    assert await ledger.orders.get(coid) == order
 
 
 async def test_ack_with_fills_records_them_and_derives_the_state(
@@ -471,7 +474,7 @@ async def test_ack_with_fills_records_them_and_derives_the_state(
 ) -> None:
     coid = await reserve_one(ledger, epoch)
     fills = (fill(coid, "1", "0.2", price="100"), fill(coid, "2", "0.3", price="200"))
-    order = await ledger.record_ack(
+    order = await ledger.orders.record_ack(
         coid, report(coid, VenueOrderStatus.FILLED, filled="0.5", fills=fills), submitted_at=T0
     )
     assert order.state is OrderState.FILLED
@@ -484,11 +487,11 @@ async def test_an_ambiguous_submit_marks_unknown_and_the_lookup_resolves_it(
     ledger: Ledger, epoch: int, db_engine: AsyncEngine
 ) -> None:
     coid = await reserve_one(ledger, epoch)
-    unknown = await ledger.mark_unknown(coid, "read timeout after send", submitted_at=T0)
+    unknown = await ledger.orders.mark_unknown(coid, "read timeout after send", submitted_at=T0)
     assert unknown.state is OrderState.UNKNOWN
     assert unknown.last_error == "read timeout after send"
 
-    resolved = await ledger.apply_report(
+    resolved = await ledger.orders.apply_report(
         report(
             coid, VenueOrderStatus.PARTIALLY_FILLED, filled="0.1", fills=(fill(coid, "7", "0.1"),)
         ),
@@ -514,8 +517,8 @@ async def test_mark_unknown_after_the_stream_already_acked_keeps_the_better_stat
     ledger: Ledger, epoch: int
 ) -> None:
     coid = await reserve_one(ledger, epoch)
-    await ledger.apply_report(report(coid, VenueOrderStatus.NEW), cause="stream")
-    order = await ledger.mark_unknown(coid, "timeout", submitted_at=T0)
+    await ledger.orders.apply_report(report(coid, VenueOrderStatus.NEW), cause="stream")
+    order = await ledger.orders.mark_unknown(coid, "timeout", submitted_at=T0)
     assert order.state is OrderState.OPEN
     assert order.last_error == "timeout"
 
@@ -524,30 +527,30 @@ async def test_a_disallowed_transition_raises_state_conflict_naming_both_states(
     ledger: Ledger, epoch: int
 ) -> None:
     coid = await reserve_one(ledger, epoch)
-    await ledger.mark_rejected(coid, "-2010 insufficient balance", submitted_at=T0)
+    await ledger.orders.mark_rejected(coid, "-2010 insufficient balance", submitted_at=T0)
     with pytest.raises(StateConflict, match=r"REJECTED.*PENDING_CANCEL"):
-        await ledger.request_cancel(coid, "operator")
+        await ledger.orders.request_cancel(coid, "operator")
 
 
 async def test_moving_to_the_current_state_is_a_no_op_without_an_event(
     ledger: Ledger, epoch: int, db_engine: AsyncEngine
 ) -> None:
     coid = await reserve_one(ledger, epoch)
-    first = await ledger.request_cancel(coid, "halt")
-    again = await ledger.request_cancel(coid, "halt")
+    first = await ledger.orders.request_cancel(coid, "halt")
+    again = await ledger.orders.request_cancel(coid, "halt")
     assert first.state is again.state is OrderState.PENDING_CANCEL
     assert await scalar(db_engine, "SELECT count(*) FROM order_events") == 2
 
 
 async def test_transition_of_an_unknown_order_is_an_error(ledger: Ledger) -> None:
     with pytest.raises(LedgerError, match="not in the ledger"):
-        await ledger.expire(ClientOrderId("nope"), "ttl")
+        await ledger.orders.expire(ClientOrderId("nope"), "ttl")
 
 
 async def test_a_stale_report_never_moves_an_order_backwards(ledger: Ledger, epoch: int) -> None:
     coid = await reserve_one(ledger, epoch)
-    await ledger.append_fills([fill(coid, "1", "0.1")])
-    order = await ledger.apply_report(report(coid, VenueOrderStatus.NEW), cause="stream")
+    await ledger.fills.append([fill(coid, "1", "0.1")])
+    order = await ledger.orders.apply_report(report(coid, VenueOrderStatus.NEW), cause="stream")
     assert order is not None
     assert order.state is OrderState.PARTIALLY_FILLED
     assert order.venue_order_id == "v-1"
@@ -559,16 +562,16 @@ async def test_a_report_for_an_order_the_ledger_does_not_know_returns_none_but_k
     stray = report(
         "manual-1", VenueOrderStatus.FILLED, filled="0.1", fills=(fill(None, "9", "0.1"),)
     )
-    assert await ledger.apply_report(stray, cause="stream") is None
+    assert await ledger.orders.apply_report(stray, cause="stream") is None
     assert await scalar(db_engine, "SELECT client_order_id FROM fills") == "manual-1"
 
 
 async def test_expire_records_the_reason(ledger: Ledger, epoch: int) -> None:
     coid = await reserve_one(ledger, epoch)
-    order = await ledger.expire(coid, "not found on the venue after the TTL")
+    order = await ledger.orders.expire(coid, "not found on the venue after the TTL")
     assert order.state is OrderState.EXPIRED
     assert order.last_error == "not found on the venue after the TTL"
-    assert await ledger.non_terminal_orders() == []
+    assert await ledger.orders.non_terminal() == []
 
 
 # -- fills ------------------------------------------------------------------------------------
@@ -576,19 +579,19 @@ async def test_expire_records_the_reason(ledger: Ledger, epoch: int) -> None:
 
 async def test_fills_are_idempotent_and_drive_the_order_state(ledger: Ledger, epoch: int) -> None:
     coid = await reserve_one(ledger, epoch)
-    await ledger.record_ack(coid, report(coid, VenueOrderStatus.NEW), submitted_at=T0)
+    await ledger.orders.record_ack(coid, report(coid, VenueOrderStatus.NEW), submitted_at=T0)
     first = fill(coid, "1", "0.2", price="100")
 
-    assert await ledger.append_fills([first]) == [first]
-    assert await ledger.append_fills([first]) == []
-    order = await ledger.get_order(coid)
+    assert await ledger.fills.append([first]) == [first]
+    assert await ledger.fills.append([first]) == []
+    order = await ledger.orders.get(coid)
     assert order is not None
     assert order.state is OrderState.PARTIALLY_FILLED
     assert order.filled_qty == Decimal("0.2")
 
     second = fill(coid, "2", "0.3", price="200")
-    assert await ledger.append_fills([first, second]) == [second]
-    order = await ledger.get_order(coid)
+    assert await ledger.fills.append([first, second]) == [second]
+    order = await ledger.orders.get(coid)
     assert order is not None
     assert order.state is OrderState.FILLED
     assert order.filled_qty == Decimal("0.5")
@@ -599,8 +602,10 @@ async def test_a_fill_before_the_ack_moves_a_pending_submit_to_partially_filled(
     ledger: Ledger, epoch: int
 ) -> None:
     coid = await reserve_one(ledger, epoch)
-    await ledger.append_fills([fill(coid, "1", "0.1")])
-    order = await ledger.record_ack(coid, report(coid, VenueOrderStatus.NEW), submitted_at=T0)
+    await ledger.fills.append([fill(coid, "1", "0.1")])
+    order = await ledger.orders.record_ack(
+        coid, report(coid, VenueOrderStatus.NEW), submitted_at=T0
+    )
     assert order.state is OrderState.PARTIALLY_FILLED
     assert order.acked_at is not None
 
@@ -609,15 +614,17 @@ async def test_a_late_fill_on_a_canceled_order_is_recorded_and_the_order_stays_c
     ledger: Ledger, epoch: int
 ) -> None:
     coid = await reserve_one(ledger, epoch)
-    await ledger.record_ack(coid, report(coid, VenueOrderStatus.NEW), submitted_at=T0)
-    await ledger.request_cancel(coid, "operator")
-    canceled = await ledger.apply_report(report(coid, VenueOrderStatus.CANCELED), cause="cancel")
+    await ledger.orders.record_ack(coid, report(coid, VenueOrderStatus.NEW), submitted_at=T0)
+    await ledger.orders.request_cancel(coid, "operator")
+    canceled = await ledger.orders.apply_report(
+        report(coid, VenueOrderStatus.CANCELED), cause="cancel"
+    )
     assert canceled is not None
     assert canceled.state is OrderState.CANCELED
 
     late = fill(coid, "1", "0.2")
-    assert await ledger.append_fills([late]) == [late]
-    order = await ledger.get_order(coid)
+    assert await ledger.fills.append([late]) == [late]
+    order = await ledger.orders.get(coid)
     assert order is not None
     assert order.state is OrderState.CANCELED
     assert order.filled_qty == Decimal("0.2")
@@ -627,14 +634,14 @@ async def test_a_fill_during_a_pending_cancel_keeps_the_cancel_in_flight(
     ledger: Ledger, epoch: int
 ) -> None:
     coid = await reserve_one(ledger, epoch)
-    await ledger.record_ack(coid, report(coid, VenueOrderStatus.NEW), submitted_at=T0)
-    await ledger.request_cancel(coid, "operator")
-    await ledger.append_fills([fill(coid, "1", "0.2")])
-    order = await ledger.get_order(coid)
+    await ledger.orders.record_ack(coid, report(coid, VenueOrderStatus.NEW), submitted_at=T0)
+    await ledger.orders.request_cancel(coid, "operator")
+    await ledger.fills.append([fill(coid, "1", "0.2")])
+    order = await ledger.orders.get(coid)
     assert order is not None
     assert order.state is OrderState.PENDING_CANCEL
-    await ledger.append_fills([fill(coid, "2", "0.3")])
-    order = await ledger.get_order(coid)
+    await ledger.fills.append([fill(coid, "2", "0.3")])
+    order = await ledger.orders.get(coid)
     assert order is not None
     assert order.state is OrderState.FILLED
 
@@ -643,9 +650,9 @@ async def test_a_fill_of_an_order_unknown_to_the_ledger_is_still_recorded(
     ledger: Ledger, db_engine: AsyncEngine
 ) -> None:
     stray = fill("someone-elses", "1", "0.2", side=Side.SELL)
-    assert await ledger.append_fills([stray]) == [stray]
+    assert await ledger.fills.append([stray]) == [stray]
     assert await scalar(db_engine, "SELECT count(*) FROM fills") == 1
-    assert await ledger.account_position(Symbol("BTCUSDT")) == Decimal("-0.2")
+    assert await ledger.risk_inputs.account_position(Symbol("BTCUSDT")) == Decimal("-0.2")
 
 
 @pytest.mark.parametrize(
@@ -663,7 +670,7 @@ async def test_fills_and_order_events_refuse_to_be_rewritten(
     ledger: Ledger, epoch: int, database_url: URL, statement: str
 ) -> None:
     coid = await reserve_one(ledger, epoch)
-    await ledger.append_fills([fill(coid, "1", "0.2")])
+    await ledger.fills.append([fill(coid, "1", "0.2")])
     conn = await asyncpg.connect(**asyncpg_connect_kwargs(database_url))  # type: ignore[arg-type]
     try:
         with pytest.raises(asyncpg.PostgresError, match="append-only"):
@@ -676,7 +683,7 @@ async def test_fills_and_order_events_refuse_to_be_rewritten(
 
 async def test_last_trade_ids_are_the_newest_fill_per_symbol(ledger: Ledger) -> None:
     same_ms = T0 + timedelta(seconds=5)
-    await ledger.append_fills(
+    await ledger.fills.append(
         [
             fill(None, "9", "1", venue_ts=same_ms),
             fill(None, "10", "1", venue_ts=same_ms),  # numeric order, not text order
@@ -685,7 +692,7 @@ async def test_last_trade_ids_are_the_newest_fill_per_symbol(ledger: Ledger) -> 
             fill(None, "abc-0", "1", symbol="KXBTC", venue_ts=same_ms),
         ]
     )
-    assert await ledger.last_trade_ids() == {"BTCUSDT": "10", "KXBTC": "abc-0"}
+    assert await ledger.fills.last_trade_ids() == {"BTCUSDT": "10", "KXBTC": "abc-0"}
 
 
 async def test_positions_come_from_fills_per_strategy_and_for_the_account(
@@ -695,26 +702,26 @@ async def test_positions_come_from_fills_per_strategy_and_for_the_account(
     b = await reserve_one(
         ledger, epoch, reservation(2, strategy="mr", side=Side.SELL, intent="sell")
     )
-    await ledger.append_fills(
+    await ledger.fills.append(
         [
             fill(a, "1", "1"),
             fill(b, "2", "0.25", side=Side.SELL),
             fill(None, "3", "0.1", side=Side.SELL),  # manual trade: the account's, no strategy's
         ]
     )
-    assert await ledger.net_positions() == {
+    assert await ledger.risk_inputs.net_positions() == {
         ("momo", "BTCUSDT"): Decimal(1),
         ("mr", "BTCUSDT"): Decimal("-0.25"),
     }
-    assert await ledger.account_position(Symbol("BTCUSDT")) == Decimal("0.65")
-    assert await ledger.account_position(Symbol("ETHUSDT")) == 0
+    assert await ledger.risk_inputs.account_position(Symbol("BTCUSDT")) == Decimal("0.65")
+    assert await ledger.risk_inputs.account_position(Symbol("ETHUSDT")) == 0
 
 
 async def test_open_orders_filter_by_strategy(ledger: Ledger, epoch: int) -> None:
     a = await reserve_one(ledger, epoch, reservation(1))
     b = await reserve_one(ledger, epoch, reservation(2, strategy="mr"))
-    assert [o.client_order_id for o in await ledger.open_orders()] == [a, b]
-    assert [o.client_order_id for o in await ledger.open_orders(StrategyId("mr"))] == [b]
+    assert [o.client_order_id for o in await ledger.orders.open()] == [a, b]
+    assert [o.client_order_id for o in await ledger.orders.open(StrategyId("mr"))] == [b]
 
 
 # -- views ------------------------------------------------------------------------------------
@@ -724,10 +731,10 @@ async def test_decision_trace_shows_decision_verdicts_events_and_fills_in_one_qu
     ledger: Ledger, epoch: int, db_engine: AsyncEngine
 ) -> None:
     coid = await reserve_one(ledger, epoch)
-    await ledger.record_ack(coid, report(coid, VenueOrderStatus.NEW), submitted_at=T0)
-    await ledger.append_fills([fill(coid, "1", "0.2", price="100")])
-    await ledger.append_fills([fill(coid, "2", "0.3")])
-    await ledger.record_decision(
+    await ledger.orders.record_ack(coid, report(coid, VenueOrderStatus.NEW), submitted_at=T0)
+    await ledger.fills.append([fill(coid, "1", "0.2", price="100")])
+    await ledger.fills.append([fill(coid, "2", "0.3")])
+    await ledger.decisions.record(
         decision(9, side=None, intent="hold", outcome=DecisionOutcome.HOLD)
     )
 
@@ -771,10 +778,10 @@ async def test_order_status_positions_and_execution_quality_views(
 ) -> None:
     coid = await reserve_one(ledger, epoch)
     clock.advance(seconds=2)
-    await ledger.record_ack(
+    await ledger.orders.record_ack(
         coid, report(coid, VenueOrderStatus.NEW), submitted_at=T0 + timedelta(seconds=1)
     )
-    await ledger.append_fills([fill(coid, "1", "0.2", price="30000")])
+    await ledger.fills.append([fill(coid, "1", "0.2", price="30000")])
     async with db_engine.connect() as conn:
         status = (
             (
@@ -815,18 +822,18 @@ async def test_an_incident_is_opened_once_per_dedupe_key_until_resolved(ledger: 
         "details": {"client_order_id": "tc-x", "qty": "0.5"},
         "dedupe_key": "unknown_order:tc-x",
     }
-    first = await ledger.open_incident(**args)
-    again = await ledger.open_incident(**{**args, "message": "changed"})
+    first = await ledger.incidents.open(**args)
+    again = await ledger.incidents.open(**{**args, "message": "changed"})
     assert again == first
     assert first.details == {"client_order_id": "tc-x", "qty": "0.5"}
-    assert await ledger.incidents() == [first]
+    assert await ledger.incidents.read() == [first]
 
-    assert await ledger.resolve_incident(first.id, "adopted")
-    assert not await ledger.resolve_incident(first.id, "twice")
-    assert await ledger.incidents() == []
-    reopened = await ledger.open_incident(**args)
+    assert await ledger.incidents.resolve(first.id, "adopted")
+    assert not await ledger.incidents.resolve(first.id, "twice")
+    assert await ledger.incidents.read() == []
+    reopened = await ledger.incidents.open(**args)
     assert reopened.id != first.id
-    everything = await ledger.incidents(open_only=False)
+    everything = await ledger.incidents.read(open_only=False)
     assert [i.id for i in everything] == [first.id, reopened.id]
     assert everything[0].resolution_note == "adopted"
 
@@ -842,9 +849,9 @@ async def test_latest_balances_are_the_newest_report_per_asset(ledger: Ledger) -
             received_at=T0 + timedelta(seconds=at),
         )
 
-    await ledger.record_balances([bal("USDT", "100", 0), bal("BTC", "1", 0)])
-    await ledger.record_balances([bal("USDT", "90.5", 1)])
-    latest = await ledger.latest_balances()
+    await ledger.balances.record([bal("USDT", "100", 0), bal("BTC", "1", 0)])
+    await ledger.balances.record([bal("USDT", "90.5", 1)])
+    latest = await ledger.balances.latest()
     assert latest == {"USDT": bal("USDT", "90.5", 1), "BTC": bal("BTC", "1", 0)}
 
 
@@ -856,7 +863,7 @@ async def test_an_unreachable_database_raises_database_unavailable_without_the_p
     try:
         ledger = Ledger(engine, account=ACCOUNT, venue=VENUE)
         with pytest.raises(DatabaseUnavailable) as info:
-            await ledger.get_order(ClientOrderId("x"))
+            await ledger.orders.get(ClientOrderId("x"))
     finally:
         await engine.dispose()
     assert "s3cret-pw" not in str(info.value)
@@ -868,7 +875,7 @@ async def test_a_reservation_for_another_account_is_refused(ledger: Ledger, epoc
     r = reservation()
     other = replace(r, decision=replace(r.decision, account=AccountId("acct-2")))
     with pytest.raises(ValueError, match="acct-2"):
-        await ledger.reserve([other], holder=HOLDER, epoch=epoch)
+        await ledger.orders.reserve([other], holder=HOLDER, epoch=epoch)
 
 
 # -- concurrent writers and the one-statement paths ------------------------------------------
@@ -912,16 +919,16 @@ async def test_fills_committed_by_a_concurrent_writer_are_counted_in_the_derived
     ledger: Ledger, epoch: int, database_url: URL
 ) -> None:
     coid = await reserve_one(ledger, epoch)
-    await ledger.record_ack(coid, report(coid, VenueOrderStatus.NEW), submitted_at=T0)
+    await ledger.orders.record_ack(coid, report(coid, VenueOrderStatus.NEW), submitted_at=T0)
     other, tx = await _hold_fill_in_open_transaction(database_url, coid, "1", "0.2")
     try:
-        task = asyncio.create_task(ledger.append_fills([fill(coid, "2", "0.3")]))
+        task = asyncio.create_task(ledger.fills.append([fill(coid, "2", "0.3")]))
         await eventually(lambda: _row_lock_waiters(database_url), message="never waited")
         await tx.commit()
         assert [f.trade_id for f in await task] == ["2"]
     finally:
         await other.close()
-    order = await ledger.get_order(coid)
+    order = await ledger.orders.get(coid)
     assert order is not None
     assert order.filled_qty == Decimal("0.5")
     assert order.state is OrderState.FILLED
@@ -934,7 +941,7 @@ async def test_a_report_applied_while_another_writer_adds_fills_sees_them(
     other, tx = await _hold_fill_in_open_transaction(database_url, coid, "1", "0.5")
     try:
         task = asyncio.create_task(
-            ledger.record_ack(coid, report(coid, VenueOrderStatus.NEW), submitted_at=T0)
+            ledger.orders.record_ack(coid, report(coid, VenueOrderStatus.NEW), submitted_at=T0)
         )
         await eventually(lambda: _row_lock_waiters(database_url), message="never waited")
         await tx.commit()
@@ -950,11 +957,11 @@ async def test_a_report_applied_while_another_writer_adds_fills_sees_them(
 def test_target_state_depends_on_the_fill_quantity_only_through_the_bucket() -> None:
     """The one-statement paths look states up by (state, bucket); pin that this is exact."""
     from engine.domain.orders import target_state
-    from engine.ledger.store import _bucket, _fill_driven_state, _fill_targets, _report_targets
+    from engine.ledger.fills import _bucket, _fill_driven_state, _fill_targets, report_targets
 
     quantities = [Decimal(x) for x in ("0", "0.001", "0.5", "0.999", "1", "1.5")]
     for status in VenueOrderStatus:
-        table = _report_targets(status)
+        table = report_targets(status)
         keys = zip(table["lk_from"], table["lk_bucket"], strict=True)
         lookup = dict(zip(keys, table["lk_to"], strict=True))
         for state in OrderState:
@@ -984,7 +991,9 @@ async def test_a_control_committed_while_a_reservation_waits_blocks_that_reserva
             """INSERT INTO controls (scope, target, kind, active, reason, set_by, set_at)
                VALUES ('global', '*', 'halt', true, 'kill switch', 'ops', now())"""
         )
-        task = asyncio.create_task(ledger.reserve([reservation()], holder=HOLDER, epoch=epoch))
+        task = asyncio.create_task(
+            ledger.orders.reserve([reservation()], holder=HOLDER, epoch=epoch)
+        )
 
         async def reserve_is_waiting() -> bool:
             waiting = await conn.fetchval(

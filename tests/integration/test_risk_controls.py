@@ -24,8 +24,8 @@ from engine.domain.types import (
     TimeInForce,
 )
 from engine.execution import Execution, ExecutionConfig
+from engine.ledger.ledger import Ledger
 from engine.ledger.records import OperatorRequestKind
-from engine.ledger.store import Ledger
 from engine.marketdata.conflator import Conflator
 from engine.portfolio import Portfolio
 from engine.reconcile import Reconciler
@@ -123,7 +123,7 @@ async def test_two_strategies_together_cannot_exceed_the_account_exposure_the_se
     exposure = [v for v in await verdicts_of(db_engine, B) if v["check"] == "max_account_exposure"]
     assert exposure[0]["result"] == "resize"
     assert "from 0.015 to 0.010 (-0.005)" in exposure[0]["message"]
-    b_orders = [o for o in await r.ledger.open_orders(B)]
+    b_orders = [o for o in await r.ledger.orders.open(B)]
     assert [o.requested_qty for o in b_orders] == [Decimal("0.01")]
 
 
@@ -132,12 +132,14 @@ async def test_a_halt_set_while_intents_are_queued_blocks_every_later_reserve_bu
 ) -> None:
     r = await rig(db_engine, venue, clock)
     await r.execution.process([order(clock, A, "0.01", price="40000", i="rest")])
-    (resting,) = await r.ledger.open_orders(A)
+    (resting,) = await r.ledger.orders.open(A)
     for n in range(5):
         await r.execution.submit_intent(order(clock, A, "0.001", price="40000", i=f"q{n}"))
     # the CLI's path: another connection commits the halt before execution runs
     other = Ledger(db_engine, account=ACCOUNT, venue=venue.name)
-    await other.set_control(ControlScope.ACCOUNT, ACCOUNT, ControlKind.HALT, reason="t", set_by="t")
+    await other.controls.set(
+        ControlScope.ACCOUNT, ACCOUNT, ControlKind.HALT, reason="t", set_by="t"
+    )
     await r.execution.submit_intent(
         Cancel(
             key=DecisionKey(strategy_id=A, symbol=BTCUSDT, interval_key="c", side=Side.SELL),
@@ -157,7 +159,7 @@ async def test_a_halt_set_while_intents_are_queued_blocks_every_later_reserve_bu
             await conn.execute(text("SELECT count(*) FROM orders WHERE strategy_id = :s"), {"s": A})
         ).scalar()
     assert count == 1  # only the order reserved before the halt
-    cancelled = await r.ledger.get_order(resting.client_order_id)
+    cancelled = await r.ledger.orders.get(resting.client_order_id)
     assert cancelled is not None
     assert cancelled.state is OrderState.CANCELED
 
@@ -178,11 +180,11 @@ async def test_crossing_the_daily_loss_halts_opens_an_incident_and_the_halt_surv
     # a new process: the halt is in the ledger and blocks its reservations
     clock.advance(10)
     again = await rig(db_engine, venue, clock)
-    controls = await again.ledger.active_controls()
+    controls = await again.ledger.controls.active()
     assert [(c.scope, c.kind) for c in controls] == [(ControlScope.ACCOUNT, ControlKind.HALT)]
     await again.execution.process([order(clock, A, "0.001", i="after")])
-    assert len(await again.ledger.open_orders(A)) == 0
-    assert [i.id for i in await again.ledger.incidents()] == [incident]
+    assert len(await again.ledger.orders.open(A)) == 0
+    assert [i.id for i in await again.ledger.incidents.read()] == [incident]
 
 
 async def test_an_unknown_venue_order_and_a_balance_drift_pause_the_right_scope_once(
@@ -191,7 +193,7 @@ async def test_an_unknown_venue_order_and_a_balance_drift_pause_the_right_scope_
     r = await rig(db_engine, venue, clock)
     await r.execution.process([order(clock, A, "0.01", i="x")])  # strategy A trades BTC
     await r.reconciler.reconcile(startup=True)  # baseline
-    assert await r.ledger.incidents() == []
+    assert await r.ledger.incidents.read() == []
     venue._wallets[Asset("BTC")].free += Decimal("0.012")  # injected: a deposit we never saw
     from engine.venues.base import OrderRequest
 
@@ -208,7 +210,7 @@ async def test_an_unknown_venue_order_and_a_balance_drift_pause_the_right_scope_
     )
     for _ in range(3):
         report = await r.reconciler.reconcile()
-    incidents = await r.ledger.incidents()
+    incidents = await r.ledger.incidents.read()
     kinds = sorted(i.kind for i in incidents)
     assert kinds == ["balance_drift", "unknown_venue_order"], [i.message for i in incidents]
     drift = next(i for i in incidents if i.kind == "balance_drift")
@@ -216,7 +218,7 @@ async def test_an_unknown_venue_order_and_a_balance_drift_pause_the_right_scope_
         "strategy strat-a paused: venue balance BTC differs from ledger by 0.012" in drift.message
     )
     assert "tradectl reconcile --accept-balances" in drift.message
-    paused = {(c.scope, c.target) for c in await r.ledger.active_controls()}
+    paused = {(c.scope, c.target) for c in await r.ledger.controls.active()}
     assert (ControlScope.STRATEGY, A) in paused
     assert (ControlScope.SYMBOL, BTCUSDT) in paused
     assert report.balance_drifts
@@ -225,7 +227,7 @@ async def test_an_unknown_venue_order_and_a_balance_drift_pause_the_right_scope_
     accepted = await r.reconciler.reconcile(accept_balances=True)
     assert accepted.balances_accepted == ["BTC"]
     await r.reconciler.reconcile()
-    assert [i.kind for i in await r.ledger.incidents()] == ["unknown_venue_order"]
+    assert [i.kind for i in await r.ledger.incidents.read()] == ["unknown_venue_order"]
 
 
 async def test_base_asset_fees_are_netted_out_of_positions(
@@ -233,7 +235,7 @@ async def test_base_asset_fees_are_netted_out_of_positions(
 ) -> None:
     r = await rig(db_engine, venue, clock)
     await r.execution.process([order(clock, A, "0.01", i="f")])  # taker fee 0.1 % in BTC
-    assert await r.ledger.net_positions() == {(A, BTCUSDT): Decimal("0.00999")}
+    assert await r.ledger.risk_inputs.net_positions() == {(A, BTCUSDT): Decimal("0.00999")}
     await r.portfolio.refresh()
     assert (await r.portfolio.inventory(A))[BTCUSDT] == Decimal("0.00999")
 
@@ -243,7 +245,7 @@ async def test_operator_requests_run_on_the_lease_holder_cancel_all_ignores_halt
 ) -> None:
     r = await rig(db_engine, venue, clock)
     await r.execution.process([order(clock, A, "0.01", price="40000", i="r1")])
-    await r.ledger.set_control(
+    await r.ledger.controls.set(
         ControlScope.ACCOUNT, ACCOUNT, ControlKind.HALT, reason="t", set_by="t"
     )
     desk = OperatorDesk(
@@ -252,15 +254,15 @@ async def test_operator_requests_run_on_the_lease_holder_cancel_all_ignores_halt
     task = asyncio.create_task(desk.run())
     try:
         cli = Ledger(db_engine, account=ACCOUNT, venue=venue.name)  # a second process
-        req = await cli.request_operation(
+        req = await cli.operations.request(
             OperatorRequestKind.CANCEL_ALL, requested_by="cli:test", reason="flatten"
         )
-        rec = await cli.request_operation(
+        rec = await cli.operations.request(
             OperatorRequestKind.RECONCILE, requested_by="cli:test", reason="check"
         )
 
         async def handled(rid: int) -> dict[str, object] | None:
-            done = await cli.get_operation(rid)
+            done = await cli.operations.get(rid)
             return done.result if done is not None and done.handled_at is not None else None
 
         from tests.helpers import eventually
@@ -270,7 +272,7 @@ async def test_operator_requests_run_on_the_lease_holder_cancel_all_ignores_halt
     finally:
         task.cancel()
         await asyncio.gather(task, return_exceptions=True)
-    assert await r.ledger.open_orders(A) == []
+    assert await r.ledger.orders.open(A) == []
 
 
 async def test_two_engines_never_both_reserve_and_the_standby_takes_over_after_expiry(

@@ -6,13 +6,13 @@ import asyncpg
 import pytest
 
 from engine.exceptions import LedgerError
-from engine.ledger.store import _retry_transient
+from engine.ledger.statements import retry_transient
 
 
 async def test_a_deadlock_victim_is_retried_until_it_commits() -> None:
     calls: list[int] = []
 
-    @_retry_transient
+    @retry_transient
     async def write(value: int) -> int:
         calls.append(value)
         if len(calls) < 3:
@@ -24,7 +24,7 @@ async def test_a_deadlock_victim_is_retried_until_it_commits() -> None:
 
 
 async def test_a_transaction_aborted_every_time_fails_with_a_clear_error() -> None:
-    @_retry_transient
+    @retry_transient
     async def write() -> None:
         raise asyncpg.SerializationError("could not serialize access")
 
@@ -35,7 +35,7 @@ async def test_a_transaction_aborted_every_time_fails_with_a_clear_error() -> No
 async def test_other_errors_are_not_retried() -> None:
     calls = 0
 
-    @_retry_transient
+    @retry_transient
     async def write() -> None:
         nonlocal calls
         calls += 1

@@ -1,0 +1,80 @@
+"""Decisions: what each strategy decided, on which data, and every verdict."""
+
+from __future__ import annotations
+
+from collections.abc import Iterable, Sequence
+from dataclasses import replace
+from typing import Any
+
+from engine.domain.risk import Verdict
+from engine.domain.types import DecisionOutcome
+from engine.ledger.part import LedgerPart
+from engine.ledger.records import DecisionRecord
+from engine.ledger.statements import Statement, dumps, retry_transient
+
+_DECISION_ARRAYS = """
+    unnest(
+        CAST(:d_decision_id AS text[]), CAST(:d_strategy_id AS text[]),
+        CAST(:d_account AS text[]), CAST(:d_symbol AS text[]), CAST(:d_intent AS text[]),
+        CAST(:d_side AS text[]), CAST(:d_quantity AS numeric[]),
+        CAST(:d_limit_price AS numeric[]), CAST(:d_reason AS text[]),
+        CAST(:d_md_ts AS timestamptz[]), CAST(:d_decided_at AS timestamptz[]),
+        CAST(:d_interval_key AS text[]), CAST(:d_sequence AS int[]),
+        CAST(:d_verdicts AS text[]), CAST(:d_outcome AS text[])
+    ) AS t(decision_id, strategy_id, account, symbol, intent, side, quantity, limit_price,
+           reason, md_ts, decided_at, interval_key, sequence, verdicts, outcome)
+"""
+
+INSERT_DECISIONS = f"""
+    INSERT INTO decisions (decision_id, strategy_id, account, symbol, intent, side, quantity,
+                           limit_price, reason, md_ts, decided_at, interval_key, sequence,
+                           verdicts, outcome)
+    SELECT t.decision_id, t.strategy_id, t.account, t.symbol, t.intent, t.side, t.quantity,
+           t.limit_price, t.reason, t.md_ts, t.decided_at, t.interval_key, t.sequence,
+           CAST(t.verdicts AS jsonb), t.outcome
+    FROM {_DECISION_ARRAYS}
+"""
+
+SQL_RECORD_DECISIONS = Statement(f"{INSERT_DECISIONS} ON CONFLICT (decision_id) DO NOTHING")
+
+
+def decision_params(decisions: Sequence[DecisionRecord]) -> dict[str, list[Any]]:
+    return {
+        "d_decision_id": [d.decision_id for d in decisions],
+        "d_strategy_id": [d.strategy_id for d in decisions],
+        "d_account": [d.account for d in decisions],
+        "d_symbol": [d.symbol for d in decisions],
+        "d_intent": [d.intent for d in decisions],
+        "d_side": [None if d.side is None else d.side.value for d in decisions],
+        "d_quantity": [d.quantity for d in decisions],
+        "d_limit_price": [d.limit_price for d in decisions],
+        "d_reason": [d.reason for d in decisions],
+        "d_md_ts": [d.md_ts for d in decisions],
+        "d_decided_at": [d.decided_at for d in decisions],
+        "d_interval_key": [d.interval_key for d in decisions],
+        "d_sequence": [d.sequence for d in decisions],
+        "d_verdicts": [dumps([v.as_json() for v in d.verdicts]) for d in decisions],
+        "d_outcome": [d.outcome.value for d in decisions],
+    }
+
+
+def with_outcome(
+    decision: DecisionRecord,
+    outcome: DecisionOutcome,
+    *,
+    extra_verdicts: Iterable[Verdict] = (),
+) -> DecisionRecord:
+    extra = tuple(extra_verdicts)
+    if decision.outcome is outcome and not extra:
+        return decision
+    return replace(decision, outcome=outcome, verdicts=(*decision.verdicts, *extra))
+
+
+class Decisions(LedgerPart):
+    """``ledger.decisions``: decisions that reserve no order (reservations record their own)."""
+
+    @retry_transient
+    async def record(self, decision: DecisionRecord) -> None:
+        """Record a decision that reserves no order (a hold, a risk denial). Idempotent."""
+        async with self._connection() as db:
+            await SQL_RECORD_DECISIONS.run(db, decision_params([decision]))

@@ -1,0 +1,318 @@
+"""Fills, and the machinery that derives an order's state from the sum of its fills (shared
+with the one-statement venue report path in :mod:`engine.ledger.orders`)."""
+
+from __future__ import annotations
+
+import functools
+from collections.abc import Callable, Sequence
+from datetime import datetime
+from decimal import Decimal
+from typing import Any
+
+import asyncpg
+
+from engine.domain.orders import target_state
+from engine.domain.types import OrderState, Symbol, TradeId, VenueOrderStatus
+from engine.ledger.part import LedgerPart
+from engine.ledger.statements import Statement, retry_transient
+from engine.venues.base import FillReport
+
+SQL_LOCK_ORDERS = Statement(
+    """
+    SELECT client_order_id, state, requested_qty FROM orders
+    WHERE client_order_id = ANY(CAST(:client_order_ids AS text[]))
+    ORDER BY client_order_id
+    FOR UPDATE
+    """
+)
+
+# Insert fills (duplicates by trade id are skipped) and return, per locked order, the fill sum
+# including the rows just inserted (this statement's snapshot cannot see its own inserts).
+INSERT_FILLS = """
+    INSERT INTO fills (venue, symbol, trade_id, client_order_id, venue_order_id, account,
+                       side, qty, price, fee, fee_asset, liquidity, venue_ts, received_at,
+                       recorded_at)
+    SELECT t.venue, t.symbol, t.trade_id, t.client_order_id, t.venue_order_id, :account,
+           t.side, t.qty, t.price, t.fee, t.fee_asset, t.liquidity, t.venue_ts,
+           t.received_at, :now
+    FROM unnest(
+        CAST(:f_venue AS text[]), CAST(:f_symbol AS text[]), CAST(:f_trade_id AS text[]),
+        CAST(:f_client_order_id AS text[]), CAST(:f_venue_order_id AS text[]),
+        CAST(:f_side AS text[]), CAST(:f_qty AS numeric[]), CAST(:f_price AS numeric[]),
+        CAST(:f_fee AS numeric[]), CAST(:f_fee_asset AS text[]), CAST(:f_liquidity AS text[]),
+        CAST(:f_venue_ts AS timestamptz[]), CAST(:f_received_at AS timestamptz[])
+    ) AS t(venue, symbol, trade_id, client_order_id, venue_order_id, side, qty, price, fee,
+           fee_asset, liquidity, venue_ts, received_at)
+    ON CONFLICT (venue, symbol, trade_id) DO NOTHING
+"""
+
+# The target-state lookup passed to the one-statement paths: (from state, fill bucket) -> to
+# state, computed in Python from the domain's transition rules (see _lookup).
+TARGET_LOOKUP = """
+    unnest(
+        CAST(:lk_from AS text[]), CAST(:lk_bucket AS int[]), CAST(:lk_to AS text[])
+    ) AS lk(from_state, bucket, to_state)
+"""
+
+
+def bucket_sql(filled: str, requested: str) -> str:
+    """SQL twin of :func:`_bucket`."""
+    return f"(CASE WHEN {filled} >= {requested} THEN 2 WHEN {filled} > 0 THEN 1 ELSE 0 END)"
+
+
+# One round trip for a batch of fills: lock the affected orders (in a fixed order: no
+# deadlocks), insert the fills, move each order with new fills by its fill sum, append events.
+# ``stale`` as in orders.SQL_APPLY_REPORT; every order with new fills is updated (at least its
+# updated_at), which is what makes staleness detectable by the next writer.
+SQL_APPEND_FILLS = Statement(
+    f"""
+    WITH cur AS (
+        SELECT o.client_order_id, o.state, o.requested_qty, o.xmin AS locked_xmin
+        FROM orders o WHERE o.client_order_id = ANY(CAST(:client_order_ids AS text[]))
+        ORDER BY o.client_order_id
+        FOR UPDATE
+    ),
+    snap AS (
+        SELECT o.client_order_id, o.xmin AS snap_xmin
+        FROM orders o WHERE o.client_order_id = ANY(CAST(:client_order_ids AS text[]))
+    ),
+    ins AS ({INSERT_FILLS} RETURNING venue, symbol, trade_id, client_order_id, qty),
+    tot AS (
+        SELECT cur.client_order_id, cur.state, cur.requested_qty,
+               cur.locked_xmin IS DISTINCT FROM s.snap_xmin AS stale,
+               COALESCE(
+                   (SELECT sum(x.qty) FROM fills x WHERE x.client_order_id = cur.client_order_id),
+                   0
+               ) + n.qty AS filled_qty
+        FROM cur
+        JOIN (SELECT client_order_id, sum(qty) AS qty FROM ins GROUP BY client_order_id) n
+          ON n.client_order_id = cur.client_order_id
+        LEFT JOIN snap s ON s.client_order_id = cur.client_order_id
+    ),
+    tgt AS (
+        SELECT tot.*, lk.to_state
+        FROM tot JOIN {TARGET_LOOKUP}
+          ON lk.from_state = tot.state
+         AND lk.bucket = {bucket_sql("tot.filled_qty", "tot.requested_qty")}
+    ),
+    upd AS (
+        UPDATE orders o SET state = tgt.to_state, updated_at = :now
+        FROM tgt
+        WHERE o.client_order_id = tgt.client_order_id AND o.state = tgt.state AND NOT tgt.stale
+        RETURNING o.client_order_id, tgt.state AS from_state, tgt.to_state
+    ),
+    ev AS (
+        INSERT INTO order_events (client_order_id, from_state, to_state, cause, recorded_at)
+        SELECT client_order_id, from_state, to_state, 'fill', :now
+        FROM upd WHERE from_state <> to_state
+    )
+    SELECT 'inserted' AS kind, i.venue, i.symbol, i.trade_id, NULL AS client_order_id FROM ins i
+    UNION ALL
+    SELECT 'stale', NULL, NULL, NULL, t.client_order_id FROM tgt t WHERE t.stale
+    """
+)
+
+# The slow path's pieces (a stale one-statement result): fill sums read *after* the lock.
+SQL_FILL_TOTALS = Statement(
+    """
+    SELECT l.client_order_id,
+           COALESCE((SELECT sum(x.qty) FROM fills x WHERE x.client_order_id = l.client_order_id), 0)
+    FROM unnest(CAST(:client_order_ids AS text[])) AS l(client_order_id)
+    """
+)
+
+# Several orders' fill-driven moves in one statement. The rows are locked by this transaction,
+# so ``state = from_state`` holds; from → to was validated against the transition table.
+SQL_FILL_TRANSITIONS = Statement(
+    """
+    WITH t AS (
+        SELECT * FROM unnest(
+            CAST(:client_order_id AS text[]), CAST(:from_state AS text[]),
+            CAST(:to_state AS text[])
+        ) AS t(client_order_id, from_state, to_state)
+    ),
+    upd AS (
+        UPDATE orders o SET state = t.to_state, updated_at = :now
+        FROM t WHERE o.client_order_id = t.client_order_id AND o.state = t.from_state
+        RETURNING o.client_order_id, t.from_state, t.to_state
+    )
+    INSERT INTO order_events (client_order_id, from_state, to_state, cause, recorded_at)
+    SELECT client_order_id, from_state, to_state, :cause, :now FROM upd
+    """
+)
+
+# The account's symbols by a skip scan of the (account, symbol, venue_ts) index, then the newest
+# fill of each: startup cost grows with the number of symbols, not of fills.
+SQL_LAST_TRADE_IDS = Statement(
+    """
+    WITH RECURSIVE symbols AS (
+        (SELECT symbol FROM fills WHERE account = :account ORDER BY symbol LIMIT 1)
+        UNION ALL
+        SELECT (
+            SELECT f.symbol FROM fills f
+            WHERE f.account = :account AND f.symbol > s.symbol
+            ORDER BY f.symbol LIMIT 1
+        )
+        FROM symbols s WHERE s.symbol IS NOT NULL
+    )
+    SELECT s.symbol, t.trade_id
+    FROM symbols s
+    CROSS JOIN LATERAL (
+        SELECT f.trade_id FROM fills f
+        WHERE f.account = :account AND f.symbol = s.symbol AND f.venue = :venue
+        ORDER BY f.venue_ts DESC,
+                 CASE WHEN f.trade_id ~ '^[0-9]{1,30}$' THEN CAST(f.trade_id AS numeric) END
+                     DESC NULLS LAST,
+                 f.id DESC
+        LIMIT 1
+    ) t
+    WHERE s.symbol IS NOT NULL
+    """
+)
+
+
+def fill_params(fills: Sequence[FillReport]) -> dict[str, list[Any]]:
+    return {
+        "f_venue": [f.venue for f in fills],
+        "f_symbol": [f.symbol for f in fills],
+        "f_trade_id": [f.trade_id for f in fills],
+        "f_client_order_id": [f.client_order_id for f in fills],
+        "f_venue_order_id": [f.venue_order_id for f in fills],
+        "f_side": [f.side.value for f in fills],
+        "f_qty": [f.quantity for f in fills],
+        "f_price": [f.price for f in fills],
+        "f_fee": [f.fee for f in fills],
+        "f_fee_asset": [f.fee_asset for f in fills],
+        "f_liquidity": [None if f.liquidity is None else f.liquidity.value for f in fills],
+        "f_venue_ts": [f.venue_ts for f in fills],
+        "f_received_at": [f.received_at for f in fills],
+    }
+
+
+def _bucket(filled: Decimal, requested: Decimal) -> int:
+    """How much of the order is filled: 0 nothing, 1 partly, 2 completely.
+
+    The domain's ``target_state`` depends on the filled quantity only through this bucket
+    (tests pin that), which lets the one-statement paths look the target state up in SQL.
+    """
+    return 2 if filled >= requested else 1 if filled > 0 else 0
+
+
+_BUCKET_EXAMPLES = ((0, Decimal(0)), (1, Decimal(1)), (2, Decimal(2)))
+_EXAMPLE_REQUESTED = Decimal(2)
+
+Targets = dict[str, list[Any]]
+
+
+def _lookup(rule: Callable[[OrderState, Decimal, Decimal], OrderState]) -> Targets:
+    rows = [
+        (state.value, bucket, rule(state, filled, _EXAMPLE_REQUESTED).value)
+        for state in OrderState
+        for bucket, filled in _BUCKET_EXAMPLES
+    ]
+    return {
+        "lk_from": [r[0] for r in rows],
+        "lk_bucket": [r[1] for r in rows],
+        "lk_to": [r[2] for r in rows],
+    }
+
+
+@functools.cache
+def report_targets(status: VenueOrderStatus) -> Targets:
+    return _lookup(lambda state, filled, req: target_state(state, status, filled, req))
+
+
+@functools.cache
+def _fill_targets() -> Targets:
+    return _lookup(_fill_driven_state)
+
+
+def _fill_driven_state(current: OrderState, filled: Decimal, requested: Decimal) -> OrderState:
+    # A fill says "partially filled" unless it completes the order; an in-flight cancel stays
+    # in flight (the cancel's own answer moves it on).
+    status = (
+        VenueOrderStatus.PENDING_CANCEL
+        if current is OrderState.PENDING_CANCEL
+        else VenueOrderStatus.PARTIALLY_FILLED
+    )
+    return target_state(current, status, filled, requested)
+
+
+async def fill_totals(
+    db: asyncpg.Connection, client_order_ids: Sequence[str]
+) -> dict[str, Decimal]:
+    result = await SQL_FILL_TOTALS.run(db, {"client_order_ids": list(client_order_ids)})
+    return {coid: total for coid, total in map(tuple, result)}
+
+
+class Fills(LedgerPart):
+    """``ledger.fills``: record fills and move their orders by the fill sums."""
+
+    @retry_transient
+    async def append(self, fills: Sequence[FillReport]) -> list[FillReport]:
+        """Record fills (idempotent by ``(venue, symbol, trade_id)``); return the new ones.
+
+        In the same transaction, each affected non-terminal order moves to ``PARTIALLY_FILLED``
+        or ``FILLED`` from the sum of its fills. A fill on a terminal order (a late fill after a
+        cancel) is recorded and the order keeps its state.
+        """
+        if not fills:
+            return []
+        now = self._clock()
+        coids = sorted({f.client_order_id for f in fills if f.client_order_id is not None})
+        inserted: set[tuple[str, str, str]] = set()
+        stale: list[str] = []
+        async with self._connection() as db:
+            result = await SQL_APPEND_FILLS.run(
+                db,
+                {
+                    **fill_params(fills),
+                    **_fill_targets(),
+                    "client_order_ids": coids,
+                    "account": self.account,
+                    "now": now,
+                },
+            )
+            for kind, venue, symbol, trade_id, coid in map(tuple, result):
+                if kind == "inserted":
+                    inserted.add((venue, symbol, trade_id))
+                else:
+                    stale.append(coid)
+        if stale:
+            await self._refresh_fill_states(sorted(stale), now)
+        return [f for f in fills if (f.venue, f.symbol, f.trade_id) in inserted]
+
+    async def _refresh_fill_states(self, client_order_ids: Sequence[str], now: datetime) -> None:
+        """The slow path of append: lock, then read the sums, then move."""
+        async with self._tx() as db:
+            locked = list(
+                await SQL_LOCK_ORDERS.run(db, {"client_order_ids": list(client_order_ids)})
+            )
+            totals = await fill_totals(db, client_order_ids)
+            moves: list[tuple[str, OrderState, OrderState]] = []
+            for row in locked:
+                current = OrderState(row["state"])
+                to = _fill_driven_state(
+                    current, totals[row["client_order_id"]], row["requested_qty"]
+                )
+                if to is not current:
+                    moves.append((row["client_order_id"], current, to))
+            if moves:
+                await SQL_FILL_TRANSITIONS.run(
+                    db,
+                    {
+                        "client_order_id": [m[0] for m in moves],
+                        "from_state": [m[1].value for m in moves],
+                        "to_state": [m[2].value for m in moves],
+                        "cause": "fill",
+                        "now": now,
+                    },
+                )
+
+    async def last_trade_ids(self) -> dict[Symbol, TradeId]:
+        """Per symbol, the newest recorded fill's trade id: where to resume ``trades_since``."""
+        async with self._connection() as db:
+            result = await SQL_LAST_TRADE_IDS.run(
+                db, {"account": self.account, "venue": self.venue}
+            )
+            return {Symbol(symbol): TradeId(trade_id) for symbol, trade_id in map(tuple, result)}

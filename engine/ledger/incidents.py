@@ -1,0 +1,119 @@
+"""Incidents: what needs a human, one open incident per problem."""
+
+from __future__ import annotations
+
+from typing import Any
+
+import asyncpg
+
+from engine.ledger.part import LedgerPart
+from engine.ledger.records import Incident
+from engine.ledger.statements import Statement, dumps, from_json, retry_transient
+
+_INCIDENT_COLUMNS = (
+    "id, opened_at, kind, scope, severity, message, details, resolved_at, resolution_note"
+)
+SQL_OPEN_INCIDENT = Statement(
+    f"""
+    INSERT INTO incidents (opened_at, kind, scope, severity, message, details, dedupe_key)
+    VALUES (:now, :kind, :scope, :severity, :message, CAST(:details AS jsonb), :dedupe_key)
+    ON CONFLICT (dedupe_key) WHERE resolved_at IS NULL DO NOTHING
+    RETURNING {_INCIDENT_COLUMNS}
+    """
+)
+SQL_OPEN_INCIDENT_BY_KEY = Statement(
+    f"""SELECT {_INCIDENT_COLUMNS} FROM incidents
+    WHERE dedupe_key = :dedupe_key AND resolved_at IS NULL"""
+)
+SQL_OPEN_INCIDENTS = Statement(
+    f"SELECT {_INCIDENT_COLUMNS} FROM incidents WHERE resolved_at IS NULL ORDER BY opened_at, id"
+)
+SQL_ALL_INCIDENTS = Statement(f"SELECT {_INCIDENT_COLUMNS} FROM incidents ORDER BY opened_at, id")
+SQL_RESOLVE_INCIDENT = Statement(
+    """
+    UPDATE incidents SET resolved_at = :now, resolution_note = :note
+    WHERE id = :id AND resolved_at IS NULL
+    RETURNING id
+    """
+)
+
+
+def _incident(m: asyncpg.Record) -> Incident:
+    return Incident(
+        id=m["id"],
+        opened_at=m["opened_at"],
+        kind=m["kind"],
+        scope=m["scope"],
+        severity=m["severity"],
+        message=m["message"],
+        details=from_json(m["details"]),
+        resolved_at=m["resolved_at"],
+        resolution_note=m["resolution_note"],
+    )
+
+
+class Incidents(LedgerPart):
+    """``ledger.incidents``: open, list and resolve incidents."""
+
+    @retry_transient
+    async def open(
+        self,
+        *,
+        kind: str,
+        scope: str,
+        severity: str,
+        message: str,
+        details: dict[str, Any],
+        dedupe_key: str,
+    ) -> Incident:
+        """Open an incident, or return the open one with the same ``dedupe_key``: one open
+        incident per mismatch, not one per reconcile cycle."""
+        async with self._connection() as db:
+            row = (
+                await SQL_OPEN_INCIDENT.run(
+                    db,
+                    {
+                        "now": self._clock(),
+                        "kind": kind,
+                        "scope": scope,
+                        "severity": severity,
+                        "message": message,
+                        "details": dumps(details),
+                        "dedupe_key": dedupe_key,
+                    },
+                )
+            ).first()
+            if row is None:
+                row = (await SQL_OPEN_INCIDENT_BY_KEY.run(db, {"dedupe_key": dedupe_key})).one()
+        return _incident(row)
+
+    async def read(self, *, open_only: bool = True) -> list[Incident]:
+        async with self._connection() as db:
+            result = await (SQL_OPEN_INCIDENTS if open_only else SQL_ALL_INCIDENTS).run(db)
+            return [_incident(row) for row in result]
+
+    @retry_transient
+    async def resolve(self, incident_id: int, note: str) -> bool:
+        """Close an open incident; ``False`` when it was not open."""
+        async with self._connection() as db:
+            row = (
+                await SQL_RESOLVE_INCIDENT.run(
+                    db,
+                    {"id": incident_id, "note": note, "now": self._clock()},
+                )
+            ).first()
+        return row is not None
+
+    @retry_transient
+    async def resolve_by_key(self, dedupe_key: str, note: str) -> int | None:
+        """Close the open incident with ``dedupe_key``; its id, or ``None`` when none was open."""
+        async with self._connection() as db:
+            row = (await SQL_OPEN_INCIDENT_BY_KEY.run(db, {"dedupe_key": dedupe_key})).first()
+            if row is None:
+                return None
+            done = (
+                await SQL_RESOLVE_INCIDENT.run(
+                    db, {"id": row["id"], "note": note, "now": self._clock()}
+                )
+            ).first()
+        return None if done is None else int(row["id"])

@@ -1,0 +1,73 @@
+"""What every concept of the ledger shares: the account and venue it writes, the clock, and
+pooled connections whose failures leave as the ledger's own errors."""
+
+from __future__ import annotations
+
+from collections.abc import AsyncIterator, Callable, Iterator
+from contextlib import asynccontextmanager, contextmanager
+from datetime import datetime
+
+import asyncpg
+from sqlalchemy.ext.asyncio import AsyncEngine
+
+from engine.domain.types import AccountId, VenueName
+from engine.exceptions import LedgerError
+from engine.ledger.db import is_connection_error, translate_error
+
+
+class LedgerPart:
+    """One concept's writes and reads for one account on one venue; built by
+    :class:`engine.ledger.ledger.Ledger`, which shares the engine and clock among its parts."""
+
+    def __init__(
+        self,
+        engine: AsyncEngine,
+        *,
+        account: AccountId,
+        venue: VenueName,
+        clock: Callable[[], datetime],
+    ) -> None:
+        self._engine = engine
+        self.account = account
+        self.venue = venue
+        self._clock = clock
+
+    @asynccontextmanager
+    async def _connection(self) -> AsyncIterator[asyncpg.Connection]:
+        """A pooled connection's asyncpg driver, outside any transaction (each statement is
+        then its own transaction: the right thing for reads and one-statement writes)."""
+        with self._translated():
+            async with self._engine.connect() as conn:
+                # Checked out and connected by connect(): reading it needs no I/O (and no
+                # greenlet hop, which get_raw_connection() would cost on every call).
+                db = conn.sync_connection.connection.driver_connection  # type: ignore[union-attr]
+                assert isinstance(db, asyncpg.Connection)
+                try:
+                    yield db
+                except BaseException as exc:
+                    if is_connection_error(exc):
+                        await conn.invalidate()
+                    raise
+                finally:
+                    # A transaction left open (cancelled mid-commit, say) must not reach the
+                    # next user of this pooled connection: drop the connection instead.
+                    if not db.is_closed() and db.is_in_transaction():
+                        await conn.invalidate()
+
+    @asynccontextmanager
+    async def _tx(self) -> AsyncIterator[asyncpg.Connection]:
+        """One transaction; connection-level failures leave as DatabaseUnavailable."""
+        async with self._connection() as db, db.transaction():
+            yield db
+
+    @contextmanager
+    def _translated(self) -> Iterator[None]:
+        try:
+            yield
+        except LedgerError:
+            raise
+        except Exception as exc:
+            mapped = translate_error(exc, self._engine.url)
+            if mapped is exc:
+                raise
+            raise mapped from exc

@@ -1,0 +1,231 @@
+"""The reservation transaction (protocol step 3): the part of
+:class:`engine.ledger.orders.Orders` that fences on the lease and answers to the controls."""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from datetime import datetime
+from typing import Any
+
+from engine.domain.orders import Order
+from engine.domain.types import ClientOrderId, DecisionOutcome, OrderState
+from engine.ledger.controls import CONTROLS_LOCK_KEY, COVERING_CONTROLS, apply_controls
+from engine.ledger.decisions import INSERT_DECISIONS, decision_params, with_outcome
+from engine.ledger.leases import lease_lost
+from engine.ledger.part import LedgerPart
+from engine.ledger.records import Reservation, ReserveResult, ReserveStatus
+from engine.ledger.rows import SELECT_ORDERS, to_order
+from engine.ledger.statements import Statement, retry_transient
+
+# The fence. Joining the lock CTE forces the lock before the row is updated; the controls are
+# read by a *later* statement, whose snapshot therefore includes any control committed before
+# the lock was granted.
+SQL_FENCE = Statement(
+    """
+    WITH lk AS (SELECT pg_advisory_xact_lock_shared(:lock_key))
+    UPDATE leases SET heartbeat_at = :now FROM lk
+    WHERE account = :account AND holder = :holder AND epoch = :epoch AND expires_at > :now
+    RETURNING epoch
+    """
+)
+
+SQL_GET_ORDERS = Statement(
+    f"{SELECT_ORDERS} WHERE o.client_order_id = ANY(CAST(:client_order_ids AS text[]))"
+)
+
+# The reservation itself. With :guard set it writes nothing when any control covers the batch
+# (the common, uncontrolled case then costs one statement); the caller then reads the controls,
+# decides per reservation, and runs it again with :guard off and only the allowed orders.
+SQL_RESERVE = Statement(
+    f"""
+    WITH ctl AS ({COVERING_CONTROLS} LIMIT 1),
+    go AS (SELECT NOT (CAST(:guard AS boolean) AND EXISTS (SELECT 1 FROM ctl)) AS ok),
+    d AS (
+        {INSERT_DECISIONS}, go WHERE go.ok
+        ON CONFLICT (decision_id) DO NOTHING
+    ),
+    o AS (
+        INSERT INTO orders (client_order_id, decision_id, strategy_id, account, venue, symbol,
+                            side, type, time_in_force, requested_qty, limit_price, state,
+                            created_at, expires_at, lease_epoch, updated_at)
+        SELECT r.client_order_id, r.decision_id, r.strategy_id, :account, r.venue, r.symbol,
+               r.side, r.type, r.time_in_force, r.requested_qty, r.limit_price,
+               'PENDING_SUBMIT', :now, r.expires_at, :epoch, :now
+        FROM unnest(
+            CAST(:o_client_order_id AS text[]), CAST(:o_decision_id AS text[]),
+            CAST(:o_strategy_id AS text[]), CAST(:o_venue AS text[]), CAST(:o_symbol AS text[]),
+            CAST(:o_side AS text[]), CAST(:o_type AS text[]),
+            CAST(:o_time_in_force AS text[]), CAST(:o_requested_qty AS numeric[]),
+            CAST(:o_limit_price AS numeric[]), CAST(:o_expires_at AS timestamptz[])
+        ) AS r(client_order_id, decision_id, strategy_id, venue, symbol, side, type,
+               time_in_force, requested_qty, limit_price, expires_at), go
+        WHERE go.ok
+        ON CONFLICT (client_order_id) DO NOTHING
+        RETURNING client_order_id
+    ),
+    e AS (
+        INSERT INTO order_events (client_order_id, from_state, to_state, cause, recorded_at)
+        SELECT client_order_id, NULL, 'PENDING_SUBMIT', 'reserved', :now FROM o
+    )
+    SELECT (SELECT ok FROM go) AS ok, ARRAY(SELECT client_order_id FROM o) AS inserted
+    """
+)
+
+
+def _order_params(reservations: Sequence[Reservation]) -> dict[str, list[Any]]:
+    return {
+        "o_client_order_id": [r.client_order_id for r in reservations],
+        "o_decision_id": [r.decision.decision_id for r in reservations],
+        "o_strategy_id": [r.decision.strategy_id for r in reservations],
+        "o_venue": [r.venue for r in reservations],
+        "o_symbol": [r.decision.symbol for r in reservations],
+        "o_side": [r.decision.side.value if r.decision.side else None for r in reservations],
+        "o_type": [r.type.value for r in reservations],
+        "o_time_in_force": [r.time_in_force.value for r in reservations],
+        "o_requested_qty": [r.quantity for r in reservations],
+        "o_limit_price": [r.limit_price for r in reservations],
+        "o_expires_at": [r.expires_at for r in reservations],
+    }
+
+
+class Reserving(LedgerPart):
+    """Reserve client order ids, a batch per transaction."""
+
+    @retry_transient
+    async def reserve(
+        self, reservations: Sequence[Reservation], *, holder: str, epoch: int
+    ) -> list[ReserveResult]:
+        """Reserve client order ids, one transaction for the whole batch (protocol step 3).
+
+        Per reservation: RESERVED (new ``PENDING_SUBMIT`` order), EXISTING (already reserved:
+        continue from the stored order, never insert twice) or BLOCKED (a control covers it; the
+        decision is stored as denied with a ``control`` verdict naming it). Raises
+        :class:`LeaseLost`, writing nothing, when this process no longer holds ``epoch``.
+        """
+        if not reservations:
+            return []
+        for r in reservations:
+            self._check_reservation(r)
+        now = self._clock()
+        strategy_ids = sorted({r.decision.strategy_id for r in reservations})
+        symbols = sorted({r.decision.symbol for r in reservations})
+        scope = {"account": self.account, "strategy_ids": strategy_ids, "symbols": symbols}
+        reserved_decisions = [
+            with_outcome(r.decision, DecisionOutcome.RESERVED) for r in reservations
+        ]
+        async with self._tx() as db:
+            fenced = (
+                await SQL_FENCE.run(
+                    db,
+                    {
+                        "lock_key": CONTROLS_LOCK_KEY,
+                        "account": self.account,
+                        "holder": holder,
+                        "epoch": epoch,
+                        "now": now,
+                    },
+                )
+            ).first()
+            if fenced is None:
+                raise lease_lost(self.account, holder, epoch)
+            row = (
+                await SQL_RESERVE.run(
+                    db,
+                    {
+                        **scope,
+                        "guard": True,
+                        "now": now,
+                        "epoch": epoch,
+                        **decision_params(reserved_decisions),
+                        **_order_params(reservations),
+                    },
+                )
+            ).one()
+            blocked: dict[ClientOrderId, list[str]] = {}
+            if row["ok"]:
+                inserted = set(row["inserted"])
+            else:
+                allowed, blocked, decisions = await apply_controls(
+                    db, self.account, reservations, scope
+                )
+                row = (
+                    await SQL_RESERVE.run(
+                        db,
+                        {
+                            **scope,
+                            "guard": False,
+                            "now": now,
+                            "epoch": epoch,
+                            **decision_params(decisions),
+                            **_order_params(allowed),
+                        },
+                    )
+                ).one()
+                inserted = set(row["inserted"])
+            # Anything not inserted now was reserved before: report the stored order. A blocked
+            # reservation that was reserved before is EXISTING too: it may be on the venue.
+            missing = [r.client_order_id for r in reservations if r.client_order_id not in inserted]
+            stored: dict[str, Order] = {}
+            if missing:
+                result = await SQL_GET_ORDERS.run(db, {"client_order_ids": missing})
+                stored = {o.client_order_id: o for o in map(to_order, result)}
+
+        results: list[ReserveResult] = []
+        seen: set[str] = set()
+        for r in reservations:
+            coid = r.client_order_id
+            if coid in inserted and coid not in seen:
+                order = self._new_order(r, now, epoch)
+                results.append(
+                    ReserveResult(client_order_id=coid, status=ReserveStatus.RESERVED, order=order)
+                )
+            elif coid in stored or coid in seen:
+                existing = stored.get(coid) or self._new_order(r, now, epoch)
+                results.append(
+                    ReserveResult(
+                        client_order_id=coid, status=ReserveStatus.EXISTING, order=existing
+                    )
+                )
+            else:
+                results.append(
+                    ReserveResult(
+                        client_order_id=coid,
+                        status=ReserveStatus.BLOCKED,
+                        order=None,
+                        blocked_by=tuple(blocked.get(coid, ())),
+                    )
+                )
+            seen.add(coid)
+        return results
+
+    def _check_reservation(self, r: Reservation) -> None:
+        if r.decision.account != self.account:
+            raise ValueError(
+                f"reservation {r.client_order_id} is for account {r.decision.account}, "
+                f"this ledger writes account {self.account}"
+            )
+        if r.decision.side is None:
+            raise ValueError(f"reservation {r.client_order_id} has a decision without a side")
+        if r.quantity <= 0:
+            raise ValueError(f"reservation {r.client_order_id} has quantity {r.quantity}")
+
+    def _new_order(self, r: Reservation, now: datetime, epoch: int) -> Order:
+        assert r.decision.side is not None
+        return Order(
+            client_order_id=r.client_order_id,
+            decision_id=r.decision.decision_id,
+            strategy_id=r.decision.strategy_id,
+            account=self.account,
+            venue=r.venue,
+            symbol=r.decision.symbol,
+            side=r.decision.side,
+            type=r.type,
+            time_in_force=r.time_in_force,
+            requested_qty=r.quantity,
+            limit_price=r.limit_price,
+            state=OrderState.PENDING_SUBMIT,
+            venue_order_id=None,
+            created_at=now,
+            expires_at=r.expires_at,
+            lease_epoch=epoch,
+        )

@@ -1,0 +1,97 @@
+"""Shared plumbing of the ledger's concept modules: compiled-once statements, their rows, the
+retry of deadlock victims, and JSON in and out of ``jsonb``."""
+
+from __future__ import annotations
+
+import asyncio
+import functools
+import json
+import random
+from collections.abc import Callable, Coroutine, Mapping
+from typing import Any, ParamSpec, TypeVar
+
+import asyncpg
+from sqlalchemy import text
+from sqlalchemy.dialects.postgresql import asyncpg as postgresql_asyncpg
+
+from engine.exceptions import LedgerError
+
+_DIALECT = postgresql_asyncpg.dialect()  # type: ignore[no-untyped-call]
+
+
+#: Postgres aborts one of two transactions that wait on each other (a fill path inserting a
+#: trade while an ACK holds its order, say); the victim was rolled back whole, so it is retried.
+_TRANSIENT = (asyncpg.DeadlockDetectedError, asyncpg.SerializationError)
+_TRANSIENT_ATTEMPTS = 5
+
+P = ParamSpec("P")
+T = TypeVar("T")
+
+
+def retry_transient(
+    fn: Callable[P, Coroutine[Any, Any, T]],
+) -> Callable[P, Coroutine[Any, Any, T]]:
+    @functools.wraps(fn)
+    async def retrying(*args: P.args, **kwargs: P.kwargs) -> T:
+        for attempt in range(1, _TRANSIENT_ATTEMPTS + 1):
+            try:
+                return await fn(*args, **kwargs)
+            except _TRANSIENT as exc:
+                if attempt == _TRANSIENT_ATTEMPTS:
+                    raise LedgerError(
+                        f"{fn.__qualname__} was aborted by the database {attempt} times "
+                        f"({type(exc).__name__}); nothing of it was written"
+                    ) from exc
+                await asyncio.sleep(random.uniform(0, 0.01 * 2**attempt))
+        raise AssertionError("unreachable")
+
+    return retrying
+
+
+class Rows(list[asyncpg.Record]):
+    """A statement's result rows, with the few accessors the ledger needs."""
+
+    def first(self) -> asyncpg.Record | None:
+        return self[0] if self else None
+
+    def one(self) -> asyncpg.Record:
+        if len(self) != 1:
+            raise LedgerError(f"expected exactly one row, got {len(self)}")
+        return self[0]
+
+    def scalar(self) -> Any:
+        return self[0][0] if self else None
+
+
+class Statement:
+    """A statement compiled once: asyncpg's positional SQL and the order of its parameters.
+
+    Written with ``:name`` parameters (SQLAlchemy ``text()``), compiled by SQLAlchemy's asyncpg
+    dialect at import, and executed on the pooled connection's asyncpg driver: no per-call
+    compilation, parameter or result processing, and asyncpg prepares it once per connection.
+    Every value here is a plain asyncpg type (Decimal, datetime, str, bool, lists of them).
+    A benchmark can run ``sql`` with ``args(params)`` on raw asyncpg to measure this layer.
+    """
+
+    __slots__ = ("names", "sql")
+
+    def __init__(self, sql: str) -> None:
+        compiled = text(sql).compile(dialect=_DIALECT)
+        self.sql = str(compiled)
+        self.names: tuple[str, ...] = tuple(compiled.positiontup or ())
+
+    def args(self, params: Mapping[str, Any] | None = None) -> tuple[Any, ...]:
+        if params is None:
+            return ()
+        return tuple(params[name] for name in self.names)
+
+    async def run(self, db: asyncpg.Connection, params: Mapping[str, Any] | None = None) -> Rows:
+        return Rows(await db.fetch(self.sql, *self.args(params)))
+
+
+def dumps(value: Any) -> str:
+    return json.dumps(value, default=str, separators=(",", ":"))
+
+
+def from_json(value: Any) -> Any:
+    return json.loads(value) if isinstance(value, str) else value
