@@ -6,21 +6,20 @@ This is ARCHITECTURE.md's durable protocol, one phase per foreign call:
 decision, order ``PENDING_SUBMIT``, first event) → 4. final gate in memory → 5. submit with the
 reserved client order id, classified as accepted (ACK transaction) / refused (``REJECTED``) /
 ambiguous (``UNKNOWN``) → 6. resolution of ``PENDING_SUBMIT`` / ``UNKNOWN`` orders, always by a
-lookup before any resubmission → 7. fills appended idempotently by trade id.
+lookup before any resubmission (:mod:`engine.execution.recovery`) → 7. fills appended
+idempotently by trade id.
 
-Fills and order reports from the user stream are applied by :class:`FillPath` in their own task,
-so execution work never waits behind intents or market data.
+Fills and order reports from the user stream are applied by
+:class:`~engine.execution.fill_path.FillPath` in their own task, so execution work never waits
+behind intents or market data.
 """
 
 from __future__ import annotations
 
 import asyncio
 import dataclasses
-from collections import OrderedDict
 from collections.abc import Callable, Coroutine, Iterable, Sequence
-from dataclasses import dataclass
-from datetime import datetime, timedelta
-from decimal import Decimal
+from datetime import datetime
 from typing import Any, Protocol
 
 import structlog
@@ -28,11 +27,9 @@ import structlog
 from engine.crashpoints import NO_CRASH, CrashPoint, CrashPoints, SimulatedCrash
 from engine.domain.ids import client_order_id, decision_id
 from engine.domain.intents import Buy, Cancel, Hold, Intent, OrderIntent, Sell, intent_kind
-from engine.domain.orders import Order, target_state
+from engine.domain.orders import Order
 from engine.domain.risk import RiskAssessment, Verdict
 from engine.domain.types import (
-    AccountId,
-    Asset,
     ClientOrderId,
     ControlKind,
     ControlScope,
@@ -53,24 +50,16 @@ from engine.exceptions import (
     StateConflict,
     VenueError,
 )
+from engine.execution.config import ExecutionConfig
+from engine.execution.fill_path import CommittedFacts
+from engine.execution.recovery import UNRESOLVED, Recovery
+from engine.execution.venue_filters import venue_filters
 from engine.ledger.ledger import Ledger
 from engine.ledger.records import DecisionRecord, Reservation, ReserveStatus
 from engine.tasks import wait_event
-from engine.venues.base import (
-    BalanceReport,
-    FillReport,
-    InstrumentRules,
-    OrderReport,
-    OrderRequest,
-    StreamReconnected,
-    UserEvent,
-    Venue,
-)
+from engine.venues.base import FillReport, InstrumentRules, OrderRequest, Venue
 
 log = structlog.get_logger("tradectl.execution")
-
-#: states whose outcome on the venue is not known to the ledger and must be looked up
-UNRESOLVED = frozenset({OrderState.PENDING_SUBMIT, OrderState.UNKNOWN, OrderState.PENDING_CANCEL})
 
 
 class RiskGate(Protocol):
@@ -104,18 +93,7 @@ class Lease(Protocol):
     def lost(self) -> bool: ...
 
 
-@dataclass(frozen=True, slots=True, kw_only=True)
-class ExecutionConfig:
-    account: AccountId
-    order_id_prefix: str
-    consistency_window: timedelta = timedelta(seconds=3)
-    resolve_interval_s: float = 1.0
-    max_batch: int = 64
-    #: orders on their way to the venue at once (submit + ACK write)
-    max_in_flight: int = 32
-
-
-class Execution:
+class Execution(Recovery):
     """One per account. Strategies call :meth:`submit_intent`; :meth:`run` does the rest."""
 
     def __init__(
@@ -142,7 +120,7 @@ class Execution:
         self.on_fills = on_fills or (lambda fills: None)
         self._intents: asyncio.Queue[Intent] = asyncio.Queue()
         self._denials: list[DecisionRecord] = []
-        self._owed: dict[ClientOrderId, _Owed] = {}
+        self._owed = {}
         self._rules: dict[Symbol, InstrumentRules] = {}
         self.committed = CommittedFacts()
         self._outstanding = 0
@@ -172,22 +150,6 @@ class Execution:
             await self._idle.wait_for(lambda: self._outstanding == 0)
 
     # -- lifecycle -----------------------------------------------------------------------------
-
-    async def recover(self) -> None:
-        """Startup: resolve every non-terminal order, then fetch missing fills.
-
-        Resolution comes first because it attaches venue order ids, which fills fetched by trade
-        id (Binance ``myTrades`` carries no client order id) are matched on.
-        """
-        await self.resolve_unresolved()
-        await self.sync_fills()
-        # a lookup can show fills the trades query had not; a second pass settles them
-        await self.resolve_unresolved()
-        # orders closed while their fills could not be fetched (a crash in between, say)
-        since = self.clock() - _OWED_LOOKBACK
-        for order, venue_filled in await self.ledger.orders.owed_fills(since):
-            self._owed[order.client_order_id] = _Owed(order=order, venue_filled=venue_filled)
-        await self.settle_owed_fills()
 
     async def run(self) -> None:
         """Process intents in batches until cancelled or the lease is lost.
@@ -336,7 +298,7 @@ class Execution:
         verdicts = list(assessment.verdicts)
         quantity, price = assessment.quantity, intent.limit_price
         if assessment.approved:
-            filters = _venue_filters(rules, intent, quantity)
+            filters = venue_filters(rules, intent, quantity)
             verdicts.append(filters)
             if filters.result is VerdictResult.REJECT:
                 assessment = dataclasses.replace(assessment, approved=False)
@@ -536,56 +498,6 @@ class Execution:
         updated = await self.ledger.orders.apply_report(report, cause="cancel acknowledged")
         await self.fetch_missing_fills(report, updated)
 
-    async def fetch_missing_fills(self, report: OrderReport, order: Order | None) -> None:
-        """The venue reports more filled than the ledger holds fills for (a fill report was
-        lost, or the fill raced a cancel): bring the order's own trades. The periodic
-        ``sync_fills`` cannot: the lost fill may be older than the newest trade the ledger
-        already holds, and it only fetches after that one. Until they are in, the order is
-        "owed" fills and every resolver pass tries again (a closed order is never looked up
-        otherwise)."""
-        if order is None or report.filled_quantity <= order.filled_qty:
-            return
-        self._owed[order.client_order_id] = _Owed(order=order, venue_filled=report.filled_quantity)
-        await self._fetch_owed(order.client_order_id)
-
-    async def settle_owed_fills(self) -> None:
-        for coid in list(self._owed):
-            await self._fetch_owed(coid)
-
-    async def _fetch_owed(self, coid: ClientOrderId) -> None:
-        owed = self._owed.get(coid)
-        if owed is None:
-            return
-        order = owed.order
-        try:
-            found = await self.venue.find_order(order.symbol, coid)
-            if found.fills:
-                self.on_fills(await self.ledger.fills.append(found.fills))
-            else:
-                await self.sync_fills([order.symbol])
-        except VenueError as exc:
-            log.info("could not fetch an order's fills yet", coid=coid, error=str(exc))
-        updated = await self.ledger.orders.get(coid)
-        if updated is None or updated.filled_qty >= owed.venue_filled:
-            self._owed.pop(coid, None)
-            return
-        owed.attempts += 1
-        if owed.attempts >= _OWED_ATTEMPTS:
-            # Keep no endless loop of lookups; an operator has to look at this one.
-            self._owed.pop(coid, None)
-            await self.ledger.incidents.open(
-                kind="fills_missing",
-                scope=f"symbol:{order.symbol}",
-                severity="error",
-                message=(
-                    f"order {coid} is {owed.venue_filled} filled on the venue but the ledger "
-                    f"holds fills for {updated.filled_qty} after {owed.attempts} fetches; check "
-                    "the venue's trade history, then `tradectl reconcile`"
-                ),
-                details={"client_order_id": coid, "venue_filled": str(owed.venue_filled)},
-                dedupe_key=f"fills_missing:{coid}",
-            )
-
     async def cancel_all(
         self, *, cause: str, strategy_id: str | None = None, symbol: str | None = None
     ) -> int:
@@ -602,266 +514,6 @@ class Execution:
         for order in orders:
             await self.cancel_order(order, cause=cause)
         return len(orders)
-
-    # -- resolution ----------------------------------------------------------------------------
-
-    async def resolve_unresolved(self) -> int:
-        """Look up every unresolved order not in flight here. Returns how many were looked at."""
-        orders = [
-            o
-            for o in await self.ledger.orders.non_terminal()
-            if o.state in UNRESOLVED and o.client_order_id not in self._in_flight
-        ]
-        for order in orders:
-            await self._resolve_one(order)
-        return len(orders)
-
-    async def resolve_order(self, order: Order) -> None:
-        """Look one order up on the venue and apply what it says (the reconciler's repair of
-        an acknowledged order whose closing report was lost)."""
-        await self._resolve_one(order)
-
-    async def _resolve_one(self, order: Order) -> None:
-        coid = order.client_order_id
-        if coid in self._in_flight:
-            return
-        # One lookup (and possible resend) per order at a time: the resolver, a repeated intent
-        # and a cancel can reach here together, and two lookups that both find nothing would
-        # both resend the order (a duplicate). The state is re-read under the marker: a copy
-        # read before another resolution finished would measure the consistency window from
-        # an older attempt.
-        self._in_flight.add(coid)
-        try:
-            updated = await self._look_up(coid)
-        finally:
-            self._in_flight.discard(coid)
-        if updated is not None and updated.state is OrderState.PENDING_CANCEL:
-            await self.cancel_order(updated, cause="cancel re-sent after lookup")
-
-    async def _look_up(self, coid: ClientOrderId) -> Order | None:
-        order = await self.ledger.orders.get(coid)
-        if order is None or order.state.is_terminal:
-            return None
-        try:
-            report = await self.venue.find_order(order.symbol, coid)
-        except NotFound:
-            if order.state in UNRESOLVED:
-                await self._not_found(order)
-            else:
-                log.warning("venue does not know an acknowledged order", coid=coid)
-            return None
-        except VenueError as exc:
-            log.info("lookup failed; will retry", coid=coid, error=str(exc))
-            return None
-        updated = await self.ledger.orders.apply_report(report, cause="lookup")
-        if updated is None:
-            return None
-        self.committed.remember(updated, report.fills)
-        if report.filled_quantity > updated.filled_qty:
-            # The venue reports more filled than we hold fills for: fetch them by trade id.
-            await self.sync_fills([order.symbol])
-        return updated
-
-    async def _not_found(self, order: Order) -> None:
-        now = self.clock()
-        since = order.submitted_at or order.created_at
-        if now - since < self.config.consistency_window:
-            return  # it may still appear: look again later
-        coid = order.client_order_id
-        if order.state is OrderState.PENDING_CANCEL:
-            await self.ledger.orders.expire(coid, "venue never had the order; cancel requested")
-            return
-        if now >= order.expires_at:
-            await self.ledger.orders.expire(
-                coid,
-                f"not on the venue after the {self.config.consistency_window.total_seconds():g}s"
-                f" consistency window and the intent expired at {order.expires_at.isoformat()};"
-                " not resent",
-            )
-            return
-        if order.state is OrderState.UNKNOWN:
-            order = await self.ledger.orders.transition(
-                coid,
-                OrderState.PENDING_SUBMIT,
-                cause="resubmit: not found after consistency window",
-            )
-        log.info("resubmitting with the same client order id", coid=coid)
-        await self._send(order)
-
-    # -- fills ---------------------------------------------------------------------------------
-
-    async def sync_fills(self, symbols: Iterable[Symbol] | None = None) -> int:
-        """Fetch fills newer than the newest the ledger holds, per symbol. Returns rows added."""
-        last = await self.ledger.fills.last_trade_ids()
-        wanted = set(symbols) if symbols is not None else self.symbols | set(last)
-        if symbols is None:
-            wanted |= {o.symbol for o in await self.ledger.orders.non_terminal()}
-        added = 0
-        for symbol in sorted(wanted):
-            after = last.get(symbol)
-            while True:
-                try:
-                    trades = await self.venue.trades_since(symbol, after, limit=500)
-                except VenueError as exc:
-                    log.warning("could not fetch fills; will retry", symbol=symbol, error=str(exc))
-                    break
-                if not trades:
-                    break
-                inserted = await self.ledger.fills.append(trades)
-                self.on_fills(inserted)
-                added += len(inserted)
-                after = trades[-1].trade_id
-                if len(trades) < 500:
-                    break
-        return added
-
-
-class FillPath:
-    """Applies the user stream: fills, order reports and balances, each idempotently."""
-
-    def __init__(
-        self,
-        *,
-        ledger: Ledger,
-        execution: Execution,
-        on_reconnect: Callable[[], None] | None = None,
-    ) -> None:
-        self.ledger = ledger
-        self.execution = execution
-        self.crash = execution.crash
-        self.on_reconnect = on_reconnect
-        #: the newest balance per asset the stream reported
-        self.balances: dict[Asset, BalanceReport] = {}
-
-    async def run(self) -> None:
-        async for event in self.execution.venue.user_stream():
-            try:
-                await self.apply(event)
-            except DatabaseUnavailable as exc:
-                # Nothing is lost: the venue keeps the fill and the next reconcile fetches it.
-                log.error("could not record a venue event; it will be re-fetched", error=str(exc))
-                if self.on_reconnect is not None:
-                    self.on_reconnect()
-            except Exception:
-                # One event the ledger refuses (a report it cannot place, say) must not stop
-                # every later fill from being recorded: log it whole, reconcile from the venue.
-                log.exception("could not apply a venue event; reconciling", venue_event=repr(event))
-                if self.on_reconnect is not None:
-                    self.on_reconnect()
-
-    async def apply(self, event: UserEvent) -> None:
-        committed = self.execution.committed
-        if isinstance(event, FillReport):
-            if committed.has_fill(event):
-                return  # this process already committed it (e.g. with the ACK)
-            self.crash.hit(CrashPoint.AFTER_FILL_BEFORE_COMMIT)
-            inserted = await self.ledger.fills.append([event])
-            committed.remember_fills(inserted)
-            self.execution.on_fills(inserted)
-        elif isinstance(event, OrderReport):
-            if committed.adds_nothing(event):
-                return
-            if event.fills:
-                self.crash.hit(CrashPoint.AFTER_FILL_BEFORE_COMMIT)
-            order = await self.ledger.orders.apply_report(event, cause="stream")
-            if order is not None:
-                committed.remember(order, event.fills)
-            self.execution.on_fills(event.fills)
-            await self.execution.fetch_missing_fills(event, order)
-        elif isinstance(event, BalanceReport):
-            # Venues push a balance update with every fill; writing each would double the
-            # ledger's work per order. Keep the newest per asset; the reconciler records
-            # snapshots (and a restart re-reads them from the venue anyway).
-            self.balances[event.asset] = event
-        elif isinstance(event, StreamReconnected):
-            log.info("user stream reconnected; reconciling", reason=event.reason)
-            if self.on_reconnect is not None:
-                self.on_reconnect()
-
-
-_OWED_ATTEMPTS = 30
-_OWED_LOOKBACK = timedelta(days=2)
-
-
-@dataclass(slots=True)
-class _Owed:
-    order: Order
-    venue_filled: Decimal
-    attempts: int = 0
-
-
-class CommittedFacts:
-    """What this process has itself committed to the ledger, recently (bounded).
-
-    Venues repeat themselves: a fill comes with the ACK, again on the user stream, and again
-    from the trades query. Skipping a stream event is safe only when the ledger already holds
-    everything it says, which this process knows for the orders and fills it wrote itself.
-    Anything not remembered (older, or written by another process) goes to the ledger, whose
-    writes are idempotent anyway.
-    """
-
-    def __init__(self, capacity: int = 20_000) -> None:
-        self.capacity = capacity
-        self._orders: OrderedDict[ClientOrderId, Order] = OrderedDict()
-        self._fills: OrderedDict[tuple[str, str, str], None] = OrderedDict()
-
-    def remember(self, order: Order, fills: Iterable[FillReport] = ()) -> None:
-        self._orders[order.client_order_id] = order
-        self._orders.move_to_end(order.client_order_id)
-        while len(self._orders) > self.capacity:
-            self._orders.popitem(last=False)
-        self.remember_fills(fills)
-
-    def remember_fills(self, fills: Iterable[FillReport]) -> None:
-        for fill in fills:
-            self._fills[(fill.venue, fill.symbol, fill.trade_id)] = None
-        while len(self._fills) > self.capacity:
-            self._fills.popitem(last=False)
-
-    def has_fill(self, fill: FillReport) -> bool:
-        return (fill.venue, fill.symbol, fill.trade_id) in self._fills
-
-    def adds_nothing(self, report: OrderReport) -> bool:
-        order = self._orders.get(report.client_order_id)
-        if order is None or order.venue_order_id is None:
-            return False
-        if not all(self.has_fill(f) for f in report.fills):
-            return False
-        implied = target_state(
-            order.state, report.status, report.filled_quantity, order.requested_qty
-        )
-        return implied is order.state and report.filled_quantity <= order.filled_qty
-
-
-def _venue_filters(rules: InstrumentRules | None, intent: OrderIntent, qty: Decimal) -> Verdict:
-    """The venue's own filters (step, tick, minimum notional) as a verdict, after rounding."""
-    if rules is None:
-        return Verdict(
-            check="venue_filters",
-            result=VerdictResult.REJECT,
-            limit="instrument rules known",
-            observed="unavailable",
-            message="the venue's trading rules could not be fetched; not trading blind",
-        )
-    rounded = rules.round_quantity(qty)
-    price = (
-        None if intent.limit_price is None else rules.round_price(intent.limit_price, intent.side)
-    )
-    problems = rules.violations(rounded, price)
-    limit = (
-        f"step {rules.step_size}, tick {rules.tick_size}, min qty {rules.min_qty}, "
-        f"min notional {rules.min_notional}"
-    )
-    observed = f"qty {rounded}" + (f" @ {price}" if price is not None else "")
-    if problems:
-        return Verdict(
-            check="venue_filters",
-            result=VerdictResult.REJECT,
-            limit=limit,
-            observed=observed,
-            message="; ".join(problems),
-        )
-    return Verdict(check="venue_filters", result=VerdictResult.PASS, limit=limit, observed=observed)
 
 
 def _reraise_crash(group: BaseExceptionGroup[BaseException]) -> None:

@@ -1,0 +1,132 @@
+"""The user stream applied to the ledger: fills, order reports and balances, idempotently.
+
+Its own task, so fills and reports never wait behind intents or market data. What this process
+committed itself is remembered (bounded) so that the same fact arriving again by ACK, stream and
+trade query costs no write.
+"""
+
+from __future__ import annotations
+
+from collections import OrderedDict
+from collections.abc import Callable, Iterable
+from typing import TYPE_CHECKING
+
+import structlog
+
+from engine.crashpoints import CrashPoint
+from engine.domain.orders import Order, target_state
+from engine.domain.types import Asset, ClientOrderId
+from engine.exceptions import DatabaseUnavailable
+from engine.ledger.ledger import Ledger
+from engine.venues.base import BalanceReport, FillReport, OrderReport, StreamReconnected, UserEvent
+
+if TYPE_CHECKING:
+    from engine.execution.core import Execution
+
+log = structlog.get_logger("tradectl.execution")
+
+
+class FillPath:
+    """Applies the user stream: fills, order reports and balances, each idempotently."""
+
+    def __init__(
+        self,
+        *,
+        ledger: Ledger,
+        execution: Execution,
+        on_reconnect: Callable[[], None] | None = None,
+    ) -> None:
+        self.ledger = ledger
+        self.execution = execution
+        self.crash = execution.crash
+        self.on_reconnect = on_reconnect
+        #: the newest balance per asset the stream reported
+        self.balances: dict[Asset, BalanceReport] = {}
+
+    async def run(self) -> None:
+        async for event in self.execution.venue.user_stream():
+            try:
+                await self.apply(event)
+            except DatabaseUnavailable as exc:
+                # Nothing is lost: the venue keeps the fill and the next reconcile fetches it.
+                log.error("could not record a venue event; it will be re-fetched", error=str(exc))
+                if self.on_reconnect is not None:
+                    self.on_reconnect()
+            except Exception:
+                # One event the ledger refuses (a report it cannot place, say) must not stop
+                # every later fill from being recorded: log it whole, reconcile from the venue.
+                log.exception("could not apply a venue event; reconciling", venue_event=repr(event))
+                if self.on_reconnect is not None:
+                    self.on_reconnect()
+
+    async def apply(self, event: UserEvent) -> None:
+        committed = self.execution.committed
+        if isinstance(event, FillReport):
+            if committed.has_fill(event):
+                return  # this process already committed it (e.g. with the ACK)
+            self.crash.hit(CrashPoint.AFTER_FILL_BEFORE_COMMIT)
+            inserted = await self.ledger.fills.append([event])
+            committed.remember_fills(inserted)
+            self.execution.on_fills(inserted)
+        elif isinstance(event, OrderReport):
+            if committed.adds_nothing(event):
+                return
+            if event.fills:
+                self.crash.hit(CrashPoint.AFTER_FILL_BEFORE_COMMIT)
+            order = await self.ledger.orders.apply_report(event, cause="stream")
+            if order is not None:
+                committed.remember(order, event.fills)
+            self.execution.on_fills(event.fills)
+            await self.execution.fetch_missing_fills(event, order)
+        elif isinstance(event, BalanceReport):
+            # Venues push a balance update with every fill; writing each would double the
+            # ledger's work per order. Keep the newest per asset; the reconciler records
+            # snapshots (and a restart re-reads them from the venue anyway).
+            self.balances[event.asset] = event
+        elif isinstance(event, StreamReconnected):
+            log.info("user stream reconnected; reconciling", reason=event.reason)
+            if self.on_reconnect is not None:
+                self.on_reconnect()
+
+
+class CommittedFacts:
+    """What this process has itself committed to the ledger, recently (bounded).
+
+    Venues repeat themselves: a fill comes with the ACK, again on the user stream, and again
+    from the trades query. Skipping a stream event is safe only when the ledger already holds
+    everything it says, which this process knows for the orders and fills it wrote itself.
+    Anything not remembered (older, or written by another process) goes to the ledger, whose
+    writes are idempotent anyway.
+    """
+
+    def __init__(self, capacity: int = 20_000) -> None:
+        self.capacity = capacity
+        self._orders: OrderedDict[ClientOrderId, Order] = OrderedDict()
+        self._fills: OrderedDict[tuple[str, str, str], None] = OrderedDict()
+
+    def remember(self, order: Order, fills: Iterable[FillReport] = ()) -> None:
+        self._orders[order.client_order_id] = order
+        self._orders.move_to_end(order.client_order_id)
+        while len(self._orders) > self.capacity:
+            self._orders.popitem(last=False)
+        self.remember_fills(fills)
+
+    def remember_fills(self, fills: Iterable[FillReport]) -> None:
+        for fill in fills:
+            self._fills[(fill.venue, fill.symbol, fill.trade_id)] = None
+        while len(self._fills) > self.capacity:
+            self._fills.popitem(last=False)
+
+    def has_fill(self, fill: FillReport) -> bool:
+        return (fill.venue, fill.symbol, fill.trade_id) in self._fills
+
+    def adds_nothing(self, report: OrderReport) -> bool:
+        order = self._orders.get(report.client_order_id)
+        if order is None or order.venue_order_id is None:
+            return False
+        if not all(self.has_fill(f) for f in report.fills):
+            return False
+        implied = target_state(
+            order.state, report.status, report.filled_quantity, order.requested_qty
+        )
+        return implied is order.state and report.filled_quantity <= order.filled_qty

@@ -1,0 +1,237 @@
+"""Recovery: orders whose outcome the ledger does not know, and fills it does not hold yet.
+
+A ``PENDING_SUBMIT`` / ``UNKNOWN`` / ``PENDING_CANCEL`` order is only ever settled by looking it
+up on the venue by client order id, never by waiting (step 6 of the durable protocol); a resend
+uses the same id and happens only after the venue's consistency window, while the intent lives.
+Fills the ledger misses (a lost stream report, a fill racing a cancel, a crash) are fetched by
+trade id or by order until they are in.
+"""
+
+from __future__ import annotations
+
+import asyncio
+from collections.abc import Callable, Coroutine, Iterable, Sequence
+from dataclasses import dataclass
+from datetime import datetime, timedelta
+from decimal import Decimal
+from typing import Any
+
+import structlog
+
+from engine.domain.orders import Order
+from engine.domain.types import ClientOrderId, OrderState, Symbol
+from engine.exceptions import NotFound, VenueError
+from engine.execution.config import ExecutionConfig
+from engine.execution.fill_path import CommittedFacts
+from engine.ledger.ledger import Ledger
+from engine.venues.base import FillReport, OrderReport, Venue
+
+log = structlog.get_logger("tradectl.execution")
+
+#: states whose outcome on the venue is not known to the ledger and must be looked up
+UNRESOLVED = frozenset({OrderState.PENDING_SUBMIT, OrderState.UNKNOWN, OrderState.PENDING_CANCEL})
+_OWED_ATTEMPTS = 30
+_OWED_LOOKBACK = timedelta(days=2)
+
+
+@dataclass(slots=True)
+class _Owed:
+    order: Order
+    venue_filled: Decimal
+    attempts: int = 0
+
+
+class Recovery:
+    """Resolution and fill recovery, mixed into :class:`~engine.execution.core.Execution`."""
+
+    ledger: Ledger
+    venue: Venue
+    config: ExecutionConfig
+    clock: Callable[[], datetime]
+    committed: CommittedFacts
+    on_fills: Callable[[Sequence[FillReport]], None]
+    symbols: set[Symbol]
+    _owed: dict[ClientOrderId, _Owed]
+    _in_flight: set[ClientOrderId]
+    _resolve_wakeup: asyncio.Event
+    # the send and cancel steps live with the rest of the protocol, in Execution
+    _send: Callable[[Order], Coroutine[Any, Any, None]]
+    cancel_order: Callable[..., Coroutine[Any, Any, None]]
+
+    async def recover(self) -> None:
+        """Startup: resolve every non-terminal order, then fetch missing fills.
+
+        Resolution comes first because it attaches venue order ids, which fills fetched by trade
+        id (Binance ``myTrades`` carries no client order id) are matched on.
+        """
+        await self.resolve_unresolved()
+        await self.sync_fills()
+        # a lookup can show fills the trades query had not; a second pass settles them
+        await self.resolve_unresolved()
+        # orders closed while their fills could not be fetched (a crash in between, say)
+        since = self.clock() - _OWED_LOOKBACK
+        for order, venue_filled in await self.ledger.orders.owed_fills(since):
+            self._owed[order.client_order_id] = _Owed(order=order, venue_filled=venue_filled)
+        await self.settle_owed_fills()
+
+    async def fetch_missing_fills(self, report: OrderReport, order: Order | None) -> None:
+        """The venue reports more filled than the ledger holds fills for (a fill report was
+        lost, or the fill raced a cancel): bring the order's own trades. The periodic
+        ``sync_fills`` cannot: the lost fill may be older than the newest trade the ledger
+        already holds, and it only fetches after that one. Until they are in, the order is
+        "owed" fills and every resolver pass tries again (a closed order is never looked up
+        otherwise)."""
+        if order is None or report.filled_quantity <= order.filled_qty:
+            return
+        self._owed[order.client_order_id] = _Owed(order=order, venue_filled=report.filled_quantity)
+        await self._fetch_owed(order.client_order_id)
+
+    async def settle_owed_fills(self) -> None:
+        for coid in list(self._owed):
+            await self._fetch_owed(coid)
+
+    async def _fetch_owed(self, coid: ClientOrderId) -> None:
+        owed = self._owed.get(coid)
+        if owed is None:
+            return
+        order = owed.order
+        try:
+            found = await self.venue.find_order(order.symbol, coid)
+            if found.fills:
+                self.on_fills(await self.ledger.fills.append(found.fills))
+            else:
+                await self.sync_fills([order.symbol])
+        except VenueError as exc:
+            log.info("could not fetch an order's fills yet", coid=coid, error=str(exc))
+        updated = await self.ledger.orders.get(coid)
+        if updated is None or updated.filled_qty >= owed.venue_filled:
+            self._owed.pop(coid, None)
+            return
+        owed.attempts += 1
+        if owed.attempts >= _OWED_ATTEMPTS:
+            # Keep no endless loop of lookups; an operator has to look at this one.
+            self._owed.pop(coid, None)
+            await self.ledger.incidents.open(
+                kind="fills_missing",
+                scope=f"symbol:{order.symbol}",
+                severity="error",
+                message=(
+                    f"order {coid} is {owed.venue_filled} filled on the venue but the ledger "
+                    f"holds fills for {updated.filled_qty} after {owed.attempts} fetches; check "
+                    "the venue's trade history, then `tradectl reconcile`"
+                ),
+                details={"client_order_id": coid, "venue_filled": str(owed.venue_filled)},
+                dedupe_key=f"fills_missing:{coid}",
+            )
+
+    # -- resolution ----------------------------------------------------------------------------
+
+    async def resolve_unresolved(self) -> int:
+        """Look up every unresolved order not in flight here. Returns how many were looked at."""
+        orders = [
+            o
+            for o in await self.ledger.orders.non_terminal()
+            if o.state in UNRESOLVED and o.client_order_id not in self._in_flight
+        ]
+        for order in orders:
+            await self._resolve_one(order)
+        return len(orders)
+
+    async def resolve_order(self, order: Order) -> None:
+        """Look one order up on the venue and apply what it says (the reconciler's repair of
+        an acknowledged order whose closing report was lost)."""
+        await self._resolve_one(order)
+
+    async def _resolve_one(self, order: Order) -> None:
+        coid = order.client_order_id
+        if coid in self._in_flight:
+            return
+        # One lookup (and possible resend) per order at a time: the resolver, a repeated intent
+        # and a cancel can reach here together, and two lookups that both find nothing would
+        # both resend the order (a duplicate). The state is re-read under the marker: a copy
+        # read before another resolution finished would measure the consistency window from
+        # an older attempt.
+        self._in_flight.add(coid)
+        try:
+            updated = await self._look_up(coid)
+        finally:
+            self._in_flight.discard(coid)
+        if updated is not None and updated.state is OrderState.PENDING_CANCEL:
+            await self.cancel_order(updated, cause="cancel re-sent after lookup")
+
+    async def _look_up(self, coid: ClientOrderId) -> Order | None:
+        order = await self.ledger.orders.get(coid)
+        if order is None or order.state.is_terminal:
+            return None
+        try:
+            report = await self.venue.find_order(order.symbol, coid)
+        except NotFound:
+            if order.state in UNRESOLVED:
+                await self._not_found(order)
+            else:
+                log.warning("venue does not know an acknowledged order", coid=coid)
+            return None
+        except VenueError as exc:
+            log.info("lookup failed; will retry", coid=coid, error=str(exc))
+            return None
+        updated = await self.ledger.orders.apply_report(report, cause="lookup")
+        if updated is None:
+            return None
+        self.committed.remember(updated, report.fills)
+        if report.filled_quantity > updated.filled_qty:
+            # The venue reports more filled than we hold fills for: fetch them by trade id.
+            await self.sync_fills([order.symbol])
+        return updated
+
+    async def _not_found(self, order: Order) -> None:
+        now = self.clock()
+        since = order.submitted_at or order.created_at
+        if now - since < self.config.consistency_window:
+            return  # it may still appear: look again later
+        coid = order.client_order_id
+        if order.state is OrderState.PENDING_CANCEL:
+            await self.ledger.orders.expire(coid, "venue never had the order; cancel requested")
+            return
+        if now >= order.expires_at:
+            await self.ledger.orders.expire(
+                coid,
+                f"not on the venue after the {self.config.consistency_window.total_seconds():g}s"
+                f" consistency window and the intent expired at {order.expires_at.isoformat()};"
+                " not resent",
+            )
+            return
+        if order.state is OrderState.UNKNOWN:
+            order = await self.ledger.orders.transition(
+                coid,
+                OrderState.PENDING_SUBMIT,
+                cause="resubmit: not found after consistency window",
+            )
+        log.info("resubmitting with the same client order id", coid=coid)
+        await self._send(order)
+
+    # -- fills ---------------------------------------------------------------------------------
+
+    async def sync_fills(self, symbols: Iterable[Symbol] | None = None) -> int:
+        """Fetch fills newer than the newest the ledger holds, per symbol. Returns rows added."""
+        last = await self.ledger.fills.last_trade_ids()
+        wanted = set(symbols) if symbols is not None else self.symbols | set(last)
+        if symbols is None:
+            wanted |= {o.symbol for o in await self.ledger.orders.non_terminal()}
+        added = 0
+        for symbol in sorted(wanted):
+            after = last.get(symbol)
+            while True:
+                try:
+                    trades = await self.venue.trades_since(symbol, after, limit=500)
+                except VenueError as exc:
+                    log.warning("could not fetch fills; will retry", symbol=symbol, error=str(exc))
+                    break
+                if not trades:
+                    break
+                inserted = await self.ledger.fills.append(trades)
+                self.on_fills(inserted)
+                added += len(inserted)
+                after = trades[-1].trade_id
+                if len(trades) < 500:
+                    break
+        return added
