@@ -33,7 +33,7 @@ from engine.domain.types import OrderType, Side, TimeInForce
 from engine.venues.simulator import wire
 from engine.venues.simulator.faults import FaultKind, FaultPlan, FaultRule
 from engine.venues.simulator.market import INTERVAL_MS
-from engine.venues.simulator.matching import NewOrder, Rejection, SimOrder
+from engine.venues.simulator.records import NewOrder, Rejection, SimOrder
 from engine.venues.simulator.state import SimulatorState
 
 _CLIENT_ID_RE = re.compile(r"^[\.A-Z\:/a-z0-9_-]{1,36}$")
