@@ -9,8 +9,9 @@ from engine.venues.paper.defaults import (
     PRES_YES,
     default_paper_venue,
 )
+from engine.venues.paper.ground_truth import PaperOrders
 from engine.venues.paper.streams import PaperStream
-from engine.venues.paper.venue import PaperOrders, PaperVenue
+from engine.venues.paper.venue import PaperVenue
 
 __all__ = [
     "BTCUSDT",

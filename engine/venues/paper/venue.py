@@ -26,7 +26,6 @@ from __future__ import annotations
 import asyncio
 from collections import Counter, deque
 from collections.abc import Callable, Iterable, Mapping, Sequence
-from dataclasses import dataclass
 from datetime import datetime
 from decimal import Decimal
 
@@ -56,6 +55,7 @@ from engine.venues.base import (
 )
 from engine.venues.matching import (
     Accepted,
+    Balance,
     BalancesMoved,
     Closed,
     Event,
@@ -72,6 +72,7 @@ from engine.venues.matching import (
     Refused,
     ReservePolicy,
 )
+from engine.venues.paper.ground_truth import PaperOrders
 from engine.venues.paper.streams import PaperStream, QuoteStream
 
 __all__ = ["PaperOrders", "PaperVenue"]
@@ -95,24 +96,6 @@ _REASONS = {
     Expiry.MARKET_EXHAUSTED: "no more liquidity at touch",
     Expiry.LIMIT_EXHAUSTED: "no more liquidity at limit",
 }
-
-
-@dataclass(frozen=True, slots=True, kw_only=True)
-class PaperOrders:
-    """Ground truth for tests: every order the venue ever accepted, and every submit it saw."""
-
-    #: every accepted order in acceptance order, each in its current state
-    orders: tuple[OrderReport, ...]
-    #: how many orders the venue accepted (placed) per client order id; 0 for an id never
-    #: placed. More than 1 only after legitimate reuse of a closed id, or a duplicated order.
-    attempts: Counter[ClientOrderId]
-    #: submit calls that reached the venue per client order id, accepted or refused (a submit
-    #: failed with ``fail_next_submit_before_accept`` never reached it)
-    submits: Counter[ClientOrderId]
-
-    def accepted(self, client_order_id: ClientOrderId) -> tuple[OrderReport, ...]:
-        """The orders accepted with this client order id (more than one only after reuse)."""
-        return tuple(o for o in self.orders if o.client_order_id == client_order_id)
 
 
 def _instrument(rules: InstrumentRules, fees_in_quote: bool) -> InstrumentSpec:
@@ -443,6 +426,11 @@ class PaperVenue:
             )
             for asset, b in sorted(self._core.balances.items())
         }
+
+    @property
+    def _wallets(self) -> dict[str, Balance]:
+        # Tests inject a balance drift the venue never announced by writing here directly.
+        return self._core.balances
 
     # ----------------------------------------------------------------- internals
 
