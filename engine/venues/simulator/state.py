@@ -13,6 +13,7 @@ from pathlib import Path
 from typing import Any, Protocol
 
 from engine.venues.simulator import wire
+from engine.venues.simulator.account import Fees, SimulatedAccount, SymbolRules
 from engine.venues.simulator.config import SimulatorConfig
 from engine.venues.simulator.faults import FaultInjector, FaultKind, FaultPlan
 from engine.venues.simulator.market import (
@@ -22,17 +23,14 @@ from engine.venues.simulator.market import (
     QuoteSource,
     make_source,
 )
-from engine.venues.simulator.matching import (
+from engine.venues.simulator.records import (
     ExecutionEvent,
     ExecutionType,
-    Fees,
-    MatchingEngine,
     NewOrder,
     PlaceResult,
     Rejection,
     SimOrder,
     SimTrade,
-    SymbolRules,
     UserEvent,
 )
 
@@ -123,7 +121,7 @@ class SimulatorState:
         self.config = config
         self.clock: Clock = clock or SystemClock()
         self.faults = FaultInjector(config.faults, seed=config.seed)
-        self.engine = MatchingEngine(
+        self.engine = SimulatedAccount(
             (
                 SymbolRules(
                     symbol=s.symbol,

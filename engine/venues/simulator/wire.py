@@ -8,7 +8,7 @@ from typing import Any
 from engine.domain.types import OrderType
 from engine.venues.simulator.config import SymbolSpec
 from engine.venues.simulator.market import Kline
-from engine.venues.simulator.matching import (
+from engine.venues.simulator.records import (
     AccountPositionEvent,
     BalanceUpdateEvent,
     ExecutionEvent,
