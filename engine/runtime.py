@@ -244,6 +244,7 @@ class Engine:
             execution=self.execution,
             prefix=settings.order_id_prefix,
             balance_tolerance=settings.balance_tolerance,
+            settle_s=settings.balance_settle_s,
         )
         self.fill_path = FillPath(
             ledger=self.ledger,
