@@ -430,6 +430,7 @@ async def _operate_here(
                 execution=execution,
                 prefix=settings.order_id_prefix,
                 balance_tolerance=settings.balance_tolerance,
+                settle_s=settings.balance_settle_s,
             )
             desk = OperatorDesk(
                 ledger, holder=lease.holder, reconciler=reconciler, execution=execution

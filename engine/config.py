@@ -56,6 +56,8 @@ class Settings(BaseSettings):
     max_batch: int = Field(default=64, ge=1, le=1000)
     #: balance drift tolerated before the reconciler pauses and opens an incident
     balance_tolerance: str = "0.00000001"
+    #: how long a balance drift must stay unchanged before it pauses (fills in flight settle)
+    balance_settle_s: float = Field(default=10.0, ge=0)
 
     metrics_port: int | None = Field(default=None, ge=0, le=65535)
     log_format: LogFormat = LogFormat.CONSOLE

@@ -9,7 +9,10 @@ persists across cycles is one incident, not one per cycle.
 from __future__ import annotations
 
 import asyncio
+import time
+from collections.abc import Callable
 from dataclasses import dataclass, field
+from datetime import timedelta
 from decimal import Decimal, InvalidOperation
 from typing import Any
 
@@ -54,13 +57,45 @@ class ReconcileReport:
         }
 
 
+#: how far back the balance check fetches the venue's trades again: a fill reported late,
+#: behind newer trades, is older than the newest trade id the ledger holds
+FILL_LOOKBACK = timedelta(minutes=10)
+
+
+#: looks at a suspected drift before strategies start (each after the settle window)
+STARTUP_CONFIRMATIONS = 3
+MIN_RECHECK_S = 0.2
+
+
+@dataclass(slots=True)
+class _Suspect:
+    """A drift seen but not yet confirmed: the difference, and since when it is unchanged."""
+
+    difference: Decimal
+    since: float
+    #: reported (incident + pause); later passes that see the same difference report it again
+    confirmed: bool = False
+
+
 class Reconciler:
     def __init__(
-        self, *, ledger: Ledger, execution: Execution, prefix: str, balance_tolerance: str
+        self,
+        *,
+        ledger: Ledger,
+        execution: Execution,
+        prefix: str,
+        balance_tolerance: str,
+        settle_s: float = 10.0,
+        monotonic: Callable[[], float] = time.monotonic,
     ) -> None:
         self.ledger = ledger
         self.execution = execution
         self.prefix = prefix
+        #: a drift counts only once it has stayed the same this long: owed and reordered fills
+        #: arrive within it, a deposit or a trade made outside tradectl does not go away
+        self.settle_s = settle_s
+        self._monotonic = monotonic
+        self._suspects: dict[Asset, _Suspect] = {}
         try:
             self.tolerance = abs(Decimal(balance_tolerance))
         except InvalidOperation:
@@ -75,7 +110,7 @@ class Reconciler:
 
     async def run_periodic(self, interval_s: float) -> None:
         while True:
-            await wait_event(self._wake, interval_s)
+            await wait_event(self._wake, min(interval_s, self._until_confirmable()))
             self._wake.clear()
             try:
                 await self.reconcile()
@@ -95,6 +130,14 @@ class Reconciler:
         report.fills_added = await self.execution.sync_fills()
         await self._venue_open_orders(report)
         await self._balances(report, accept=accept_balances)
+        if startup:
+            # Strategies start after this pass: a suspected drift is confirmed or cleared
+            # first, not left for the periodic pass to find while they trade.
+            for _ in range(STARTUP_CONFIRMATIONS):
+                if not self._unconfirmed():
+                    break
+                await asyncio.sleep(self._until_confirmable())
+                await self._balances(report, accept=False)
         if report.fills_added or report.unknown_orders or report.balance_drifts:
             log.info(
                 "reconciled",
@@ -110,11 +153,13 @@ class Reconciler:
     async def _balances(self, report: ReconcileReport, *, accept: bool) -> None:
         """Venue balances vs baseline + fills since (see ``balance_baselines`` in the schema).
 
-        A fill in flight (on the venue, not yet in the ledger) would look like drift. So the
-        venue is read between two fill syncs and the comparison is skipped when the second sync
-        (or the user stream) added anything; and a drift only counts when a second comparison
-        right after shows it too. Totals (free + locked) are compared: resting orders only move
-        value between the two.
+        The comparison is made only against a ledger known to be complete up to the venue's
+        snapshot: the venue's recent trades are fetched again after it is read (a fill whose
+        report came late, behind newer ones, is found too); a failed fetch means "cannot
+        compare now", never "nothing missing"; and when the fetch or the user stream added a
+        fill meanwhile, the check waits for the next pass. A drift then only counts once it
+        has stayed the same for ``settle_s`` (:meth:`_settled`). Totals (free + locked) are
+        compared: resting orders only move value between the two.
         """
         for symbol in sorted(await self.ledger.balances.symbols_without_instrument()):
             await self.execution.rules_for(symbol)
@@ -126,22 +171,27 @@ class Reconciler:
             )
             log.warning("balance check skipped", reason=report.balances_note)
             return
-        first = await self._compare()
-        if first is None:
+        try:
+            compared = await self._compare()
+        except VenueError as exc:
+            report.balances_note = f"not compared: the venue's trades could not be fetched ({exc})"
+            log.info("balance check skipped", reason=report.balances_note)
+            return
+        if compared is None:
             report.balances_note = "not compared: fills arrived during the check; next pass"
             return
-        drifts, totals, watermark = first
-        if drifts and not accept:
-            # Confirm: a fill that reached the venue's balance before its trade was queryable
-            # shows up in the second look; a real drift stays.
-            second = await self._compare()
-            if second is None:
-                report.balances_note = "not compared: fills arrived during the check; next pass"
-                return
-            confirmed, totals, watermark = second
-            drifts = {a: d for a, d in confirmed.items() if a in drifts}
+        drifts, totals, watermark = compared
         report.balances_checked = True
         agreeing = {a: t for a, t in totals.items() if a not in drifts}
+        if accept:
+            self._suspects.clear()
+        else:
+            drifts = self._settled(drifts)
+            if self._unconfirmed():
+                report.balances_note = (
+                    f"drift in {self._unconfirmed()} not confirmed yet: looking again within "
+                    f"{self.settle_s:g}s"
+                )
         for asset, (venue_total, expected) in sorted(drifts.items()):
             if accept:
                 agreeing[asset] = venue_total
@@ -155,14 +205,49 @@ class Reconciler:
             await self._drift(report, asset, venue_total, expected)
         await self.ledger.balances.save_baselines(agreeing, fill_id=watermark)
 
+    def _settled(
+        self, drifts: dict[Asset, tuple[Decimal, Decimal]]
+    ) -> dict[Asset, tuple[Decimal, Decimal]]:
+        """The drifts that have kept the same difference for ``settle_s``; the others are
+        remembered as suspects (a changed difference starts the wait again)."""
+        now = self._monotonic()
+        confirmed: dict[Asset, tuple[Decimal, Decimal]] = {}
+        for asset in list(self._suspects):
+            if asset not in drifts:
+                del self._suspects[asset]  # a fill in flight arrived: it was never a drift
+        for asset, (venue_total, expected) in drifts.items():
+            difference = venue_total - expected
+            suspect = self._suspects.get(asset)
+            if suspect is None or suspect.difference != difference:
+                self._suspects[asset] = _Suspect(difference=difference, since=now)
+            elif suspect.confirmed or now - suspect.since >= self.settle_s:
+                suspect.confirmed = True
+                confirmed[asset] = (venue_total, expected)
+        return confirmed
+
+    def _unconfirmed(self) -> list[Asset]:
+        return sorted(a for a, s in self._suspects.items() if not s.confirmed)
+
+    def _until_confirmable(self) -> float:
+        """Seconds until the oldest suspected drift can be confirmed (inf when none)."""
+        waiting = [s.since for s in self._suspects.values() if not s.confirmed]
+        if not waiting:
+            return float("inf")
+        oldest = min(waiting)
+        # never a busy loop: a look that could not compare (fills arriving) is retried later
+        return max(MIN_RECHECK_S, oldest + self.settle_s - self._monotonic())
+
     async def _compare(
         self,
     ) -> tuple[dict[Asset, tuple[Decimal, Decimal]], dict[Asset, Decimal], int] | None:
-        """``(drifts, venue totals, fill watermark)``, or ``None`` when fills moved meanwhile."""
+        """``(drifts, venue totals, fill watermark)``, or ``None`` when fills moved meanwhile.
+
+        Raises the venue's error when its trades could not be fetched.
+        """
         before = await self.ledger.balances.fill_watermark()
         venue_balances = await self.execution.venue.balances()
         await self.ledger.balances.record(venue_balances)
-        await self.execution.sync_fills()
+        await self.execution.sync_fills(since=self.execution.clock() - FILL_LOOKBACK, strict=True)
         watermark = await self.ledger.balances.fill_watermark()
         if watermark != before:
             return None

@@ -62,8 +62,10 @@ log = structlog.get_logger("tradectl.runtime")
 #: how long a stop lets execution finish the intents it holds, then how long cancelled tasks
 #: get to end: a graceful stop is bounded by their sum (plus the lease release)
 SHUTDOWN_GRACE_S = 5.0
-SHUTDOWN_CANCEL_S = 3.0
-LEASE_RELEASE_S = 2.0
+SHUTDOWN_CANCEL_S = 2.0
+LEASE_RELEASE_S = 1.0
+#: the whole stop: edges cancelled, execution drained, the rest cancelled, lease released
+SHUTDOWN_DEADLINE_S = 2 * SHUTDOWN_CANCEL_S + SHUTDOWN_GRACE_S + LEASE_RELEASE_S
 #: first and longest pause between attempts of a startup step the venue failed transiently
 STARTUP_RETRY_S = 0.5
 STARTUP_RETRY_MAX_S = 30.0
@@ -244,6 +246,7 @@ class Engine:
             execution=self.execution,
             prefix=settings.order_id_prefix,
             balance_tolerance=settings.balance_tolerance,
+            settle_s=settings.balance_settle_s,
         )
         self.fill_path = FillPath(
             ledger=self.ledger,

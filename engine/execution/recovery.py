@@ -19,7 +19,7 @@ from typing import Any
 import structlog
 
 from engine.domain.orders import Order
-from engine.domain.types import ClientOrderId, OrderState, Symbol
+from engine.domain.types import ClientOrderId, OrderState, Symbol, TradeId
 from engine.exceptions import NotFound, VenueError
 from engine.execution.config import ExecutionConfig
 from engine.execution.fill_path import CommittedFacts
@@ -211,19 +211,37 @@ class Recovery:
 
     # -- fills ---------------------------------------------------------------------------------
 
-    async def sync_fills(self, symbols: Iterable[Symbol] | None = None) -> int:
-        """Fetch fills newer than the newest the ledger holds, per symbol. Returns rows added."""
-        last = await self.ledger.fills.last_trade_ids()
-        wanted = set(symbols) if symbols is not None else self.symbols | set(last)
+    async def sync_fills(
+        self,
+        symbols: Iterable[Symbol] | None = None,
+        *,
+        since: datetime | None = None,
+        strict: bool = False,
+    ) -> int:
+        """Fetch the venue's fills the ledger lacks, per symbol. Returns rows added.
+
+        By default only trades newer than the newest the ledger holds are fetched (cheap, and
+        enough for fills lost in a crash). With ``since``, everything after the newest fill older
+        than ``since`` is fetched again (duplicates are skipped by trade id): a fill whose report
+        came late, behind newer trades, is found too. ``strict`` raises the venue's error
+        instead of logging it, for a caller that must know the ledger is complete.
+        """
+        if since is None:
+            start: dict[Symbol, TradeId | None] = dict(await self.ledger.fills.last_trade_ids())
+        else:
+            start = await self.ledger.fills.trades_before(since)
+        wanted = set(symbols) if symbols is not None else self.symbols | set(start)
         if symbols is None:
             wanted |= {o.symbol for o in await self.ledger.orders.non_terminal()}
         added = 0
         for symbol in sorted(wanted):
-            after = last.get(symbol)
+            after = start.get(symbol)
             while True:
                 try:
                     trades = await self.venue.trades_since(symbol, after, limit=500)
                 except VenueError as exc:
+                    if strict:
+                        raise
                     log.warning("could not fetch fills; will retry", symbol=symbol, error=str(exc))
                     break
                 if not trades:

@@ -170,6 +170,37 @@ SQL_LAST_TRADE_IDS = Statement(
     """
 )
 
+# Per symbol with fills, the newest fill older than :before (NULL when every fill is newer):
+# re-fetching the venue's trades after it finds a fill the stream delivered late, behind newer
+# ones, which resuming after the newest trade id never would.
+SQL_TRADES_BEFORE = Statement(
+    """
+    WITH RECURSIVE symbols AS (
+        (SELECT symbol FROM fills WHERE account = :account ORDER BY symbol LIMIT 1)
+        UNION ALL
+        SELECT (
+            SELECT f.symbol FROM fills f
+            WHERE f.account = :account AND f.symbol > s.symbol
+            ORDER BY f.symbol LIMIT 1
+        )
+        FROM symbols s WHERE s.symbol IS NOT NULL
+    )
+    SELECT s.symbol, t.trade_id
+    FROM symbols s
+    LEFT JOIN LATERAL (
+        SELECT f.trade_id FROM fills f
+        WHERE f.account = :account AND f.symbol = s.symbol AND f.venue = :venue
+          AND f.venue_ts < :before
+        ORDER BY f.venue_ts DESC,
+                 CASE WHEN f.trade_id ~ '^[0-9]{1,30}$' THEN CAST(f.trade_id AS numeric) END
+                     DESC NULLS LAST,
+                 f.id DESC
+        LIMIT 1
+    ) t ON true
+    WHERE s.symbol IS NOT NULL
+    """
+)
+
 
 def fill_params(fills: Sequence[FillReport]) -> dict[str, list[Any]]:
     return {
@@ -316,3 +347,15 @@ class Fills(LedgerPart):
                 db, {"account": self.account, "venue": self.venue}
             )
             return {Symbol(symbol): TradeId(trade_id) for symbol, trade_id in map(tuple, result)}
+
+    async def trades_before(self, before: datetime) -> dict[Symbol, TradeId | None]:
+        """Per symbol with fills, the newest fill's trade id among those older than ``before``
+        (``None`` when all are newer): where to re-fetch a recent window of trades from."""
+        async with self._connection() as db:
+            result = await SQL_TRADES_BEFORE.run(
+                db, {"account": self.account, "venue": self.venue, "before": before}
+            )
+            return {
+                Symbol(symbol): None if trade_id is None else TradeId(trade_id)
+                for symbol, trade_id in map(tuple, result)
+            }

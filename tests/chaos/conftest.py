@@ -99,5 +99,13 @@ def pytest_terminal_summary(terminalreporter: pytest.TerminalReporter) -> None:
         terminalreporter.write_line(
             "chaos faults fired: " + ", ".join(f"{k}={v}" for k, v in sorted(counts.items()))
         )
+        stops = [
+            life.stop_seconds for o in outcomes for life in o.lives if life.stop_seconds is not None
+        ]
+        if stops:
+            terminalreporter.write_line(
+                f"chaos graceful stops: {len(stops)}, slowest {max(stops):.1f}s, "
+                f"median {sorted(stops)[len(stops) // 2]:.1f}s"
+            )
         for seed in failed:
             terminalreporter.write_line(f"replay seed {seed}: {replay_command(seed)}")

@@ -7,10 +7,14 @@ request each fault hits, the market walk). A run:
 1. starts the simulator in this process with the seed's fault plan, the market stepped by us;
 2. runs the engine ``FAULTY_LIVES`` times, each ended by SIGKILL: either at an armed crash point
    (``TRADECTL_CRASH_POINT=<point>:<N>``, the process exits 137 by itself) or after a seeded
-   random delay (which may land in startup, recovery or trading);
+   random delay (which may land in startup, recovery or trading); or, now and then, by a SIGINT
+   while the faults go on, which must stop the engine within ``GRACEFUL_STOP_S`` with exit code
+   0 and the lease released;
 3. stops the faults, runs the engine once more, freezes the market and waits until the ledger
-   has caught up with the venue (:func:`invariants.converged`), stops it with SIGINT;
-4. checks every invariant (:func:`invariants.check`) on the quiet world.
+   has caught up with the venue (:func:`invariants.converged`), stops it with SIGINT (the same
+   bound and checks);
+4. checks every invariant (:func:`invariants.check`) on the quiet world, among them that every
+   incident still open is true of the venue's ground truth.
 """
 
 from __future__ import annotations
@@ -37,7 +41,7 @@ from sqlalchemy.engine import URL
 
 from engine.crashpoints import CrashPoint
 from engine.domain.types import Symbol
-from engine.runtime import simulator_config
+from engine.runtime import SHUTDOWN_DEADLINE_S, simulator_config
 from engine.venues.simulator import (
     DEFAULT_API_KEY,
     DEFAULT_API_SECRET,
@@ -68,6 +72,11 @@ KILL_FROM_READY_S = (0.3, 4.0)
 READY_TIMEOUT_S = 45.0
 CONVERGE_TIMEOUT_S = 45.0
 STOP_TIMEOUT_S = 20.0
+#: a SIGINT must end the engine within this: its own shutdown deadline plus closing the venue
+#: session and the database pool
+GRACEFUL_STOP_S = SHUTDOWN_DEADLINE_S + 2.0
+#: share of random kills replaced by a graceful stop (SIGINT) at the same moment
+GRACEFUL_SHARE = 0.35
 
 
 def replay_command(seed: int) -> str:
@@ -77,7 +86,7 @@ def replay_command(seed: int) -> str:
 @dataclass(slots=True, kw_only=True)
 class Life:
     index: int
-    #: "crash_point", "random_kill" or "final"
+    #: "crash_point", "random_kill", "graceful_stop" or "final"
     mode: str
     #: ``point:N`` for a crash point, the delay for a random kill
     detail: str = ""
@@ -87,6 +96,8 @@ class Life:
     log: Path | None = None
     #: the engine got through startup (printed "tradectl running") before it died
     started: bool = False
+    #: how long a graceful stop took, SIGINT to exit
+    stop_seconds: float | None = None
 
 
 @dataclass(slots=True, kw_only=True)
@@ -153,7 +164,8 @@ def plan_lives(rng: random.Random) -> list[Life]:
             lives.append(Life(index=i, mode="random_kill", detail=detail))
         else:
             detail = f"ready+{rng.uniform(*KILL_FROM_READY_S):.3f}"
-            lives.append(Life(index=i, mode="random_kill", detail=detail))
+            mode = "graceful_stop" if rng.random() < GRACEFUL_SHARE else "random_kill"
+            lives.append(Life(index=i, mode=mode, detail=detail))
     return lives
 
 
@@ -415,6 +427,9 @@ async def _faulty_life(
                 await engine.wait_ready_or_exit()
             # the one sleep in the suite: the seeded moment of a random SIGKILL is the point
             await asyncio.sleep(float(delay))
+            if life.mode == "graceful_stop":
+                await _graceful_stop(engine, life, database_url, outcome)
+                return
             engine.send(signal.SIGKILL)
             life.exit_code = await engine.wait(STOP_TIMEOUT_S)
         if life.exit_code not in (137, -signal.SIGKILL):
@@ -459,19 +474,37 @@ async def _final_life(
                 f"not converged after {CONVERGE_TIMEOUT_S:g}s: {v}"
                 for v in invariants.converged(world)
             )
-        engine.send(signal.SIGINT)
-        try:
-            life.exit_code = await engine.wait(STOP_TIMEOUT_S)
-        except TimeoutError:
-            outcome.violations.append(f"engine did not stop within {STOP_TIMEOUT_S:g}s of SIGINT")
-        if life.exit_code not in (None, 0):
-            outcome.violations.append(
-                f"graceful stop exited with {life.exit_code}; last lines:\n{tail(life.log)}"
-            )
+        await _graceful_stop(engine, life, database_url, outcome)
     finally:
         await engine.close()
     world = await _observe(sim, database_url, initial)
     outcome.violations.extend(invariants.check(world))
+
+
+async def _graceful_stop(
+    engine: EngineProcess, life: Life, database_url: URL, outcome: SeedOutcome
+) -> None:
+    """SIGINT: the engine must be gone within ``GRACEFUL_STOP_S``, with exit code 0 and its
+    lease released (a restart must not wait out the TTL)."""
+    assert life.log is not None
+    started = time.monotonic()
+    engine.send(signal.SIGINT)
+    try:
+        life.exit_code = await engine.wait(GRACEFUL_STOP_S)
+    except TimeoutError:
+        outcome.violations.append(
+            f"life {life.index}: the engine did not stop within {GRACEFUL_STOP_S:g}s of SIGINT; "
+            f"last lines:\n{tail(life.log)}"
+        )
+        return
+    life.stop_seconds = time.monotonic() - started
+    if life.exit_code != 0:
+        outcome.violations.append(
+            f"life {life.index}: graceful stop exited with {life.exit_code}; last lines:\n"
+            f"{tail(life.log)}"
+        )
+    if await invariants.lease_held(database_url, ACCOUNT):
+        outcome.violations.append(f"life {life.index}: graceful stop left the lease held")
 
 
 async def _observe(
@@ -506,8 +539,8 @@ def total_counts(outcomes: list[SeedOutcome]) -> Counter[str]:
                 counts[
                     f"crash:{name}" if life.crashed_itself else f"crash:{name}(not reached)"
                 ] += 1
-            elif life.mode == "random_kill":
-                counts["random_kill"] += 1
+            elif life.mode in ("random_kill", "graceful_stop"):
+                counts[life.mode] += 1
             if not life.started:
                 counts["life_killed_before_ready"] += 1
     return counts

@@ -6,6 +6,7 @@ hand-built worlds; :func:`observe` builds the world from a running simulator and
 
 from __future__ import annotations
 
+import json
 from collections import defaultdict
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
@@ -56,6 +57,16 @@ class LedgerOrder:
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)
+class Incident:
+    """An incident the ledger still has open at the end of the seed."""
+
+    id: int
+    kind: str
+    message: str
+    details: Mapping[str, Any]
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
 class World:
     prefix: str
     venue_orders: Sequence[VenueOrder]
@@ -67,6 +78,10 @@ class World:
     ledger_fills: Sequence[Trade]
     #: ``positions`` view, summed over strategies, per symbol
     ledger_positions: Mapping[str, Decimal] = field(default_factory=dict)
+    open_incidents: Sequence[Incident] = ()
+    #: per asset, what moved the venue balance outside trading (deposits, withdrawals, manual
+    #: trades); the chaos world injects none, so no balance drift is ever justified there
+    external_changes: Mapping[str, Decimal] = field(default_factory=dict)
 
 
 def check(world: World) -> list[str]:
@@ -76,6 +91,7 @@ def check(world: World) -> list[str]:
         *_fills_match(world),
         *_positions_match(world),
         *_states_agree(world),
+        *_incidents_justified(world),
     ]
 
 
@@ -174,6 +190,31 @@ def _states_agree(world: World) -> list[str]:
     return out
 
 
+def _incidents_justified(world: World) -> list[str]:
+    """Every incident still open must be true of the venue's ground truth: an incident whose
+    cause was only in flight (a fill not yet recorded) paused trading for nothing."""
+    out: list[str] = []
+    venue_by_id = {o.client_order_id: o for o in world.venue_orders}
+    known = {o.client_order_id for o in world.ledger_orders}
+    for incident in world.open_incidents:
+        details = incident.details
+        if incident.kind == "balance_drift":
+            justified = bool(world.external_changes.get(str(details.get("asset")), ZERO))
+        elif incident.kind == "unknown_venue_order":
+            coid = str(details.get("client_order_id"))
+            justified = coid in venue_by_id and coid not in known
+        elif incident.kind == "fills_missing":
+            coid = str(details.get("client_order_id"))
+            venue_qty = sum((t.qty for t in world.venue_trades if t.client_order_id == coid), ZERO)
+            ledger_qty = sum((t.qty for t in world.ledger_fills if t.client_order_id == coid), ZERO)
+            justified = venue_qty > ledger_qty
+        else:
+            justified = False  # strategy failures, auth and loss halts have no cause here
+        if not justified:
+            out.append(f"unjustified incident {incident.id} ({incident.kind}): {incident.message}")
+    return out
+
+
 # -- observation ---------------------------------------------------------------------------------
 
 
@@ -218,7 +259,7 @@ async def connect(url: URL) -> Any:
 
 async def ledger_view(
     url: URL, account: str
-) -> tuple[list[LedgerOrder], list[Trade], dict[str, Decimal]]:
+) -> tuple[list[LedgerOrder], list[Trade], dict[str, Decimal], list[Incident]]:
     conn = await connect(url)
     try:
         orders = await conn.fetch(
@@ -233,6 +274,9 @@ async def ledger_view(
         positions = await conn.fetch(
             "SELECT symbol, sum(net_qty) AS net FROM positions WHERE account = $1 GROUP BY symbol",
             account,
+        )
+        incidents = await conn.fetch(
+            "SELECT id, kind, message, details FROM incidents WHERE resolved_at IS NULL ORDER BY id"
         )
     finally:
         await conn.close()
@@ -260,14 +304,34 @@ async def ledger_view(
             for r in fills
         ],
         {r["symbol"]: r["net"] for r in positions},
+        [
+            Incident(
+                id=r["id"],
+                kind=r["kind"],
+                message=r["message"],
+                details=json.loads(r["details"]),
+            )
+            for r in incidents
+        ],
     )
+
+
+async def lease_held(url: URL, account: str) -> bool:
+    conn = await connect(url)
+    try:
+        held = await conn.fetchval(
+            "SELECT count(*) FROM leases WHERE account = $1 AND expires_at > now()", account
+        )
+    finally:
+        await conn.close()
+    return bool(held)
 
 
 async def observe(
     state: SimulatorState, initial: Mapping[str, Decimal], url: URL, *, account: str, prefix: str
 ) -> World:
     # ledger first: whatever it holds, the venue already held (the venue is the source)
-    ledger_orders, ledger_fills, positions = await ledger_view(url, account)
+    ledger_orders, ledger_fills, positions, incidents = await ledger_view(url, account)
     orders, trades, bases, change = venue_view(state, initial)
     return World(
         prefix=prefix,
@@ -278,4 +342,5 @@ async def observe(
         ledger_orders=ledger_orders,
         ledger_fills=ledger_fills,
         ledger_positions=positions,
+        open_incidents=incidents,
     )

@@ -6,7 +6,15 @@ import dataclasses
 from decimal import Decimal
 
 from engine.domain.types import OrderState, VenueOrderStatus
-from tests.chaos.invariants import LedgerOrder, Trade, VenueOrder, World, check, converged
+from tests.chaos.invariants import (
+    Incident,
+    LedgerOrder,
+    Trade,
+    VenueOrder,
+    World,
+    check,
+    converged,
+)
 
 D = Decimal
 
@@ -110,3 +118,45 @@ def test_a_ledger_order_the_venue_never_had_must_be_rejected_or_expired() -> Non
     assert [v for v in violations if v.startswith("never placed:")] == [
         "never placed: tctl-b is OPEN, the venue never had it"
     ]
+
+
+def drift_incident(asset: str = "BTC") -> Incident:
+    return Incident(
+        id=1,
+        kind="balance_drift",
+        message="strategy churn-btc paused: venue balance BTC differs from ledger by 0.001",
+        details={"asset": asset, "difference": "0.001"},
+    )
+
+
+def test_a_balance_drift_with_no_external_change_behind_it_is_unjustified() -> None:
+    [violation] = check(world(open_incidents=[drift_incident()]))
+    assert "unjustified incident 1 (balance_drift)" in violation
+
+
+def test_a_balance_drift_behind_a_deposit_is_justified() -> None:
+    deposit = world(open_incidents=[drift_incident()], external_changes={"BTC": D("0.5")})
+    assert check(deposit) == []
+
+
+def test_an_unknown_order_incident_is_justified_only_while_the_ledger_lacks_the_order() -> None:
+    incident = Incident(
+        id=2,
+        kind="unknown_venue_order",
+        message="symbol BTCUSDT paused",
+        details={"client_order_id": "tctl-a"},
+    )
+    assert check(world(open_incidents=[incident])) != []  # the ledger knows tctl-a
+    unknown = dataclasses.replace(incident, details={"client_order_id": "tctl-zz"})
+    venue = [*world().venue_orders, dataclasses.replace(world().venue_orders[0], order_id=8)]
+    venue[1] = dataclasses.replace(venue[1], client_order_id="tctl-zz")
+    violations = check(world(open_incidents=[unknown], venue_orders=venue))
+    assert not [v for v in violations if v.startswith("unjustified")], violations
+
+
+def test_a_fills_missing_incident_is_unjustified_once_the_fills_are_in() -> None:
+    incident = Incident(
+        id=3, kind="fills_missing", message="order tctl-a", details={"client_order_id": "tctl-a"}
+    )
+    [violation] = check(world(open_incidents=[incident]))
+    assert "unjustified incident 3 (fills_missing)" in violation

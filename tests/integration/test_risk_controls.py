@@ -37,6 +37,10 @@ A = StrategyId("strat-a")
 B = StrategyId("strat-b")
 
 
+#: the rig's balance settle window, in seconds of its hand-moved clock
+SETTLE_S = 5.0
+
+
 class Rig:
     def __init__(self, db_engine: AsyncEngine, venue: PaperVenue, clock: Clock, limits: Limits):
         self.ledger = Ledger(db_engine, account=ACCOUNT, venue=venue.name, clock=clock)
@@ -64,7 +68,12 @@ class Rig:
             on_fills=lambda fills: self.portfolio.mark_dirty(),
         )
         self.reconciler = Reconciler(
-            ledger=self.ledger, execution=self.execution, prefix=PREFIX, balance_tolerance="1e-8"
+            ledger=self.ledger,
+            execution=self.execution,
+            prefix=PREFIX,
+            balance_tolerance="1e-8",
+            settle_s=SETTLE_S,
+            monotonic=lambda: clock().timestamp(),
         )
 
 
@@ -208,7 +217,11 @@ async def test_an_unknown_venue_order_and_a_balance_drift_pause_the_right_scope_
             time_in_force=TimeInForce.GTC,
         )
     )
-    for _ in range(3):
+    first = await r.reconciler.reconcile()
+    assert first.balance_drifts == [], "a drift is confirmed only after the settle window"
+    assert "not confirmed yet" in first.balances_note
+    for _ in range(2):
+        clock.advance(SETTLE_S)
         report = await r.reconciler.reconcile()
     incidents = await r.ledger.incidents.read()
     kinds = sorted(i.kind for i in incidents)
