@@ -64,6 +64,8 @@ FILL_LOOKBACK = timedelta(minutes=10)
 
 #: looks at a suspected drift before strategies start (each after the settle window)
 STARTUP_CONFIRMATIONS = 3
+#: looks per pass when fills keep arriving during the check
+COMPARE_ATTEMPTS = 5
 MIN_RECHECK_S = 0.2
 
 
@@ -172,7 +174,12 @@ class Reconciler:
             log.warning("balance check skipped", reason=report.balances_note)
             return
         try:
-            compared = await self._compare()
+            # A strategy trading every second moves the fill watermark during many checks:
+            # look again at once rather than leave the balances unchecked until the next pass.
+            for _ in range(COMPARE_ATTEMPTS):
+                compared = await self._compare()
+                if compared is not None:
+                    break
         except VenueError as exc:
             report.balances_note = f"not compared: the venue's trades could not be fetched ({exc})"
             log.info("balance check skipped", reason=report.balances_note)
