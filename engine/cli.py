@@ -92,16 +92,28 @@ def migrate() -> None:
     _run(go)
 
 
+AllAccountsOpt = Annotated[
+    bool,
+    typer.Option(
+        "--all-accounts", help="Every account's, not only TRADECTL_ACCOUNT's (and the global)."
+    ),
+]
+
+
 @app.command()
-def status() -> None:
-    """Orders by state, positions, active controls and open incidents, from the ledger."""
+def status(all_accounts: AllAccountsOpt = False) -> None:
+    """Orders by state, positions, active controls and open incidents of the engine's account
+    (TRADECTL_ACCOUNT), from the ledger."""
     settings = _settings()
 
     async def go() -> None:
-        from engine.status import ledger_status
+        from engine.status import all_accounts_status, ledger_status
 
         async with open_database(settings) as db:
-            console.print(await ledger_status(db.engine, settings.account))
+            if all_accounts:
+                console.print(await all_accounts_status(db.engine))
+            else:
+                console.print(await ledger_status(db.engine, settings.account))
             console.print(f"inspect with SQL: {db.psql}")
 
     _run(go)
@@ -229,11 +241,23 @@ def backtest(
 StrategyOpt = Annotated[str | None, typer.Option("--strategy", help="Only this strategy.")]
 SymbolOpt = Annotated[str | None, typer.Option("--symbol", help="Only this symbol.")]
 ReasonOpt = Annotated[str, typer.Option("--reason", help="Why: recorded with the control.")]
+GlobalOpt = Annotated[
+    bool, typer.Option("--global", help="Every account on this ledger, not only this one.")
+]
 
 
-def _scope(strategy: str | None, symbol: str | None, account: str) -> tuple[ControlScope, str]:
+def _scope(
+    strategy: str | None, symbol: str | None, account: str, everywhere: bool = False
+) -> tuple[ControlScope, str]:
+    """Strategy and symbol controls act within the engine's account (TRADECTL_ACCOUNT): the
+    same strategy id in another account is another account's strategy. Only ``--global``
+    reaches every account."""
     if strategy and symbol:
         raise typer.BadParameter("give --strategy or --symbol, not both")
+    if everywhere:
+        if strategy or symbol:
+            raise typer.BadParameter("--global covers everything: no --strategy or --symbol")
+        return ControlScope.GLOBAL, "*"
     if strategy:
         return ControlScope.STRATEGY, strategy
     if symbol:
@@ -241,49 +265,73 @@ def _scope(strategy: str | None, symbol: str | None, account: str) -> tuple[Cont
     return ControlScope.ACCOUNT, account
 
 
-def _set(kind: ControlKind, strategy: str | None, symbol: str | None, reason: str) -> None:
+def _where(scope: ControlScope, target: str, account: str) -> str:
+    if scope is ControlScope.GLOBAL:
+        return "every account (global)"
+    if scope is ControlScope.ACCOUNT:
+        return f"account {target!r}"
+    return f"{scope.value} {target!r} in account {account!r}"
+
+
+def _set(
+    kind: ControlKind,
+    strategy: str | None,
+    symbol: str | None,
+    reason: str,
+    everywhere: bool = False,
+) -> None:
     settings = _settings()
-    scope, target = _scope(strategy, symbol, settings.account)
+    scope, target = _scope(strategy, symbol, settings.account, everywhere)
 
     async def go() -> None:
         async with open_database(settings) as db:
             control = await _ledger(db, settings).controls.set(
                 scope, target, kind, reason=reason, set_by=f"cli:{getpass.getuser()}"
             )
-            console.print(
-                f"{kind.value} set on {scope.value} {target!r} (control {control.id}): {reason}"
-            )
+            where = _where(scope, target, settings.account)
+            console.print(f"{kind.value} set on {where} (control {control.id}): {reason}")
 
     _run(go)
 
 
-def _clear(kind: ControlKind, strategy: str | None, symbol: str | None) -> None:
+def _clear(
+    kind: ControlKind, strategy: str | None, symbol: str | None, everywhere: bool = False
+) -> None:
     settings = _settings()
-    scope, target = _scope(strategy, symbol, settings.account)
+    scope, target = _scope(strategy, symbol, settings.account, everywhere)
 
     async def go() -> None:
         async with open_database(settings) as db:
             cleared = await _ledger(db, settings).controls.clear(
                 scope, target, kind, cleared_by=f"cli:{getpass.getuser()}"
             )
+            where = _where(scope, target, settings.account)
             if cleared:
-                console.print(f"{kind.value} cleared on {scope.value} {target!r}")
+                console.print(f"{kind.value} cleared on {where}")
             else:
-                console.print(f"no active {kind.value} on {scope.value} {target!r}")
+                console.print(f"no active {kind.value} on {where}")
 
     _run(go)
 
 
 @app.command()
-def halt(strategy: StrategyOpt = None, symbol: SymbolOpt = None, reason: ReasonOpt = "") -> None:
-    """Kill switch: no new orders (cancels and reconciliation keep working)."""
-    _set(ControlKind.HALT, strategy, symbol, reason or "halted from the CLI")
+def halt(
+    strategy: StrategyOpt = None,
+    symbol: SymbolOpt = None,
+    reason: ReasonOpt = "",
+    everywhere: GlobalOpt = False,
+) -> None:
+    """Kill switch for the account (``--global``: every account): no new orders (cancels and
+    reconciliation keep working)."""
+    _set(ControlKind.HALT, strategy, symbol, reason or "halted from the CLI", everywhere)
 
 
 @app.command()
-def unhalt(strategy: StrategyOpt = None, symbol: SymbolOpt = None) -> None:
-    """Lift a halt."""
-    _clear(ControlKind.HALT, strategy, symbol)
+def unhalt(
+    strategy: StrategyOpt = None, symbol: SymbolOpt = None, everywhere: GlobalOpt = False
+) -> None:
+    """Lift a halt (``--global``: the global one)."""
+    _clear(ControlKind.HALT, strategy, symbol, everywhere)
 
 
 @app.command()
@@ -313,17 +361,18 @@ def reduce_only(
 
 
 @app.command()
-def controls() -> None:
-    """List the active controls."""
+def controls(all_accounts: AllAccountsOpt = False) -> None:
+    """List the active controls covering the engine's account (its own and the global ones)."""
     settings = _settings()
 
     async def go() -> None:
         async with open_database(settings) as db:
-            table = Table("id", "scope", "target", "kind", "reason", "set_by", "set_at")
-            for c in await _ledger(db, settings).controls.active():
+            ledger = _ledger(db, settings)
+            table = Table("id", "account", "scope", "target", "kind", "reason", "set_by", "set_at")
+            for c in await ledger.controls.active(all_accounts=all_accounts):
                 table.add_row(
-                    str(c.id), c.scope.value, c.target, c.kind.value, c.reason, c.set_by,
-                    c.set_at.isoformat(timespec="seconds"),
+                    str(c.id), c.account or "(all)", c.scope.value, c.target, c.kind.value,
+                    c.reason, c.set_by, c.set_at.isoformat(timespec="seconds"),
                 )  # fmt: skip
             console.print(table)
 
@@ -494,19 +543,24 @@ def cancel_all(
 def incidents(
     ctx: typer.Context,
     all_: Annotated[bool, typer.Option("--all", help="Include resolved incidents.")] = False,
+    all_accounts: AllAccountsOpt = False,
 ) -> None:
-    """List open incidents (``--all`` for resolved ones too)."""
+    """List the account's open incidents (``--all`` for resolved ones too, ``--all-accounts``
+    for every account's)."""
     if ctx.invoked_subcommand is not None:
         return
     settings = _settings()
 
     async def go() -> None:
         async with open_database(settings) as db:
-            table = Table("id", "opened_at", "severity", "kind", "scope", "message", "resolved_at")
-            for i in await _ledger(db, settings).incidents.read(open_only=not all_):
+            table = Table(
+                "id", "opened_at", "account", "severity", "kind", "scope", "message", "resolved_at"
+            )
+            ledger = _ledger(db, settings)
+            for i in await ledger.incidents.read(open_only=not all_, all_accounts=all_accounts):
                 table.add_row(
-                    str(i.id), i.opened_at.isoformat(timespec="seconds"), i.severity, i.kind,
-                    i.scope, i.message,
+                    str(i.id), i.opened_at.isoformat(timespec="seconds"), i.account, i.severity,
+                    i.kind, i.scope, i.message,
                     i.resolved_at.isoformat(timespec="seconds") if i.resolved_at else "",
                 )  # fmt: skip
             console.print(table)
@@ -519,7 +573,7 @@ def incidents_resolve(
     incident_id: Annotated[int, typer.Argument(help="The incident's id.")],
     note: Annotated[str, typer.Option("--note", help="What was checked and done.")],
 ) -> None:
-    """Close an incident with a note."""
+    """Close an incident of the engine's account (TRADECTL_ACCOUNT) with a note."""
     settings = _settings()
 
     async def go() -> None:
@@ -527,7 +581,7 @@ def incidents_resolve(
             if await _ledger(db, settings).incidents.resolve(incident_id, note):
                 console.print(f"incident {incident_id} resolved")
             else:
-                err.print(f"incident {incident_id} is not open")
+                err.print(f"incident {incident_id} is not open in account {settings.account!r}")
                 raise typer.Exit(1)
 
     _run(go)

@@ -1,4 +1,4 @@
-"""A compact status of one account, read from the ledger's public views."""
+"""A compact status of one account (or of each account), read from the ledger."""
 
 from __future__ import annotations
 
@@ -27,7 +27,7 @@ _POSITIONS = text(
              AS other_fees,
            count(*) AS fills
     FROM fills f
-    JOIN orders o ON o.client_order_id = f.client_order_id
+    JOIN orders o ON o.client_order_id = f.client_order_id AND o.account = f.account
     LEFT JOIN instruments i ON i.venue = f.venue AND i.symbol = f.symbol
     WHERE o.account = :account
     GROUP BY o.strategy_id, f.symbol
@@ -37,12 +37,33 @@ _POSITIONS = text(
 _DECISIONS = text(
     "SELECT outcome, count(*) FROM decisions WHERE account = :account GROUP BY outcome"
 )
-_OPEN_INCIDENTS = text("SELECT count(*) FROM incidents WHERE resolved_at IS NULL")
-_CONTROLS = text("SELECT scope, target, kind FROM controls WHERE active ORDER BY id")
+_OPEN_INCIDENTS = text(
+    "SELECT count(*) FROM incidents WHERE resolved_at IS NULL AND account = :account"
+)
+# What covers the account: its own controls and the global ones (they cover every account).
+_CONTROLS = text(
+    """SELECT scope, target, kind FROM controls
+    WHERE active AND (account IS NULL OR account = :account) ORDER BY id"""
+)
+# Every account the ledger knows of, for `tradectl status --all-accounts`.
+_ACCOUNTS = text(
+    """SELECT account FROM leases UNION SELECT account FROM decisions
+    UNION SELECT account FROM controls WHERE active AND account IS NOT NULL
+    UNION SELECT account FROM incidents WHERE resolved_at IS NULL
+    ORDER BY 1"""
+)
 
 
 def _fmt(value: Decimal) -> str:
     return f"{value.normalize():f}"
+
+
+async def all_accounts_status(engine: AsyncEngine) -> str:
+    """One :func:`ledger_status` section per account the ledger knows of."""
+    async with engine.connect() as conn:
+        accounts = list((await conn.execute(_ACCOUNTS)).scalars())
+    sections = [f"account {a}:\n{await ledger_status(engine, a)}" for a in accounts]
+    return "\n".join(sections) or "no accounts"
 
 
 async def ledger_status(
@@ -50,12 +71,13 @@ async def ledger_status(
 ) -> str:
     """``marks`` (latest mid per symbol) turn positions into P&L; without them (the CLI, which
     has no market data) the cash flow is shown."""
+    params = {"account": account}
     async with engine.connect() as conn:
-        states = (await conn.execute(_ORDERS_BY_STATE, {"account": account})).all()
-        positions = (await conn.execute(_POSITIONS, {"account": account})).all()
-        decisions = (await conn.execute(_DECISIONS, {"account": account})).all()
-        incidents = (await conn.execute(_OPEN_INCIDENTS)).scalar_one()
-        controls = (await conn.execute(_CONTROLS)).all()
+        states = (await conn.execute(_ORDERS_BY_STATE, params)).all()
+        positions = (await conn.execute(_POSITIONS, params)).all()
+        decisions = (await conn.execute(_DECISIONS, params)).all()
+        incidents = (await conn.execute(_OPEN_INCIDENTS, params)).scalar_one()
+        controls = (await conn.execute(_CONTROLS, params)).all()
     lines = [
         "orders: " + (", ".join(f"{s}={n}" for s, n in states) or "none"),
         "decisions: " + (", ".join(f"{o}={n}" for o, n in decisions) or "none"),

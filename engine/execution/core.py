@@ -122,7 +122,7 @@ class Execution(Recovery):
         self._denials: list[DecisionRecord] = []
         self._owed = {}
         self._rules: dict[Symbol, InstrumentRules] = {}
-        self.committed = CommittedFacts()
+        self.committed = CommittedFacts(config.account)
         self._outstanding = 0
         self._idle = asyncio.Condition()
         self._send_slots = asyncio.Semaphore(config.max_in_flight)

@@ -99,10 +99,13 @@ class CommittedFacts:
     writes are idempotent anyway.
     """
 
-    def __init__(self, capacity: int = 20_000) -> None:
+    def __init__(self, account: str, capacity: int = 20_000) -> None:
+        #: a trade id identifies a fill only within one account (as in the ledger's unique key);
+        #: the account is part of the key so a shared instance could never merge two accounts
+        self.account = account
         self.capacity = capacity
         self._orders: OrderedDict[ClientOrderId, Order] = OrderedDict()
-        self._fills: OrderedDict[tuple[str, str, str], None] = OrderedDict()
+        self._fills: OrderedDict[tuple[str, str, str, str], None] = OrderedDict()
 
     def remember(self, order: Order, fills: Iterable[FillReport] = ()) -> None:
         self._orders[order.client_order_id] = order
@@ -113,12 +116,15 @@ class CommittedFacts:
 
     def remember_fills(self, fills: Iterable[FillReport]) -> None:
         for fill in fills:
-            self._fills[(fill.venue, fill.symbol, fill.trade_id)] = None
+            self._fills[self._key(fill)] = None
         while len(self._fills) > self.capacity:
             self._fills.popitem(last=False)
 
+    def _key(self, fill: FillReport) -> tuple[str, str, str, str]:
+        return (self.account, fill.venue, fill.symbol, fill.trade_id)
+
     def has_fill(self, fill: FillReport) -> bool:
-        return (fill.venue, fill.symbol, fill.trade_id) in self._fills
+        return self._key(fill) in self._fills
 
     def adds_nothing(self, report: OrderReport) -> bool:
         order = self._orders.get(report.client_order_id)

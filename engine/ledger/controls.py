@@ -29,14 +29,18 @@ CONTROLS_LOCK_KEY = int.from_bytes(b"tradectl", "big", signed=True)
 
 _BLOCKING_KINDS = (ControlKind.HALT, ControlKind.PAUSE)
 
+# Only the global controls and this account's own: a strategy or symbol paused in another
+# account is that account's business.
 COVERING_CONTROLS = """
-    SELECT c.id, c.scope, c.target, c.kind, c.active, c.reason, c.set_by, c.set_at
+    SELECT c.id, c.scope, c.account, c.target, c.kind, c.active, c.reason, c.set_by, c.set_at
     FROM controls c
     WHERE c.active AND (
         c.scope = 'global'
-        OR (c.scope = 'account' AND c.target = :account)
-        OR (c.scope = 'strategy' AND c.target = ANY(CAST(:strategy_ids AS text[])))
-        OR (c.scope = 'symbol' AND c.target = ANY(CAST(:symbols AS text[])))
+        OR (c.account = :account AND (
+            c.scope = 'account'
+            OR (c.scope = 'strategy' AND c.target = ANY(CAST(:strategy_ids AS text[])))
+            OR (c.scope = 'symbol' AND c.target = ANY(CAST(:symbols AS text[])))
+        ))
     )
 """
 
@@ -62,14 +66,17 @@ SQL_REDUCE_ONLY_FACTS = Statement(
     """
 )
 
-_CONTROL_COLUMNS = "id, scope, target, kind, active, reason, set_by, set_at"
+_CONTROL_COLUMNS = "id, scope, account, target, kind, active, reason, set_by, set_at"
+# :account is NULL for a global control; the unique index treats NULLs as equal, so the
+# conflict target holds for global controls too.
 SQL_SET_CONTROL = Statement(
     f"""
     WITH lk AS (SELECT pg_advisory_xact_lock(:lock_key)),
     ins AS (
-        INSERT INTO controls (scope, target, kind, active, reason, set_by, set_at)
-        SELECT :scope, :target, :kind, true, :reason, :set_by, :now FROM lk
-        ON CONFLICT (scope, target, kind) WHERE active DO NOTHING
+        INSERT INTO controls (scope, account, target, kind, active, reason, set_by, set_at)
+        SELECT :scope, CAST(:account AS text), :target, :kind, true, :reason, :set_by, :now
+        FROM lk
+        ON CONFLICT (account, scope, target, kind) WHERE active DO NOTHING
         RETURNING {_CONTROL_COLUMNS}
     )
     SELECT {_CONTROL_COLUMNS} FROM ins
@@ -77,22 +84,32 @@ SQL_SET_CONTROL = Statement(
 )
 SQL_ACTIVE_CONTROL = Statement(
     f"""SELECT {_CONTROL_COLUMNS} FROM controls
-    WHERE scope = :scope AND target = :target AND kind = :kind AND active"""
+    WHERE account IS NOT DISTINCT FROM CAST(:account AS text) AND scope = :scope
+      AND target = :target AND kind = :kind AND active"""
 )
 SQL_CLEAR_CONTROL = Statement(
     """
     UPDATE controls SET active = false, cleared_at = :now, cleared_by = :cleared_by
-    WHERE scope = :scope AND target = :target AND kind = :kind AND active
+    WHERE account IS NOT DISTINCT FROM CAST(:account AS text) AND scope = :scope
+      AND target = :target AND kind = :kind AND active
     RETURNING id
     """
 )
-SQL_ACTIVE_CONTROLS = Statement(f"SELECT {_CONTROL_COLUMNS} FROM controls WHERE active ORDER BY id")
+# What covers this account: its own controls and the global ones.
+SQL_ACTIVE_CONTROLS = Statement(
+    f"""SELECT {_CONTROL_COLUMNS} FROM controls
+    WHERE active AND (account IS NULL OR account = :account) ORDER BY id"""
+)
+SQL_ACTIVE_CONTROLS_ALL_ACCOUNTS = Statement(
+    f"SELECT {_CONTROL_COLUMNS} FROM controls WHERE active ORDER BY id"
+)
 
 
 def _control(m: asyncpg.Record) -> Control:
     return Control(
         id=m["id"],
         scope=ControlScope(m["scope"]),
+        account=m["account"],
         target=m["target"],
         kind=ControlKind(m["kind"]),
         active=m["active"],
@@ -103,7 +120,12 @@ def _control(m: asyncpg.Record) -> Control:
 
 
 def _describe(control: Control) -> str:
-    target = "everything" if control.scope is ControlScope.GLOBAL else control.target
+    if control.scope is ControlScope.GLOBAL:
+        target = "everything (all accounts)"
+    elif control.scope is ControlScope.ACCOUNT:
+        target = control.target
+    else:
+        target = f"{control.target} in account {control.account}"
     return (
         f"{control.kind.value} on {control.scope.value} {target} "
         f"(set by {control.set_by} at {control.set_at.isoformat()}: {control.reason})"
@@ -111,9 +133,11 @@ def _describe(control: Control) -> str:
 
 
 def _covers(control: Control, account: str, decision: DecisionRecord) -> bool:
+    if control.scope is ControlScope.GLOBAL:
+        return True
+    if control.account != account:
+        return False
     match control.scope:
-        case ControlScope.GLOBAL:
-            return True
         case ControlScope.ACCOUNT:
             return control.target == account
         case ControlScope.STRATEGY:
@@ -228,7 +252,12 @@ class Controls(LedgerPart):
         """Activate a control (survives restarts). Idempotent: while one of the same scope,
         target and kind is active, that one is returned unchanged."""
         target = _control_target(scope, target)
-        params = {"scope": scope.value, "target": target, "kind": kind.value}
+        params = {
+            "account": self._control_account(scope, target),
+            "scope": scope.value,
+            "target": target,
+            "kind": kind.value,
+        }
         async with self._connection() as db:
             row = (
                 await SQL_SET_CONTROL.run(
@@ -259,6 +288,7 @@ class Controls(LedgerPart):
                 await SQL_CLEAR_CONTROL.run(
                     db,
                     {
+                        "account": self._control_account(scope, target),
                         "scope": scope.value,
                         "target": target,
                         "kind": kind.value,
@@ -269,6 +299,21 @@ class Controls(LedgerPart):
             ).first()
         return row is not None
 
-    async def active(self) -> list[Control]:
+    def _control_account(self, scope: ControlScope, target: str) -> str | None:
+        """The account column of a control: none for the explicit global scope, the target for
+        an account control, else (strategy, symbol) the account this ledger writes."""
+        if scope is ControlScope.GLOBAL:
+            return None
+        if scope is ControlScope.ACCOUNT:
+            return target
+        return self.account
+
+    async def active(self, *, all_accounts: bool = False) -> list[Control]:
+        """The active controls covering this account (its own and the global ones); with
+        ``all_accounts``, every account's."""
         async with self._connection() as db:
-            return [_control(row) for row in await SQL_ACTIVE_CONTROLS.run(db)]
+            if all_accounts:
+                result = await SQL_ACTIVE_CONTROLS_ALL_ACCOUNTS.run(db)
+            else:
+                result = await SQL_ACTIVE_CONTROLS.run(db, {"account": self.account})
+            return [_control(row) for row in result]

@@ -20,13 +20,14 @@ from engine.venues.base import FillReport
 SQL_LOCK_ORDERS = Statement(
     """
     SELECT client_order_id, state, requested_qty FROM orders
-    WHERE client_order_id = ANY(CAST(:client_order_ids AS text[]))
+    WHERE client_order_id = ANY(CAST(:client_order_ids AS text[])) AND account = :account
     ORDER BY client_order_id
     FOR UPDATE
     """
 )
 
-# Insert fills (duplicates by trade id are skipped) and return, per locked order, the fill sum
+# Insert fills (duplicates by the account's trade id are skipped: the same trade id in another
+# account is another account's trade) and return, per locked order, the fill sum
 # including the rows just inserted (this statement's snapshot cannot see its own inserts).
 INSERT_FILLS = """
     INSERT INTO fills (venue, symbol, trade_id, client_order_id, venue_order_id, account,
@@ -43,7 +44,7 @@ INSERT_FILLS = """
         CAST(:f_venue_ts AS timestamptz[]), CAST(:f_received_at AS timestamptz[])
     ) AS t(venue, symbol, trade_id, client_order_id, venue_order_id, side, qty, price, fee,
            fee_asset, liquidity, venue_ts, received_at)
-    ON CONFLICT (venue, symbol, trade_id) DO NOTHING
+    ON CONFLICT (account, venue, symbol, trade_id) DO NOTHING
 """
 
 # The target-state lookup passed to the one-statement paths: (from state, fill bucket) -> to
@@ -68,20 +69,23 @@ SQL_APPEND_FILLS = Statement(
     f"""
     WITH cur AS (
         SELECT o.client_order_id, o.state, o.requested_qty, o.xmin AS locked_xmin
-        FROM orders o WHERE o.client_order_id = ANY(CAST(:client_order_ids AS text[]))
+        FROM orders o
+        WHERE o.client_order_id = ANY(CAST(:client_order_ids AS text[])) AND o.account = :account
         ORDER BY o.client_order_id
         FOR UPDATE
     ),
     snap AS (
         SELECT o.client_order_id, o.xmin AS snap_xmin
-        FROM orders o WHERE o.client_order_id = ANY(CAST(:client_order_ids AS text[]))
+        FROM orders o
+        WHERE o.client_order_id = ANY(CAST(:client_order_ids AS text[])) AND o.account = :account
     ),
     ins AS ({INSERT_FILLS} RETURNING venue, symbol, trade_id, client_order_id, qty),
     tot AS (
         SELECT cur.client_order_id, cur.state, cur.requested_qty,
                cur.locked_xmin IS DISTINCT FROM s.snap_xmin AS stale,
                COALESCE(
-                   (SELECT sum(x.qty) FROM fills x WHERE x.client_order_id = cur.client_order_id),
+                   (SELECT sum(x.qty) FROM fills x
+                    WHERE x.client_order_id = cur.client_order_id AND x.account = :account),
                    0
                ) + n.qty AS filled_qty
         FROM cur
@@ -116,7 +120,11 @@ SQL_APPEND_FILLS = Statement(
 SQL_FILL_TOTALS = Statement(
     """
     SELECT l.client_order_id,
-           COALESCE((SELECT sum(x.qty) FROM fills x WHERE x.client_order_id = l.client_order_id), 0)
+           COALESCE(
+               (SELECT sum(x.qty) FROM fills x
+                WHERE x.client_order_id = l.client_order_id AND x.account = :account),
+               0
+           )
     FROM unnest(CAST(:client_order_ids AS text[])) AS l(client_order_id)
     """
 )
@@ -270,9 +278,11 @@ def _fill_driven_state(current: OrderState, filled: Decimal, requested: Decimal)
 
 
 async def fill_totals(
-    db: asyncpg.Connection, client_order_ids: Sequence[str]
+    db: asyncpg.Connection, account: str, client_order_ids: Sequence[str]
 ) -> dict[str, Decimal]:
-    result = await SQL_FILL_TOTALS.run(db, {"client_order_ids": list(client_order_ids)})
+    result = await SQL_FILL_TOTALS.run(
+        db, {"account": account, "client_order_ids": list(client_order_ids)}
+    )
     return {coid: total for coid, total in map(tuple, result)}
 
 
@@ -281,7 +291,8 @@ class Fills(LedgerPart):
 
     @retry_transient
     async def append(self, fills: Sequence[FillReport]) -> list[FillReport]:
-        """Record fills (idempotent by ``(venue, symbol, trade_id)``); return the new ones.
+        """Record fills (idempotent by ``(account, venue, symbol, trade_id)``); return the new
+        ones.
 
         In the same transaction, each affected non-terminal order moves to ``PARTIALLY_FILLED``
         or ``FILLED`` from the sum of its fills. A fill on a terminal order (a late fill after a
@@ -317,9 +328,11 @@ class Fills(LedgerPart):
         """The slow path of append: lock, then read the sums, then move."""
         async with self._tx() as db:
             locked = list(
-                await SQL_LOCK_ORDERS.run(db, {"client_order_ids": list(client_order_ids)})
+                await SQL_LOCK_ORDERS.run(
+                    db, {"account": self.account, "client_order_ids": list(client_order_ids)}
+                )
             )
-            totals = await fill_totals(db, client_order_ids)
+            totals = await fill_totals(db, self.account, client_order_ids)
             moves: list[tuple[str, OrderState, OrderState]] = []
             for row in locked:
                 current = OrderState(row["state"])

@@ -11,28 +11,37 @@ from engine.ledger.records import Incident
 from engine.ledger.statements import Statement, dumps, from_json, retry_transient
 
 _INCIDENT_COLUMNS = (
-    "id, opened_at, kind, scope, severity, message, details, resolved_at, resolution_note"
+    "id, opened_at, account, kind, scope, severity, message, details, resolved_at, resolution_note"
 )
+# Incidents belong to the account whose engine opened them: the same mismatch (a dedupe key
+# such as ``fills_missing:<client order id>``) in two accounts is two incidents.
 SQL_OPEN_INCIDENT = Statement(
     f"""
-    INSERT INTO incidents (opened_at, kind, scope, severity, message, details, dedupe_key)
-    VALUES (:now, :kind, :scope, :severity, :message, CAST(:details AS jsonb), :dedupe_key)
-    ON CONFLICT (dedupe_key) WHERE resolved_at IS NULL DO NOTHING
+    INSERT INTO incidents (opened_at, account, kind, scope, severity, message, details,
+                           dedupe_key)
+    VALUES (:now, :account, :kind, :scope, :severity, :message, CAST(:details AS jsonb),
+            :dedupe_key)
+    ON CONFLICT (account, dedupe_key) WHERE resolved_at IS NULL DO NOTHING
     RETURNING {_INCIDENT_COLUMNS}
     """
 )
 SQL_OPEN_INCIDENT_BY_KEY = Statement(
     f"""SELECT {_INCIDENT_COLUMNS} FROM incidents
-    WHERE dedupe_key = :dedupe_key AND resolved_at IS NULL"""
+    WHERE account = :account AND dedupe_key = :dedupe_key AND resolved_at IS NULL"""
 )
+# :all_accounts is the operator's explicit `--all-accounts`; otherwise one account's.
+_WHICH = "(CAST(:all_accounts AS boolean) OR account = :account)"
 SQL_OPEN_INCIDENTS = Statement(
-    f"SELECT {_INCIDENT_COLUMNS} FROM incidents WHERE resolved_at IS NULL ORDER BY opened_at, id"
+    f"""SELECT {_INCIDENT_COLUMNS} FROM incidents
+    WHERE resolved_at IS NULL AND {_WHICH} ORDER BY opened_at, id"""
 )
-SQL_ALL_INCIDENTS = Statement(f"SELECT {_INCIDENT_COLUMNS} FROM incidents ORDER BY opened_at, id")
+SQL_ALL_INCIDENTS = Statement(
+    f"SELECT {_INCIDENT_COLUMNS} FROM incidents WHERE {_WHICH} ORDER BY opened_at, id"
+)
 SQL_RESOLVE_INCIDENT = Statement(
     """
     UPDATE incidents SET resolved_at = :now, resolution_note = :note
-    WHERE id = :id AND resolved_at IS NULL
+    WHERE id = :id AND account = :account AND resolved_at IS NULL
     RETURNING id
     """
 )
@@ -42,6 +51,7 @@ def _incident(m: asyncpg.Record) -> Incident:
     return Incident(
         id=m["id"],
         opened_at=m["opened_at"],
+        account=m["account"],
         kind=m["kind"],
         scope=m["scope"],
         severity=m["severity"],
@@ -74,6 +84,7 @@ class Incidents(LedgerPart):
                     db,
                     {
                         "now": self._clock(),
+                        "account": self.account,
                         "kind": kind,
                         "scope": scope,
                         "severity": severity,
@@ -84,22 +95,36 @@ class Incidents(LedgerPart):
                 )
             ).first()
             if row is None:
-                row = (await SQL_OPEN_INCIDENT_BY_KEY.run(db, {"dedupe_key": dedupe_key})).one()
+                row = (
+                    await SQL_OPEN_INCIDENT_BY_KEY.run(
+                        db, {"account": self.account, "dedupe_key": dedupe_key}
+                    )
+                ).one()
         return _incident(row)
 
-    async def read(self, *, open_only: bool = True) -> list[Incident]:
+    async def read(self, *, open_only: bool = True, all_accounts: bool = False) -> list[Incident]:
+        """This account's incidents (open ones by default); ``all_accounts`` for every
+        account's."""
         async with self._connection() as db:
-            result = await (SQL_OPEN_INCIDENTS if open_only else SQL_ALL_INCIDENTS).run(db)
+            result = await (SQL_OPEN_INCIDENTS if open_only else SQL_ALL_INCIDENTS).run(
+                db, {"account": self.account, "all_accounts": all_accounts}
+            )
             return [_incident(row) for row in result]
 
     @retry_transient
     async def resolve(self, incident_id: int, note: str) -> bool:
-        """Close an open incident; ``False`` when it was not open."""
+        """Close an open incident of this account; ``False`` when it was not open (or is
+        another account's)."""
         async with self._connection() as db:
             row = (
                 await SQL_RESOLVE_INCIDENT.run(
                     db,
-                    {"id": incident_id, "note": note, "now": self._clock()},
+                    {
+                        "id": incident_id,
+                        "account": self.account,
+                        "note": note,
+                        "now": self._clock(),
+                    },
                 )
             ).first()
         return row is not None
@@ -108,12 +133,14 @@ class Incidents(LedgerPart):
     async def resolve_by_key(self, dedupe_key: str, note: str) -> int | None:
         """Close the open incident with ``dedupe_key``; its id, or ``None`` when none was open."""
         async with self._connection() as db:
-            row = (await SQL_OPEN_INCIDENT_BY_KEY.run(db, {"dedupe_key": dedupe_key})).first()
+            key = {"account": self.account, "dedupe_key": dedupe_key}
+            row = (await SQL_OPEN_INCIDENT_BY_KEY.run(db, key)).first()
             if row is None:
                 return None
             done = (
                 await SQL_RESOLVE_INCIDENT.run(
-                    db, {"id": row["id"], "note": note, "now": self._clock()}
+                    db,
+                    {"id": row["id"], "account": self.account, "note": note, "now": self._clock()},
                 )
             ).first()
         return None if done is None else int(row["id"])

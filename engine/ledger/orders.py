@@ -27,7 +27,9 @@ from engine.ledger.rows import FILL_TOTALS, NON_TERMINAL, ORDER_COLUMNS, SELECT_
 from engine.ledger.statements import Statement, dumps, retry_transient
 from engine.venues.base import FillReport, OrderReport
 
-SQL_GET_ORDER = Statement(f"{SELECT_ORDERS} WHERE o.client_order_id = :client_order_id")
+SQL_GET_ORDER = Statement(
+    f"{SELECT_ORDERS} WHERE o.client_order_id = :client_order_id AND o.account = :account"
+)
 SQL_NON_TERMINAL_ORDERS = Statement(
     f"""{SELECT_ORDERS}
     WHERE o.account = :account AND o.state IN ({", ".join(repr(s) for s in NON_TERMINAL)})
@@ -61,7 +63,7 @@ SQL_UPDATE_ORDER = Statement(
     f"""
     WITH cur AS (
         SELECT client_order_id, state FROM orders
-        WHERE client_order_id = :client_order_id FOR UPDATE
+        WHERE client_order_id = :client_order_id AND account = :account FOR UPDATE
     ),
     upd AS (
         UPDATE orders o SET
@@ -89,7 +91,7 @@ SQL_UPDATE_ORDER = Statement(
     LEFT JOIN upd u ON true
     LEFT JOIN LATERAL (
         SELECT sum(x.qty) AS filled_qty, sum(x.qty * x.price) / NULLIF(sum(x.qty), 0) AS avg_price
-        FROM fills x WHERE x.client_order_id = :client_order_id
+        FROM fills x WHERE x.client_order_id = :client_order_id AND x.account = :account
     ) f ON true
     """
 )
@@ -109,10 +111,13 @@ SQL_APPLY_REPORT = Statement(
     f"""
     WITH cur AS (
         SELECT o.client_order_id, o.state, o.requested_qty, o.xmin AS locked_xmin
-        FROM orders o WHERE o.client_order_id = :client_order_id
+        FROM orders o WHERE o.client_order_id = :client_order_id AND o.account = :account
         FOR UPDATE
     ),
-    snap AS (SELECT o.xmin AS snap_xmin FROM orders o WHERE o.client_order_id = :client_order_id),
+    snap AS (
+        SELECT o.xmin AS snap_xmin FROM orders o
+        WHERE o.client_order_id = :client_order_id AND o.account = :account
+    ),
     ins AS ({INSERT_FILLS} RETURNING client_order_id, qty, price),
     tot AS (
         SELECT cur.client_order_id, cur.state, cur.requested_qty,
@@ -122,7 +127,7 @@ SQL_APPLY_REPORT = Statement(
         FROM cur
         CROSS JOIN (
             SELECT COALESCE(sum(x.qty), 0) AS qty, COALESCE(sum(x.qty * x.price), 0) AS notional
-            FROM fills x WHERE x.client_order_id = :client_order_id
+            FROM fills x WHERE x.client_order_id = :client_order_id AND x.account = :account
         ) s
         CROSS JOIN (SELECT sum(i.qty) AS qty, sum(i.qty * i.price) AS notional FROM ins i) n
     ),
@@ -244,8 +249,12 @@ class Orders(Reserving):
         # Another writer committed fills of this order while we waited for its lock: decide
         # the state again from sums read after taking the lock (the fills are already in).
         async with self._tx() as db:
-            locked = (await SQL_LOCK_ORDERS.run(db, {"client_order_ids": [client_order_id]})).one()
-            totals = await fill_totals(db, [client_order_id])
+            locked = (
+                await SQL_LOCK_ORDERS.run(
+                    db, {"account": self.account, "client_order_ids": [client_order_id]}
+                )
+            ).one()
+            totals = await fill_totals(db, self.account, [client_order_id])
             filled = max(totals[client_order_id], report.filled_quantity)
             current = OrderState(locked["state"])
             to = target_state(current, report.status, filled, locked["requested_qty"])
@@ -364,6 +373,7 @@ class Orders(Reserving):
                 db,
                 {
                     "client_order_id": client_order_id,
+                    "account": self.account,
                     "to_state": to.value,
                     "allowed": [s.value for s in allowed_from(to)],
                     "now": now,
@@ -394,7 +404,11 @@ class Orders(Reserving):
 
     async def get(self, client_order_id: ClientOrderId) -> Order | None:
         async with self._connection() as db:
-            row = (await SQL_GET_ORDER.run(db, {"client_order_id": client_order_id})).first()
+            row = (
+                await SQL_GET_ORDER.run(
+                    db, {"client_order_id": client_order_id, "account": self.account}
+                )
+            ).first()
         return None if row is None else to_order(row)
 
     async def non_terminal(self) -> list[Order]:

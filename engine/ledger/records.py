@@ -81,6 +81,8 @@ class ReserveResult:
 class Control:
     id: int
     scope: ControlScope
+    #: the account it covers; ``None`` only for a global control (every account)
+    account: str | None
     #: the account / strategy / symbol the control covers ("*" for global)
     target: str
     kind: ControlKind
@@ -94,6 +96,8 @@ class Control:
 class Incident:
     id: int
     opened_at: datetime
+    #: the account whose engine opened it
+    account: str
     kind: str
     scope: str
     severity: str

@@ -29,8 +29,11 @@ SQL_FENCE = Statement(
     """
 )
 
+# Only this account's orders: a client order id another account reserved is not this
+# account's order to continue from (see _check_collisions).
 SQL_GET_ORDERS = Statement(
-    f"{SELECT_ORDERS} WHERE o.client_order_id = ANY(CAST(:client_order_ids AS text[]))"
+    f"""{SELECT_ORDERS}
+    WHERE o.client_order_id = ANY(CAST(:client_order_ids AS text[])) AND o.account = :account"""
 )
 
 # The reservation itself. With :guard set it writes nothing when any control covers the batch
@@ -167,7 +170,9 @@ class Reserving(LedgerPart):
             missing = [r.client_order_id for r in reservations if r.client_order_id not in inserted]
             stored: dict[str, Order] = {}
             if missing:
-                result = await SQL_GET_ORDERS.run(db, {"client_order_ids": missing})
+                result = await SQL_GET_ORDERS.run(
+                    db, {"client_order_ids": missing, "account": self.account}
+                )
                 stored = {o.client_order_id: o for o in map(to_order, result)}
 
         results: list[ReserveResult] = []
@@ -187,12 +192,19 @@ class Reserving(LedgerPart):
                     )
                 )
             else:
+                # Not inserted, not this account's and not refused by a control: another
+                # account reserved the same client order id (ids derive from the decision key,
+                # not the account). Never continue from another account's order.
+                reasons = tuple(blocked.get(coid, ())) or (
+                    f"client order id {coid} is reserved by another account; give each "
+                    "account its own TRADECTL_ORDER_ID_PREFIX",
+                )
                 results.append(
                     ReserveResult(
                         client_order_id=coid,
                         status=ReserveStatus.BLOCKED,
                         order=None,
-                        blocked_by=tuple(blocked.get(coid, ())),
+                        blocked_by=reasons,
                     )
                 )
             seen.add(coid)

@@ -35,7 +35,7 @@ ORDER_COLUMNS = """
 FILL_TOTALS = """
     LEFT JOIN LATERAL (
         SELECT sum(x.qty) AS filled_qty, sum(x.qty * x.price) / NULLIF(sum(x.qty), 0) AS avg_price
-        FROM fills x WHERE x.client_order_id = o.client_order_id
+        FROM fills x WHERE x.client_order_id = o.client_order_id AND x.account = o.account
     ) f ON true
 """
 

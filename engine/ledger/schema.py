@@ -182,7 +182,11 @@ fills = Table(
     _ts("venue_ts"),
     _ts("received_at"),
     _ts("recorded_at"),
-    UniqueConstraint("venue", "symbol", "trade_id", name="uq_fills_venue_symbol_trade_id"),
+    # A trade id is unique per venue and symbol only as one account sees it: two sub-accounts
+    # trading with each other get the same id, and the simulator restarts its ids per process.
+    UniqueConstraint(
+        "account", "venue", "symbol", "trade_id", name="uq_fills_account_venue_symbol_trade_id"
+    ),
     CheckConstraint(_in("side", Side), name="ck_fills_side"),
     CheckConstraint(
         f"liquidity IS NULL OR {_in('liquidity', Liquidity)}", name="ck_fills_liquidity"
@@ -208,18 +212,27 @@ controls = Table(
     _ts("set_at"),
     _ts("cleared_at", nullable=True),
     Column("cleared_by", Text, nullable=True),
+    # (last: added by migration 0003, and a column added later goes to the end of the table)
+    #: the account whose orders the control covers; NULL only for the global scope (one switch
+    #: for every account), so a strategy or symbol paused in one account trades in another
+    Column("account", Text, nullable=True),
     CheckConstraint(_in("scope", ControlScope), name="ck_controls_scope"),
     CheckConstraint(_in("kind", ControlKind), name="ck_controls_kind"),
     CheckConstraint("(scope = 'global') = (target = '*')", name="ck_controls_global_target"),
+    CheckConstraint("(scope = 'global') = (account IS NULL)", name="ck_controls_global_account"),
+    CheckConstraint("scope <> 'account' OR target = account", name="ck_controls_account_target"),
     CheckConstraint("active = (cleared_at IS NULL)", name="ck_controls_cleared_when_inactive"),
-    # At most one active control of a kind per target: setting it twice is idempotent.
+    # At most one active control of a kind per account and target: setting it twice is
+    # idempotent. NULLS NOT DISTINCT: there is one global control of a kind, not one per NULL.
     Index(
         "uq_controls_active",
+        "account",
         "scope",
         "target",
         "kind",
         unique=True,
         postgresql_where=text("active"),
+        postgresql_nulls_not_distinct=True,
     ),
 )
 
@@ -234,12 +247,16 @@ incidents = Table(
     #: actionable: what happened and what the operator should do
     Column("message", Text, nullable=False),
     Column("details", JSONB, nullable=False),
-    #: one open incident per mismatch, not one per reconcile cycle
+    #: one open incident per mismatch and account, not one per reconcile cycle
     Column("dedupe_key", Text, nullable=False),
     _ts("resolved_at", nullable=True),
     Column("resolution_note", Text, nullable=True),
+    # (last: added by migration 0003)
+    #: the account whose engine opened it (and whose operator has to act on it)
+    Column("account", Text, nullable=False),
     Index(
-        "uq_incidents_open_dedupe_key",
+        "uq_incidents_open_account_dedupe_key",
+        "account",
         "dedupe_key",
         unique=True,
         postgresql_where=text("resolved_at IS NULL"),
@@ -333,6 +350,9 @@ operator_requests = Table(
 # ---------------------------------------------------------------------------------------------
 # Views. Everything derived (filled quantity, average price, positions) comes from fills, never
 # from a stored counter that could drift. Order matters: later views may use earlier ones.
+# Every join between fills, orders and decisions matches the account too: an identifier (a
+# trade id, a client order id derived from a decision key) may recur in another account, and
+# no row may mix two accounts.
 
 ORDER_STATUS_VIEW = """
 CREATE VIEW order_status AS
@@ -365,7 +385,7 @@ LEFT JOIN LATERAL (
         min(x.venue_ts) AS first_fill_at,
         max(x.venue_ts) AS last_fill_at
     FROM fills x
-    WHERE x.client_order_id = o.client_order_id
+    WHERE x.client_order_id = o.client_order_id AND x.account = o.account
 ) f ON true
 """
 
@@ -389,7 +409,7 @@ SELECT
     count(*) AS fill_count,
     max(f.venue_ts) AS last_fill_at
 FROM fills f
-JOIN orders o ON o.client_order_id = f.client_order_id
+JOIN orders o ON o.client_order_id = f.client_order_id AND o.account = f.account
 LEFT JOIN instruments i ON i.venue = f.venue AND i.symbol = f.symbol
 GROUP BY o.account, o.strategy_id, f.symbol
 """
@@ -432,7 +452,7 @@ SELECT
     COALESCE(ev.events, '[]'::jsonb) AS events,
     COALESCE(fl.fills, '[]'::jsonb) AS fills
 FROM decisions d
-LEFT JOIN orders o ON o.decision_id = d.decision_id
+LEFT JOIN orders o ON o.decision_id = d.decision_id AND o.account = d.account
 LEFT JOIN LATERAL (
     SELECT jsonb_agg(
         jsonb_build_object(
@@ -465,7 +485,7 @@ LEFT JOIN LATERAL (
         ORDER BY x.venue_ts, x.id
     ) AS fills
     FROM fills x
-    WHERE x.client_order_id = o.client_order_id
+    WHERE x.client_order_id = o.client_order_id AND x.account = o.account
 ) fl ON true
 """
 
@@ -503,8 +523,8 @@ SELECT
     s.filled_qty / o.requested_qty AS fill_ratio,
     s.fees
 FROM orders o
-JOIN decisions d ON d.decision_id = o.decision_id
-JOIN order_status s ON s.client_order_id = o.client_order_id
+JOIN decisions d ON d.decision_id = o.decision_id AND d.account = o.account
+JOIN order_status s ON s.client_order_id = o.client_order_id AND s.account = o.account
 """
 
 #: (name, CREATE VIEW text) in creation order; drop in reverse.

@@ -20,6 +20,7 @@ from engine.exceptions import SchemaNotAtHead
 from engine.ledger import schema
 from engine.ledger.db import (
     ROOT,
+    _run_alembic,
     asyncpg_connect_kwargs,
     downgrade,
     ensure_at_head,
@@ -192,4 +193,138 @@ async def test_the_alembic_cli_takes_the_url_from_x_or_database_url(
     bogus = {"DATABASE_URL": "postgresql://nobody@127.0.0.1:1/nothing"}
     await asyncio.to_thread(_alembic, "-x", f"url={url}", "upgrade", "head", env=bogus)
     current = await asyncio.to_thread(_alembic, "current", env={"DATABASE_URL": url})
-    assert "0002 (head)" in current
+    assert "0003 (head)" in current
+
+
+# -- 0003: the account in every identity --------------------------------------------------------
+
+_AT_0002 = """
+INSERT INTO decisions (decision_id, strategy_id, account, symbol, intent, reason, md_ts,
+                       decided_at, interval_key, sequence, verdicts, outcome)
+VALUES ('d1', 'fv-pres', 'acct-a', 'PRES-YES', 'hold', 'r', now(), now(), 'k', 0, '[]', 'hold'),
+       ('d2', 'shared', 'acct-a', 'BTCUSDT', 'hold', 'r', now(), now(), 'k', 0, '[]', 'hold'),
+       ('d3', 'shared', 'acct-b', 'BTCUSDT', 'hold', 'r', now(), now(), 'k', 0, '[]', 'hold'),
+       ('d4', 'sma', 'acct-b', 'ETHUSDT', 'buy', 'r', now(), now(), 'k', 0, '[]', 'reserved');
+INSERT INTO orders (client_order_id, decision_id, strategy_id, account, venue, symbol, side, type,
+                    time_in_force, requested_qty, state, created_at, expires_at, updated_at)
+VALUES ('tctl-b1', 'd4', 'sma', 'acct-b', 'simulator', 'ETHUSDT', 'BUY', 'LIMIT', 'GTC', 1,
+        'OPEN', now(), now(), now());
+INSERT INTO controls (scope, target, kind, active, reason, set_by, set_at) VALUES
+    ('global', '*', 'halt', true, 'everything', 't', now()),
+    ('account', 'acct-b', 'pause', true, 'one account', 't', now()),
+    ('strategy', 'fv-pres', 'pause', true, 'one account has it', 't', now()),
+    ('strategy', 'shared', 'pause', true, 'two accounts have it', 't', now()),
+    ('symbol', 'NOBODY', 'reduce_only', true, 'no account has it', 't', now());
+INSERT INTO incidents (opened_at, kind, scope, severity, message, details, dedupe_key) VALUES
+    (now(), 'loss_limit', 'account:acct-a', 'critical', 'm', '{}', 'loss_limit:acct-a:2026-11-22'),
+    (now(), 'fills_missing', 'symbol:ETHUSDT', 'error', 'm', '{"client_order_id": "tctl-b1"}',
+     'fills_missing:tctl-b1'),
+    (now(), 'strategy_failed', 'strategy:shared', 'error', 'm', '{}', 'strategy_failed:shared');
+"""
+
+
+async def _rows(url: URL, sql: str) -> list[tuple[Any, ...]]:
+    conn = await _connect(url)
+    try:
+        return [tuple(r.values()) for r in await conn.fetch(sql)]
+    finally:
+        await conn.close()
+
+
+async def _at_0002_with_data(url: URL, *, leases: tuple[str, ...]) -> None:
+    await asyncio.to_thread(_run_alembic, url, "upgrade", "0002")
+    conn = await _connect(url)
+    try:
+        await conn.execute(_AT_0002)
+        for account in leases:
+            await conn.execute(
+                "INSERT INTO leases VALUES ($1, 'h', 1, now(), now() + interval '1 minute')",
+                account,
+            )
+    finally:
+        await conn.close()
+
+
+async def test_0003_gives_existing_controls_and_incidents_the_account_they_are_about(
+    empty_database_url: URL,
+) -> None:
+    url = empty_database_url
+    await _at_0002_with_data(url, leases=("acct-a", "acct-b"))
+    await upgrade_head(url)
+
+    controls = await _rows(
+        url, "SELECT scope, target, account FROM controls ORDER BY scope, target, account"
+    )
+    assert controls == [
+        ("account", "acct-b", "acct-b"),
+        ("global", "*", None),
+        # ambiguous and two leases: one per account with decisions for it
+        ("strategy", "fv-pres", "acct-a"),
+        ("strategy", "shared", "acct-a"),
+        ("strategy", "shared", "acct-b"),
+        # nobody has it and two leases: every known account keeps it
+        ("symbol", "NOBODY", "acct-a"),
+        ("symbol", "NOBODY", "acct-b"),
+    ]
+    incidents = await _rows(
+        url, "SELECT dedupe_key, account FROM incidents ORDER BY dedupe_key, account"
+    )
+    assert incidents == [
+        ("fills_missing:tctl-b1", "acct-b"),  # the account of the order it is about
+        ("loss_limit:acct-a:2026-11-22", "acct-a"),
+        ("strategy_failed:shared", "acct-a"),
+        ("strategy_failed:shared", "acct-b"),
+    ]
+
+    # and back: the old identities return (duplicates collapse to the oldest) and forth again
+    await downgrade(url, "0002")
+    active = await _rows(
+        url, "SELECT scope, target FROM controls WHERE active ORDER BY scope, target"
+    )
+    assert active == [
+        ("account", "acct-b"),
+        ("global", "*"),
+        ("strategy", "fv-pres"),
+        ("strategy", "shared"),
+        ("symbol", "NOBODY"),
+    ]
+    await upgrade_head(url)
+
+
+async def test_0003_with_one_lease_gives_ambiguous_rows_to_the_leased_account(
+    empty_database_url: URL,
+) -> None:
+    url = empty_database_url
+    await _at_0002_with_data(url, leases=("acct-b",))
+    await upgrade_head(url)
+    controls = await _rows(
+        url,
+        "SELECT target, account FROM controls WHERE scope IN ('strategy', 'symbol') ORDER BY 1",
+    )
+    # fv-pres names exactly one account (acct-a); the rest is ambiguous → the leased account
+    assert controls == [("NOBODY", "acct-b"), ("fv-pres", "acct-a"), ("shared", "acct-b")]
+    incidents = await _rows(
+        url, "SELECT account FROM incidents WHERE dedupe_key = 'strategy_failed:shared'"
+    )
+    assert incidents == [("acct-b",)]
+
+
+async def test_0003_downgrade_refuses_to_merge_fills_of_two_accounts(
+    empty_database_url: URL,
+) -> None:
+    url = empty_database_url
+    await upgrade_head(url)
+    conn = await _connect(url)
+    try:
+        for account in ("acct-a", "acct-b"):
+            await conn.execute(
+                """INSERT INTO fills (venue, symbol, trade_id, account, side, qty, price, fee,
+                                      venue_ts, received_at, recorded_at)
+                VALUES ('simulator', 'BTCUSDT', '1', $1, 'BUY', 1, 1, 0, now(), now(), now())""",
+                account,
+            )
+    finally:
+        await conn.close()
+    with pytest.raises(RuntimeError, match="recorded in several accounts"):
+        await downgrade(url, "0002")
+    assert await _rows(url, "SELECT count(*) FROM fills") == [(2,)]
