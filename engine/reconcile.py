@@ -19,7 +19,7 @@ from typing import Any
 import structlog
 
 from engine.domain.ids import is_ours
-from engine.domain.types import Asset, ControlKind, ControlScope, OrderState
+from engine.domain.types import Asset, ControlKind, ControlScope, OrderState, StrategyId
 from engine.exceptions import DatabaseUnavailable, VenueError
 from engine.execution import Execution
 from engine.ledger.ledger import Ledger
@@ -43,6 +43,8 @@ class ReconcileReport:
     balance_drifts: list[dict[str, str]] = field(default_factory=list)
     #: assets whose drift an operator accepted (``accept_balances``): the new baseline
     balances_accepted: list[str] = field(default_factory=list)
+    #: symbols with trades that tradectl did not place, reported in this pass
+    external_trades: list[str] = field(default_factory=list)
 
     def as_json(self) -> dict[str, Any]:
         return {
@@ -54,6 +56,7 @@ class ReconcileReport:
             "balances_note": self.balances_note,
             "balance_drifts": list(self.balance_drifts),
             "balances_accepted": list(self.balances_accepted),
+            "external_trades": list(self.external_trades),
         }
 
 
@@ -98,6 +101,8 @@ class Reconciler:
         self.settle_s = settle_s
         self._monotonic = monotonic
         self._suspects: dict[Asset, _Suspect] = {}
+        #: fills up to this id were checked for trades made outside tradectl
+        self._external_after: int | None = None
         try:
             self.tolerance = abs(Decimal(balance_tolerance))
         except InvalidOperation:
@@ -131,6 +136,7 @@ class Reconciler:
         report.orders_looked_up = await self.execution.resolve_unresolved()
         report.fills_added = await self.execution.sync_fills()
         await self._venue_open_orders(report)
+        await self._external_trades(report)
         await self._balances(report, accept=accept_balances)
         if startup:
             # Strategies start after this pass: a suspected drift is confirmed or cleared
@@ -140,7 +146,12 @@ class Reconciler:
                     break
                 await asyncio.sleep(self._until_confirmable())
                 await self._balances(report, accept=False)
-        if report.fills_added or report.unknown_orders or report.balance_drifts:
+        if (
+            report.fills_added
+            or report.unknown_orders
+            or report.balance_drifts
+            or report.external_trades
+        ):
             log.info(
                 "reconciled",
                 fills_added=report.fills_added,
@@ -282,28 +293,11 @@ class Reconciler:
         """Pause whoever trades the asset (the account when nobody has yet) and open one
         incident per drifting asset."""
         diff = venue_total - expected
-        strategies = await self.ledger.balances.strategies_trading(asset)
         what = (
             f"venue balance {asset} differs from ledger by {diff:f} "
             f"(venue {venue_total:f}, ledger expects {expected:f})"
         )
-        if strategies:
-            paused = ", ".join(f"strategy {s}" for s in strategies)
-            resume = "; ".join(f"`tradectl resume --strategy {s}`" for s in strategies)
-            for strategy in strategies:
-                await self.ledger.controls.set(
-                    ControlScope.STRATEGY, strategy, ControlKind.PAUSE, reason=what,
-                    set_by="reconciler",
-                )  # fmt: skip
-            scope = "strategy:" + ",".join(strategies)
-        else:
-            paused = f"account {self.ledger.account}"
-            resume = "`tradectl resume`"
-            await self.ledger.controls.set(
-                ControlScope.ACCOUNT, self.ledger.account, ControlKind.PAUSE, reason=what,
-                set_by="reconciler",
-            )  # fmt: skip
-            scope = f"account:{self.ledger.account}"
+        paused, resume, scope, strategies = await self._pause_traders_of(asset, what)
         incident = await self.ledger.incidents.open(
             kind="balance_drift",
             scope=scope,
@@ -338,6 +332,69 @@ class Reconciler:
             f"{paused} paused: {what}; run `tradectl reconcile --accept-balances` after "
             f"checking; incident {incident.id}"
         )
+
+    async def _pause_traders_of(
+        self, asset: Asset, reason: str
+    ) -> tuple[str, str, str, list[StrategyId]]:
+        """Pause whoever trades ``asset`` (the account when nobody has yet): ``(what was
+        paused, how to resume, incident scope, strategies)``."""
+        strategies = await self.ledger.balances.strategies_trading(asset)
+        if strategies:
+            for strategy in strategies:
+                await self.ledger.controls.set(
+                    ControlScope.STRATEGY, strategy, ControlKind.PAUSE, reason=reason,
+                    set_by="reconciler",
+                )  # fmt: skip
+            return (
+                ", ".join(f"strategy {s}" for s in strategies),
+                "; ".join(f"`tradectl resume --strategy {s}`" for s in strategies),
+                "strategy:" + ",".join(strategies),
+                strategies,
+            )
+        await self.ledger.controls.set(
+            ControlScope.ACCOUNT, self.ledger.account, ControlKind.PAUSE, reason=reason,
+            set_by="reconciler",
+        )  # fmt: skip
+        account = self.ledger.account
+        return f"account {account}", "`tradectl resume`", f"account:{account}", []
+
+    async def _external_trades(self, report: ReconcileReport) -> None:
+        """Fills no order of ours placed (a trade made by hand on the venue, another program on
+        this account) are recorded like every fill, so balances agree; but the holdings moved
+        outside tradectl, and that needs a human: pause whoever trades the asset, say so once."""
+        if self._external_after is None:
+            self._external_after = await self.ledger.incidents.external_trades_reported()
+        instruments = await self.ledger.balances.instruments()
+        for group in await self.ledger.fills.external(after=self._external_after):
+            base = instruments.get(group.symbol, (Asset(group.symbol), Asset(group.symbol)))[0]
+            what = (
+                f"{group.trades} trade(s) on {group.symbol} that tradectl did not place "
+                f"(net {group.net_qty:+f} {base}; trade ids {', '.join(group.trade_ids)})"
+            )
+            paused, resume, scope, strategies = await self._pause_traders_of(base, what)
+            incident = await self.ledger.incidents.open(
+                kind="external_trade",
+                scope=scope,
+                severity="error",
+                message=(
+                    f"{paused} paused: {what}. Check the venue's trade history (a manual trade, "
+                    "another program on this account?); the fills are recorded and positions "
+                    f"include them. Then {resume} and resolve this incident"
+                ),
+                details={
+                    "symbol": group.symbol,
+                    "trades": group.trades,
+                    "net_qty": str(group.net_qty),
+                    "trade_ids": list(group.trade_ids),
+                    "last_fill_id": group.last_fill_id,
+                    "paused": strategies or [self.ledger.account],
+                },
+                dedupe_key=f"external_trade:{group.symbol}:{group.last_fill_id}",
+            )
+            report.incidents.append(incident.id)
+            report.external_trades.append(group.symbol)
+            log.error(f"{paused} paused: {what}; incident {incident.id}")
+            self._external_after = max(self._external_after, group.last_fill_id)
 
     async def _venue_open_orders(self, report: ReconcileReport) -> None:
         venue_open = await self.execution.venue.open_orders()

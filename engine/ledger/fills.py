@@ -14,6 +14,7 @@ import asyncpg
 from engine.domain.orders import target_state
 from engine.domain.types import OrderState, Symbol, TradeId, VenueOrderStatus
 from engine.ledger.part import LedgerPart
+from engine.ledger.records import ExternalFills
 from engine.ledger.statements import Statement, retry_transient
 from engine.venues.base import FillReport
 
@@ -210,6 +211,25 @@ SQL_TRADES_BEFORE = Statement(
 )
 
 
+# Fills of this account that none of its orders placed (a trade made by hand on the venue, or by
+# another program on the same account), after a fill id: the reconciler reports them once.
+SQL_EXTERNAL_FILLS = Statement(
+    """
+    SELECT f.symbol, count(*) AS trades, max(f.id) AS last_fill_id,
+           sum(CASE WHEN f.side = 'BUY' THEN f.qty ELSE -f.qty END) AS net_qty,
+           (array_agg(f.trade_id ORDER BY f.id))[1:20] AS trade_ids
+    FROM fills f
+    WHERE f.account = :account AND f.venue = :venue AND f.id > :after
+      AND NOT EXISTS (
+          SELECT 1 FROM orders o
+          WHERE o.client_order_id = f.client_order_id AND o.account = f.account
+      )
+    GROUP BY f.symbol
+    ORDER BY f.symbol
+    """
+)
+
+
 def fill_params(fills: Sequence[FillReport]) -> dict[str, list[Any]]:
     return {
         "f_venue": [f.venue for f in fills],
@@ -360,6 +380,24 @@ class Fills(LedgerPart):
                 db, {"account": self.account, "venue": self.venue}
             )
             return {Symbol(symbol): TradeId(trade_id) for symbol, trade_id in map(tuple, result)}
+
+    async def external(self, *, after: int) -> list[ExternalFills]:
+        """Per symbol, the fills after fill id ``after`` that none of the account's orders
+        placed."""
+        async with self._connection() as db:
+            rows = await SQL_EXTERNAL_FILLS.run(
+                db, {"account": self.account, "venue": self.venue, "after": after}
+            )
+        return [
+            ExternalFills(
+                symbol=Symbol(r["symbol"]),
+                trades=r["trades"],
+                last_fill_id=r["last_fill_id"],
+                net_qty=r["net_qty"],
+                trade_ids=tuple(TradeId(t) for t in r["trade_ids"]),
+            )
+            for r in rows
+        ]
 
     async def trades_before(self, before: datetime) -> dict[Symbol, TradeId | None]:
         """Per symbol with fills, the newest fill's trade id among those older than ``before``

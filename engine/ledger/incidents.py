@@ -38,6 +38,14 @@ SQL_OPEN_INCIDENTS = Statement(
 SQL_ALL_INCIDENTS = Statement(
     f"SELECT {_INCIDENT_COLUMNS} FROM incidents WHERE {_WHICH} ORDER BY opened_at, id"
 )
+# Up to which fill trades made outside tradectl were already reported (resolved or not), so a
+# restart does not report them again.
+SQL_EXTERNAL_TRADES_REPORTED = Statement(
+    """
+    SELECT COALESCE(max(CAST(details->>'last_fill_id' AS bigint)), 0) FROM incidents
+    WHERE account = :account AND kind = 'external_trade'
+    """
+)
 SQL_RESOLVE_INCIDENT = Statement(
     """
     UPDATE incidents SET resolved_at = :now, resolution_note = :note
@@ -101,6 +109,13 @@ class Incidents(LedgerPart):
                     )
                 ).one()
         return _incident(row)
+
+    async def external_trades_reported(self) -> int:
+        """The newest fill id an ``external_trade`` incident of this account covered (0: none)."""
+        async with self._connection() as db:
+            return int(
+                (await SQL_EXTERNAL_TRADES_REPORTED.run(db, {"account": self.account})).scalar()
+            )
 
     async def read(self, *, open_only: bool = True, all_accounts: bool = False) -> list[Incident]:
         """This account's incidents (open ones by default); ``all_accounts`` for every

@@ -23,6 +23,7 @@ from engine.domain.types import (
     StrategyId,
     Symbol,
     TimeInForce,
+    TradeId,
     VenueName,
 )
 
@@ -145,3 +146,17 @@ class LeaseInfo:
     epoch: int
     heartbeat_at: datetime
     expires_at: datetime
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class ExternalFills:
+    """Fills on one symbol that none of the account's orders placed (a trade made by hand)."""
+
+    symbol: Symbol
+    trades: int
+    #: the newest of them (``fills.id``): the reconciler reports each fill once
+    last_fill_id: int
+    #: bought minus sold, in the base asset
+    net_qty: Decimal
+    #: the first trade ids, for the operator
+    trade_ids: tuple[TradeId, ...]

@@ -208,6 +208,12 @@ def _incidents_justified(world: World) -> list[str]:
             venue_qty = sum((t.qty for t in world.venue_trades if t.client_order_id == coid), ZERO)
             ledger_qty = sum((t.qty for t in world.ledger_fills if t.client_order_id == coid), ZERO)
             justified = venue_qty > ledger_qty
+        elif incident.kind == "external_trade":
+            symbol = str(details.get("symbol"))
+            justified = any(
+                t.symbol == symbol and not (t.client_order_id or "").startswith(world.prefix)
+                for t in world.venue_trades
+            )
         else:
             justified = False  # strategy failures, auth and loss halts have no cause here
         if not justified:

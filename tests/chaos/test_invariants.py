@@ -160,3 +160,14 @@ def test_a_fills_missing_incident_is_unjustified_once_the_fills_are_in() -> None
     )
     [violation] = check(world(open_incidents=[incident]))
     assert "unjustified incident 3 (fills_missing)" in violation
+
+
+def test_an_external_trade_incident_needs_a_venue_trade_tradectl_did_not_place() -> None:
+    incident = Incident(
+        id=4, kind="external_trade", message="1 trade(s) on BTCUSDT", details={"symbol": "BTCUSDT"}
+    )
+    [violation] = check(world(open_incidents=[incident]))
+    assert "unjustified incident 4 (external_trade)" in violation
+    manual = trade("9", coid="web-1")
+    justified = world(open_incidents=[incident], venue_trades=[trade(), manual])
+    assert not [v for v in check(justified) if v.startswith("unjustified")]

@@ -120,9 +120,44 @@ async def test_a_fill_reported_behind_newer_trades_is_fetched_before_comparing(
     report = await r.reconciler.reconcile()
     assert report.balances_checked
     assert report.balance_drifts == []
-    assert await r.ledger.incidents.read() == []
+    # placed on the venue directly, so they are (rightly) trades tradectl did not place
+    assert {i.kind for i in await r.ledger.incidents.read()} == {"external_trade"}
 
 
 async def _trade_ids(db_engine: AsyncEngine) -> set[str]:
     async with db_engine.connect() as conn:
         return set((await conn.execute(text("SELECT trade_id FROM fills"))).scalars())
+
+
+async def test_a_trade_made_outside_tradectl_is_reported_once_and_pauses_its_traders(
+    db_engine: AsyncEngine, venue: PaperVenue, clock: Clock
+) -> None:
+    r = await _baseline(db_engine, venue, clock)
+    manual = await venue.submit(
+        OrderRequest(
+            client_order_id=ClientOrderId("web-1"),
+            symbol=BTCUSDT,
+            side=Side.SELL,
+            type=OrderType.MARKET,
+            quantity=Decimal("0.002"),
+            limit_price=None,
+            time_in_force=TimeInForce.GTC,
+        )
+    )
+    await r.ledger.fills.append(manual.fills)  # as the user stream records every account fill
+    report = await r.reconciler.reconcile()
+    assert report.external_trades == ["BTCUSDT"]
+    [incident] = await r.ledger.incidents.read()
+    assert incident.kind == "external_trade"
+    assert "strategy strat-a paused: 1 trade(s) on BTCUSDT that tradectl did not place" in (
+        incident.message
+    )
+    assert report.balance_drifts == [], "the fill is recorded: the balances agree"
+    assert [c.target for c in await r.ledger.controls.active()] == [A]
+    # reported once: not again on the next pass, nor by a restarted engine, nor once resolved
+    assert (await r.reconciler.reconcile()).external_trades == []
+    assert await r.ledger.incidents.resolve(incident.id, "checked: my own trade")
+    clock.advance(4)  # the first engine's lease expires: the restarted one takes over
+    restarted = await rig(db_engine, venue, clock)
+    assert (await restarted.reconciler.reconcile()).external_trades == []
+    assert await r.ledger.incidents.read() == []
