@@ -43,6 +43,11 @@ def limit_buy(coid: str = "tc-1") -> OrderRequest:
     )
 
 
+def full_answer(coid: str = "tc-1") -> dict[str, object]:
+    """The documented FULL answer, for our order (the venue echoes the client order id)."""
+    return {**payload("new_order_full.json"), "clientOrderId": coid}
+
+
 def signed_params(request: httpx.Request) -> dict[str, str]:
     """The request's parameters, after checking its signature covers exactly what was sent."""
     text = request.content.decode() if request.method == "POST" else request.url.query.decode()
@@ -60,7 +65,7 @@ def test_binance_venue_implements_the_venue_port(venue: BinanceVenue) -> None:
 async def test_submit_sends_a_signed_limit_order_with_our_client_id(
     venue: BinanceVenue, api: respx.MockRouter
 ) -> None:
-    route = api.post(ORDER).respond(json=payload("new_order_full.json"))
+    route = api.post(ORDER).respond(json=full_answer())
     report = await venue.submit(limit_buy())
     params = signed_params(route.calls.last.request)
     assert params == {
@@ -86,7 +91,7 @@ async def test_submit_sends_a_signed_limit_order_with_our_client_id(
 async def test_market_order_sends_no_price_or_time_in_force(
     venue: BinanceVenue, api: respx.MockRouter
 ) -> None:
-    route = api.post(ORDER).respond(json=payload("new_order_full.json"))
+    route = api.post(ORDER).respond(json=full_answer("tc-2"))
     order = OrderRequest(
         client_order_id=ClientOrderId("tc-2"),
         symbol=BTC,
@@ -206,7 +211,7 @@ async def test_invalid_timestamp_resyncs_the_clock_and_resends_once(
     route = api.post(ORDER).mock(
         side_effect=[
             httpx.Response(400, json={"code": -1021, "msg": "Timestamp outside recvWindow."}),
-            httpx.Response(200, json=payload("new_order_full.json")),
+            httpx.Response(200, json=full_answer()),
         ]
     )
     report = await venue.submit(limit_buy())
