@@ -324,3 +324,93 @@ async def test_secrets_never_reach_logs_or_exception_texts(
         assert API_SECRET not in text
         assert API_KEY not in text
         assert "signature" not in text
+
+
+# -- answers about something else than asked, or with hostile values -----------------------
+
+
+async def test_an_order_id_only_another_symbol_has_lends_no_client_id(
+    venue: BinanceVenue, api: respx.MockRouter
+) -> None:
+    """allOrders rows of another symbol were remembered under that symbol, then looked up
+    under ours: a KeyError out of trades_since."""
+    api.get("/api/v3/myTrades").respond(json=payload("my_trades.json"))
+    order = {**payload("query_order.json"), "symbol": "ETHBTC", "orderId": 100234}
+    api.get("/api/v3/allOrders").respond(json=[order])
+    before = MALFORMED_MESSAGES.labels(venue="binance")._value.get()
+    with pytest.raises(Ambiguous, match="client order ids are unknown"):
+        await venue.trades_since(Symbol("BNBBTC"), None)
+    assert MALFORMED_MESSAGES.labels(venue="binance")._value.get() == before + 1
+
+
+async def test_trades_of_another_symbol_or_with_hostile_values_are_skipped(
+    venue: BinanceVenue, api: respx.MockRouter
+) -> None:
+    [row] = payload("my_trades.json")
+    rows = [
+        {**row, "id": 1, "symbol": "ETHBTC"},
+        {**row, "id": 2, "qty": "NaN"},
+        {**row, "id": 3, "time": 10**20},
+        {**row, "id": 4},
+    ]
+    api.get("/api/v3/myTrades").respond(json=rows)
+    order = {**payload("query_order.json"), "symbol": "BNBBTC", "orderId": 100234}
+    api.get("/api/v3/allOrders").respond(json=[order])
+    fills = await venue.trades_since(Symbol("BNBBTC"), None)
+    assert [f.trade_id for f in fills] == ["4"]
+    assert fills[0].client_order_id == "myOrder1"
+
+
+async def test_find_order_takes_only_the_orders_own_trades(
+    venue: BinanceVenue, api: respx.MockRouter
+) -> None:
+    order = {**payload("query_order.json"), "executedQty": "12.0"}
+    api.get(ORDER).respond(json=order)
+    [row] = payload("my_trades.json")
+    mine = {**row, "symbol": "LTCBTC", "orderId": 1, "id": 10}
+    api.get("/api/v3/myTrades").respond(json=[mine, {**mine, "orderId": 2, "id": 11}])
+    report = await venue.find_order(Symbol("LTCBTC"), ClientOrderId("myOrder1"))
+    assert [f.trade_id for f in report.fills] == ["10"]
+
+
+async def test_an_answer_about_another_symbol_is_ambiguous(
+    venue: BinanceVenue, api: respx.MockRouter
+) -> None:
+    api.get(ORDER).respond(json=payload("query_order.json"))  # LTCBTC's
+    with pytest.raises(Ambiguous):
+        await venue.find_order(BTC, ClientOrderId("myOrder1"))
+
+
+async def test_an_order_answer_with_a_nan_quantity_is_ambiguous(
+    venue: BinanceVenue, api: respx.MockRouter
+) -> None:
+    api.post(ORDER).respond(json={**full_answer(), "executedQty": "NaN"})
+    with pytest.raises(Ambiguous):
+        await venue.submit(limit_buy())
+
+
+async def test_open_orders_skip_rows_of_other_symbols(
+    venue: BinanceVenue, api: respx.MockRouter
+) -> None:
+    [row] = payload("open_orders.json")
+    api.get("/api/v3/openOrders").respond(json=[{**row, "symbol": "ETHBTC"}, row])
+    assert [o.symbol for o in await venue.open_orders(Symbol("LTCBTC"))] == ["LTCBTC"]
+
+
+async def test_an_unreadable_balance_makes_the_account_answer_ambiguous(
+    venue: BinanceVenue, api: respx.MockRouter
+) -> None:
+    account = payload("account.json")
+    account["balances"][1]["free"] = "-Infinity"
+    api.get("/api/v3/account").respond(json=account)
+    with pytest.raises(Ambiguous):
+        await venue.balances()
+
+
+async def test_an_absurd_server_time_is_not_used_for_signing(
+    venue: BinanceVenue, api: respx.MockRouter
+) -> None:
+    api.get("/api/v3/time").respond(json={"serverTime": 10**20})
+    with pytest.raises(Ambiguous):
+        await venue.rest.sync_time()
+    assert not venue.rest.clock.synced
