@@ -38,6 +38,7 @@ from engine.venues.base import (
 )
 from engine.venues.binance import schemas
 from engine.venues.validation import (
+    MAX_INTEGER_DIGITS,
     finite,
     int_id,
     known,
@@ -513,14 +514,21 @@ _TRADE_DECODER = msgspec.json.Decoder(schemas.TradeEvent)
 _KLINE_DECODER = msgspec.json.Decoder(schemas.KlineEvent)
 
 
+_MAX_DIGITS = MAX_INTEGER_DIGITS
+
+
 def parse_book_ticker(bt: schemas.BookTicker, *, received_at: datetime) -> Quote:
     # msgspec has already checked every field's type (Decimal prices and sizes, int id in
     # range); what is left is the values. Inlined rather than through engine.venues.validation:
     # this runs for every quote, and a method call per check is what it can afford. is_signed
-    # also refuses "-0", which no book carries.
+    # also refuses "-0", which no book carries. Only the upper magnitude bound is checked: a
+    # finite 1E+999999999 overflows the first arithmetic on it, a tiny value just rounds to 0.
     b, bq, a, aq = bt.bid_price, bt.bid_qty, bt.ask_price, bt.ask_qty
-    if not (b.is_finite() and bq.is_finite() and a.is_finite() and aq.is_finite()) or (
-        b.is_signed() or bq.is_signed() or a.is_signed() or aq.is_signed()
+    if (
+        not (b.is_finite() and bq.is_finite() and a.is_finite() and aq.is_finite())
+        or (b.is_signed() or bq.is_signed() or a.is_signed() or aq.is_signed())
+        or (b.adjusted() >= _MAX_DIGITS or bq.adjusted() >= _MAX_DIGITS)
+        or (a.adjusted() >= _MAX_DIGITS or aq.adjusted() >= _MAX_DIGITS)
     ):
         raise MalformedMessage(f"binance bookTicker with a bad price or size: {b} {bq} {a} {aq}")
     if not bt.symbol:

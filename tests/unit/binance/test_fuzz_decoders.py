@@ -76,11 +76,13 @@ def _print_tally() -> Iterator[None]:
 # -- what a decoder may return ----------------------------------------------------------------
 
 
-def _finite(value: Decimal, what: str) -> None:
+def _finite(value: Decimal, what: str, *, tiny_ok: bool = False) -> None:
     assert isinstance(value, Decimal), what
     assert value.is_finite(), f"{what} not finite: {value}"
     # and small enough for arithmetic and Postgres (a finite 1E+999999999 is neither)
-    assert value == 0 or -31 < value.adjusted() < 31, f"{what} out of range: {value}"
+    assert value.adjusted() < 31, f"{what} out of range: {value}"
+    # quotes (never stored) are allowed digits below 1E-30: they only round to 0
+    assert tiny_ok or value == 0 or value.adjusted() > -31, f"{what} out of range: {value}"
     value * 2 + 1
 
 
@@ -154,7 +156,9 @@ def check_market(event: object) -> None:
         return
     if isinstance(event, Quote):
         for name in ("bid", "bid_size", "ask", "ask_size"):
-            _non_negative(getattr(event, name), name)
+            value = getattr(event, name)
+            _finite(value, name, tiny_ok=True)
+            assert value >= 0, f"{name} negative: {value}"
         assert event.sequence is None or 0 <= event.sequence < 2**63
     elif isinstance(event, Trade):
         _id(event.trade_id, "trade id")
