@@ -250,6 +250,9 @@ def _combined(stream: str, name: str) -> dict[str, Any]:
     return {"stream": stream, "data": payload(name)}
 
 
+#: the documented end of a subscription
+TERMINATED = {"e": "eventStreamTerminated", "E": 1728973001334}
+
 TARGETS = [
     Target(
         "decode_user_event",
@@ -260,6 +263,7 @@ TARGETS = [
             payload("execution_report_canceled.json"),
             payload("outbound_account_position.json"),
             payload("balance_update.json"),
+            TERMINATED,
         ],
         (MalformedMessage, StreamTerminated),
     ),
@@ -279,6 +283,7 @@ TARGETS = [
             payload("ws_api_subscribe_response.json"),
             {"subscriptionId": 0, "event": payload("execution_report_trade.json")},
             {"subscriptionId": 0, "event": payload("outbound_account_position.json")},
+            {"subscriptionId": 0, "event": TERMINATED},
         ],
         (MalformedMessage, StreamTerminated),
     ),
@@ -464,7 +469,11 @@ def test_the_recorded_payloads_are_accepted() -> None:
     """The seeds themselves decode: the fuzzing starts from valid input."""
     for target in TARGETS:
         for seed in target.seeds:
-            target.decode(_dump(seed))
+            if seed is TERMINATED or (isinstance(seed, dict) and seed.get("event") is TERMINATED):
+                with pytest.raises(StreamTerminated):
+                    target.decode(_dump(seed))
+            else:
+                target.decode(_dump(seed))
 
 
 # -- venue methods: answers about other symbols and orders ----------------------------------------
