@@ -6,10 +6,10 @@ a message we cannot understand is skipped and reported, never allowed to end a s
 
 from __future__ import annotations
 
+import re
 from collections.abc import Sequence
-from datetime import UTC, datetime
+from datetime import datetime
 from decimal import Decimal
-from typing import TypeVar
 
 import msgspec
 import structlog
@@ -37,6 +37,16 @@ from engine.venues.base import (
     OrderReport,
 )
 from engine.venues.binance import schemas
+from engine.venues.validation import (
+    MAX_INTEGER_DIGITS,
+    finite,
+    int_id,
+    known,
+    ms_timestamp,
+    non_empty,
+    non_negative,
+    positive,
+)
 
 log = structlog.get_logger(__name__)
 
@@ -59,17 +69,57 @@ def _malformed_counter() -> Counter:
 MALFORMED_MESSAGES = _malformed_counter()
 
 
+#: names under which a credential can travel: query/form parameters, JSON keys, headers
+_SECRET_KEYS = (
+    r"x-mbx-apikey|api[-_]?key|api[-_]?secret|secret[-_]?key|private[-_]?key|signature"
+    r"|listen[-_]?key|authorization|password|passphrase|token"
+)
+#: ``key=value``, ``"key": "value"``, ``key='value'``, ``Key: value`` (also JSON-in-a-string
+#: ``\"key\":\"value\"``); the value is whatever follows up to a separator
+_SECRET = re.compile(
+    rf"""((?:\\?["'])?\b(?:{_SECRET_KEYS})\b(?:\\?["'])?\s*[=:]\s*(?:(?:Bearer|Basic)\s+)?)"""
+    r"""(\\?"[^"\\]*\\?"|'[^']*'|[^&\s"',;}\]]+)""",
+    re.IGNORECASE,
+)
+#: what is logged of a payload
+MAX_LOGGED_CHARS = 4000
+
+
+def scrub(text: str) -> str:
+    """``text`` with every credential-looking value replaced by ``***``.
+
+    Payloads are venue answers, but an echoed request (an error page quoting the URL, a proxy)
+    would carry our signature and API key: nothing that can hold one is logged unscrubbed.
+    """
+    return _SECRET.sub(r"\1***", text)
+
+
 def record_malformed(venue: str, raw: bytes | str, reason: str) -> None:
-    """Log (with the raw payload) and count a message that is being skipped."""
+    """Log (with the raw payload, truncated and scrubbed) and count a message being skipped."""
     MALFORMED_MESSAGES.labels(venue=venue).inc()
-    text = raw.decode("utf-8", "replace") if isinstance(raw, bytes) else raw
-    log.warning("venue_message_malformed", venue=venue, reason=reason, raw=text[:4000])
+    # Truncated first: a secret cut at the end loses its value, never its key.
+    if isinstance(raw, bytes):
+        text = raw[:MAX_LOGGED_CHARS].decode("utf-8", "replace")
+    else:
+        text = raw[:MAX_LOGGED_CHARS]
+    log.warning("venue_message_malformed", venue=venue, reason=scrub(reason), raw=scrub(text))
 
 
-def ms_to_utc(ms: int) -> datetime:
-    """Binance millisecond epoch → aware UTC datetime (exact: no float rounding)."""
-    seconds, millis = divmod(ms, 1000)
-    return datetime.fromtimestamp(seconds, UTC).replace(microsecond=millis * 1000)
+def skip_reason(exc: Exception) -> str:
+    """What to log for a message whose decoding raised ``exc``: a bug in a decoder (anything
+    other than :class:`MalformedMessage`) is named by its type so it stands out."""
+    if isinstance(exc, MalformedMessage):
+        return str(exc)
+    return f"unexpected {type(exc).__name__} while decoding: {exc}"
+
+
+def ms_to_utc(ms: int, what: str = "binance timestamp") -> datetime:
+    """Binance millisecond epoch → aware UTC datetime (exact: no float rounding).
+
+    Raises :class:`MalformedMessage` outside 2000..2100 (``datetime`` itself would raise
+    ``OverflowError``/``ValueError`` far out, and anything before 2000 is not a venue time).
+    """
+    return ms_timestamp(ms, what)
 
 
 # -- enums ----------------------------------------------------------------------------------
@@ -86,40 +136,35 @@ _STATUS = {
     "EXPIRED_IN_MATCH": VenueOrderStatus.EXPIRED,
 }
 
-E = TypeVar("E")
-
-
-def _enum(mapping: dict[str, E], value: str, what: str) -> E:
-    try:
-        return mapping[value]
-    except KeyError:
-        raise MalformedMessage(f"unknown binance {what} {value!r}") from None
-
-
 _SIDES = {"BUY": Side.BUY, "SELL": Side.SELL}
 _TYPES = {"LIMIT": OrderType.LIMIT, "MARKET": OrderType.MARKET}
 _TIFS = {"GTC": TimeInForce.GTC, "IOC": TimeInForce.IOC, "FOK": TimeInForce.FOK}
 
 
 def order_status(value: str) -> VenueOrderStatus:
-    return _enum(_STATUS, value, "order status")
+    return known(_STATUS, value, "binance order status")
 
 
 def side(value: str) -> Side:
-    return _enum(_SIDES, value, "side")
+    return known(_SIDES, value, "binance side")
 
 
 def order_type(value: str) -> OrderType:
-    return _enum(_TYPES, value, "order type")
+    return known(_TYPES, value, "binance order type")
 
 
 def time_in_force(value: str) -> TimeInForce:
-    return _enum(_TIFS, value, "time in force")
+    return known(_TIFS, value, "binance time in force")
 
 
-def _price_or_none(price: Decimal) -> Decimal | None:
+def _price_or_none(price: Decimal, what: str) -> Decimal | None:
     # MARKET orders report price "0.00000000"
-    return price if price != 0 else None
+    return price if non_negative(price, what) != 0 else None
+
+
+def _asset_or_none(asset: str | None) -> Asset | None:
+    # No commission yet: ``N`` is null, ``commissionAsset`` may be empty.
+    return Asset(asset) if asset else None
 
 
 # -- REST answers ---------------------------------------------------------------------------
@@ -127,29 +172,32 @@ def _price_or_none(price: Decimal) -> Decimal | None:
 
 def parse_order(order: schemas.Order, *, venue: VenueName, received_at: datetime) -> OrderReport:
     """An order answer (new/query/cancel/open) as an :class:`OrderReport`, with any fills."""
+    symbol = Symbol(non_empty(order.symbol, "binance order symbol"))
     order_side = side(order.side)
-    venue_order_id = VenueOrderId(str(order.orderId))
+    otype = order_type(order.type)
+    status = order_status(order.status)
+    venue_order_id = VenueOrderId(str(int_id(order.orderId, "binance orderId")))
     if order.origClientOrderId is not None:
         # Cancel answer: ``clientOrderId`` is the cancel request's own id.
-        coid = ClientOrderId(order.origClientOrderId)
+        coid = ClientOrderId(non_empty(order.origClientOrderId, "binance origClientOrderId"))
         cancel_coid: ClientOrderId | None = ClientOrderId(order.clientOrderId)
     else:
-        coid = ClientOrderId(order.clientOrderId)
+        coid = ClientOrderId(non_empty(order.clientOrderId, "binance clientOrderId"))
         cancel_coid = None
     venue_ms = order.transactTime or order.updateTime or order.time
-    venue_ts = ms_to_utc(venue_ms) if venue_ms else None
+    venue_ts = ms_to_utc(venue_ms, "binance order time") if venue_ms else None
     fills = tuple(
         FillReport(
             venue=venue,
-            symbol=Symbol(order.symbol),
-            trade_id=TradeId(str(f.tradeId)),
+            symbol=symbol,
+            trade_id=TradeId(str(int_id(f.tradeId, "binance fill tradeId"))),
             client_order_id=coid,
             venue_order_id=venue_order_id,
             side=order_side,
-            quantity=f.qty,
-            price=f.price,
-            fee=f.commission,
-            fee_asset=Asset(f.commissionAsset) if f.commissionAsset else None,
+            quantity=positive(f.qty, "binance fill qty"),
+            price=non_negative(f.price, "binance fill price"),
+            fee=non_negative(f.commission, "binance fill commission"),
+            fee_asset=_asset_or_none(f.commissionAsset),
             # FULL answers do not say; a fill in the placing answer took liquidity.
             liquidity=Liquidity.TAKER,
             venue_ts=venue_ts or received_at,
@@ -157,18 +205,18 @@ def parse_order(order: schemas.Order, *, venue: VenueName, received_at: datetime
         )
         for f in order.fills
     )
-    quote = order.cummulativeQuoteQty
+    quote = finite(order.cummulativeQuoteQty, "binance cummulativeQuoteQty")
     return OrderReport(
         venue=venue,
-        symbol=Symbol(order.symbol),
+        symbol=symbol,
         client_order_id=coid,
         venue_order_id=venue_order_id,
         side=order_side,
-        type=order_type(order.type),
-        status=order_status(order.status),
-        quantity=order.origQty,
-        limit_price=_price_or_none(order.price),
-        filled_quantity=order.executedQty,
+        type=otype,
+        status=status,
+        quantity=positive(order.origQty, "binance origQty"),
+        limit_price=_price_or_none(order.price, "binance order price"),
+        filled_quantity=non_negative(order.executedQty, "binance executedQty"),
         # "For some historical orders cummulativeQuoteQty will be < 0": not available.
         cumulative_quote=quote if quote >= 0 else None,
         venue_ts=venue_ts,
@@ -184,17 +232,17 @@ def parse_account_trade(
     """A ``myTrades`` row. Binance does not return the client order id here, only ``orderId``."""
     return FillReport(
         venue=venue,
-        symbol=Symbol(trade.symbol),
-        trade_id=TradeId(str(trade.id)),
+        symbol=Symbol(non_empty(trade.symbol, "binance trade symbol")),
+        trade_id=TradeId(str(int_id(trade.id, "binance trade id"))),
         client_order_id=None,
-        venue_order_id=VenueOrderId(str(trade.orderId)),
+        venue_order_id=VenueOrderId(str(int_id(trade.orderId, "binance trade orderId"))),
         side=Side.BUY if trade.isBuyer else Side.SELL,
-        quantity=trade.qty,
-        price=trade.price,
-        fee=trade.commission,
-        fee_asset=Asset(trade.commissionAsset) if trade.commissionAsset else None,
+        quantity=positive(trade.qty, "binance trade qty"),
+        price=non_negative(trade.price, "binance trade price"),
+        fee=non_negative(trade.commission, "binance trade commission"),
+        fee_asset=_asset_or_none(trade.commissionAsset),
         liquidity=Liquidity.MAKER if trade.isMaker else Liquidity.TAKER,
-        venue_ts=ms_to_utc(trade.time),
+        venue_ts=ms_to_utc(trade.time, "binance trade time"),
         received_at=received_at,
     )
 
@@ -202,13 +250,13 @@ def parse_account_trade(
 def parse_account(
     account: schemas.AccountInfo, *, venue: VenueName, received_at: datetime
 ) -> list[BalanceReport]:
-    venue_ts = ms_to_utc(account.updateTime) if account.updateTime else None
+    venue_ts = ms_to_utc(account.updateTime, "binance updateTime") if account.updateTime else None
     return [
         BalanceReport(
             venue=venue,
-            asset=Asset(b.asset),
-            free=b.free,
-            locked=b.locked,
+            asset=Asset(non_empty(b.asset, "binance balance asset")),
+            free=non_negative(b.free, "binance balance free"),
+            locked=non_negative(b.locked, "binance balance locked"),
             venue_ts=venue_ts,
             received_at=received_at,
         )
@@ -216,32 +264,44 @@ def parse_account(
     ]
 
 
+def _bound(value: Decimal | None, what: str) -> Decimal | None:
+    return None if value is None else non_negative(value, what)
+
+
 def parse_instrument_rules(info: schemas.SymbolInfo) -> InstrumentRules:
     """PRICE_FILTER → tick size and price bounds, LOT_SIZE → step and quantity bounds,
     NOTIONAL (or the older MIN_NOTIONAL) → notional bounds. A 0 bound means "disabled"."""
+    symbol = non_empty(info.symbol, "binance exchangeInfo symbol")
     filters = {f.filterType: f for f in info.filters}
     price = filters.get("PRICE_FILTER")
     lot = filters.get("LOT_SIZE")
     notional = filters.get("NOTIONAL") or filters.get("MIN_NOTIONAL")
     if lot is None or lot.stepSize is None or lot.minQty is None or lot.maxQty is None:
-        raise MalformedMessage(f"binance symbol {info.symbol} has no usable LOT_SIZE filter")
+        raise MalformedMessage(f"binance symbol {symbol} has no usable LOT_SIZE filter")
     extra = {"status": info.status}
     market_lot = filters.get("MARKET_LOT_SIZE")
     if market_lot is not None and market_lot.maxQty is not None:
-        extra["market_max_qty"] = str(market_lot.maxQty)
-    max_price = price.maxPrice if price is not None else None
-    max_notional = notional.maxNotional if notional is not None else None
+        extra["market_max_qty"] = str(non_negative(market_lot.maxQty, "MARKET_LOT_SIZE maxQty"))
+    tick_size = _bound(price.tickSize, "PRICE_FILTER tickSize") if price is not None else None
+    min_price = _bound(price.minPrice, "PRICE_FILTER minPrice") if price is not None else None
+    max_price = _bound(price.maxPrice, "PRICE_FILTER maxPrice") if price is not None else None
+    min_notional = (
+        _bound(notional.minNotional, "NOTIONAL minNotional") if notional is not None else None
+    )
+    max_notional = (
+        _bound(notional.maxNotional, "NOTIONAL maxNotional") if notional is not None else None
+    )
     return InstrumentRules(
-        symbol=Symbol(info.symbol),
-        base_asset=Asset(info.baseAsset),
-        quote_asset=Asset(info.quoteAsset),
-        tick_size=(price.tickSize or Decimal(0)) if price is not None else Decimal(0),
-        step_size=lot.stepSize,
-        min_qty=lot.minQty,
-        max_qty=lot.maxQty,
-        min_notional=(notional.minNotional or Decimal(0)) if notional is not None else Decimal(0),
+        symbol=Symbol(symbol),
+        base_asset=Asset(non_empty(info.baseAsset, "binance baseAsset")),
+        quote_asset=Asset(non_empty(info.quoteAsset, "binance quoteAsset")),
+        tick_size=tick_size or Decimal(0),
+        step_size=non_negative(lot.stepSize, "LOT_SIZE stepSize"),
+        min_qty=non_negative(lot.minQty, "LOT_SIZE minQty"),
+        max_qty=non_negative(lot.maxQty, "LOT_SIZE maxQty"),
+        min_notional=min_notional or Decimal(0),
         max_notional=max_notional if max_notional else None,
-        min_price=(price.minPrice or Decimal(0)) if price is not None else Decimal(0),
+        min_price=min_price or Decimal(0),
         max_price=max_price if max_price else None,
         extra=extra,
     )
@@ -250,6 +310,11 @@ def parse_instrument_rules(info: schemas.SymbolInfo) -> InstrumentRules:
 # -- user data events -----------------------------------------------------------------------
 
 UserReport = OrderReport | FillReport | BalanceReport
+
+#: ``x`` of an executionReport; only TRADE carries a fill, but an unknown one might too
+_EXECUTION_TYPES = frozenset(
+    {"NEW", "CANCELED", "REPLACED", "REJECTED", "TRADE", "EXPIRED", "TRADE_PREVENTION", "AMENDMENT"}
+)
 
 
 def parse_execution_report(
@@ -263,15 +328,18 @@ def parse_execution_report(
     order_side = side(er.side)
     status = order_status(er.order_status)
     otype = order_type(er.order_type)
+    if er.execution_type not in _EXECUTION_TYPES:
+        raise MalformedMessage(f"unknown binance execution type {er.execution_type[:40]!r}")
     if er.orig_client_order_id:
         coid = ClientOrderId(er.orig_client_order_id)
         cancel_coid: ClientOrderId | None = ClientOrderId(er.client_order_id)
     else:
-        coid = ClientOrderId(er.client_order_id)
+        coid = ClientOrderId(non_empty(er.client_order_id, "binance executionReport c"))
         cancel_coid = None
-    symbol = Symbol(er.symbol)
-    venue_order_id = VenueOrderId(str(er.order_id))
-    venue_ts = ms_to_utc(er.transaction_time)
+    symbol = Symbol(non_empty(er.symbol, "binance executionReport symbol"))
+    venue_order_id = VenueOrderId(str(int_id(er.order_id, "binance executionReport i")))
+    venue_ts = ms_to_utc(er.transaction_time, "binance executionReport T")
+    cumulative_quote = er.cumulative_quote_qty
     out: list[UserReport] = []
     if er.execution_type == "TRADE":
         if er.trade_id < 0:
@@ -280,14 +348,14 @@ def parse_execution_report(
             FillReport(
                 venue=venue,
                 symbol=symbol,
-                trade_id=TradeId(str(er.trade_id)),
+                trade_id=TradeId(str(int_id(er.trade_id, "binance executionReport t"))),
                 client_order_id=coid,
                 venue_order_id=venue_order_id,
                 side=order_side,
-                quantity=er.last_qty,
-                price=er.last_price,
-                fee=er.commission,
-                fee_asset=Asset(er.commission_asset) if er.commission_asset else None,
+                quantity=positive(er.last_qty, "binance executionReport l"),
+                price=non_negative(er.last_price, "binance executionReport L"),
+                fee=non_negative(er.commission, "binance executionReport n"),
+                fee_asset=_asset_or_none(er.commission_asset),
                 liquidity=Liquidity.MAKER if er.is_maker else Liquidity.TAKER,
                 venue_ts=venue_ts,
                 received_at=received_at,
@@ -302,10 +370,12 @@ def parse_execution_report(
             side=order_side,
             type=otype,
             status=status,
-            quantity=er.quantity,
-            limit_price=_price_or_none(er.price),
-            filled_quantity=er.cumulative_qty,
-            cumulative_quote=er.cumulative_quote_qty,
+            quantity=positive(er.quantity, "binance executionReport q"),
+            limit_price=_price_or_none(er.price, "binance executionReport p"),
+            filled_quantity=non_negative(er.cumulative_qty, "binance executionReport z"),
+            cumulative_quote=None
+            if cumulative_quote is None
+            else non_negative(cumulative_quote, "binance executionReport Z"),
             venue_ts=venue_ts,
             received_at=received_at,
             reason=er.reject_reason if er.reject_reason not in ("", "NONE") else None,
@@ -318,13 +388,13 @@ def parse_execution_report(
 def parse_account_position(
     evt: schemas.OutboundAccountPosition, *, venue: VenueName, received_at: datetime
 ) -> list[UserReport]:
-    venue_ts = ms_to_utc(evt.last_update_time)
+    venue_ts = ms_to_utc(evt.last_update_time, "binance outboundAccountPosition u")
     return [
         BalanceReport(
             venue=venue,
-            asset=Asset(b.asset),
-            free=b.free,
-            locked=b.locked,
+            asset=Asset(non_empty(b.asset, "binance balance asset")),
+            free=non_negative(b.free, "binance balance free"),
+            locked=non_negative(b.locked, "binance balance locked"),
             venue_ts=venue_ts,
             received_at=received_at,
         )
@@ -371,8 +441,8 @@ def decode_user_event(raw: bytes, *, venue: VenueName, received_at: datetime) ->
             log.info(
                 "binance_balance_update",
                 venue=venue,
-                asset=upd.asset,
-                delta=str(upd.delta),
+                asset=upd.asset[:40],
+                delta=str(finite(upd.delta, "binance balanceUpdate d")),
                 clear_time=upd.clear_time,
             )
             return []
@@ -384,7 +454,41 @@ def decode_user_event(raw: bytes, *, venue: VenueName, received_at: datetime) ->
         raise StreamTerminated(kind)
     if kind in IGNORED_EVENTS:
         return []
-    raise MalformedMessage(f"unknown binance user event type {kind!r}", raw=raw)
+    raise MalformedMessage(f"unknown binance user event type {kind[:40]!r}", raw=raw)
+
+
+_WS_API_FRAME_DECODER = msgspec.json.Decoder(schemas.WsApiFrame)
+
+
+def decode_ws_api_frame(raw: bytes) -> schemas.WsApiFrame:
+    """One WebSocket API frame (a response or a subscription event envelope).
+
+    Raises :class:`MalformedMessage` for anything undecodable; the event inside is decoded by
+    :func:`decode_user_event`.
+    """
+    try:
+        return _WS_API_FRAME_DECODER.decode(raw)
+    except msgspec.DecodeError as exc:
+        raise MalformedMessage(f"undecodable binance ws-api frame: {exc}", raw=raw) from None
+
+
+def ws_api_subscription_id(frame: schemas.WsApiFrame) -> int | None:
+    """The ``subscriptionId`` of a subscribe answer; ``None`` when absent or unreadable (it is
+    only logged)."""
+    if not frame.result:
+        return None
+    try:
+        result = _SUBSCRIPTION_RESULT_DECODER.decode(bytes(frame.result))
+    except msgspec.DecodeError:
+        return None
+    return result.subscriptionId
+
+
+class _SubscriptionResult(msgspec.Struct, frozen=True):
+    subscriptionId: int | None = None
+
+
+_SUBSCRIPTION_RESULT_DECODER = msgspec.json.Decoder(_SubscriptionResult)
 
 
 # -- market data ----------------------------------------------------------------------------
@@ -410,14 +514,31 @@ _TRADE_DECODER = msgspec.json.Decoder(schemas.TradeEvent)
 _KLINE_DECODER = msgspec.json.Decoder(schemas.KlineEvent)
 
 
+_MAX_DIGITS = MAX_INTEGER_DIGITS
+
+
 def parse_book_ticker(bt: schemas.BookTicker, *, received_at: datetime) -> Quote:
-    # msgspec has already checked every field's type (Decimal prices and sizes, int id).
+    # msgspec has already checked every field's type (Decimal prices and sizes, int id in
+    # range); what is left is the values. Inlined rather than through engine.venues.validation:
+    # this runs for every quote, and a method call per check is what it can afford. is_signed
+    # also refuses "-0", which no book carries. Only the upper magnitude bound is checked: a
+    # finite 1E+999999999 overflows the first arithmetic on it, a tiny value just rounds to 0.
+    b, bq, a, aq = bt.bid_price, bt.bid_qty, bt.ask_price, bt.ask_qty
+    if (
+        not (b.is_finite() and bq.is_finite() and a.is_finite() and aq.is_finite())
+        or (b.is_signed() or bq.is_signed() or a.is_signed() or aq.is_signed())
+        or (b.adjusted() >= _MAX_DIGITS or bq.adjusted() >= _MAX_DIGITS)
+        or (a.adjusted() >= _MAX_DIGITS or aq.adjusted() >= _MAX_DIGITS)
+    ):
+        raise MalformedMessage(f"binance bookTicker with a bad price or size: {b} {bq} {a} {aq}")
+    if not bt.symbol:
+        raise MalformedMessage("binance bookTicker without a symbol")
     return Quote.from_decoded(
         Symbol(bt.symbol),
-        bt.bid_price,
-        bt.bid_qty,
-        bt.ask_price,
-        bt.ask_qty,
+        b,
+        bq,
+        a,
+        aq,
         None,  # the spot bookTicker carries no timestamp
         received_at,
         bt.update_id,
@@ -426,13 +547,13 @@ def parse_book_ticker(bt: schemas.BookTicker, *, received_at: datetime) -> Quote
 
 def parse_trade(te: schemas.TradeEvent, *, received_at: datetime) -> Trade:
     return Trade(
-        symbol=Symbol(te.symbol),
-        trade_id=TradeId(str(te.trade_id)),
-        price=te.price,
-        quantity=te.quantity,
+        symbol=Symbol(non_empty(te.symbol, "binance trade symbol")),
+        trade_id=TradeId(str(int_id(te.trade_id, "binance trade t"))),
+        price=non_negative(te.price, "binance trade p"),
+        quantity=positive(te.quantity, "binance trade q"),
         # buyer is the maker → the seller crossed the spread
         aggressor=Side.SELL if te.buyer_is_maker else Side.BUY,
-        venue_ts=ms_to_utc(te.trade_time),
+        venue_ts=ms_to_utc(te.trade_time, "binance trade T"),
         received_at=received_at,
     )
 
@@ -440,50 +561,69 @@ def parse_trade(te: schemas.TradeEvent, *, received_at: datetime) -> Trade:
 def parse_kline(ke: schemas.KlineEvent, *, received_at: datetime) -> Bar:
     k = ke.kline
     return Bar(
-        symbol=Symbol(k.symbol),
-        interval=k.interval,
-        open_time=ms_to_utc(k.start_time),
-        close_time=ms_to_utc(k.close_time),
-        open=k.open,
-        high=k.high,
-        low=k.low,
-        close=k.close,
-        volume=k.volume,
+        symbol=Symbol(non_empty(k.symbol, "binance kline symbol")),
+        interval=non_empty(k.interval, "binance kline interval"),
+        open_time=ms_to_utc(k.start_time, "binance kline t"),
+        close_time=ms_to_utc(k.close_time, "binance kline T"),
+        open=non_negative(k.open, "binance kline o"),
+        high=non_negative(k.high, "binance kline h"),
+        low=non_negative(k.low, "binance kline l"),
+        close=non_negative(k.close, "binance kline c"),
+        volume=non_negative(k.volume, "binance kline v"),
         closed=k.closed,
         received_at=received_at,
     )
 
 
+def _stream_symbol_matches(stream: str, symbol: str) -> bool:
+    # ``<symbol>@<channel>``: a payload for another symbol than the stream's is not trusted.
+    return stream.partition("@")[0].lower() == symbol.lower()
+
+
 def decode_market_frame(raw: bytes, *, received_at: datetime) -> MarketEvent | None:
     """One combined-stream frame → a market event. ``None`` for a subscription answer.
 
-    Raises :class:`MalformedMessage` for anything else it cannot read.
+    Raises :class:`MalformedMessage` for anything else it cannot read, or whose values are out
+    of range (non-finite or negative prices and sizes, timestamps outside 2000..2100).
     """
-    if raw.find(_BOOK_HINT, 0, _HINT_WINDOW) != -1:
-        # The hot path: most market-data frames are quotes. The hint only picks the decoder;
-        # the decoded stream name decides, and anything else takes the general path below.
-        try:
-            book = _BOOK_FRAME_DECODER.decode(raw)
-        except msgspec.DecodeError:
-            pass
-        else:
-            if book.stream.endswith("@bookTicker"):
-                return parse_book_ticker(book.data, received_at=received_at)
     try:
+        if raw.find(_BOOK_HINT, 0, _HINT_WINDOW) != -1:
+            # The hot path: most market-data frames are quotes. The hint only picks the
+            # decoder; the decoded stream name decides, and anything else takes the general
+            # path below. (The stream name's symbol is not compared with the payload's here:
+            # the stream checks every quote's symbol against the ones it subscribed to.)
+            try:
+                book = _BOOK_FRAME_DECODER.decode(raw)
+            except msgspec.DecodeError:
+                pass
+            else:
+                if book.stream.endswith("@bookTicker"):
+                    return parse_book_ticker(book.data, received_at=received_at)
         if raw.lstrip().startswith(b'{"result"'):
             return None
         frame = _COMBINED_DECODER.decode(raw)
         stream = frame.stream
         data = bytes(frame.data)
+        event: MarketEvent
         if stream.endswith("@bookTicker"):
-            return parse_book_ticker(_BOOK_DECODER.decode(data), received_at=received_at)
-        if stream.endswith("@trade"):
-            return parse_trade(_TRADE_DECODER.decode(data), received_at=received_at)
-        if "@kline_" in stream:
-            return parse_kline(_KLINE_DECODER.decode(data), received_at=received_at)
+            event = parse_book_ticker(_BOOK_DECODER.decode(data), received_at=received_at)
+        elif stream.endswith("@trade"):
+            event = parse_trade(_TRADE_DECODER.decode(data), received_at=received_at)
+        elif "@kline_" in stream:
+            event = parse_kline(_KLINE_DECODER.decode(data), received_at=received_at)
+        else:
+            raise MalformedMessage(f"unexpected binance stream {stream[:80]!r}", raw=raw)
     except msgspec.DecodeError as exc:
         raise MalformedMessage(f"undecodable binance market frame: {exc}", raw=raw) from None
-    raise MalformedMessage(f"unexpected binance stream {stream!r}", raw=raw)
+    except MalformedMessage as exc:
+        if exc.raw:
+            raise
+        raise MalformedMessage(str(exc), raw=raw) from None
+    if not _stream_symbol_matches(stream, event.symbol):
+        raise MalformedMessage(
+            f"binance stream {stream[:80]!r} carried {event.symbol[:40]!r}", raw=raw
+        )
+    return event
 
 
 def stream_names(symbols: Sequence[str], channels: Sequence[str]) -> list[str]:

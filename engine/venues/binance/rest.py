@@ -18,7 +18,7 @@ import httpx
 import msgspec
 import structlog
 
-from engine.exceptions import Ambiguous, RateLimited, VenueError
+from engine.exceptions import Ambiguous, MalformedMessage, RateLimited, VenueError
 from engine.venues.binance import schemas
 from engine.venues.binance.errors import (
     INVALID_TIMESTAMP,
@@ -27,7 +27,7 @@ from engine.venues.binance.errors import (
     classify_transport,
     parse_retry_after,
 )
-from engine.venues.binance.parsing import record_malformed
+from engine.venues.binance.parsing import record_malformed, skip_reason
 from engine.venues.binance.ratelimit import (
     ACCOUNT,
     ALL_ORDERS,
@@ -43,6 +43,7 @@ from engine.venues.binance.ratelimit import (
     RateBudget,
 )
 from engine.venues.binance.signing import ServerClock, Signer, encode_params, percent_encode
+from engine.venues.validation import ms_timestamp
 
 log = structlog.get_logger(__name__)
 
@@ -62,6 +63,15 @@ _ACCOUNT_DECODER = msgspec.json.Decoder(schemas.AccountInfo)
 MAX_TRADES_LIMIT = 1000
 #: and allOrders too
 MAX_ORDERS_LIMIT = 1000
+
+
+def decode_answer(decoder: msgspec.json.Decoder[T], content: bytes) -> T:
+    """A 2xx body as its wire struct; :class:`MalformedMessage` (with the body) when it is not
+    one. The values inside are checked by :mod:`.parsing` when they become reports."""
+    try:
+        return decoder.decode(content)
+    except msgspec.DecodeError as exc:
+        raise MalformedMessage(f"undecodable binance answer: {exc}", raw=content) from None
 
 
 def format_decimal(value: Decimal) -> str:
@@ -120,6 +130,12 @@ class BinanceRestClient:
         if not response.is_success:
             raise self._error(response, Operation.READ)
         body = self._decode(_TIME_DECODER, response, Operation.READ)
+        try:
+            # An absurd server time would skew every signed request's timestamp after it.
+            ms_timestamp(body.serverTime, "binance serverTime")
+        except MalformedMessage as exc:
+            record_malformed(self._venue, response.content, str(exc))
+            raise Ambiguous(f"binance time answered {exc}") from None
         self.clock.update(body.serverTime, sent, received)
         log.info("binance_clock_synced", venue=self._venue, offset_ms=self.clock.offset_ms)
         return self.clock.offset_ms
@@ -294,13 +310,15 @@ class BinanceRestClient:
         self, decoder: msgspec.json.Decoder[T], response: httpx.Response, operation: Operation
     ) -> T:
         try:
-            return decoder.decode(response.content)
-        except msgspec.DecodeError as exc:
-            record_malformed(self._venue, response.content, f"{operation.value}: {exc}")
+            return decode_answer(decoder, response.content)
+        except Exception as exc:
+            # Malformed, or (last resort) a decoder bug: logged once, never raised as is.
+            reason = skip_reason(exc)
+            record_malformed(self._venue, response.content, f"{operation.value}: {reason}")
             # The request was accepted (2xx) but we cannot tell what it did.
             raise Ambiguous(
                 f"binance {operation.value} answered HTTP {response.status_code} with an "
-                f"undecodable body: {exc}",
+                f"undecodable body: {reason}",
                 http_status=response.status_code,
             ) from None
 

@@ -29,7 +29,7 @@ from websockets.exceptions import InvalidURI, WebSocketException
 
 from engine.domain.market import MarketEvent
 from engine.domain.types import VenueName, utc_now
-from engine.exceptions import AuthFailed, ConfigError, MalformedMessage, RateLimited, VenueError
+from engine.exceptions import AuthFailed, ConfigError, RateLimited, VenueError
 from engine.venues.base import StreamReconnected, UserEvent
 from engine.venues.binance import schemas
 from engine.venues.binance.errors import INVALID_TIMESTAMP, Operation, classify
@@ -37,14 +37,15 @@ from engine.venues.binance.parsing import (
     StreamTerminated,
     decode_market_frame,
     decode_user_event,
+    decode_ws_api_frame,
     record_malformed,
+    skip_reason,
     stream_names,
+    ws_api_subscription_id,
 )
 from engine.venues.binance.signing import ServerClock, Signer, ws_signature_payload
 
 log = structlog.get_logger(__name__)
-
-_FRAME_DECODER = msgspec.json.Decoder(schemas.WsApiFrame)
 
 
 def backoff(
@@ -115,6 +116,8 @@ class MarketStream:
         if not names:
             raise ValueError("market stream needs at least one symbol and one channel")
         self.url = f"{stream_url.rstrip('/')}/stream?streams={'/'.join(names)}"
+        #: the venue names symbols in upper case in payloads, whatever case was asked for
+        self._symbols = frozenset(s.upper() for s in symbols)
         self._venue = venue
         self._settings = settings or StreamSettings()
         self._now = now
@@ -138,15 +141,24 @@ class MarketStream:
                     )
                     log.info("binance_market_stream_connected", venue=self._venue)
                     deadline = asyncio.get_running_loop().time() + s.max_connection_age_s
+                    symbols = self._symbols
                     while True:
                         raw = await _recv_until(ws, deadline)
                         try:
                             event = decode_market_frame(raw, received_at=self._now())
-                        except MalformedMessage as exc:
-                            record_malformed(self._venue, raw, str(exc))
+                        except Exception as exc:
+                            # Malformed, or a decoder bug: either way only this frame is lost.
+                            record_malformed(self._venue, raw, skip_reason(exc))
                             continue
-                        if event is not None:
-                            yield event
+                        if event is None:
+                            continue
+                        if event.symbol not in symbols:
+                            # Consumers key state by the symbols they subscribed to.
+                            record_malformed(
+                                self._venue, raw, f"symbol {event.symbol[:40]!r} not subscribed"
+                            )
+                            continue
+                        yield event
             except _Rotate:
                 log.info("binance_market_stream_rotated", venue=self._venue)
                 continue
@@ -225,10 +237,8 @@ class UserStream:
             while True:
                 message = await ws.recv()
                 raw = message.encode("utf-8") if isinstance(message, str) else message
-                try:
-                    frame = _FRAME_DECODER.decode(raw)
-                except msgspec.DecodeError as exc:
-                    record_malformed(self._venue, raw, f"undecodable ws-api frame: {exc}")
+                frame = self._frame(raw)
+                if frame is None:
                     continue
                 if frame.has_event:
                     early.extend(self._events(frame, raw))
@@ -236,7 +246,7 @@ class UserStream:
                 if frame.id != request_id:
                     continue
                 if frame.status == 200 and frame.error is None:
-                    self.subscription_id = self._subscription_id(frame)
+                    self.subscription_id = ws_api_subscription_id(frame)
                     return early
                 error = frame.error
                 raise classify(
@@ -246,23 +256,28 @@ class UserStream:
                     msg=error.msg if error else "",
                 )
 
-    @staticmethod
-    def _subscription_id(frame: schemas.WsApiFrame) -> int | None:
-        if not frame.result:
-            return None
+    def _frame(self, raw: bytes) -> schemas.WsApiFrame | None:
+        """The frame, or ``None`` (logged and counted) when it cannot be read."""
         try:
-            result = msgspec.json.decode(bytes(frame.result), type=dict[str, int])
-        except msgspec.DecodeError:
+            return decode_ws_api_frame(raw)
+        except Exception as exc:
+            record_malformed(self._venue, raw, skip_reason(exc))
             return None
-        return result.get("subscriptionId")
 
     def _events(self, frame: schemas.WsApiFrame, raw: bytes) -> list[UserEvent]:
+        """The reports in one event frame; none (logged and counted) when it is malformed or
+        the decoder fails on it. Only :class:`StreamTerminated` leaves: it ends the
+        subscription, not a message."""
         try:
             return list(
                 decode_user_event(bytes(frame.event), venue=self._venue, received_at=self._now())
             )
-        except MalformedMessage as exc:
-            record_malformed(self._venue, raw, str(exc))
+        except StreamTerminated:
+            raise
+        except Exception as exc:
+            # Malformed, or a decoder bug: either way only this message is lost, and the
+            # reconciliation after the next reconnect or resolver pass repairs what it said.
+            record_malformed(self._venue, raw, skip_reason(exc))
             return []
 
     async def events(self) -> AsyncIterator[UserEvent]:
@@ -298,12 +313,8 @@ class UserStream:
                     deadline = asyncio.get_running_loop().time() + s.max_connection_age_s
                     while True:
                         raw = await _recv_until(ws, deadline)
-                        try:
-                            frame = _FRAME_DECODER.decode(raw)
-                        except msgspec.DecodeError as exc:
-                            record_malformed(self._venue, raw, f"undecodable ws-api frame: {exc}")
-                            continue
-                        if not frame.has_event:
+                        frame = self._frame(raw)
+                        if frame is None or not frame.has_event:
                             continue  # an answer to nothing we are waiting for
                         for event in self._events(frame, raw):
                             yield event

@@ -48,7 +48,7 @@ from engine.venues.binance.rest import (
     BinanceRestClient,
     format_decimal,
 )
-from engine.venues.binance.schemas import Order
+from engine.venues.binance.schemas import AccountTrade, Order
 from engine.venues.binance.signing import ServerClock, make_signer
 from engine.venues.binance.stream import MarketStream, StreamSettings, UserStream
 
@@ -150,7 +150,7 @@ class BinanceVenue:
         """
         params = order_params(order)
         answer = await self.rest.new_order(params)
-        return self._remember(self._order_report(answer))
+        return self._remember(self._order_report(answer, order.symbol, order.client_order_id))
 
     async def find_order(self, symbol: Symbol, client_order_id: ClientOrderId) -> OrderReport:
         """The order, with its fills when it has any (``myTrades?orderId=``).
@@ -160,7 +160,7 @@ class BinanceVenue:
         through :meth:`trades_since`, so the lookup brings the order's own trades.
         """
         answer = await self.rest.query_order(symbol, client_order_id)
-        report = self._remember(self._order_report(answer))
+        report = self._remember(self._order_report(answer, symbol, client_order_id))
         if report.filled_quantity > 0 and report.venue_order_id is not None:
             trades = await self.rest.my_trades(
                 symbol, order_id=int(report.venue_order_id), limit=MAX_TRADES_LIMIT
@@ -169,10 +169,7 @@ class BinanceVenue:
             fills = tuple(
                 replace(f, client_order_id=report.client_order_id)
                 for f in sorted(
-                    (
-                        parsing.parse_account_trade(t, venue=self.name, received_at=received)
-                        for t in trades
-                    ),
+                    self._fills(trades, symbol, received, order_id=report.venue_order_id),
                     key=lambda f: int(f.trade_id),
                 )
             )
@@ -181,7 +178,7 @@ class BinanceVenue:
 
     async def cancel(self, symbol: Symbol, client_order_id: ClientOrderId) -> OrderReport:
         answer = await self.rest.cancel_order(symbol, client_order_id)
-        return self._remember(self._order_report(answer))
+        return self._remember(self._order_report(answer, symbol, client_order_id))
 
     async def open_orders(self, symbol: Symbol | None = None) -> Sequence[OrderReport]:
         answers = await self.rest.open_orders(symbol)
@@ -190,10 +187,13 @@ class BinanceVenue:
         for answer in answers:
             try:
                 report = parsing.parse_order(answer, venue=self.name, received_at=received)
-                reports.append(self._remember(report))
-            except MalformedMessage as exc:
+                if symbol is not None and report.symbol != symbol:
+                    raise MalformedMessage(f"open order of {report.symbol!r}, asked for {symbol!r}")
+            except Exception as exc:
                 # e.g. a manual STOP_LOSS_LIMIT order: not one of ours, reported and skipped
-                parsing.record_malformed(self.name, repr(answer), str(exc))
+                parsing.record_malformed(self.name, repr(answer), parsing.skip_reason(exc))
+                continue
+            reports.append(self._remember(report))
         return reports
 
     async def trades_since(
@@ -203,53 +203,105 @@ class BinanceVenue:
         inclusive), each fill given its client order id, which ``myTrades`` leaves out.
 
         Raises rather than return a fill it cannot attribute: the ledger keys fills by trade id,
-        so a fill recorded without its order could never be attributed later.
+        so a fill recorded without its order could never be attributed later. A row that
+        cannot be read (or is of another symbol) is logged, counted and skipped: the ledger's
+        check of fills owed by closed orders is what notices it is missing.
         """
         from_id = 0 if after_trade_id is None else int(after_trade_id) + 1
         trades = await self.rest.my_trades(
             symbol, from_id=from_id, limit=min(limit, MAX_TRADES_LIMIT)
         )
-        received = self._now()
-        fills = [
-            parsing.parse_account_trade(t, venue=self.name, received_at=received) for t in trades
-        ]
+        fills = self._fills(trades, symbol, self._now())
         fills.sort(key=lambda f: int(f.trade_id))
         fills = fills[:limit]
-        unknown = {
-            int(f.venue_order_id)
-            for f in fills
-            if f.venue_order_id is not None and (symbol, f.venue_order_id) not in self._client_ids
-        }
+        client_ids: dict[VenueOrderId, ClientOrderId] = {}
+        unknown: set[int] = set()
+        for f in fills:
+            if f.venue_order_id is None or f.client_order_id is not None:
+                continue
+            known = self._client_ids.get((symbol, f.venue_order_id))
+            if known is None:
+                unknown.add(int(f.venue_order_id))
+            else:
+                client_ids[f.venue_order_id] = known
         if unknown:
-            await self._learn_client_ids(symbol, unknown)
+            # Returned rather than read back from the memory, which may have evicted them.
+            client_ids.update(await self._learn_client_ids(symbol, unknown))
         return [
-            replace(f, client_order_id=self._client_ids[(symbol, f.venue_order_id)])
+            replace(f, client_order_id=client_ids[f.venue_order_id])
             if f.client_order_id is None and f.venue_order_id is not None
             else f
             for f in fills
         ]
 
-    async def _learn_client_ids(self, symbol: Symbol, order_ids: set[int]) -> None:
+    def _fills(
+        self,
+        trades: Sequence[AccountTrade],
+        symbol: Symbol,
+        received: datetime,
+        *,
+        order_id: VenueOrderId | None = None,
+    ) -> list[FillReport]:
+        """The readable rows of a ``myTrades`` answer that are ``symbol``'s (and ``order_id``'s);
+        every other row is logged, counted and skipped."""
+        fills: list[FillReport] = []
+        for trade in trades:
+            try:
+                fill = parsing.parse_account_trade(trade, venue=self.name, received_at=received)
+                if fill.symbol != symbol:
+                    raise MalformedMessage(f"trade of {fill.symbol!r}, asked for {symbol!r}")
+                if order_id is not None and fill.venue_order_id != order_id:
+                    raise MalformedMessage(
+                        f"trade of order {fill.venue_order_id}, asked for order {order_id}"
+                    )
+            except Exception as exc:
+                parsing.record_malformed(self.name, repr(trade), parsing.skip_reason(exc))
+                continue
+            fills.append(fill)
+        return fills
+
+    async def _learn_client_ids(
+        self, symbol: Symbol, order_ids: set[int]
+    ) -> dict[VenueOrderId, ClientOrderId]:
         """Page through ``allOrders`` from the oldest order id wanted until all are known."""
         wanted = set(order_ids)
+        learned: dict[VenueOrderId, ClientOrderId] = {}
         from_id = min(wanted)
         while wanted:
             page = await self.rest.all_orders(symbol, from_order_id=from_id, limit=MAX_ORDERS_LIMIT)
             for order in page:
+                if order.symbol != symbol or not order.clientOrderId:
+                    # Another symbol's order id may be the same number: it must not lend
+                    # its client id to a fill of ours.
+                    parsing.record_malformed(
+                        self.name, repr(order), f"allOrders row not of {symbol!r}"
+                    )
+                    continue
                 self._remember_id(order.symbol, order.orderId, order.clientOrderId)
-                wanted.discard(order.orderId)
+                if order.orderId in wanted:
+                    learned[VenueOrderId(str(order.orderId))] = ClientOrderId(order.clientOrderId)
+                    wanted.discard(order.orderId)
             if len(page) < MAX_ORDERS_LIMIT or not wanted:
                 break
-            from_id = max(max(o.orderId for o in page) + 1, min(wanted))
+            next_from = max(max(o.orderId for o in page) + 1, min(wanted))
+            if next_from <= from_id:
+                break  # a full page that does not move forward would repeat forever
+            from_id = next_from
         if wanted:
             raise Ambiguous(
                 f"binance myTrades has fills of {symbol} orders {sorted(wanted)} that allOrders "
                 "does not list; their client order ids are unknown, retry later"
             )
+        return learned
 
     async def balances(self) -> Sequence[BalanceReport]:
         account = await self.rest.account()
-        return parsing.parse_account(account, venue=self.name, received_at=self._now())
+        try:
+            return parsing.parse_account(account, venue=self.name, received_at=self._now())
+        except Exception as exc:
+            # A partial balance list would read as assets gone: the whole answer is unusable.
+            parsing.record_malformed(self.name, repr(account), parsing.skip_reason(exc))
+            raise Ambiguous(f"binance account answer cannot be read: {exc}") from None
 
     async def instrument_rules(self, symbol: Symbol) -> InstrumentRules:
         cached = self._rules.get(symbol)
@@ -265,9 +317,9 @@ class BinanceVenue:
                 raise NotFound(f"binance exchangeInfo has no symbol {symbol!r}")
             try:
                 rules = parsing.parse_instrument_rules(match[0])
-            except MalformedMessage as exc:
-                parsing.record_malformed(self.name, repr(match[0]), str(exc))
-                raise Definitive(str(exc)) from None
+            except Exception as exc:
+                parsing.record_malformed(self.name, repr(match[0]), parsing.skip_reason(exc))
+                raise Definitive(parsing.skip_reason(exc)) from None
             self._rules[symbol] = rules
             return rules
 
@@ -329,13 +381,22 @@ class BinanceVenue:
         if len(self._client_ids) > CLIENT_ID_MEMORY:
             del self._client_ids[next(iter(self._client_ids))]
 
-    def _order_report(self, answer: Order) -> OrderReport:
+    def _order_report(
+        self, answer: Order, symbol: Symbol, client_order_id: ClientOrderId
+    ) -> OrderReport:
         try:
-            return parsing.parse_order(answer, venue=self.name, received_at=self._now())
-        except MalformedMessage as exc:
-            parsing.record_malformed(self.name, repr(answer), str(exc))
+            report = parsing.parse_order(answer, venue=self.name, received_at=self._now())
+            if report.symbol != symbol or report.client_order_id != client_order_id:
+                raise MalformedMessage(
+                    f"answer is about {report.symbol!r} {report.client_order_id!r}, "
+                    f"asked about {symbol!r} {client_order_id!r}"
+                )
+        except Exception as exc:
+            reason = parsing.skip_reason(exc)
+            parsing.record_malformed(self.name, repr(answer), reason)
             # The venue accepted the call; we just cannot read what it did.
-            raise Ambiguous(f"binance answered with an order we cannot read: {exc}") from None
+            raise Ambiguous(f"binance answered with an order we cannot read: {reason}") from None
+        return report
 
 
 def order_params(order: OrderRequest) -> list[tuple[str, str]]:

@@ -185,3 +185,86 @@ def test_malformed_counter_is_registered_once_with_a_venue_label() -> None:
     before = MALFORMED_MESSAGES.labels(venue="binance-test")._value.get()
     parsing.record_malformed("binance-test", b"{oops", "test")
     assert MALFORMED_MESSAGES.labels(venue="binance-test")._value.get() == before + 1
+
+
+# -- hostile values ------------------------------------------------------------------------
+
+
+def er(**changes: object) -> bytes:
+    import json
+
+    return json.dumps({**json.loads(raw("execution_report_trade.json")), **changes}).encode()
+
+
+@pytest.mark.parametrize(
+    "changes",
+    [
+        {"l": "NaN"},  # 'NaN'::numeric > 0 is true in Postgres: it reached the fills table
+        {"l": "sNaN"},
+        {"l": "Infinity"},
+        {"l": "0"},
+        {"L": "-1"},
+        {"n": "-0.1"},
+        {"q": "0"},
+        {"z": "-1"},
+        {"Z": "NaN"},
+        {"p": "1e999999999"},
+        {"T": 10**20},  # OverflowError in datetime.fromtimestamp
+        {"T": 123},  # 1970
+        {"t": 2**64},
+        {"i": -5},
+        {"x": "SOMETHING_NEW"},
+        {"s": ""},
+    ],
+)
+def test_execution_report_with_a_hostile_value_is_malformed(changes: dict[str, object]) -> None:
+    payload = er(**changes)
+    with pytest.raises(MalformedMessage) as caught:
+        decode_user_event(payload, venue=V, received_at=FIXED_NOW)
+    assert caught.value.raw == payload
+
+
+def test_the_stream_name_and_the_payload_must_name_the_same_symbol() -> None:
+    frame = combined("ethbtc@trade", "trade.json")  # the payload says BNBBTC
+    with pytest.raises(MalformedMessage, match="carried 'BNBBTC'"):
+        decode_market_frame(frame, received_at=FIXED_NOW)
+
+
+def test_ms_to_utc_refuses_times_outside_2000_to_2100() -> None:
+    assert ms_to_utc(946_684_800_000) == datetime(2000, 1, 1, tzinfo=UTC)
+    for ms in (946_684_799_999, 4_102_444_800_000, 10**20, -(10**20)):
+        with pytest.raises(MalformedMessage):
+            ms_to_utc(ms)
+
+
+def test_logged_payloads_carry_no_credentials() -> None:
+    from structlog.testing import capture_logs
+
+    from engine.venues.binance import parsing
+
+    echoed = (
+        "GET /api/v3/order?symbol=BTCUSDT&timestamp=1&signature=5e1f2a9c&recvWindow=5000\n"
+        "X-MBX-APIKEY: vmPUZE6mv9SD\n"
+        "Authorization: Bearer tok3n\n"
+        '{"apiKey": "vmPUZE6mv9SD", "signature":"5e1f2a9c", "listenKey": "pqia91ma19a5"}\n'
+        '{\\"signature\\":\\"5e1f2a9c\\"}\n'
+        "Params(api_key='vmPUZE6mv9SD')"
+    )
+    with capture_logs() as logs:
+        parsing.record_malformed("binance-test", echoed.encode(), "refused: signature=5e1f2a9c")
+    [entry] = logs
+    text = f"{entry['raw']} {entry['reason']}"
+    for secret in ("5e1f2a9c", "vmPUZE6mv9SD", "tok3n", "pqia91ma19a5"):
+        assert secret not in text
+    assert "symbol=BTCUSDT" in text
+    assert "recvWindow=5000" in text
+
+
+def test_logged_payloads_are_truncated() -> None:
+    from structlog.testing import capture_logs
+
+    from engine.venues.binance import parsing
+
+    with capture_logs() as logs:
+        parsing.record_malformed("binance-test", b"x" * 100_000, "too long")
+    assert len(logs[0]["raw"]) == parsing.MAX_LOGGED_CHARS

@@ -43,6 +43,11 @@ def limit_buy(coid: str = "tc-1") -> OrderRequest:
     )
 
 
+def full_answer(coid: str = "tc-1") -> dict[str, object]:
+    """The documented FULL answer, for our order (the venue echoes the client order id)."""
+    return {**payload("new_order_full.json"), "clientOrderId": coid}
+
+
 def signed_params(request: httpx.Request) -> dict[str, str]:
     """The request's parameters, after checking its signature covers exactly what was sent."""
     text = request.content.decode() if request.method == "POST" else request.url.query.decode()
@@ -60,7 +65,7 @@ def test_binance_venue_implements_the_venue_port(venue: BinanceVenue) -> None:
 async def test_submit_sends_a_signed_limit_order_with_our_client_id(
     venue: BinanceVenue, api: respx.MockRouter
 ) -> None:
-    route = api.post(ORDER).respond(json=payload("new_order_full.json"))
+    route = api.post(ORDER).respond(json=full_answer())
     report = await venue.submit(limit_buy())
     params = signed_params(route.calls.last.request)
     assert params == {
@@ -86,7 +91,7 @@ async def test_submit_sends_a_signed_limit_order_with_our_client_id(
 async def test_market_order_sends_no_price_or_time_in_force(
     venue: BinanceVenue, api: respx.MockRouter
 ) -> None:
-    route = api.post(ORDER).respond(json=payload("new_order_full.json"))
+    route = api.post(ORDER).respond(json=full_answer("tc-2"))
     order = OrderRequest(
         client_order_id=ClientOrderId("tc-2"),
         symbol=BTC,
@@ -206,7 +211,7 @@ async def test_invalid_timestamp_resyncs_the_clock_and_resends_once(
     route = api.post(ORDER).mock(
         side_effect=[
             httpx.Response(400, json={"code": -1021, "msg": "Timestamp outside recvWindow."}),
-            httpx.Response(200, json=payload("new_order_full.json")),
+            httpx.Response(200, json=full_answer()),
         ]
     )
     report = await venue.submit(limit_buy())
@@ -319,3 +324,93 @@ async def test_secrets_never_reach_logs_or_exception_texts(
         assert API_SECRET not in text
         assert API_KEY not in text
         assert "signature" not in text
+
+
+# -- answers about something else than asked, or with hostile values -----------------------
+
+
+async def test_an_order_id_only_another_symbol_has_lends_no_client_id(
+    venue: BinanceVenue, api: respx.MockRouter
+) -> None:
+    """allOrders rows of another symbol were remembered under that symbol, then looked up
+    under ours: a KeyError out of trades_since."""
+    api.get("/api/v3/myTrades").respond(json=payload("my_trades.json"))
+    order = {**payload("query_order.json"), "symbol": "ETHBTC", "orderId": 100234}
+    api.get("/api/v3/allOrders").respond(json=[order])
+    before = MALFORMED_MESSAGES.labels(venue="binance")._value.get()
+    with pytest.raises(Ambiguous, match="client order ids are unknown"):
+        await venue.trades_since(Symbol("BNBBTC"), None)
+    assert MALFORMED_MESSAGES.labels(venue="binance")._value.get() == before + 1
+
+
+async def test_trades_of_another_symbol_or_with_hostile_values_are_skipped(
+    venue: BinanceVenue, api: respx.MockRouter
+) -> None:
+    [row] = payload("my_trades.json")
+    rows = [
+        {**row, "id": 1, "symbol": "ETHBTC"},
+        {**row, "id": 2, "qty": "NaN"},
+        {**row, "id": 3, "time": 10**20},
+        {**row, "id": 4},
+    ]
+    api.get("/api/v3/myTrades").respond(json=rows)
+    order = {**payload("query_order.json"), "symbol": "BNBBTC", "orderId": 100234}
+    api.get("/api/v3/allOrders").respond(json=[order])
+    fills = await venue.trades_since(Symbol("BNBBTC"), None)
+    assert [f.trade_id for f in fills] == ["4"]
+    assert fills[0].client_order_id == "myOrder1"
+
+
+async def test_find_order_takes_only_the_orders_own_trades(
+    venue: BinanceVenue, api: respx.MockRouter
+) -> None:
+    order = {**payload("query_order.json"), "executedQty": "12.0"}
+    api.get(ORDER).respond(json=order)
+    [row] = payload("my_trades.json")
+    mine = {**row, "symbol": "LTCBTC", "orderId": 1, "id": 10}
+    api.get("/api/v3/myTrades").respond(json=[mine, {**mine, "orderId": 2, "id": 11}])
+    report = await venue.find_order(Symbol("LTCBTC"), ClientOrderId("myOrder1"))
+    assert [f.trade_id for f in report.fills] == ["10"]
+
+
+async def test_an_answer_about_another_symbol_is_ambiguous(
+    venue: BinanceVenue, api: respx.MockRouter
+) -> None:
+    api.get(ORDER).respond(json=payload("query_order.json"))  # LTCBTC's
+    with pytest.raises(Ambiguous):
+        await venue.find_order(BTC, ClientOrderId("myOrder1"))
+
+
+async def test_an_order_answer_with_a_nan_quantity_is_ambiguous(
+    venue: BinanceVenue, api: respx.MockRouter
+) -> None:
+    api.post(ORDER).respond(json={**full_answer(), "executedQty": "NaN"})
+    with pytest.raises(Ambiguous):
+        await venue.submit(limit_buy())
+
+
+async def test_open_orders_skip_rows_of_other_symbols(
+    venue: BinanceVenue, api: respx.MockRouter
+) -> None:
+    [row] = payload("open_orders.json")
+    api.get("/api/v3/openOrders").respond(json=[{**row, "symbol": "ETHBTC"}, row])
+    assert [o.symbol for o in await venue.open_orders(Symbol("LTCBTC"))] == ["LTCBTC"]
+
+
+async def test_an_unreadable_balance_makes_the_account_answer_ambiguous(
+    venue: BinanceVenue, api: respx.MockRouter
+) -> None:
+    account = payload("account.json")
+    account["balances"][1]["free"] = "-Infinity"
+    api.get("/api/v3/account").respond(json=account)
+    with pytest.raises(Ambiguous):
+        await venue.balances()
+
+
+async def test_an_absurd_server_time_is_not_used_for_signing(
+    venue: BinanceVenue, api: respx.MockRouter
+) -> None:
+    api.get("/api/v3/time").respond(json={"serverTime": 10**20})
+    with pytest.raises(Ambiguous):
+        await venue.rest.sync_time()
+    assert not venue.rest.clock.synced

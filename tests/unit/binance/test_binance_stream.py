@@ -318,3 +318,128 @@ async def test_invalid_timestamp_on_subscribe_resyncs_the_clock_and_subscribes_a
     assert resyncs == [True]
     assert len(attempts) == 2
     assert stream.subscription_id == 1
+
+
+# -- one message never ends a stream -------------------------------------------------------
+
+
+def er_with(**changes: Any) -> str:
+    data = {**json.loads(raw("execution_report_trade.json")), **changes}
+    return json.dumps({"subscriptionId": 0, "event": data})
+
+
+async def test_user_stream_skips_hostile_values_and_delivers_the_next_message() -> None:
+    seen: list[dict[str, Any]] = []
+
+    async def handler(ws: ServerConnection) -> None:
+        await accept_subscription(ws, seen)
+        await ws.send(er_with(T=10**20))  # out of range: datetime raised OverflowError here
+        await ws.send(er_with(l="NaN"))  # reached the fills table
+        await ws.send(er_with(q="-1", t=2**64))
+        await ws.send(event("execution_report_new.json"))
+        await ws.wait_closed()
+
+    before = malformed()
+    sleeps = Sleeps()
+    async with ws_server(handler) as url:
+        [report] = await take(user_stream(url, sleeps).events(), 1)
+    assert isinstance(report, OrderReport)
+    assert report.client_order_id == "mUvoqJxFIILMdfAW5iGSOW"
+    assert malformed() == before + 3
+    # no reconnect: the messages were skipped
+    assert len(seen) == 1
+    assert sleeps.delays == []
+
+
+async def test_user_stream_survives_a_decoder_bug(monkeypatch: pytest.MonkeyPatch) -> None:
+    from engine.venues.binance import stream as stream_module
+
+    real = stream_module.decode_user_event
+    calls = 0
+
+    def flaky(raw: bytes, **kwargs: Any) -> Any:
+        nonlocal calls
+        calls += 1
+        if calls == 1:
+            raise ZeroDivisionError("a bug in a decoder")
+        return real(raw, **kwargs)
+
+    monkeypatch.setattr(stream_module, "decode_user_event", flaky)
+
+    async def handler(ws: ServerConnection) -> None:
+        await accept_subscription(ws, [])
+        await ws.send(event("execution_report_trade.json"))
+        await ws.send(event("execution_report_new.json"))
+        await ws.wait_closed()
+
+    before = malformed()
+    async with ws_server(handler) as url:
+        [report] = await take(user_stream(url, Sleeps()).events(), 1)
+    assert isinstance(report, OrderReport)
+    assert report.status.value == "NEW"
+    assert malformed() == before + 1
+
+
+def book_frame(stream: str = "bnbusdt@bookTicker", **changes: Any) -> str:
+    return json.dumps(
+        {"stream": stream, "data": {**json.loads(raw("book_ticker.json")), **changes}}
+    )
+
+
+async def test_market_stream_skips_hostile_quotes_and_other_symbols() -> None:
+    async def handler(ws: ServerConnection) -> None:
+        await ws.send(book_frame(b="NaN"))
+        await ws.send(book_frame(A="-40.66"))
+        await ws.send(book_frame(u=-1))
+        await ws.send(book_frame(s="BTCUSDT"))  # the stream's name says BNBUSDT
+        await ws.send(book_frame("btcusdt@bookTicker", s="BTCUSDT"))  # not subscribed
+        trade = {**json.loads(raw("trade.json")), "T": 253_402_300_800_000}
+        await ws.send(json.dumps({"stream": "bnbbtc@trade", "data": trade}))  # past year 9999
+        await ws.send(book_frame(u=7))
+        await ws.wait_closed()
+
+    before = malformed()
+    async with ws_server(handler) as url:
+        stream = MarketStream(
+            stream_url=url,
+            symbols=["bnbusdt", "BNBBTC"],
+            channels=["bookTicker", "trade"],
+            venue=V,
+            settings=FAST,
+            now=lambda: FIXED_NOW,
+        )
+        [quote] = await take(stream.events(), 1)
+    assert isinstance(quote, Quote)
+    assert quote.sequence == 7
+    assert malformed() == before + 6
+
+
+async def test_market_stream_survives_a_decoder_bug(monkeypatch: pytest.MonkeyPatch) -> None:
+    from engine.venues.binance import stream as stream_module
+
+    real = stream_module.decode_market_frame
+    calls = 0
+
+    def flaky(raw: bytes, **kwargs: Any) -> Any:
+        nonlocal calls
+        calls += 1
+        if calls == 1:
+            raise KeyError("a bug in a decoder")
+        return real(raw, **kwargs)
+
+    monkeypatch.setattr(stream_module, "decode_market_frame", flaky)
+
+    async def handler(ws: ServerConnection) -> None:
+        await ws.send(book_frame(u=1))
+        await ws.send(book_frame(u=2))
+        await ws.wait_closed()
+
+    before = malformed()
+    async with ws_server(handler) as url:
+        stream = MarketStream(
+            stream_url=url, symbols=["BNBUSDT"], channels=["bookTicker"], venue=V, settings=FAST
+        )
+        [quote] = await take(stream.events(), 1)
+    assert isinstance(quote, Quote)
+    assert quote.sequence == 2
+    assert malformed() == before + 1
