@@ -80,7 +80,10 @@ GRACEFUL_SHARE = 0.35
 
 
 def replay_command(seed: int) -> str:
-    return f"CHAOS_SEEDS=1 CHAOS_SEED_START={seed} .venv/bin/python -m pytest tests/chaos -q"
+    return (
+        f"CHAOS_SEEDS=1 CHAOS_SEED_START={seed} CHAOS_REGRESSION=0 "
+        ".venv/bin/python -m pytest tests/chaos -q"
+    )
 
 
 @dataclass(slots=True, kw_only=True)
