@@ -44,7 +44,10 @@ LOG_EVERY_S = 10.0
 
 
 def is_outage(exc: BaseException) -> bool:
-    """The database went away (translated or, from a path that does not translate, raw)."""
+    """The database went away (translated or, from a path that does not translate, raw).
+    A task group's failure is an outage when every one of its failures is."""
+    if isinstance(exc, BaseExceptionGroup):
+        return all(is_outage(e) for e in exc.exceptions)
     return isinstance(exc, DatabaseUnavailable) or is_connection_error(exc)
 
 
@@ -251,7 +254,10 @@ async def guarded(
         except Exception as exc:
             if not is_outage(exc):
                 raise
-            health.unavailable(exc, where=name)
+            leaf: BaseException = exc
+            while isinstance(leaf, BaseExceptionGroup):
+                leaf = leaf.exceptions[0]  # the log names the database error, not the group
+            health.unavailable(leaf, where=name)
         if monotonic() - started >= HEALTHY_RUN_S:
             delay = retry_min_s
         await asyncio.sleep(delay)
