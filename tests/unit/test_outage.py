@@ -102,7 +102,7 @@ async def test_a_guarded_task_is_restarted_after_an_outage_but_not_after_a_bug()
     async def buggy() -> None:
         raise ValueError("a bug")
 
-    with pytest.raises(ValueError):
+    with pytest.raises(ValueError, match="a bug"):
         await guarded("t", buggy, health, retry_min_s=0.001)
 
 
