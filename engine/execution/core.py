@@ -120,8 +120,7 @@ class Execution(Recovery):
         #: told about every fill this process sees (the risk gate's positions); must dedupe by
         #: trade id, because the same fill arrives by ack, stream and trade query
         self.on_fills = on_fills or (lambda fills: None)
-        #: the runtime's view of the ledger's reachability (engine.outage): while it is away,
-        #: intents are dropped unreserved and the resolver waits
+        #: while the ledger is away (engine.outage) intents are dropped and the resolver waits
         self.ledger_state: LedgerState = ledger_state or AlwaysAvailable()
         self._throttled = ThrottledLog(log)
         self.dropped = 0
@@ -199,9 +198,8 @@ class Execution(Recovery):
             raise
 
     def _drop(self, batch: Sequence[Intent]) -> None:
-        """Intents met while the ledger is away: never reserved, so never sent. Not kept
-        either: their market data ages while the ledger is away, and the strategies decide
-        again on fresh data once the post-outage reconcile has run."""
+        """Never reserved, so never sent; not kept (their data ages): strategies decide again
+        once the post-outage reconcile has run."""
         self.dropped += len(batch)
         self._throttled.warning(
             "dropped",
