@@ -19,6 +19,8 @@ from engine.domain.types import ControlKind, ControlScope, utc_now
 from engine.exceptions import DatabaseUnavailable, LeaseLost, VenueError
 from engine.ledger.ledger import Ledger
 from engine.ledger.records import OperatorRequest, OperatorRequestKind
+from engine.outage import AlwaysAvailable, LedgerState, ThrottledLog
+from engine.tasks import wait_event
 
 log = structlog.get_logger("tradectl.controls")
 
@@ -34,6 +36,8 @@ class LeaseKeeper:
         self._holder = holder or make_holder()
         self._epoch: int | None = None
         self._lost = False
+        self._lost_event = asyncio.Event()
+        self._throttled = ThrottledLog(log)
 
     @property
     def holder(self) -> str:
@@ -71,17 +75,31 @@ class LeaseKeeper:
     async def keep(self) -> None:
         """Renew every ttl/3 until cancelled; return (lost) when renewal is refused."""
         while True:
-            await asyncio.sleep(self.ttl.total_seconds() / 3)
+            if await wait_event(self._lost_event, self.ttl.total_seconds() / 3):
+                return  # confirm() found it taken over
             try:
-                await self.ledger.leases.renew(self._holder, self.epoch, self.ttl)
-            except LeaseLost as exc:
-                self._lost = True
-                log.error("lease lost: stopping new orders on this account", error=str(exc))
+                await self.renew()
+            except LeaseLost:
                 return
             except DatabaseUnavailable as exc:
                 # Keep trying: if the database stays away past the TTL, the reserve fence
                 # refuses this process anyway, so nothing unsafe can follow from waiting.
-                log.warning("could not renew the lease; retrying", error=str(exc))
+                # Renewing an expired lease nobody took over keeps its epoch.
+                self._throttled.warning(
+                    "renew", "could not renew the lease; retrying", error=str(exc)
+                )
+
+    async def renew(self) -> None:
+        """Renew once (also how a recovering engine confirms it still holds its epoch);
+        LeaseLost when another process took it over, which also ends :meth:`keep`."""
+        try:
+            await self.ledger.leases.renew(self._holder, self.epoch, self.ttl)
+        except LeaseLost as exc:
+            if not self._lost:
+                self._lost = True
+                self._lost_event.set()
+                log.error("lease lost: stopping new orders on this account", error=str(exc))
+            raise
 
     async def release(self) -> None:
         if self._epoch is not None and not self._lost:
@@ -142,19 +160,23 @@ class OperatorDesk:
         reconciler: Reconciles,
         execution: CancelsAll,
         poll_s: float = 0.5,
+        ledger_state: LedgerState | None = None,
     ) -> None:
         self.ledger = ledger
         self.holder = holder
         self.reconciler = reconciler
         self.execution = execution
         self.poll_s = poll_s
+        #: requests wait while the ledger is away (they live in it anyway)
+        self.ledger_state: LedgerState = ledger_state or AlwaysAvailable()
 
     async def run(self) -> None:
         while True:
-            try:
-                await self.handle_pending()
-            except DatabaseUnavailable as exc:
-                log.warning("could not read operator requests; retrying", error=str(exc))
+            if self.ledger_state.available:
+                try:
+                    await self.handle_pending()
+                except DatabaseUnavailable as exc:
+                    self.ledger_state.unavailable(exc, where="operator")
             await asyncio.sleep(self.poll_s)
 
     async def handle_pending(self) -> int:

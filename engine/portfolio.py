@@ -8,18 +8,20 @@ that ignores them can be exceeded by the orders themselves.
 
 from __future__ import annotations
 
+import contextlib
 from collections import defaultdict
-from collections.abc import Callable, Mapping, Sequence
+from collections.abc import AsyncIterator, Callable, Mapping, Sequence
 from dataclasses import dataclass
 from datetime import datetime, time
 from decimal import Decimal
 
 from sqlalchemy import text
-from sqlalchemy.ext.asyncio import AsyncEngine
+from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine
 
 from engine.domain.positions import Position, PositionFill, apply_fill, total_pnl
 from engine.domain.risk import Exposure
 from engine.domain.types import Asset, ClientOrderId, OrderState, Side, StrategyId, Symbol
+from engine.ledger.db import database_errors
 from strategies.base import OpenOrder
 
 _NON_TERMINAL = "('PENDING_SUBMIT', 'UNKNOWN', 'OPEN', 'PARTIALLY_FILLED', 'PENDING_CANCEL')"
@@ -87,13 +89,21 @@ class Portfolio:
         self._pnl_generation = 0
         self._pnl_day: datetime | None = None
 
+    @contextlib.asynccontextmanager
+    async def _connect(self) -> AsyncIterator[AsyncConnection]:
+        # The ledger's own reads translate a lost connection; these must too, or an outage
+        # would reach the strategies and the risk gate as SQLAlchemy's error, not an outage.
+        with database_errors(self._engine.url):
+            async with self._engine.connect() as conn:
+                yield conn
+
     def mark_dirty(self) -> None:
         self._generation += 1
 
     async def refresh(self) -> None:
         generation = self._generation
         rows: dict[tuple[StrategyId, Symbol], Exposure] = defaultdict(Exposure)
-        async with self._engine.connect() as conn:
+        async with self._connect() as conn:
             result = await conn.execute(_EXPOSURE, {"account": self._account})
             for strategy, symbol, net, open_buy, open_sell in result:
                 key = (StrategyId(strategy), Symbol(symbol))
@@ -123,7 +133,7 @@ class Portfolio:
             return
         generation = self._generation
         by_symbol: dict[Symbol, _SymbolPnl] = {}
-        async with self._engine.connect() as conn:
+        async with self._connect() as conn:
             result = await conn.execute(_PNL_FILLS, {"account": self._account})
             current: Symbol | None = None
             position: Position | None = None
@@ -222,7 +232,7 @@ class Portfolio:
         }
 
     async def open_orders(self, strategy_id: StrategyId) -> Sequence[OpenOrder]:
-        async with self._engine.connect() as conn:
+        async with self._connect() as conn:
             result = await conn.execute(
                 _OPEN_ORDERS, {"account": self._account, "strategy": strategy_id}
             )

@@ -119,9 +119,13 @@ class Reconciler:
         while True:
             await wait_event(self._wake, min(interval_s, self._until_confirmable()))
             self._wake.clear()
+            if not self.execution.ledger_state.available:
+                continue  # the pass that ends an outage is run by engine.outage
             try:
                 await self.reconcile()
-            except (DatabaseUnavailable, VenueError) as exc:
+            except DatabaseUnavailable as exc:
+                self.execution.ledger_state.unavailable(exc, where="reconcile")
+            except VenueError as exc:
                 log.warning("reconciliation pass failed; will retry", error=str(exc))
             except Exception:
                 log.exception("reconciliation pass failed unexpectedly; will retry")

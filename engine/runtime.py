@@ -45,6 +45,7 @@ from engine.ledger.ledger import Ledger
 from engine.marketdata.conflator import Conflator
 from engine.marketdata.feed import MarketDataFeed
 from engine.observability import configure_logging, serve_metrics
+from engine.outage import LedgerHealth, OutageRecovery, guarded
 from engine.portfolio import Portfolio
 from engine.reconcile import Reconciler
 from engine.risk_gate import LimitsBook, RiskGate
@@ -223,6 +224,8 @@ class Engine:
             ledger=self.ledger,
         )
         self.crash = crash or CrashPoints.from_env()
+        #: reachable and reconciled since the last outage: the engine's readiness
+        self.health = LedgerHealth()
         self.execution = Execution(
             ledger=self.ledger,
             venue=self.venue,
@@ -238,6 +241,7 @@ class Engine:
             clock=clock,
             crash=self.crash,
             on_fills=lambda fills: self.portfolio.mark_dirty(),
+            ledger_state=self.health,
         )
         self.symbols = symbols_of(strategies)
         self.execution.symbols.update(self.symbols)
@@ -258,6 +262,7 @@ class Engine:
             holder=self.lease.holder,
             reconciler=self.reconciler,
             execution=self.execution,
+            ledger_state=self.health,
         )
         self._paused: set[StrategyId] = set()
         self._lease_task: asyncio.Task[None] | None = None
@@ -268,6 +273,7 @@ class Engine:
             on_strategy_failure=self._strategy_failed,
             is_paused=self._is_paused,
             clock=clock,
+            may_trade=lambda: self.health.available,
         )
         for spec in strategies:
             self.host.add(spec.hosted())
@@ -276,6 +282,12 @@ class Engine:
                 # built from them (the feed closes due bars even in a quiet market).
                 for symbol in spec.symbols:
                     self.conflator.build_bars(symbol, spec.bar_interval)
+
+    @property
+    def ready(self) -> bool:
+        """Started, the ledger reachable and reconciled since any outage: what ``/readyz``
+        reports. False from a lost connection until the post-outage reconcile succeeded."""
+        return self.health.available
 
     # -- controls seen by the strategies (the reserve transaction enforces them regardless) ---
 
@@ -320,6 +332,9 @@ class Engine:
         # "take effect within a second": the reserve transaction enforces controls anyway; this
         # only stops paused strategies from deciding at all.
         while True:
+            if not self.health.available:
+                await asyncio.sleep(0.5)  # nothing to read; recovery refreshes them
+                continue
             reason = self.gate.take_halt()
             if reason is not None:
                 # The gate already rejects every order while the loss is over the limit; the
@@ -331,6 +346,10 @@ class Engine:
     async def _status_loop(self) -> None:
         while True:
             await asyncio.sleep(self.settings.status_interval_s)
+            if not self.health.available:
+                down = self.health.down_for_s or 0.0
+                print(f"--- ledger unavailable for {down:.0f}s; not trading ---", flush=True)
+                continue
             marks = {
                 symbol: quote.mid
                 for symbol in self.symbols
@@ -352,6 +371,19 @@ class Engine:
             "startup reconciliation", lambda: self.reconciler.reconcile(startup=True)
         )
         await self._refresh_controls()
+        await self.portfolio.refresh()
+        await self.gate.load_history()
+        self.health.started()
+
+    async def _catch_up(self) -> None:
+        """After an outage, before trading again: the same epoch (LeaseLost if another engine
+        took over: the caller steps down), then what startup does: every unresolved order looked
+        up, missed fills fetched by trade id, open orders and balances compared."""
+        await self.lease.renew()
+        await self.reconciler.reconcile()
+        await self.execution.settle_owed_fills()
+        await self._refresh_controls()
+        self.portfolio.mark_dirty()
         await self.portfolio.refresh()
         await self.gate.load_history()
 
@@ -378,6 +410,8 @@ class Engine:
             "controls": self._controls_loop,
             # its own task: a reconcile it runs must not hold up the controls refresh
             "operator": self.desk.run,
+            # the only task that probes the database during an outage, and ends it
+            "recovery": OutageRecovery(self.health, self._catch_up).run,
         }
         edge: dict[str, Callable[[], Awaitable[None]]] = {
             "marketdata": MarketDataFeed(self.venue, self.symbols, self.conflator).run,
@@ -388,7 +422,7 @@ class Engine:
             edge["venue-driver"] = self.session.driver
         edge.update(self.session.extra_tasks)
         tasks = {"lease": self._lease_task} | {
-            name: asyncio.create_task(_named(name, fn), name=name)
+            name: asyncio.create_task(_named(name, _guard(name, fn, self.health)), name=name)
             for name, fn in (core | edge).items()
         }
         stopper = asyncio.create_task(stop.wait(), name="stop")
@@ -465,6 +499,12 @@ async def _until_the_venue_answers(what: str, attempt: Callable[[], Awaitable[An
 
 def symbols_of(specs: tuple[StrategySpec, ...]) -> tuple[Symbol, ...]:
     return tuple(sorted({symbol for spec in specs for symbol in spec.symbols}))
+
+
+def _guard(
+    name: str, fn: Callable[[], Awaitable[None]], health: LedgerHealth
+) -> Callable[[], Awaitable[None]]:
+    return lambda: guarded(name, fn, health)
 
 
 async def _named(name: str, fn: Callable[[], Awaitable[None]]) -> None:

@@ -9,6 +9,7 @@ from sqlalchemy import text
 from sqlalchemy.ext.asyncio import AsyncEngine
 
 from engine.domain.types import Symbol
+from engine.ledger.db import database_errors
 
 _ORDERS_BY_STATE = text(
     "SELECT state, count(*) FROM orders WHERE account = :account GROUP BY state ORDER BY state"
@@ -72,12 +73,13 @@ async def ledger_status(
     """``marks`` (latest mid per symbol) turn positions into P&L; without them (the CLI, which
     has no market data) the cash flow is shown."""
     params = {"account": account}
-    async with engine.connect() as conn:
-        states = (await conn.execute(_ORDERS_BY_STATE, params)).all()
-        positions = (await conn.execute(_POSITIONS, params)).all()
-        decisions = (await conn.execute(_DECISIONS, params)).all()
-        incidents = (await conn.execute(_OPEN_INCIDENTS, params)).scalar_one()
-        controls = (await conn.execute(_CONTROLS, params)).all()
+    with database_errors(engine.url):
+        async with engine.connect() as conn:
+            states = (await conn.execute(_ORDERS_BY_STATE, params)).all()
+            positions = (await conn.execute(_POSITIONS, params)).all()
+            decisions = (await conn.execute(_DECISIONS, params)).all()
+            incidents = (await conn.execute(_OPEN_INCIDENTS, params)).scalar_one()
+            controls = (await conn.execute(_CONTROLS, params)).all()
     lines = [
         "orders: " + (", ".join(f"{s}={n}" for s, n in states) or "none"),
         "decisions: " + (", ".join(f"{o}={n}" for o, n in decisions) or "none"),

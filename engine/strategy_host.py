@@ -149,6 +149,7 @@ class StrategyHost:
         on_strategy_failure: FailureHandler,
         is_paused: PauseCheck,
         clock: Callable[[], datetime] = utc_now,
+        may_trade: Callable[[], bool] = lambda: True,
     ) -> None:
         self._conflator = conflator
         self._portfolio = portfolio
@@ -156,6 +157,9 @@ class StrategyHost:
         self._on_failure = on_strategy_failure
         self._is_paused = is_paused
         self._clock = clock
+        #: False while the ledger is away or not reconciled since (engine.outage): no strategy
+        #: decides, but bar histories keep filling so each resumes with a full window
+        self._may_trade = may_trade
         self._hosted: dict[StrategyId, HostedStrategy] = {}
         self._history: dict[StrategyId, dict[Symbol, deque[Bar]]] = {}
         # Failed here but the persistent pause not seen yet: never call it in between.
@@ -228,6 +232,8 @@ class StrategyHost:
                 )
 
     async def _may_run(self, sid: StrategyId) -> bool:
+        if not self._may_trade():
+            return False
         paused = await self._is_paused(sid)
         if sid in self._failed:
             if paused:

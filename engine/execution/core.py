@@ -56,6 +56,7 @@ from engine.execution.recovery import UNRESOLVED, Recovery
 from engine.execution.venue_filters import venue_filters
 from engine.ledger.ledger import Ledger
 from engine.ledger.records import DecisionRecord, Reservation, ReserveStatus
+from engine.outage import AlwaysAvailable, LedgerState, ThrottledLog
 from engine.tasks import wait_event
 from engine.venues.base import FillReport, InstrumentRules, OrderRequest, Venue
 
@@ -107,6 +108,7 @@ class Execution(Recovery):
         clock: Callable[[], datetime] = utc_now,
         crash: CrashPoints = NO_CRASH,
         on_fills: Callable[[Sequence[FillReport]], None] | None = None,
+        ledger_state: LedgerState | None = None,
     ) -> None:
         self.ledger = ledger
         self.venue = venue
@@ -118,6 +120,10 @@ class Execution(Recovery):
         #: told about every fill this process sees (the risk gate's positions); must dedupe by
         #: trade id, because the same fill arrives by ack, stream and trade query
         self.on_fills = on_fills or (lambda fills: None)
+        #: while the ledger is away (engine.outage) intents are dropped and the resolver waits
+        self.ledger_state: LedgerState = ledger_state or AlwaysAvailable()
+        self._throttled = ThrottledLog(log)
+        self.dropped = 0
         self._intents: asyncio.Queue[Intent] = asyncio.Queue()
         self._denials: list[DecisionRecord] = []
         self._owed = {}
@@ -167,7 +173,15 @@ class Execution(Recovery):
                     while len(batch) < self.config.max_batch and not self._intents.empty():
                         batch.append(self._intents.get_nowait())
                     try:
-                        await self._admit(batch, sends)
+                        if self.ledger_state.available:
+                            await self._admit(batch, sends)
+                        else:
+                            self._drop(batch)
+                    except DatabaseUnavailable as exc:
+                        # The reserve transaction (or a read before it) failed: nothing of
+                        # this batch was reserved, so nothing of it may be sent.
+                        self.ledger_state.unavailable(exc, where="execution")
+                        self._drop(batch)
                     except LeaseLost as exc:
                         self.stopped_reason = f"lease lost: {exc}"
                         log.error(
@@ -183,15 +197,29 @@ class Execution(Recovery):
             _reraise_crash(group)
             raise
 
+    def _drop(self, batch: Sequence[Intent]) -> None:
+        """Never reserved, so never sent; not kept (their data ages): strategies decide again
+        once the post-outage reconcile has run."""
+        self.dropped += len(batch)
+        self._throttled.warning(
+            "dropped",
+            "intents dropped unreserved: the ledger is unavailable",
+            dropped_total=self.dropped,
+        )
+
     async def run_resolver(self) -> None:
         """Look up unresolved orders every ``resolve_interval_s`` or when woken."""
         while True:
             await wait_event(self._resolve_wakeup, self.config.resolve_interval_s)
             self._resolve_wakeup.clear()
+            if not self.ledger_state.available:
+                continue  # the post-outage reconcile resolves them (engine.outage)
             try:
                 await self.resolve_unresolved()
                 await self.settle_owed_fills()
-            except (DatabaseUnavailable, VenueError) as exc:
+            except DatabaseUnavailable as exc:
+                self.ledger_state.unavailable(exc, where="resolver")
+            except VenueError as exc:
                 log.warning("resolution pass failed; will retry", error=str(exc))
             except Exception:
                 log.exception("resolution pass failed unexpectedly; will retry")
@@ -259,6 +287,9 @@ class Execution(Recovery):
             try:
                 async with self._send_slots:
                     await work
+            except DatabaseUnavailable as exc:
+                # Left unresolved in the ledger: the post-outage reconcile looks it up.
+                self.ledger_state.unavailable(exc, where="order work")
             except Exception:
                 # A failed lookup or write must not take the account's execution down with it:
                 # the order stays unresolved in the ledger and the resolver looks it up again.
@@ -420,6 +451,8 @@ class Execution(Recovery):
         except (DatabaseUnavailable, LeaseLost) as exc:
             # The venue may hold the order; the ledger says PENDING_SUBMIT/UNKNOWN, which the
             # resolver (or the next start) settles by lookup.
+            if isinstance(exc, DatabaseUnavailable):
+                self.ledger_state.unavailable(exc, where="send")
             log.error(
                 "ledger write failed while sending; order left for resolution",
                 coid=coid,

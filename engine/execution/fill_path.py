@@ -42,14 +42,18 @@ class FillPath:
         self.on_reconnect = on_reconnect
         #: the newest balance per asset the stream reported
         self.balances: dict[Asset, BalanceReport] = {}
+        #: venue events not recorded because the ledger was away (re-fetched by reconcile)
+        self.skipped = 0
 
     async def run(self) -> None:
         async for event in self.execution.venue.user_stream():
             try:
                 await self.apply(event)
             except DatabaseUnavailable as exc:
-                # Nothing is lost: the venue keeps the fill and the next reconcile fetches it.
-                log.error("could not record a venue event; it will be re-fetched", error=str(exc))
+                # Nothing is lost: the venue keeps the fill, and the reconcile that ends the
+                # outage (or the next periodic one) fetches it by trade id.
+                self.skipped += 1
+                self.execution.ledger_state.unavailable(exc, where="fills")
                 if self.on_reconnect is not None:
                     self.on_reconnect()
             except Exception:

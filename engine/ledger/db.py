@@ -3,8 +3,10 @@
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import functools
 import os
+from collections.abc import Iterator
 from pathlib import Path
 
 import asyncpg
@@ -178,16 +180,24 @@ _CONNECTION_ERRORS: tuple[type[BaseException], ...] = (
 )
 
 
+def _is_lost(exc: BaseException | None) -> bool:
+    if isinstance(exc, _CONNECTION_ERRORS):
+        return True
+    # asyncpg raises a bare InterfaceError ("cannot call Connection.fetch(): connection is
+    # closed") on a pooled connection whose server went away while it sat idle. Other
+    # InterfaceErrors are misuse (an operation already in progress, say): bugs, not outages.
+    return isinstance(exc, asyncpg.InterfaceError) and "connection is closed" in str(exc)
+
+
 def is_connection_error(exc: BaseException) -> bool:
     if isinstance(exc, sa_exc.DBAPIError):
         if exc.connection_invalidated:
             return True
         orig = exc.orig
-        cause = getattr(orig, "__cause__", None)
-        return isinstance(orig, _CONNECTION_ERRORS) or isinstance(cause, _CONNECTION_ERRORS)
+        return _is_lost(orig) or _is_lost(getattr(orig, "__cause__", None))
     if isinstance(exc, sa_exc.TimeoutError):  # pool exhausted
         return True
-    return isinstance(exc, _CONNECTION_ERRORS)
+    return _is_lost(exc)
 
 
 def translate_error(exc: BaseException, url: URL) -> BaseException:
@@ -203,3 +213,18 @@ def translate_error(exc: BaseException, url: URL) -> BaseException:
         f"the ledger database at {redacted(url)} is unavailable ({detail}); check that Postgres "
         "is running and reachable and that DATABASE_URL is right, then retry"
     )
+
+
+@contextlib.contextmanager
+def database_errors(url: URL) -> Iterator[None]:
+    """For reads that use SQLAlchemy directly (portfolio, status): a lost connection leaves as
+    :class:`DatabaseUnavailable`, like every ledger call, so one ``except`` covers an outage."""
+    try:
+        yield
+    except DatabaseUnavailable:
+        raise
+    except Exception as exc:
+        mapped = translate_error(exc, url)
+        if mapped is exc:
+            raise
+        raise mapped from exc
