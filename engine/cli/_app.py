@@ -42,7 +42,12 @@ EXIT_INPUT = 2
 
 def one_line(message: object) -> str:
     """Collapse a multi-line message (settings errors list one problem per line)."""
-    return "; ".join(part.strip() for part in str(message).splitlines() if part.strip())
+    parts = [part.strip() for part in str(message).splitlines() if part.strip()]
+    # "invalid settings:" introduces its list: no "; " right after a colon
+    return "".join(
+        part + ("" if i == len(parts) - 1 else " " if part.endswith(":") else "; ")
+        for i, part in enumerate(parts)
+    )
 
 
 def fail(message: object, code: int = EXIT_INPUT) -> NoReturn:

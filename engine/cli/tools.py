@@ -29,6 +29,11 @@ def simulator(
     """
     import dataclasses
 
+    if not 0 <= port <= 65535:
+        fail(f"--port {port} is not a port (0-65535; 0 picks a free one)")
+    if port:
+        _check_port_free(port)
+
     from engine.venues.simulator import FaultPlan, SimulatorConfig, serve_forever
 
     with guard():
@@ -37,6 +42,20 @@ def simulator(
         if faults is not None:
             sim_config = dataclasses.replace(sim_config, faults=FaultPlan.load(faults))
         serve_forever(sim_config, host="127.0.0.1", port=port, restore_from=restore)
+
+
+def _check_port_free(port: int) -> None:
+    """uvicorn reports a port it cannot bind by logging and exiting (SystemExit(3)) from inside
+    the simulator's task, which ends in a traceback: try the bind here first."""
+    import socket
+
+    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as probe:
+        # as uvicorn binds: a port in TIME_WAIT is free for it
+        probe.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+        try:
+            probe.bind(("127.0.0.1", port))
+        except OSError as exc:
+            fail(f"--port {port}: cannot listen on 127.0.0.1:{port}: {exc.strerror}")
 
 
 @app.command()
