@@ -196,9 +196,7 @@ def reduce_only(
 
 WaitOpt = Annotated[
     float,
-    typer.Option(
-        "--timeout", help="Seconds to wait for the running engine's answer.", min=0, max=86400
-    ),
+    typer.Option("--timeout", help="Seconds to wait for the running engine's answer."),
 ]
 
 
@@ -209,8 +207,8 @@ def _operate(kind_value: str, reason: str, params: dict[str, object], timeout: f
     from engine.domain.types import utc_now
     from engine.ledger.records import OperatorRequestKind
 
-    if not math.isfinite(timeout):
-        fail("--timeout must be a finite number of seconds")
+    if not (math.isfinite(timeout) and 0 <= timeout <= 86400):
+        fail(f"--timeout {timeout:g}: expected 0-86400 seconds")
     config = settings()
     kind = OperatorRequestKind(kind_value)
 
