@@ -8,6 +8,7 @@ from typing import Annotated
 import typer
 
 from engine.cli._app import app, fail, guard, run_async, settings
+from engine.cli.targets import check_target
 from engine.database import open_database
 
 
@@ -88,12 +89,15 @@ def backtest(
     )
     from engine.domain.types import Symbol
 
+    # an empty symbol got as far as a strategy's decision key and failed there, mid-replay
+    symbol = check_target("--symbol", symbol) or ""
     params: dict[str, str] = {}
     for item in param or []:
         key, sep, value = item.partition("=")
         if not sep or not key:
             fail(f"--param takes k=v, got {item!r}")
         params[key.strip()] = value.strip()
+    account = check_target("--account", account)
     if account is not None and not persist:
         fail("--account names the ledger account of --persist")
     bt_settings = BacktestSettings.for_symbol(Symbol(symbol))

@@ -21,6 +21,8 @@ SECRET = "s3cret-pw"
 EXAMPLE = str(ROOT / "strategies" / "example.toml")
 STRATEGIES = "TRADECTL_STRATEGIES_FILE"
 BACKTEST = ["backtest", "--strategy", "sma_cross", "--data"]
+OHLCV = str(ROOT / "tests" / "resources" / "ohlcv" / "btcusdt_1d.csv")
+SMA = ["--param", "fast=3", "--param", "slow=5"]
 
 
 @pytest.fixture
@@ -79,6 +81,9 @@ CASES: list[tuple[str, list[str], dict[str, str]]] = [
     ("backtest-directory", [*BACKTEST, "{dir}"], {}),
     ("backtest-missing", [*BACKTEST, "{dir}/nope.csv"], {}),
     ("backtest-bad-param", [*BACKTEST, "{bin}", "--param", "x"], {}),
+    ("backtest-param-huge", [*BACKTEST, OHLCV, *SMA, "--param", "qty=1e999"], {}),
+    ("backtest-symbol-empty", [*BACKTEST, OHLCV, *SMA, "--param", "qty=1", "--symbol", ""], {}),
+    ("backtest-account-empty", [*BACKTEST, OHLCV, "--persist", "--account", " "], {}),
     ("simulator-config-binary", ["simulator", "--config", "{bin_toml}"], {}),
     ("simulator-config-latin1", ["simulator", "--config", "{latin}"], {}),
     ("simulator-config-shape", ["simulator", "--config", "{shape}"], {}),
