@@ -11,6 +11,8 @@ from typing import Any
 import structlog
 from prometheus_client import REGISTRY, Counter, Gauge, Histogram, start_http_server
 
+from engine.exceptions import ConfigError
+
 # Anything that looks like a credential is masked before a log line is rendered, whichever
 # module logged it: a leaked key in a log aggregator is as bad as a leaked key in the code.
 _SECRET_KEYS = re.compile(r"(secret|password|passwd|api[_-]?key|signature|token)", re.I)
@@ -89,4 +91,13 @@ OPEN_INCIDENTS = _metric(Gauge, "tradectl_open_incidents", "Open incidents", ("a
 
 
 def serve_metrics(port: int) -> None:
-    start_http_server(port, addr="127.0.0.1")
+    """Serve /metrics on 127.0.0.1:PORT; a port that cannot be bound is a ConfigError that
+    names TRADECTL_METRICS_PORT (the OSError alone says neither which setting nor which port)."""
+    if not 0 <= port <= 65535:
+        raise ConfigError(f"TRADECTL_METRICS_PORT: {port} is not a port (0-65535)")
+    try:
+        start_http_server(port, addr="127.0.0.1")
+    except OSError as exc:
+        raise ConfigError(
+            f"TRADECTL_METRICS_PORT: cannot serve metrics on 127.0.0.1:{port}: {exc.strerror}"
+        ) from None

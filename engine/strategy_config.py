@@ -216,6 +216,11 @@ def load_trading_config(path: Path) -> TradingConfig:
         raw = tomllib.loads(path.read_text(encoding="utf-8"))
     except OSError as exc:
         raise ConfigError(f"{path}: cannot read strategy config: {exc.strerror}") from None
+    except UnicodeDecodeError:
+        # a binary file or another encoding: its bytes would say nothing useful in the message
+        raise ConfigError(
+            f"{path}: not UTF-8 text; TRADECTL_STRATEGIES_FILE must be a TOML strategy config"
+        ) from None
     except tomllib.TOMLDecodeError as exc:
         raise ConfigError(f"{path}: not valid TOML: {exc}") from None
     return parse_trading_config(raw, source=path)

@@ -169,6 +169,10 @@ class ParamError(ValueError):
         self.detail = message
 
 
+#: decimal params above 10**(_MAX_DIGITS+1) are refused (no price or size is that large)
+_MAX_DIGITS = 17
+
+
 def param_decimal(
     params: Mapping[str, str],
     name: str,
@@ -189,6 +193,9 @@ def param_decimal(
         raise ParamError(name, f"must be a decimal number, got {raw!r}") from None
     if not value.is_finite():
         raise ParamError(name, f"must be finite, got {raw!r}")
+    # 1e999 is finite, but the venue filters' arithmetic (quantity % step) cannot hold it
+    if value and value.adjusted() > _MAX_DIGITS:
+        raise ParamError(name, f"must be below 1e{_MAX_DIGITS + 1}, got {raw!r}")
     if gt is not None and not value > gt:
         raise ParamError(name, f"must be > {gt}, got {value}")
     if lt is not None and not value < lt:

@@ -7,6 +7,7 @@ import csv
 from datetime import UTC, datetime, time, timedelta
 from decimal import Decimal, InvalidOperation
 from pathlib import Path
+from typing import TextIO
 
 from engine.backtest.errors import BacktestDataError
 from engine.domain.market import Bar
@@ -28,6 +29,23 @@ def _parse_time(text: str) -> datetime:
     return parsed.astimezone(UTC)
 
 
+def _read_rows(path: Path, handle: TextIO) -> tuple[dict[str, int], list[tuple[int, list[str]]]]:
+    """The header's column positions and the non-blank rows with their line numbers."""
+    reader = csv.reader(handle)
+    header = next(reader, None)
+    if header is None:
+        raise BacktestDataError(f"{path}: empty file; expected a header {_header()}")
+    names = [h.strip().lower() for h in header]
+    missing = [c for c in _COLUMNS if c not in names]
+    if missing:
+        raise BacktestDataError(
+            f"{path} line 1: missing column(s) {', '.join(m.title() for m in missing)}; "
+            f"expected a header {_header()}"
+        )
+    index = {c: names.index(c) for c in _COLUMNS}
+    return index, [(reader.line_num, row) for row in reader if any(cell.strip() for cell in row)]
+
+
 def read_ohlcv(path: Path, symbol: Symbol) -> list[Bar]:
     """Read ``Date,Open,High,Low,Close,Volume`` (header names in any case; extra columns are
     ignored). Dates or ISO datetimes (naive means UTC), strictly increasing and evenly spaced
@@ -36,20 +54,13 @@ def read_ohlcv(path: Path, symbol: Symbol) -> list[Bar]:
         handle = path.open(newline="", encoding="utf-8-sig")
     except OSError as exc:
         raise BacktestDataError(f"{path}: cannot read OHLCV data: {exc.strerror}") from None
-    with handle:
-        reader = csv.reader(handle)
-        header = next(reader, None)
-        if header is None:
-            raise BacktestDataError(f"{path}: empty file; expected a header {_header()}")
-        names = [h.strip().lower() for h in header]
-        missing = [c for c in _COLUMNS if c not in names]
-        if missing:
-            raise BacktestDataError(
-                f"{path} line 1: missing column(s) {', '.join(m.title() for m in missing)}; "
-                f"expected a header {_header()}"
-            )
-        index = {c: names.index(c) for c in _COLUMNS}
-        rows = [(reader.line_num, row) for row in reader if any(cell.strip() for cell in row)]
+    try:
+        with handle:
+            index, rows = _read_rows(path, handle)
+    except UnicodeDecodeError:
+        raise BacktestDataError(f"{path}: not UTF-8 text; expected an OHLCV CSV") from None
+    except csv.Error as exc:  # e.g. a NUL byte: a binary file
+        raise BacktestDataError(f"{path}: not a CSV file ({exc})") from None
     if len(rows) < 2:
         raise BacktestDataError(f"{path}: needs at least 2 bars to know the interval")
 

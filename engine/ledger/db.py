@@ -46,6 +46,11 @@ def normalize_url(url: str) -> URL:
             "DATABASE_URL is not a valid URL; expected postgresql://user:pass@host:5432/db"
         ) from exc
     if parsed.drivername in ("postgres", "postgresql", "postgresql+asyncpg"):
+        # asyncpg takes the port modulo 65536 (":99999" connects to 34463): refuse it here.
+        if parsed.port is not None and not 1 <= parsed.port <= 65535:
+            raise ConfigError(
+                f"DATABASE_URL has port {parsed.port}; expected 1-65535 (postgresql://…:5432/db)"
+            )
         return parsed.set(drivername="postgresql+asyncpg")
     raise ConfigError(f"DATABASE_URL must be a postgresql:// URL, got scheme {parsed.drivername!r}")
 
@@ -123,7 +128,16 @@ def _run_alembic(url: str | URL, verb: str, target: str) -> None:
 
 async def upgrade_head(url: str | URL) -> None:
     """``alembic upgrade head``. Runs in a thread: alembic's env drives its own event loop."""
-    await asyncio.to_thread(_run_alembic, url, "upgrade", "head")
+    parsed = url if isinstance(url, URL) else normalize_url(url)
+    try:
+        await asyncio.to_thread(_run_alembic, parsed, "upgrade", "head")
+    except Exception as exc:
+        # alembic connects on its own: the first connection of `tradectl migrate` fails here,
+        # with the driver's exception (whose text may carry the URL's password).
+        mapped = translate_error(exc, parsed)
+        if mapped is exc:
+            raise
+        raise mapped from None
 
 
 async def downgrade(url: str | URL, target: str = "base") -> None:
@@ -200,15 +214,46 @@ def is_connection_error(exc: BaseException) -> bool:
     return _is_lost(exc)
 
 
+# The server answered and refused this URL's credentials or database: retrying cannot help, the
+# URL (or the server's pg_hba.conf) must change.
+_REFUSALS: tuple[type[BaseException], ...] = (
+    asyncpg.InvalidAuthorizationSpecificationError,  # wrong password, unknown role, pg_hba
+    asyncpg.InvalidCatalogNameError,  # no such database
+)
+
+
+def _refusal(exc: BaseException) -> BaseException | None:
+    if isinstance(exc, _REFUSALS):
+        return exc
+    if isinstance(exc, sa_exc.DBAPIError):
+        orig = exc.orig
+        for candidate in (orig, getattr(orig, "__cause__", None)):
+            if isinstance(candidate, _REFUSALS):
+                return candidate
+    return None
+
+
+def _detail(exc: BaseException | None, url: URL) -> str:
+    detail = f"{type(exc).__name__}: {exc}".splitlines()[0][:300]
+    if url.password:
+        detail = detail.replace(str(url.password), "***")
+    return detail
+
+
 def translate_error(exc: BaseException, url: URL) -> BaseException:
-    """A connection-level failure becomes :class:`DatabaseUnavailable` (password scrubbed);
-    anything else is returned unchanged for the caller to re-raise."""
+    """A connection-level failure becomes :class:`DatabaseUnavailable`, refused credentials or
+    database a :class:`ConfigError` (password scrubbed from both); anything else is returned
+    unchanged for the caller to re-raise."""
+    refused = _refusal(exc)
+    if refused is not None:
+        return ConfigError(
+            f"the ledger database at {redacted(url)} refused the connection "
+            f"({_detail(refused, url)}); check DATABASE_URL's user, password and database"
+        )
     if not is_connection_error(exc):
         return exc
     orig = exc.orig if isinstance(exc, sa_exc.DBAPIError) else exc
-    detail = f"{type(orig).__name__}: {orig}".splitlines()[0][:300]
-    if url.password:
-        detail = detail.replace(str(url.password), "***")
+    detail = _detail(orig, url)
     return DatabaseUnavailable(
         f"the ledger database at {redacted(url)} is unavailable ({detail}); check that Postgres "
         "is running and reachable and that DATABASE_URL is right, then retry"

@@ -156,7 +156,11 @@ class SimulatorConfig:
 
     @classmethod
     def load(cls, path: Path) -> SimulatorConfig:
-        return cls.from_mapping(load_mapping(path), base_dir=path.parent)
+        try:
+            return cls.from_mapping(load_mapping(path), base_dir=path.parent)
+        except (TypeError, AttributeError, KeyError, ValueError) as exc:
+            # valid TOML of the wrong shape (``symbols = 5``) fails deep in from_mapping
+            raise ConfigError(f"{path}: not a simulator config ({exc!r})") from None
 
 
 def _dec(value: Any, what: str) -> Decimal:

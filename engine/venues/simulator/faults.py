@@ -134,7 +134,11 @@ class FaultPlan:
     @classmethod
     def load(cls, path: str | Path) -> FaultPlan:
         """Load a ``.toml`` or ``.json`` fault file."""
-        return cls.from_mapping(load_mapping(Path(path)))
+        try:
+            return cls.from_mapping(load_mapping(Path(path)))
+        except (TypeError, AttributeError, KeyError, ValueError) as exc:
+            # valid TOML of the wrong shape fails deep in from_mapping
+            raise ConfigError(f"{path}: not a fault plan ({exc!r})") from None
 
     def to_mapping(self) -> dict[str, Any]:
         return {"faults": [r.to_mapping() for r in self.rules]}

@@ -16,6 +16,9 @@ def load_mapping(path: Path) -> dict[str, Any]:
         text = path.read_text(encoding="utf-8")
     except OSError as exc:
         raise ConfigError(f"cannot read {path}: {exc.strerror}") from exc
+    except UnicodeDecodeError:
+        # a binary file (or another encoding): its bytes say nothing useful in a message
+        raise ConfigError(f"{path} is not UTF-8 text; expected a .toml or .json file") from None
     try:
         if path.suffix.lower() == ".toml":
             return tomllib.loads(text)

@@ -12,6 +12,7 @@ from decimal import Decimal
 from pathlib import Path
 from typing import Any, Protocol
 
+from engine.exceptions import ConfigError
 from engine.venues.simulator import wire
 from engine.venues.simulator.account import Fees, SimulatedAccount, SymbolRules
 from engine.venues.simulator.config import SimulatorConfig
@@ -500,7 +501,18 @@ class SimulatorState:
             self.ensure_kline(symbol, interval)
 
     def restore(self, path: str | Path) -> None:
-        self.restore_data(json.loads(Path(path).read_text("utf-8")))
+        try:
+            data = json.loads(Path(path).read_text("utf-8"))
+        except OSError as exc:
+            raise ConfigError(f"cannot read snapshot {path}: {exc.strerror}") from None
+        except ValueError:  # UnicodeDecodeError and JSONDecodeError both are
+            raise ConfigError(f"{path} is not a JSON state snapshot") from None
+        if not isinstance(data, dict):
+            raise ConfigError(f"{path} is not a JSON state snapshot")
+        try:
+            self.restore_data(data)
+        except (TypeError, AttributeError, KeyError, ValueError) as exc:
+            raise ConfigError(f"{path}: cannot restore this snapshot ({exc})") from None
 
 
 def _oid(o: SimOrder) -> int:

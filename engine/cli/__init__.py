@@ -1,0 +1,38 @@
+"""``tradectl``: run the engine, migrate, and operate it (halt, pause, reconcile, inspect).
+
+Every command reads the same settings as the engine (``DATABASE_URL``, ``TRADECTL_*``); without
+``DATABASE_URL`` it attaches to the embedded Postgres in ``TRADECTL_DATA_DIR``, so the operations
+commands work from a second terminal next to a running ``make run``.
+
+One module per concept: ``engine`` (run, migrate, sql), ``operate`` (controls and the operations
+the lease holder runs), ``inspect`` (status, controls, incidents), ``tools`` (simulator,
+backtest); ``_app`` holds the typer app and the one error path, ``targets`` the input checks.
+"""
+
+from __future__ import annotations
+
+import sys
+
+# Importing a module registers its commands on ``app``; the order is the order of `--help`.
+from engine.cli import engine as _engine
+from engine.cli import inspect as _inspect
+from engine.cli import operate as _operate
+from engine.cli import tools as _tools
+from engine.cli._app import EXIT_INPUT, app, one_line
+from engine.exceptions import TradectlError
+
+__all__ = ["app", "main"]
+_COMMANDS = (_engine, _inspect, _operate, _tools)
+
+
+def main() -> None:
+    """The console script: a TradectlError is one ``error:`` line on stderr, never a traceback.
+
+    Usage errors (an unknown option, a missing argument, ``--port abc``) stay typer's own: they
+    exit 2 with its usage box.
+    """
+    try:
+        app()
+    except TradectlError as exc:  # settings errors raised before a command runs
+        print(f"error: {one_line(exc)}", file=sys.stderr)
+        sys.exit(EXIT_INPUT)

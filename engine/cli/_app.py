@@ -1,0 +1,109 @@
+"""What every command shares: the typer apps, the consoles, and the one error path.
+
+Every refusal and every :class:`TradectlError` leaves through :func:`fail`: one line on stderr,
+starting with ``error:``, and exit code 2, so a script (or an operator's eye) can rely on it.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+from collections.abc import Awaitable, Callable, Iterator
+from typing import Annotated, NoReturn, TypeVar
+
+import typer
+from rich.console import Console
+from rich.text import Text
+
+from engine.config import Settings, load_settings
+from engine.database import Database
+from engine.domain.types import AccountId, VenueName
+from engine.exceptions import TradectlError
+from engine.ledger.ledger import Ledger
+
+app = typer.Typer(
+    name="tradectl",
+    help="An asyncio trading engine with a durable Postgres ledger.",
+    no_args_is_help=True,
+    add_completion=False,
+    pretty_exceptions_enable=False,
+)
+incidents_app = typer.Typer(help="List and resolve incidents.", invoke_without_command=True)
+app.add_typer(incidents_app, name="incidents")
+
+console = Console()
+# soft_wrap: an error names a command to paste; it must not be broken across lines
+err = Console(stderr=True, soft_wrap=True)
+T = TypeVar("T")
+
+#: exit code of every refused input and every TradectlError (click's own usage errors use it too)
+EXIT_INPUT = 2
+
+
+def one_line(message: object) -> str:
+    """Collapse a multi-line message (settings errors list one problem per line)."""
+    parts = [part.strip() for part in str(message).splitlines() if part.strip()]
+    # "invalid settings:" introduces its list: no "; " right after a colon
+    return "".join(
+        part + ("" if i == len(parts) - 1 else " " if part.endswith(":") else "; ")
+        for i, part in enumerate(parts)
+    )
+
+
+def fail(message: object, code: int = EXIT_INPUT) -> NoReturn:
+    """Print ``error: MESSAGE`` as one line on stderr and exit with ``code``."""
+    # Text, not markup: a message may quote operator input such as "[x]", which rich would eat.
+    err.print(Text.assemble(("error:", "bold red"), " ", one_line(message)))
+    raise typer.Exit(code)
+
+
+@contextlib.contextmanager
+def guard() -> Iterator[None]:
+    """Turn a TradectlError raised by the body into the one-line error."""
+    try:
+        yield
+    except TradectlError as exc:
+        fail(exc)
+
+
+def settings() -> Settings:
+    with guard():
+        return load_settings()
+
+
+def run_async(coro_fn: Callable[[], Awaitable[T]]) -> T:
+    """Run an async command; a TradectlError becomes a one-line message and exit code 2."""
+
+    async def main() -> T:
+        return await coro_fn()
+
+    with guard():
+        return asyncio.run(main())
+
+
+def ledger_for(db: Database, settings: Settings) -> Ledger:
+    return Ledger(
+        db.engine, account=AccountId(settings.account), venue=VenueName(settings.venue.value)
+    )
+
+
+AllAccountsOpt = Annotated[
+    bool,
+    typer.Option(
+        "--all-accounts", help="Every account's, not only TRADECTL_ACCOUNT's (and the global)."
+    ),
+]
+StrategyOpt = Annotated[str | None, typer.Option("--strategy", help="Only this strategy.")]
+SymbolOpt = Annotated[str | None, typer.Option("--symbol", help="Only this symbol.")]
+ReasonOpt = Annotated[str, typer.Option("--reason", help="Why: recorded with the control.")]
+GlobalOpt = Annotated[
+    bool, typer.Option("--global", help="Every account on this ledger, not only this one.")
+]
+ForceOpt = Annotated[
+    bool,
+    typer.Option(
+        "--force",
+        help="Accept a strategy or symbol that TRADECTL_STRATEGIES_FILE does not name "
+        "(e.g. one removed from the file whose orders remain).",
+    ),
+]

@@ -1,0 +1,40 @@
+"""Run the engine, migrate its ledger, print the psql command."""
+
+from __future__ import annotations
+
+from engine.cli._app import app, console, guard, run_async, settings
+from engine.database import open_database
+
+
+@app.command()
+def run() -> None:
+    """Run the engine (embedded Postgres + built-in simulator + example strategies by default)."""
+    from engine.runtime import main as runtime_main
+
+    config = settings()
+    with guard():
+        runtime_main(config)
+
+
+@app.command()
+def migrate() -> None:
+    """Upgrade the ledger schema to the newest migration (alembic upgrade head)."""
+    config = settings()
+
+    async def go() -> None:
+        async with open_database(config, migrate=True) as db:
+            console.print(f"schema at head on {db.url.render_as_string(hide_password=True)}")
+
+    run_async(go)
+
+
+@app.command()
+def sql() -> None:
+    """Print the psql command that opens the ledger."""
+    config = settings()
+
+    async def go() -> None:
+        async with open_database(config) as db:
+            console.print(db.psql)
+
+    run_async(go)

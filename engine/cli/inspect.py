@@ -1,0 +1,109 @@
+"""Read-only views of the ledger: status, active controls, incidents (and resolving one)."""
+
+from __future__ import annotations
+
+from typing import Annotated
+
+import typer
+from rich.table import Table
+
+from engine.cli._app import (
+    AllAccountsOpt,
+    app,
+    console,
+    err,
+    incidents_app,
+    ledger_for,
+    run_async,
+    settings,
+)
+from engine.cli.targets import check_incident_id, check_text
+from engine.database import open_database
+
+
+@app.command()
+def status(all_accounts: AllAccountsOpt = False) -> None:
+    """Orders by state, positions, active controls and open incidents of the engine's account
+    (TRADECTL_ACCOUNT), from the ledger."""
+    config = settings()
+
+    async def go() -> None:
+        from engine.status import all_accounts_status, ledger_status
+
+        async with open_database(config) as db:
+            if all_accounts:
+                console.print(await all_accounts_status(db.engine))
+            else:
+                console.print(await ledger_status(db.engine, config.account))
+            console.print(f"inspect with SQL: {db.psql}")
+
+    run_async(go)
+
+
+@app.command()
+def controls(all_accounts: AllAccountsOpt = False) -> None:
+    """List the active controls covering the engine's account (its own and the global ones)."""
+    config = settings()
+
+    async def go() -> None:
+        async with open_database(config) as db:
+            ledger = ledger_for(db, config)
+            table = Table("id", "account", "scope", "target", "kind", "reason", "set_by", "set_at")
+            for c in await ledger.controls.active(all_accounts=all_accounts):
+                table.add_row(
+                    str(c.id), c.account or "(all)", c.scope.value, c.target, c.kind.value,
+                    c.reason, c.set_by, c.set_at.isoformat(timespec="seconds"),
+                )  # fmt: skip
+            console.print(table)
+
+    run_async(go)
+
+
+@incidents_app.callback()
+def incidents(
+    ctx: typer.Context,
+    all_: Annotated[bool, typer.Option("--all", help="Include resolved incidents.")] = False,
+    all_accounts: AllAccountsOpt = False,
+) -> None:
+    """List the account's open incidents (``--all`` for resolved ones too, ``--all-accounts``
+    for every account's)."""
+    if ctx.invoked_subcommand is not None:
+        return
+    config = settings()
+
+    async def go() -> None:
+        async with open_database(config) as db:
+            table = Table(
+                "id", "opened_at", "account", "severity", "kind", "scope", "message", "resolved_at"
+            )
+            ledger = ledger_for(db, config)
+            for i in await ledger.incidents.read(open_only=not all_, all_accounts=all_accounts):
+                table.add_row(
+                    str(i.id), i.opened_at.isoformat(timespec="seconds"), i.account, i.severity,
+                    i.kind, i.scope, i.message,
+                    i.resolved_at.isoformat(timespec="seconds") if i.resolved_at else "",
+                )  # fmt: skip
+            console.print(table)
+
+    run_async(go)
+
+
+@incidents_app.command("resolve")
+def incidents_resolve(
+    incident_id: Annotated[int, typer.Argument(help="The incident's id.")],
+    note: Annotated[str, typer.Option("--note", help="What was checked and done.")],
+) -> None:
+    """Close an incident of the engine's account (TRADECTL_ACCOUNT) with a note."""
+    check_incident_id(incident_id)
+    note = check_text("--note", note, required=True)
+    config = settings()
+
+    async def go() -> None:
+        async with open_database(config) as db:
+            if await ledger_for(db, config).incidents.resolve(incident_id, note):
+                console.print(f"incident {incident_id} resolved")
+            else:
+                err.print(f"incident {incident_id} is not open in account {config.account!r}")
+                raise typer.Exit(1)
+
+    run_async(go)
