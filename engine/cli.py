@@ -42,7 +42,11 @@ T = TypeVar("T")
 
 
 def _settings() -> Settings:
-    return load_settings()
+    """The engine's settings, with the ledger account the demo exchange trades as (after a
+    reset of the built-in simulator that is ``<TRADECTL_ACCOUNT>-N``: engine/demo.py)."""
+    from engine.demo import ledger_account
+
+    return ledger_account(load_settings())
 
 
 def _run(coro_fn: Callable[[], Awaitable[T]]) -> T:
@@ -72,7 +76,8 @@ def run() -> None:
     """Run the engine (embedded Postgres + built-in simulator + example strategies by default)."""
     from engine.runtime import main as runtime_main
 
-    settings = _settings()
+    # as configured: the run itself decides which ledger account the demo exchange trades as
+    settings = load_settings()
     try:
         runtime_main(settings)
     except TradectlError as exc:
@@ -139,7 +144,12 @@ def simulator(
         Path | None, typer.Option(help="TOML/JSON fault plan (see tests/resources/simulator).")
     ] = None,
     config: Annotated[
-        Path | None, typer.Option(help="Simulator config file: symbols, balances, keys.")
+        Path | None,
+        typer.Option(
+            help="Simulator config file: symbols, balances, keys [default: the symbols the "
+            "example strategies trade, BTCUSDT and PRES-YES, with the built-in simulator's "
+            "balances]."
+        ),
     ] = None,
     restore: Annotated[Path | None, typer.Option(help="Start from a state snapshot.")] = None,
 ) -> None:
@@ -149,10 +159,11 @@ def simulator(
     """
     import dataclasses
 
+    from engine.demo import standalone_config
     from engine.venues.simulator import FaultPlan, SimulatorConfig, serve_forever
 
     try:
-        sim_config = SimulatorConfig.load(config) if config else SimulatorConfig()
+        sim_config = SimulatorConfig.load(config) if config else standalone_config(seed)
         sim_config = dataclasses.replace(sim_config, seed=seed)
         if faults is not None:
             sim_config = dataclasses.replace(sim_config, faults=FaultPlan.load(faults))
