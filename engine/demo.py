@@ -259,6 +259,8 @@ def _read(path: Path) -> tuple[dict[str, Any] | None, str | None]:
         return None, None
     except OSError as exc:
         return None, f"the saved exchange {path} is unreadable ({exc.strerror})"
+    except ValueError:
+        return None, f"the saved exchange {path} is corrupt (not UTF-8 text)"
     try:
         data = json.loads(raw)
     except ValueError:
