@@ -26,6 +26,7 @@ import contextlib
 import fcntl
 import json
 import os
+import tempfile
 from collections.abc import AsyncIterator, Iterable, Iterator, Mapping
 from dataclasses import dataclass
 from pathlib import Path
@@ -153,10 +154,15 @@ class DemoExchange:
         """Save now (the file names the account in use from the first second), every
         :data:`SAVE_INTERVAL_S`, and once more when the run ends, however it ends."""
         await self.save(state)
+        stopping = asyncio.Event()
 
         async def periodic() -> None:
-            while True:
-                await asyncio.sleep(SAVE_INTERVAL_S)
+            while not stopping.is_set():
+                with contextlib.suppress(TimeoutError):
+                    async with asyncio.timeout(SAVE_INTERVAL_S):
+                        await stopping.wait()
+                if stopping.is_set():
+                    return
                 try:
                     await self.save(state)
                 except OSError as exc:
@@ -167,20 +173,26 @@ class DemoExchange:
         try:
             yield
         finally:
-            saver.cancel()
-            with contextlib.suppress(asyncio.CancelledError):
-                await saver
+            # Not a cancel: a save in flight finishes first, so it cannot land after (and
+            # over) the final one.
+            stopping.set()
+            await saver
             write_atomically(self.path, json.dumps(self.file_data(state), sort_keys=True))
 
 
 def write_atomically(path: Path, body: str) -> None:
     """Write, fsync, rename, fsync the directory: a crash leaves the old or the new file."""
-    tmp = path.with_name(path.name + ".tmp")
-    with open(tmp, "w", encoding="utf-8") as fh:
-        fh.write(body)
-        fh.flush()
-        os.fsync(fh.fileno())
-    os.replace(tmp, path)
+    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
+    try:
+        with open(fd, "w", encoding="utf-8") as fh:
+            fh.write(body)
+            fh.flush()
+            os.fsync(fh.fileno())
+        os.replace(tmp, path)
+    except BaseException:
+        with contextlib.suppress(OSError):
+            os.unlink(tmp)
+        raise
     dir_fd = os.open(path.parent, os.O_RDONLY)
     try:
         os.fsync(dir_fd)
@@ -196,6 +208,9 @@ async def open_exchange(
     path = exchange_file(settings)
     path.parent.mkdir(parents=True, exist_ok=True)
     with _locked(path.with_suffix(".lock")):
+        # what a kill -9 in the middle of a save leaves behind (the saved file itself is whole)
+        for leftover in path.parent.glob(f".{path.name}.*.tmp"):
+            leftover.unlink(missing_ok=True)
         exchange = await _decide(settings, db, config, path)
         yield exchange
 
