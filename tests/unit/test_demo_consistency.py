@@ -12,7 +12,7 @@ from engine.venues.simulator.records import NewOrder
 
 
 def exchange_with(*orders: tuple[str, Decimal]) -> SimulatorState:
-    """A venue where each ``(client order id, limit price)`` buys 0.001 BTC (the touch is near 30000)."""
+    """A venue where each ``(client order id, limit price)`` buys 0.001 BTC (the touch: ~30000)."""
     state = SimulatorState(SimulatorConfig(seed=1, market_interval=None), clock=ManualClock())
     for coid, price in orders:
         state.place_order(
