@@ -19,8 +19,7 @@ import sys
 from collections.abc import AsyncIterator, Awaitable, Callable, Coroutine
 from dataclasses import dataclass, field
 from datetime import datetime
-from decimal import Decimal
-from typing import TYPE_CHECKING, Any
+from typing import Any
 
 import structlog
 from pydantic import SecretStr
@@ -29,6 +28,7 @@ from engine.config import Settings, VenueKind
 from engine.controls import LeaseKeeper, OperatorDesk, halt_for_loss
 from engine.crashpoints import CrashPoints
 from engine.database import Database, open_database
+from engine.demo import simulator_config
 from engine.domain.risk import Limits
 from engine.domain.types import (
     AccountId,
@@ -39,7 +39,15 @@ from engine.domain.types import (
     VenueName,
     utc_now,
 )
-from engine.exceptions import Ambiguous, ConfigError, RateLimited, ShutdownStuck, TradectlError
+from engine.exceptions import (
+    Ambiguous,
+    ConfigError,
+    Definitive,
+    NotFound,
+    RateLimited,
+    ShutdownStuck,
+    TradectlError,
+)
 from engine.execution import Execution, ExecutionConfig, FillPath
 from engine.ledger.ledger import Ledger
 from engine.marketdata.conflator import Conflator
@@ -54,9 +62,6 @@ from engine.strategy_config import StrategySpec, load_trading_config
 from engine.strategy_host import StrategyHost
 from engine.tasks import stop_tasks
 from engine.venues.base import Venue
-
-if TYPE_CHECKING:
-    from engine.venues.simulator import SimulatorConfig
 
 log = structlog.get_logger("tradectl.runtime")
 
@@ -82,12 +87,21 @@ class VenueSession:
     #: (Binance's bookTicker ``u`` is one counter across symbols: gaps there mean nothing)
     per_symbol_sequences: bool = False
     extra_tasks: dict[str, Callable[[], Coroutine[Any, Any, None]]] = field(default_factory=dict)
+    #: the ledger account to trade as, when the venue decides it (the demo exchange after a
+    #: reset trades as a fresh account: engine/demo.py)
+    account: str | None = None
 
 
 @contextlib.asynccontextmanager
 async def open_venue(
-    settings: Settings, symbols: tuple[Symbol, ...], clock: Callable[[], datetime]
+    settings: Settings,
+    symbols: tuple[Symbol, ...],
+    clock: Callable[[], datetime],
+    *,
+    db: Database | None = None,
 ) -> AsyncIterator[VenueSession]:
+    """The venue of ``settings``; with ``db``, the built-in simulator is the demo exchange that
+    persists in the data dir (without it, a fresh simulator that forgets everything)."""
     if settings.venue is VenueKind.PAPER:
         from engine.venues.paper import default_paper_venue
 
@@ -114,7 +128,20 @@ async def open_venue(
         from engine.venues.simulator import run_simulator
 
         sim_config = simulator_config(symbols, seed=settings.seed)
-        async with run_simulator(sim_config) as sim:
+        async with contextlib.AsyncExitStack() as stack:
+            exchange = None
+            if db is not None:
+                # the demo exchange persists in the data dir with the ledger (engine/demo.py)
+                from engine.demo import open_exchange
+
+                exchange = await stack.enter_async_context(
+                    open_exchange(settings, db.engine, sim_config)
+                )
+            sim = await stack.enter_async_context(
+                run_simulator(sim_config, state=exchange.state if exchange else None)
+            )
+            if exchange is not None:
+                await stack.enter_async_context(exchange.keeping(sim.state))
             binance = BinanceVenue(
                 BinanceConfig(
                     api_key=sim_config.api_key,
@@ -129,6 +156,7 @@ async def open_venue(
                 yield VenueSession(
                     venue=binance,
                     description=f"the built-in Binance-protocol simulator at {sim.rest_url}",
+                    account=exchange.account if exchange else None,
                 )
             finally:
                 await binance.close()
@@ -150,45 +178,6 @@ async def open_venue(
         yield VenueSession(venue=binance, description=f"Binance at {settings.binance_rest_url}")
     finally:
         await binance.close()
-
-
-def simulator_config(symbols: tuple[Symbol, ...], *, seed: int) -> SimulatorConfig:
-    """The simulator's instruments, from the same catalogue as the paper venue's."""
-    from engine.venues.paper import DEFAULT_BALANCES, DEFAULT_RULES, DEFAULT_WALKS
-    from engine.venues.simulator import SimulatorConfig, SymbolSpec
-
-    unknown = [s for s in symbols if s not in DEFAULT_RULES]
-    if unknown:
-        raise ConfigError(
-            f"the built-in simulator does not list {unknown}; it knows {sorted(DEFAULT_RULES)}. "
-            "Change the symbols in TRADECTL_STRATEGIES_FILE."
-        )
-    specs = []
-    for symbol in symbols:
-        rules, walk = DEFAULT_RULES[symbol], DEFAULT_WALKS[symbol]
-        specs.append(
-            SymbolSpec(
-                symbol=symbol,
-                base_asset=rules.base_asset,
-                quote_asset=rules.quote_asset,
-                start_price=walk.start,
-                tick_size=rules.tick_size,
-                step_size=rules.step_size,
-                min_notional=rules.min_notional,
-                min_qty=rules.min_qty,
-                max_qty=rules.max_qty,
-                min_price=rules.min_price,
-                max_price=rules.max_price if rules.max_price is not None else Decimal(1_000_000),
-                touch_size=walk.size,
-                step_bps=walk.step_bps,
-                spread_ticks=walk.spread_ticks,
-            )
-        )
-    return SimulatorConfig(
-        seed=seed,
-        symbols=tuple(specs),
-        balances={str(asset): amount for asset, amount in DEFAULT_BALANCES.items()},
-    )
 
 
 class Engine:
@@ -361,7 +350,24 @@ class Engine:
     async def _reconcile_loop(self) -> None:
         await self.reconciler.run_periodic(self.settings.reconcile_interval_s)
 
+    async def _check_symbols(self) -> None:
+        # A symbol the venue does not list would be denied at every decision, forever, with a
+        # warning per attempt: refuse to start instead, naming them.
+        missing: list[str] = []
+        for symbol in self.symbols:
+            try:
+                await self.venue.instrument_rules(symbol)
+            except (NotFound, Definitive) as exc:
+                missing.append(f"{symbol} ({exc})")
+        if missing:
+            raise ConfigError(
+                f"the venue ({self.session.description}) does not list {', '.join(missing)}, "
+                "which the strategies in TRADECTL_STRATEGIES_FILE trade: change the strategies "
+                "or point the engine at a venue that lists them"
+            )
+
     async def startup(self) -> None:
+        await _until_the_venue_answers("checking the venue's symbols", self._check_symbols)
         await self.lease.acquire()
         # Renewed from here on: recovery against a slow or rate-limiting venue can outlast the
         # TTL, and a lease lost before trading starts would stop the engine at once.
@@ -519,7 +525,9 @@ async def run(settings: Settings, stop: asyncio.Event | None = None) -> None:
     strategies = config.strategies
     async with open_database(settings) as db:
         clock = utc_now
-        async with open_venue(settings, symbols_of(strategies), clock) as session:
+        async with open_venue(settings, symbols_of(strategies), clock, db=db) as session:
+            if session.account is not None and session.account != settings.account:
+                settings = settings.model_copy(update={"account": session.account})
             engine = Engine(
                 settings, db, session, strategies, clock=clock,
                 account_limits=config.account_limits,

@@ -23,6 +23,16 @@ from engine.ledger.db import asyncpg_connect_kwargs, make_engine, normalize_url,
 from engine.ledger.embedded import embedded_postgres
 
 
+@pytest.fixture(autouse=True)
+def _private_data_dir(
+    tmp_path_factory: pytest.TempPathFactory, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Each test's TRADECTL_DATA_DIR is its own: the built-in simulator keeps its exchange
+    there (engine/demo.py), and one test's exchange must never be another's starting point.
+    A test that sets TRADECTL_DATA_DIR itself overrides this."""
+    monkeypatch.setenv("TRADECTL_DATA_DIR", str(tmp_path_factory.mktemp("data")))
+
+
 @pytest.fixture(scope="session")
 def pg_server_url() -> Iterator[URL]:
     """URL of the server's maintenance database (``postgres``)."""

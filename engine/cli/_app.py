@@ -66,9 +66,20 @@ def guard() -> Iterator[None]:
         fail(exc)
 
 
-def settings() -> Settings:
+def configured_settings() -> Settings:
+    """The settings as configured (``tradectl run`` decides the demo account itself)."""
     with guard():
         return load_settings()
+
+
+def settings() -> Settings:
+    """The engine's settings, with the ledger account the demo exchange trades as (after a
+    reset of the built-in simulator that is ``<TRADECTL_ACCOUNT>-N``: engine/demo.py)."""
+    from engine.demo import ledger_account
+
+    config = configured_settings()
+    with guard():
+        return ledger_account(config)
 
 
 def run_async(coro_fn: Callable[[], Awaitable[T]]) -> T:

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from engine.cli._app import app, console, guard, run_async, settings
+from engine.cli._app import app, configured_settings, console, guard, run_async, settings
 from engine.database import open_database
 
 
@@ -11,7 +11,8 @@ def run() -> None:
     """Run the engine (embedded Postgres + built-in simulator + example strategies by default)."""
     from engine.runtime import main as runtime_main
 
-    config = settings()
+    # as configured: the run itself decides which ledger account the demo exchange trades as
+    config = configured_settings()
     with guard():
         runtime_main(config)
 

@@ -20,7 +20,12 @@ def simulator(
         Path | None, typer.Option(help="TOML/JSON fault plan (see tests/resources/simulator).")
     ] = None,
     config: Annotated[
-        Path | None, typer.Option(help="Simulator config file: symbols, balances, keys.")
+        Path | None,
+        typer.Option(
+            help="Simulator config file: symbols, balances, keys [default: the symbols the "
+            "example strategies trade, BTCUSDT and PRES-YES, with the built-in simulator's "
+            "balances]."
+        ),
     ] = None,
     restore: Annotated[Path | None, typer.Option(help="Start from a state snapshot.")] = None,
 ) -> None:
@@ -35,10 +40,11 @@ def simulator(
     if port:
         _check_port_free(port)
 
+    from engine.demo import standalone_config
     from engine.venues.simulator import FaultPlan, SimulatorConfig, serve_forever
 
     with guard():
-        sim_config = SimulatorConfig.load(config) if config else SimulatorConfig()
+        sim_config = SimulatorConfig.load(config) if config else standalone_config(seed)
         sim_config = dataclasses.replace(sim_config, seed=seed)
         if faults is not None:
             sim_config = dataclasses.replace(sim_config, faults=FaultPlan.load(faults))

@@ -21,7 +21,13 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--faults", type=Path, default=None, help="fault plan TOML/JSON")
     parser.add_argument("--restore", type=Path, default=None, help="snapshot to start from")
     args = parser.parse_args(argv)
-    config = SimulatorConfig.load(args.config) if args.config else SimulatorConfig()
+    if args.config:
+        config = SimulatorConfig.load(args.config)
+    else:
+        # what `tradectl run` trades by default, so an engine pointed here finds its symbols
+        from engine.demo import standalone_config
+
+        config = standalone_config(0)
     if args.seed is not None:
         config = dataclasses.replace(config, seed=args.seed)
     if args.faults is not None:

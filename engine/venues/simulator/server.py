@@ -82,9 +82,14 @@ async def run_simulator(
     *,
     clock: Clock | None = None,
     restore_from: str | Path | None = None,
+    state: SimulatorState | None = None,
 ) -> AsyncIterator[SimulatorHandle]:
-    """Start the simulator on ``host:port`` (0 picks a free port) inside the running loop."""
-    state = SimulatorState(config, clock=clock)
+    """Start the simulator on ``host:port`` (0 picks a free port) inside the running loop.
+
+    ``state``: serve this (already restored) state instead of a new one built from ``config``.
+    """
+    if state is None:
+        state = SimulatorState(config, clock=clock)
     if restore_from is not None:
         state.restore(restore_from)
     stopping = asyncio.Event()
