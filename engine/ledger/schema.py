@@ -350,6 +350,34 @@ operator_requests = Table(
 
 
 # ---------------------------------------------------------------------------------------------
+# No NaN or ±Infinity in any money or quantity. Postgres numeric accepts all three, and NaN
+# sorts above every number, so ``'NaN' > 0`` is true: ``qty > 0`` alone lets a NaN fill into
+# the append-only fills for good. ``NOT IN`` rejects the three (numeric NaN equals NaN) and
+# lets NULL through for the nullable columns. Added to every Numeric column of every table here,
+# so a money column added later is covered without anyone remembering to.
+
+NON_FINITE = ("NaN", "Infinity", "-Infinity")
+
+
+def finite_check_name(table: str, column: str) -> str:
+    return f"ck_{table}_{column}_finite"
+
+
+def _add_finite_checks() -> None:
+    for table in metadata.tables.values():
+        for column in table.columns:
+            if isinstance(column.type, Numeric):
+                table.append_constraint(
+                    CheckConstraint(
+                        f"{column.name} NOT IN ({', '.join(repr(v) for v in NON_FINITE)})",
+                        name=finite_check_name(table.name, column.name),
+                    )
+                )
+
+
+_add_finite_checks()
+
+# ---------------------------------------------------------------------------------------------
 # Append-only tables: fills and order events are facts. A mistake is corrected by a new row
 # (an incident, a compensating event), never by rewriting history.
 

@@ -193,7 +193,7 @@ async def test_the_alembic_cli_takes_the_url_from_x_or_database_url(
     bogus = {"DATABASE_URL": "postgresql://nobody@127.0.0.1:1/nothing"}
     await asyncio.to_thread(_alembic, "-x", f"url={url}", "upgrade", "head", env=bogus)
     current = await asyncio.to_thread(_alembic, "current", env={"DATABASE_URL": url})
-    assert "0003 (head)" in current
+    assert "0004 (head)" in current
 
 
 # -- 0003: the account in every identity --------------------------------------------------------
@@ -327,4 +327,59 @@ async def test_0003_downgrade_refuses_to_merge_fills_of_two_accounts(
         await conn.close()
     with pytest.raises(RuntimeError, match="recorded in several accounts"):
         await downgrade(url, "0002")
+    assert await _rows(url, "SELECT count(*) FROM fills") == [(2,)]
+
+
+# -- 0004: no NaN or Infinity in a money or quantity column ------------------------------------
+
+
+async def test_every_numeric_column_has_a_finite_check(empty_database_url: URL) -> None:
+    url = empty_database_url
+    await upgrade_head(url)
+    numeric = await _rows(
+        url,
+        """SELECT c.table_name, c.column_name FROM information_schema.columns c
+        JOIN information_schema.tables t USING (table_schema, table_name)
+        WHERE c.table_schema = 'public' AND t.table_type = 'BASE TABLE'
+          AND c.data_type = 'numeric'
+        ORDER BY 1, 2""",
+    )
+    checks = await _rows(
+        url,
+        """SELECT conrelid::regclass::text, conname FROM pg_constraint
+        WHERE contype = 'c' AND conname LIKE '%\\_finite' ORDER BY 1, 2""",
+    )
+    assert len(numeric) == 13
+    assert sorted(checks) == sorted((t, schema.finite_check_name(t, c)) for t, c in numeric)
+
+
+async def test_0004_refuses_to_upgrade_over_nan_or_infinity_naming_the_rows(
+    empty_database_url: URL,
+) -> None:
+    url = empty_database_url
+    await asyncio.to_thread(_run_alembic, url, "upgrade", "0003")
+    conn = await _connect(url)
+    try:
+        # 'NaN' > 0 is true in Postgres: ck_fills_qty_positive let this in before 0004
+        await conn.execute(
+            """INSERT INTO fills (venue, symbol, trade_id, account, side, qty, price, fee,
+                                  venue_ts, received_at, recorded_at)
+            VALUES ('simulator', 'BTCUSDT', '7', 'acct-a', 'BUY', 'NaN', 1, 0, now(), now(),
+                    now()),
+                   ('simulator', 'BTCUSDT', '8', 'acct-a', 'BUY', 1, 1, 0, now(), now(), now())"""
+        )
+        await conn.execute(
+            """INSERT INTO balances (account, venue, asset, free, locked, received_at)
+            VALUES ('acct-a', 'simulator', 'USDT', 'Infinity', 0, now())"""
+        )
+    finally:
+        await conn.close()
+    with pytest.raises(RuntimeError) as refused:
+        await upgrade_head(url)
+    message = str(refused.value)
+    assert "fills.qty: 1 row(s): id=1, account=acct-a, trade_id=7, qty=NaN" in message
+    assert "balances.free: 1 row(s): id=1, account=acct-a, asset=USDT, free=Infinity" in message
+    assert "fills.price" not in message
+    # nothing changed: still at 0003, both fills kept
+    assert await _rows(url, "SELECT version_num FROM alembic_version") == [("0003",)]
     assert await _rows(url, "SELECT count(*) FROM fills") == [(2,)]
