@@ -10,7 +10,7 @@ from engine.domain.risk import Verdict
 from engine.domain.types import DecisionOutcome
 from engine.ledger.part import LedgerPart
 from engine.ledger.records import DecisionRecord
-from engine.ledger.statements import Statement, dumps, retry_transient
+from engine.ledger.statements import Statement, dumps, require_finite, retry_transient
 
 _DECISION_ARRAYS = """
     unnest(
@@ -76,5 +76,10 @@ class Decisions(LedgerPart):
     @retry_transient
     async def record(self, decision: DecisionRecord) -> None:
         """Record a decision that reserves no order (a hold, a risk denial). Idempotent."""
+        require_finite(
+            f"decision {decision.decision_id}",
+            quantity=decision.quantity,
+            limit_price=decision.limit_price,
+        )
         async with self._connection() as db:
             await SQL_RECORD_DECISIONS.run(db, decision_params([decision]))

@@ -15,7 +15,7 @@ from engine.domain.orders import target_state
 from engine.domain.types import OrderState, Symbol, TradeId, VenueOrderStatus
 from engine.ledger.part import LedgerPart
 from engine.ledger.records import ExternalFills
-from engine.ledger.statements import Statement, retry_transient
+from engine.ledger.statements import Statement, require_finite, retry_transient
 from engine.venues.base import FillReport
 
 SQL_LOCK_ORDERS = Statement(
@@ -248,6 +248,17 @@ def fill_params(fills: Sequence[FillReport]) -> dict[str, list[Any]]:
     }
 
 
+def check_fills(fills: Sequence[FillReport]) -> None:
+    """Before any SQL: a batch with one non-finite number is refused whole."""
+    for f in fills:
+        require_finite(
+            f"fill {f.trade_id} of {f.symbol} on {f.venue}",
+            qty=f.quantity,
+            price=f.price,
+            fee=f.fee,
+        )
+
+
 def _bucket(filled: Decimal, requested: Decimal) -> int:
     """How much of the order is filled: 0 nothing, 1 partly, 2 completely.
 
@@ -320,6 +331,7 @@ class Fills(LedgerPart):
         """
         if not fills:
             return []
+        check_fills(fills)
         now = self._clock()
         coids = sorted({f.client_order_id for f in fills if f.client_order_id is not None})
         inserted: set[tuple[str, str, str]] = set()

@@ -18,13 +18,14 @@ from engine.ledger.fills import (
     SQL_LOCK_ORDERS,
     TARGET_LOOKUP,
     bucket_sql,
+    check_fills,
     fill_params,
     fill_totals,
     report_targets,
 )
 from engine.ledger.reservations import Reserving
 from engine.ledger.rows import FILL_TOTALS, NON_TERMINAL, ORDER_COLUMNS, SELECT_ORDERS, to_order
-from engine.ledger.statements import Statement, dumps, retry_transient
+from engine.ledger.statements import Statement, dumps, require_finite, retry_transient
 from engine.venues.base import FillReport, OrderReport
 
 SQL_GET_ORDER = Statement(
@@ -205,6 +206,11 @@ class Orders(Reserving):
         submitted_at: datetime | None = None,
         acked_at: datetime | None = None,
     ) -> Order | None:
+        # A NaN cumulative quantity would compare as "complete" in SQL and mark it FILLED.
+        require_finite(
+            f"venue report of order {client_order_id}", filled_quantity=report.filled_quantity
+        )
+        check_fills(report.fills)
         now = self._clock()
         fills = [
             f if f.client_order_id is not None else _with_coid(f, client_order_id)

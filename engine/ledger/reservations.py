@@ -15,7 +15,7 @@ from engine.ledger.leases import lease_lost
 from engine.ledger.part import LedgerPart
 from engine.ledger.records import Reservation, ReserveResult, ReserveStatus
 from engine.ledger.rows import SELECT_ORDERS, to_order
-from engine.ledger.statements import Statement, retry_transient
+from engine.ledger.statements import Statement, require_finite, retry_transient
 
 # The fence. Joining the lock CTE forces the lock before the row is updated; the controls are
 # read by a *later* statement, whose snapshot therefore includes any control committed before
@@ -216,6 +216,13 @@ class Reserving(LedgerPart):
                 f"reservation {r.client_order_id} is for account {r.decision.account}, "
                 f"this ledger writes account {self.account}"
             )
+        require_finite(
+            f"reservation {r.client_order_id}",
+            quantity=r.quantity,
+            limit_price=r.limit_price,
+            decision_quantity=r.decision.quantity,
+            decision_limit_price=r.decision.limit_price,
+        )
         if r.decision.side is None:
             raise ValueError(f"reservation {r.client_order_id} has a decision without a side")
         if r.quantity <= 0:
