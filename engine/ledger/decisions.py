@@ -35,7 +35,9 @@ INSERT_DECISIONS = f"""
     FROM {_DECISION_ARRAYS}
 """
 
-SQL_RECORD_DECISIONS = Statement(f"{INSERT_DECISIONS} ON CONFLICT (decision_id) DO NOTHING")
+SQL_RECORD_DECISIONS = Statement(
+    f"{INSERT_DECISIONS} ON CONFLICT (account, decision_id) DO NOTHING"
+)
 
 
 def decision_params(decisions: Sequence[DecisionRecord]) -> dict[str, list[Any]]:

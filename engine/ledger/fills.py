@@ -103,12 +103,14 @@ SQL_APPEND_FILLS = Statement(
     upd AS (
         UPDATE orders o SET state = tgt.to_state, updated_at = :now
         FROM tgt
-        WHERE o.client_order_id = tgt.client_order_id AND o.state = tgt.state AND NOT tgt.stale
+        WHERE o.client_order_id = tgt.client_order_id AND o.account = :account
+          AND o.state = tgt.state AND NOT tgt.stale
         RETURNING o.client_order_id, tgt.state AS from_state, tgt.to_state
     ),
     ev AS (
-        INSERT INTO order_events (client_order_id, from_state, to_state, cause, recorded_at)
-        SELECT client_order_id, from_state, to_state, 'fill', :now
+        INSERT INTO order_events (account, client_order_id, from_state, to_state, cause,
+                                  recorded_at)
+        SELECT :account, client_order_id, from_state, to_state, 'fill', :now
         FROM upd WHERE from_state <> to_state
     )
     SELECT 'inserted' AS kind, i.venue, i.symbol, i.trade_id, NULL AS client_order_id FROM ins i
@@ -142,11 +144,13 @@ SQL_FILL_TRANSITIONS = Statement(
     ),
     upd AS (
         UPDATE orders o SET state = t.to_state, updated_at = :now
-        FROM t WHERE o.client_order_id = t.client_order_id AND o.state = t.from_state
+        FROM t
+        WHERE o.client_order_id = t.client_order_id AND o.account = :account
+          AND o.state = t.from_state
         RETURNING o.client_order_id, t.from_state, t.to_state
     )
-    INSERT INTO order_events (client_order_id, from_state, to_state, cause, recorded_at)
-    SELECT client_order_id, from_state, to_state, :cause, :now FROM upd
+    INSERT INTO order_events (account, client_order_id, from_state, to_state, cause, recorded_at)
+    SELECT :account, client_order_id, from_state, to_state, :cause, :now FROM upd
     """
 )
 
@@ -382,6 +386,7 @@ class Fills(LedgerPart):
                         "to_state": [m[2].value for m in moves],
                         "cause": "fill",
                         "now": now,
+                        "account": self.account,
                     },
                 )
 

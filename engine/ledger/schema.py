@@ -27,6 +27,7 @@ from sqlalchemy import (
     Integer,
     MetaData,
     Numeric,
+    PrimaryKeyConstraint,
     Table,
     Text,
     UniqueConstraint,
@@ -68,10 +69,15 @@ NON_TERMINAL_STATES: tuple[OrderState, ...] = tuple(
     s for s in OrderState if s not in TERMINAL_STATES
 )
 
+# Decision ids and client order ids derive from the decision key, which has no account in it
+# (changing the derivation would give a decision made just before an upgrade a new id after it:
+# a duplicate order). Two accounts running the same strategy over the same windows therefore
+# produce the same ids, so decisions, orders and order events are keyed per account, and every
+# reference between them carries the account.
 decisions = Table(
     "decisions",
     metadata,
-    Column("decision_id", Text, primary_key=True),
+    Column("decision_id", Text, nullable=False),
     Column("strategy_id", Text, nullable=False),
     Column("account", Text, nullable=False),
     Column("symbol", Text, nullable=False),
@@ -88,6 +94,7 @@ decisions = Table(
     #: a list of Verdict.as_json(): every check, its limit and the observed value
     Column("verdicts", JSONB, nullable=False),
     Column("outcome", Text, nullable=False),
+    PrimaryKeyConstraint("account", "decision_id", name="decisions_pkey"),
     CheckConstraint(_in("intent", INTENTS), name="ck_decisions_intent"),
     CheckConstraint(f"side IS NULL OR {_in('side', Side)}", name="ck_decisions_side"),
     CheckConstraint(_in("outcome", DecisionOutcome), name="ck_decisions_outcome"),
@@ -98,7 +105,7 @@ decisions = Table(
 orders = Table(
     "orders",
     metadata,
-    Column("client_order_id", Text, primary_key=True),
+    Column("client_order_id", Text, nullable=False),
     Column("decision_id", Text, nullable=False),
     Column("strategy_id", Text, nullable=False),
     Column("account", Text, nullable=False),
@@ -121,15 +128,18 @@ orders = Table(
     #: the lease epoch under which the order was reserved (which process owned the account)
     Column("lease_epoch", BigInteger, nullable=True),
     _ts("updated_at"),
+    PrimaryKeyConstraint("account", "client_order_id", name="orders_pkey"),
     ForeignKeyConstraint(
-        ["decision_id"], ["decisions.decision_id"], name="fk_orders_decision_id_decisions"
+        ["account", "decision_id"],
+        ["decisions.account", "decisions.decision_id"],
+        name="fk_orders_account_decision_id_decisions",
     ),
     CheckConstraint(_in("side", Side), name="ck_orders_side"),
     CheckConstraint(_in("type", OrderType), name="ck_orders_type"),
     CheckConstraint(_in("time_in_force", TimeInForce), name="ck_orders_time_in_force"),
     CheckConstraint(_in("state", OrderState), name="ck_orders_state"),
     CheckConstraint("requested_qty > 0", name="ck_orders_requested_qty_positive"),
-    Index("ix_orders_decision_id", "decision_id"),
+    Index("ix_orders_account_decision_id", "account", "decision_id"),
     # Startup and the recovery loop scan only the orders still in flight: keep that index small.
     Index(
         "ix_orders_non_terminal",
@@ -150,17 +160,19 @@ order_events = Table(
     Column("detail", JSONB, nullable=True),
     _ts("venue_ts", nullable=True),
     _ts("recorded_at"),
+    # (last: added by migration 0005) the order's account: part of the order's key
+    Column("account", Text, nullable=False),
     ForeignKeyConstraint(
-        ["client_order_id"],
-        ["orders.client_order_id"],
-        name="fk_order_events_client_order_id_orders",
+        ["account", "client_order_id"],
+        ["orders.account", "orders.client_order_id"],
+        name="fk_order_events_account_client_order_id_orders",
     ),
     CheckConstraint(
         f"from_state IS NULL OR {_in('from_state', OrderState)}",
         name="ck_order_events_from_state",
     ),
     CheckConstraint(_in("to_state", OrderState), name="ck_order_events_to_state"),
-    Index("ix_order_events_client_order_id", "client_order_id", "id"),
+    Index("ix_order_events_account_client_order_id", "account", "client_order_id", "id"),
 )
 
 fills = Table(

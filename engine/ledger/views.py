@@ -126,7 +126,7 @@ LEFT JOIN LATERAL (
         ORDER BY e.id
     ) AS events
     FROM order_events e
-    WHERE e.client_order_id = o.client_order_id
+    WHERE e.client_order_id = o.client_order_id AND e.account = o.account
 ) ev ON true
 LEFT JOIN LATERAL (
     SELECT jsonb_agg(
