@@ -207,7 +207,10 @@ fills = Table(
     ),
     CheckConstraint("qty > 0", name="ck_fills_qty_positive"),
     CheckConstraint("price >= 0", name="ck_fills_price_non_negative"),
-    Index("ix_fills_client_order_id", "client_order_id"),
+    # An order's fills: every lookup matches the account too (client order ids recur across
+    # accounts). Both columns in the index, or the planner may scan the whole account's fills
+    # by the unique index's account prefix; client_order_id first serves a lookup by id alone.
+    Index("ix_fills_client_order_id_account", "client_order_id", "account"),
     # Positions per (account, symbol), and the newest trade per symbol at startup.
     Index("ix_fills_account_symbol_venue_ts", "account", "symbol", "venue_ts"),
 )

@@ -25,6 +25,10 @@ Schema:
 - ``order_events.account`` (NOT NULL, last column): the order is referenced by ``(account,
   client_order_id)`` (``fk_order_events_account_client_order_id_orders``, index
   ``ix_order_events_account_client_order_id`` instead of ``ix_order_events_client_order_id``).
+- ``fills``: ``ix_fills_client_order_id_account`` instead of ``ix_fills_client_order_id``: every
+  lookup of an order's fills matches the account, and with only the id indexed the planner
+  was seen summing an order's fills by scanning all of the account's (the execution benchmark
+  lost half its throughput).
 - ``decision_trace``: an order's events are matched on the account too.
 
 Data rule (upgrade):
@@ -223,6 +227,9 @@ def upgrade() -> None:
         ["account", "client_order_id", "id"],
     )
 
+    op.drop_index("ix_fills_client_order_id", table_name="fills")
+    op.create_index("ix_fills_client_order_id_account", "fills", ["client_order_id", "account"])
+
     op.execute("DROP VIEW decision_trace")
     op.execute(DECISION_TRACE_VIEW)
 
@@ -247,6 +254,9 @@ def downgrade() -> None:
 
     op.execute("DROP VIEW decision_trace")
     op.execute(DECISION_TRACE_VIEW_0004)
+
+    op.drop_index("ix_fills_client_order_id_account", table_name="fills")
+    op.create_index("ix_fills_client_order_id", "fills", ["client_order_id"])
 
     op.drop_index("ix_order_events_account_client_order_id", table_name="order_events")
     op.create_index("ix_order_events_client_order_id", "order_events", ["client_order_id", "id"])
