@@ -73,7 +73,9 @@ NON_TERMINAL_STATES: tuple[OrderState, ...] = tuple(
 # (changing the derivation would give a decision made just before an upgrade a new id after it:
 # a duplicate order). Two accounts running the same strategy over the same windows therefore
 # produce the same ids, so decisions, orders and order events are keyed per account, and every
-# reference between them carries the account.
+# reference between them carries the account. The id leads every such key and index: the account
+# is the same in nearly every row, and a generic plan built on a young table was seen scanning
+# all of an account's orders by an account-first index (half the execution benchmark's speed).
 decisions = Table(
     "decisions",
     metadata,
@@ -94,7 +96,7 @@ decisions = Table(
     #: a list of Verdict.as_json(): every check, its limit and the observed value
     Column("verdicts", JSONB, nullable=False),
     Column("outcome", Text, nullable=False),
-    PrimaryKeyConstraint("account", "decision_id", name="decisions_pkey"),
+    PrimaryKeyConstraint("decision_id", "account", name="decisions_pkey"),
     CheckConstraint(_in("intent", INTENTS), name="ck_decisions_intent"),
     CheckConstraint(f"side IS NULL OR {_in('side', Side)}", name="ck_decisions_side"),
     CheckConstraint(_in("outcome", DecisionOutcome), name="ck_decisions_outcome"),
@@ -128,18 +130,18 @@ orders = Table(
     #: the lease epoch under which the order was reserved (which process owned the account)
     Column("lease_epoch", BigInteger, nullable=True),
     _ts("updated_at"),
-    PrimaryKeyConstraint("account", "client_order_id", name="orders_pkey"),
+    PrimaryKeyConstraint("client_order_id", "account", name="orders_pkey"),
     ForeignKeyConstraint(
-        ["account", "decision_id"],
-        ["decisions.account", "decisions.decision_id"],
-        name="fk_orders_account_decision_id_decisions",
+        ["decision_id", "account"],
+        ["decisions.decision_id", "decisions.account"],
+        name="fk_orders_decision_id_account_decisions",
     ),
     CheckConstraint(_in("side", Side), name="ck_orders_side"),
     CheckConstraint(_in("type", OrderType), name="ck_orders_type"),
     CheckConstraint(_in("time_in_force", TimeInForce), name="ck_orders_time_in_force"),
     CheckConstraint(_in("state", OrderState), name="ck_orders_state"),
     CheckConstraint("requested_qty > 0", name="ck_orders_requested_qty_positive"),
-    Index("ix_orders_account_decision_id", "account", "decision_id"),
+    Index("ix_orders_decision_id_account", "decision_id", "account"),
     # Startup and the recovery loop scan only the orders still in flight: keep that index small.
     Index(
         "ix_orders_non_terminal",
@@ -163,16 +165,16 @@ order_events = Table(
     # (last: added by migration 0005) the order's account: part of the order's key
     Column("account", Text, nullable=False),
     ForeignKeyConstraint(
-        ["account", "client_order_id"],
-        ["orders.account", "orders.client_order_id"],
-        name="fk_order_events_account_client_order_id_orders",
+        ["client_order_id", "account"],
+        ["orders.client_order_id", "orders.account"],
+        name="fk_order_events_client_order_id_account_orders",
     ),
     CheckConstraint(
         f"from_state IS NULL OR {_in('from_state', OrderState)}",
         name="ck_order_events_from_state",
     ),
     CheckConstraint(_in("to_state", OrderState), name="ck_order_events_to_state"),
-    Index("ix_order_events_account_client_order_id", "account", "client_order_id", "id"),
+    Index("ix_order_events_client_order_id_account", "client_order_id", "account", "id"),
 )
 
 fills = Table(
