@@ -53,7 +53,7 @@ _REFUSED = text(
     SELECT d.decided_at, d.side, d.quantity, d.symbol, d.outcome, d.verdicts,
            o.state, o.last_error
     FROM decisions d
-    LEFT JOIN orders o ON o.decision_id = d.decision_id
+    LEFT JOIN orders o ON o.decision_id = d.decision_id AND o.account = d.account
     WHERE d.account = :account AND d.intent IN ('buy', 'sell')
       AND (d.outcome = 'denied' OR o.state = 'REJECTED'
            OR (o.state = 'EXPIRED' AND o.venue_order_id IS NULL))

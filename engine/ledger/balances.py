@@ -10,7 +10,7 @@ from typing import Any
 from engine.domain.types import Asset, StrategyId, Symbol, VenueName
 from engine.ledger.part import LedgerPart
 from engine.ledger.records import BalanceBaseline
-from engine.ledger.statements import Statement, retry_transient
+from engine.ledger.statements import Statement, require_finite, retry_transient
 from engine.venues.base import BalanceReport, InstrumentRules
 
 SQL_RECORD_BALANCES = Statement(
@@ -122,6 +122,8 @@ class Balances(LedgerPart):
     async def record(self, reports: Sequence[BalanceReport]) -> None:
         if not reports:
             return
+        for r in reports:
+            require_finite(f"balance of {r.asset} on {r.venue}", free=r.free, locked=r.locked)
         async with self._connection() as db:
             await SQL_RECORD_BALANCES.run(
                 db,
@@ -158,6 +160,12 @@ class Balances(LedgerPart):
     async def upsert_instrument(self, rules: InstrumentRules) -> None:
         """Remember a symbol's assets and grid (the engine calls this whenever it fetches the
         venue's rules), so fills can be turned into balance changes and base-asset fees."""
+        require_finite(
+            f"instrument {rules.symbol} on {self.venue}",
+            tick_size=rules.tick_size,
+            step_size=rules.step_size,
+            min_notional=rules.min_notional,
+        )
         async with self._connection() as db:
             await SQL_UPSERT_INSTRUMENT.run(
                 db,
@@ -215,6 +223,8 @@ class Balances(LedgerPart):
         """Record the venue's totals as the baseline, containing every fill up to ``fill_id``."""
         if not totals:
             return
+        for asset, total in totals.items():
+            require_finite(f"balance baseline of {asset}", total=total)
         assets = sorted(totals)
         async with self._connection() as db:
             await SQL_SAVE_BASELINES.run(

@@ -10,7 +10,7 @@ from engine.domain.risk import Verdict
 from engine.domain.types import DecisionOutcome
 from engine.ledger.part import LedgerPart
 from engine.ledger.records import DecisionRecord
-from engine.ledger.statements import Statement, dumps, retry_transient
+from engine.ledger.statements import Statement, dumps, require_finite, retry_transient
 
 _DECISION_ARRAYS = """
     unnest(
@@ -35,7 +35,9 @@ INSERT_DECISIONS = f"""
     FROM {_DECISION_ARRAYS}
 """
 
-SQL_RECORD_DECISIONS = Statement(f"{INSERT_DECISIONS} ON CONFLICT (decision_id) DO NOTHING")
+SQL_RECORD_DECISIONS = Statement(
+    f"{INSERT_DECISIONS} ON CONFLICT (account, decision_id) DO NOTHING"
+)
 
 
 def decision_params(decisions: Sequence[DecisionRecord]) -> dict[str, list[Any]]:
@@ -76,5 +78,10 @@ class Decisions(LedgerPart):
     @retry_transient
     async def record(self, decision: DecisionRecord) -> None:
         """Record a decision that reserves no order (a hold, a risk denial). Idempotent."""
+        require_finite(
+            f"decision {decision.decision_id}",
+            quantity=decision.quantity,
+            limit_price=decision.limit_price,
+        )
         async with self._connection() as db:
             await SQL_RECORD_DECISIONS.run(db, decision_params([decision]))

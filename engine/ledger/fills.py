@@ -15,7 +15,7 @@ from engine.domain.orders import target_state
 from engine.domain.types import OrderState, Symbol, TradeId, VenueOrderStatus
 from engine.ledger.part import LedgerPart
 from engine.ledger.records import ExternalFills
-from engine.ledger.statements import Statement, retry_transient
+from engine.ledger.statements import Statement, require_finite, retry_transient
 from engine.venues.base import FillReport
 
 SQL_LOCK_ORDERS = Statement(
@@ -103,12 +103,14 @@ SQL_APPEND_FILLS = Statement(
     upd AS (
         UPDATE orders o SET state = tgt.to_state, updated_at = :now
         FROM tgt
-        WHERE o.client_order_id = tgt.client_order_id AND o.state = tgt.state AND NOT tgt.stale
+        WHERE o.client_order_id = tgt.client_order_id AND o.account = :account
+          AND o.state = tgt.state AND NOT tgt.stale
         RETURNING o.client_order_id, tgt.state AS from_state, tgt.to_state
     ),
     ev AS (
-        INSERT INTO order_events (client_order_id, from_state, to_state, cause, recorded_at)
-        SELECT client_order_id, from_state, to_state, 'fill', :now
+        INSERT INTO order_events (account, client_order_id, from_state, to_state, cause,
+                                  recorded_at)
+        SELECT :account, client_order_id, from_state, to_state, 'fill', :now
         FROM upd WHERE from_state <> to_state
     )
     SELECT 'inserted' AS kind, i.venue, i.symbol, i.trade_id, NULL AS client_order_id FROM ins i
@@ -142,11 +144,13 @@ SQL_FILL_TRANSITIONS = Statement(
     ),
     upd AS (
         UPDATE orders o SET state = t.to_state, updated_at = :now
-        FROM t WHERE o.client_order_id = t.client_order_id AND o.state = t.from_state
+        FROM t
+        WHERE o.client_order_id = t.client_order_id AND o.account = :account
+          AND o.state = t.from_state
         RETURNING o.client_order_id, t.from_state, t.to_state
     )
-    INSERT INTO order_events (client_order_id, from_state, to_state, cause, recorded_at)
-    SELECT client_order_id, from_state, to_state, :cause, :now FROM upd
+    INSERT INTO order_events (account, client_order_id, from_state, to_state, cause, recorded_at)
+    SELECT :account, client_order_id, from_state, to_state, :cause, :now FROM upd
     """
 )
 
@@ -248,6 +252,17 @@ def fill_params(fills: Sequence[FillReport]) -> dict[str, list[Any]]:
     }
 
 
+def check_fills(fills: Sequence[FillReport]) -> None:
+    """Before any SQL: a batch with one non-finite number is refused whole."""
+    for f in fills:
+        require_finite(
+            f"fill {f.trade_id} of {f.symbol} on {f.venue}",
+            qty=f.quantity,
+            price=f.price,
+            fee=f.fee,
+        )
+
+
 def _bucket(filled: Decimal, requested: Decimal) -> int:
     """How much of the order is filled: 0 nothing, 1 partly, 2 completely.
 
@@ -320,6 +335,7 @@ class Fills(LedgerPart):
         """
         if not fills:
             return []
+        check_fills(fills)
         now = self._clock()
         coids = sorted({f.client_order_id for f in fills if f.client_order_id is not None})
         inserted: set[tuple[str, str, str]] = set()
@@ -370,6 +386,7 @@ class Fills(LedgerPart):
                         "to_state": [m[2].value for m in moves],
                         "cause": "fill",
                         "now": now,
+                        "account": self.account,
                     },
                 )
 

@@ -18,13 +18,14 @@ from engine.ledger.fills import (
     SQL_LOCK_ORDERS,
     TARGET_LOOKUP,
     bucket_sql,
+    check_fills,
     fill_params,
     fill_totals,
     report_targets,
 )
 from engine.ledger.reservations import Reserving
 from engine.ledger.rows import FILL_TOTALS, NON_TERMINAL, ORDER_COLUMNS, SELECT_ORDERS, to_order
-from engine.ledger.statements import Statement, dumps, retry_transient
+from engine.ledger.statements import Statement, dumps, require_finite, retry_transient
 from engine.venues.base import FillReport, OrderReport
 
 SQL_GET_ORDER = Statement(
@@ -43,7 +44,8 @@ SQL_ORDERS_OWED_FILLS = Statement(
     JOIN LATERAL (
         SELECT max(CAST(e.detail->>'venue_filled_qty' AS numeric)) AS venue_filled
         FROM order_events e
-        WHERE e.client_order_id = o.client_order_id AND e.detail ? 'venue_filled_qty'
+        WHERE e.client_order_id = o.client_order_id AND e.account = o.account
+          AND e.detail ? 'venue_filled_qty'
     ) v ON true
     WHERE o.account = :account AND o.updated_at >= :since
       AND v.venue_filled > COALESCE(f.filled_qty, 0)
@@ -75,14 +77,15 @@ SQL_UPDATE_ORDER = Statement(
             venue_ts = GREATEST(o.venue_ts, CAST(:venue_ts AS timestamptz)),
             last_error = COALESCE(CAST(:error AS text), o.last_error)
         FROM cur
-        WHERE o.client_order_id = cur.client_order_id
+        WHERE o.client_order_id = cur.client_order_id AND o.account = :account
           AND (cur.state = ANY(CAST(:allowed AS text[])) OR cur.state = :to_state)
         RETURNING {ORDER_COLUMNS}, cur.state AS from_state
     ),
     ev AS (
-        INSERT INTO order_events (client_order_id, from_state, to_state, cause, detail,
-                                  venue_ts, recorded_at)
-        SELECT u.client_order_id, u.from_state, u.state, :cause, CAST(:detail AS jsonb),
+        INSERT INTO order_events (account, client_order_id, from_state, to_state, cause,
+                                  detail, venue_ts, recorded_at)
+        SELECT u.account, u.client_order_id, u.from_state, u.state, :cause,
+               CAST(:detail AS jsonb),
                CAST(:venue_ts AS timestamptz), :now
         FROM upd u WHERE u.from_state <> u.state
     )
@@ -149,13 +152,15 @@ SQL_APPLY_REPORT = Statement(
                               THEN COALESCE(CAST(:reason AS text), o.last_error)
                               ELSE o.last_error END
         FROM tgt
-        WHERE o.client_order_id = tgt.client_order_id AND o.state = tgt.state AND NOT tgt.stale
+        WHERE o.client_order_id = tgt.client_order_id AND o.account = :account
+          AND o.state = tgt.state AND NOT tgt.stale
         RETURNING {ORDER_COLUMNS}, tgt.state AS from_state, tgt.filled_qty, tgt.notional
     ),
     ev AS (
-        INSERT INTO order_events (client_order_id, from_state, to_state, cause, detail,
-                                  venue_ts, recorded_at)
-        SELECT u.client_order_id, u.from_state, u.state, :cause, CAST(:detail AS jsonb),
+        INSERT INTO order_events (account, client_order_id, from_state, to_state, cause,
+                                  detail, venue_ts, recorded_at)
+        SELECT u.account, u.client_order_id, u.from_state, u.state, :cause,
+               CAST(:detail AS jsonb),
                CAST(:venue_ts AS timestamptz), :now
         FROM upd u WHERE u.from_state <> u.state
     )
@@ -205,6 +210,11 @@ class Orders(Reserving):
         submitted_at: datetime | None = None,
         acked_at: datetime | None = None,
     ) -> Order | None:
+        # A NaN cumulative quantity would compare as "complete" in SQL and mark it FILLED.
+        require_finite(
+            f"venue report of order {client_order_id}", filled_quantity=report.filled_quantity
+        )
+        check_fills(report.fills)
         now = self._clock()
         fills = [
             f if f.client_order_id is not None else _with_coid(f, client_order_id)

@@ -15,7 +15,7 @@ from engine.ledger.leases import lease_lost
 from engine.ledger.part import LedgerPart
 from engine.ledger.records import Reservation, ReserveResult, ReserveStatus
 from engine.ledger.rows import SELECT_ORDERS, to_order
-from engine.ledger.statements import Statement, retry_transient
+from engine.ledger.statements import Statement, require_finite, retry_transient
 
 # The fence. Joining the lock CTE forces the lock before the row is updated; the controls are
 # read by a *later* statement, whose snapshot therefore includes any control committed before
@@ -29,8 +29,8 @@ SQL_FENCE = Statement(
     """
 )
 
-# Only this account's orders: a client order id another account reserved is not this
-# account's order to continue from (see _check_collisions).
+# Only this account's orders: another account may hold an order with the same client order id
+# (ids derive from the decision key, not the account), and it is never ours to continue from.
 SQL_GET_ORDERS = Statement(
     f"""{SELECT_ORDERS}
     WHERE o.client_order_id = ANY(CAST(:client_order_ids AS text[])) AND o.account = :account"""
@@ -45,7 +45,7 @@ SQL_RESERVE = Statement(
     go AS (SELECT NOT (CAST(:guard AS boolean) AND EXISTS (SELECT 1 FROM ctl)) AS ok),
     d AS (
         {INSERT_DECISIONS}, go WHERE go.ok
-        ON CONFLICT (decision_id) DO NOTHING
+        ON CONFLICT (account, decision_id) DO NOTHING
     ),
     o AS (
         INSERT INTO orders (client_order_id, decision_id, strategy_id, account, venue, symbol,
@@ -63,12 +63,13 @@ SQL_RESERVE = Statement(
         ) AS r(client_order_id, decision_id, strategy_id, venue, symbol, side, type,
                time_in_force, requested_qty, limit_price, expires_at), go
         WHERE go.ok
-        ON CONFLICT (client_order_id) DO NOTHING
+        ON CONFLICT (account, client_order_id) DO NOTHING
         RETURNING client_order_id
     ),
     e AS (
-        INSERT INTO order_events (client_order_id, from_state, to_state, cause, recorded_at)
-        SELECT client_order_id, NULL, 'PENDING_SUBMIT', 'reserved', :now FROM o
+        INSERT INTO order_events (account, client_order_id, from_state, to_state, cause,
+                                  recorded_at)
+        SELECT :account, client_order_id, NULL, 'PENDING_SUBMIT', 'reserved', :now FROM o
     )
     SELECT (SELECT ok FROM go) AS ok, ARRAY(SELECT client_order_id FROM o) AS inserted
     """
@@ -192,12 +193,12 @@ class Reserving(LedgerPart):
                     )
                 )
             else:
-                # Not inserted, not this account's and not refused by a control: another
-                # account reserved the same client order id (ids derive from the decision key,
-                # not the account). Never continue from another account's order.
+                # Refused by a control. (Orders are keyed per account, so another account's
+                # order with the same id never conflicts; the fallback text is for the
+                # impossible case of a row neither inserted nor found: nothing is sent.)
                 reasons = tuple(blocked.get(coid, ())) or (
-                    f"client order id {coid} is reserved by another account; give each "
-                    "account its own TRADECTL_ORDER_ID_PREFIX",
+                    f"client order id {coid} was neither reserved nor found in account "
+                    f"{self.account}",
                 )
                 results.append(
                     ReserveResult(
@@ -216,6 +217,13 @@ class Reserving(LedgerPart):
                 f"reservation {r.client_order_id} is for account {r.decision.account}, "
                 f"this ledger writes account {self.account}"
             )
+        require_finite(
+            f"reservation {r.client_order_id}",
+            quantity=r.quantity,
+            limit_price=r.limit_price,
+            decision_quantity=r.decision.quantity,
+            decision_limit_price=r.decision.limit_price,
+        )
         if r.decision.side is None:
             raise ValueError(f"reservation {r.client_order_id} has a decision without a side")
         if r.quantity <= 0:

@@ -8,6 +8,7 @@ import functools
 import json
 import random
 from collections.abc import Callable, Coroutine, Mapping
+from decimal import Decimal
 from typing import Any, ParamSpec, TypeVar
 
 import asyncpg
@@ -87,6 +88,22 @@ class Statement:
 
     async def run(self, db: asyncpg.Connection, params: Mapping[str, Any] | None = None) -> Rows:
         return Rows(await db.fetch(self.sql, *self.args(params)))
+
+
+def require_finite(what: str, **values: Decimal | None) -> None:
+    """Refuse NaN and ±Infinity before they reach SQL, naming the record and the field.
+
+    The schema refuses them too (``ck_<table>_<column>_finite``), but only after a round trip
+    and with a constraint name; and a NaN must never get as far as a comparison in Python
+    (``Decimal('NaN') <= 0`` raises InvalidOperation) or in SQL (``'NaN' > 0`` is true there).
+    One ``is_finite()`` per value: nothing measurable on the hot path.
+    """
+    for name, value in values.items():
+        if value is not None and not value.is_finite():
+            raise LedgerError(
+                f"{what}: {name} is {value}; the ledger records only finite numbers, so "
+                "nothing of this write was stored"
+            )
 
 
 def dumps(value: Any) -> str:

@@ -5,8 +5,11 @@ from __future__ import annotations
 
 from dataclasses import replace
 from datetime import timedelta
+from decimal import Decimal
+from typing import Any
 
 import pytest
+from sqlalchemy import text
 from sqlalchemy.ext.asyncio import AsyncEngine
 
 from engine.domain.types import (
@@ -21,7 +24,16 @@ from engine.domain.types import (
 from engine.ledger.ledger import Ledger
 from engine.ledger.records import Reservation, ReserveStatus
 from engine.status import all_accounts_status, ledger_status
-from tests.integration.test_ledger import HOLDER, VENUE, Clock, fill, report, reservation, scalar
+from tests.integration.test_ledger import (
+    HOLDER,
+    T0,
+    VENUE,
+    Clock,
+    fill,
+    report,
+    reservation,
+    scalar,
+)
 
 A = AccountId("acct-a")
 B = AccountId("acct-b")
@@ -44,6 +56,11 @@ async def _epochs(ledgers: dict[AccountId, Ledger]) -> dict[AccountId, int]:
         assert epoch is not None
         epochs[account] = epoch
     return epochs
+
+
+async def rows(engine: AsyncEngine, sql: str, **params: Any) -> list[tuple[Any, ...]]:
+    async with engine.connect() as conn:
+        return [tuple(r) for r in (await conn.execute(text(sql), params)).all()]
 
 
 def _reservation(account: AccountId, n: int = 1, **kwargs: object) -> Reservation:
@@ -113,19 +130,59 @@ async def test_a_report_of_another_accounts_order_id_does_not_move_it(
     assert fills_of_a == 0
 
 
-async def test_a_reserved_client_order_id_of_another_account_is_never_continued(
-    ledgers: dict[AccountId, Ledger],
+async def test_two_accounts_reserving_the_same_decision_key_get_an_order_and_decision_each(
+    ledgers: dict[AccountId, Ledger], db_engine: AsyncEngine
 ) -> None:
+    # The same strategy over the same window with the same TRADECTL_ORDER_ID_PREFIX: the same
+    # decision id and client order id in both accounts (ids derive from the decision key).
     epochs = await _epochs(ledgers)
-    r = _reservation(A)
-    await ledgers[A].orders.reserve([r], holder=HOLDER, epoch=epochs[A])
-    same_id = replace(
-        r, decision=replace(r.decision, account=B, decision_id=DecisionId("b-own-decision"))
+    r = reservation()
+    same = {a: replace(r, decision=replace(r.decision, account=a)) for a in (A, B)}
+    results = {}
+    for account in (A, B):
+        [results[account]] = await ledgers[account].orders.reserve(
+            [same[account]], holder=HOLDER, epoch=epochs[account]
+        )
+        assert results[account].status is ReserveStatus.RESERVED, results[account].blocked_by
+        order = results[account].order
+        assert order is not None
+        assert order.account == account
+        # a retry in the same account still continues from its own order
+        [again] = await ledgers[account].orders.reserve(
+            [same[account]], holder=HOLDER, epoch=epochs[account]
+        )
+        assert again.status is ReserveStatus.EXISTING
+        assert again.order == order
+
+    coid, decision_id = r.client_order_id, r.decision.decision_id
+    orders = await rows(db_engine, "SELECT account, decision_id FROM orders ORDER BY 1")
+    assert orders == [(A, decision_id), (B, decision_id)]
+    decisions = await rows(db_engine, "SELECT account, outcome FROM decisions ORDER BY 1")
+    assert decisions == [(A, "reserved"), (B, "reserved")]
+
+    # each account moves, fills and reads only its own order
+    ack = report(coid, VenueOrderStatus.NEW)
+    await ledgers[A].orders.record_ack(coid, ack, submitted_at=T0)
+    await ledgers[B].orders.transition(coid, OrderState.UNKNOWN, cause="submit_ambiguous")
+    await ledgers[A].fills.append([fill(coid, "1", "0.2")])
+    order_a, order_b = [await ledgers[a].orders.get(coid) for a in (A, B)]
+    assert order_a is not None
+    assert order_b is not None
+    assert (order_a.state, order_a.filled_qty) == (OrderState.PARTIALLY_FILLED, Decimal("0.2"))
+    assert (order_b.state, order_b.filled_qty) == (OrderState.UNKNOWN, 0)
+
+    # decision_trace: one row per account, each with its own order's events and fills
+    trace = await rows(
+        db_engine,
+        """SELECT account, state, jsonb_array_length(events), jsonb_array_length(fills)
+        FROM decision_trace WHERE decision_id = :d ORDER BY account""",
+        d=decision_id,
     )
-    [result] = await ledgers[B].orders.reserve([same_id], holder=HOLDER, epoch=epochs[B])
-    assert result.status is ReserveStatus.BLOCKED
-    assert result.order is None
-    assert "another account" in result.blocked_by[0]
+    assert trace == [(A, "PARTIALLY_FILLED", 3, 1), (B, "UNKNOWN", 2, 0)]
+    events = await rows(
+        db_engine, "SELECT account, count(*) FROM order_events GROUP BY 1 ORDER BY 1"
+    )
+    assert events == [(A, 3), (B, 2)]
 
 
 @pytest.mark.parametrize("scope", [ControlScope.STRATEGY, ControlScope.SYMBOL])

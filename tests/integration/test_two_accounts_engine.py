@@ -1,13 +1,17 @@
 """Two accounts, one ledger, the built-in simulator with the same seed: the case a user measured.
 
-The simulator restarts its trade ids in every process, so the second account's trades carry the
-first account's trade ids; each account must still have a fill row for every filled order, and a
-pause or an incident in one account must not reach the other.
+Both engines run at the same time. Each has its own simulator, whose trade ids start again in
+every process, so the accounts' trades carry the same trade ids; and the same market gives the
+same decisions, hence the same decision ids and client order ids in both accounts. Each account
+must still have its own order, decision and fill rows for every filled order, and a pause or an
+incident in one account must not reach the other.
 """
 
 from __future__ import annotations
 
 import asyncio
+import functools
+from collections.abc import Awaitable, Callable
 from decimal import Decimal
 
 import pytest
@@ -30,31 +34,26 @@ async def _rows(engine: AsyncEngine, sql: str, **params: object) -> list[tuple[o
         return [tuple(r) for r in (await conn.execute(text(sql), params)).all()]
 
 
-async def _run_until(
-    account: str, db_engine: AsyncEngine, monkeypatch: pytest.MonkeyPatch, *, strategy: str
-) -> None:
-    """Run an engine for ``account`` until it has filled orders of both strategies."""
+async def _filled(db_engine: AsyncEngine, account: str, strategy: str) -> bool:
+    """The account has filled orders of both strategies."""
+    rows = await _rows(
+        db_engine,
+        "SELECT strategy_id, count(*) FROM orders WHERE account = :a AND state = 'FILLED'"
+        " GROUP BY 1",
+        a=account,
+    )
+    counts = {str(strategy_id): int(str(n)) for strategy_id, n in rows}
+    return counts.get(strategy, 0) >= 2 and sum(counts.values()) >= 3
+
+
+def _start(
+    account: str, monkeypatch: pytest.MonkeyPatch
+) -> tuple[asyncio.Task[None], asyncio.Event]:
+    # Settings are read from the environment once, here: the next engine may set another account.
     monkeypatch.setenv("TRADECTL_ACCOUNT", account)
     stop = asyncio.Event()
     task = asyncio.create_task(runtime.run(load_settings(), stop), name=f"engine-{account}")
-
-    async def filled() -> bool:
-        if task.done():
-            task.result()
-        rows = await _rows(
-            db_engine,
-            "SELECT strategy_id, count(*) FROM orders WHERE account = :a AND state = 'FILLED'"
-            " GROUP BY 1",
-            a=account,
-        )
-        counts = {str(strategy_id): int(str(n)) for strategy_id, n in rows}
-        return counts.get(strategy, 0) >= 2 and sum(counts.values()) >= 3
-
-    try:
-        await eventually(filled, timeout=90, message=f"{account} should fill orders")
-    finally:
-        stop.set()
-        await asyncio.wait_for(task, timeout=30)
+    return task, stop
 
 
 async def _assert_every_filled_order_has_its_fills(db_engine: AsyncEngine, account: str) -> None:
@@ -85,26 +84,71 @@ async def test_two_accounts_on_one_ledger_each_keep_their_fills_controls_and_inc
     }.items():
         monkeypatch.setenv(key, value)
 
-    await _run_until("acct-a", db_engine, monkeypatch, strategy="fv-fast")
+    # Both engines at once, each with its own simulator (same seed: the same market, the same
+    # decisions, hence the same decision ids and client order ids, and trade ids that restart
+    # in every simulator). Orders and decisions are keyed per account, so neither collides.
+    engines = {account: _start(account, monkeypatch) for account in ("acct-a", "acct-b")}
 
-    # account A's operator pauses fv-fast and has an open incident
-    ledger_a = Ledger(db_engine, account=AccountId("acct-a"), venue=VenueName("simulator"))
-    pause = await ledger_a.controls.set(
-        ControlScope.STRATEGY, "fv-fast", ControlKind.PAUSE, reason="checking", set_by="test"
+    def running(check: Callable[[], Awaitable[bool]]) -> Callable[[], Awaitable[bool]]:
+        """``check``, failing at once (with its error) if an engine has stopped."""
+
+        async def probe() -> bool:
+            for task, _ in engines.values():
+                if task.done():
+                    task.result()
+            return await check()
+
+        return probe
+
+    try:
+        for account in engines:
+            await eventually(
+                running(functools.partial(_filled, db_engine, account, "fv-fast")),
+                timeout=90,
+                message=f"{account} should fill orders",
+            )
+
+        # account A's operator pauses fv-fast and has an open incident
+        ledger_a = Ledger(db_engine, account=AccountId("acct-a"), venue=VenueName("simulator"))
+        pause = await ledger_a.controls.set(
+            ControlScope.STRATEGY, "fv-fast", ControlKind.PAUSE, reason="checking", set_by="test"
+        )
+        incident = await ledger_a.incidents.open(
+            kind="fills_missing",
+            scope="symbol:PRES-YES",
+            severity="error",
+            message="check the venue",
+            details={},
+            dedupe_key="fills_missing:x",
+        )
+
+        # B's fv-fast keeps trading although fv-fast is paused in A
+        async def b_trades_after_pause() -> bool:
+            [(n,)] = await _rows(
+                db_engine,
+                "SELECT count(*) FROM orders WHERE account = 'acct-b' AND strategy_id = 'fv-fast'"
+                " AND created_at > :t",
+                t=pause.set_at,
+            )
+            return int(str(n)) > 0
+
+        await eventually(
+            running(b_trades_after_pause),
+            timeout=60,
+            message="acct-b's fv-fast should trade while paused in acct-a",
+        )
+    finally:
+        for _, stop in engines.values():
+            stop.set()
+        for task, _ in engines.values():
+            await asyncio.wait_for(task, timeout=30)
+
+    shared_ids = await _rows(
+        db_engine,
+        """SELECT client_order_id FROM orders WHERE account = 'acct-a'
+           INTERSECT SELECT client_order_id FROM orders WHERE account = 'acct-b'""",
     )
-    incident = await ledger_a.incidents.open(
-        kind="fills_missing",
-        scope="symbol:PRES-YES",
-        severity="error",
-        message="check the venue",
-        details={},
-        dedupe_key="fills_missing:x",
-    )
-
-    # account B: same seed, a fresh simulator whose trade ids start again at the beginning;
-    # its fv-fast trades although fv-fast is paused in A
-    await _run_until("acct-b", db_engine, monkeypatch, strategy="fv-fast")
-
+    assert shared_ids, "the same decisions should have given both accounts the same order ids"
     for account in ("acct-a", "acct-b"):
         await _assert_every_filled_order_has_its_fills(db_engine, account)
     shared = await _rows(

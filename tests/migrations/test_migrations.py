@@ -193,7 +193,7 @@ async def test_the_alembic_cli_takes_the_url_from_x_or_database_url(
     bogus = {"DATABASE_URL": "postgresql://nobody@127.0.0.1:1/nothing"}
     await asyncio.to_thread(_alembic, "-x", f"url={url}", "upgrade", "head", env=bogus)
     current = await asyncio.to_thread(_alembic, "current", env={"DATABASE_URL": url})
-    assert "0003 (head)" in current
+    assert "0005 (head)" in current
 
 
 # -- 0003: the account in every identity --------------------------------------------------------
@@ -328,3 +328,160 @@ async def test_0003_downgrade_refuses_to_merge_fills_of_two_accounts(
     with pytest.raises(RuntimeError, match="recorded in several accounts"):
         await downgrade(url, "0002")
     assert await _rows(url, "SELECT count(*) FROM fills") == [(2,)]
+
+
+# -- 0004: no NaN or Infinity in a money or quantity column ------------------------------------
+
+
+async def test_every_numeric_column_has_a_finite_check(empty_database_url: URL) -> None:
+    url = empty_database_url
+    await upgrade_head(url)
+    numeric = await _rows(
+        url,
+        """SELECT c.table_name, c.column_name FROM information_schema.columns c
+        JOIN information_schema.tables t USING (table_schema, table_name)
+        WHERE c.table_schema = 'public' AND t.table_type = 'BASE TABLE'
+          AND c.data_type = 'numeric'
+        ORDER BY 1, 2""",
+    )
+    checks = await _rows(
+        url,
+        """SELECT conrelid::regclass::text, conname FROM pg_constraint
+        WHERE contype = 'c' AND conname LIKE '%\\_finite' ORDER BY 1, 2""",
+    )
+    assert len(numeric) == 13
+    assert sorted(checks) == sorted((t, schema.finite_check_name(t, c)) for t, c in numeric)
+
+
+async def test_0004_refuses_to_upgrade_over_nan_or_infinity_naming_the_rows(
+    empty_database_url: URL,
+) -> None:
+    url = empty_database_url
+    await asyncio.to_thread(_run_alembic, url, "upgrade", "0003")
+    conn = await _connect(url)
+    try:
+        # 'NaN' > 0 is true in Postgres: ck_fills_qty_positive let this in before 0004
+        await conn.execute(
+            """INSERT INTO fills (venue, symbol, trade_id, account, side, qty, price, fee,
+                                  venue_ts, received_at, recorded_at)
+            VALUES ('simulator', 'BTCUSDT', '7', 'acct-a', 'BUY', 'NaN', 1, 0, now(), now(),
+                    now()),
+                   ('simulator', 'BTCUSDT', '8', 'acct-a', 'BUY', 1, 1, 0, now(), now(), now())"""
+        )
+        await conn.execute(
+            """INSERT INTO balances (account, venue, asset, free, locked, received_at)
+            VALUES ('acct-a', 'simulator', 'USDT', 'Infinity', 0, now())"""
+        )
+    finally:
+        await conn.close()
+    with pytest.raises(RuntimeError) as refused:
+        await upgrade_head(url)
+    message = str(refused.value)
+    assert "fills.qty: 1 row(s): id=1, account=acct-a, trade_id=7, qty=NaN" in message
+    assert "balances.free: 1 row(s): id=1, account=acct-a, asset=USDT, free=Infinity" in message
+    assert "fills.price" not in message
+    # nothing changed: still at 0003, both fills kept
+    assert await _rows(url, "SELECT version_num FROM alembic_version") == [("0003",)]
+    assert await _rows(url, "SELECT count(*) FROM fills") == [(2,)]
+
+
+# -- 0005: decisions, orders and order events keyed per account --------------------------------
+
+_AT_0004 = """
+INSERT INTO decisions (decision_id, strategy_id, account, symbol, intent, side, quantity,
+                       limit_price, reason, md_ts, decided_at, interval_key, sequence, verdicts,
+                       outcome)
+VALUES ('d1', 'sma', 'acct-a', 'BTCUSDT', 'buy', 'BUY', 1, 100, 'crossed',
+        '2026-11-29 10:00Z', '2026-11-29 10:00:01Z', 'k1', 0, '[{"check": "x"}]', 'reserved'),
+       ('d2', 'sma', 'acct-a', 'BTCUSDT', 'buy', 'BUY', 1, 100, 'crossed',
+        '2026-11-29 10:01Z', '2026-11-29 10:01:01Z', 'k2', 0, '[]', 'reserved');
+INSERT INTO orders (client_order_id, decision_id, strategy_id, account, venue, symbol, side, type,
+                    time_in_force, requested_qty, limit_price, state, created_at, expires_at,
+                    updated_at)
+VALUES ('a-1', 'd1', 'sma', 'acct-a', 'sim', 'BTCUSDT', 'BUY', 'LIMIT', 'GTC', 1, 100, 'OPEN',
+        '2026-11-29 10:00:02Z', now(), now()),
+       ('a-2', 'd2', 'sma', 'acct-a', 'sim', 'BTCUSDT', 'BUY', 'LIMIT', 'GTC', 1, 100, 'OPEN',
+        '2026-11-29 10:01:02Z', now(), now());
+INSERT INTO order_events (client_order_id, from_state, to_state, cause, recorded_at)
+VALUES ('a-1', NULL, 'PENDING_SUBMIT', 'reserved', now()),
+       ('a-1', 'PENDING_SUBMIT', 'OPEN', 'ack', now()),
+       ('a-2', NULL, 'PENDING_SUBMIT', 'reserved', now());
+"""
+
+# Account B, another prefix, the same decision: its decision row was dropped by
+# ON CONFLICT (decision_id) DO NOTHING, and its order points at A's decision.
+_B_POINTS_AT_A = """
+INSERT INTO orders (client_order_id, decision_id, strategy_id, account, venue, symbol, side, type,
+                    time_in_force, requested_qty, limit_price, state, created_at, expires_at,
+                    updated_at)
+VALUES ('b-1', 'd1', 'sma', 'acct-b', 'sim', 'BTCUSDT', 'BUY', 'LIMIT', 'GTC', 2, 99, 'OPEN',
+        '2026-11-29 10:00:03Z', now(), now());
+INSERT INTO order_events (client_order_id, from_state, to_state, cause, recorded_at)
+VALUES ('b-1', NULL, 'PENDING_SUBMIT', 'reserved', now());
+"""
+
+
+async def _at_0004(url: URL, *sql: str) -> None:
+    await asyncio.to_thread(_run_alembic, url, "upgrade", "0004")
+    conn = await _connect(url)
+    try:
+        for statement in sql:
+            await conn.execute(statement)
+    finally:
+        await conn.close()
+
+
+async def test_0005_gives_events_their_account_and_an_order_its_own_accounts_decision(
+    empty_database_url: URL,
+) -> None:
+    url = empty_database_url
+    await _at_0004(url, _AT_0004, _B_POINTS_AT_A)
+    await upgrade_head(url)
+
+    events = await _rows(
+        url, "SELECT account, client_order_id, to_state FROM order_events ORDER BY id"
+    )
+    assert events == [
+        ("acct-a", "a-1", "PENDING_SUBMIT"),
+        ("acct-a", "a-1", "OPEN"),
+        ("acct-a", "a-2", "PENDING_SUBMIT"),
+        ("acct-b", "b-1", "PENDING_SUBMIT"),
+    ]
+    restored = await _rows(
+        url,
+        """SELECT side, quantity, limit_price, decided_at = '2026-11-29 10:00:03Z', interval_key,
+                  verdicts, outcome, reason
+        FROM decisions WHERE account = 'acct-b' AND decision_id = 'd1'""",
+    )
+    assert len(restored) == 1
+    *known, reason = restored[0]
+    assert known == ["BUY", 2, 99, True, "k1", "[]", "reserved"]  # (asyncpg: jsonb as text)
+    assert "restored by migration 0005" in reason
+    assert "acct-a" in reason
+    assert reason.endswith("The other account's reason: crossed")
+    # A's decision is untouched; each account's trace shows its own order and events
+    trace = await _rows(
+        url,
+        """SELECT account, client_order_id, jsonb_array_length(events) FROM decision_trace
+        WHERE decision_id = 'd1' ORDER BY account""",
+    )
+    assert trace == [("acct-a", "a-1", 2), ("acct-b", "b-1", 1)]
+
+    # d1 is now in two accounts: the old single-column key cannot hold it
+    with pytest.raises(RuntimeError, match=r"decision ids: d1 \(accounts acct-a, acct-b\)"):
+        await downgrade(url, "0004")
+    assert await _rows(url, "SELECT version_num FROM alembic_version") == [("0005",)]
+
+
+async def test_0005_downgrades_and_upgrades_again_when_no_id_is_shared(
+    empty_database_url: URL,
+) -> None:
+    url = empty_database_url
+    await _at_0004(url, _AT_0004)
+    await upgrade_head(url)
+    await downgrade(url, "0004")
+    assert await _rows(url, "SELECT count(*) FROM order_events") == [(3,)]
+    await upgrade_head(url)
+    assert await _rows(
+        url, "SELECT DISTINCT account FROM order_events UNION SELECT account FROM orders"
+    ) == [("acct-a",)]
