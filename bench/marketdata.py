@@ -1,8 +1,8 @@
 """Market data throughput and tick-to-intent latency, on one core.
 
 Binance combined-stream ``bookTicker`` frames are decoded by the production parser
-(``engine.venues.binance.parsing.decode_market_frame``, msgspec) into ``Quote``s, published to the
-conflator, and a quote strategy hosted by the live ``StrategyHost`` decides on them and hands its
+(``engine.venues.binance.market_frames.decode_market_frame``, msgspec) into ``Quote``s, published
+to the conflator, and a quote strategy hosted by the live ``StrategyHost`` decides on them and hands its
 intents to a sink. The frames are built up front; no network is involved.
 
 - throughput: frames are fed in batches of ``--batch`` (roughly one socket read), yielding to the
@@ -37,7 +37,7 @@ from engine.domain.intents import Buy, Hold, Intent
 from engine.domain.types import Side, StrategyId, Symbol, utc_now
 from engine.marketdata.conflator import Conflator
 from engine.strategy_host import HostedStrategy, InMemoryPortfolio, StrategyHost
-from engine.venues.binance.parsing import decode_market_frame
+from engine.venues.binance.market_frames import decode_market_frame
 from strategies.base import DecisionMode, Snapshot
 
 SYMBOLS = (Symbol("BTCUSDT"), Symbol("ETHUSDT"))

@@ -7,7 +7,7 @@ so each decoder passes its fields through these before building a report. Every 
 :class:`MalformedMessage` naming the field; the caller attaches the raw payload.
 
 Pure and cheap, but still a function call per field: the market-data hot path inlines the two
-method calls it needs instead (see ``engine.venues.binance.parsing.parse_book_ticker``).
+method calls it needs instead (see ``engine.venues.binance.market_frames.parse_book_ticker``).
 """
 
 from __future__ import annotations

@@ -11,7 +11,7 @@ import pytest
 from engine.domain.market import Quote
 from engine.domain.types import Symbol
 from engine.exceptions import MalformedMessage
-from engine.venues.binance.parsing import decode_market_frame
+from engine.venues.binance.market_frames import decode_market_frame
 
 NOW = datetime(2024, 5, 1, 12, 0, tzinfo=UTC)
 BOOK = b'{"u":7,"s":"BTCUSDT","b":"30000.01","B":"1.50000","a":"30000.02","A":"0.25000"}'

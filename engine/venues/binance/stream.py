@@ -33,14 +33,13 @@ from engine.exceptions import AuthFailed, ConfigError, RateLimited, VenueError
 from engine.venues.base import StreamReconnected, UserEvent
 from engine.venues.binance import schemas
 from engine.venues.binance.errors import INVALID_TIMESTAMP, Operation, classify
+from engine.venues.binance.market_frames import decode_market_frame, stream_names
 from engine.venues.binance.parsing import (
     StreamTerminated,
-    decode_market_frame,
     decode_user_event,
     decode_ws_api_frame,
     record_malformed,
     skip_reason,
-    stream_names,
     ws_api_subscription_id,
 )
 from engine.venues.binance.signing import ServerClock, Signer, ws_signature_payload

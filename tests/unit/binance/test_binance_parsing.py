@@ -11,10 +11,10 @@ from engine.domain.types import Liquidity, OrderType, Side, VenueName, VenueOrde
 from engine.exceptions import MalformedMessage
 from engine.venues.base import BalanceReport, FillReport, OrderReport
 from engine.venues.binance import schemas
+from engine.venues.binance.market_frames import decode_market_frame
 from engine.venues.binance.parsing import (
     MALFORMED_MESSAGES,
     StreamTerminated,
-    decode_market_frame,
     decode_user_event,
     ms_to_utc,
     parse_instrument_rules,

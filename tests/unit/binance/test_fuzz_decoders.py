@@ -36,7 +36,7 @@ from engine.domain.market import Bar, Quote, Trade
 from engine.domain.types import Symbol, TradeId, VenueName
 from engine.exceptions import MalformedMessage, VenueError
 from engine.venues.base import BalanceReport, FillReport, InstrumentRules, OrderReport
-from engine.venues.binance import BinanceVenue, parsing, rest, schemas
+from engine.venues.binance import BinanceVenue, market_frames, parsing, rest, schemas
 from engine.venues.binance.parsing import StreamTerminated
 from engine.venues.binance.ratelimit import RateBudget
 from engine.venues.binance.signing import ServerClock
@@ -195,7 +195,7 @@ def user_event(raw: bytes) -> None:
 
 
 def market_frame(raw: bytes) -> None:
-    check_market(parsing.decode_market_frame(raw, received_at=FIXED_NOW))
+    check_market(market_frames.decode_market_frame(raw, received_at=FIXED_NOW))
 
 
 def ws_api_frame(raw: bytes) -> None:
