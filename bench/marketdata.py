@@ -2,8 +2,8 @@
 
 Binance combined-stream ``bookTicker`` frames are decoded by the production parser
 (``engine.venues.binance.market_frames.decode_market_frame``, msgspec) into ``Quote``s, published
-to the conflator, and a quote strategy hosted by the live ``StrategyHost`` decides on them and hands its
-intents to a sink. The frames are built up front; no network is involved.
+to the conflator, and a quote strategy hosted by the live ``StrategyHost`` decides on them and
+hands its intents to a sink. The frames are built up front; no network is involved.
 
 - throughput: frames are fed in batches of ``--batch`` (roughly one socket read), yielding to the
   event loop between batches so the strategy task runs; msgs/s counts frames decoded and
