@@ -7,14 +7,12 @@ from decimal import Decimal as D
 import pytest
 
 from engine.domain.types import OrderType, Side, TimeInForce, VenueOrderStatus
-from engine.venues.simulator.matching import (
+from engine.venues.simulator.account import Fees, SimulatedAccount, SymbolRules
+from engine.venues.simulator.records import (
     AccountPositionEvent,
     ExecutionEvent,
-    Fees,
-    MatchingEngine,
     NewOrder,
     Rejection,
-    SymbolRules,
 )
 
 RULES = SymbolRules(
@@ -42,8 +40,8 @@ ETH = SymbolRules(
 )
 
 
-def engine(usdt: str = "100000", btc: str = "10") -> MatchingEngine:
-    e = MatchingEngine(
+def engine(usdt: str = "100000", btc: str = "10") -> SimulatedAccount:
+    e = SimulatedAccount(
         [RULES, ETH],
         {"USDT": D(usdt), "BTC": D(btc), "ETH": D(0)},
         Fees(maker=D("0.001"), taker=D("0.002")),
@@ -53,7 +51,7 @@ def engine(usdt: str = "100000", btc: str = "10") -> MatchingEngine:
     return e
 
 
-def quote(e: MatchingEngine, *, bid: str, ask: str, size: str = "1", now_ms: int = 1) -> list:
+def quote(e: SimulatedAccount, *, bid: str, ask: str, size: str = "1", now_ms: int = 1) -> list:
     return e.on_quote(
         "BTCUSDT", bid=D(bid), bid_size=D(size), ask=D(ask), ask_size=D(size), now_ms=now_ms
     )
