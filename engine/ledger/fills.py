@@ -5,7 +5,7 @@ from __future__ import annotations
 
 import functools
 from collections.abc import Callable, Sequence
-from datetime import datetime
+from datetime import UTC, datetime
 from decimal import Decimal
 from typing import Any
 
@@ -17,6 +17,9 @@ from engine.ledger.part import LedgerPart
 from engine.ledger.records import ExternalFills
 from engine.ledger.statements import Statement, require_finite, retry_transient
 from engine.venues.base import FillReport
+
+#: later than any fill (venue timestamps are checked to lie before 2100)
+_END_OF_TIME = datetime.max.replace(tzinfo=UTC)
 
 SQL_LOCK_ORDERS = Statement(
     """
@@ -154,38 +157,11 @@ SQL_FILL_TRANSITIONS = Statement(
     """
 )
 
-# The account's symbols by a skip scan of the (account, symbol, venue_ts) index, then the newest
-# fill of each: startup cost grows with the number of symbols, not of fills.
-SQL_LAST_TRADE_IDS = Statement(
-    """
-    WITH RECURSIVE symbols AS (
-        (SELECT symbol FROM fills WHERE account = :account ORDER BY symbol LIMIT 1)
-        UNION ALL
-        SELECT (
-            SELECT f.symbol FROM fills f
-            WHERE f.account = :account AND f.symbol > s.symbol
-            ORDER BY f.symbol LIMIT 1
-        )
-        FROM symbols s WHERE s.symbol IS NOT NULL
-    )
-    SELECT s.symbol, t.trade_id
-    FROM symbols s
-    CROSS JOIN LATERAL (
-        SELECT f.trade_id FROM fills f
-        WHERE f.account = :account AND f.symbol = s.symbol AND f.venue = :venue
-        ORDER BY f.venue_ts DESC,
-                 CASE WHEN f.trade_id ~ '^[0-9]{1,30}$' THEN CAST(f.trade_id AS numeric) END
-                     DESC NULLS LAST,
-                 f.id DESC
-        LIMIT 1
-    ) t
-    WHERE s.symbol IS NOT NULL
-    """
-)
-
-# Per symbol with fills, the newest fill older than :before (NULL when every fill is newer):
-# re-fetching the venue's trades after it finds a fill the stream delivered late, behind newer
-# ones, which resuming after the newest trade id never would.
+# Per symbol with fills, the newest fill older than :before (NULL when every fill is newer): where
+# ``trades_since`` resumes (before = the end of time), or where a re-fetch of a recent window
+# starts, which finds a fill the stream delivered late, behind newer ones. The account's symbols
+# come from a skip scan of the (account, symbol, venue_ts) index, then the newest fill of each:
+# the cost grows with the number of symbols, not of fills.
 SQL_TRADES_BEFORE = Statement(
     """
     WITH RECURSIVE symbols AS (
@@ -392,11 +368,8 @@ class Fills(LedgerPart):
 
     async def last_trade_ids(self) -> dict[Symbol, TradeId]:
         """Per symbol, the newest recorded fill's trade id: where to resume ``trades_since``."""
-        async with self._connection() as db:
-            result = await SQL_LAST_TRADE_IDS.run(
-                db, {"account": self.account, "venue": self.venue}
-            )
-            return {Symbol(symbol): TradeId(trade_id) for symbol, trade_id in map(tuple, result)}
+        newest = await self.trades_before(_END_OF_TIME)
+        return {symbol: trade_id for symbol, trade_id in newest.items() if trade_id is not None}
 
     async def external(self, *, after: int) -> list[ExternalFills]:
         """Per symbol, the fills after fill id ``after`` that none of the account's orders
