@@ -380,6 +380,10 @@ class SimulatorState:
                     sink.deliver({"subscriptionId": sub_id, "event": payload}, hold=hold)
 
     def _publish_market(self, stream: str, payload: dict[str, Any]) -> None:
+        if self._subs.market and self.faults.roll(FaultKind.MALFORMED_MARKET_DATA):
+            # every number as text, the event type and symbol kept: a frame a client must
+            # recognize as malformed rather than as some other event
+            payload = {k: v if k in ("e", "s") else "garbled" for k, v in payload.items()}
         for sink in list(self._subs.market.values()):
             if sink.wants(stream):
                 sink.deliver(stream, payload)
