@@ -23,7 +23,7 @@ from collections.abc import AsyncIterator, Iterator
 
 import structlog
 import uvicorn
-from prometheus_client import CONTENT_TYPE_LATEST, REGISTRY, generate_latest
+from prometheus_client import CONTENT_TYPE_PLAIN_0_0_4, REGISTRY, generate_latest
 from starlette.applications import Starlette
 from starlette.requests import Request
 from starlette.responses import JSONResponse, PlainTextResponse, Response
@@ -40,7 +40,10 @@ STOP_TIMEOUT_S = 2
 
 def ops_app(readiness: Readiness) -> Starlette:
     async def metrics(request: Request) -> Response:
-        return Response(generate_latest(REGISTRY), media_type=CONTENT_TYPE_LATEST)
+        # The classic text format, as prometheus_client's own server answers a scraper that
+        # asks for nothing newer: every Prometheus (2.x and 3.x) reads it, and with our
+        # plain metric names it is byte for byte what generate_latest writes.
+        return Response(generate_latest(REGISTRY), media_type=CONTENT_TYPE_PLAIN_0_0_4)
 
     async def healthz(request: Request) -> Response:
         return PlainTextResponse("ok\n")
@@ -77,7 +80,8 @@ def bind(host: str, port: int) -> socket.socket:
     except OSError as exc:
         sock.close()
         raise ConfigError(
-            f"TRADECTL_METRICS_PORT: cannot serve metrics on {host}:{port}: {exc.strerror}"
+            f"TRADECTL_METRICS_PORT: cannot serve metrics on {host}:{port} "
+            f"(TRADECTL_METRICS_HOST {host}): {exc.strerror}"
         ) from None
     sock.setblocking(False)
     return sock
