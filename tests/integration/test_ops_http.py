@@ -1,5 +1,6 @@
-"""The ops endpoints of a running engine, over HTTP: ``/healthz``, ``/readyz`` and the venue
-metrics on ``/metrics`` while the engine trades against the built-in simulator.
+"""The ops endpoints of a running engine, over HTTP: ``/healthz``, ``/readyz``, the venue
+metrics on ``/metrics`` while the engine trades against the built-in simulator, and every
+metric the Grafana dashboard queries.
 
 The engine is ``runtime.run`` on the simulator with ``TRADECTL_METRICS_PORT=0``; the test learns
 the port from the ops server the runtime starts, and the simulator's handle (for its fault
@@ -10,6 +11,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import re
 from collections.abc import AsyncIterator
 from datetime import timedelta
 from typing import Any
@@ -27,6 +29,7 @@ from engine.domain.types import AccountId, VenueName
 from engine.ledger.ledger import Ledger
 from engine.venues.simulator import FaultPlan, SimulatorHandle
 from tests.helpers import ROOT, eventually
+from tests.unit.test_deployment import dashboard_exprs
 
 ACCOUNT = "ops"
 
@@ -211,3 +214,37 @@ async def test_venue_metrics_follow_requests_streams_and_skipped_messages(
 
         await eventually(counted, timeout=60, message="reconnect or skipped frame not counted")
         assert sim.state.fault_counts()["ws_disconnect_market"] == 1
+
+
+#: what a histogram's series are called beside its own name
+HISTOGRAM_SERIES = ("_bucket", "_count", "_sum")
+
+
+def exported(exposition: str) -> set[str]:
+    """Every series name /metrics declares, whether or not a labelled series exists yet (a
+    counter nothing has counted yet is still exported, with its HELP and TYPE)."""
+    names: set[str] = set()
+    for line in exposition.splitlines():
+        if line.startswith("# TYPE "):
+            _, _, name, kind = line.split(" ", 3)
+            names.add(name)
+            if kind in ("histogram", "summary"):
+                names.update(name + suffix for suffix in HISTOGRAM_SERIES)
+    return names
+
+
+async def test_every_metric_the_dashboard_queries_is_exported_by_a_running_engine(
+    engine_env: dict[str, str],
+    servers: list[ops_http.OpsServer],
+) -> None:
+    wanted = {name for expr in dashboard_exprs() for name in re.findall(r"\btradectl_\w+", expr)}
+    assert len(wanted) > 20
+    async with running_engine(servers) as (_, client):
+
+        async def started() -> bool:
+            status, _ = await readyz(client)
+            return status == 200
+
+        await eventually(started, timeout=60, message="never became ready")
+        names = exported((await client.get("/metrics")).text)
+    assert sorted(wanted - names) == []
