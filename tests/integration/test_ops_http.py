@@ -27,6 +27,7 @@ from engine import ops_http, runtime
 from engine.config import load_settings
 from engine.domain.types import AccountId, VenueName
 from engine.ledger.ledger import Ledger
+from engine.venues.binance.stream import SUBSCRIBE
 from engine.venues.simulator import FaultPlan, SimulatorHandle
 from tests.helpers import ROOT, eventually
 from tests.unit.test_deployment import dashboard_exprs
@@ -186,15 +187,23 @@ async def test_venue_metrics_follow_requests_streams_and_skipped_messages(
         )
         assert 0 < headroom < 1
         assert 0 <= samples(text, "tradectl_marketdata_age_seconds", account=ACCOUNT) < 60
-        reconnects = samples(text, "tradectl_stream_reconnects_total", **mine, stream="market")
+        assert (
+            samples(text, "tradectl_venue_requests_total", **mine, endpoint=SUBSCRIBE, outcome="ok")
+            >= 1
+        )
+        reconnects = {
+            stream: samples(text, "tradectl_stream_reconnects_total", **mine, stream=stream)
+            for stream in ("market", "user")
+        }
         skipped = samples(text, "tradectl_malformed_messages_total", **mine, source="market_stream")
 
-        # The simulator drops the market stream once and garbles one market frame.
+        # The simulator drops each stream once and garbles one market frame.
         [sim] = sims
         sim.state.set_faults(
             FaultPlan.from_mapping(
                 [
                     {"kind": "ws_disconnect_market", "probability": 1.0, "max_count": 1},
+                    {"kind": "ws_disconnect_user", "probability": 1.0, "max_count": 1},
                     {"kind": "malformed_market_data", "probability": 1.0, "max_count": 1},
                 ]
             )
@@ -203,17 +212,21 @@ async def test_venue_metrics_follow_requests_streams_and_skipped_messages(
         async def counted() -> bool:
             text = await scrape()
             return (
-                samples(text, "tradectl_stream_reconnects_total", **mine, stream="market")
-                == reconnects + 1
+                all(
+                    samples(text, "tradectl_stream_reconnects_total", **mine, stream=stream)
+                    == reconnects[stream] + 1
+                    and samples(text, "tradectl_stream_connected", **mine, stream=stream) == 1
+                    for stream in ("market", "user")
+                )
                 and samples(
                     text, "tradectl_malformed_messages_total", **mine, source="market_stream"
                 )
                 == skipped + 1
-                and samples(text, "tradectl_stream_connected", **mine, stream="market") == 1
             )
 
         await eventually(counted, timeout=60, message="reconnect or skipped frame not counted")
-        assert sim.state.fault_counts()["ws_disconnect_market"] == 1
+        counts = sim.state.fault_counts()
+        assert counts["ws_disconnect_market"] == counts["ws_disconnect_user"] == 1
 
 
 #: what a histogram's series are called beside its own name
