@@ -23,7 +23,7 @@ from collections.abc import AsyncIterator, Iterator
 
 import structlog
 import uvicorn
-from prometheus_client import CONTENT_TYPE_PLAIN_0_0_4, REGISTRY, generate_latest
+from prometheus_client import REGISTRY, generate_latest
 from starlette.applications import Starlette
 from starlette.requests import Request
 from starlette.responses import JSONResponse, PlainTextResponse, Response
@@ -36,14 +36,15 @@ log = structlog.get_logger("tradectl.ops_http")
 
 #: how long a stop waits for the server to close its connections
 STOP_TIMEOUT_S = 2
+#: the classic text format, as prometheus_client's own server answers a scraper that asks for
+#: nothing newer: every Prometheus (2.x and 3.x) reads it, and with our plain metric names it is
+#: byte for byte what generate_latest writes (its CONTENT_TYPE_LATEST varies by version)
+CONTENT_TYPE = "text/plain; version=0.0.4; charset=utf-8"
 
 
 def ops_app(readiness: Readiness) -> Starlette:
     async def metrics(request: Request) -> Response:
-        # The classic text format, as prometheus_client's own server answers a scraper that
-        # asks for nothing newer: every Prometheus (2.x and 3.x) reads it, and with our
-        # plain metric names it is byte for byte what generate_latest writes.
-        return Response(generate_latest(REGISTRY), media_type=CONTENT_TYPE_PLAIN_0_0_4)
+        return Response(generate_latest(REGISTRY), media_type=CONTENT_TYPE)
 
     async def healthz(request: Request) -> Response:
         return PlainTextResponse("ok\n")
@@ -88,11 +89,16 @@ def bind(host: str, port: int) -> socket.socket:
 
 
 class _Server(uvicorn.Server):
+    """The engine owns SIGINT/SIGTERM (a graceful stop); uvicorn's own handlers would take them
+    over and stop only this server. (``capture_signals`` since uvicorn 0.29, before it
+    ``install_signal_handlers``.)"""
+
     @contextlib.contextmanager
     def capture_signals(self) -> Iterator[None]:
-        # The engine owns SIGINT/SIGTERM (a graceful stop); uvicorn's own handlers would take
-        # them over and stop only this server.
         yield
+
+    def install_signal_handlers(self) -> None:
+        pass
 
 
 class OpsServer:
@@ -133,9 +139,13 @@ class OpsServer:
         log.info("ops http serving", url=self.url, paths="/metrics /healthz /readyz")
 
     def failure(self) -> str | None:
-        """Why the server ended before it was stopped; ``None`` while it serves."""
-        if self.task is None or not self.task.done() or self._stopping:
+        """Why the server ended (or is ending) before it was stopped; ``None`` while it
+        serves. Only :meth:`stop` may end it: uvicorn asked to exit by anything else (a signal
+        it took for itself, say) is a failure too."""
+        if self.task is None or self._stopping:
             return None
+        if not self.task.done():
+            return "the ops HTTP server is shutting down" if self._server.should_exit else None
         exc = None if self.task.cancelled() else self.task.exception()
         return f"the ops HTTP server ended: {exc!r}" if exc else "the ops HTTP server ended"
 

@@ -11,7 +11,11 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import json
+import os
 import re
+import signal
+import sys
 from collections.abc import AsyncIterator
 from datetime import timedelta
 from typing import Any
@@ -261,3 +265,58 @@ async def test_every_metric_the_dashboard_queries_is_exported_by_a_running_engin
         await eventually(started, timeout=60, message="never became ready")
         names = exported((await client.get("/metrics")).text)
     assert sorted(wanted - names) == []
+
+
+async def test_sigterm_stops_a_tradectl_run_gracefully_with_its_ops_server(
+    database_url: URL,
+) -> None:
+    """uvicorn in the engine's loop must not take SIGTERM for itself: the engine stops
+    gracefully (exit 0), and only then does the ops server go."""
+    env = {
+        **os.environ,
+        "DATABASE_URL": database_url.render_as_string(hide_password=False),
+        "TRADECTL_ACCOUNT": "ops-process",
+        "TRADECTL_VENUE": "simulator",
+        "TRADECTL_STRATEGIES_FILE": str(ROOT / "strategies" / "example.toml"),
+        "TRADECTL_STATUS_INTERVAL_S": "3600",
+        "TRADECTL_METRICS_PORT": "0",
+        "TRADECTL_LOG_FORMAT": "json",
+    }
+    proc = await asyncio.create_subprocess_exec(
+        sys.executable, "-m", "engine", "run",
+        cwd=ROOT, env=env, stdout=asyncio.subprocess.PIPE, stderr=asyncio.subprocess.PIPE,
+    )  # fmt: skip
+    stdout, stderr = proc.stdout, proc.stderr
+    assert stdout is not None
+    assert stderr is not None
+    serving: asyncio.Future[str] = asyncio.get_running_loop().create_future()
+
+    async def read_logs() -> None:
+        # read to the end: a full pipe would block the engine's logging
+        async for line in stderr:
+            entry = json.loads(line)
+            if entry["event"] == "ops http serving" and not serving.done():
+                serving.set_result(entry["url"])
+        if not serving.done():
+            serving.set_exception(AssertionError("the engine exited before serving"))
+
+    reader = asyncio.create_task(read_logs())
+    try:
+        url = await asyncio.wait_for(serving, timeout=60)
+        async with httpx.AsyncClient(base_url=url, timeout=5) as client:
+
+            async def ready() -> bool:
+                return (await client.get("/readyz")).status_code == 200
+
+            await eventually(ready, timeout=60, message="the engine never became ready")
+            proc.send_signal(signal.SIGTERM)
+            async with asyncio.timeout(30):
+                out = await stdout.read()
+                await proc.wait()
+        assert proc.returncode == 0
+        assert b"tradectl stopped" in out
+    finally:
+        if proc.returncode is None:
+            proc.kill()
+            await proc.wait()
+        await reader
