@@ -302,8 +302,9 @@ class Engine:
 
     @property
     def ready(self) -> bool:
-        """Started, the ledger reachable and reconciled since any outage: what ``/readyz``
-        reports. False from a lost connection until the post-outage reconcile succeeded."""
+        """Started, the ledger reachable and reconciled since any outage (``/readyz`` also
+        wants the lease and the streams: ``self.readiness``). False from a lost connection
+        until the post-outage reconcile succeeded."""
         return self.health.available
 
     # -- controls seen by the strategies (the reserve transaction enforces them regardless) ---
