@@ -453,6 +453,10 @@ class Reconciler:
         lost (a crash before the commit, a dropped stream report): look it up, which applies
         its final state and brings its fills. Nothing else would: only unresolved orders are
         looked up on their own."""
-        for order in await self.ledger.orders.non_terminal():
-            if order.state in _ACKNOWLEDGED and order.client_order_id not in venue_open:
-                await self.execution.resolve_order(order)
+        await self.execution.resolve_orders(
+            [
+                order
+                for order in await self.ledger.orders.non_terminal()
+                if order.state in _ACKNOWLEDGED and order.client_order_id not in venue_open
+            ]
+        )

@@ -195,10 +195,13 @@ class Recovery:
             await self.sync_fills([symbol])
         return settled
 
-    async def resolve_order(self, order: Order) -> None:
-        """Look one order up on the venue and apply what it says (the reconciler's repair of
-        an acknowledged order whose closing report was lost)."""
-        await self._resolve_one(order)
+    async def resolve_orders(self, orders: list[Order]) -> None:
+        """Look orders up on the venue and apply what it says (the reconciler's repair of
+        acknowledged orders whose closing reports were lost): from a listing where a symbol
+        has many, one lookup each for the rest."""
+        orders = [o for o in orders if o.client_order_id not in self._in_flight]
+        for order in await self._resolve_listed(orders):
+            await self._resolve_one(order)
 
     async def _resolve_one(self, order: Order) -> None:
         coid = order.client_order_id

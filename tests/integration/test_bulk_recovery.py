@@ -330,3 +330,22 @@ async def test_a_few_unknown_orders_are_looked_up_one_by_one(
 
         assert calls == {"find_order": 3, "orders_since": 0}
         assert {o.state for o in await engine.ledger.orders.non_terminal()} == {OrderState.OPEN}
+
+
+async def test_orders_closed_on_the_venue_while_down_are_settled_from_one_listing(
+    database_url: URL, sim: SimulatorHandle
+) -> None:
+    async with _engine(database_url, sim) as engine:
+        await _unknown_orders(engine, sim, n=12, on_venue=12)
+        await engine.execution.recover()
+        # while the engine was away, the venue canceled them (their reports lost with the crash)
+        for i in range(12):
+            sim.state.cancel_order(
+                "BTCUSDT", order_id=None, client_order_id=_coid(i), cancel_client_order_id=f"x{i}"
+            )
+
+        with _counting(engine.venue, "find_order", "orders_since") as calls:
+            await engine.reconciler.reconcile(startup=True)
+
+        assert calls == {"find_order": 0, "orders_since": 1}
+        assert await engine.ledger.orders.non_terminal() == []
