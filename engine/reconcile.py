@@ -403,11 +403,12 @@ class Reconciler:
     async def _venue_open_orders(self, report: ReconcileReport) -> None:
         venue_open = await self.execution.venue.open_orders()
         await self._closed_on_the_venue({o.client_order_id for o in venue_open})
-        for venue_order in venue_open:
+        ours = [o for o in venue_open if is_ours(self.prefix, o.client_order_id)]
+        # one read for the whole list: a venue may show thousands of our orders resting
+        ledger_orders = await self.ledger.orders.get_many([o.client_order_id for o in ours])
+        for venue_order in ours:
             coid = venue_order.client_order_id
-            if not is_ours(self.prefix, coid):
-                continue  # a manual order: not ours to judge
-            known = await self.ledger.orders.get(coid)
+            known = ledger_orders.get(coid)
             if known is None:
                 report.unknown_orders.append(coid)
                 reason = (
@@ -452,6 +453,10 @@ class Reconciler:
         lost (a crash before the commit, a dropped stream report): look it up, which applies
         its final state and brings its fills. Nothing else would: only unresolved orders are
         looked up on their own."""
-        for order in await self.ledger.orders.non_terminal():
-            if order.state in _ACKNOWLEDGED and order.client_order_id not in venue_open:
-                await self.execution.resolve_order(order)
+        await self.execution.resolve_orders(
+            [
+                order
+                for order in await self.ledger.orders.non_terminal()
+                if order.state in _ACKNOWLEDGED and order.client_order_id not in venue_open
+            ]
+        )

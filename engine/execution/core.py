@@ -30,6 +30,7 @@ from engine.domain.intents import Buy, Cancel, Hold, Intent, OrderIntent, Sell, 
 from engine.domain.orders import Order
 from engine.domain.risk import RiskAssessment, Verdict
 from engine.domain.types import (
+    UNRESOLVED,
     ClientOrderId,
     ControlKind,
     ControlScope,
@@ -52,7 +53,7 @@ from engine.exceptions import (
 )
 from engine.execution.config import ExecutionConfig
 from engine.execution.fill_path import CommittedFacts
-from engine.execution.recovery import UNRESOLVED, Recovery
+from engine.execution.recovery import Recovery
 from engine.execution.venue_filters import venue_filters
 from engine.ledger.ledger import Ledger
 from engine.ledger.records import DecisionRecord, Reservation, ReserveStatus
