@@ -55,6 +55,7 @@ from engine.ledger.controls import Controls
 from engine.ledger.decisions import Decisions
 from engine.ledger.fills import Fills
 from engine.ledger.incidents import Incidents
+from engine.ledger.journal import Journal
 from engine.ledger.leases import Leases
 from engine.ledger.operations import Operations
 from engine.ledger.orders import Orders
@@ -86,4 +87,5 @@ class Ledger:
         self.incidents = Incidents(engine, account=account, venue=venue, clock=clock)
         self.balances = Balances(engine, account=account, venue=venue, clock=clock)
         self.operations = Operations(engine, account=account, venue=venue, clock=clock)
+        self.journal = Journal(engine, account=account, venue=venue, clock=clock)
         self.risk_inputs = RiskInputs(engine, account=account, venue=venue, clock=clock)

@@ -106,7 +106,7 @@ async def test_a_halt_from_a_second_process_stops_new_orders_in_the_running_engi
 async def test_with_no_engine_running_a_local_venue_request_waits_for_the_next_start(
     engine_env: dict[str, str], db_engine: AsyncEngine
 ) -> None:
-    proc = await tradectl(engine_env, "reconcile")
+    proc = await tradectl(engine_env, "reconcile", "--reason", "after the outage")
     assert proc.returncode == 2
     assert "next `tradectl run` handles it" in proc.stderr
     queued = await scalar(
