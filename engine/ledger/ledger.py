@@ -53,6 +53,7 @@ from engine.domain.types import AccountId, VenueName, utc_now
 from engine.ledger.balances import Balances
 from engine.ledger.controls import Controls
 from engine.ledger.decisions import Decisions
+from engine.ledger.explain import Explain
 from engine.ledger.fills import Fills
 from engine.ledger.incidents import Incidents
 from engine.ledger.journal import Journal
@@ -88,4 +89,5 @@ class Ledger:
         self.balances = Balances(engine, account=account, venue=venue, clock=clock)
         self.operations = Operations(engine, account=account, venue=venue, clock=clock)
         self.journal = Journal(engine, account=account, venue=venue, clock=clock)
+        self.explain = Explain(engine, account=account, venue=venue, clock=clock)
         self.risk_inputs = RiskInputs(engine, account=account, venue=venue, clock=clock)
