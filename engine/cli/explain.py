@@ -188,7 +188,12 @@ def render(story: Story) -> None:
     if story.alerts is not None:
         _say(f"alerts mentioning it: {len(story.alerts) or 'none'}")
         for a in story.alerts:
-            _say(f"  {json.dumps(a, default=str)}")
+            # the blueprint's outbox columns, whichever of them the table has
+            head = " ".join(str(a[k]) for k in ("created_at", "level", "kind") if a.get(k))
+            if "message" in a:
+                _say(f"  {head + ': ' if head else ''}{a['message']}")
+            else:
+                _say(f"  {json.dumps(a, default=str)}")
 
 
 def _jsonable(value: Any) -> Any:

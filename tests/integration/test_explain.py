@@ -10,6 +10,7 @@ from __future__ import annotations
 import asyncio
 import json
 from collections.abc import Iterator
+from dataclasses import replace
 from datetime import UTC, datetime, timedelta
 from decimal import Decimal
 
@@ -272,11 +273,31 @@ async def test_explain_lists_alerts_that_mention_the_order(
         if (await conn.execute(text("SELECT to_regclass('public.alerts')"))).scalar():
             pytest.skip("the alerts table exists: give this test a row in its real columns")
         # the shape helper C's revision 0007 will give it: any columns, one of them account
-        await conn.execute(text("CREATE TABLE alerts (id bigint, account text, message text)"))
         await conn.execute(
-            text("INSERT INTO alerts VALUES (1, :a, :m), (2, :a, 'other'), (3, 'acct-y', :m)"),
+            text("CREATE TABLE alerts (id bigint, account text, level text, message text)")
+        )
+        await conn.execute(
+            text(
+                "INSERT INTO alerts VALUES (1, :a, 'HIGH', :m), (2, :a, 'LOW', 'other'), "
+                "(3, 'acct-y', 'HIGH', :m)"
+            ),
             {"a": ACCOUNT, "m": f"incident opened for {FIRST}"},
         )
     out = (await invoke("explain", FIRST)).output
     assert "alerts mentioning it: 1" in out
-    assert f"incident opened for {FIRST}" in out
+    assert f"  HIGH: incident opened for {FIRST}" in out
+
+
+async def test_explain_a_denied_decision_shows_its_verdicts_and_no_order(
+    cli_env: None, db_engine: AsyncEngine
+) -> None:
+    ledger = Ledger(db_engine, account=AccountId(ACCOUNT), venue=VENUE)
+    refused = Verdict(
+        check="max_notional", result=VerdictResult.REJECT, limit="1000", observed="24000.08",
+        message="order notional over the strategy's limit",
+    )  # fmt: skip
+    denied = reservation(3, ClientOrderId("tc-never"), "0.8", "30000.10", (refused,)).decision
+    await ledger.decisions.record(replace(denied, outcome=DecisionOutcome.DENIED))
+    out = (await invoke("explain", "dec-churn-3")).output
+    assert "reject max_notional     limit 1000  observed 24000.08" in out
+    assert "no order: the decision was denied" in out
