@@ -9,6 +9,7 @@ alerts) that mention it. The CLI renders it; ``--json`` prints it as it is here.
 
 from __future__ import annotations
 
+import re
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -106,13 +107,15 @@ SQL_NEXT_ORDER = Statement(
     """
 )
 # An incident names an order in its message, dedupe key or details (``fills_missing:<id>``,
-# ``{"client_order_id": ...}``): any of the ids is a mention.
+# ``{"client_order_id": ...}``): any of the ids, as a whole word (``tc-1`` is not in ``tc-10``),
+# is a mention. The ids are ``[A-Za-z0-9_-]`` (:data:`ID_WORD`), so none needs regex quoting.
 _MENTIONS = """
     EXISTS (
         SELECT 1 FROM unnest(CAST(:needles AS text[])) n
-        WHERE strpos({text}, n) > 0
+        WHERE ({text}) ~ ('(^|[^A-Za-z0-9_-])' || n || '([^A-Za-z0-9_-]|$)')
     )
 """
+ID_WORD = re.compile(r"[A-Za-z0-9_-]+")
 SQL_INCIDENTS = Statement(
     f"""
     SELECT i.id, i.opened_at, i.kind, i.scope, i.severity, i.message, i.resolved_at,
@@ -211,11 +214,7 @@ class Explain(LedgerPart):
                         next_order=None if following is None else dict(following),
                     )
                 )
-            needles = [
-                decision_id,
-                *coids,
-                *(o["venue_order_id"] for o in orders if o["venue_order_id"]),
-            ]
+            needles = [n for n in (decision_id, *coids) if ID_WORD.fullmatch(n)]
             mentions = {**account, "needles": needles}
             incidents = [dict(i) for i in await SQL_INCIDENTS.run(db, mentions)]
             alerts = None

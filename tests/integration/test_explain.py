@@ -184,6 +184,11 @@ async def partially_filled_canceled_repriced(db_engine: AsyncEngine) -> Ledger:
         message=f"order {FIRST} reported more fills than the ledger holds; fetched them",
         details={"client_order_id": FIRST}, dedupe_key=f"fills_missing:{FIRST}",
     )  # fmt: skip
+    await ledger.incidents.open(
+        kind="fills_missing", scope="symbol:BTCUSDT", severity="warning",
+        message="order tc-churn-10 (another order: its id only starts like the first's)",
+        details={}, dedupe_key="fills_missing:tc-churn-10",
+    )  # fmt: skip
     order = await ledger.orders.get(FIRST)
     assert order is not None
     assert order.state is OrderState.CANCELED
@@ -233,6 +238,7 @@ async def test_explain_tells_a_partly_filled_canceled_and_repriced_order_in_one_
     assert "filled 0.2 of 0.5 in 1 fill(s), avg 30000.05, fees 0.012 USDT" in out
     assert f"next order of the strategy on BTCUSDT: {SECOND} BUY 0.3 @ 30012.5" in out
     assert "fills_missing (open)" in out
+    assert "incidents mentioning it (1)" in out
 
 
 async def test_explain_by_decision_id_as_json(
