@@ -308,8 +308,8 @@ class Reconciler:
             severity="error",
             message=(
                 f"{paused} paused: {what}. Check deposits, withdrawals and trades made outside "
-                "tradectl; then run `tradectl reconcile --accept-balances` to take the venue's "
-                f"balance as the truth, and {resume}"
+                "tradectl; then run `tradectl reconcile --accept-balances --reason '…'` to take "
+                f"the venue's balance as the truth, and {resume}"
             ),
             details={
                 "asset": asset,
@@ -351,7 +351,7 @@ class Reconciler:
                 )  # fmt: skip
             return (
                 ", ".join(f"strategy {s}" for s in strategies),
-                "; ".join(f"`tradectl resume --strategy {s}`" for s in strategies),
+                "; ".join(f"`tradectl resume --strategy {s} --reason '…'`" for s in strategies),
                 "strategy:" + ",".join(strategies),
                 strategies,
             )
@@ -360,7 +360,7 @@ class Reconciler:
             set_by="reconciler",
         )  # fmt: skip
         account = self.ledger.account
-        return f"account {account}", "`tradectl resume`", f"account:{account}", []
+        return f"account {account}", "`tradectl resume --reason '…'`", f"account:{account}", []
 
     async def _external_trades(self, report: ReconcileReport) -> None:
         """Fills no order of ours placed (a trade made by hand on the venue, another program on
@@ -429,7 +429,7 @@ class Reconciler:
                     message=(
                         f"symbol {venue_order.symbol} paused: {reason}. Check it on the venue "
                         f"(cancel it there if it is not wanted), then `tradectl resume --symbol "
-                        f"{venue_order.symbol}` and resolve this incident"
+                        f"{venue_order.symbol} --reason '…'` and resolve this incident"
                     ),
                     details={
                         "client_order_id": coid,

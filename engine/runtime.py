@@ -309,7 +309,7 @@ class Engine:
             severity="error",
             message=(
                 f"strategy {strategy_id} paused: {reason}. Fix it, then "
-                f"`tradectl resume --strategy {strategy_id}`"
+                f"`tradectl resume --strategy {strategy_id} --reason '…'`"
             ),
             details={"exception": type(exc).__name__},
             dedupe_key=f"strategy_failed:{strategy_id}",

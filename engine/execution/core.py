@@ -467,7 +467,7 @@ class Execution(Recovery):
     async def _halt_for_auth(self, exc: AuthFailed) -> None:
         reason = (
             f"venue refused our credentials ({_error_text(exc)}); "
-            "fix the API key, then `tradectl unhalt`"
+            "fix the API key, then `tradectl unhalt --reason '…'`"
         )
         await self.ledger.controls.set(
             ControlScope.ACCOUNT,

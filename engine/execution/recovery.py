@@ -123,7 +123,7 @@ class Recovery:
                 message=(
                     f"order {coid} is {owed.venue_filled} filled on the venue but the ledger "
                     f"holds fills for {updated.filled_qty} after {owed.attempts} fetches; check "
-                    "the venue's trade history, then `tradectl reconcile`"
+                    "the venue's trade history, then `tradectl reconcile --reason '…'`"
                 ),
                 details={"client_order_id": coid, "venue_filled": str(owed.venue_filled)},
                 dedupe_key=f"fills_missing:{coid}",
