@@ -80,7 +80,8 @@ ENGINE_ACCESS: dict[str, Access] = {
     "balance_baselines": updates("total", "fill_id", "taken_at"),
 }
 
-_ROLE_NAME = re.compile(r"[a-z_][a-z0-9_]{0,62}")
+# pg_ is reserved for the server's own roles
+_ROLE_NAME = re.compile(r"(?!pg_)[a-z_][a-z0-9_]{0,62}")
 
 # Serializes provisioning and grants within one database: two tradectl processes starting
 # against the same embedded server both run them (the key is arbitrary, fixed).
@@ -91,7 +92,7 @@ def check_role_name(name: str) -> str:
     """A role name that needs no quoting: lower-case letters, digits and ``_``."""
     if not _ROLE_NAME.fullmatch(name):
         raise ValueError(
-            "expected 1-63 lower-case letters, digits or '_', not starting with a digit"
+            "expected 1-63 lower-case letters, digits or '_', not starting with a digit or pg_"
         )
     return name
 

@@ -43,7 +43,9 @@ def test_grants_give_fills_select_and_insert_only_and_an_undeclared_table_nothin
     assert stmts[0].startswith("REVOKE ALL ON ALL TABLES")
 
 
-@pytest.mark.parametrize("name", ["Engine", "1role", "has space", 'q"uote', "x" * 64, ""])
+@pytest.mark.parametrize(
+    "name", ["Engine", "1role", "has space", 'q"uote', "x" * 64, "", "pg_monitor"]
+)
 def test_a_role_name_that_would_need_quoting_is_refused_naming_the_variable(
     name: str, monkeypatch: pytest.MonkeyPatch
 ) -> None:
