@@ -8,6 +8,8 @@ from collections.abc import AsyncIterator
 from dataclasses import dataclass
 from pathlib import Path
 
+import asyncpg
+from sqlalchemy import exc as sa_exc
 from sqlalchemy import text
 from sqlalchemy.engine import URL
 from sqlalchemy.ext.asyncio import AsyncEngine
@@ -41,7 +43,22 @@ def _psql_command(url: URL, embedded: bool) -> str:
 
 async def _migrate(url: URL, roles: RoleNames) -> None:
     """Upgrade the schema to head, then grant the engine and read-only roles their privileges."""
-    await upgrade_head(url)
+    try:
+        await upgrade_head(url)
+    except sa_exc.DBAPIError as exc:
+        refused = [
+            e
+            for e in (exc.orig, getattr(exc.orig, "__cause__", None))
+            if isinstance(e, asyncpg.InsufficientPrivilegeError)
+        ]
+        if not refused:
+            raise
+        # e.g. `tradectl migrate` with only DATABASE_URL, the engine role's, set
+        raise ConfigError(
+            f"the migration as {url.username} was refused ({refused[0]}); migrations run as "
+            f"the owner role ({roles.owner}): set TRADECTL_MIGRATE_DATABASE_URL to its URL "
+            "(README: Database roles)"
+        ) from None
     await apply_grants(url, roles)
 
 

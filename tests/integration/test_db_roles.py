@@ -28,7 +28,14 @@ from engine import runtime
 from engine.config import load_settings
 from engine.database import open_database
 from engine.domain.types import AccountId, ControlKind, ControlScope, VenueName
-from engine.ledger.db import asyncpg_connect_kwargs, make_engine, normalize_url, upgrade_head
+from engine.exceptions import ConfigError
+from engine.ledger.db import (
+    asyncpg_connect_kwargs,
+    downgrade,
+    make_engine,
+    normalize_url,
+    upgrade_head,
+)
 from engine.ledger.embedded import embedded_postgres
 from engine.ledger.ledger import Ledger
 from engine.ledger.records import OperatorRequestKind
@@ -336,3 +343,25 @@ async def test_the_compose_role_setup_sets_passwords_without_printing_them(
         await admin.close()
     # the next test provisions its passwords again
     await provision_roles(database_url, ROLES, PASSWORDS)
+
+
+async def test_migrating_as_the_engine_role_is_refused_naming_the_owner_url(
+    roles: RoleUrls, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    await downgrade(roles.owner, "0004")
+    monkeypatch.setenv("DATABASE_URL", roles.engine.render_as_string(hide_password=False))
+    with pytest.raises(ConfigError, match="TRADECTL_MIGRATE_DATABASE_URL") as refused:
+        async with open_database(load_settings(), migrate=True):
+            pass
+    assert PASSWORDS[ROLES.engine] not in str(refused.value)
+    # as the owner it goes through, and the engine role can write again
+    monkeypatch.setenv(
+        "TRADECTL_MIGRATE_DATABASE_URL", roles.owner.render_as_string(hide_password=False)
+    )
+    async with open_database(load_settings(), migrate=True) as db:
+        assert db.url.username == ROLES.engine
+        conn = await _connect(db.url)
+        try:
+            await _insert_fill(conn)
+        finally:
+            await conn.close()
