@@ -57,6 +57,7 @@ ENGINE_ACCESS: dict[str, Access] = {
     "fills": APPEND_ONLY,
     "order_events": APPEND_ONLY,
     "balances": APPEND_ONLY,
+    "operator_actions": APPEND_ONLY,
     # an order's identity (side, quantity, price, account) is fixed at reservation
     "orders": updates(
         "state",

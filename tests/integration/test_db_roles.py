@@ -38,9 +38,9 @@ from engine.ledger.db import (
 )
 from engine.ledger.embedded import embedded_postgres
 from engine.ledger.ledger import Ledger
-from engine.ledger.records import OperatorRequestKind
+from engine.ledger.records import Operator, OperatorRequestKind
 from engine.ledger.roles import ENGINE_ACCESS, RoleNames, apply_grants, provision_roles
-from tests.helpers import ROOT, eventually
+from tests.helpers import ROOT, eventually, tradectl
 
 ROLES = RoleNames()
 PASSWORDS = {role: f"test-{role}" for role in (ROLES.owner, ROLES.engine, ROLES.readonly)}
@@ -217,24 +217,32 @@ async def test_the_ledger_operations_of_operator_commands_work_as_the_engine_rol
     engine_db: AsyncEngine,
 ) -> None:
     ledger = Ledger(engine_db, account=AccountId("acct"), venue=VenueName("simulator"))
+    # as the CLI does it: every change with its operator journal row
+    who = Operator(actor="test", reason="checking")
     await ledger.controls.set(
-        ControlScope.ACCOUNT, "acct", ControlKind.PAUSE, reason="checking", set_by="test"
-    )
+        ControlScope.ACCOUNT, "acct", ControlKind.PAUSE, reason="checking", set_by="test",
+        operator=who,
+    )  # fmt: skip
     assert await ledger.controls.clear(
-        ControlScope.ACCOUNT, "acct", ControlKind.PAUSE, cleared_by="test"
+        ControlScope.ACCOUNT, "acct", ControlKind.PAUSE, cleared_by="test", operator=who
     )
     incident = await ledger.incidents.open(
         kind="k", scope="s", severity="error", message="m", details={}, dedupe_key="k:1"
     )
     assert incident is not None
-    assert await ledger.incidents.resolve(incident.id, "checked")
+    assert await ledger.incidents.resolve(incident.id, "checked", operator=who)
     request = await ledger.operations.request(
-        OperatorRequestKind.RECONCILE, requested_by="test", reason="r"
+        OperatorRequestKind.RECONCILE, requested_by="test", reason="r", operator=who
     )
     claimed = await ledger.operations.claim("holder")
     assert claimed is not None
     assert claimed.id == request.id
     assert await ledger.operations.complete(request.id, holder="holder", result={"ok": True})
+    dropped = await ledger.operations.request(
+        OperatorRequestKind.CANCEL_ALL, requested_by="test", reason="r", operator=who
+    )
+    assert await ledger.operations.drop(dropped.id, operator=who, dropped_by="test")
+    assert len(await ledger.journal.read()) == 6
 
 
 async def test_the_engine_trades_reconciles_and_serves_operators_as_the_engine_role(
@@ -365,3 +373,22 @@ async def test_migrating_as_the_engine_role_is_refused_naming_the_owner_url(
             await _insert_fill(conn)
         finally:
             await conn.close()
+
+
+async def test_operator_commands_run_as_the_engine_role_and_print_a_read_only_psql(
+    roles: RoleUrls,
+) -> None:
+    env = {
+        "DATABASE_URL": roles.engine.render_as_string(hide_password=False),
+        "TRADECTL_ACCOUNT": "acct-cli",
+        "TRADECTL_VENUE": "paper",
+    }
+    for args in (["halt", "--reason", "checking"], ["unhalt", "--reason", "checked"]):
+        done = await tradectl(env, *args)
+        assert done.returncode == 0, done.stderr
+    journal = await tradectl(env, "journal")
+    assert journal.returncode == 0, journal.stderr
+    assert "checking" in journal.stdout
+    sql = await tradectl(env, "sql")
+    assert sql.returncode == 0, sql.stderr
+    assert f"{ROLES.readonly}@" in "".join(sql.stdout.split())
