@@ -70,6 +70,7 @@ from engine.ledger.statements import Statement  # noqa: E402
 from engine.marketdata.conflator import Conflator  # noqa: E402
 from engine.portfolio import Portfolio  # noqa: E402
 from engine.risk_gate import LimitsBook, RiskGate  # noqa: E402
+from engine.tasks import run_main  # noqa: E402
 from engine.venues.paper import BTCUSDT, default_paper_venue  # noqa: E402
 
 POOL = 8
@@ -423,4 +424,5 @@ if __name__ == "__main__":
         args.window = 1
         if "--orders" not in sys.argv:
             args.orders = 500
-    print(json.dumps(asyncio.run(main(args.orders, args.window))))
+    # the engine's own event loop (uvloop where installed), as `tradectl run` uses
+    print(json.dumps(run_main(main(args.orders, args.window))))

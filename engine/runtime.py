@@ -60,7 +60,7 @@ from engine.risk_gate import LimitsBook, RiskGate
 from engine.status import ledger_status
 from engine.strategy_config import StrategySpec, load_trading_config
 from engine.strategy_host import StrategyHost
-from engine.tasks import stop_tasks
+from engine.tasks import run_main, stop_tasks
 from engine.venues.base import Venue
 
 log = structlog.get_logger("tradectl.runtime")
@@ -553,4 +553,4 @@ def main(settings: Settings) -> None:
             print(f"error: {exc}", file=sys.stderr, flush=True)
             os._exit(2)
 
-    asyncio.run(go())
+    run_main(go())

@@ -12,17 +12,24 @@ from typing import Any
 import asyncpg
 
 from engine.domain.orders import Order, allowed_from, target_state
-from engine.domain.types import UNRESOLVED, ClientOrderId, OrderState, StrategyId, Symbol
+from engine.domain.types import (
+    UNRESOLVED,
+    ClientOrderId,
+    OrderState,
+    StrategyId,
+    Symbol,
+    VenueOrderStatus,
+)
 from engine.exceptions import LedgerError, StateConflict
 from engine.ledger.fills import (
     INSERT_FILLS,
     SQL_LOCK_ORDERS,
-    TARGET_LOOKUP,
     bucket_sql,
     check_fills,
     fill_params,
     fill_totals,
     report_targets,
+    target_lookup,
 )
 from engine.ledger.listings import Listings
 from engine.ledger.reservations import SQL_GET_ORDERS, Reserving
@@ -114,6 +121,7 @@ SQL_UPDATE_ORDER = Statement(
 # The venue's cumulative filled quantity is a fact even before its fills reach us.
 _REPORT_BUCKET = bucket_sql("GREATEST(tot.filled_qty, :venue_filled)", "tot.requested_qty")
 
+
 # One round trip for a venue report (ack, lookup, stream, cancel answer): lock the order, insert
 # the report's fills, derive the state from the fill sum, update the order, append the event.
 #
@@ -122,8 +130,8 @@ _REPORT_BUCKET = bucket_sql("GREATEST(tot.filled_qty, :venue_filled)", "tot.requ
 # that inserts fills of a known order also *updates* that order's row, so such a writer shows as
 # a difference between the locked row version's xmin and the snapshot's: ``stale``. A stale
 # result changes nothing but the fills, and the caller redoes the state in a new transaction.
-SQL_APPLY_REPORT = Statement(
-    f"""
+def _apply_report_sql(status: VenueOrderStatus) -> str:
+    return f"""
     WITH cur AS (
         SELECT o.client_order_id, o.state, o.requested_qty, o.xmin AS locked_xmin
         FROM orders o WHERE o.client_order_id = :client_order_id AND o.account = :account
@@ -148,7 +156,7 @@ SQL_APPLY_REPORT = Statement(
     ),
     tgt AS (
         SELECT tot.*, lk.to_state
-        FROM tot JOIN {TARGET_LOOKUP}
+        FROM tot JOIN {target_lookup(report_targets(status))}
           ON lk.from_state = tot.state
          AND lk.bucket = {_REPORT_BUCKET}
     ),
@@ -179,7 +187,9 @@ SQL_APPLY_REPORT = Statement(
     SELECT tgt.stale, u.*, u.notional / NULLIF(u.filled_qty, 0) AS avg_price
     FROM tgt LEFT JOIN upd u ON true
     """
-)
+
+
+SQL_APPLY_REPORT = {status: Statement(_apply_report_sql(status)) for status in VenueOrderStatus}
 
 
 def _with_coid(fill: FillReport, client_order_id: ClientOrderId) -> FillReport:
@@ -252,12 +262,11 @@ class Orders(Reserving, Listings):
         }
         async with self._connection() as db:
             row = (
-                await SQL_APPLY_REPORT.run(
+                await SQL_APPLY_REPORT[report.status].run(
                     db,
                     {
                         **fields,
                         **fill_params(fills),
-                        **report_targets(report.status),
                         "account": self.account,
                         "venue_filled": report.filled_quantity,
                         "reason": report.reason,
