@@ -17,6 +17,10 @@ RUN pip install .
 
 USER tradectl
 ENV TRADECTL_LOG_FORMAT=json \
-    TRADECTL_HOME=/app
+    TRADECTL_HOME=/app \
+    TRADECTL_METRICS_PORT=9108
+# Alive: the engine's event loop answers /healthz (compose asks /readyz instead: ready to trade).
+HEALTHCHECK --interval=10s --timeout=5s --start-period=30s --retries=3 \
+    CMD python -c "import os, urllib.request; urllib.request.urlopen('http://127.0.0.1:' + os.environ.get('TRADECTL_METRICS_PORT', '9108') + '/healthz', timeout=3)"
 ENTRYPOINT ["tradectl"]
 CMD ["run"]

@@ -69,7 +69,10 @@ class Settings(BaseSettings):
     #: how long a balance drift must stay unchanged before it pauses (fills in flight settle)
     balance_settle_s: float = Field(default=10.0, ge=0)
 
+    #: serve /metrics, /healthz and /readyz on this port (unset: no ops HTTP server)
     metrics_port: int | None = Field(default=None, ge=0, le=65535)
+    #: the address it listens on: loopback unless exposed on purpose (0.0.0.0 in compose)
+    metrics_host: str = "127.0.0.1"
     log_format: LogFormat = LogFormat.CONSOLE
     log_level: str = "INFO"
 

@@ -9,9 +9,7 @@ from collections.abc import MutableMapping
 from typing import Any
 
 import structlog
-from prometheus_client import REGISTRY, Counter, Gauge, Histogram, start_http_server
-
-from engine.exceptions import ConfigError
+from prometheus_client import REGISTRY, Counter, Gauge, Histogram
 
 # Anything that looks like a credential is masked before a log line is rendered, whichever
 # module logged it: a leaked key in a log aggregator is as bad as a leaked key in the code.
@@ -88,16 +86,3 @@ UNRESOLVED_ORDERS = _metric(
     Gauge, "tradectl_unresolved_orders", "Orders in PENDING_SUBMIT/UNKNOWN", ("account",)
 )
 OPEN_INCIDENTS = _metric(Gauge, "tradectl_open_incidents", "Open incidents", ("account",))
-
-
-def serve_metrics(port: int) -> None:
-    """Serve /metrics on 127.0.0.1:PORT; a port that cannot be bound is a ConfigError that
-    names TRADECTL_METRICS_PORT (the OSError alone says neither which setting nor which port)."""
-    if not 0 <= port <= 65535:
-        raise ConfigError(f"TRADECTL_METRICS_PORT: {port} is not a port (0-65535)")
-    try:
-        start_http_server(port, addr="127.0.0.1")
-    except OSError as exc:
-        raise ConfigError(
-            f"TRADECTL_METRICS_PORT: cannot serve metrics on 127.0.0.1:{port}: {exc.strerror}"
-        ) from None

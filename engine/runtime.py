@@ -24,6 +24,7 @@ from typing import Any
 import structlog
 from pydantic import SecretStr
 
+from engine import ops_http
 from engine.config import Settings, VenueKind
 from engine.controls import LeaseKeeper, OperatorDesk, halt_for_loss
 from engine.crashpoints import CrashPoints
@@ -52,9 +53,10 @@ from engine.execution import Execution, ExecutionConfig, FillPath
 from engine.ledger.ledger import Ledger
 from engine.marketdata.conflator import Conflator
 from engine.marketdata.feed import MarketDataFeed
-from engine.observability import configure_logging, serve_metrics
+from engine.observability import configure_logging
 from engine.outage import LedgerHealth, OutageRecovery, guarded
 from engine.portfolio import Portfolio
+from engine.readiness import Readiness, watch_engine
 from engine.reconcile import Reconciler
 from engine.risk_gate import LimitsBook, RiskGate
 from engine.status import ledger_status
@@ -62,6 +64,7 @@ from engine.strategy_config import StrategySpec, load_trading_config
 from engine.strategy_host import StrategyHost
 from engine.tasks import run_main, stop_tasks
 from engine.venues.base import Venue
+from engine.venues.metrics import VenueMetrics
 
 log = structlog.get_logger("tradectl.runtime")
 
@@ -80,6 +83,8 @@ STARTUP_RETRY_MAX_S = 30.0
 @dataclass(slots=True)
 class VenueSession:
     venue: Venue
+    #: the venue's metrics, labelled with the account it trades for; also its streams' state
+    metrics: VenueMetrics
     #: background work that produces market data for a local venue (paper), if any
     driver: Callable[[], Coroutine[Any, Any, None]] | None = None
     description: str = ""
@@ -105,7 +110,8 @@ async def open_venue(
     if settings.venue is VenueKind.PAPER:
         from engine.venues.paper import default_paper_venue
 
-        venue = default_paper_venue(symbols, seed=settings.seed, clock=clock)
+        metrics = VenueMetrics(account=settings.account, venue="paper")
+        venue = default_paper_venue(symbols, seed=settings.seed, clock=clock, metrics=metrics)
 
         async def drive() -> None:
             while True:
@@ -115,6 +121,7 @@ async def open_venue(
         try:
             yield VenueSession(
                 venue=venue,
+                metrics=metrics,
                 driver=drive,
                 description="in-process paper venue",
                 per_symbol_sequences=True,
@@ -142,6 +149,9 @@ async def open_venue(
             )
             if exchange is not None:
                 await stack.enter_async_context(exchange.keeping(sim.state))
+            metrics = VenueMetrics(
+                account=exchange.account if exchange else settings.account, venue="simulator"
+            )
             binance = BinanceVenue(
                 BinanceConfig(
                     api_key=sim_config.api_key,
@@ -150,11 +160,13 @@ async def open_venue(
                     ws_api_url=sim.ws_api_url,
                     stream_url=sim.stream_url,
                     venue_name=VenueName("simulator"),
-                )
+                ),
+                metrics=metrics,
             )
             try:
                 yield VenueSession(
                     venue=binance,
+                    metrics=metrics,
                     description=f"the built-in Binance-protocol simulator at {sim.rest_url}",
                     account=exchange.account if exchange else None,
                 )
@@ -172,10 +184,15 @@ async def open_venue(
             rest_url=settings.binance_rest_url,
             ws_api_url=settings.binance_ws_api_url,
             stream_url=settings.binance_stream_url,
-        )
+        ),
+        metrics=VenueMetrics(account=settings.account, venue="binance"),
     )
     try:
-        yield VenueSession(venue=binance, description=f"Binance at {settings.binance_rest_url}")
+        yield VenueSession(
+            venue=binance,
+            metrics=binance.metrics,
+            description=f"Binance at {settings.binance_rest_url}",
+        )
     finally:
         await binance.close()
 
@@ -193,6 +210,7 @@ class Engine:
         clock: Callable[[], datetime] = utc_now,
         crash: CrashPoints | None = None,
         account_limits: Limits | None = None,
+        readiness: Readiness | None = None,
     ) -> None:
         self.settings = settings
         self.db = db
@@ -255,6 +273,16 @@ class Engine:
         )
         self._paused: set[StrategyId] = set()
         self._lease_task: asyncio.Task[None] | None = None
+        self._started = False
+        #: what /readyz reports (engine/ops_http.py)
+        self.readiness = readiness or Readiness()
+        watch_engine(
+            self.readiness,
+            lease=self.lease,
+            health=self.health,
+            streams=session.metrics,
+            started=lambda: self._started,
+        )
         self.host = StrategyHost(
             conflator=self.conflator,
             portfolio=self.portfolio,
@@ -274,8 +302,9 @@ class Engine:
 
     @property
     def ready(self) -> bool:
-        """Started, the ledger reachable and reconciled since any outage: what ``/readyz``
-        reports. False from a lost connection until the post-outage reconcile succeeded."""
+        """Started, the ledger reachable and reconciled since any outage (``/readyz`` also
+        wants the lease and the streams: ``self.readiness``). False from a lost connection
+        until the post-outage reconcile succeeded."""
         return self.health.available
 
     # -- controls seen by the strategies (the reserve transaction enforces them regardless) ---
@@ -380,6 +409,7 @@ class Engine:
         await self.portfolio.refresh()
         await self.gate.load_history()
         self.health.started()
+        self._started = True
 
     async def _catch_up(self) -> None:
         """After an outage, before trading again: the same epoch (LeaseLost if another engine
@@ -420,7 +450,9 @@ class Engine:
             "recovery": OutageRecovery(self.health, self._catch_up).run,
         }
         edge: dict[str, Callable[[], Awaitable[None]]] = {
-            "marketdata": MarketDataFeed(self.venue, self.symbols, self.conflator).run,
+            "marketdata": MarketDataFeed(
+                self.venue, self.symbols, self.conflator, metrics=self.session.metrics
+            ).run,
             "strategies": self.host.run,
             "status": self._status_loop,
         }
@@ -519,8 +551,26 @@ async def _named(name: str, fn: Callable[[], Awaitable[None]]) -> None:
 
 
 async def run(settings: Settings, stop: asyncio.Event | None = None) -> None:
-    """Open the database and the venue, then run the engine until ``stop`` is set."""
+    """Serve the ops endpoints, open the database and the venue, then run the engine until
+    ``stop`` is set."""
     stop = stop or asyncio.Event()
+    readiness = Readiness()
+    async with contextlib.AsyncExitStack() as stack:
+        ops = None
+        if settings.metrics_port is not None:
+            # First: alive (and not ready) for the whole startup, and a port that cannot be
+            # bound fails before anything else is opened.
+            ops = await stack.enter_async_context(
+                ops_http.serving(settings.metrics_host, settings.metrics_port, readiness)
+            )
+            assert ops.task is not None
+            ops.task.add_done_callback(lambda _: stop.set())  # supervised: its end stops us
+        await _run_engine(settings, stop, readiness)
+        if ops is not None and (failure := ops.failure()) is not None:
+            raise TradectlError(f"the engine stopped on its own: {failure}")
+
+
+async def _run_engine(settings: Settings, stop: asyncio.Event, readiness: Readiness) -> None:
     config = load_trading_config(settings.strategies_file)
     strategies = config.strategies
     async with open_database(settings) as db:
@@ -530,16 +580,14 @@ async def run(settings: Settings, stop: asyncio.Event | None = None) -> None:
                 settings = settings.model_copy(update={"account": session.account})
             engine = Engine(
                 settings, db, session, strategies, clock=clock,
-                account_limits=config.account_limits,
+                account_limits=config.account_limits, readiness=readiness,
             )  # fmt: skip
             await engine.run(stop)
 
 
 def main(settings: Settings) -> None:
-    """``tradectl run``: log setup, metrics, signals; Ctrl-C stops gracefully."""
+    """``tradectl run``: log setup, signals; Ctrl-C stops gracefully."""
     configure_logging(json=settings.log_format.value == "json", level=settings.log_level)
-    if settings.metrics_port is not None:
-        serve_metrics(settings.metrics_port)
 
     async def go() -> None:
         stop = asyncio.Event()

@@ -19,6 +19,7 @@ from engine.domain.market import MarketEvent, Quote
 from engine.domain.types import Symbol, utc_now
 from engine.marketdata.conflator import Conflator
 from engine.venues.base import Venue
+from engine.venues.metrics import VenueMetrics
 
 log = structlog.get_logger(__name__)
 
@@ -48,6 +49,7 @@ class MarketDataFeed:
         backoff_initial: float = 0.2,
         backoff_max: float = 10.0,
         clock: Callable[[], datetime] = utc_now,
+        metrics: VenueMetrics | None = None,
     ) -> None:
         if not symbols:
             raise ValueError("a market data feed needs at least one symbol")
@@ -60,6 +62,8 @@ class MarketDataFeed:
         self.backoff_initial = backoff_initial
         self.backoff_max = backoff_max
         self._clock = clock
+        #: where the age of each symbol's newest data is published (per account)
+        self.metrics = metrics
         #: True from the first event of a stream until that stream fails
         self.connected = False
         self.events = 0
@@ -119,6 +123,7 @@ class MarketDataFeed:
             await asyncio.sleep(self.poll_interval)
             now = self._clock()
             self.conflator.close_due_bars(now)
+            self._publish_ages(now)
             if self.poller is None:
                 continue
             for symbol in self.symbols:
@@ -128,6 +133,14 @@ class MarketDataFeed:
                 if self.connected and fresh:
                     continue
                 await self._poll(symbol)
+
+    def _publish_ages(self, now: datetime) -> None:
+        if self.metrics is None:
+            return
+        for symbol in self.symbols:
+            age = self.conflator.age(symbol, now)
+            if age is not None:
+                self.metrics.marketdata_age(symbol, age.total_seconds())
 
     async def _poll(self, symbol: Symbol) -> None:
         assert self.poller is not None

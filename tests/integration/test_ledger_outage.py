@@ -9,6 +9,7 @@ the venue made meanwhile (by trade id).
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import inspect
 import os
 import shutil
@@ -19,12 +20,13 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+import httpx
 import pytest
 from sqlalchemy import text
 from sqlalchemy.engine import URL
 from sqlalchemy.ext.asyncio import AsyncEngine
 
-from engine import runtime
+from engine import ops_http, runtime
 from engine.config import load_settings
 from engine.database import open_database
 from engine.domain.types import utc_now
@@ -133,12 +135,19 @@ async def test_the_engine_rides_out_a_database_outage_and_reconciles_before_trad
     async with (
         open_database(settings) as db,
         runtime.open_venue(settings, runtime.symbols_of(strategies), utc_now) as session,
+        contextlib.AsyncExitStack() as stack,
     ):
         assert isinstance(session.venue, PaperVenue)
         venue = session.venue
         engine = runtime.Engine(settings, db, session, strategies)
         assert not engine.ready  # not before the startup reconcile
+        ops = await stack.enter_async_context(ops_http.serving("127.0.0.1", 0, engine.readiness))
+        client = await stack.enter_async_context(httpx.AsyncClient(base_url=ops.url, timeout=5))
         task = asyncio.create_task(engine.run(stop), name="engine-under-test")
+
+        async def readyz() -> tuple[int, dict[str, str]]:
+            response = await client.get("/readyz")
+            return response.status_code, response.json()["parts"]
 
         async def alive_and(condition: Any) -> Any:
             if task.done():
@@ -151,6 +160,10 @@ async def test_the_engine_rides_out_a_database_outage_and_reconciles_before_trad
 
         try:
             await eventually(lambda: alive_and(traded), timeout=60, message="never traded")
+            assert await readyz() == (
+                200,
+                dict.fromkeys(["lease", "startup", "ledger", "streams"], "ok"),
+            )
             await observer.dispose()  # its pooled connection dies with the server anyway
 
             await postgres.stop()
@@ -169,6 +182,10 @@ async def test_the_engine_rides_out_a_database_outage_and_reconciles_before_trad
             )
             assert not task.done()
             assert not engine.ready
+            status, parts = await readyz()  # alive, not ready, and saying why
+            assert status == 503
+            assert parts["ledger"].startswith("unavailable")
+            assert (await client.get("/healthz")).status_code == 200
             restarted_at = utc_now()
             await postgres.start()
 
@@ -178,6 +195,7 @@ async def test_the_engine_rides_out_a_database_outage_and_reconciles_before_trad
                 message="the engine never became ready after the outage",
             )
             assert engine.health.outages == 1
+            assert (await readyz())[0] == 200
 
             # Nothing was reserved while the ledger was away.
             during = await scalar(

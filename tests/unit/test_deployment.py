@@ -1,7 +1,10 @@
-"""The production path: docker-compose.yml wires Postgres, a one-shot migration and the engine."""
+"""The production path: docker-compose.yml wires Postgres, a one-shot migration, the engine,
+and Prometheus + Grafana provisioned from deploy/."""
 
 from __future__ import annotations
 
+import json
+import re
 from pathlib import Path
 from typing import Any
 
@@ -81,3 +84,99 @@ def test_the_engine_the_owner_and_the_superuser_are_separate_roles() -> None:
     for name, service in services.items():
         if name not in ("postgres", "db-roles"):
             assert "POSTGRES_PASSWORD" not in str(service.get("environment")), name
+
+
+# -- watching: the ops endpoints, Prometheus and Grafana --------------------------------------
+
+DEPLOY = ROOT / "deploy"
+DASHBOARD = DEPLOY / "grafana" / "dashboards" / "tradectl.json"
+
+
+def _yaml(path: Path) -> dict[str, Any]:
+    data = yaml.safe_load(path.read_text())
+    assert isinstance(data, dict), path
+    return data
+
+
+def _mounts(service: dict[str, Any]) -> dict[str, Path]:
+    """Container path -> host path (relative to the compose file) of each bind mount."""
+    mounts: dict[str, Path] = {}
+    for volume in service.get("volumes", []):
+        host, container = volume.split(":")[:2]
+        if host.startswith("./"):
+            mounts[container] = ROOT / host
+    return mounts
+
+
+def dashboard_exprs() -> list[str]:
+    """Every PromQL query of the dashboard: panel targets and template variable queries."""
+    data = json.loads(DASHBOARD.read_text())
+    exprs = [
+        target["expr"]
+        for panel in data["panels"]
+        for target in panel.get("targets", [])
+        if "expr" in target
+    ]
+    exprs += [var["definition"] for var in data["templating"]["list"] if var["type"] == "query"]
+    return exprs
+
+
+def test_the_engine_serves_its_ops_endpoints_on_the_network_and_is_healthy_when_ready() -> None:
+    engine = _compose()["services"]["engine"]
+    env = engine["environment"]
+    port = env["TRADECTL_METRICS_PORT"]
+    assert env["TRADECTL_METRICS_HOST"] == "0.0.0.0"
+    assert any(str(p).endswith(f":{port}") for p in engine["ports"])
+    check = " ".join(engine["healthcheck"]["test"])
+    assert f"127.0.0.1:{port}/readyz" in check
+
+
+def test_the_image_healthcheck_asks_whether_the_process_is_alive() -> None:
+    dockerfile = (ROOT / "Dockerfile").read_text()
+    [line] = [line for line in dockerfile.splitlines() if "urlopen" in line]
+    assert "/healthz" in line
+    assert "curl" not in dockerfile
+
+
+def test_prometheus_scrapes_the_engine_on_its_metrics_port() -> None:
+    services = _compose()["services"]
+    prometheus = services["prometheus"]
+    mounts = _mounts(prometheus)
+    config_path = mounts["/etc/prometheus/prometheus.yml"]
+    assert config_path.is_file()
+    [job] = _yaml(config_path)["scrape_configs"]
+    assert job["metrics_path"] == "/metrics"
+    port = services["engine"]["environment"]["TRADECTL_METRICS_PORT"]
+    assert job["static_configs"][0]["targets"] == [f"engine:{port}"]
+
+
+def test_grafana_is_provisioned_from_the_repository() -> None:
+    grafana = _compose()["services"]["grafana"]
+    mounts = _mounts(grafana)
+    provisioning = mounts["/etc/grafana/provisioning"]
+    for path in mounts.values():
+        assert path.exists(), path
+    [datasource] = _yaml(next((provisioning / "datasources").glob("*.yml")))["datasources"]
+    assert datasource["url"] == "http://prometheus:9090"
+    [provider] = _yaml(next((provisioning / "dashboards").glob("*.yml")))["providers"]
+    dashboards = mounts[provider["options"]["path"]]
+    assert DASHBOARD.parent == dashboards
+    home = grafana["environment"]["GF_DASHBOARDS_DEFAULT_HOME_DASHBOARD_PATH"]
+    assert (dashboards / Path(home).name).is_file()
+    # every panel queries the provisioned data source
+    data = json.loads(DASHBOARD.read_text())
+    for panel in data["panels"]:
+        if panel["type"] != "row":
+            assert panel["datasource"]["uid"] == datasource["uid"], panel["title"]
+
+
+def test_no_dashboard_query_mixes_two_accounts() -> None:
+    exprs = dashboard_exprs()
+    assert len(exprs) > 20
+    for expr in exprs:
+        if expr.startswith("label_values("):
+            continue
+        for selector in re.findall(r"tradectl_\w+\{([^}]*)\}", expr):
+            assert 'account=~"$account"' in selector, expr
+        for grouping in re.findall(r"\bby \(([^)]*)\)", expr):
+            assert "account" in grouping.split(", "), expr

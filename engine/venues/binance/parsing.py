@@ -13,7 +13,6 @@ from decimal import Decimal
 
 import msgspec
 import structlog
-from prometheus_client import REGISTRY, Counter
 
 from engine.domain.types import (
     Asset,
@@ -36,6 +35,7 @@ from engine.venues.base import (
     OrderReport,
 )
 from engine.venues.binance import schemas
+from engine.venues.metrics import VenueMetrics
 from engine.venues.validation import (
     finite,
     int_id,
@@ -47,25 +47,6 @@ from engine.venues.validation import (
 )
 
 log = structlog.get_logger(__name__)
-
-_METRIC = "tradectl_venue_malformed_messages_total"
-
-
-def _malformed_counter() -> Counter:
-    # Several modules (and test re-imports) may ask for it; the default registry refuses a
-    # second registration of the same name, so reuse the one already there.
-    existing = REGISTRY._names_to_collectors.get(_METRIC)
-    if isinstance(existing, Counter):
-        return existing
-    return Counter(
-        _METRIC,
-        "Venue messages that could not be decoded or held unknown values; skipped.",
-        ["venue"],
-    )
-
-
-MALFORMED_MESSAGES = _malformed_counter()
-
 
 #: names under which a credential can travel: query/form parameters, JSON keys, headers
 _SECRET_KEYS = (
@@ -92,15 +73,23 @@ def scrub(text: str) -> str:
     return _SECRET.sub(r"\1***", text)
 
 
-def record_malformed(venue: str, raw: bytes | str, reason: str) -> None:
-    """Log (with the raw payload, truncated and scrubbed) and count a message being skipped."""
-    MALFORMED_MESSAGES.labels(venue=venue).inc()
+def record_malformed(metrics: VenueMetrics, source: str, raw: bytes | str, reason: str) -> None:
+    """Log (with the raw payload, truncated and scrubbed) and count a message being skipped;
+    ``source`` says where it came from (``rest``, ``market_stream``, ``user_stream``)."""
+    metrics.malformed(source)
     # Truncated first: a secret cut at the end loses its value, never its key.
     if isinstance(raw, bytes):
         text = raw[:MAX_LOGGED_CHARS].decode("utf-8", "replace")
     else:
         text = raw[:MAX_LOGGED_CHARS]
-    log.warning("venue_message_malformed", venue=venue, reason=scrub(reason), raw=scrub(text))
+    log.warning(
+        "venue_message_malformed",
+        account=metrics.account,
+        venue=metrics.venue,
+        source=source,
+        reason=scrub(reason),
+        raw=scrub(text),
+    )
 
 
 def skip_reason(exc: Exception) -> str:

@@ -162,6 +162,19 @@ class RateBudget:
             self._blocked_until = max(self._blocked_until, now + retry_after)
         return retry_after
 
+    def headroom(self) -> dict[str, float]:
+        """The fraction of each venue limit left in its current window; 0 while a venue
+        back-off is in force (nothing may be sent, whatever the counts say)."""
+        now = self._clock()
+        self._roll(now)
+        weight = 1 - self._weight_used / self.limits.weight_per_minute
+        orders = 1 - self._orders_used / self.limits.orders_per_10s
+        if self._blocked_until > now:
+            weight = orders = 0.0
+        elif self._orders_blocked_until > now:
+            orders = 0.0
+        return {"request_weight_1m": max(0.0, weight), "orders_10s": max(0.0, orders)}
+
     def configure(self, limits: Limits) -> None:
         self.limits = limits
 

@@ -43,6 +43,7 @@ from engine.venues.binance.ratelimit import (
     RateBudget,
 )
 from engine.venues.binance.signing import ServerClock, Signer, encode_params, percent_encode
+from engine.venues.metrics import REST, UNASSIGNED, VenueMetrics
 from engine.venues.validation import ms_timestamp
 
 log = structlog.get_logger(__name__)
@@ -95,6 +96,7 @@ class BinanceRestClient:
         timeout: httpx.Timeout,
         venue_name: str = "binance",
         transport: httpx.AsyncBaseTransport | None = None,
+        metrics: VenueMetrics | None = None,
     ) -> None:
         self._api_key = api_key
         self._signer = signer
@@ -102,6 +104,7 @@ class BinanceRestClient:
         self.clock = clock
         self.budget = budget
         self._venue = venue_name
+        self.metrics = metrics or VenueMetrics(account=UNASSIGNED, venue=venue_name)
         self._http = httpx.AsyncClient(
             base_url=base_url.rstrip("/"),
             timeout=timeout,
@@ -124,17 +127,26 @@ class BinanceRestClient:
         try:
             response = await self._http.get(SERVER_TIME.path)
         except httpx.HTTPError as exc:
-            raise classify_transport(exc, operation=Operation.READ) from None
+            error = classify_transport(exc, operation=Operation.READ)
+            self._count(SERVER_TIME, error)
+            raise error from None
         received = self.clock.local_ms()
         self.budget.observe(response.headers)
         if not response.is_success:
-            raise self._error(response, Operation.READ)
-        body = self._decode(_TIME_DECODER, response, Operation.READ)
+            error = self._error(response, Operation.READ)
+            self._count(SERVER_TIME, error)
+            raise error
+        try:
+            body = self._decode(_TIME_DECODER, response, Operation.READ)
+        except VenueError as exc:
+            self._count(SERVER_TIME, exc)
+            raise
+        self._count(SERVER_TIME, None)
         try:
             # An absurd server time would skew every signed request's timestamp after it.
             ms_timestamp(body.serverTime, "binance serverTime")
         except MalformedMessage as exc:
-            record_malformed(self._venue, response.content, str(exc))
+            record_malformed(self.metrics, REST, response.content, str(exc))
             raise Ambiguous(f"binance time answered {exc}") from None
         self.clock.update(body.serverTime, sent, received)
         log.info("binance_clock_synced", venue=self._venue, offset_ms=self.clock.offset_ms)
@@ -281,6 +293,7 @@ class BinanceRestClient:
                 response = await self._send(endpoint, query)
             except httpx.HTTPError as exc:
                 error = classify_transport(exc, operation=operation)
+                self._count(endpoint, error)
                 log.warning(
                     "binance_request_failed",
                     venue=self._venue,
@@ -292,8 +305,15 @@ class BinanceRestClient:
                 raise error from None
             self.budget.observe(response.headers)
             if response.is_success:
-                return self._decode(decoder, response, operation)
+                try:
+                    answer = self._decode(decoder, response, operation)
+                except VenueError as exc:
+                    self._count(endpoint, exc)
+                    raise
+                self._count(endpoint, None)
+                return answer
             error = self._error(response, operation)
+            self._count(endpoint, error)
             log.warning(
                 "binance_request_refused",
                 venue=self._venue,
@@ -310,6 +330,12 @@ class BinanceRestClient:
                 await self.sync_time()
                 continue
             raise error
+
+    def _count(self, endpoint: Endpoint, error: VenueError | None) -> None:
+        """One request sent and how it ended; the budget it left (after the venue's own
+        counts and any back-off it imposed)."""
+        self.metrics.request(f"{endpoint.method} {endpoint.path}", error)
+        self.metrics.rate_limit_headroom(self.budget.headroom())
 
     async def _send(self, endpoint: Endpoint, query: str) -> httpx.Response:
         if endpoint.method == "POST":
@@ -329,7 +355,7 @@ class BinanceRestClient:
         except Exception as exc:
             # Malformed, or (last resort) a decoder bug: logged once, never raised as is.
             reason = skip_reason(exc)
-            record_malformed(self._venue, response.content, f"{operation.value}: {reason}")
+            record_malformed(self.metrics, REST, response.content, f"{operation.value}: {reason}")
             # The request was accepted (2xx) but we cannot tell what it did.
             raise Ambiguous(
                 f"binance {operation.value} answered HTTP {response.status_code} with an "

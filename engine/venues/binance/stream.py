@@ -43,6 +43,14 @@ from engine.venues.binance.parsing import (
     ws_api_subscription_id,
 )
 from engine.venues.binance.signing import ServerClock, Signer, ws_signature_payload
+from engine.venues.metrics import (
+    MARKET,
+    MARKET_STREAM,
+    UNASSIGNED,
+    USER,
+    USER_STREAM,
+    VenueMetrics,
+)
 
 log = structlog.get_logger(__name__)
 
@@ -110,6 +118,7 @@ class MarketStream:
         now: Callable[[], datetime] = utc_now,
         sleep: Callable[[float], Awaitable[None]] = asyncio.sleep,
         rng: Callable[[], float] = random.random,
+        metrics: VenueMetrics | None = None,
     ) -> None:
         names = stream_names(symbols, channels)
         if not names:
@@ -122,23 +131,28 @@ class MarketStream:
         self._now = now
         self._sleep = sleep
         self._rng = rng
+        self._metrics = metrics or VenueMetrics(account=UNASSIGNED, venue=venue)
 
     async def events(self) -> AsyncIterator[MarketEvent]:
         s = self._settings
         delays = backoff(initial=s.backoff_initial_s, max_delay=s.backoff_max_s, rng=self._rng)
         while True:
             try:
-                async with connect(
-                    self.url,
-                    open_timeout=s.open_timeout_s,
-                    ping_interval=s.ping_interval_s,
-                    ping_timeout=s.ping_timeout_s,
-                    max_size=2**22,
-                ) as ws:
+                async with (
+                    connect(
+                        self.url,
+                        open_timeout=s.open_timeout_s,
+                        ping_interval=s.ping_interval_s,
+                        ping_timeout=s.ping_timeout_s,
+                        max_size=2**22,
+                    ) as ws,
+                    self._metrics.connection(MARKET),
+                ):
                     delays = backoff(
                         initial=s.backoff_initial_s, max_delay=s.backoff_max_s, rng=self._rng
                     )
                     log.info("binance_market_stream_connected", venue=self._venue)
+                    self._metrics.stream_up(MARKET)
                     deadline = asyncio.get_running_loop().time() + s.max_connection_age_s
                     symbols = self._symbols
                     while True:
@@ -147,14 +161,17 @@ class MarketStream:
                             event = decode_market_frame(raw, received_at=self._now())
                         except Exception as exc:
                             # Malformed, or a decoder bug: either way only this frame is lost.
-                            record_malformed(self._venue, raw, skip_reason(exc))
+                            record_malformed(self._metrics, MARKET_STREAM, raw, skip_reason(exc))
                             continue
                         if event is None:
                             continue
                         if event.symbol not in symbols:
                             # Consumers key state by the symbols they subscribed to.
                             record_malformed(
-                                self._venue, raw, f"symbol {event.symbol[:40]!r} not subscribed"
+                                self._metrics,
+                                MARKET_STREAM,
+                                raw,
+                                f"symbol {event.symbol[:40]!r} not subscribed",
                             )
                             continue
                         yield event
@@ -174,6 +191,10 @@ class MarketStream:
                 await self._sleep(delay)
 
 
+#: the ``endpoint`` label of the user-data subscription request (WebSocket API)
+SUBSCRIBE = "WS userDataStream.subscribe.signature"
+
+
 class UserStream:
     """Order, fill and balance events for one account, via the WebSocket API."""
 
@@ -191,6 +212,7 @@ class UserStream:
         now: Callable[[], datetime] = utc_now,
         sleep: Callable[[float], Awaitable[None]] = asyncio.sleep,
         rng: Callable[[], float] = random.random,
+        metrics: VenueMetrics | None = None,
     ) -> None:
         self.url = ws_api_url
         self._api_key = api_key
@@ -203,6 +225,7 @@ class UserStream:
         self._now = now
         self._sleep = sleep
         self._rng = rng
+        self._metrics = metrics or VenueMetrics(account=UNASSIGNED, venue=venue)
         #: the id of the current subscription, for logs
         self.subscription_id: int | None = None
 
@@ -245,22 +268,25 @@ class UserStream:
                 if frame.id != request_id:
                     continue
                 if frame.status == 200 and frame.error is None:
+                    self._metrics.request(SUBSCRIBE)
                     self.subscription_id = ws_api_subscription_id(frame)
                     return early
                 error = frame.error
-                raise classify(
+                refused = classify(
                     operation=Operation.SUBSCRIBE,
                     http_status=frame.status,
                     code=error.code if error else None,
                     msg=error.msg if error else "",
                 )
+                self._metrics.request(SUBSCRIBE, refused)
+                raise refused
 
     def _frame(self, raw: bytes) -> schemas.WsApiFrame | None:
         """The frame, or ``None`` (logged and counted) when it cannot be read."""
         try:
             return decode_ws_api_frame(raw)
         except Exception as exc:
-            record_malformed(self._venue, raw, skip_reason(exc))
+            record_malformed(self._metrics, USER_STREAM, raw, skip_reason(exc))
             return None
 
     def _events(self, frame: schemas.WsApiFrame, raw: bytes) -> list[UserEvent]:
@@ -276,7 +302,7 @@ class UserStream:
         except Exception as exc:
             # Malformed, or a decoder bug: either way only this message is lost, and the
             # reconciliation after the next reconnect or resolver pass repairs what it said.
-            record_malformed(self._venue, raw, skip_reason(exc))
+            record_malformed(self._metrics, USER_STREAM, raw, skip_reason(exc))
             return []
 
     async def events(self) -> AsyncIterator[UserEvent]:
@@ -286,13 +312,16 @@ class UserStream:
         reason = ""
         while True:
             try:
-                async with connect(
-                    self.url,
-                    open_timeout=s.open_timeout_s,
-                    ping_interval=s.ping_interval_s,
-                    ping_timeout=s.ping_timeout_s,
-                    max_size=2**22,
-                ) as ws:
+                async with (
+                    connect(
+                        self.url,
+                        open_timeout=s.open_timeout_s,
+                        ping_interval=s.ping_interval_s,
+                        ping_timeout=s.ping_timeout_s,
+                        max_size=2**22,
+                    ) as ws,
+                    self._metrics.connection(USER),
+                ):
                     early = await self._subscribe(ws)
                     delays = backoff(
                         initial=s.backoff_initial_s, max_delay=s.backoff_max_s, rng=self._rng
@@ -302,6 +331,7 @@ class UserStream:
                         venue=self._venue,
                         subscription_id=self.subscription_id,
                     )
+                    self._metrics.stream_up(USER)
                     if connected_before:
                         yield StreamReconnected(
                             venue=self._venue, received_at=self._now(), reason=reason

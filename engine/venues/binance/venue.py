@@ -51,6 +51,7 @@ from engine.venues.binance.rest import (
 from engine.venues.binance.schemas import AccountTrade, Order
 from engine.venues.binance.signing import ServerClock, make_signer
 from engine.venues.binance.stream import MarketStream, StreamSettings, UserStream
+from engine.venues.metrics import REST, UNASSIGNED, VenueMetrics
 
 log = structlog.get_logger(__name__)
 
@@ -116,9 +117,12 @@ class BinanceVenue:
         budget: RateBudget | None = None,
         clock: ServerClock | None = None,
         now: Callable[[], datetime] = utc_now,
+        metrics: VenueMetrics | None = None,
     ) -> None:
         self.config = config
         self._now = now
+        #: the account this key trades for labels every metric (see ``engine.runtime``)
+        self.metrics = metrics or VenueMetrics(account=UNASSIGNED, venue=config.venue_name)
         self._signer = make_signer(
             config.key_type, api_secret=config.api_secret, private_key_path=config.private_key_path
         )
@@ -133,6 +137,7 @@ class BinanceVenue:
             timeout=httpx.Timeout(config.request_timeout_s, connect=config.connect_timeout_s),
             venue_name=config.venue_name,
             transport=transport,
+            metrics=self.metrics,
         )
         self._rules: dict[Symbol, InstrumentRules] = {}
         self._rules_lock = asyncio.Lock()
@@ -195,7 +200,7 @@ class BinanceVenue:
                     raise MalformedMessage(f"open order of {report.symbol!r}, asked for {symbol!r}")
             except Exception as exc:
                 # e.g. a manual STOP_LOSS_LIMIT order: not one of ours, reported and skipped
-                parsing.record_malformed(self.name, repr(answer), parsing.skip_reason(exc))
+                parsing.record_malformed(self.metrics, REST, repr(answer), parsing.skip_reason(exc))
                 continue
             reports.append(self._remember(report))
         return reports
@@ -239,7 +244,7 @@ class BinanceVenue:
                 if report.symbol != symbol:
                     raise MalformedMessage(f"order of {report.symbol!r}, asked for {symbol!r}")
             except Exception as exc:
-                parsing.record_malformed(self.name, repr(answer), parsing.skip_reason(exc))
+                parsing.record_malformed(self.metrics, REST, repr(answer), parsing.skip_reason(exc))
                 continue
             reports.append(self._remember(report))
         return reports
@@ -303,7 +308,7 @@ class BinanceVenue:
                         f"trade of order {fill.venue_order_id}, asked for order {order_id}"
                     )
             except Exception as exc:
-                parsing.record_malformed(self.name, repr(trade), parsing.skip_reason(exc))
+                parsing.record_malformed(self.metrics, REST, repr(trade), parsing.skip_reason(exc))
                 continue
             fills.append(fill)
         return fills
@@ -322,7 +327,7 @@ class BinanceVenue:
                     # Another symbol's order id may be the same number: it must not lend
                     # its client id to a fill of ours.
                     parsing.record_malformed(
-                        self.name, repr(order), f"allOrders row not of {symbol!r}"
+                        self.metrics, REST, repr(order), f"allOrders row not of {symbol!r}"
                     )
                     continue
                 self._remember_id(order.symbol, order.orderId, order.clientOrderId)
@@ -348,7 +353,7 @@ class BinanceVenue:
             return parsing.parse_account(account, venue=self.name, received_at=self._now())
         except Exception as exc:
             # A partial balance list would read as assets gone: the whole answer is unusable.
-            parsing.record_malformed(self.name, repr(account), parsing.skip_reason(exc))
+            parsing.record_malformed(self.metrics, REST, repr(account), parsing.skip_reason(exc))
             raise Ambiguous(f"binance account answer cannot be read: {exc}") from None
 
     async def instrument_rules(self, symbol: Symbol) -> InstrumentRules:
@@ -366,8 +371,9 @@ class BinanceVenue:
             try:
                 rules = parsing.parse_instrument_rules(match[0])
             except Exception as exc:
-                parsing.record_malformed(self.name, repr(match[0]), parsing.skip_reason(exc))
-                raise Definitive(parsing.skip_reason(exc)) from None
+                reason = parsing.skip_reason(exc)
+                parsing.record_malformed(self.metrics, REST, repr(match[0]), reason)
+                raise Definitive(reason) from None
             self._rules[symbol] = rules
             return rules
 
@@ -381,6 +387,7 @@ class BinanceVenue:
             venue=self.name,
             settings=self.config.stream,
             now=self._now,
+            metrics=self.metrics,
         ).events()
 
     def user_stream(self) -> AsyncIterator[UserEvent]:
@@ -405,6 +412,7 @@ class BinanceVenue:
             resync_clock=self.rest.sync_time,
             settings=self.config.stream,
             now=self._now,
+            metrics=self.metrics,
         )
         async for event in stream.events():
             if isinstance(event, OrderReport):
@@ -441,7 +449,7 @@ class BinanceVenue:
                 )
         except Exception as exc:
             reason = parsing.skip_reason(exc)
-            parsing.record_malformed(self.name, repr(answer), reason)
+            parsing.record_malformed(self.metrics, REST, repr(answer), reason)
             # The venue accepted the call; we just cannot read what it did.
             raise Ambiguous(f"binance answered with an order we cannot read: {reason}") from None
         return report

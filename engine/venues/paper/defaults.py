@@ -9,6 +9,7 @@ from decimal import Decimal
 from engine.domain.types import Asset, Symbol, utc_now
 from engine.marketdata.random_walk import WalkParams
 from engine.venues.base import InstrumentRules
+from engine.venues.metrics import VenueMetrics
 from engine.venues.paper.venue import PaperVenue
 
 BTCUSDT = Symbol("BTCUSDT")
@@ -68,6 +69,7 @@ def default_paper_venue(
     balances: Mapping[Asset, Decimal] | None = None,
     maker_fee: Decimal = Decimal("0.001"),
     taker_fee: Decimal = Decimal("0.001"),
+    metrics: VenueMetrics | None = None,
 ) -> PaperVenue:
     """A funded paper venue with :data:`DEFAULT_RULES` and a seeded random walk per symbol.
 
@@ -91,6 +93,7 @@ def default_paper_venue(
         maker_fee=maker_fee,
         taker_fee=taker_fee,
         fees_in_quote=[s for s in symbols if s == PRES_YES],
+        metrics=metrics,
     )
     for s in symbols:
         venue.attach_random_walk(s, DEFAULT_WALKS[s])

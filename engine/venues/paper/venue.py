@@ -72,6 +72,7 @@ from engine.venues.matching import (
     Refused,
     ReservePolicy,
 )
+from engine.venues.metrics import MARKET, UNASSIGNED, USER, VenueMetrics
 from engine.venues.paper.ground_truth import PaperOrders
 from engine.venues.paper.streams import PaperStream, QuoteStream
 
@@ -136,6 +137,7 @@ class PaperVenue:
         taker_fee: Decimal = Decimal("0.001"),
         fees_in_quote: Iterable[Symbol] = (),
         latency: float = 0.0,
+        metrics: VenueMetrics | None = None,
     ) -> None:
         for symbol, r in rules.items():
             if r.symbol != symbol:
@@ -149,6 +151,7 @@ class PaperVenue:
             if not isinstance(amount, Decimal) or amount < 0:
                 raise ValueError(f"starting balance of {asset} must be a Decimal >= 0")
         self._name = name
+        self.metrics = metrics or VenueMetrics(account=UNASSIGNED, venue=name)
         self._rules = dict(rules)
         self._seed = seed
         self._clock = clock
@@ -301,6 +304,7 @@ class PaperVenue:
             stream._end()
         else:
             self._market_streams.append(stream)
+            self.metrics.stream_up(MARKET)
         return stream
 
     def user_stream(self) -> PaperStream[UserEvent]:
@@ -316,6 +320,7 @@ class PaperVenue:
             stream._end()
         else:
             self._user_streams.append(stream)
+            self.metrics.stream_up(USER)
         return stream
 
     async def close(self) -> None:
@@ -329,6 +334,8 @@ class PaperVenue:
             market._end()
         self._user_streams.clear()
         self._market_streams.clear()
+        self.metrics.stream_down(USER)
+        self.metrics.stream_down(MARKET)
 
     # ----------------------------------------------------------------- market
 
@@ -559,10 +566,14 @@ class PaperVenue:
     def _unsubscribe_user(self, stream: PaperStream[UserEvent]) -> None:
         if stream in self._user_streams:
             self._user_streams.remove(stream)
+        if not self._user_streams:
+            self.metrics.stream_down(USER)
 
     def _unsubscribe_market(self, stream: PaperStream[MarketEvent]) -> None:
         if stream in self._market_streams:
             self._market_streams.remove(stream)
+        if not self._market_streams:
+            self.metrics.stream_down(MARKET)
 
 
 def _positive(n: int) -> int:

@@ -43,6 +43,8 @@ class FaultKind(StrEnum):
     IP_BAN_418 = "ip_ban_418"  #: as 429, with HTTP 418 (the IP-ban answer)
     WS_DISCONNECT_USER = "ws_disconnect_user"  #: closes a user-data connection before an event
     WS_DISCONNECT_MARKET = "ws_disconnect_market"  #: closes a market-stream connection
+    #: a market-stream frame whose numbers are text (the client must skip and count it)
+    MALFORMED_MARKET_DATA = "malformed_market_data"
     DUPLICATE_EXECUTION_REPORT = "duplicate_execution_report"  #: an executionReport sent twice
     #: an executionReport held back and sent after the next event (or ``hold_seconds``)
     REORDER_EXECUTION_REPORT = "reorder_execution_report"
@@ -181,7 +183,8 @@ class FaultInjector:
                 fired = rule
                 self._fired[i] += 1
         if fired is not None:
-            self.counters[kind.value] += 1
+            # .get: counters restored from a snapshot older than this kind lack it
+            self.counters[kind.value] = self.counters.get(kind.value, 0) + 1
         return fired
 
     def count(self, name: str) -> None:

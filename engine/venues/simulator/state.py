@@ -380,9 +380,13 @@ class SimulatorState:
                     sink.deliver({"subscriptionId": sub_id, "event": payload}, hold=hold)
 
     def _publish_market(self, stream: str, payload: dict[str, Any]) -> None:
-        for sink in list(self._subs.market.values()):
-            if sink.wants(stream):
-                sink.deliver(stream, payload)
+        sinks = [sink for sink in self._subs.market.values() if sink.wants(stream)]
+        if sinks and self.faults.roll(FaultKind.MALFORMED_MARKET_DATA):
+            # every value text but the event type and symbol: a frame a client must recognize
+            # as a malformed event, not mistake for some other message
+            payload = {k: v if k in ("e", "s") else "garbled" for k, v in payload.items()}
+        for sink in sinks:
+            sink.deliver(stream, payload)
 
     def _roll_market_disconnects(self) -> None:
         for token, sink in list(self._subs.market.items()):

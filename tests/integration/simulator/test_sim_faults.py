@@ -172,6 +172,20 @@ async def test_market_stream_disconnect_fault_closes_the_connection() -> None:
         assert sim.state.fault_counts()["ws_disconnect_market"] == 1
 
 
+async def test_malformed_market_data_garbles_one_frame_and_keeps_the_connection() -> None:
+    async with faulty(FaultKind.MALFORMED_MARKET_DATA) as (sim, _):
+        async with websockets.connect(f"{sim.stream_url}/ws/btcusdt@trade") as ws:
+            sim.step()
+            garbled = await recv_json(ws)
+            sim.step()
+            after = await recv_json(ws)
+        assert garbled["e"] == "trade"
+        assert garbled["s"] == "BTCUSDT"
+        assert garbled["p"] == garbled["t"] == "garbled"
+        assert after["p"] != "garbled"
+        assert sim.state.fault_counts()["malformed_market_data"] == 1
+
+
 async def test_duplicated_execution_report() -> None:
     async with faulty(FaultKind.DUPLICATE_EXECUTION_REPORT) as (sim, client):
         async with websockets.connect(sim.ws_api_url) as ws:

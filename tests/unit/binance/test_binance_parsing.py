@@ -13,16 +13,17 @@ from engine.venues.base import BalanceReport, FillReport, OrderReport
 from engine.venues.binance import schemas
 from engine.venues.binance.market_frames import decode_market_frame
 from engine.venues.binance.parsing import (
-    MALFORMED_MESSAGES,
     StreamTerminated,
     decode_user_event,
     ms_to_utc,
     parse_instrument_rules,
 )
+from engine.venues.metrics import MALFORMED_MESSAGES, VenueMetrics
 
 from .conftest import FIXED_NOW, raw
 
 V = VenueName("binance")
+TEST_METRICS = VenueMetrics(account="acct-a", venue="binance-test")
 
 
 def user(name: str) -> list[OrderReport | FillReport | BalanceReport]:
@@ -178,13 +179,15 @@ def test_quantity_rounding_never_exceeds_the_intent(intent: str, rounded: str) -
     assert result <= Decimal(intent)
 
 
-def test_malformed_counter_is_registered_once_with_a_venue_label() -> None:
+def test_a_skipped_message_is_counted_for_its_account_venue_and_source() -> None:
     from engine.venues.binance import parsing
 
-    assert parsing._malformed_counter() is MALFORMED_MESSAGES
-    before = MALFORMED_MESSAGES.labels(venue="binance-test")._value.get()
-    parsing.record_malformed("binance-test", b"{oops", "test")
-    assert MALFORMED_MESSAGES.labels(venue="binance-test")._value.get() == before + 1
+    metrics = TEST_METRICS
+    before = MALFORMED_MESSAGES.labels("acct-a", "binance-test", "rest")._value.get()
+    untouched = MALFORMED_MESSAGES.labels("acct-b", "binance-test", "rest")._value.get()
+    parsing.record_malformed(metrics, "rest", b"{oops", "test")
+    assert MALFORMED_MESSAGES.labels("acct-a", "binance-test", "rest")._value.get() == before + 1
+    assert MALFORMED_MESSAGES.labels("acct-b", "binance-test", "rest")._value.get() == untouched
 
 
 # -- hostile values ------------------------------------------------------------------------
@@ -251,7 +254,9 @@ def test_logged_payloads_carry_no_credentials() -> None:
         "Params(api_key='vmPUZE6mv9SD')"
     )
     with capture_logs() as logs:
-        parsing.record_malformed("binance-test", echoed.encode(), "refused: signature=5e1f2a9c")
+        parsing.record_malformed(
+            TEST_METRICS, "rest", echoed.encode(), "refused: signature=5e1f2a9c"
+        )
     [entry] = logs
     text = f"{entry['raw']} {entry['reason']}"
     for secret in ("5e1f2a9c", "vmPUZE6mv9SD", "tok3n", "pqia91ma19a5"):
@@ -266,5 +271,5 @@ def test_logged_payloads_are_truncated() -> None:
     from engine.venues.binance import parsing
 
     with capture_logs() as logs:
-        parsing.record_malformed("binance-test", b"x" * 100_000, "too long")
+        parsing.record_malformed(TEST_METRICS, "rest", b"x" * 100_000, "too long")
     assert len(logs[0]["raw"]) == parsing.MAX_LOGGED_CHARS

@@ -89,3 +89,25 @@ async def test_counters_reset_with_the_window(fake_time: FakeTime) -> None:
     assert b.weight_used == 20
     fake_time.now += 10.0  # 1_000_080 starts the next wall-clock minute
     assert b.weight_used == 0
+
+
+async def test_headroom_is_the_fraction_of_each_venue_limit_left_in_its_window(
+    fake_time: FakeTime,
+) -> None:
+    fake_time.now = 1_000_040.0
+    b = budget(fake_time, weight_per_minute=1000, orders_per_10s=10)
+    assert b.headroom() == {"request_weight_1m": 1.0, "orders_10s": 1.0}
+    b.observe({"x-mbx-used-weight-1m": "250", "x-mbx-order-count-10s": "4"})
+    assert b.headroom() == {"request_weight_1m": 0.75, "orders_10s": 0.6}
+    fake_time.now += 40  # the next minute: both windows start afresh
+    assert b.headroom() == {"request_weight_1m": 1.0, "orders_10s": 1.0}
+
+
+def test_headroom_is_zero_while_the_venue_back_off_is_in_force(fake_time: FakeTime) -> None:
+    b = budget(fake_time)
+    b.back_off(None)  # the order-count 429: only orders wait
+    assert b.headroom() == {"request_weight_1m": 1.0, "orders_10s": 0.0}
+    b.back_off(5.0)
+    assert b.headroom() == {"request_weight_1m": 0.0, "orders_10s": 0.0}
+    fake_time.now += 10
+    assert b.headroom() == {"request_weight_1m": 1.0, "orders_10s": 1.0}

@@ -23,7 +23,7 @@ from engine.domain.types import (
 from engine.exceptions import Ambiguous, AuthFailed, Definitive, NotFound, RateLimited
 from engine.venues.base import OrderRequest, Venue
 from engine.venues.binance import BinanceVenue, sign_hmac
-from engine.venues.binance.parsing import MALFORMED_MESSAGES
+from engine.venues.metrics import MALFORMED_MESSAGES, REST
 
 from .conftest import API_KEY, API_SECRET, FIXED_NOW, payload
 
@@ -308,10 +308,10 @@ async def test_undecodable_success_on_submit_is_ambiguous_and_counted(
     venue: BinanceVenue, api: respx.MockRouter
 ) -> None:
     api.post(ORDER).respond(200, text="<html>oops</html>")
-    before = MALFORMED_MESSAGES.labels(venue="binance")._value.get()
+    before = skipped(venue)
     with pytest.raises(Ambiguous):
         await venue.submit(limit_buy())
-    assert MALFORMED_MESSAGES.labels(venue="binance")._value.get() == before + 1
+    assert skipped(venue) == before + 1
 
 
 async def test_secrets_never_reach_logs_or_exception_texts(
@@ -339,10 +339,10 @@ async def test_an_order_id_only_another_symbol_has_lends_no_client_id(
     api.get("/api/v3/myTrades").respond(json=payload("my_trades.json"))
     order = {**payload("query_order.json"), "symbol": "ETHBTC", "orderId": 100234}
     api.get("/api/v3/allOrders").respond(json=[order])
-    before = MALFORMED_MESSAGES.labels(venue="binance")._value.get()
+    before = skipped(venue)
     with pytest.raises(Ambiguous, match="client order ids are unknown"):
         await venue.trades_since(Symbol("BNBBTC"), None)
-    assert MALFORMED_MESSAGES.labels(venue="binance")._value.get() == before + 1
+    assert skipped(venue) == before + 1
 
 
 async def test_trades_of_another_symbol_or_with_hostile_values_are_skipped(
@@ -460,3 +460,9 @@ async def test_orders_since_pages_by_order_id_after_a_full_page(
 
     assert route.call_count == 2
     assert [r.client_order_id for r in listed] == [f"c{i}" for i in range(1, 1501)]
+
+
+def skipped(venue: BinanceVenue) -> float:
+    """REST answers (or rows of them) of ``venue`` logged, counted and skipped."""
+    m = venue.metrics
+    return float(MALFORMED_MESSAGES.labels(m.account, m.venue, REST)._value.get())

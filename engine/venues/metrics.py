@@ -1,0 +1,157 @@
+"""Venue-side metrics: requests, rate-limit headroom, stream health, skipped messages and
+market-data freshness, every series labelled with the account it belongs to.
+
+One :class:`VenueMetrics` per venue connection of one account. It is made where the account is
+known (``engine.runtime.open_venue``) and handed to the adapter, whose request, stream and
+decoding code updates it as it does the thing. It also remembers which streams are up: the
+engine's ``/readyz`` reads that, so readiness and ``tradectl_stream_connected`` cannot disagree.
+"""
+
+from __future__ import annotations
+
+from collections.abc import AsyncIterator, Mapping
+from contextlib import asynccontextmanager
+from typing import Any
+
+from prometheus_client import REGISTRY, Counter, Gauge
+
+from engine.exceptions import (
+    Ambiguous,
+    AuthFailed,
+    Definitive,
+    MalformedMessage,
+    NotFound,
+    RateLimited,
+)
+
+#: the account label of a venue built without one (a library user's, or a test's adapter)
+UNASSIGNED = "unassigned"
+
+#: stream label values; ``/readyz`` waits for both
+MARKET = "market"
+USER = "user"
+
+#: ``source`` label values of skipped messages
+REST = "rest"
+MARKET_STREAM = "market_stream"
+USER_STREAM = "user_stream"
+
+
+def _metric(kind: type[Any], name: str, doc: str, labels: tuple[str, ...]) -> Any:
+    # A re-imported module (tests) must not register the same name twice: reuse it.
+    existing = REGISTRY._names_to_collectors.get(name)
+    if existing is not None:
+        return existing
+    return kind(name, doc, labels)
+
+
+REQUESTS = _metric(
+    Counter,
+    "tradectl_venue_requests",
+    "Requests sent to the venue (REST and WebSocket API), by endpoint and outcome",
+    ("account", "venue", "endpoint", "outcome"),
+)
+RATE_LIMIT_HEADROOM = _metric(
+    Gauge,
+    "tradectl_venue_rate_limit_headroom",
+    "Fraction of the venue's request-weight or order-count budget left in its window "
+    "(0 while the venue's back-off is in force)",
+    ("account", "venue", "limit"),
+)
+STREAM_RECONNECTS = _metric(
+    Counter,
+    "tradectl_stream_reconnects",
+    "Venue streams re-established after a drop or a rotation",
+    ("account", "venue", "stream"),
+)
+STREAM_CONNECTED = _metric(
+    Gauge,
+    "tradectl_stream_connected",
+    "1 while the venue stream is connected (and subscribed), else 0",
+    ("account", "venue", "stream"),
+)
+MALFORMED_MESSAGES = _metric(
+    Counter,
+    "tradectl_malformed_messages",
+    "Venue messages that could not be decoded or held unknown values; logged and skipped",
+    ("account", "venue", "source"),
+)
+MARKETDATA_AGE = _metric(
+    Gauge,
+    "tradectl_marketdata_age_seconds",
+    "Seconds since the newest market data of the symbol was received",
+    ("account", "symbol"),
+)
+
+
+def outcome_of(exc: BaseException | None) -> str:
+    """The ``outcome`` label of a request that raised ``exc`` (``ok`` when it did not)."""
+    if exc is None:
+        return "ok"
+    for kind, name in _OUTCOMES:
+        if isinstance(exc, kind):
+            return name
+    return "error"
+
+
+# Most specific first: RateLimited and NotFound are also VenueErrors.
+_OUTCOMES: tuple[tuple[type[BaseException], str], ...] = (
+    (RateLimited, "rate_limited"),
+    (AuthFailed, "auth_failed"),
+    (NotFound, "not_found"),
+    (MalformedMessage, "malformed"),
+    (Ambiguous, "ambiguous"),
+    (Definitive, "rejected"),
+    (TimeoutError, "timeout"),
+)
+
+
+class VenueMetrics:
+    """One account's view of one venue connection."""
+
+    def __init__(self, *, account: str, venue: str) -> None:
+        self.account = account
+        self.venue = venue
+        self._connected: dict[str, bool] = {}
+
+    def __repr__(self) -> str:
+        return f"VenueMetrics(account={self.account!r}, venue={self.venue!r})"
+
+    def request(self, endpoint: str, exc: BaseException | None = None) -> None:
+        REQUESTS.labels(self.account, self.venue, endpoint, outcome_of(exc)).inc()
+
+    def rate_limit_headroom(self, headroom: Mapping[str, float]) -> None:
+        for limit, fraction in headroom.items():
+            RATE_LIMIT_HEADROOM.labels(self.account, self.venue, limit).set(fraction)
+
+    def stream_up(self, stream: str) -> None:
+        """The stream connected (and, for the user stream, subscribed). A stream that was up
+        before in this process came back: a reconnect."""
+        was = self._connected.get(stream)
+        if was is False:
+            STREAM_RECONNECTS.labels(self.account, self.venue, stream).inc()
+        self._connected[stream] = True
+        STREAM_CONNECTED.labels(self.account, self.venue, stream).set(1)
+
+    def stream_down(self, stream: str) -> None:
+        if stream in self._connected:
+            self._connected[stream] = False
+        STREAM_CONNECTED.labels(self.account, self.venue, stream).set(0)
+
+    @asynccontextmanager
+    async def connection(self, stream: str) -> AsyncIterator[None]:
+        """Around one connection of ``stream``: however it ends (a drop, a rotation, the
+        consumer closing the stream), the stream is down when it has."""
+        try:
+            yield
+        finally:
+            self.stream_down(stream)
+
+    def is_connected(self, stream: str) -> bool:
+        return self._connected.get(stream, False)
+
+    def malformed(self, source: str) -> None:
+        MALFORMED_MESSAGES.labels(self.account, self.venue, source).inc()
+
+    def marketdata_age(self, symbol: str, seconds: float) -> None:
+        MARKETDATA_AGE.labels(self.account, symbol).set(seconds)
