@@ -136,7 +136,7 @@ async def test_upgrade_head_matches_schema_py_then_downgrades_to_nothing_and_bac
     assert await _autogenerate_diffs(empty_database_url) == []
     reference = await _catalog(reference_database_url)
     assert {row[0] for row in reference["views"]} == {name for name, _ in schema.VIEWS}
-    assert len(reference["triggers"]) == 4
+    assert len(reference["triggers"]) == 6
     _assert_same_catalog(await _catalog(empty_database_url), reference)
 
     await downgrade(empty_database_url, "base")
@@ -193,7 +193,7 @@ async def test_the_alembic_cli_takes_the_url_from_x_or_database_url(
     bogus = {"DATABASE_URL": "postgresql://nobody@127.0.0.1:1/nothing"}
     await asyncio.to_thread(_alembic, "-x", f"url={url}", "upgrade", "head", env=bogus)
     current = await asyncio.to_thread(_alembic, "current", env={"DATABASE_URL": url})
-    assert "0005 (head)" in current
+    assert "0009 (head)" in current
 
 
 # -- 0003: the account in every identity --------------------------------------------------------
@@ -349,7 +349,7 @@ async def test_every_numeric_column_has_a_finite_check(empty_database_url: URL) 
         """SELECT conrelid::regclass::text, conname FROM pg_constraint
         WHERE contype = 'c' AND conname LIKE '%\\_finite' ORDER BY 1, 2""",
     )
-    assert len(numeric) == 13
+    assert len(numeric) == 16
     assert sorted(checks) == sorted((t, schema.finite_check_name(t, c)) for t, c in numeric)
 
 
@@ -470,7 +470,7 @@ async def test_0005_gives_events_their_account_and_an_order_its_own_accounts_dec
     # d1 is now in two accounts: the old single-column key cannot hold it
     with pytest.raises(RuntimeError, match=r"decision ids: d1 \(accounts acct-a, acct-b\)"):
         await downgrade(url, "0004")
-    assert await _rows(url, "SELECT version_num FROM alembic_version") == [("0005",)]
+    assert await _rows(url, "SELECT version_num FROM alembic_version") == [("0009",)]  # still at the head: nothing changed
 
 
 async def test_0005_downgrades_and_upgrades_again_when_no_id_is_shared(
