@@ -58,6 +58,7 @@ from engine.ledger.incidents import Incidents
 from engine.ledger.leases import Leases
 from engine.ledger.operations import Operations
 from engine.ledger.orders import Orders
+from engine.ledger.pnl import Marks, Settlements
 from engine.ledger.risk_inputs import RiskInputs
 
 
@@ -87,3 +88,5 @@ class Ledger:
         self.balances = Balances(engine, account=account, venue=venue, clock=clock)
         self.operations = Operations(engine, account=account, venue=venue, clock=clock)
         self.risk_inputs = RiskInputs(engine, account=account, venue=venue, clock=clock)
+        self.marks = Marks(engine, account=account, venue=venue, clock=clock)
+        self.settlements = Settlements(engine, account=account, venue=venue, clock=clock)

@@ -129,7 +129,7 @@ _FEE_KIND = """CASE
         END"""
 
 # The fills of a group folded in venue order (the domain folds them in that order too).
-_FOLD = f"""position_fold(
+FOLD_FILLS = f"""position_fold(
         array_agg(f.side ORDER BY f.venue_ts, f.id),
         array_agg(f.qty ORDER BY f.venue_ts, f.id),
         array_agg(f.price ORDER BY f.venue_ts, f.id),
@@ -172,7 +172,7 @@ FROM (
         COALESCE(sum(f.fee) FILTER (WHERE f.fee_asset = i.base_asset), 0) AS base_fees,
         count(*) AS fill_count,
         max(f.venue_ts) AS last_fill_at,
-        {_FOLD} AS fold
+        {FOLD_FILLS} AS fold
     FROM fills f
     JOIN orders o ON o.client_order_id = f.client_order_id AND o.account = f.account
     LEFT JOIN instruments i ON i.venue = f.venue AND i.symbol = f.symbol
@@ -328,7 +328,7 @@ FROM (
         f.venue,
         f.symbol,
         i.quote_asset,
-        {_FOLD} AS fold,
+        {FOLD_FILLS} AS fold,
         COALESCE(sum(f.fee * f.price) FILTER (WHERE f.fee_asset = i.base_asset), 0)
             AS base_fee_value,
         count(*) AS fill_count,
@@ -358,7 +358,9 @@ LEFT JOIN LATERAL (
 # last agreeing reconcile's baseline plus what every fill since did to the asset: the rule of
 # engine/ledger/balances.py) and the difference. expected is NULL before the first reconcile
 # (no baseline). A report older than the newest fills shows their effect as a difference until
-# the venue reports again; fills of symbols missing from ``instruments`` are not counted.
+# the venue reports again; fills of symbols missing from ``instruments`` are not counted. A
+# market settled after the baseline takes the contracts held (every fill of it: a settled
+# market trades no more) out of its base asset and pays them out in its quote asset.
 CURRENT_BALANCES_VIEW = """
 CREATE VIEW current_balances AS
 WITH latest AS (
@@ -383,13 +385,35 @@ effects AS (
     UNION ALL
     SELECT account, venue, fee_asset, id, -fee FROM fx WHERE fee_asset IS NOT NULL AND fee <> 0
 ),
+held AS (
+    SELECT st.account, st.venue, st.recorded_at, st.payout, i.base_asset, i.quote_asset,
+           COALESCE(sum(CASE WHEN f.side = 'BUY' THEN f.qty ELSE -f.qty END), 0)
+               - COALESCE(sum(f.fee) FILTER (WHERE f.fee_asset = i.base_asset), 0) AS qty
+    FROM settlements st
+    JOIN instruments i ON i.venue = st.venue AND i.symbol = st.symbol
+    LEFT JOIN fills f
+        ON f.account = st.account AND f.venue = st.venue AND f.symbol = st.symbol
+    GROUP BY st.id, st.account, st.venue, st.recorded_at, st.payout, i.base_asset, i.quote_asset
+),
+settled AS (
+    SELECT account, venue, base_asset AS asset, recorded_at, -qty AS delta FROM held
+    UNION ALL
+    SELECT account, venue, quote_asset, recorded_at, qty * payout FROM held
+),
 expected AS (
     SELECT b.account, b.venue, b.asset, b.total AS baseline_total, b.taken_at AS baseline_at,
-           b.total + COALESCE(sum(e.delta), 0) AS expected
+           b.total
+               + COALESCE((
+                   SELECT sum(e.delta) FROM effects e
+                   WHERE e.account = b.account AND e.venue = b.venue AND e.asset = b.asset
+                     AND e.id > b.fill_id
+               ), 0)
+               + COALESCE((
+                   SELECT sum(t.delta) FROM settled t
+                   WHERE t.account = b.account AND t.venue = b.venue AND t.asset = b.asset
+                     AND t.recorded_at > b.taken_at
+               ), 0) AS expected
     FROM balance_baselines b
-    LEFT JOIN effects e
-        ON e.account = b.account AND e.venue = b.venue AND e.asset = b.asset AND e.id > b.fill_id
-    GROUP BY b.account, b.venue, b.asset, b.total, b.taken_at
 )
 SELECT
     COALESCE(l.account, x.account) AS account,

@@ -469,13 +469,35 @@ effects AS (
     UNION ALL
     SELECT account, venue, fee_asset, id, -fee FROM fx WHERE fee_asset IS NOT NULL AND fee <> 0
 ),
+held AS (
+    SELECT st.account, st.venue, st.recorded_at, st.payout, i.base_asset, i.quote_asset,
+           COALESCE(sum(CASE WHEN f.side = 'BUY' THEN f.qty ELSE -f.qty END), 0)
+               - COALESCE(sum(f.fee) FILTER (WHERE f.fee_asset = i.base_asset), 0) AS qty
+    FROM settlements st
+    JOIN instruments i ON i.venue = st.venue AND i.symbol = st.symbol
+    LEFT JOIN fills f
+        ON f.account = st.account AND f.venue = st.venue AND f.symbol = st.symbol
+    GROUP BY st.id, st.account, st.venue, st.recorded_at, st.payout, i.base_asset, i.quote_asset
+),
+settled AS (
+    SELECT account, venue, base_asset AS asset, recorded_at, -qty AS delta FROM held
+    UNION ALL
+    SELECT account, venue, quote_asset, recorded_at, qty * payout FROM held
+),
 expected AS (
     SELECT b.account, b.venue, b.asset, b.total AS baseline_total, b.taken_at AS baseline_at,
-           b.total + COALESCE(sum(e.delta), 0) AS expected
+           b.total
+               + COALESCE((
+                   SELECT sum(e.delta) FROM effects e
+                   WHERE e.account = b.account AND e.venue = b.venue AND e.asset = b.asset
+                     AND e.id > b.fill_id
+               ), 0)
+               + COALESCE((
+                   SELECT sum(t.delta) FROM settled t
+                   WHERE t.account = b.account AND t.venue = b.venue AND t.asset = b.asset
+                     AND t.recorded_at > b.taken_at
+               ), 0) AS expected
     FROM balance_baselines b
-    LEFT JOIN effects e
-        ON e.account = b.account AND e.venue = b.venue AND e.asset = b.asset AND e.id > b.fill_id
-    GROUP BY b.account, b.venue, b.asset, b.total, b.taken_at
 )
 SELECT
     COALESCE(l.account, x.account) AS account,
