@@ -9,6 +9,8 @@ bounded, and (unless ``--force``) one the engine trades: a strategy of
 
 from __future__ import annotations
 
+from datetime import UTC, datetime, timedelta
+
 from engine.cli._app import fail
 from engine.config import Settings
 from engine.domain.types import ControlScope
@@ -70,3 +72,25 @@ def check_known(settings: Settings, scope: ControlScope, target: str, *, force: 
             f"{scope.value} {target!r} is not in {path} (known: {', '.join(known)}); "
             "pass --force if it is meant"
         )
+
+
+_UNITS = {"s": "seconds", "m": "minutes", "h": "hours", "d": "days"}
+
+
+def check_since(value: str | None, now: datetime) -> datetime | None:
+    """``--since``: an ISO 8601 time (UTC when it has no offset) or a duration back from
+    ``now`` (``90s``, ``15m``, ``4h``, ``2d``)."""
+    if value is None:
+        return None
+    text = value.strip()
+    unit = _UNITS.get(text[-1:].lower())
+    if unit is not None and text[:-1].isdigit():
+        return now - timedelta(**{unit: int(text[:-1])})
+    try:
+        parsed = datetime.fromisoformat(text)
+    except ValueError:
+        fail(
+            f"--since {value!r} is neither a time (2026-11-30T09:00, UTC unless it has an offset) "
+            "nor a duration back from now (90s, 15m, 4h, 2d)"
+        )
+    return parsed if parsed.tzinfo is not None else parsed.replace(tzinfo=UTC)

@@ -13,8 +13,8 @@ the ledger expects, and execution quality without the price the decision was mad
 
 Schema:
 
-- ``decisions.decision_price`` (NUMERIC, nullable, last column, ``ck_decisions_decision_price_finite``):
-  the mid of the quote the strategy saw, or its target price. Existing decisions get NULL (the
+- ``decisions.decision_price`` (NUMERIC, nullable, last column,
+  ``ck_decisions_decision_price_finite``): the mid of the quote the strategy saw, or its target price. Existing decisions get NULL (the
   price they were made at was never stored); their quality rows show no slippage.
 - ``marks`` (account, venue, symbol) -> price, marked_at: the latest mid the engine recorded.
 - ``settlements``: append-only (``settlements_append_only`` / ``settlements_no_truncate``), one

@@ -470,9 +470,8 @@ async def test_0005_gives_events_their_account_and_an_order_its_own_accounts_dec
     # d1 is now in two accounts: the old single-column key cannot hold it
     with pytest.raises(RuntimeError, match=r"decision ids: d1 \(accounts acct-a, acct-b\)"):
         await downgrade(url, "0004")
-    assert await _rows(url, "SELECT version_num FROM alembic_version") == [
-        ("0009",)
-    ]  # still at the head: nothing changed
+    # still at the head: nothing changed
+    assert await _rows(url, "SELECT version_num FROM alembic_version") == [("0009",)]
 
 
 async def test_0005_downgrades_and_upgrades_again_when_no_id_is_shared(
