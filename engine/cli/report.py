@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from collections import defaultdict
 from decimal import Decimal
+from typing import Annotated
 
 import typer
 from rich.table import Table
@@ -14,11 +15,14 @@ from engine.database import open_database
 from engine.domain import formatting as fmt
 from engine.domain.types import utc_now
 
-SinceOpt = typer.Option(
-    "--since",
-    help="Only what happened since then: a time (2026-11-30T09:00, UTC unless it has an "
-    "offset) or a duration back from now (90s, 15m, 4h, 2d).",
-)
+SinceOpt = Annotated[
+    str | None,
+    typer.Option(
+        "--since",
+        help="Only what happened since then: a time (2026-11-30T09:00, UTC unless it has an "
+        "offset) or a duration back from now (90s, 15m, 4h, 2d).",
+    ),
+]
 
 
 def _numbers(*headers: str) -> Table:
@@ -30,7 +34,7 @@ def _numbers(*headers: str) -> Table:
 
 
 @app.command()
-def pnl(since: str | None = SinceOpt) -> None:
+def pnl(since: SinceOpt = None) -> None:
     """P&L per strategy and symbol in the quote asset: position, average cost, realized,
     unrealized at the latest mark, fees (the ``pnl`` view). With ``--since``, realized P&L and
     fees of the fills since then."""
@@ -80,7 +84,7 @@ def pnl(since: str | None = SinceOpt) -> None:
 
 
 @app.command()
-def quality(strategy: StrategyOpt = None, since: str | None = SinceOpt) -> None:
+def quality(strategy: StrategyOpt = None, since: SinceOpt = None) -> None:
     """Execution quality per strategy against the price at decision time: fill rate, slippage,
     latency decision -> acknowledgement and -> first fill (p50 / p95) and implementation
     shortfall (the ``execution_quality`` view)."""

@@ -44,12 +44,26 @@ _PNL = text(
            p.realized - COALESCE(b.fold[3], 0) AS realized, p.unrealized,
            p.realized - COALESCE(b.fold[3], 0) + p.unrealized AS total,
            p.fees - COALESCE(b.fold[4] + b.base_fee_value, 0) AS fees,
-           p.other_fees, p.mark, p.mark_source, p.marked_at, p.settled_at, p.fill_count,
-           i.step_size
+           COALESCE(ot.other_fees, '{{}}'::jsonb) AS other_fees, p.mark, p.mark_source,
+           p.marked_at, p.settled_at, p.fill_count, i.step_size
     FROM pnl p
     LEFT JOIN before b ON b.strategy_id = p.strategy_id AND b.venue = p.venue
                       AND b.symbol = p.symbol
     LEFT JOIN instruments i ON i.venue = p.venue AND i.symbol = p.symbol
+    LEFT JOIN LATERAL (
+        SELECT jsonb_object_agg(t.fee_asset, t.total::text) AS other_fees
+        FROM (
+            SELECT f.fee_asset, sum(f.fee) AS total
+            FROM fills f
+            JOIN orders o ON o.client_order_id = f.client_order_id AND o.account = f.account
+            WHERE f.account = :account AND o.strategy_id = p.strategy_id
+              AND f.venue = p.venue AND f.symbol = p.symbol AND f.fee <> 0
+              AND f.fee_asset IS DISTINCT FROM i.quote_asset
+              AND f.fee_asset IS DISTINCT FROM i.base_asset
+              AND f.venue_ts >= COALESCE(CAST(:since AS timestamptz), '-infinity')
+            GROUP BY f.fee_asset
+        ) t
+    ) ot ON true
     WHERE p.account = :account
     ORDER BY p.strategy_id, p.venue, p.symbol
     """

@@ -233,6 +233,12 @@ async def _rows(engine: AsyncEngine, sql: str, **params: Any) -> dict[Any, Any]:
 
 @pytest.fixture
 async def recorded(ledger: Ledger, clock: Clock) -> Ledger:
+    await record_sequence(ledger, clock)
+    return ledger
+
+
+async def record_sequence(ledger: Ledger, clock: Clock) -> None:
+    """Write SEQUENCE through the ledger: instruments, baselines, decisions, orders, fills."""
     epoch = await ledger.leases.acquire(HOLDER, timedelta(minutes=5))
     assert epoch is not None
     for symbol in ASSETS:
@@ -240,7 +246,6 @@ async def recorded(ledger: Ledger, clock: Clock) -> Ledger:
     await ledger.balances.save_baselines(BASELINE, fill_id=0)
     for n, step in enumerate(SEQUENCE):
         await _record(ledger, clock, epoch, n, step)
-    return ledger
 
 
 async def test_pnl_view_agrees_with_the_domain_fold_through_a_flip_and_a_settlement(
