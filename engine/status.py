@@ -7,7 +7,7 @@ from sqlalchemy.ext.asyncio import AsyncEngine
 
 from engine.domain import formatting as fmt
 from engine.domain.risk.utilisation import utilisation
-from engine.domain.types import Symbol
+from engine.domain.types import Symbol, utc_now
 from engine.ledger.db import database_errors
 from engine.ledger.pnl import PnlRow, balance_rows, pnl_rows
 from engine.portfolio import Portfolio
@@ -103,7 +103,13 @@ async def _exposure_lines(
     await portfolio.refresh()
     exposures = portfolio.snapshot()
     marks = {Symbol(r.symbol): r.mark for r in pnl if r.mark is not None and r.settled_at is None}
-    used = utilisation(exposures, marks, limits.for_strategy, limits.account)
+    pnl_today = None
+    if limits.any(lambda lim: lim.max_daily_loss is not None):
+        now = utc_now()
+        await portfolio.refresh_pnl(now)
+        today = portfolio.pnl(marks.get, now)
+        pnl_today = None if today is None else today[0]
+    used = utilisation(exposures, marks, limits.for_strategy, limits.account, pnl_today=pnl_today)
     lines: list[str] = []
     for (strategy, symbol), exposure in sorted(exposures.items()):
         if not exposure.gross():
@@ -120,9 +126,10 @@ async def _exposure_lines(
             + ("".join(f" | {p}" for p in parts) or " | no position limit configured")
         )
     for u in used:
-        if u.strategy_id is None:
+        if u.symbol is None:
             lines.append(
-                f"exposure account: {u.check.value} {fmt.percent(u.fraction)}"
+                f"limit {u.strategy_id or 'account'}: "
+                f"{u.check.value} {fmt.percent(u.fraction)}"
                 f" of {fmt.plain(u.limit)} ({fmt.money(u.used)})"
             )
     return lines

@@ -45,6 +45,7 @@ max_position = "100"
 
 [account.limits]
 max_account_exposure = "10000"
+max_daily_loss = "1000"
 """
 
 
@@ -131,5 +132,8 @@ async def test_status_shows_pnl_from_the_view_and_exposure_against_each_limit(
     assert "exposure fv RAIN-26DEC01: position 77" in out
     assert "max_position_qty 77% of 100" in out
     # BTC 14 + 77 contracts at their last fill, 0.61: 60.97 of 10000
-    assert "exposure account: max_account_exposure 0.6% of 10000 (60.97)" in out
+    assert "limit account: max_account_exposure 0.6% of 10000 (60.97)" in out
+    # (today's loss depends on the day the test runs: the fills are dated 2026-11-30)
+    assert "limit account: daily_loss " in out
+    assert "% of 1000 (" in out
     assert "cash flow" not in out

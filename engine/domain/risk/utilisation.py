@@ -37,9 +37,13 @@ def utilisation(
     marks: Mapping[Symbol, Decimal],
     limits_for: Callable[[StrategyId], Limits],
     account_limits: Limits,
+    *,
+    pnl_today: Decimal | None = None,
 ) -> list[Utilisation]:
-    """Per strategy and symbol the position limits (quantity, notional at the mark), and the
-    account's gross exposure limit, each configured limit once. A notional limit of a symbol
+    """Per strategy and symbol the position limits (quantity, notional at the mark); the
+    account's gross exposure limit; and, given today's P&L of the account, the daily loss
+    limits (the account's, and a strategy's own where it sets another: the check compares the
+    account's loss with the limit of the strategy deciding). A notional limit of a symbol
     without a mark is left out (nothing to value it at)."""
     out: list[Utilisation] = []
     per_symbol: dict[Symbol, Exposure] = {}
@@ -75,6 +79,27 @@ def utilisation(
                     limit=notional_limit,
                 )
             )
+    if pnl_today is not None:
+        loss = max(ZERO, -pnl_today)
+        if account_limits.max_daily_loss is not None:
+            out.append(
+                Utilisation(
+                    strategy_id=None,
+                    symbol=None,
+                    check=Check.DAILY_LOSS,
+                    used=loss,
+                    limit=account_limits.max_daily_loss,
+                )
+            )
+        for strategy in sorted({s for s, _ in exposures}):
+            own = limits_for(strategy).max_daily_loss
+            if own is not None and own != account_limits.max_daily_loss:
+                out.append(
+                    Utilisation(
+                        strategy_id=strategy, symbol=None, check=Check.DAILY_LOSS, used=loss,
+                        limit=own,
+                    )
+                )  # fmt: skip
     limit = account_limits.max_account_exposure
     if limit is not None:
         used = sum(
