@@ -110,6 +110,7 @@ async def _exposure_lines(
         today = portfolio.pnl(marks.get, now)
         pnl_today = None if today is None else today[0]
     used = utilisation(exposures, marks, limits.for_strategy, limits.account, pnl_today=pnl_today)
+    steps = {r.symbol: r.step_size for r in pnl}
     lines: list[str] = []
     for (strategy, symbol), exposure in sorted(exposures.items()):
         if not exposure.gross():
@@ -119,10 +120,11 @@ async def _exposure_lines(
             for u in used
             if u.strategy_id == strategy and u.symbol == symbol
         ]
+        step = steps.get(symbol)
         lines.append(
-            f"exposure {strategy} {symbol}: position {fmt.plain(exposure.position)}"
-            f" open buy {fmt.plain(exposure.open_buy_qty)}"
-            f" open sell {fmt.plain(exposure.open_sell_qty)}"
+            f"exposure {strategy} {symbol}: position {fmt.quantity(exposure.position, step)}"
+            f" open buy {fmt.quantity(exposure.open_buy_qty, step)}"
+            f" open sell {fmt.quantity(exposure.open_sell_qty, step)}"
             + ("".join(f" | {p}" for p in parts) or " | no position limit configured")
         )
     for u in used:
