@@ -5,6 +5,7 @@ prediction-market contract that settles."""
 
 from __future__ import annotations
 
+import random
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
 from decimal import Decimal
@@ -471,3 +472,55 @@ async def test_execution_quality_measures_against_the_decision_price(
     )
     assert momo["decide_to_ack_p50_s"] == pytest.approx(0.02)
     assert momo["decide_to_fill_p95_s"] == pytest.approx(0.05)
+
+
+async def test_position_fold_in_sql_equals_the_domain_fold_on_many_seeded_sequences(
+    db_engine: AsyncEngine,
+) -> None:
+    # Partial closes whose cost share does not divide evenly (and so is rounded half to even
+    # at 18 places), flips, and fees in every asset, on 300 sequences from a fixed seed.
+    rng = random.Random(20261130)
+    kinds = {"quote": "USDT", "base": "BTC", "other": "BNB"}
+    async with db_engine.connect() as conn:
+        for _ in range(300):
+            fills = []
+            for _ in range(rng.randint(1, 12)):
+                kind = rng.choice(["quote", "base", "other", "none"])
+                fee = Decimal(0) if kind == "none" else Decimal(rng.randint(1, 999)) / 10**6
+                fills.append(
+                    PositionFill(
+                        side=rng.choice([Side.BUY, Side.SELL]),
+                        qty=Decimal(rng.randint(1, 30000)) / 10**4,
+                        price=Decimal(rng.randint(1, 10**7)) / 10**2,
+                        fee=fee,
+                        fee_asset=None if kind == "none" else Asset(kinds[kind]),
+                    )
+                )
+            domain = position_from_fills(fills, base_asset=Asset("BTC"), quote_asset=Asset("USDT"))
+            fold = (
+                await conn.execute(
+                    text(
+                        "SELECT position_fold(CAST(:s AS text[]), CAST(:q AS numeric[]), "
+                        "CAST(:p AS numeric[]), CAST(:f AS numeric[]), CAST(:k AS text[]))"
+                    ),
+                    {
+                        "s": [f.side.value for f in fills],
+                        "q": [f.qty for f in fills],
+                        "p": [f.price for f in fills],
+                        "f": [f.fee for f in fills],
+                        "k": [
+                            "none"
+                            if f.fee == 0
+                            else next(k for k, a in kinds.items() if a == f.fee_asset)
+                            for f in fills
+                        ],
+                    },
+                )
+            ).scalar_one()
+            assert fold == [
+                domain.quantity,
+                domain.cost_basis,
+                domain.realized_pnl,
+                domain.quote_fees,
+                domain.base_fees,
+            ], fills
