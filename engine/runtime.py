@@ -373,7 +373,10 @@ class Engine:
                 for symbol in self.symbols
                 if (quote := self.conflator.quote(symbol)) is not None
             }
-            text = await ledger_status(self.db.engine, self.settings.account, marks)
+            # The mids become the ledger's marks, so `tradectl status` from another terminal
+            # values the positions at the same prices as this status does (the pnl view).
+            await self.ledger.marks.record(marks)
+            text = await ledger_status(self.db.engine, self.settings.account, self.gate.limits)
             print(f"--- {self.clock().isoformat(timespec='seconds')} ---\n{text}", flush=True)
 
     async def _reconcile_loop(self) -> None:

@@ -2,38 +2,19 @@
 
 from __future__ import annotations
 
-from collections.abc import Mapping
-from decimal import Decimal
-
 from sqlalchemy import text
 from sqlalchemy.ext.asyncio import AsyncEngine
 
-from engine.domain.types import Symbol
+from engine.domain import formatting as fmt
+from engine.domain.risk.utilisation import utilisation
+from engine.domain.types import Symbol, utc_now
 from engine.ledger.db import database_errors
+from engine.ledger.pnl import PnlRow, balance_rows, pnl_rows
+from engine.portfolio import Portfolio
+from engine.risk_gate import LimitsBook
 
 _ORDERS_BY_STATE = text(
     "SELECT state, count(*) FROM orders WHERE account = :account GROUP BY state ORDER BY state"
-)
-# Cash flow of the fills net of quote-asset fees; the holding is already net of base-asset fees
-# (the positions view's rule). Fees in a third asset (BNB) are not netted: shown apart.
-_POSITIONS = text(
-    """
-    SELECT o.strategy_id, f.symbol,
-           sum(CASE WHEN f.side = 'BUY' THEN f.qty ELSE -f.qty END)
-             - COALESCE(sum(f.fee) FILTER (WHERE f.fee_asset = i.base_asset), 0) AS net_qty,
-           sum(CASE WHEN f.side = 'BUY' THEN -f.qty * f.price ELSE f.qty * f.price END)
-             - COALESCE(sum(f.fee) FILTER (WHERE f.fee_asset = i.quote_asset), 0) AS cash,
-           COALESCE(sum(f.fee) FILTER (WHERE f.fee_asset IS DISTINCT FROM i.base_asset
-                                        AND f.fee_asset IS DISTINCT FROM i.quote_asset), 0)
-             AS other_fees,
-           count(*) AS fills
-    FROM fills f
-    JOIN orders o ON o.client_order_id = f.client_order_id AND o.account = f.account
-    LEFT JOIN instruments i ON i.venue = f.venue AND i.symbol = f.symbol
-    WHERE o.account = :account
-    GROUP BY o.strategy_id, f.symbol
-    ORDER BY o.strategy_id, f.symbol
-    """
 )
 _DECISIONS = text(
     "SELECT outcome, count(*) FROM decisions WHERE account = :account GROUP BY outcome"
@@ -55,10 +36,6 @@ _ACCOUNTS = text(
 )
 
 
-def _fmt(value: Decimal) -> str:
-    return f"{value.normalize():f}"
-
-
 async def all_accounts_status(engine: AsyncEngine) -> str:
     """One :func:`ledger_status` section per account the ledger knows of."""
     async with engine.connect() as conn:
@@ -67,33 +44,94 @@ async def all_accounts_status(engine: AsyncEngine) -> str:
     return "\n".join(sections) or "no accounts"
 
 
-async def ledger_status(
-    engine: AsyncEngine, account: str, marks: Mapping[Symbol, Decimal] | None = None
-) -> str:
-    """``marks`` (latest mid per symbol) turn positions into P&L; without them (the CLI, which
-    has no market data) the cash flow is shown."""
+async def ledger_status(engine: AsyncEngine, account: str, limits: LimitsBook | None = None) -> str:
+    """The account's orders, decisions, P&L (the ``pnl`` view: the same figures in `tradectl
+    status`, `tradectl pnl` and the engine's own status), exposure against each configured limit
+    (with ``limits``), balances against what the ledger expects, controls and incidents."""
     params = {"account": account}
     with database_errors(engine.url):
         async with engine.connect() as conn:
             states = (await conn.execute(_ORDERS_BY_STATE, params)).all()
-            positions = (await conn.execute(_POSITIONS, params)).all()
             decisions = (await conn.execute(_DECISIONS, params)).all()
             incidents = (await conn.execute(_OPEN_INCIDENTS, params)).scalar_one()
             controls = (await conn.execute(_CONTROLS, params)).all()
+    pnl = await pnl_rows(engine, account)
+    balances = await balance_rows(engine, account)
     lines = [
         "orders: " + (", ".join(f"{s}={n}" for s, n in states) or "none"),
         "decisions: " + (", ".join(f"{o}={n}" for o, n in decisions) or "none"),
     ]
-    for strategy, symbol, net, cash, other_fees, count in positions:
-        mark = (marks or {}).get(Symbol(symbol))
-        value = (
-            f"P&L {_fmt(cash + net * mark)} at mark {_fmt(mark)}"
-            if mark is not None
-            else f"cash flow {_fmt(cash)}"
+    lines.extend(pnl_line(row) for row in pnl)
+    if limits is not None:
+        lines.extend(await _exposure_lines(engine, account, limits, pnl))
+    for b in balances:
+        if b.total is None:
+            continue
+        expected = (
+            f" | expected {fmt.plain(b.expected)} | difference {fmt.plain(b.difference)}"
+            if b.expected is not None
+            else ""
         )
-        extra = f", other fees {_fmt(other_fees)}" if other_fees else ""
-        lines.append(f"position {strategy} {symbol}: {_fmt(net)} | {value} | fills {count}{extra}")
+        lines.append(f"balance {b.asset}: {fmt.plain(b.total)}{expected}")
     if controls:
         lines.append("controls: " + ", ".join(f"{k} {s}:{t}" for s, t, k in controls))
     lines.append(f"open incidents: {incidents}")
     return "\n".join(lines)
+
+
+def pnl_line(row: PnlRow) -> str:
+    """One position's P&L in one line, in its quote asset."""
+    quote = f" {row.quote_asset}" if row.quote_asset else ""
+    if row.settled_at is not None:
+        held = f"settled at {fmt.plain(row.mark)}"
+    else:
+        avg = f" @ avg {fmt.money(row.avg_cost)}" if row.avg_cost is not None else ""
+        held = f"{fmt.quantity(row.position, row.step_size)}{avg}"
+    mark = f"{row.mark_source} {fmt.plain(row.mark)}" if row.mark is not None else "no mark"
+    other = "".join(f", {fmt.plain(v)} {a}" for a, v in sorted(row.other_fees.items()))
+    return (
+        f"pnl {row.strategy_id} {row.symbol}: {held} | realized {fmt.money(row.realized)}"
+        f" unrealized {fmt.money(row.unrealized)} total {fmt.money(row.total)}{quote}"
+        f" | mark {mark} | fees {fmt.money(row.fees)}{other} | fills {row.fill_count}"
+    )
+
+
+async def _exposure_lines(
+    engine: AsyncEngine, account: str, limits: LimitsBook, pnl: list[PnlRow]
+) -> list[str]:
+    portfolio = Portfolio(engine, account)
+    await portfolio.refresh()
+    exposures = portfolio.snapshot()
+    marks = {Symbol(r.symbol): r.mark for r in pnl if r.mark is not None and r.settled_at is None}
+    pnl_today = None
+    if limits.any(lambda lim: lim.max_daily_loss is not None):
+        now = utc_now()
+        await portfolio.refresh_pnl(now)
+        today = portfolio.pnl(marks.get, now)
+        pnl_today = None if today is None else today[0]
+    used = utilisation(exposures, marks, limits.for_strategy, limits.account, pnl_today=pnl_today)
+    steps = {r.symbol: r.step_size for r in pnl}
+    lines: list[str] = []
+    for (strategy, symbol), exposure in sorted(exposures.items()):
+        if not exposure.gross():
+            continue
+        parts = [
+            f"{u.check.value} {fmt.percent(u.fraction)} of {fmt.plain(u.limit)}"
+            for u in used
+            if u.strategy_id == strategy and u.symbol == symbol
+        ]
+        step = steps.get(symbol)
+        lines.append(
+            f"exposure {strategy} {symbol}: position {fmt.quantity(exposure.position, step)}"
+            f" open buy {fmt.quantity(exposure.open_buy_qty, step)}"
+            f" open sell {fmt.quantity(exposure.open_sell_qty, step)}"
+            + ("".join(f" | {p}" for p in parts) or " | no position limit configured")
+        )
+    for u in used:
+        if u.symbol is None:
+            lines.append(
+                f"limit {u.strategy_id or 'account'}: "
+                f"{u.check.value} {fmt.percent(u.fraction)}"
+                f" of {fmt.plain(u.limit)} ({fmt.money(u.used)})"
+            )
+    return lines

@@ -31,7 +31,7 @@ from typing import Protocol
 
 import structlog
 
-from engine.domain.intents import DecisionKey, Intent
+from engine.domain.intents import DecisionKey, Intent, with_decision_price
 from engine.domain.market import Bar, Quote
 from engine.domain.types import Side, StrategyId, Symbol, utc_now
 from engine.marketdata.bars import floor_time
@@ -96,6 +96,19 @@ class HostedStrategy:
 def md_time(quote: Quote) -> datetime:
     """The venue's time of a quote, or our receipt time when the venue gave none."""
     return quote.venue_ts if quote.venue_ts is not None else quote.received_at
+
+
+def seen_price(
+    symbol: Symbol, quotes: Mapping[Symbol, Quote], closed_bar: Bar | None
+) -> Decimal | None:
+    """The price the strategy saw for ``symbol``: the mid of its quote, else the close of the
+    bar it decided on. Stored as the decision price, which execution quality measures from."""
+    quote = quotes.get(symbol)
+    if quote is not None:
+        return quote.mid
+    if closed_bar is not None and closed_bar.symbol == symbol:
+        return closed_bar.close
+    return None
 
 
 def bar_interval_key(bar: Bar) -> str:
@@ -281,7 +294,8 @@ class StrategyHost:
             return
         self.decisions[sid] += 1
         for intent in intents:
-            await self._sink(intent)
+            price = seen_price(intent.symbol, quotes, closed_bar)
+            await self._sink(with_decision_price(intent, price))
 
     async def _fail(self, sid: StrategyId, exc: Exception) -> None:
         self._failed.add(sid)

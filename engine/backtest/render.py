@@ -5,13 +5,13 @@ from __future__ import annotations
 from decimal import ROUND_HALF_EVEN, Decimal
 
 from engine.backtest.report import BacktestReport
+from engine.domain import formatting
 
 
 def plain(value: Decimal) -> str:
     """A quantity for people: no exponent, no trailing zeros (``0E-8`` → ``0``, ``2.50`` →
     ``2.5``). Display only; the report keeps the exact values."""
-    text = f"{value.normalize():f}"
-    return "0" if text in ("-0", "0") else text
+    return formatting.plain(value)
 
 
 def render_report(report: BacktestReport) -> str:

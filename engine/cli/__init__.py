@@ -5,9 +5,10 @@ Every command reads the same settings as the engine (``DATABASE_URL``, ``TRADECT
 commands work from a second terminal next to a running ``make run``.
 
 One module per concept: ``engine`` (run, migrate, sql), ``operate`` (controls and the operations
-the lease holder runs), ``inspect`` (status, controls, incidents), ``explain`` (one decision's
-story), ``journal`` (the operator journal and the queued requests), ``tools`` (simulator,
-backtest); ``_app`` holds the typer app and the one error path, ``targets`` the input checks.
+the lease holder runs), ``inspect`` (status, controls, incidents), ``report`` (pnl, quality),
+``explain`` (one decision's story), ``journal`` (the operator journal and the queued requests),
+``tools`` (simulator, backtest); ``_app`` holds the typer app and the one error path,
+``targets`` the input checks.
 """
 
 from __future__ import annotations
@@ -20,12 +21,13 @@ from engine.cli import explain as _explain
 from engine.cli import inspect as _inspect
 from engine.cli import journal as _journal
 from engine.cli import operate as _operate
+from engine.cli import report as _report
 from engine.cli import tools as _tools
 from engine.cli._app import EXIT_INPUT, app, one_line
 from engine.exceptions import TradectlError
 
 __all__ = ["app", "main"]
-_COMMANDS = (_engine, _inspect, _explain, _operate, _journal, _tools)
+_COMMANDS = (_engine, _inspect, _report, _explain, _operate, _journal, _tools)
 
 
 def main() -> None:

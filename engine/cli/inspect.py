@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from typing import Annotated
+from typing import TYPE_CHECKING, Annotated
 
 import typer
 from rich.table import Table
@@ -19,13 +19,19 @@ from engine.cli._app import (
     settings,
 )
 from engine.cli.targets import check_id, check_operator
+from engine.config import Settings
 from engine.database import open_database
+from engine.exceptions import ConfigError
+
+if TYPE_CHECKING:
+    from engine.risk_gate import LimitsBook
 
 
 @app.command()
 def status(all_accounts: AllAccountsOpt = False) -> None:
-    """Orders by state, positions, active controls and open incidents of the engine's account
-    (TRADECTL_ACCOUNT), from the ledger."""
+    """Orders by state, P&L, exposure against each configured limit (TRADECTL_STRATEGIES_FILE),
+    balances, active controls and open incidents of the engine's account (TRADECTL_ACCOUNT),
+    from the ledger."""
     config = settings()
 
     async def go() -> None:
@@ -35,10 +41,24 @@ def status(all_accounts: AllAccountsOpt = False) -> None:
             if all_accounts:
                 console.print(await all_accounts_status(db.engine))
             else:
-                console.print(await ledger_status(db.engine, config.account))
+                limits, problem = _limits(config)
+                console.print(await ledger_status(db.engine, config.account, limits))
+                if problem:
+                    console.print(f"exposure against limits not shown: {problem}")
             console.print(f"inspect with SQL: {db.psql}")
 
     run_async(go)
+
+
+def _limits(config: Settings) -> tuple[LimitsBook | None, str | None]:
+    from engine.risk_gate import LimitsBook
+    from engine.strategy_config import load_trading_config
+
+    try:
+        trading = load_trading_config(config.strategies_file)
+    except ConfigError as exc:
+        return None, str(exc)
+    return LimitsBook.from_specs(trading.strategies, account=trading.account_limits), None
 
 
 @app.command()

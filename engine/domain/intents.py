@@ -7,7 +7,7 @@ interval must produce the same key after a restart, and the client order id is d
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from datetime import datetime, timedelta
 from decimal import Decimal
 
@@ -79,6 +79,10 @@ class _OrderIntent(_Intent):
     time_in_force: TimeInForce = TimeInForce.GTC
     #: How long the intent stays valid: an order not known to be placed after this is not resent.
     ttl: timedelta = timedelta(seconds=30)
+    #: The price the decision was made at, what execution quality is measured against: the
+    #: strategy's target price, or (left ``None`` by the strategy) the mid of the quote it saw,
+    #: which the strategy host fills in (:func:`with_decision_price`).
+    decision_price: Decimal | None = None
 
     def __post_init__(self) -> None:
         _Intent.__post_init__(self)
@@ -92,6 +96,14 @@ class _OrderIntent(_Intent):
             or self.limit_price <= 0
         ):
             raise ValueError(f"limit_price must be a positive Decimal, got {self.limit_price!r}")
+        if self.decision_price is not None and (
+            not isinstance(self.decision_price, Decimal)
+            or not self.decision_price.is_finite()
+            or self.decision_price < 0
+        ):
+            raise ValueError(
+                f"decision_price must be a finite Decimal >= 0, got {self.decision_price!r}"
+            )
         if self.key.side is not self.side:
             raise ValueError(f"decision key side {self.key.side} does not match {self.side}")
 
@@ -130,6 +142,14 @@ class Hold(_Intent):
 
 OrderIntent = Buy | Sell
 Intent = Buy | Sell | Cancel | Hold
+
+
+def with_decision_price(intent: Intent, price: Decimal | None) -> Intent:
+    """``intent`` with ``price`` as its decision price, unless it is not an order or already
+    has one (a strategy's own target price wins over the mid it saw)."""
+    if not isinstance(intent, Buy | Sell) or intent.decision_price is not None or price is None:
+        return intent
+    return replace(intent, decision_price=price)
 
 
 def intent_kind(intent: Intent) -> str:

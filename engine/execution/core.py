@@ -389,6 +389,7 @@ class Execution(Recovery):
             sequence=intent.key.sequence,
             verdicts=tuple(verdicts),
             outcome=outcome,
+            decision_price=order.decision_price if order else None,
         )
 
     async def _send(self, order: Order) -> None:

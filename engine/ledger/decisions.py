@@ -20,18 +20,19 @@ _DECISION_ARRAYS = """
         CAST(:d_limit_price AS numeric[]), CAST(:d_reason AS text[]),
         CAST(:d_md_ts AS timestamptz[]), CAST(:d_decided_at AS timestamptz[]),
         CAST(:d_interval_key AS text[]), CAST(:d_sequence AS int[]),
-        CAST(:d_verdicts AS text[]), CAST(:d_outcome AS text[])
+        CAST(:d_verdicts AS text[]), CAST(:d_outcome AS text[]),
+        CAST(:d_decision_price AS numeric[])
     ) AS t(decision_id, strategy_id, account, symbol, intent, side, quantity, limit_price,
-           reason, md_ts, decided_at, interval_key, sequence, verdicts, outcome)
+           reason, md_ts, decided_at, interval_key, sequence, verdicts, outcome, decision_price)
 """
 
 INSERT_DECISIONS = f"""
     INSERT INTO decisions (decision_id, strategy_id, account, symbol, intent, side, quantity,
                            limit_price, reason, md_ts, decided_at, interval_key, sequence,
-                           verdicts, outcome)
+                           verdicts, outcome, decision_price)
     SELECT t.decision_id, t.strategy_id, t.account, t.symbol, t.intent, t.side, t.quantity,
            t.limit_price, t.reason, t.md_ts, t.decided_at, t.interval_key, t.sequence,
-           CAST(t.verdicts AS jsonb), t.outcome
+           CAST(t.verdicts AS jsonb), t.outcome, t.decision_price
     FROM {_DECISION_ARRAYS}
 """
 
@@ -57,6 +58,7 @@ def decision_params(decisions: Sequence[DecisionRecord]) -> dict[str, list[Any]]
         "d_sequence": [d.sequence for d in decisions],
         "d_verdicts": [dumps([v.as_json() for v in d.verdicts]) for d in decisions],
         "d_outcome": [d.outcome.value for d in decisions],
+        "d_decision_price": [d.decision_price for d in decisions],
     }
 
 
@@ -82,6 +84,7 @@ class Decisions(LedgerPart):
             f"decision {decision.decision_id}",
             quantity=decision.quantity,
             limit_price=decision.limit_price,
+            decision_price=decision.decision_price,
         )
         async with self._connection() as db:
             await SQL_RECORD_DECISIONS.run(db, decision_params([decision]))

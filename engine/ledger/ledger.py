@@ -60,6 +60,7 @@ from engine.ledger.journal import Journal
 from engine.ledger.leases import Leases
 from engine.ledger.operations import Operations
 from engine.ledger.orders import Orders
+from engine.ledger.pnl import Marks, Settlements
 from engine.ledger.risk_inputs import RiskInputs
 
 
@@ -91,3 +92,5 @@ class Ledger:
         self.journal = Journal(engine, account=account, venue=venue, clock=clock)
         self.explain = Explain(engine, account=account, venue=venue, clock=clock)
         self.risk_inputs = RiskInputs(engine, account=account, venue=venue, clock=clock)
+        self.marks = Marks(engine, account=account, venue=venue, clock=clock)
+        self.settlements = Settlements(engine, account=account, venue=venue, clock=clock)

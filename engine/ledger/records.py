@@ -47,6 +47,8 @@ class DecisionRecord:
     sequence: int
     verdicts: Sequence[Verdict]
     outcome: DecisionOutcome
+    #: the price the decision was made at (the intent's ``decision_price``)
+    decision_price: Decimal | None = None
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)

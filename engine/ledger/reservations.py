@@ -223,6 +223,7 @@ class Reserving(LedgerPart):
             limit_price=r.limit_price,
             decision_quantity=r.decision.quantity,
             decision_limit_price=r.decision.limit_price,
+            decision_price=r.decision.decision_price,
         )
         if r.decision.side is None:
             raise ValueError(f"reservation {r.client_order_id} has a decision without a side")

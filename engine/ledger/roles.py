@@ -58,6 +58,9 @@ ENGINE_ACCESS: dict[str, Access] = {
     "order_events": APPEND_ONLY,
     "balances": APPEND_ONLY,
     "operator_actions": APPEND_ONLY,
+    "settlements": APPEND_ONLY,
+    # the latest mid per symbol, upserted by the status task
+    "marks": updates("price", "marked_at"),
     # an order's identity (side, quantity, price, account) is fixed at reservation
     "orders": updates(
         "state",

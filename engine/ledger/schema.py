@@ -47,7 +47,7 @@ from engine.domain.types import (
     Side,
     TimeInForce,
 )
-from engine.ledger.views import VIEWS
+from engine.ledger.views import POSITION_FOLD_FUNCTION, VIEWS
 
 metadata = MetaData()
 
@@ -96,6 +96,11 @@ decisions = Table(
     #: a list of Verdict.as_json(): every check, its limit and the observed value
     Column("verdicts", JSONB, nullable=False),
     Column("outcome", Text, nullable=False),
+    # (last: added by migration 0009)
+    #: the price the decision was made at: the mid of the quote the strategy saw (or the closed
+    #: bar's close), or the target price the strategy set; what execution quality measures
+    #: slippage and implementation shortfall against. NULL when the strategy saw no price.
+    _num("decision_price", nullable=True),
     PrimaryKeyConstraint("decision_id", "account", name="decisions_pkey"),
     CheckConstraint(_in("intent", INTENTS), name="ck_decisions_intent"),
     CheckConstraint(f"side IS NULL OR {_in('side', Side)}", name="ck_decisions_side"),
@@ -338,6 +343,42 @@ balance_baselines = Table(
     _ts("taken_at"),
 )
 
+#: the latest mark per account and symbol: the mid the engine last saw, recorded with its status
+#: (``ledger.marks.record``), so every reader of the ``pnl`` view (`tradectl status`, the engine's
+#: own status, dashboards) values open positions at the same price
+marks = Table(
+    "marks",
+    metadata,
+    Column("account", Text, primary_key=True),
+    Column("venue", Text, primary_key=True),
+    Column("symbol", Text, primary_key=True),
+    _num("price"),
+    _ts("marked_at"),
+    CheckConstraint("price >= 0", name="ck_marks_price_non_negative"),
+)
+
+SETTLEMENT_RESULTS = ("yes", "no", "void")
+
+#: append-only: how a market (a prediction-market contract) settled for an account. Positions in
+#: it are closed at ``payout`` per contract (1 when it resolved yes, 0 when no; a voided market
+#: pays back what the venue says): the ``pnl`` view's mark from then on.
+settlements = Table(
+    "settlements",
+    metadata,
+    Column("id", BigInteger, primary_key=True, autoincrement=True),
+    Column("account", Text, nullable=False),
+    Column("venue", Text, nullable=False),
+    #: the market (the venue's ticker, stored like every other symbol)
+    Column("symbol", Text, nullable=False),
+    Column("result", Text, nullable=False),
+    _num("payout"),
+    _ts("settled_at"),
+    _ts("recorded_at"),
+    UniqueConstraint("account", "venue", "symbol", name="uq_settlements_account_venue_symbol"),
+    CheckConstraint(_in("result", SETTLEMENT_RESULTS), name="ck_settlements_result"),
+    CheckConstraint("payout >= 0 AND payout <= 1", name="ck_settlements_payout_range"),
+)
+
 OPERATOR_REQUEST_KINDS = ("reconcile", "cancel_all")
 
 # Operations asked for from another process (`tradectl reconcile`, `tradectl cancel-all`): the
@@ -443,10 +484,11 @@ def _add_finite_checks() -> None:
 _add_finite_checks()
 
 # ---------------------------------------------------------------------------------------------
-# Append-only tables: fills, order events and the operator journal are facts. A mistake is
-# corrected by a new row (an incident, a compensating event), never by rewriting history.
+# Append-only tables: fills, order events, the operator journal and settlements are facts. A
+# mistake is corrected by a new row (an incident, a compensating event), never by rewriting
+# history.
 
-APPEND_ONLY_TABLES = ("fills", "order_events", "operator_actions")
+APPEND_ONLY_TABLES = ("fills", "order_events", "operator_actions", "settlements")
 
 APPEND_ONLY_FUNCTION = """
 CREATE FUNCTION ledger_refuse_rewrite() RETURNS trigger
@@ -472,6 +514,7 @@ def _append_only_triggers(table: str) -> tuple[str, str]:
 
 #: Statements to run after the tables exist, in order.
 POST_CREATE_DDL: tuple[str, ...] = (
+    POSITION_FOLD_FUNCTION,
     *(sql for _, sql in VIEWS),
     APPEND_ONLY_FUNCTION,
     *(stmt for table in APPEND_ONLY_TABLES for stmt in _append_only_triggers(table)),
@@ -486,6 +529,7 @@ PRE_DROP_DDL: tuple[str, ...] = (
     ),
     "DROP FUNCTION IF EXISTS ledger_refuse_rewrite()",
     *(f"DROP VIEW IF EXISTS {name}" for name, _ in reversed(VIEWS)),
+    "DROP FUNCTION IF EXISTS position_fold(text[], numeric[], numeric[], numeric[], text[])",
 )
 
 

@@ -223,6 +223,31 @@ async def test_decision_trace_answers_the_five_questions_in_one_query(
     assert len(trace["fills"]) >= 1
 
 
+async def test_the_decision_price_is_stored_and_slippage_measured_against_it(
+    db_engine: AsyncEngine, venue: PaperVenue, clock: Clock
+) -> None:
+    rig = await make_rig(db_engine, venue, clock)
+    # the strategy host fills in the mid the strategy saw (50000.5); the market buy pays the ask
+    intent = dataclasses.replace(buy(clock), decision_price=Decimal("50000.5"))
+    await rig.execution.process([intent])
+
+    async with db_engine.connect() as conn:
+        row = (
+            await conn.execute(
+                text(
+                    """SELECT d.decision_price, q.avg_price, q.slippage, q.slippage_bps
+                    FROM decisions d JOIN execution_quality q USING (account, decision_id)
+                    WHERE q.client_order_id = :c"""
+                ),
+                {"c": coid_of(intent)},
+            )
+        ).one()
+    assert row.decision_price == Decimal("50000.5")
+    assert row.avg_price == Decimal(50001)  # the ask
+    assert row.slippage == Decimal("0.5")
+    assert row.slippage_bps.quantize(Decimal("0.000001")) == Decimal("0.099999")
+
+
 async def test_hold_is_recorded_with_its_reason(
     db_engine: AsyncEngine, venue: PaperVenue, clock: Clock
 ) -> None:

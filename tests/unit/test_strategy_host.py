@@ -3,12 +3,13 @@ from __future__ import annotations
 import asyncio
 from collections.abc import AsyncIterator, Iterable
 from contextlib import asynccontextmanager
+from dataclasses import replace
 from datetime import UTC, datetime, timedelta
 from decimal import Decimal
 
 import pytest
 
-from engine.domain.intents import Buy, DecisionKey, Hold, Intent
+from engine.domain.intents import Buy, DecisionKey, Hold, Intent, Sell, with_decision_price
 from engine.domain.market import Bar, Quote
 from engine.domain.types import Side, StrategyId, Symbol
 from engine.marketdata.conflator import Conflator, Update
@@ -17,6 +18,7 @@ from engine.strategy_host import (
     InMemoryPortfolio,
     StrategyHost,
     assign_keys,
+    seen_price,
 )
 from strategies.base import DecisionMode, Snapshot
 from strategies.sma_cross import SmaCross
@@ -291,3 +293,26 @@ def test_assign_keys_numbers_intents_per_symbol_and_side() -> None:
     assert [k.reason for k in keyed] == ["a", "b", "c"]
     with pytest.raises(ValueError, match="not one of"):
         assign_keys(intents, strategy_id=sid, interval_key="w", symbols=[ETH])
+
+
+async def test_order_intents_carry_the_close_the_bar_strategy_saw_as_decision_price() -> None:
+    intents = await run_sma_over_bars()
+    orders = [(i, CLOSES[n]) for n, i in enumerate(intents) if isinstance(i, Buy | Sell)]
+    assert orders
+    assert all(i.decision_price == Decimal(close) for i, close in orders)
+
+
+def test_the_decision_price_is_the_mid_seen_unless_the_strategy_set_its_own() -> None:
+    key = DecisionKey(strategy_id=StrategyId("s"), symbol=BTC, interval_key="k", side=Side.BUY)
+    seen = seen_price(BTC, {BTC: quote(T0, "100")}, bar(0, "90"))
+    assert seen == Decimal(100)  # the quote's mid wins over the bar
+    assert seen_price(BTC, {}, bar(0, "90")) == Decimal(90)
+    assert seen_price(ETH, {}, bar(0, "90")) is None
+    buy = Buy(key=key, reason="r", md_ts=T0, quantity=Decimal(1))
+    assert with_decision_price(buy, seen) == replace(buy, decision_price=Decimal(100))
+    target = replace(buy, decision_price=Decimal("99.5"))
+    assert with_decision_price(target, seen) == target
+    hold = Hold(key=replace(key, side=None), reason="r", md_ts=T0)
+    assert with_decision_price(hold, seen) is hold
+    with pytest.raises(ValueError, match="decision_price must be a finite Decimal"):
+        replace(buy, decision_price=Decimal("NaN"))
