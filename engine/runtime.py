@@ -60,7 +60,7 @@ from engine.readiness import Readiness, watch_engine
 from engine.reconcile import Reconciler
 from engine.risk_gate import LimitsBook, RiskGate
 from engine.status import ledger_status
-from engine.strategy_config import StrategySpec, load_trading_config
+from engine.strategy_config import StartPolicy, StrategySpec, load_trading_config
 from engine.strategy_host import StrategyHost
 from engine.tasks import run_main, stop_tasks
 from engine.venues.base import Venue
@@ -409,10 +409,24 @@ class Engine:
             "startup reconciliation", lambda: self.reconciler.reconcile(startup=True)
         )
         await self._refresh_controls()
+        await self._apply_start_policies()
         await self.portfolio.refresh()
         await self.gate.load_history()
         self.health.started()
         self._started = True
+
+    async def _apply_start_policies(self) -> None:
+        """``on_start = "cancel"``: the strategy's orders resting from a previous session are
+        cancelled now, after reconciliation has shown what rests, before it decides again."""
+        for spec in self.strategies:
+            if spec.on_start is not StartPolicy.CANCEL:
+                continue
+            sent = await self.execution.cancel_all(
+                cause="on_start = cancel: resting from a previous session",
+                strategy_id=spec.strategy_id,
+            )
+            if sent:
+                log.info("start_policy.cancelled", strategy=spec.strategy_id, orders=sent)
 
     async def _catch_up(self) -> None:
         """After an outage, before trading again: the same epoch (LeaseLost if another engine

@@ -10,6 +10,8 @@ typo stops the engine before it trades, with an error naming the file, the strat
     bar_interval = "5s"         # bar strategies: bars of this interval (built from quotes)
     decision_window = "1s"      # quote strategies: decisions in one window share their keys
     account = "main"            # optional: the account its orders go to (default: the engine's)
+    on_start = "keep"           # or "cancel": its orders resting from a previous session are
+                                # cancelled at start, after reconciliation, before it trades
     [strategy.params]           # strategy-specific; numbers may be written bare or as strings
     fast = 3
     qty = "0.001"
@@ -38,6 +40,7 @@ from collections.abc import Mapping
 from dataclasses import dataclass, field
 from datetime import timedelta
 from decimal import Decimal, InvalidOperation
+from enum import StrEnum
 from pathlib import Path
 from types import MappingProxyType
 from typing import Annotated, Any
@@ -129,6 +132,13 @@ class _Account(BaseModel):
     limits: _AccountLimits = Field(default_factory=_AccountLimits)
 
 
+class StartPolicy(StrEnum):
+    """What a start does with the strategy's orders still resting from a previous session."""
+
+    KEEP = "keep"  #: leave them working (the strategy sees them as its open orders)
+    CANCEL = "cancel"  #: cancel them after reconciliation, before the strategy decides
+
+
 class _Strategy(BaseModel):
     model_config = ConfigDict(extra="forbid")
 
@@ -138,6 +148,7 @@ class _Strategy(BaseModel):
     account: str | None = None
     bar_interval: Interval | None = None
     decision_window: Interval = DEFAULT_DECISION_WINDOW
+    on_start: StartPolicy = StartPolicy.KEEP
     params: dict[str, ParamText] = Field(default_factory=dict)
     limits: _Limits = Field(default_factory=_Limits)
 
@@ -179,6 +190,7 @@ class StrategySpec:
     #: bar strategies: the interval to build/take bars of; ``None`` for quote strategies
     bar_interval: timedelta | None
     account: str | None = None
+    on_start: StartPolicy = StartPolicy.KEEP
     source: Path = field(default=Path("<memory>"))
 
     @property
@@ -291,6 +303,7 @@ def _strategies(parsed: _File, source: Path) -> tuple[StrategySpec, ...]:
             decision_window=entry.decision_window,
             bar_interval=entry.bar_interval,
             account=entry.account,
+            on_start=entry.on_start,
             source=source,
         )
         try:
