@@ -101,7 +101,7 @@ async def test_pnl_since_reports_what_was_realized_after_it(env: dict[str, str])
 async def test_pnl_refuses_a_since_it_cannot_read_in_one_line(env: dict[str, str]) -> None:
     proc = await tradectl(env, "pnl", "--since", "yesterday-ish")
     assert proc.returncode == 2
-    assert proc.stderr.strip().startswith("error: --since 'yesterday-ish' is neither a time")
+    assert proc.stderr.strip().startswith("error: --since 'yesterday-ish' is neither an age")
     assert len(proc.stderr.strip().splitlines()) == 1
 
 
