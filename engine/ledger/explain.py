@@ -18,11 +18,10 @@ import asyncpg
 from engine.ledger.part import LedgerPart
 from engine.ledger.statements import Statement, from_json
 
-#: The price the strategy saw when it decided, the reference for slippage. Seam: the decisions
-#: table stores no such price before revision 0009 (helper E2 adds it); until then this is NULL
-#: and slippage is measured against the decision's (else the order's) limit price. When the
-#: column exists, make this ``d.<that column>``: the SQL below and the rendering need nothing else.
-DECISION_PRICE = "CAST(NULL AS numeric)"
+#: The price the strategy saw when it decided (its target, or the mid / bar close it decided on),
+#: the reference for slippage; decisions recorded before it was stored fall back to the
+#: decision's (else the order's) limit price.
+DECISION_PRICE = "d.decision_price"
 
 SQL_FIND_DECISION = Statement(
     """
