@@ -50,6 +50,7 @@ from datetime import datetime
 from sqlalchemy.ext.asyncio import AsyncEngine
 
 from engine.domain.types import AccountId, VenueName, utc_now
+from engine.ledger.alerts import Alerts
 from engine.ledger.balances import Balances
 from engine.ledger.controls import Controls
 from engine.ledger.decisions import Decisions
@@ -91,3 +92,4 @@ class Ledger:
         self.journal = Journal(engine, account=account, venue=venue, clock=clock)
         self.explain = Explain(engine, account=account, venue=venue, clock=clock)
         self.risk_inputs = RiskInputs(engine, account=account, venue=venue, clock=clock)
+        self.alerts = Alerts(engine, account=account, venue=venue, clock=clock)
