@@ -24,6 +24,7 @@ from typing import Any
 import structlog
 from pydantic import SecretStr
 
+from engine.alerting import delivery_for
 from engine.config import Settings, VenueKind
 from engine.controls import LeaseKeeper, OperatorDesk, halt_for_loss
 from engine.crashpoints import CrashPoints
@@ -253,6 +254,8 @@ class Engine:
             execution=self.execution,
             ledger_state=self.health,
         )
+        self.alert_delivery = delivery_for(self.ledger.alerts, settings)
+        self.alert_delivery.clock = clock
         self._paused: set[StrategyId] = set()
         self._lease_task: asyncio.Task[None] | None = None
         self.host = StrategyHost(
@@ -418,6 +421,8 @@ class Engine:
             "operator": self.desk.run,
             # the only task that probes the database during an outage, and ends it
             "recovery": OutageRecovery(self.health, self._catch_up).run,
+            # sends in worker threads: a slow or dead channel never holds up trading
+            "alerts": self.alert_delivery.run,
         }
         edge: dict[str, Callable[[], Awaitable[None]]] = {
             "marketdata": MarketDataFeed(self.venue, self.symbols, self.conflator).run,

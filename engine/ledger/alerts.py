@@ -116,7 +116,8 @@ SQL_FOLD_REPEAT = Statement(
           AND l.account = r.account AND l.kind = r.kind AND l.scope = r.scope
           AND l.level = r.level AND l.id < r.id
           AND l.summary_of IS NULL AND l.suppressed_into IS NULL
-          AND l.created_at > r.created_at - make_interval(secs => :cooldown_s)
+          AND l.created_at > r.created_at
+                             - make_interval(secs => CAST(:cooldown_s AS double precision))
         ORDER BY l.id DESC LIMIT 1
         FOR UPDATE OF l
     ),
@@ -135,7 +136,7 @@ SQL_RECORD_ATTEMPT = Statement(
     UPDATE alerts SET
         attempts = attempts + 1,
         delivered_to = CAST(:delivered_to AS jsonb),
-        delivered_at = CASE WHEN CAST(:done AS boolean) THEN :now END,
+        delivered_at = CASE WHEN CAST(:done AS boolean) THEN CAST(:now AS timestamptz) END,
         last_error = CAST(:error AS text),
         next_attempt_at = :next_attempt_at
     WHERE id = :id AND account = :account AND delivered_at IS NULL
@@ -145,7 +146,8 @@ SQL_DUE_SUMMARIES = Statement(
     """
     SELECT id, level, kind, scope, suppressed - summarized AS pending FROM alerts
     WHERE account = :account AND suppressed > summarized
-      AND created_at <= :now - make_interval(secs => :cooldown_s)
+      AND created_at <= CAST(:now AS timestamptz)
+                         - make_interval(secs => CAST(:cooldown_s AS double precision))
     ORDER BY id
     FOR UPDATE SKIP LOCKED
     """
