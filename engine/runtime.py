@@ -24,6 +24,7 @@ from typing import Any
 import structlog
 from pydantic import SecretStr
 
+from engine.alert_watch import AlertWatch
 from engine.alerting import delivery_for
 from engine.config import Settings, VenueKind
 from engine.controls import LeaseKeeper, OperatorDesk, halt_for_loss
@@ -423,6 +424,14 @@ class Engine:
             "recovery": OutageRecovery(self.health, self._catch_up).run,
             # sends in worker threads: a slow or dead channel never holds up trading
             "alerts": self.alert_delivery.run,
+            "alert-watch": AlertWatch(
+                self.ledger,
+                venue=self.venue,
+                gate=self.gate,
+                disconnect_s=self.settings.alert_disconnect_s,
+                unknown_s=self.settings.alert_unknown_s,
+                clock=self.clock,
+            ).run,
         }
         edge: dict[str, Callable[[], Awaitable[None]]] = {
             "marketdata": MarketDataFeed(self.venue, self.symbols, self.conflator).run,

@@ -243,3 +243,16 @@ def rate_limited_alert(*, account: str, venue: str, error: str, retry_after_s: f
         ),
         details={"venue": venue, "error": error, "retry_after_s": retry_after_s},
     )
+
+
+#: a daily loss past this fraction of its limit is a HIGH alert (at the limit trading halts)
+LOSS_WARNING_FRACTION = Decimal("0.5")
+
+
+def loss_warning(loss: Decimal, limit: Decimal) -> Decimal | None:
+    """The fraction of the limit a loss has reached, when it is past the warning fraction (and
+    not yet over the limit, which halts and alerts on its own)."""
+    if limit <= 0 or loss <= 0:
+        return None
+    fraction = loss / limit
+    return fraction if LOSS_WARNING_FRACTION <= fraction <= 1 else None
