@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import asyncio
 from collections.abc import Callable
-from datetime import datetime
+from datetime import datetime, timedelta
 from typing import Protocol, runtime_checkable
 
 import structlog
@@ -17,8 +17,10 @@ import structlog
 from engine.domain.alerts import (
     AlertDraft,
     disconnected_alert,
+    fill_rate_alert,
     loss_warning,
     loss_warning_alert,
+    partial_fill_alert,
     unknown_order_alert,
 )
 from engine.domain.types import OrderState, utc_now
@@ -26,6 +28,12 @@ from engine.ledger.ledger import Ledger
 from engine.risk_gate import RiskGate
 
 log = structlog.get_logger("tradectl.alerts")
+
+#: the fill rate is judged over the closed orders of this window, once it holds this many
+FILL_RATE_WINDOW_S = 3600.0
+FILL_RATE_MIN_ORDERS = 10
+#: and looked at this often (a heavier query than the rest)
+FILL_RATE_EVERY_S = 60.0
 
 
 @runtime_checkable
@@ -56,6 +64,7 @@ class AlertWatch:
         self.clock = clock
         #: the conditions alerted on and not cleared since
         self._raised: set[str] = set()
+        self._fill_rates_at: datetime | None = None
 
     async def run(self) -> None:
         while True:
@@ -65,8 +74,9 @@ class AlertWatch:
     async def check(self) -> None:
         now = self.clock()
         await self._connection(now)
-        await self._unknown_orders(now)
+        await self._orders(now)
         await self._daily_loss(now)
+        await self._fill_rates(now)
 
     async def _raise(self, key: str, draft: AlertDraft) -> None:
         if key in self._raised:
@@ -98,9 +108,25 @@ class AlertWatch:
                 ),
             )
 
-    async def _unknown_orders(self, now: datetime) -> None:
+    async def _orders(self, now: datetime) -> None:
         late: set[str] = set()
+        partial: set[str] = set()
         for order in await self.ledger.orders.non_terminal():
+            key = f"partial_fill:{order.client_order_id}"
+            if key in self._raised:
+                partial.add(key)
+            elif order.state is OrderState.PARTIALLY_FILLED:
+                partial.add(key)
+                await self._raise(
+                    key,
+                    partial_fill_alert(
+                        client_order_id=order.client_order_id,
+                        strategy_id=order.strategy_id,
+                        symbol=order.symbol,
+                        filled=order.filled_qty,
+                        requested=order.requested_qty,
+                    ),
+                )
             if order.state is not OrderState.UNKNOWN:
                 continue
             since = order.submitted_at or order.created_at
@@ -119,6 +145,32 @@ class AlertWatch:
                 ),
             )
         self._clear("order_unknown:", late)
+        # once per order while it is open, whatever it does next (forgotten once it closed)
+        self._clear("partial_fill:", partial)
+
+    async def _fill_rates(self, now: datetime) -> None:
+        if self._fill_rates_at is not None and (
+            (now - self._fill_rates_at).total_seconds() < FILL_RATE_EVERY_S
+        ):
+            return
+        self._fill_rates_at = now
+        since = now - timedelta(seconds=FILL_RATE_WINDOW_S)
+        low: set[str] = set()
+        for strategy, orders, requested, filled in await self.ledger.alerts.fill_rates(
+            since=since, min_orders=FILL_RATE_MIN_ORDERS
+        ):
+            draft = fill_rate_alert(
+                strategy_id=strategy,
+                orders=orders,
+                requested=requested,
+                filled=filled,
+                window_s=FILL_RATE_WINDOW_S,
+            )
+            if draft is not None:
+                key = f"fill_rate:{strategy}"
+                low.add(key)
+                await self._raise(key, draft)
+        self._clear("fill_rate:", low)
 
     async def _daily_loss(self, now: datetime) -> None:
         if self.gate is None:

@@ -256,3 +256,57 @@ def loss_warning(loss: Decimal, limit: Decimal) -> Decimal | None:
         return None
     fraction = loss / limit
     return fraction if LOSS_WARNING_FRACTION <= fraction <= 1 else None
+
+
+def partial_fill_alert(
+    *,
+    client_order_id: str,
+    strategy_id: str,
+    symbol: str,
+    filled: Decimal,
+    requested: Decimal,
+) -> AlertDraft:
+    return AlertDraft(
+        level=AlertLevel.LOW,
+        kind="partial_fill",
+        scope=f"strategy:{strategy_id}:{symbol}",
+        message=(
+            f"Order {client_order_id} of strategy {strategy_id} on {symbol} is partially filled "
+            f"({filled:f} of {requested:f}); the rest is still working. Nothing to do unless it "
+            "should not rest: `tradectl cancel-all --strategy "
+            f"{strategy_id}` cancels the strategy's open orders."
+        ),
+        details={"client_order_id": client_order_id, "filled": str(filled)},
+    )
+
+
+#: below this share of the requested quantity filled, over the window, is a HIGH alert
+FILL_RATE_WARNING = Decimal("0.5")
+
+
+def fill_rate_alert(
+    *,
+    strategy_id: str,
+    orders: int,
+    requested: Decimal,
+    filled: Decimal,
+    window_s: float,
+) -> AlertDraft | None:
+    """A strategy whose closed orders of the window filled less than half of what they asked
+    for (``None`` when it filled enough)."""
+    if requested <= 0 or filled / requested >= FILL_RATE_WARNING:
+        return None
+    share = filled / requested
+    return AlertDraft(
+        level=AlertLevel.HIGH,
+        kind="fill_rate",
+        scope=f"strategy:{strategy_id}",
+        message=(
+            f"Strategy {strategy_id} filled {share * 100:.0f}% of what its last {orders} closed "
+            f"orders asked for in the past {window_s / 60:g} min ({filled:f} of {requested:f}). "
+            "Its prices may be off the market or its orders expire too soon: check its "
+            "decisions in `decision_trace` / `execution_quality` (`tradectl sql`), and "
+            f"`tradectl pause --strategy {strategy_id}` if it should stop."
+        ),
+        details={"orders": orders, "requested": str(requested), "filled": str(filled)},
+    )

@@ -14,6 +14,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 from datetime import datetime, timedelta
+from decimal import Decimal
 from typing import Any
 
 import asyncpg
@@ -172,6 +173,24 @@ SQL_RECENT = Statement(
 SQL_UNDELIVERED = Statement(
     """SELECT count(*) FROM alerts
     WHERE account = :account AND delivered_at IS NULL AND suppressed_into IS NULL"""
+)
+# What the fill-rate alert watches: per strategy, the orders of the window that are closed
+# (rejections have their own alert) and what they asked for and got.
+SQL_FILL_RATES = Statement(
+    """
+    SELECT o.strategy_id, count(*) AS orders, sum(o.requested_qty) AS requested,
+           COALESCE(sum(f.filled), 0) AS filled
+    FROM orders o
+    LEFT JOIN LATERAL (
+        SELECT sum(x.qty) AS filled FROM fills x
+        WHERE x.client_order_id = o.client_order_id AND x.account = o.account
+    ) f ON true
+    WHERE o.account = :account AND o.created_at >= :since
+      AND o.state IN ('FILLED', 'CANCELED', 'EXPIRED')
+    GROUP BY o.strategy_id
+    HAVING count(*) >= :min_orders
+    ORDER BY o.strategy_id
+    """
 )
 SQL_GET = Statement(f"SELECT {_COLUMNS} FROM alerts WHERE id = :id AND account = :account")
 
@@ -392,6 +411,17 @@ class Alerts(LedgerPart):
                 db, {"account": self.account, "all_accounts": all_accounts, "limit": limit}
             )
         return [_record(r) for r in rows]
+
+    async def fill_rates(
+        self, *, since: datetime, min_orders: int
+    ) -> list[tuple[str, int, Decimal, Decimal]]:
+        """Per strategy with at least ``min_orders`` closed orders created since ``since``:
+        ``(strategy, orders, requested, filled)``."""
+        async with self._connection() as db:
+            rows = await SQL_FILL_RATES.run(
+                db, {"account": self.account, "since": since, "min_orders": min_orders}
+            )
+        return [(r["strategy_id"], r["orders"], r["requested"], r["filled"]) for r in rows]
 
     async def undelivered(self) -> int:
         """Alerts of this account still to be sent (suppressed repeats are not)."""

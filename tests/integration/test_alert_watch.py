@@ -126,3 +126,37 @@ async def test_a_daily_loss_past_half_its_limit_raises_one_high_alert(
     assert alert.level is AlertLevel.HIGH
     assert alert.kind == "daily_loss"
     assert "of its limit 150" in alert.message
+
+
+async def test_a_partial_fill_raises_one_low_alert_per_order(
+    db_engine: AsyncEngine, venue: PaperVenue, clock: Clock
+) -> None:
+    r = await rig(db_engine, venue, clock)
+    venue.set_quote(quote(clock, "50000", "50001", size="0.004"))
+    await r.execution.process([order(clock, A, "0.01", price="50001", i="part")])
+    [working] = await r.ledger.orders.non_terminal()
+    assert working.state is OrderState.PARTIALLY_FILLED
+    watch = AlertWatch(r.ledger, venue=venue, gate=None, disconnect_s=60, unknown_s=60, clock=clock)
+    await watch.check()
+    await watch.check()
+    [alert] = await r.ledger.alerts.recent()
+    assert alert.level is AlertLevel.LOW
+    assert alert.kind == "partial_fill"
+    assert "(0.004 of 0.01)" in alert.message
+
+
+async def test_a_strategy_whose_closed_orders_filled_under_half_raises_one_high_alert(
+    db_engine: AsyncEngine, venue: PaperVenue, clock: Clock
+) -> None:
+    r = await rig(db_engine, venue, clock)
+    await r.execution.process(
+        [order(clock, A, "0.001", price="40000", i=f"rest{n}") for n in range(10)]
+    )
+    assert await r.execution.cancel_all(cause="test") == 10
+    watch = AlertWatch(r.ledger, venue=venue, gate=None, disconnect_s=60, unknown_s=60, clock=clock)
+    await watch.check()
+    await watch.check()
+    [alert] = await r.ledger.alerts.recent()
+    assert alert.level is AlertLevel.HIGH
+    assert alert.kind == "fill_rate"
+    assert f"Strategy {A} filled 0% of what its last 10 closed orders asked for" in alert.message
