@@ -47,12 +47,18 @@ _MISMATCH_INCIDENTS = {
     "balance_drift": "balance_drift",
     "external_trade": "external_trade",
     "unknown_venue_order": "order_mismatch",
+    "fills_missing": "order_mismatch",
 }
+#: incidents whose fact alerts by itself: the halt control written with them
+_ALERTED_BY_THEIR_HALT = frozenset({"loss_limit", "auth_failed"})
 
 
 def incident_alert(*, kind: str, scope: str, message: str) -> AlertDraft | None:
-    """The alert an incident raises when it is opened (``None``: the incident raises none, its
-    fact has its own alert, such as the loss limit's halt)."""
+    """The alert an incident raises when it is opened (``None``: its fact has its own alert,
+    the halt). An incident of a kind not named here still alerts, HIGH: what needs a human is
+    never dropped because nobody listed it."""
+    if kind in _ALERTED_BY_THEIR_HALT:
+        return None
     if kind in _MISMATCH_INCIDENTS:
         return AlertDraft(
             level=AlertLevel.CRITICAL,
@@ -72,7 +78,13 @@ def incident_alert(*, kind: str, scope: str, message: str) -> AlertDraft | None:
             message=f"Paused by the engine: {message}. Incident {INCIDENT_ID} is open.",
             details={"incident_kind": kind},
         )
-    return None
+    return AlertDraft(
+        level=AlertLevel.HIGH,
+        kind=kind,
+        scope=scope,
+        message=f"{message}. Incident {INCIDENT_ID} is open (`tradectl incidents`).",
+        details={"incident_kind": kind},
+    )
 
 
 # -- from the engine's own facts -----------------------------------------------------------------
