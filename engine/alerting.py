@@ -126,7 +126,9 @@ class DeliveryConfig:
     batch: int = 20
 
 
-def delivery_for(alerts: Alerts, settings: Settings) -> AlertDelivery:
+def delivery_for(
+    alerts: Alerts, settings: Settings, *, clock: Callable[[], datetime] = utc_now
+) -> AlertDelivery:
     """The delivery of ``settings`` (its channels, cooldown and backoff) for ``alerts``."""
     return AlertDelivery(
         alerts,
@@ -136,6 +138,7 @@ def delivery_for(alerts: Alerts, settings: Settings) -> AlertDelivery:
             retry_s=settings.alert_retry_s,
             retry_max_s=settings.alert_retry_max_s,
         ),
+        clock=clock,
     )
 
 

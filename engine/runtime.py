@@ -255,8 +255,7 @@ class Engine:
             execution=self.execution,
             ledger_state=self.health,
         )
-        self.alert_delivery = delivery_for(self.ledger.alerts, settings)
-        self.alert_delivery.clock = clock
+        self.alert_delivery = delivery_for(self.ledger.alerts, settings, clock=clock)
         self._paused: set[StrategyId] = set()
         self._lease_task: asyncio.Task[None] | None = None
         self.host = StrategyHost(
