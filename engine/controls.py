@@ -38,6 +38,7 @@ class LeaseKeeper:
         self._epoch: int | None = None
         self._lost = False
         self._lost_event = asyncio.Event()
+        self._lost_reported = False
         self._throttled = ThrottledLog(log)
 
     @property
@@ -100,16 +101,21 @@ class LeaseKeeper:
                 self._lost = True
                 self._lost_event.set()
                 log.error("lease lost: stopping new orders on this account", error=str(exc))
-                await self._alert_lost(str(exc))
+            await self.report_lost(str(exc))
             raise
 
-    async def _alert_lost(self, error: str) -> None:
-        # Delivered by whichever engine runs the account next (the outbox is the account's);
-        # a database that failed too must not hide the LeaseLost that stops this engine.
+    async def report_lost(self, error: str) -> None:
+        """Raise the lease-lost alert, once per process, whoever found out first (a renewal
+        here, or a reservation fenced out in execution). It is delivered by whichever engine
+        runs the account next: the outbox is the account's."""
+        if self._lost_reported:
+            return
+        self._lost_reported = True
         alert = lease_lost_alert(account=self.ledger.account, holder=self._holder, error=error)
         try:
             await self.ledger.alerts.add(alert)
         except DatabaseUnavailable as exc:
+            # a database that failed too must not hide the LeaseLost that stops this engine
             log.error("could not record the lease-lost alert", error=str(exc))
 
     async def release(self) -> None:

@@ -457,6 +457,7 @@ class Engine:
                     exc = task.exception() if not task.cancelled() else None
                     log.error("task ended; stopping the engine", task=task.get_name(), error=exc)
                     ended.append(f"{task.get_name()}: {exc!r}" if exc else task.get_name())
+            await self._report_lease_loss()
         finally:
             stopper.cancel()
             await self._shutdown(tasks, edge_names=set(edge))
@@ -465,6 +466,16 @@ class Engine:
             # not as an operator's clean stop.
             reason = self.execution.stopped_reason or "; ".join(ended)
             raise TradectlError(f"the engine stopped on its own: {reason}")
+
+    async def _report_lease_loss(self) -> None:
+        # Execution finds a lost lease at its next reservation, often before the lease task's
+        # next renewal would: either way one alert (bounded: the stop must not wait on it).
+        reason = self.execution.stopped_reason
+        if reason is None or not reason.startswith("lease lost"):
+            return
+        with contextlib.suppress(Exception):
+            async with asyncio.timeout(LEASE_RELEASE_S):
+                await self.lease.report_lost(reason)
 
     async def _release_lease(self) -> None:
         # Always, and bounded: a standby or the next start must not wait out the lease's TTL,

@@ -15,13 +15,15 @@ from sqlalchemy.ext.asyncio import AsyncEngine
 
 from engine.alert_watch import AlertWatch
 from engine.domain.alerts import AlertLevel
+from engine.domain.risk import Limits
 from engine.domain.types import OrderState
+from engine.exceptions import LeaseLost
 from engine.venues.binance import BinanceConfig, BinanceVenue
 from engine.venues.binance.stream import StreamSettings
 from engine.venues.paper import BTCUSDT, PaperVenue, default_paper_venue
 from tests.helpers import eventually
 from tests.integration.test_execution import Clock, quote
-from tests.integration.test_risk_controls import A, order, rig
+from tests.integration.test_risk_controls import A, Rig, order, rig
 
 
 @pytest.fixture
@@ -34,6 +36,10 @@ def venue(clock: Clock) -> PaperVenue:
     v = default_paper_venue((BTCUSDT,), seed=3, clock=clock)
     v.set_quote(quote(clock, "50000", "50001", size="1000"))
     return v
+
+
+async def rig_standby(db_engine: AsyncEngine, venue: PaperVenue, clock: Clock) -> Rig:
+    return Rig(db_engine, venue, clock, Limits())
 
 
 def dead_port() -> int:
@@ -160,3 +166,20 @@ async def test_a_strategy_whose_closed_orders_filled_under_half_raises_one_high_
     assert alert.level is AlertLevel.HIGH
     assert alert.kind == "fill_rate"
     assert f"Strategy {A} filled 0% of what its last 10 closed orders asked for" in alert.message
+
+
+async def test_a_lost_lease_raises_one_critical_alert_in_the_account(
+    db_engine: AsyncEngine, venue: PaperVenue, clock: Clock
+) -> None:
+    first = await rig(db_engine, venue, clock)
+    second = await rig_standby(db_engine, venue, clock)
+    clock.advance(4)  # the first stopped renewing; the standby takes over after the TTL
+    await second.lease.acquire()
+    with pytest.raises(LeaseLost):
+        await first.lease.renew()
+    await first.lease.report_lost("fenced out at a reservation")  # execution found it too
+    [alert] = await second.ledger.alerts.recent()
+    assert alert.level is AlertLevel.CRITICAL
+    assert alert.kind == "lease_lost"
+    assert first.lease.holder in alert.message
+    assert "restart this one only if no other engine is running" in alert.message
