@@ -98,7 +98,7 @@ def halted_alert(*, account: str, reason: str) -> AlertDraft:
         message=(
             f"Trading halted for account {account} by a risk limit: {reason}. No new orders are "
             "placed until an operator lifts it. Review positions and P&L with `tradectl status`, "
-            "then `tradectl unhalt` when trading may go on."
+            "then `tradectl unhalt --reason '…'` when trading may go on."
         ),
         details={"reason": reason},
     )
@@ -111,7 +111,7 @@ def auth_halted_alert(*, account: str, error: str) -> AlertDraft:
         scope=f"account:{account}",
         message=(
             f"Trading halted for account {account}: the venue refused the API key ({error}). "
-            "Check the key and its permissions, then `tradectl unhalt`."
+            "Check the key and its permissions, then `tradectl unhalt --reason '…'`."
         ),
         details={"error": error},
     )
@@ -134,7 +134,8 @@ def rejected_alert(
             f"The venue rejected order {client_order_id} ({side} {quantity:f} {symbol}, "
             f"strategy {strategy_id}): {reason}. Nothing was placed. Its decision and events are "
             "in the `decision_trace` view (`tradectl sql`); if every order is rejected, "
-            f"`tradectl pause --strategy {strategy_id}` and check its sizes and the balances."
+            f"`tradectl pause --strategy {strategy_id} --reason '…'` and check its sizes and "
+            "the balances."
         ),
         details={
             "client_order_id": client_order_id,
@@ -169,7 +170,8 @@ def disconnected_alert(*, account: str, venue: str, down_s: float, error: str) -
             f"Account {account} has had no connection to {venue} for {down_s:.0f}s "
             f"(last error: {error}). Fills and order updates are not arriving; the engine keeps "
             "reconnecting and reconciles when it is back. Check the venue's status and this "
-            "host's network; `tradectl cancel-all` once it is back if exposure must go."
+            "host's network; once it is back, `tradectl cancel-all --reason '…'` if exposure "
+            "must go."
         ),
         details={"venue": venue, "down_s": round(down_s, 1), "error": error},
     )
@@ -186,7 +188,7 @@ def unknown_order_alert(
             f"Order {client_order_id} on {symbol} has been UNKNOWN for {age_s:.0f}s (since "
             f"{since.isoformat(timespec='seconds')}): it was sent, and the venue has not said "
             "whether it exists. The engine keeps looking it up; check it on the venue and "
-            "run `tradectl reconcile`."
+            "run `tradectl reconcile --reason '…'`."
         ),
         details={"client_order_id": client_order_id, "symbol": symbol, "age_s": round(age_s)},
     )
@@ -202,7 +204,7 @@ def loss_warning_alert(
         message=(
             f"Daily loss of {scope} in account {account} is {loss:f}, "
             f"{fraction * 100:.0f}% of its limit {limit:f}; at the limit trading halts. Review "
-            "the positions with `tradectl status` (`tradectl pause` to stop early)."
+            "the positions with `tradectl status`; `tradectl halt --reason '…'` stops early."
         ),
         details={"loss": str(loss), "limit": str(limit)},
     )
@@ -251,7 +253,8 @@ def rate_limited_alert(*, account: str, venue: str, error: str, retry_after_s: f
         message=(
             f"{venue} rate-limited account {account} ({error}); the engine backs off for "
             f"{retry_after_s:g}s and looks up the order it was sending. Repeated limits risk a "
-            "ban: slow the strategies down or `tradectl pause` some of them."
+            "ban: slow the strategies down, or pause some with "
+            "`tradectl pause --strategy … --reason '…'`."
         ),
         details={"venue": venue, "error": error, "retry_after_s": retry_after_s},
     )
@@ -285,8 +288,8 @@ def partial_fill_alert(
         message=(
             f"Order {client_order_id} of strategy {strategy_id} on {symbol} is partially filled "
             f"({filled:f} of {requested:f}); the rest is still working. Nothing to do unless it "
-            "should not rest: `tradectl cancel-all --strategy "
-            f"{strategy_id}` cancels the strategy's open orders."
+            f"should not rest: `tradectl cancel-all --strategy {strategy_id} --reason '…'` "
+            "cancels the strategy's open orders."
         ),
         details={"client_order_id": client_order_id, "filled": str(filled)},
     )
@@ -318,7 +321,7 @@ def fill_rate_alert(
             f"orders asked for in the past {window_s / 60:g} min ({filled:f} of {requested:f}). "
             "Its prices may be off the market or its orders expire too soon: check its "
             "decisions in `decision_trace` / `execution_quality` (`tradectl sql`), and "
-            f"`tradectl pause --strategy {strategy_id}` if it should stop."
+            f"`tradectl pause --strategy {strategy_id} --reason '…'` if it should stop."
         ),
         details={"orders": orders, "requested": str(requested), "filled": str(filled)},
     )

@@ -88,7 +88,7 @@ async def test_a_user_stream_down_past_the_threshold_raises_one_critical_alert(
     assert alert.level is AlertLevel.CRITICAL
     assert alert.kind == "venue_disconnected"
     assert "no connection to" in alert.message
-    assert "`tradectl cancel-all`" in alert.message
+    assert "`tradectl cancel-all --reason '…'`" in alert.message
 
 
 async def test_an_order_unknown_past_the_threshold_raises_one_alert(
@@ -109,7 +109,7 @@ async def test_an_order_unknown_past_the_threshold_raises_one_alert(
     assert alert.level is AlertLevel.HIGH
     assert alert.kind == "order_unknown"
     assert alert.scope == f"order:{unknown.client_order_id}"
-    assert "`tradectl reconcile`" in alert.message
+    assert "`tradectl reconcile --reason '…'`" in alert.message
 
 
 async def test_a_daily_loss_past_half_its_limit_raises_one_high_alert(

@@ -250,7 +250,7 @@ async def test_a_loss_halt_delivers_one_critical_alert(
     assert sent["title"].startswith("[CRITICAL]")
     assert "trading_halted" in sent["title"]
     assert "daily_loss" in sent["message"]
-    assert "`tradectl unhalt`" in sent["message"]
+    assert "`tradectl unhalt --reason '…'`" in sent["message"]
 
 
 async def test_a_venue_rejection_delivers_one_medium_alert(
@@ -264,4 +264,4 @@ async def test_a_venue_rejection_delivers_one_medium_alert(
     assert sent["title"].startswith("[MEDIUM]")
     assert "order_rejected" in sent["title"]
     assert "rejected order" in sent["message"]
-    assert f"`tradectl pause --strategy {A}`" in sent["message"]
+    assert f"`tradectl pause --strategy {A} --reason '…'`" in sent["message"]
