@@ -69,6 +69,19 @@ class Settings(BaseSettings):
     #: how long a balance drift must stay unchanged before it pauses (fills in flight settle)
     balance_settle_s: float = Field(default=10.0, ge=0)
 
+    #: apprise URLs of the alert channels, comma or space separated (they carry tokens: secret);
+    #: unset: alerts go to the log only
+    alert_urls: SecretStr | None = None
+    #: repeats of an alert (same level, kind and scope) within this are counted, not sent
+    alert_cooldown_s: float = Field(default=300.0, ge=0)
+    #: first and longest wait before a failed delivery is tried again
+    alert_retry_s: float = Field(default=5.0, gt=0)
+    alert_retry_max_s: float = Field(default=300.0, gt=0)
+    #: the venue's user stream down this long is a CRITICAL alert
+    alert_disconnect_s: float = Field(default=60.0, gt=0)
+    #: an order UNKNOWN this long is a HIGH alert
+    alert_unknown_s: float = Field(default=120.0, gt=0)
+
     #: serve /metrics, /healthz and /readyz on this port (unset: no ops HTTP server)
     metrics_port: int | None = Field(default=None, ge=0, le=65535)
     #: the address it listens on: loopback unless exposed on purpose (0.0.0.0 in compose)

@@ -15,6 +15,7 @@ from typing import Any, Protocol
 
 import structlog
 
+from engine.domain.alerts import halted_alert, lease_lost_alert
 from engine.domain.types import ControlKind, ControlScope, utc_now
 from engine.exceptions import DatabaseUnavailable, LeaseLost, VenueError
 from engine.ledger.ledger import Ledger
@@ -37,6 +38,7 @@ class LeaseKeeper:
         self._epoch: int | None = None
         self._lost = False
         self._lost_event = asyncio.Event()
+        self._lost_reported = False
         self._throttled = ThrottledLog(log)
 
     @property
@@ -99,7 +101,22 @@ class LeaseKeeper:
                 self._lost = True
                 self._lost_event.set()
                 log.error("lease lost: stopping new orders on this account", error=str(exc))
+            await self.report_lost(str(exc))
             raise
+
+    async def report_lost(self, error: str) -> None:
+        """Raise the lease-lost alert, once per process, whoever found out first (a renewal
+        here, or a reservation fenced out in execution). It is delivered by whichever engine
+        runs the account next: the outbox is the account's."""
+        if self._lost_reported:
+            return
+        self._lost_reported = True
+        alert = lease_lost_alert(account=self.ledger.account, holder=self._holder, error=error)
+        try:
+            await self.ledger.alerts.add(alert)
+        except DatabaseUnavailable as exc:
+            # a database that failed too must not hide the LeaseLost that stops this engine
+            log.error("could not record the lease-lost alert", error=str(exc))
 
     async def release(self) -> None:
         if self._epoch is not None and not self._lost:
@@ -110,7 +127,12 @@ async def halt_for_loss(ledger: Ledger, reason: str) -> int:
     """A loss limit was crossed: a persistent account HALT (it survives restarts until an
     operator runs `tradectl unhalt`) and one incident per trading day. Returns the incident id."""
     await ledger.controls.set(
-        ControlScope.ACCOUNT, ledger.account, ControlKind.HALT, reason=reason, set_by="risk"
+        ControlScope.ACCOUNT,
+        ledger.account,
+        ControlKind.HALT,
+        reason=reason,
+        set_by="risk",
+        alert=halted_alert(account=ledger.account, reason=reason),
     )
     day = utc_now().date().isoformat()
     incident = await ledger.incidents.open(

@@ -193,6 +193,17 @@ class RiskGate:
         if self._wants_pnl:
             await self.portfolio.refresh_pnl(self.clock())
 
+    def daily_loss(self) -> tuple[Decimal, Decimal] | None:
+        """Today's loss of the account and its ``max_daily_loss``, when a limit is set and the
+        P&L is known (from the same marks the check uses): what the loss warning watches."""
+        limit = self.limits.account.max_daily_loss
+        if limit is None:
+            return None
+        pnl = self.portfolio.pnl(self._mark, self.clock())
+        if pnl is None:
+            return None
+        return -pnl[0], limit
+
     def take_halt(self) -> str | None:
         """The loss-limit breach to persist, once."""
         reason, self.halt_reason = self.halt_reason, None

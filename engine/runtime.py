@@ -25,6 +25,8 @@ import structlog
 from pydantic import SecretStr
 
 from engine import ops_http
+from engine.alert_watch import AlertWatch
+from engine.alerting import delivery_for
 from engine.config import Settings, VenueKind
 from engine.controls import LeaseKeeper, OperatorDesk, halt_for_loss
 from engine.crashpoints import CrashPoints
@@ -271,6 +273,7 @@ class Engine:
             execution=self.execution,
             ledger_state=self.health,
         )
+        self.alert_delivery = delivery_for(self.ledger.alerts, settings, clock=clock)
         self._paused: set[StrategyId] = set()
         self._lease_task: asyncio.Task[None] | None = None
         self._started = False
@@ -465,6 +468,16 @@ class Engine:
             "operator": self.desk.run,
             # the only task that probes the database during an outage, and ends it
             "recovery": OutageRecovery(self.health, self._catch_up).run,
+            # sends in worker threads: a slow or dead channel never holds up trading
+            "alerts": self.alert_delivery.run,
+            "alert-watch": AlertWatch(
+                self.ledger,
+                venue=self.venue,
+                gate=self.gate,
+                disconnect_s=self.settings.alert_disconnect_s,
+                unknown_s=self.settings.alert_unknown_s,
+                clock=self.clock,
+            ).run,
         }
         edge: dict[str, Callable[[], Awaitable[None]]] = {
             "marketdata": MarketDataFeed(
@@ -493,6 +506,7 @@ class Engine:
                     exc = task.exception() if not task.cancelled() else None
                     log.error("task ended; stopping the engine", task=task.get_name(), error=exc)
                     ended.append(f"{task.get_name()}: {exc!r}" if exc else task.get_name())
+            await self._report_lease_loss()
         finally:
             stopper.cancel()
             await self._shutdown(tasks, edge_names=set(edge))
@@ -501,6 +515,16 @@ class Engine:
             # not as an operator's clean stop.
             reason = self.execution.stopped_reason or "; ".join(ended)
             raise TradectlError(f"the engine stopped on its own: {reason}")
+
+    async def _report_lease_loss(self) -> None:
+        # Execution finds a lost lease at its next reservation, often before the lease task's
+        # next renewal would: either way one alert (bounded: the stop must not wait on it).
+        reason = self.execution.stopped_reason
+        if reason is None or not reason.startswith("lease lost"):
+            return
+        with contextlib.suppress(Exception):
+            async with asyncio.timeout(LEASE_RELEASE_S):
+                await self.lease.report_lost(reason)
 
     async def _release_lease(self) -> None:
         # Always, and bounded: a standby or the next start must not wait out the lease's TTL,

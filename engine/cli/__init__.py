@@ -7,6 +7,7 @@ commands work from a second terminal next to a running ``make run``.
 One module per concept: ``engine`` (run, migrate, sql), ``operate`` (controls and the operations
 the lease holder runs), ``inspect`` (status, controls, incidents), ``report`` (pnl, quality),
 ``explain`` (one decision's story), ``journal`` (the operator journal and the queued requests),
+``alerts`` (list, test),
 ``tools`` (simulator, backtest); ``_app`` holds the typer app and the one error path,
 ``targets`` the input checks.
 """
@@ -16,6 +17,7 @@ from __future__ import annotations
 import sys
 
 # Importing a module registers its commands on ``app``; the order is the order of `--help`.
+from engine.cli import alerts as _alerts
 from engine.cli import engine as _engine
 from engine.cli import explain as _explain
 from engine.cli import inspect as _inspect
@@ -27,7 +29,7 @@ from engine.cli._app import EXIT_INPUT, app, one_line
 from engine.exceptions import TradectlError
 
 __all__ = ["app", "main"]
-_COMMANDS = (_engine, _inspect, _report, _explain, _operate, _journal, _tools)
+_COMMANDS = (_engine, _inspect, _report, _explain, _operate, _journal, _alerts, _tools)
 
 
 def main() -> None:

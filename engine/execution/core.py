@@ -25,6 +25,7 @@ from typing import Any, Protocol
 import structlog
 
 from engine.crashpoints import NO_CRASH, CrashPoint, CrashPoints, SimulatedCrash
+from engine.domain.alerts import auth_halted_alert, rate_limited_alert
 from engine.domain.ids import client_order_id, decision_id
 from engine.domain.intents import Buy, Cancel, Hold, Intent, OrderIntent, Sell, intent_kind
 from engine.domain.orders import Order
@@ -436,6 +437,15 @@ class Execution(Recovery):
                     coid, _error_text(exc), submitted_at=submitted_at
                 )
                 self._resolve_wakeup.set()
+                if isinstance(exc, RateLimited):
+                    await self.ledger.alerts.add(
+                        rate_limited_alert(
+                            account=self.config.account,
+                            venue=self.venue.name,
+                            error=_error_text(exc),
+                            retry_after_s=exc.retry_after,
+                        )
+                    )
                 return
             except Exception as exc:
                 log.exception("unexpected error submitting; treating as ambiguous", coid=coid)
@@ -476,6 +486,7 @@ class Execution(Recovery):
             ControlKind.HALT,
             reason=reason,
             set_by="engine",
+            alert=auth_halted_alert(account=self.config.account, error=_error_text(exc)),
         )
         await self.ledger.incidents.open(
             kind="auth_failed",

@@ -8,6 +8,7 @@ from typing import Any
 
 import asyncpg
 
+from engine.domain.alerts import AlertDraft
 from engine.domain.risk import Verdict
 from engine.domain.types import (
     AccountId,
@@ -17,6 +18,7 @@ from engine.domain.types import (
     DecisionOutcome,
     VerdictResult,
 )
+from engine.ledger.alerts import alert_cte, alert_params
 from engine.ledger.decisions import with_outcome
 from engine.ledger.journal import record_action
 from engine.ledger.part import LedgerPart
@@ -80,7 +82,8 @@ SQL_REDUCE_ONLY_FACTS = Statement(
 )
 
 _CONTROL_COLUMNS = "id, scope, account, target, kind, active, reason, set_by, set_at"
-# :account is NULL for a global control; the unique index treats NULLs as equal, so the
+# The alert (if any) is written only with a new control, in the account of the ledger that set
+# it. :account is NULL for a global control; the unique index treats NULLs as equal, so the
 # conflict target holds for global controls too.
 SQL_SET_CONTROL = Statement(
     f"""
@@ -91,7 +94,8 @@ SQL_SET_CONTROL = Statement(
         FROM lk
         ON CONFLICT (account, scope, target, kind) WHERE active DO NOTHING
         RETURNING {_CONTROL_COLUMNS}
-    )
+    ),
+    alert AS ({alert_cte("ins")})
     SELECT {_CONTROL_COLUMNS} FROM ins
     """
 )
@@ -262,10 +266,12 @@ class Controls(LedgerPart):
         reason: str,
         set_by: str,
         operator: Operator | None = None,
+        alert: AlertDraft | None = None,
     ) -> Control:
         """Activate a control (survives restarts). Idempotent: while one of the same scope,
         target and kind is active, that one is returned unchanged. With ``operator``, the
-        operator journal records it in the same transaction."""
+        operator journal records it in the same transaction; ``alert`` is written in the same
+        statement, only when the control is new."""
         target = _control_target(scope, target)
         params = {
             "account": self._control_account(scope, target),
@@ -284,6 +290,7 @@ class Controls(LedgerPart):
                         "reason": reason,
                         "set_by": set_by,
                         "now": now,
+                        **alert_params(alert, account=self.account),
                     },
                 )
             ).first()

@@ -6,7 +6,9 @@ from typing import Any
 
 import asyncpg
 
+from engine.domain.alerts import incident_alert
 from engine.domain.types import ControlScope
+from engine.ledger.alerts import alert_cte, alert_params
 from engine.ledger.journal import record_action
 from engine.ledger.part import LedgerPart
 from engine.ledger.records import Incident, Operator
@@ -17,14 +19,20 @@ _INCIDENT_COLUMNS = (
 )
 # Incidents belong to the account whose engine opened them: the same mismatch (a dedupe key
 # such as ``fills_missing:<client order id>``) in two accounts is two incidents.
+# The incident's alert (engine/domain/alerts.py) is inserted by the same statement, and only
+# when the incident is new: an open incident seen again raises nothing.
 SQL_OPEN_INCIDENT = Statement(
     f"""
-    INSERT INTO incidents (opened_at, account, kind, scope, severity, message, details,
-                           dedupe_key)
-    VALUES (:now, :account, :kind, :scope, :severity, :message, CAST(:details AS jsonb),
-            :dedupe_key)
-    ON CONFLICT (account, dedupe_key) WHERE resolved_at IS NULL DO NOTHING
-    RETURNING {_INCIDENT_COLUMNS}
+    WITH inc AS (
+        INSERT INTO incidents (opened_at, account, kind, scope, severity, message, details,
+                               dedupe_key)
+        VALUES (:now, :account, :kind, :scope, :severity, :message, CAST(:details AS jsonb),
+                :dedupe_key)
+        ON CONFLICT (account, dedupe_key) WHERE resolved_at IS NULL DO NOTHING
+        RETURNING {_INCIDENT_COLUMNS}
+    ),
+    alert AS ({alert_cte("inc", incident_id="inc.id")})
+    SELECT {_INCIDENT_COLUMNS} FROM inc
     """
 )
 SQL_OPEN_INCIDENT_BY_KEY = Statement(
@@ -87,7 +95,8 @@ class Incidents(LedgerPart):
         dedupe_key: str,
     ) -> Incident:
         """Open an incident, or return the open one with the same ``dedupe_key``: one open
-        incident per mismatch, not one per reconcile cycle."""
+        incident per mismatch, not one per reconcile cycle. A new incident's alert, if its
+        kind raises one (:func:`engine.domain.alerts.incident_alert`), is written with it."""
         async with self._connection() as db:
             row = (
                 await SQL_OPEN_INCIDENT.run(
@@ -101,6 +110,10 @@ class Incidents(LedgerPart):
                         "message": message,
                         "details": dumps(details),
                         "dedupe_key": dedupe_key,
+                        **alert_params(
+                            incident_alert(kind=kind, scope=scope, message=message),
+                            account=self.account,
+                        ),
                     },
                 )
             ).first()

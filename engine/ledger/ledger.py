@@ -50,6 +50,7 @@ from datetime import datetime
 from sqlalchemy.ext.asyncio import AsyncEngine
 
 from engine.domain.types import AccountId, VenueName, utc_now
+from engine.ledger.alerts import Alerts
 from engine.ledger.balances import Balances
 from engine.ledger.controls import Controls
 from engine.ledger.decisions import Decisions
@@ -94,3 +95,4 @@ class Ledger:
         self.risk_inputs = RiskInputs(engine, account=account, venue=venue, clock=clock)
         self.marks = Marks(engine, account=account, venue=venue, clock=clock)
         self.settlements = Settlements(engine, account=account, venue=venue, clock=clock)
+        self.alerts = Alerts(engine, account=account, venue=venue, clock=clock)

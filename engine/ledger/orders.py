@@ -11,6 +11,7 @@ from typing import Any
 
 import asyncpg
 
+from engine.domain.alerts import rejected_alert
 from engine.domain.orders import Order, allowed_from, target_state
 from engine.domain.types import (
     UNRESOLVED,
@@ -21,6 +22,7 @@ from engine.domain.types import (
     VenueOrderStatus,
 )
 from engine.exceptions import LedgerError, StateConflict
+from engine.ledger.alerts import insert_alert
 from engine.ledger.fills import (
     INSERT_FILLS,
     SQL_LOCK_ORDERS,
@@ -334,14 +336,31 @@ class Orders(Reserving, Listings):
     async def mark_rejected(
         self, client_order_id: ClientOrderId, reason: str, *, submitted_at: datetime | None
     ) -> Order:
-        """The venue refused definitively: nothing was placed."""
-        return await self.transition(
-            client_order_id,
-            OrderState.REJECTED,
-            cause="submit_rejected",
-            error=reason,
-            submitted_at=submitted_at,
-        )
+        """The venue refused definitively: nothing was placed. The rejection's alert is written
+        in the same transaction, once (a rejection recorded again raises none)."""
+        now = self._clock()
+        async with self._tx() as db:
+            row = await self._update_row(
+                db,
+                client_order_id=client_order_id,
+                to=OrderState.REJECTED,
+                now=now,
+                cause="submit_rejected",
+                error=reason,
+                submitted_at=submitted_at,
+            )
+            order = to_order(row)
+            if row["from_state"] != OrderState.REJECTED.value:
+                alert = rejected_alert(
+                    client_order_id=order.client_order_id,
+                    strategy_id=order.strategy_id,
+                    symbol=order.symbol,
+                    side=order.side.value,
+                    quantity=order.requested_qty,
+                    reason=reason,
+                )
+                await insert_alert(db, account=self.account, draft=alert, now=now)
+        return order
 
     @retry_transient
     async def expire(self, client_order_id: ClientOrderId, reason: str) -> Order:
@@ -399,6 +418,38 @@ class Orders(Reserving, Listings):
         venue_ts: datetime | None = None,
         error: str | None = None,
     ) -> Order:
+        return to_order(
+            await self._update_row(
+                db,
+                client_order_id=client_order_id,
+                to=to,
+                now=now,
+                cause=cause,
+                detail=detail,
+                venue_order_id=venue_order_id,
+                submitted_at=submitted_at,
+                acked_at=acked_at,
+                venue_ts=venue_ts,
+                error=error,
+            )
+        )
+
+    async def _update_row(
+        self,
+        db: asyncpg.Connection,
+        *,
+        client_order_id: ClientOrderId,
+        to: OrderState,
+        now: datetime,
+        cause: str,
+        detail: str | None = None,
+        venue_order_id: str | None = None,
+        submitted_at: datetime | None = None,
+        acked_at: datetime | None = None,
+        venue_ts: datetime | None = None,
+        error: str | None = None,
+    ) -> asyncpg.Record:
+        """The updated order row (with ``from_state``), or StateConflict."""
         row = (
             await SQL_UPDATE_ORDER.run(
                 db,
@@ -425,7 +476,7 @@ class Orders(Reserving, Listings):
                 f"order {client_order_id} is {row['current_state']}, which cannot move to "
                 f"{to.value} ({cause}); re-read it and act on its current state"
             )
-        return to_order(row)
+        return row
 
     def _unknown(self, client_order_id: str) -> LedgerError:
         return LedgerError(

@@ -59,6 +59,17 @@ ENGINE_ACCESS: dict[str, Access] = {
     "balances": APPEND_ONLY,
     "operator_actions": APPEND_ONLY,
     "settlements": APPEND_ONLY,
+    # the outbox: the delivery task and the cooldown update delivery state, never the message
+    "alerts": updates(
+        "delivered_at",
+        "attempts",
+        "next_attempt_at",
+        "last_error",
+        "delivered_to",
+        "suppressed",
+        "summarized",
+        "suppressed_into",
+    ),
     # the latest mid per symbol, upserted by the status task
     "marks": updates("price", "marked_at"),
     # an order's identity (side, quantity, price, account) is fixed at reservation

@@ -454,6 +454,59 @@ operator_actions = Table(
     Index("ix_operator_actions_account_acted_at", "account", "acted_at"),
 )
 
+ALERT_LEVELS = ("CRITICAL", "HIGH", "MEDIUM", "LOW")
+
+# The alerts outbox: written in the transaction of the fact it reports where there is one (an
+# incident, a halt, a rejection), delivered afterwards by the engine's alert task. A row stays
+# undelivered until every configured channel took it, so a channel that is down loses nothing.
+# Repeats of (account, level, kind, scope) within the cooldown are not sent: they point at the
+# alert they repeat (``suppressed_into``), which counts them, and a summary row (``summary_of``)
+# reports them when the cooldown is over.
+alerts = Table(
+    "alerts",
+    metadata,
+    Column("id", BigInteger, primary_key=True, autoincrement=True),
+    Column("account", Text, nullable=False),
+    Column("level", Text, nullable=False),
+    Column("kind", Text, nullable=False),
+    Column("scope", Text, nullable=False),
+    #: actionable: what happened and what to do
+    Column("message", Text, nullable=False),
+    Column("details", JSONB, nullable=False),
+    _ts("created_at"),
+    #: when every channel took it (NULL: not yet, or never for a suppressed repeat)
+    _ts("delivered_at", nullable=True),
+    Column("attempts", Integer, nullable=False, server_default=text("0")),
+    _ts("next_attempt_at"),
+    Column("last_error", Text, nullable=True),
+    #: the channels (a hash of each URL, never the URL: it carries tokens) that took it
+    Column("delivered_to", JSONB, nullable=False, server_default=text("'[]'::jsonb")),
+    #: repeats folded into this alert by the cooldown, and how many of them a summary reported
+    Column("suppressed", Integer, nullable=False, server_default=text("0")),
+    Column("summarized", Integer, nullable=False, server_default=text("0")),
+    Column("suppressed_into", BigInteger, nullable=True),
+    Column("summary_of", BigInteger, nullable=True),
+    ForeignKeyConstraint(["suppressed_into"], ["alerts.id"], name="fk_alerts_suppressed_into"),
+    ForeignKeyConstraint(["summary_of"], ["alerts.id"], name="fk_alerts_summary_of"),
+    CheckConstraint(_in("level", ALERT_LEVELS), name="ck_alerts_level"),
+    CheckConstraint(
+        "attempts >= 0 AND summarized >= 0 AND summarized <= suppressed",
+        name="ck_alerts_counts",
+    ),
+    CheckConstraint(
+        "suppressed_into IS NULL OR delivered_at IS NULL", name="ck_alerts_suppressed_unsent"
+    ),
+    # what the delivery task claims: an account's unsent alerts, oldest first
+    Index(
+        "ix_alerts_pending",
+        "account",
+        "id",
+        postgresql_where=text("delivered_at IS NULL AND suppressed_into IS NULL"),
+    ),
+    # the cooldown's look-back: the newest alert of the same kind and scope
+    Index("ix_alerts_account_kind_scope_id", "account", "kind", "scope", "id"),
+)
+
 
 # ---------------------------------------------------------------------------------------------
 # No NaN or ±Infinity in any money or quantity. Postgres numeric accepts all three, and NaN

@@ -16,13 +16,13 @@ from decimal import Decimal
 
 import pytest
 from click.testing import Result
-from sqlalchemy import text
 from sqlalchemy.engine import URL
 from sqlalchemy.ext.asyncio import AsyncEngine
 from typer.testing import CliRunner
 
 from engine.cli import app
 from engine.cli._app import console
+from engine.domain.alerts import AlertDraft, AlertLevel
 from engine.domain.risk import Verdict
 from engine.domain.types import (
     AccountId,
@@ -275,23 +275,19 @@ async def test_explain_knows_only_the_accounts_own_orders(
 async def test_explain_lists_alerts_that_mention_the_order(
     cli_env: None, partially_filled_canceled_repriced: Ledger, db_engine: AsyncEngine
 ) -> None:
-    async with db_engine.begin() as conn:
-        if (await conn.execute(text("SELECT to_regclass('public.alerts')"))).scalar():
-            pytest.skip("the alerts table exists: give this test a row in its real columns")
-        # the shape helper C's revision 0007 will give it: any columns, one of them account
-        await conn.execute(
-            text("CREATE TABLE alerts (id bigint, account text, level text, message text)")
-        )
-        await conn.execute(
-            text(
-                "INSERT INTO alerts VALUES (1, :a, 'HIGH', :m), (2, :a, 'LOW', 'other'), "
-                "(3, 'acct-y', 'HIGH', :m)"
-            ),
-            {"a": ACCOUNT, "m": f"incident opened for {FIRST}"},
-        )
+    # the fixture's fills_missing incident raised its alert with it; add one that mentions
+    # nothing of the order, and one of another account that does
+    ledger = partially_filled_canceled_repriced
+    await ledger.alerts.add(
+        AlertDraft(level=AlertLevel.LOW, kind="test", scope="account:x", message="other")
+    )
+    other = Ledger(db_engine, account=AccountId("acct-y"), venue=VENUE)
+    await other.alerts.add(
+        AlertDraft(level=AlertLevel.HIGH, kind="t", scope="s", message=f"about {FIRST}")
+    )
     out = (await invoke("explain", FIRST)).output
     assert "alerts mentioning it: 1" in out
-    assert f"  HIGH: incident opened for {FIRST}" in out
+    assert f"CRITICAL order_mismatch: Reconciliation mismatch: order {FIRST} reported" in out
 
 
 async def test_explain_a_denied_decision_shows_its_verdicts_and_no_order(

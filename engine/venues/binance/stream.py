@@ -228,6 +228,10 @@ class UserStream:
         self._metrics = metrics or VenueMetrics(account=UNASSIGNED, venue=venue)
         #: the id of the current subscription, for logs
         self.subscription_id: int | None = None
+        #: since when no subscription is up (None while one is), and the last reason: the
+        #: engine alerts on a connection lost for too long (engine/alert_watch.py)
+        self.down_since: datetime | None = None
+        self.down_reason = ""
 
     def __repr__(self) -> str:
         return f"UserStream(url={self.url!r})"
@@ -323,6 +327,7 @@ class UserStream:
                     self._metrics.connection(USER),
                 ):
                     early = await self._subscribe(ws)
+                    self.down_since = None
                     delays = backoff(
                         initial=s.backoff_initial_s, max_delay=s.backoff_max_s, rng=self._rng
                     )
@@ -375,6 +380,9 @@ class UserStream:
             except _CONNECTION_ERRORS as exc:
                 reason = f"connection lost ({type(exc).__name__})"
                 delay = next(delays)
+            if self.down_since is None:
+                self.down_since = self._now()
+            self.down_reason = reason
             log.warning(
                 "binance_user_stream_disconnected",
                 venue=self._venue,

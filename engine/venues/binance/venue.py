@@ -123,6 +123,8 @@ class BinanceVenue:
         self._now = now
         #: the account this key trades for labels every metric (see ``engine.runtime``)
         self.metrics = metrics or VenueMetrics(account=UNASSIGNED, venue=config.venue_name)
+        #: the newest user stream opened, whose connection state the engine watches
+        self._user_stream: UserStream | None = None
         self._signer = make_signer(
             config.key_type, api_secret=config.api_secret, private_key_path=config.private_key_path
         )
@@ -402,7 +404,7 @@ class BinanceVenue:
             # Not fatal: the subscription is signed with the unsynced clock, and a -1021 answer
             # re-syncs before the next attempt.
             log.warning("binance_clock_sync_failed", venue=self.name, error=str(exc))
-        stream = UserStream(
+        self._user_stream = stream = UserStream(
             ws_api_url=self.config.ws_api_url,
             api_key=self.config.api_key,
             signer=self._signer,
@@ -418,6 +420,14 @@ class BinanceVenue:
             if isinstance(event, OrderReport):
                 self._remember(event)
             yield event
+
+    def connection_lost(self) -> tuple[datetime, str] | None:
+        """Since when the user stream (our fills and order reports) has been down, and why;
+        ``None`` while it is up (or before it was first opened)."""
+        stream = self._user_stream
+        if stream is None or stream.down_since is None:
+            return None
+        return stream.down_since, stream.down_reason
 
     async def close(self) -> None:
         await self.rest.aclose()
