@@ -10,6 +10,8 @@ typo stops the engine before it trades, with an error naming the file, the strat
     bar_interval = "5s"         # bar strategies: bars of this interval (built from quotes)
     decision_window = "1s"      # quote strategies: decisions in one window share their keys
     account = "main"            # optional: the account its orders go to (default: the engine's)
+    assumed_fee_bps = 10        # optional: the costs the strategy was designed (backtested) with,
+    assumed_slippage_bps = 2    # shown next to the realized ones (tradectl_assumed_*_bps)
     [strategy.params]           # strategy-specific; numbers may be written bare or as strings
     fast = 3
     qty = "0.001"
@@ -62,15 +64,29 @@ def _to_text(value: Any) -> str:
     raise ValueError(f"must be a string, number or boolean, got {type(value).__name__}")
 
 
-def _to_decimal(value: Any) -> Decimal:
+def _parse_decimal(value: Any) -> Decimal:
     if isinstance(value, bool) or not isinstance(value, int | float | str):
         raise ValueError(f"must be a decimal number, got {value!r}")
     try:
         result = Decimal(repr(value) if isinstance(value, float) else str(value))
     except InvalidOperation:
         raise ValueError(f"must be a decimal number, got {value!r}") from None
-    if not result.is_finite() or result <= 0:
+    if not result.is_finite():
+        raise ValueError(f"must be a finite decimal number, got {value!r}")
+    return result
+
+
+def _to_decimal(value: Any) -> Decimal:
+    result = _parse_decimal(value)
+    if result <= 0:
         raise ValueError(f"must be a positive decimal number, got {value!r}")
+    return result
+
+
+def _to_bps(value: Any) -> Decimal:
+    result = _parse_decimal(value)
+    if result < 0:
+        raise ValueError(f"must be zero or more basis points, got {value!r}")
     return result
 
 
@@ -81,6 +97,8 @@ def _to_interval(value: Any) -> timedelta:
 
 
 PositiveDecimal = Annotated[Decimal, BeforeValidator(_to_decimal)]
+#: basis points of an assumed cost: zero or more
+Bps = Annotated[Decimal, BeforeValidator(_to_bps)]
 Interval = Annotated[timedelta, BeforeValidator(_to_interval)]
 ParamText = Annotated[str, BeforeValidator(_to_text)]
 
@@ -140,6 +158,8 @@ class _Strategy(BaseModel):
     decision_window: Interval = DEFAULT_DECISION_WINDOW
     params: dict[str, ParamText] = Field(default_factory=dict)
     limits: _Limits = Field(default_factory=_Limits)
+    assumed_fee_bps: Bps | None = None
+    assumed_slippage_bps: Bps | None = None
 
     @field_validator("kind")
     @classmethod
@@ -180,6 +200,9 @@ class StrategySpec:
     bar_interval: timedelta | None
     account: str | None = None
     source: Path = field(default=Path("<memory>"))
+    #: the costs the strategy assumes (as backtested), reported next to the realized ones
+    assumed_fee_bps: Decimal | None = None
+    assumed_slippage_bps: Decimal | None = None
 
     @property
     def bar_interval_name(self) -> str | None:
@@ -292,6 +315,8 @@ def _strategies(parsed: _File, source: Path) -> tuple[StrategySpec, ...]:
             bar_interval=entry.bar_interval,
             account=entry.account,
             source=source,
+            assumed_fee_bps=entry.assumed_fee_bps,
+            assumed_slippage_bps=entry.assumed_slippage_bps,
         )
         try:
             hosted = spec.hosted()
