@@ -1,8 +1,13 @@
 """The account's gauges that describe the ledger, set by one periodic task.
 
 Orders by state and the age of the oldest unresolved one, open incidents, P&L per strategy and
-symbol at the latest mid, and risk utilization. The P&L folds only the fills recorded since the
-last pass (in recording order), so a pass costs what changed, not the account's history.
+symbol at the latest mid, and risk utilization. Each pass costs what changed, not the account's
+history: working orders are read by their partial index every pass, the terminal states' counts
+(a scan of every order) every ``ALL_STATES_EVERY`` passes; the P&L folds only the fills recorded
+since the last pass, in recording order.
+
+Fill ids come from a sequence, so a transaction can commit a lower id after a higher one was
+read: every pass reads again the last ``FILL_ID_WINDOW`` ids and folds only those it has not.
 """
 
 from __future__ import annotations
@@ -19,7 +24,6 @@ from engine.domain.types import OrderState, StrategyId, Symbol
 from engine.exceptions import DatabaseUnavailable
 from engine.ledger.ledger import Ledger
 from engine.ledger.monitoring import FILLS_PAGE, Monitoring
-from engine.ledger.schema import NON_TERMINAL_STATES
 from engine.metrics import (
     INCIDENTS_OPEN,
     OLDEST_ORDER_AGE,
@@ -38,6 +42,9 @@ log = structlog.get_logger("tradectl.metrics")
 #: the states whose oldest order's age is a gauge: an order stuck there needs a look
 AGED_STATES = (OrderState.PENDING_SUBMIT, OrderState.UNKNOWN)
 DEFAULT_INTERVAL_S = 1.0
+ALL_STATES_EVERY = 10
+#: how far back (in fill ids) a pass looks for fills committed out of id order
+FILL_ID_WINDOW = 1000
 
 
 class AccountGauges:
@@ -61,7 +68,10 @@ class AccountGauges:
         self.ledger_state = ledger_state
         self.interval_s = interval_s
         self._positions: dict[tuple[StrategyId, Symbol], Position] = {}
+        #: the highest fill id folded, and the ids folded within FILL_ID_WINDOW below it
         self._after = 0
+        self._folded: set[int] = set()
+        self._passes = 0
 
     async def run(self) -> None:
         while True:
@@ -85,10 +95,14 @@ class AccountGauges:
             RISK_UTILIZATION.labels(self.account, strategy, limit.value).set(used)
 
     async def _orders(self) -> None:
-        working = await self.monitoring.working_orders()
+        every_state = self._passes % ALL_STATES_EVERY == 0
+        self._passes += 1
+        counts = await self.monitoring.orders_by_state(working_only=not every_state)
         now = self.clock()
-        for state in NON_TERMINAL_STATES:
-            found = working.get(state)
+        for state in OrderState:
+            if state.is_terminal and not every_state:
+                continue
+            found = counts.get(state)
             ORDERS.labels(self.account, state.value).set(found.count if found else 0)
             if state in AGED_STATES:
                 age = (now - found.oldest).total_seconds() if found else 0.0
@@ -102,10 +116,14 @@ class AccountGauges:
             INCIDENTS_OPEN.labels(self.account, severity).set(count)
 
     async def _pnl(self) -> None:
+        cursor = max(self._after - FILL_ID_WINDOW, 0)
         while True:
-            fills = await self.monitoring.fills_after(self._after)
+            fills = await self.monitoring.fills_after(cursor)
             for fill in fills:
-                self._after = fill.id
+                cursor = fill.id
+                if fill.id <= self._after - FILL_ID_WINDOW or fill.id in self._folded:
+                    continue
+                self._folded.add(fill.id)
                 if fill.base_asset is None or fill.quote_asset is None:
                     continue  # no instrument row: its fees' effect is unknown
                 key = (fill.strategy_id, fill.symbol)
@@ -124,6 +142,9 @@ class AccountGauges:
                 )
             if len(fills) < FILLS_PAGE:
                 break
+        if self._folded:
+            self._after = max(self._after, max(self._folded))
+            self._folded = {i for i in self._folded if i > self._after - FILL_ID_WINDOW}
         for (strategy, symbol), position in self._positions.items():
             PNL_REALIZED.labels(self.account, strategy, symbol).set(float(position.realized_pnl))
             mark = self.mark(symbol)

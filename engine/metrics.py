@@ -72,7 +72,9 @@ SLIPPAGE_BPS = _metric(
     "tradectl_slippage_bps",
     "Fill price vs the order's limit price in basis points; positive is worse (paid more)",
     ("account", "strategy"),
-    buckets=(-50, -20, -10, -5, -2, -1, 0, 1, 2, 5, 10, 20, 50, 100),
+    # Signed observations, non-negative buckets: a fill better than its limit counts in le=0,
+    # and _sum (the mean) stays exposed, which the client drops for a negative bucket.
+    buckets=(0, 0.5, 1, 2, 5, 10, 20, 50, 100),
 )
 ASSUMED_SLIPPAGE_BPS = _metric(
     Gauge,

@@ -1,5 +1,5 @@
-"""What the metrics read from the ledger: working orders by state, and new fills with the
-strategy that placed them (folded into P&L by :mod:`engine.account_gauges`)."""
+"""What the metrics read from the ledger: orders by state, and new fills with the strategy
+that placed them (folded into P&L by :mod:`engine.account_gauges`)."""
 
 from __future__ import annotations
 
@@ -17,11 +17,19 @@ FILLS_PAGE = 5000
 _WORKING = ", ".join(f"'{s.value}'" for s in NON_TERMINAL_STATES)
 
 # The partial index on working orders serves this: its cost follows the orders in flight, not
-# the account's history (terminal orders are counted by the fill and decision counters).
+# the account's history.
 SQL_WORKING_ORDERS = Statement(
     f"""
     SELECT state, count(*) AS orders, min(created_at) AS oldest
     FROM orders WHERE account = :account AND state IN ({_WORKING})
+    GROUP BY state
+    """
+)
+# Every order of the account: a scan of its history, so the caller runs it rarely.
+SQL_ALL_ORDERS = Statement(
+    """
+    SELECT state, count(*) AS orders, min(created_at) AS oldest
+    FROM orders WHERE account = :account
     GROUP BY state
     """
 )
@@ -43,7 +51,7 @@ SQL_FILLS_AFTER = Statement(
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)
-class WorkingOrders:
+class OrdersInState:
     count: int
     #: when the oldest order in this state was reserved
     oldest: datetime
@@ -66,11 +74,14 @@ class StrategyFill:
 class Monitoring(LedgerPart):
     """Reads for the metrics; never writes."""
 
-    async def working_orders(self) -> dict[OrderState, WorkingOrders]:
+    async def orders_by_state(self, *, working_only: bool) -> dict[OrderState, OrdersInState]:
+        """Per state, how many orders and when the oldest was reserved; only the non-terminal
+        states with ``working_only`` (cheap), else every state (a scan of the history)."""
+        sql = SQL_WORKING_ORDERS if working_only else SQL_ALL_ORDERS
         async with self._connection() as db:
-            result = await SQL_WORKING_ORDERS.run(db, {"account": self.account})
+            result = await sql.run(db, {"account": self.account})
             return {
-                OrderState(r["state"]): WorkingOrders(count=r["orders"], oldest=r["oldest"])
+                OrderState(r["state"]): OrdersInState(count=r["orders"], oldest=r["oldest"])
                 for r in result
             }
 
