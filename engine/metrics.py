@@ -208,7 +208,7 @@ class _OrderInfo:
     def __init__(self, strategy: str, side: Side, limit_price: Decimal | None) -> None:
         self.strategy = strategy
         self.side = side
-        self.limit_price = limit_price
+        self.limit_price = None if limit_price is None else float(limit_price)
 
 
 class ExecutionMetrics:
@@ -221,10 +221,7 @@ class ExecutionMetrics:
         self._decisions = _Children(DECISIONS)
         self._skipped = _Children(DECISIONS_SKIPPED)
         self._latency = _Children(MARKETDATA_TO_ACK)
-        self._fills = _Children(FILLS)
-        self._fees = _Children(FEES)
-        self._slippage = _Children(SLIPPAGE_BPS)
-        self._fee_bps = _Children(FEE_BPS)
+        self._series: dict[tuple[str, str], _FillSeries] = {}
         self._md_ts: dict[str, datetime] = {}
         self._orders: dict[str, _OrderInfo] = {}
         self._seen: dict[tuple[str, str, str], None] = {}
@@ -327,22 +324,46 @@ class ExecutionMetrics:
         info = self._orders.get(fill.client_order_id) if fill.client_order_id else None
         # a fill of no order of ours is a trade made outside tradectl (the reconciler reports it)
         strategy = info.strategy if info else ("unknown" if fill.client_order_id else "external")
-        self._fills(self.account, strategy, fill.symbol).inc()
-        price = fill.price
-        if fill.fee and fill.fee_asset is not None:
-            self._fees(self.account, strategy, fill.fee_asset).inc(float(fill.fee))
-        notional = fill.quantity * price
+        series = self._series.get((strategy, fill.symbol))
+        if series is None:
+            series = self._series[(strategy, fill.symbol)] = _FillSeries(
+                self.account, strategy, fill.symbol
+            )
+        series.fills.inc()
+        # floats from here: these are observations, not money kept anywhere
+        price, fee = float(fill.price), float(fill.fee)
+        notional = float(fill.quantity) * price
+        if fee and fill.fee_asset is not None:
+            series.fees(fill.fee_asset).inc(fee)
         if notional > 0:
             rules = self._rules.get(fill.symbol)
-            fee_quote: Decimal | None = None
-            if not fill.fee:
-                fee_quote = Decimal(0)
+            if not fee:
+                series.fee_bps.observe(0.0)
             elif rules is not None and fill.fee_asset == rules.quote_asset:
-                fee_quote = fill.fee
+                series.fee_bps.observe(fee / notional * _BPS)
             elif rules is not None and fill.fee_asset == rules.base_asset:
-                fee_quote = fill.fee * price
-            if fee_quote is not None:  # a third-asset fee (BNB) has no price here
-                self._fee_bps(self.account, strategy).observe(float(fee_quote / notional) * _BPS)
+                series.fee_bps.observe(fee * price / notional * _BPS)
+            # else a third-asset fee (BNB): no price for it here
         if info is not None and info.limit_price:
-            worse = price - info.limit_price if info.side is Side.BUY else info.limit_price - price
-            self._slippage(self.account, strategy).observe(float(worse / info.limit_price) * _BPS)
+            limit = info.limit_price
+            worse = price - limit if info.side is Side.BUY else limit - price
+            series.slippage.observe(worse / limit * _BPS)
+
+
+class _FillSeries:
+    """The children one (strategy, symbol) updates per fill: one lookup per fill, not four."""
+
+    __slots__ = ("_fees", "account", "fee_bps", "fills", "slippage", "strategy")
+
+    def __init__(self, account: str, strategy: str, symbol: str) -> None:
+        self.account, self.strategy = account, strategy
+        self.fills = FILLS.labels(account, strategy, symbol)
+        self.fee_bps = FEE_BPS.labels(account, strategy)
+        self.slippage = SLIPPAGE_BPS.labels(account, strategy)
+        self._fees: dict[str, Any] = {}
+
+    def fees(self, asset: str) -> Any:
+        child = self._fees.get(asset)
+        if child is None:
+            child = self._fees[asset] = FEES.labels(self.account, self.strategy, asset)
+        return child
