@@ -19,6 +19,7 @@ from typing import Any
 from prometheus_client import REGISTRY, Counter, Gauge, Histogram
 
 from engine.domain.orders import Order
+from engine.domain.risk import Verdict
 from engine.domain.types import DecisionOutcome, Side, StrategyId, Symbol, VerdictResult
 from engine.ledger.records import DecisionRecord, Reservation, ReserveResult, ReserveStatus
 from engine.venues.base import FillReport, InstrumentRules
@@ -264,6 +265,11 @@ class ExecutionMetrics:
                     del self._md_ts[next(iter(self._md_ts))]
             if result.order is not None:
                 self.remember(result.order)
+
+    def refused_at_final_gate(self, strategy: str, rejections: Iterable[Verdict]) -> None:
+        """A reserved order the final gate kept off the wire (expired, never sent)."""
+        for verdict in rejections:
+            self._skipped(self.account, strategy, verdict.check).inc()
 
     def dropped(self, strategies: Iterable[StrategyId], reason: str) -> None:
         """Intents dropped before any decision was recorded (the ledger was away)."""

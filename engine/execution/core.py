@@ -407,6 +407,7 @@ class Execution(Recovery):
             now = self.clock()
             final = self.gate.recheck(order, now)
             if not final.approved:
+                self.metrics.refused_at_final_gate(order.strategy_id, final.rejections)
                 # Nothing was sent for this id in this attempt. A fresh reservation was never on
                 # the wire, so it can expire at once; a resubmission only reaches here after a
                 # lookup found nothing past the consistency window.

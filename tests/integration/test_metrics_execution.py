@@ -13,6 +13,7 @@ import pytest
 from sqlalchemy.ext.asyncio import AsyncEngine
 
 from engine.controls import LeaseKeeper
+from engine.crashpoints import CrashPoint, CrashPoints
 from engine.domain.intents import Buy, DecisionKey, Hold
 from engine.domain.risk import Check, Limits
 from engine.domain.types import (
@@ -71,6 +72,7 @@ class Rig:
         clock: Clock,
         account: AccountId,
         limits: LimitsBook,
+        crash: CrashPoints | None = None,
     ) -> None:
         self.ledger = Ledger(db_engine, account=account, venue=venue.name, clock=clock)
         self.lease = LeaseKeeper(self.ledger, ttl=timedelta(seconds=3))
@@ -89,6 +91,7 @@ class Rig:
             lease=self.lease,
             config=ExecutionConfig(account=account, order_id_prefix=PREFIX),
             clock=clock,
+            crash=crash or CrashPoints(),
         )
 
 
@@ -151,6 +154,32 @@ async def test_decisions_are_counted_by_outcome_and_denials_by_the_failing_check
     assert m.value("tradectl_fee_bps_sum", **a) == pytest.approx(20)
     assert m.value("tradectl_fees_total", **a, asset="BTC") == pytest.approx(0.00003)
     assert m.total("tradectl_fills_total", **b) == 0
+
+
+class SlowAfterReserve(CrashPoints):
+    """Time passes between the reservation and the send (a slow event loop, say)."""
+
+    def __init__(self, clock: Clock) -> None:
+        super().__init__()
+        self.clock = clock
+
+    def hit(self, point: CrashPoint) -> None:
+        if point is CrashPoint.AFTER_RESERVE:
+            self.clock.advance(10)
+
+
+async def test_an_order_the_final_gate_keeps_off_the_wire_counts_as_skipped_by_its_check(
+    db_engine: AsyncEngine, venue: PaperVenue, clock: Clock, account: AccountId, metrics_url: str
+) -> None:
+    limits = LimitsBook(account=Limits(max_price_age=timedelta(seconds=5)))
+    r = Rig(db_engine, venue, clock, account, limits, crash=SlowAfterReserve(clock))
+    await r.lease.acquire()
+    await r.execution.process([buy(clock, A, "0.01", price="50001")])
+    m = await scrape(metrics_url)
+    a = {"account": account, "strategy": A}
+    assert m.value("tradectl_decisions_total", **a, outcome="order") == 1
+    assert m.value("tradectl_decisions_skipped_total", **a, check="price_age") == 1
+    assert m.total("tradectl_marketdata_to_ack_seconds_count", **a) == 0
 
 
 async def test_a_fill_seen_by_ack_stream_and_lookup_is_counted_once(
