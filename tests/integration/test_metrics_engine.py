@@ -4,16 +4,28 @@ metrics move while it trades, and an operator's halt and an incident show up in 
 from __future__ import annotations
 
 import asyncio
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Iterator, Sequence
+from pathlib import Path
+from types import MappingProxyType
 
 import pytest
 from sqlalchemy.engine import URL
 from sqlalchemy.ext.asyncio import AsyncEngine
 
-from engine import runtime
+from engine import runtime, strategy_config
 from engine.config import load_settings
-from engine.domain.types import AccountId, ControlKind, ControlScope, VenueName
+from engine.domain.intents import Intent
+from engine.domain.types import (
+    AccountId,
+    ControlKind,
+    ControlScope,
+    StrategyId,
+    Symbol,
+    VenueName,
+)
 from engine.ledger.ledger import Ledger
+from strategies import registry
+from strategies.base import DecisionMode, Snapshot
 from tests.helpers import ROOT, eventually
 from tests.metrics_http import Scrape, metrics_server, scrape
 
@@ -132,3 +144,55 @@ async def test_a_trading_engine_moves_its_metrics_and_shows_halts_and_incidents(
     after = await scrape(metrics_url)
     # a clean stop releases the lease
     assert after.value("tradectl_lease_held", **a) == 0
+
+
+class Explodes:
+    """A strategy whose every decision raises."""
+
+    mode = DecisionMode.QUOTE
+    bar_history = 0
+
+    def __init__(self, strategy_id: StrategyId, symbols: Sequence[Symbol]) -> None:
+        self.strategy_id = strategy_id
+        self.symbols = tuple(symbols)
+
+    def decide(self, snapshot: Snapshot) -> list[Intent]:
+        raise ZeroDivisionError("a bug in the strategy")
+
+
+async def test_a_failing_strategy_counts_an_error_and_shows_its_pause_and_incident(
+    database_url: URL, monkeypatch: pytest.MonkeyPatch, metrics_url: str, tmp_path: Path
+) -> None:
+    kinds = {**registry.REGISTRY, "explodes": lambda sid, symbols, params: Explodes(sid, symbols)}
+    monkeypatch.setattr(registry, "REGISTRY", MappingProxyType(kinds))
+    monkeypatch.setattr(strategy_config, "REGISTRY", registry.REGISTRY)
+    strategies = tmp_path / "strategies.toml"
+    strategies.write_text('[[strategy]]\nid = "boom"\nkind = "explodes"\nsymbols = ["BTCUSDT"]\n')
+    account = "metrics-failing"
+    for key, value in {
+        "DATABASE_URL": database_url.render_as_string(hide_password=False),
+        "TRADECTL_ACCOUNT": account,
+        "TRADECTL_VENUE": "paper",
+        "TRADECTL_STRATEGIES_FILE": str(strategies),
+        "TRADECTL_STATUS_INTERVAL_S": "3600",
+    }.items():
+        monkeypatch.setenv(key, value)
+    stop = asyncio.Event()
+    task = asyncio.create_task(runtime.run(load_settings(), stop), name="engine-failing")
+    a = {"account": account}
+
+    async def reported() -> bool:
+        if task.done():
+            task.result()
+        m = await scrape(metrics_url)
+        return (
+            m.value("tradectl_errors_total", **a, component="strategy") == 1
+            and m.value("tradectl_controls_active", **a, kind="pause") == 1
+            and m.value("tradectl_incidents_open", **a, severity="error") == 1
+        )
+
+    try:
+        await eventually(reported, timeout=60, interval=0.2, message="the failure in the metrics")
+    finally:
+        stop.set()
+        await asyncio.wait_for(task, timeout=30)
