@@ -123,9 +123,9 @@ class AccountGauges:
                 cursor = fill.id
                 if fill.id <= self._after - FILL_ID_WINDOW or fill.id in self._folded:
                     continue
-                self._folded.add(fill.id)
                 if fill.base_asset is None or fill.quote_asset is None:
-                    continue  # no instrument row: its fees' effect is unknown
+                    continue  # no instrument row yet: looked at again while in the window
+                self._folded.add(fill.id)
                 key = (fill.strategy_id, fill.symbol)
                 position = self._positions.get(key) or Position(
                     base_asset=fill.base_asset, quote_asset=fill.quote_asset, symbol=fill.symbol

@@ -247,7 +247,8 @@ class ExecutionMetrics:
         self, reservations: Sequence[Reservation], results: Sequence[ReserveResult]
     ) -> None:
         """A batch's reserve transaction answered (one result per reservation, in order)."""
-        for reservation, result in zip(reservations, results, strict=True):
+        # not strict: a miscount must never raise into the reserve path
+        for reservation, result in zip(reservations, results, strict=False):
             decision = reservation.decision
             strategy = decision.strategy_id
             if result.status is ReserveStatus.BLOCKED:
