@@ -10,8 +10,10 @@ from datetime import timedelta
 from decimal import Decimal
 
 import pytest
+from sqlalchemy import text
 from sqlalchemy.ext.asyncio import AsyncEngine
 
+from engine.account_gauges import AccountGauges
 from engine.controls import LeaseKeeper
 from engine.crashpoints import CrashPoint, CrashPoints
 from engine.domain.intents import Buy, DecisionKey, Hold
@@ -28,6 +30,7 @@ from engine.domain.types import (
 from engine.exceptions import DatabaseUnavailable, LeaseLost
 from engine.execution import Execution, ExecutionConfig
 from engine.ledger.ledger import Ledger
+from engine.ledger.monitoring import Monitoring
 from engine.marketdata.conflator import Conflator
 from engine.outage import LedgerHealth
 from engine.portfolio import Portfolio
@@ -81,7 +84,7 @@ class Rig:
         assert q is not None
         conflator.publish(q)
         portfolio = Portfolio(db_engine, account)
-        gate = RiskGate(
+        self.gate = gate = RiskGate(
             limits=limits, market=conflator, portfolio=portfolio, clock=clock, ledger=self.ledger
         )
         self.execution = Execution(
@@ -247,3 +250,51 @@ async def test_the_reconciler_reports_expected_minus_venue_balance_per_asset(
     assert m.value("tradectl_balance_difference", account=account, asset="BTC") == pytest.approx(
         -0.012
     )
+
+
+async def _insert_fill(db_engine: AsyncEngine, account: str, fill_id: int, trade_id: str) -> None:
+    """A BUY of 0.001 at 50000 with a 1 USDT fee, of the account's one order, under an id."""
+    async with db_engine.begin() as conn:
+        await conn.execute(
+            text(
+                """INSERT INTO fills (id, venue, symbol, trade_id, client_order_id, account, side,
+                                      qty, price, fee, fee_asset, venue_ts, received_at,
+                                      recorded_at)
+                   SELECT :id, venue, symbol, :trade, client_order_id, account, 'BUY',
+                          0.001, 50000, 1, 'USDT', now(), now(), now()
+                   FROM orders WHERE account = :account"""
+            ),
+            {"id": fill_id, "trade": trade_id, "account": account},
+        )
+
+
+async def test_pnl_folds_a_fill_committed_after_a_higher_fill_id_once(
+    db_engine: AsyncEngine, venue: PaperVenue, clock: Clock, account: AccountId, metrics_url: str
+) -> None:
+    r = Rig(db_engine, venue, clock, account, LimitsBook.empty())
+    await r.lease.acquire()
+    await r.execution.process([buy(clock, A, "0.01", price="50001")])
+    gauges = AccountGauges(
+        ledger=r.ledger,
+        monitoring=Monitoring(db_engine, account=account, venue=venue.name, clock=clock),
+        gate=r.gate,
+        mark=lambda symbol: Decimal(50000),
+        clock=clock,
+        ledger_state=LedgerHealth(),
+    )
+    labels = {"account": account, "strategy": A, "symbol": "BTCUSDT"}
+
+    async def realized() -> float | None:
+        await gauges.refresh()
+        return (await scrape(metrics_url)).value("tradectl_pnl_realized", **labels)
+
+    async with db_engine.connect() as conn:
+        first_id = (await conn.execute(text("SELECT max(id) FROM fills"))).scalar_one()
+    before = await realized()
+    assert before is not None
+    # a fill with a higher id commits first; one with a lower id commits after it was read
+    await _insert_fill(db_engine, account, first_id + 500, "late-high")
+    assert await realized() == pytest.approx(before - 1)
+    await _insert_fill(db_engine, account, first_id + 200, "late-low")
+    assert await realized() == pytest.approx(before - 2)
+    assert await realized() == pytest.approx(before - 2), "folded once, however often read"
