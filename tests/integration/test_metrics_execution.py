@@ -298,3 +298,33 @@ async def test_pnl_folds_a_fill_committed_after_a_higher_fill_id_once(
     await _insert_fill(db_engine, account, first_id + 200, "late-low")
     assert await realized() == pytest.approx(before - 2)
     assert await realized() == pytest.approx(before - 2), "folded once, however often read"
+
+
+async def test_risk_utilization_reports_each_configured_limit_with_resting_orders(
+    db_engine: AsyncEngine, venue: PaperVenue, clock: Clock, account: AccountId, metrics_url: str
+) -> None:
+    limits = LimitsBook(
+        account=Limits(max_account_exposure=Decimal(1000)),
+        strategies={A: Limits(max_position_qty=Decimal("0.04"))},
+    )
+    r = Rig(db_engine, venue, clock, account, limits)
+    await r.lease.acquire()
+    # a buy resting far below the market: nothing is held, the worst case counts it
+    await r.execution.process([buy(clock, A, "0.01", price="40000")])
+    gauges = AccountGauges(
+        ledger=r.ledger,
+        monitoring=Monitoring(db_engine, account=account, venue=venue.name, clock=clock),
+        gate=r.gate,
+        mark=lambda symbol: None,
+        clock=clock,
+        ledger_state=LedgerHealth(),
+    )
+    await gauges.refresh()
+    m = await scrape(metrics_url)
+    used = {"account": account, "strategy": A}
+    assert m.value("tradectl_risk_utilization", **used, limit="max_position_qty") == 0.25
+    # valued at the mid (50000.5): 500.005 of 1000
+    assert m.value(
+        "tradectl_risk_utilization", account=account, strategy="*", limit="max_account_exposure"
+    ) == pytest.approx(0.500005)
+    assert m.value("tradectl_orders", account=account, state="OPEN") == 1
