@@ -20,6 +20,7 @@ from engine.domain.types import ControlKind, ControlScope, utc_now
 from engine.exceptions import DatabaseUnavailable, LeaseLost, VenueError
 from engine.ledger.ledger import Ledger
 from engine.ledger.records import OperatorRequest, OperatorRequestKind
+from engine.metrics import error, lease_held
 from engine.outage import AlwaysAvailable, LedgerState, ThrottledLog
 from engine.tasks import wait_event
 
@@ -63,6 +64,7 @@ class LeaseKeeper:
             if epoch is not None:
                 self._epoch = epoch
                 self._lost = False
+                lease_held(self.ledger.account, True)
                 log.info("lease acquired", holder=self._holder, epoch=epoch)
                 return epoch
             if not announced:
@@ -100,6 +102,8 @@ class LeaseKeeper:
             if not self._lost:
                 self._lost = True
                 self._lost_event.set()
+                lease_held(self.ledger.account, False)
+                error(self.ledger.account, "lease")
                 log.error("lease lost: stopping new orders on this account", error=str(exc))
             await self.report_lost(str(exc))
             raise
@@ -120,6 +124,8 @@ class LeaseKeeper:
 
     async def release(self) -> None:
         if self._epoch is not None and not self._lost:
+            # not held from here on, whether or not the release reaches the ledger
+            lease_held(self.ledger.account, False)
             await self.ledger.leases.release(self._holder, self._epoch)
 
 
@@ -146,6 +152,7 @@ async def halt_for_loss(ledger: Ledger, reason: str) -> int:
         details={"reason": reason, "day": day},
         dedupe_key=f"loss_limit:{ledger.account}:{day}",
     )
+    error(ledger.account, "risk")
     log.error("loss limit crossed: account halted", reason=reason, incident=incident.id)
     return incident.id
 

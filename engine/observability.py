@@ -1,4 +1,6 @@
-"""Structured logs (structlog), Prometheus metrics, and the secret scrubber."""
+"""Structured logs (structlog), the metrics endpoint, and the secret scrubber.
+
+The metrics themselves are defined in :mod:`engine.metrics`."""
 
 from __future__ import annotations
 
@@ -9,7 +11,6 @@ from collections.abc import MutableMapping
 from typing import Any
 
 import structlog
-from prometheus_client import REGISTRY, Counter, Gauge, Histogram
 
 # Anything that looks like a credential is masked before a log line is rendered, whichever
 # module logged it: a leaked key in a log aggregator is as bad as a leaked key in the code.
@@ -60,29 +61,3 @@ def configure_logging(*, json: bool, level: str = "INFO") -> None:
         logger_factory=structlog.PrintLoggerFactory(file=sys.stderr),
         cache_logger_on_first_use=True,
     )
-
-
-def _metric(kind: type[Any], name: str, doc: str, labels: tuple[str, ...] = (), **kw: Any) -> Any:
-    # Tests build several engines in one process: reuse a collector already registered.
-    existing = REGISTRY._names_to_collectors.get(name)
-    if existing is not None:
-        return existing
-    return kind(name, doc, labels, **kw)
-
-
-ORDERS_SUBMITTED = _metric(
-    Counter, "tradectl_orders_submitted", "Orders sent to a venue", ("account", "outcome")
-)
-FILLS_RECORDED = _metric(Counter, "tradectl_fills_recorded", "Fills appended", ("account",))
-DECISIONS = _metric(Counter, "tradectl_decisions", "Decisions recorded", ("account", "outcome"))
-INTENT_TO_ACK = _metric(
-    Histogram,
-    "tradectl_intent_to_ack_seconds",
-    "Latency from intent to acknowledged order",
-    ("account",),
-    buckets=(0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5),
-)
-UNRESOLVED_ORDERS = _metric(
-    Gauge, "tradectl_unresolved_orders", "Orders in PENDING_SUBMIT/UNKNOWN", ("account",)
-)
-OPEN_INCIDENTS = _metric(Gauge, "tradectl_open_incidents", "Open incidents", ("account",))

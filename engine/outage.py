@@ -31,6 +31,7 @@ import structlog
 
 from engine.exceptions import DatabaseUnavailable, LeaseLost, VenueError
 from engine.ledger.db import is_connection_error
+from engine.metrics import error
 
 log = structlog.get_logger("tradectl.outage")
 
@@ -110,7 +111,11 @@ class LedgerHealth:
     """Whether the ledger may be used for trading: reachable and reconciled since the last
     outage. ``available`` is the engine's readiness (a later ``/readyz`` reads it)."""
 
-    def __init__(self, *, monotonic: Callable[[], float] = time.monotonic) -> None:
+    def __init__(
+        self, *, account: str | None = None, monotonic: Callable[[], float] = time.monotonic
+    ) -> None:
+        #: whose errors an outage counts (tradectl_errors_total); None counts none
+        self.account = account
         self._monotonic = monotonic
         self._available = asyncio.Event()
         self._lost = asyncio.Event()
@@ -143,6 +148,8 @@ class LedgerHealth:
             self.outages += 1
             self._available.clear()
             self._lost.set()
+            if self.account is not None:
+                error(self.account, "ledger")
             log.error(
                 "ledger unavailable: no new orders until it is back and reconciled; "
                 "working orders stay on the venue, their fills are fetched afterwards",
@@ -207,6 +214,8 @@ class OutageRecovery:
             try:
                 await self.catch_up()
             except LeaseLost:
+                if self.health.account is not None:
+                    error(self.health.account, "lease")
                 log.error(
                     "the lease was taken over while the ledger was away; stepping down",
                     outage_s=round(self.health.down_for_s or 0.0, 1),

@@ -23,6 +23,7 @@ from engine.domain.types import Asset, ControlKind, ControlScope, OrderState, St
 from engine.exceptions import DatabaseUnavailable, VenueError
 from engine.execution import Execution
 from engine.ledger.ledger import Ledger
+from engine.metrics import balance_differences, error
 from engine.tasks import wait_event
 
 log = structlog.get_logger("tradectl.reconcile")
@@ -128,6 +129,7 @@ class Reconciler:
             except VenueError as exc:
                 log.warning("reconciliation pass failed; will retry", error=str(exc))
             except Exception:
+                error(self.ledger.account, "reconcile")
                 log.exception("reconciliation pass failed unexpectedly; will retry")
 
     async def reconcile(
@@ -286,6 +288,7 @@ class Reconciler:
             for asset, want in expected.items()
             if abs(totals[asset] - want) > self.tolerance
         }
+        balance_differences(self.ledger.account, {a: w - totals[a] for a, w in expected.items()})
         return drifts, totals, watermark
 
     def _drift_key(self, asset: str) -> str:
@@ -332,6 +335,7 @@ class Reconciler:
                 "incident": str(incident.id),
             }
         )
+        error(self.ledger.account, "reconcile")
         log.error(
             f"{paused} paused: {what}; run `tradectl reconcile --accept-balances` after "
             f"checking; incident {incident.id}"
@@ -397,6 +401,7 @@ class Reconciler:
             )
             report.incidents.append(incident.id)
             report.external_trades.append(group.symbol)
+            error(self.ledger.account, "reconcile")
             log.error(f"{paused} paused: {what}; incident {incident.id}")
             self._external_after = max(self._external_after, group.last_fill_id)
 

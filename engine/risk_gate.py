@@ -362,6 +362,49 @@ class RiskGate:
         if self.limits.for_strategy(order.strategy_id).max_orders_per_minute is not None:
             self._submitted[order.strategy_id].append(now)
 
+    # -- observability -------------------------------------------------------------------------
+
+    def utilization(self) -> dict[tuple[str, Check], float]:
+        """Per ``(strategy, limit)``, how much of each configured limit is used (1 = at the
+        limit), as the checks would see it now; strategy ``*`` for the account's limits.
+        Position limits count resting orders (the worst case) and take the fullest symbol."""
+        used: dict[tuple[str, Check], float] = {}
+
+        def put(strategy: str, check: Check, value: Decimal, limit: Decimal | int) -> None:
+            ratio = float(value / limit) if limit else 0.0
+            used[(strategy, check)] = max(used.get((strategy, check), 0.0), ratio)
+
+        view: AccountView | None = None
+        for strategy in self.limits.strategies:
+            limits = self.limits.for_strategy(strategy)
+            view = self._account(strategy, Symbol(""))
+            for symbol, exposure in view.strategy_exposure.items():
+                gross, mark = exposure.gross(), view.marks.get(symbol)
+                if (qty_limit := limits.position_qty_limit(symbol)) is not None:
+                    put(strategy, Check.POSITION_QTY, gross, qty_limit)
+                notional_limit = limits.position_notional_limit(symbol)
+                if notional_limit is not None and mark is not None:
+                    put(strategy, Check.POSITION_NOTIONAL, gross * mark, notional_limit)
+            if limits.max_orders_per_minute is not None:
+                recent = Decimal(len(view.recent_order_times))
+                put(strategy, Check.ORDER_RATE, recent, limits.max_orders_per_minute)
+        account = self.limits.account
+        if view is None:
+            view = self._account(StrategyId(""), Symbol(""))
+        if account.max_account_exposure is not None:
+            gross_notional = sum(
+                (e.gross() * view.marks[s] for s, e in view.account_exposure.items()
+                 if s in view.marks),
+                _ZERO,
+            )  # fmt: skip
+            put("*", Check.ACCOUNT_EXPOSURE, gross_notional, account.max_account_exposure)
+        if account.max_daily_loss is not None and view.pnl_today is not None:
+            put("*", Check.DAILY_LOSS, max(-view.pnl_today, _ZERO), account.max_daily_loss)
+        if account.max_drawdown is not None and view.equity is not None:
+            drawdown = (view.peak_equity or view.equity) - view.equity
+            put("*", Check.DRAWDOWN, max(drawdown, _ZERO), account.max_drawdown)
+        return used
+
 
 def _plus(a: Exposure, b: Exposure) -> Exposure:
     return Exposure(

@@ -19,12 +19,14 @@ import sys
 from collections.abc import AsyncIterator, Awaitable, Callable, Coroutine
 from dataclasses import dataclass, field
 from datetime import datetime
+from decimal import Decimal
 from typing import Any
 
 import structlog
 from pydantic import SecretStr
 
 from engine import ops_http
+from engine.account_gauges import AccountGauges
 from engine.alert_watch import AlertWatch
 from engine.alerting import delivery_for
 from engine.config import Settings, VenueKind
@@ -53,8 +55,10 @@ from engine.exceptions import (
 )
 from engine.execution import Execution, ExecutionConfig, FillPath
 from engine.ledger.ledger import Ledger
+from engine.ledger.monitoring import Monitoring
 from engine.marketdata.conflator import Conflator
 from engine.marketdata.feed import MarketDataFeed
+from engine.metrics import assumptions, controls_active, error
 from engine.observability import configure_logging
 from engine.outage import LedgerHealth, OutageRecovery, guarded
 from engine.portfolio import Portfolio
@@ -234,7 +238,7 @@ class Engine:
         )
         self.crash = crash or CrashPoints.from_env()
         #: reachable and reconciled since the last outage: the engine's readiness
-        self.health = LedgerHealth()
+        self.health = LedgerHealth(account=self.account)
         self.execution = Execution(
             ledger=self.ledger,
             venue=self.venue,
@@ -252,6 +256,23 @@ class Engine:
             on_fills=lambda fills: self.portfolio.mark_dirty(),
             ledger_state=self.health,
         )
+        self.gauges = AccountGauges(
+            ledger=self.ledger,
+            monitoring=Monitoring(
+                db.engine, account=self.account, venue=self.venue.name, clock=clock
+            ),
+            gate=self.gate,
+            mark=self._mark,
+            clock=clock,
+            ledger_state=self.health,
+        )
+        for spec in strategies:
+            assumptions(
+                self.account,
+                spec.strategy_id,
+                fee_bps=spec.assumed_fee_bps,
+                slippage_bps=spec.assumed_slippage_bps,
+            )
         self.symbols = symbols_of(strategies)
         self.execution.symbols.update(self.symbols)
         self.reconciler = Reconciler(
@@ -315,7 +336,9 @@ class Engine:
     async def _refresh_controls(self) -> None:
         paused: set[StrategyId] = set()
         blocked_all = False
-        for control in await self.ledger.controls.active():
+        active = await self.ledger.controls.active()
+        controls_active(self.account, (c.kind for c in active), all_kinds=ControlKind)
+        for control in active:
             if control.kind is ControlKind.REDUCE_ONLY:
                 continue  # strategies keep deciding; reserve lets only reducing orders through
             if control.scope in (ControlScope.GLOBAL, ControlScope.ACCOUNT):
@@ -329,8 +352,13 @@ class Engine:
     async def _is_paused(self, strategy_id: StrategyId) -> bool:
         return strategy_id in self._paused
 
+    def _mark(self, symbol: Symbol) -> Decimal | None:
+        quote = self.conflator.quote(symbol)
+        return None if quote is None else quote.mid
+
     async def _strategy_failed(self, strategy_id: StrategyId, exc: BaseException) -> None:
         reason = f"strategy raised {type(exc).__name__}: {exc}"
+        error(self.account, "strategy")
         self._paused.add(strategy_id)
         await self.ledger.controls.set(
             ControlScope.STRATEGY, strategy_id, ControlKind.PAUSE, reason=reason, set_by="engine"
@@ -478,6 +506,7 @@ class Engine:
                 unknown_s=self.settings.alert_unknown_s,
                 clock=self.clock,
             ).run,
+            "metrics": self.gauges.run,
         }
         edge: dict[str, Callable[[], Awaitable[None]]] = {
             "marketdata": MarketDataFeed(
@@ -504,6 +533,7 @@ class Engine:
             for task in done:
                 if task is not stopper:
                     exc = task.exception() if not task.cancelled() else None
+                    error(self.account, task.get_name())
                     log.error("task ended; stopping the engine", task=task.get_name(), error=exc)
                     ended.append(f"{task.get_name()}: {exc!r}" if exc else task.get_name())
             await self._report_lease_loss()
@@ -550,6 +580,7 @@ class Engine:
         )
         await self._release_lease()
         if stuck:
+            error(self.account, "shutdown")
             log.error("tasks did not stop; lease released, exiting", stuck=stuck)
             raise ShutdownStuck(
                 f"the engine did not stop cleanly: task(s) {', '.join(stuck)} ignored "

@@ -12,6 +12,8 @@ typo stops the engine before it trades, with an error naming the file, the strat
     account = "main"            # optional: the account its orders go to (default: the engine's)
     on_start = "keep"           # or "cancel": its orders resting from a previous session are
                                 # cancelled at start, after reconciliation, before it trades
+    assumed_fee_bps = 10        # optional: the costs the strategy was designed (backtested) with,
+    assumed_slippage_bps = 2    # shown next to the realized ones (tradectl_assumed_*_bps)
     [strategy.params]           # strategy-specific; numbers may be written bare or as strings
     fast = 3
     qty = "0.001"
@@ -65,15 +67,29 @@ def _to_text(value: Any) -> str:
     raise ValueError(f"must be a string, number or boolean, got {type(value).__name__}")
 
 
-def _to_decimal(value: Any) -> Decimal:
+def _parse_decimal(value: Any) -> Decimal:
     if isinstance(value, bool) or not isinstance(value, int | float | str):
         raise ValueError(f"must be a decimal number, got {value!r}")
     try:
         result = Decimal(repr(value) if isinstance(value, float) else str(value))
     except InvalidOperation:
         raise ValueError(f"must be a decimal number, got {value!r}") from None
-    if not result.is_finite() or result <= 0:
+    if not result.is_finite():
+        raise ValueError(f"must be a finite decimal number, got {value!r}")
+    return result
+
+
+def _to_decimal(value: Any) -> Decimal:
+    result = _parse_decimal(value)
+    if result <= 0:
         raise ValueError(f"must be a positive decimal number, got {value!r}")
+    return result
+
+
+def _to_bps(value: Any) -> Decimal:
+    result = _parse_decimal(value)
+    if result < 0:
+        raise ValueError(f"must be zero or more basis points, got {value!r}")
     return result
 
 
@@ -84,6 +100,8 @@ def _to_interval(value: Any) -> timedelta:
 
 
 PositiveDecimal = Annotated[Decimal, BeforeValidator(_to_decimal)]
+#: basis points of an assumed cost: zero or more
+Bps = Annotated[Decimal, BeforeValidator(_to_bps)]
 Interval = Annotated[timedelta, BeforeValidator(_to_interval)]
 ParamText = Annotated[str, BeforeValidator(_to_text)]
 
@@ -151,6 +169,8 @@ class _Strategy(BaseModel):
     on_start: StartPolicy = StartPolicy.KEEP
     params: dict[str, ParamText] = Field(default_factory=dict)
     limits: _Limits = Field(default_factory=_Limits)
+    assumed_fee_bps: Bps | None = None
+    assumed_slippage_bps: Bps | None = None
 
     @field_validator("kind")
     @classmethod
@@ -192,6 +212,9 @@ class StrategySpec:
     account: str | None = None
     on_start: StartPolicy = StartPolicy.KEEP
     source: Path = field(default=Path("<memory>"))
+    #: the costs the strategy assumes (as backtested), reported next to the realized ones
+    assumed_fee_bps: Decimal | None = None
+    assumed_slippage_bps: Decimal | None = None
 
     @property
     def bar_interval_name(self) -> str | None:
@@ -305,6 +328,8 @@ def _strategies(parsed: _File, source: Path) -> tuple[StrategySpec, ...]:
             account=entry.account,
             on_start=entry.on_start,
             source=source,
+            assumed_fee_bps=entry.assumed_fee_bps,
+            assumed_slippage_bps=entry.assumed_slippage_bps,
         )
         try:
             hosted = spec.hosted()

@@ -58,6 +58,7 @@ from engine.execution.recovery import Recovery
 from engine.execution.venue_filters import venue_filters
 from engine.ledger.ledger import Ledger
 from engine.ledger.records import DecisionRecord, Reservation, ReserveStatus
+from engine.metrics import ExecutionMetrics, error
 from engine.outage import AlwaysAvailable, LedgerState, ThrottledLog
 from engine.tasks import wait_event
 from engine.venues.base import FillReport, InstrumentRules, OrderRequest, Venue
@@ -121,7 +122,9 @@ class Execution(Recovery):
         self.crash = crash
         #: told about every fill this process sees (the risk gate's positions); must dedupe by
         #: trade id, because the same fill arrives by ack, stream and trade query
-        self.on_fills = on_fills or (lambda fills: None)
+        self._rules: dict[Symbol, InstrumentRules] = {}
+        self.metrics = ExecutionMetrics(config.account, self._rules)
+        self.on_fills = self.metrics.counting_fills(on_fills or (lambda fills: None))
         #: while the ledger is away (engine.outage) intents are dropped and the resolver waits
         self.ledger_state: LedgerState = ledger_state or AlwaysAvailable()
         self._throttled = ThrottledLog(log)
@@ -129,7 +132,6 @@ class Execution(Recovery):
         self._intents: asyncio.Queue[Intent] = asyncio.Queue()
         self._denials: list[DecisionRecord] = []
         self._owed = {}
-        self._rules: dict[Symbol, InstrumentRules] = {}
         self.committed = CommittedFacts(config.account)
         self._outstanding = 0
         self._idle = asyncio.Condition()
@@ -186,6 +188,7 @@ class Execution(Recovery):
                         self._drop(batch)
                     except LeaseLost as exc:
                         self.stopped_reason = f"lease lost: {exc}"
+                        error(self.config.account, "execution")
                         log.error(
                             "execution stopped: this engine no longer holds the account lease",
                             account=self.config.account,
@@ -203,6 +206,7 @@ class Execution(Recovery):
         """Never reserved, so never sent; not kept (their data ages): strategies decide again
         once the post-outage reconcile has run."""
         self.dropped += len(batch)
+        self.metrics.dropped((i.strategy_id for i in batch), "ledger_unavailable")
         self._throttled.warning(
             "dropped",
             "intents dropped unreserved: the ledger is unavailable",
@@ -224,6 +228,7 @@ class Execution(Recovery):
             except VenueError as exc:
                 log.warning("resolution pass failed; will retry", error=str(exc))
             except Exception:
+                error(self.config.account, "resolver")
                 log.exception("resolution pass failed unexpectedly; will retry")
 
     # -- the protocol --------------------------------------------------------------------------
@@ -245,9 +250,9 @@ class Execution(Recovery):
         for intent in intents:
             self.symbols.add(intent.symbol)
             if isinstance(intent, Hold):
-                await self.ledger.decisions.record(
-                    self._decision(intent, now, (), DecisionOutcome.HOLD)
-                )
+                hold = self._decision(intent, now, (), DecisionOutcome.HOLD)
+                await self.ledger.decisions.record(hold)
+                self.metrics.decided(hold)
             elif isinstance(intent, Cancel):
                 await self._cancel(intent, now)
             else:
@@ -258,6 +263,7 @@ class Execution(Recovery):
         denials, self._denials = self._denials, []
         for denial in denials:
             await self.ledger.decisions.record(denial)
+            self.metrics.decided(denial)
         if not reservations:
             return
         try:
@@ -266,6 +272,7 @@ class Execution(Recovery):
             )
         finally:
             self.gate.reserved()
+        self.metrics.reserved(reservations, results)
         self.crash.hit(CrashPoint.AFTER_RESERVE)
         for result in results:
             if result.status is ReserveStatus.RESERVED and result.order is not None:
@@ -295,6 +302,7 @@ class Execution(Recovery):
             except Exception:
                 # A failed lookup or write must not take the account's execution down with it:
                 # the order stays unresolved in the ledger and the resolver looks it up again.
+                error(self.config.account, "execution")
                 log.exception("order work failed; it will be looked up again")
                 self._resolve_wakeup.set()
             finally:
@@ -401,6 +409,7 @@ class Execution(Recovery):
             now = self.clock()
             final = self.gate.recheck(order, now)
             if not final.approved:
+                self.metrics.refused_at_final_gate(order.strategy_id, final.rejections)
                 # Nothing was sent for this id in this attempt. A fresh reservation was never on
                 # the wire, so it can expire at once; a resubmission only reaches here after a
                 # lookup found nothing past the consistency window.
@@ -448,12 +457,14 @@ class Execution(Recovery):
                     )
                 return
             except Exception as exc:
+                error(self.config.account, "execution")
                 log.exception("unexpected error submitting; treating as ambiguous", coid=coid)
                 await self.ledger.orders.mark_unknown(
                     coid, f"unexpected: {type(exc).__name__}: {exc}", submitted_at=submitted_at
                 )
                 self._resolve_wakeup.set()
                 return
+            self.metrics.acked(order, self.clock())
             self.gate.on_submitted(order, submitted_at)
             self.crash.hit(CrashPoint.AFTER_SUBMIT_BEFORE_ACK)
             acked = await self.ledger.orders.record_ack(coid, report, submitted_at=submitted_at)
@@ -465,12 +476,14 @@ class Execution(Recovery):
             # resolver (or the next start) settles by lookup.
             if isinstance(exc, DatabaseUnavailable):
                 self.ledger_state.unavailable(exc, where="send")
+            error(self.config.account, "execution")
             log.error(
                 "ledger write failed while sending; order left for resolution",
                 coid=coid,
                 error=str(exc),
             )
         except Exception:
+            error(self.config.account, "execution")
             log.exception("unexpected error in send path; order left for resolution", coid=coid)
         finally:
             self._in_flight.discard(coid)
@@ -509,11 +522,13 @@ class Execution(Recovery):
                 limit="a non-terminal order",
                 observed="unknown order" if order is None else order.state.value,
             )
-            await self.ledger.decisions.record(self._decision(intent, now, (verdict,), outcome))
+            denied = self._decision(intent, now, (verdict,), outcome)
+            await self.ledger.decisions.record(denied)
+            self.metrics.decided(denied)
             return
-        await self.ledger.decisions.record(
-            self._decision(intent, now, (), DecisionOutcome.RESERVED)
-        )
+        decided = self._decision(intent, now, (), DecisionOutcome.RESERVED)
+        await self.ledger.decisions.record(decided)
+        self.metrics.decided(decided)
         await self.cancel_order(order, cause=f"cancel intent: {intent.reason}")
 
     async def cancel_order(self, order: Order, *, cause: str) -> None:
@@ -542,6 +557,7 @@ class Execution(Recovery):
             return
         self.crash.hit(CrashPoint.AFTER_CANCEL_BEFORE_ACK)
         updated = await self.ledger.orders.apply_report(report, cause="cancel acknowledged")
+        self.metrics.fills(report.fills, updated)
         await self.fetch_missing_fills(report, updated)
 
     async def cancel_all(

@@ -18,6 +18,7 @@ from engine.domain.orders import Order, target_state
 from engine.domain.types import Asset, ClientOrderId
 from engine.exceptions import DatabaseUnavailable
 from engine.ledger.ledger import Ledger
+from engine.metrics import error
 from engine.venues.base import BalanceReport, FillReport, OrderReport, StreamReconnected, UserEvent
 
 if TYPE_CHECKING:
@@ -57,6 +58,7 @@ class FillPath:
                 if self.on_reconnect is not None:
                     self.on_reconnect()
             except Exception:
+                error(self.execution.config.account, "fills")
                 # One event the ledger refuses (a report it cannot place, say) must not stop
                 # every later fill from being recorded: log it whole, reconcile from the venue.
                 log.exception("could not apply a venue event; reconciling", venue_event=repr(event))

@@ -24,6 +24,7 @@ from engine.exceptions import NotFound, VenueError
 from engine.execution.config import ExecutionConfig
 from engine.execution.fill_path import CommittedFacts
 from engine.ledger.ledger import Ledger
+from engine.metrics import ExecutionMetrics
 from engine.venues.base import FillReport, ListsOrders, OrderReport, Venue
 
 log = structlog.get_logger("tradectl.execution")
@@ -54,6 +55,7 @@ class Recovery:
     config: ExecutionConfig
     clock: Callable[[], datetime]
     committed: CommittedFacts
+    metrics: ExecutionMetrics
     on_fills: Callable[[Sequence[FillReport]], None]
     symbols: set[Symbol]
     _owed: dict[ClientOrderId, _Owed]
@@ -189,6 +191,7 @@ class Recovery:
             chunk = reports[start : start + LISTING_CHUNK]
             for order in await self.ledger.orders.apply_listed(chunk, cause="lookup (listing)"):
                 self.committed.remember(order)
+                self.metrics.remember(order)
                 settled[order.client_order_id] = order
         if any(latest[c].filled_quantity > o.filled_qty for c, o in settled.items()):
             # more filled on the venue than the ledger has fills for: fetch them by trade id
@@ -236,6 +239,7 @@ class Recovery:
             log.info("lookup failed; will retry", coid=coid, error=str(exc))
             return None
         updated = await self.ledger.orders.apply_report(report, cause="lookup")
+        self.metrics.fills(report.fills, updated)
         if updated is None:
             return None
         self.committed.remember(updated, report.fills)

@@ -65,6 +65,17 @@ def test_loads_a_valid_file(tmp_path: Path) -> None:
     assert hosted.decision_window == timedelta(seconds=5)
 
 
+def test_assumed_costs_are_optional_basis_points_of_zero_or_more(tmp_path: Path) -> None:
+    costs = 'account = "main"\nassumed_fee_bps = 0\nassumed_slippage_bps = "2.5"\n'
+    sma, fv = load_strategy_config(write(tmp_path, VALID.replace('account = "main"\n', costs)))
+    assert sma.assumed_fee_bps == 0
+    assert sma.assumed_slippage_bps == Decimal("2.5")
+    assert fv.assumed_fee_bps is None
+    assert fv.assumed_slippage_bps is None
+    negative = VALID.replace('account = "main"\n', "assumed_fee_bps = -1\n")
+    assert "field 'assumed_fee_bps': must be zero or more" in error_for(tmp_path, negative)
+
+
 def test_the_shipped_example_config_is_valid() -> None:
     specs = load_strategy_config(REPO / "strategies" / "example.toml")
     assert {s.kind for s in specs} == {"sma_cross", "fair_value"}
