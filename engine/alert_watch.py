@@ -1,5 +1,6 @@
 """The alerts no single ledger write raises: conditions that last (a venue connection down, an
-order UNKNOWN for too long, a daily loss past half its limit), watched by one engine task.
+order UNKNOWN for too long, a daily loss past half its limit, a low fill rate, unusual slippage),
+watched by one engine task.
 
 Each condition raises one alert per episode (it is raised again only after it cleared); the
 delivery task's cooldown folds the repeats of a flapping one.
@@ -10,6 +11,7 @@ from __future__ import annotations
 import asyncio
 from collections.abc import Callable
 from datetime import datetime, timedelta
+from decimal import Decimal
 from typing import Protocol, runtime_checkable
 
 import structlog
@@ -21,6 +23,7 @@ from engine.domain.alerts import (
     loss_warning,
     loss_warning_alert,
     partial_fill_alert,
+    slippage_alert,
     unknown_order_alert,
 )
 from engine.domain.types import OrderState, utc_now
@@ -34,6 +37,8 @@ FILL_RATE_WINDOW_S = 3600.0
 FILL_RATE_MIN_ORDERS = 10
 #: and looked at this often (a heavier query than the rest)
 FILL_RATE_EVERY_S = 60.0
+#: an order filled this much worse than its decision price is "unusual slippage"
+DEFAULT_SLIPPAGE_BPS = Decimal(50)
 
 
 @runtime_checkable
@@ -52,6 +57,7 @@ class AlertWatch:
         gate: RiskGate | None,
         disconnect_s: float,
         unknown_s: float,
+        slippage_bps: Decimal = DEFAULT_SLIPPAGE_BPS,
         interval_s: float = 1.0,
         clock: Callable[[], datetime] = utc_now,
     ) -> None:
@@ -60,11 +66,13 @@ class AlertWatch:
         self.gate = gate
         self.disconnect_s = disconnect_s
         self.unknown_s = unknown_s
+        self.slippage_bps = slippage_bps
         self.interval_s = interval_s
         self.clock = clock
         #: the conditions alerted on and not cleared since
         self._raised: set[str] = set()
         self._fill_rates_at: datetime | None = None
+        self._slippage_at: datetime | None = None
 
     async def run(self) -> None:
         while True:
@@ -77,6 +85,7 @@ class AlertWatch:
         await self._orders(now)
         await self._daily_loss(now)
         await self._fill_rates(now)
+        await self._slippage(now)
 
     async def _raise(self, key: str, draft: AlertDraft) -> None:
         if key in self._raised:
@@ -171,6 +180,39 @@ class AlertWatch:
                 low.add(key)
                 await self._raise(key, draft)
         self._clear("fill_rate:", low)
+
+    async def _slippage(self, now: datetime) -> None:
+        # fills are looked at with the fill rates' cadence, over two periods: an order whose
+        # fills landed just before a pass is still seen by the next one (and alerted once)
+        if self._slippage_at is not None and (
+            (now - self._slippage_at).total_seconds() < FILL_RATE_EVERY_S
+        ):
+            return
+        self._slippage_at = now
+        since = now - timedelta(seconds=2 * FILL_RATE_EVERY_S)
+        seen: set[str] = set()
+        for (
+            coid,
+            strategy,
+            symbol,
+            buy,
+            decided,
+            avg,
+        ) in await self.ledger.alerts.filled_against_decision(since=since):
+            key = f"slippage:{coid}"
+            seen.add(key)
+            draft = slippage_alert(
+                client_order_id=coid,
+                strategy_id=strategy,
+                symbol=symbol,
+                buy=buy,
+                decision_price=decided,
+                avg_price=avg,
+                threshold_bps=self.slippage_bps,
+            )
+            if draft is not None:
+                await self._raise(key, draft)
+        self._clear("slippage:", seen)
 
     async def _daily_loss(self, now: datetime) -> None:
         if self.gate is None:

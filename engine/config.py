@@ -7,6 +7,7 @@ built-in exchange simulator and the example strategies, with paper money.
 from __future__ import annotations
 
 from datetime import timedelta
+from decimal import Decimal
 from enum import StrEnum
 from pathlib import Path
 from typing import Any
@@ -81,6 +82,8 @@ class Settings(BaseSettings):
     alert_disconnect_s: float = Field(default=60.0, gt=0)
     #: an order UNKNOWN this long is a HIGH alert
     alert_unknown_s: float = Field(default=120.0, gt=0)
+    #: an order filled this many bps worse than its decision price is a HIGH alert
+    alert_slippage_bps: Decimal = Field(default=Decimal(50), gt=0, allow_inf_nan=False)
 
     #: serve /metrics, /healthz and /readyz on this port (unset: no ops HTTP server)
     metrics_port: int | None = Field(default=None, ge=0, le=65535)

@@ -504,6 +504,7 @@ class Engine:
                 gate=self.gate,
                 disconnect_s=self.settings.alert_disconnect_s,
                 unknown_s=self.settings.alert_unknown_s,
+                slippage_bps=self.settings.alert_slippage_bps,
                 clock=self.clock,
             ).run,
             "metrics": self.gauges.run,

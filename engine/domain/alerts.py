@@ -325,3 +325,47 @@ def fill_rate_alert(
         ),
         details={"orders": orders, "requested": str(requested), "filled": str(filled)},
     )
+
+
+def slippage_bps(buy: bool, decision_price: Decimal, avg_price: Decimal) -> Decimal:
+    """How much worse than the decision price an order filled, in bps (negative: better)."""
+    worse = avg_price - decision_price if buy else decision_price - avg_price
+    return worse / decision_price * 10_000
+
+
+def slippage_alert(
+    *,
+    client_order_id: str,
+    strategy_id: str,
+    symbol: str,
+    buy: bool,
+    decision_price: Decimal,
+    avg_price: Decimal,
+    threshold_bps: Decimal,
+) -> AlertDraft | None:
+    """An order that filled more than ``threshold_bps`` worse than the price its strategy
+    decided on (``None`` when it did not)."""
+    if decision_price <= 0:
+        return None
+    bps = slippage_bps(buy, decision_price, avg_price)
+    if bps <= threshold_bps:
+        return None
+    return AlertDraft(
+        level=AlertLevel.HIGH,
+        kind="slippage",
+        scope=f"strategy:{strategy_id}",
+        message=(
+            f"Unusual slippage: order {client_order_id} of strategy {strategy_id} on {symbol} "
+            f"filled at {avg_price:f} on average against the decision price {decision_price:f}, "
+            f"{bps:.0f} bps worse (alert above {threshold_bps:f} bps). The book may be thin or "
+            f"the order too large for it: `tradectl explain {client_order_id}` shows its fills; "
+            f"`tradectl pause --strategy {strategy_id} --reason '…'` if it keeps happening."
+        ),
+        details={
+            "client_order_id": client_order_id,
+            "symbol": symbol,
+            "decision_price": str(decision_price),
+            "avg_price": str(avg_price),
+            "slippage_bps": str(bps.quantize(Decimal("0.01"))),
+        },
+    )

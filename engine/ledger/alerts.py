@@ -192,6 +192,21 @@ SQL_FILL_RATES = Statement(
     ORDER BY o.strategy_id
     """
 )
+# Orders with fills that changed in the window, with the price their decision was made at.
+SQL_FILLED_AGAINST_DECISION = Statement(
+    """
+    SELECT o.client_order_id, o.strategy_id, o.symbol, o.side, d.decision_price,
+           f.notional / f.qty AS avg_price
+    FROM orders o
+    JOIN decisions d ON d.decision_id = o.decision_id AND d.account = o.account
+    JOIN LATERAL (
+        SELECT sum(x.qty) AS qty, sum(x.qty * x.price) AS notional FROM fills x
+        WHERE x.client_order_id = o.client_order_id AND x.account = o.account
+    ) f ON f.qty > 0
+    WHERE o.account = :account AND o.updated_at >= :since AND d.decision_price > 0
+    ORDER BY o.updated_at, o.client_order_id
+    """
+)
 SQL_GET = Statement(f"SELECT {_COLUMNS} FROM alerts WHERE id = :id AND account = :account")
 
 
@@ -422,6 +437,27 @@ class Alerts(LedgerPart):
                 db, {"account": self.account, "since": since, "min_orders": min_orders}
             )
         return [(r["strategy_id"], r["orders"], r["requested"], r["filled"]) for r in rows]
+
+    async def filled_against_decision(
+        self, *, since: datetime
+    ) -> list[tuple[str, str, str, bool, Decimal, Decimal]]:
+        """(client order id, strategy, symbol, is a buy, decision price, average fill price) of
+        the orders with fills that changed since ``since``."""
+        async with self._connection() as db:
+            rows = await SQL_FILLED_AGAINST_DECISION.run(
+                db, {"account": self.account, "since": since}
+            )
+        return [
+            (
+                r["client_order_id"],
+                r["strategy_id"],
+                r["symbol"],
+                r["side"] == "BUY",
+                r["decision_price"],
+                r["avg_price"],
+            )
+            for r in rows
+        ]
 
     async def undelivered(self) -> int:
         """Alerts of this account still to be sent (suppressed repeats are not)."""

@@ -7,6 +7,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import socket
+from dataclasses import replace
 from decimal import Decimal
 
 import pytest
@@ -183,3 +184,31 @@ async def test_a_lost_lease_raises_one_critical_alert_in_the_account(
     assert alert.kind == "lease_lost"
     assert first.lease.holder in alert.message
     assert "restart this one only if no other engine is running" in alert.message
+
+
+async def test_an_order_filled_far_from_its_decision_price_raises_one_high_alert(
+    db_engine: AsyncEngine, venue: PaperVenue, clock: Clock
+) -> None:
+    r = await rig(db_engine, venue, clock)
+    # decided at a mid of 49,900 (the market moved before the order reached it): 20 bps worse
+    far = replace(order(clock, A, "0.01", price="50001", i="far"), decision_price=Decimal(49900))
+    near = replace(order(clock, A, "0.01", price="50001", i="near"), decision_price=Decimal(50000))
+    await r.execution.process([far, near])
+    watch = AlertWatch(
+        r.ledger,
+        venue=venue,
+        gate=None,
+        disconnect_s=60,
+        unknown_s=60,
+        slippage_bps=Decimal(10),
+        clock=clock,
+    )
+    await watch.check()
+    clock.advance(61)
+    await watch.check()
+
+    [alert] = await r.ledger.alerts.recent()
+    assert alert.level is AlertLevel.HIGH
+    assert alert.kind == "slippage"
+    assert "against the decision price 49900, 20 bps worse" in alert.message
+    assert "tradectl explain" in alert.message
