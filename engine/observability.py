@@ -6,6 +6,7 @@ import logging
 import re
 import sys
 from collections.abc import MutableMapping
+from types import TracebackType
 from typing import Any
 
 import structlog
@@ -36,28 +37,91 @@ def scrub_secrets(
     return event_dict
 
 
+#: set by :func:`configure_logging`: whether every line the process writes is a JSON object
+_json_output = False
+
+
+def json_output() -> bool:
+    """Whether logs are JSON lines (``TRADECTL_LOG_FORMAT=json``): then nothing else may be
+    printed, and what a person would read (banners, the status block) is logged as events."""
+    return _json_output
+
+
+def for_humans(text: str, event: str, **fields: Any) -> None:
+    """A line for a person at a terminal: printed on stdout in console mode; in json mode the
+    same fact is logged as ``event`` with ``fields`` (a log shipper parses JSON lines only)."""
+    if _json_output:
+        structlog.get_logger("tradectl").info(event, **fields)
+    else:
+        print(text, flush=True)
+
+
+def _stdlib_logger_name(
+    _logger: Any, _method: str, event_dict: MutableMapping[str, Any]
+) -> MutableMapping[str, Any]:
+    record = event_dict.get("_record")
+    if record is not None:
+        event_dict["logger"] = record.name
+    return event_dict
+
+
+def _log_uncaught(kind: type[BaseException], exc: BaseException, tb: TracebackType | None) -> None:
+    if issubclass(kind, KeyboardInterrupt):
+        sys.__excepthook__(kind, exc, tb)
+        return
+    structlog.get_logger("tradectl").critical("process.crashed", exc_info=(kind, exc, tb))
+
+
 def configure_logging(*, json: bool, level: str = "INFO") -> None:
-    logging.basicConfig(format="%(message)s", stream=sys.stderr, level=level)
+    """structlog for the engine's own events, the standard library's loggers (alembic,
+    asyncio, ...) and warnings routed to the same renderer: in json mode every line on stderr
+    is one JSON object, tracebacks included (as a string field)."""
+    global _json_output
+    _json_output = json
+    shared: list[Any] = [
+        structlog.processors.add_log_level,
+        structlog.processors.TimeStamper(fmt="iso", utc=True),
+    ]
+    # Decimals, datetimes and exceptions as their text: a repr such as Decimal('1.5') is
+    # noise to a log query
+    renderer: Any = (
+        structlog.processors.JSONRenderer(default=str)
+        if json
+        else structlog.dev.ConsoleRenderer(colors=sys.stderr.isatty())
+    )
+    if json:
+        handler = logging.StreamHandler(sys.stderr)
+        handler.setFormatter(
+            structlog.stdlib.ProcessorFormatter(
+                foreign_pre_chain=[*shared, _stdlib_logger_name],
+                processors=[
+                    structlog.stdlib.ProcessorFormatter.remove_processors_meta,
+                    scrub_secrets,
+                    structlog.processors.format_exc_info,
+                    renderer,
+                ],
+            )
+        )
+        logging.basicConfig(handlers=[handler], level=level, force=True)
+        logging.captureWarnings(True)
+        sys.excepthook = _log_uncaught
+    else:
+        logging.basicConfig(format="%(message)s", stream=sys.stderr, level=level)
     # alembic narrates every migration step at INFO; only its problems matter to an operator
     logging.getLogger("alembic").setLevel(logging.WARNING)
     # httpx logs every request line, and a signed request's query string is a replayable
     # credential for its receive window: never log it
     for name in ("httpx", "httpcore", "websockets"):
         logging.getLogger(name).setLevel(logging.WARNING)
-    renderer: Any = (
-        structlog.processors.JSONRenderer()
-        if json
-        else structlog.dev.ConsoleRenderer(colors=sys.stderr.isatty())
-    )
     structlog.configure(
         processors=[
             structlog.contextvars.merge_contextvars,
-            structlog.processors.add_log_level,
-            structlog.processors.TimeStamper(fmt="iso", utc=True),
+            *shared,
             scrub_secrets,
             structlog.processors.format_exc_info,
             renderer,
         ],
+        # Filtered at the call: a line below the level costs a method call, nothing rendered
         wrapper_class=structlog.make_filtering_bound_logger(logging.getLevelName(level)),
         logger_factory=structlog.PrintLoggerFactory(file=sys.stderr),
         cache_logger_on_first_use=True,

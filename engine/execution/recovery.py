@@ -23,6 +23,7 @@ from engine.domain.types import UNRESOLVED, ClientOrderId, OrderState, Symbol, T
 from engine.exceptions import NotFound, VenueError
 from engine.execution.config import ExecutionConfig
 from engine.execution.fill_path import CommittedFacts
+from engine.execution.order_log import bound_to, order_fields
 from engine.ledger.ledger import Ledger
 from engine.venues.base import FillReport, ListsOrders, OrderReport, Venue
 
@@ -107,7 +108,7 @@ class Recovery:
             else:
                 await self.sync_fills([order.symbol])
         except VenueError as exc:
-            log.info("could not fetch an order's fills yet", coid=coid, error=str(exc))
+            log.info("order.fills_fetch_failed", **order_fields(order), error=str(exc))
         updated = await self.ledger.orders.get(coid)
         if updated is None or updated.filled_qty >= owed.venue_filled:
             self._owed.pop(coid, None)
@@ -204,6 +205,10 @@ class Recovery:
             await self._resolve_one(order)
 
     async def _resolve_one(self, order: Order) -> None:
+        with bound_to(order):
+            await self._resolve_bound(order)
+
+    async def _resolve_bound(self, order: Order) -> None:
         coid = order.client_order_id
         if coid in self._in_flight:
             return
@@ -230,14 +235,16 @@ class Recovery:
             if order.state in UNRESOLVED:
                 await self._not_found(order)
             else:
-                log.warning("venue does not know an acknowledged order", coid=coid)
+                log.warning("order.not_on_venue", state=order.state.value)
             return None
         except VenueError as exc:
-            log.info("lookup failed; will retry", coid=coid, error=str(exc))
+            log.info("order.lookup_failed", error=str(exc))
             return None
         updated = await self.ledger.orders.apply_report(report, cause="lookup")
         if updated is None:
             return None
+        if updated.state is not order.state:
+            log.info("order.resolved", from_state=order.state.value, state=updated.state.value)
         self.committed.remember(updated, report.fills)
         if report.filled_quantity > updated.filled_qty:
             # The venue reports more filled than we hold fills for: fetch them by trade id.
@@ -251,15 +258,18 @@ class Recovery:
             return  # it may still appear: look again later
         coid = order.client_order_id
         if order.state is OrderState.PENDING_CANCEL:
-            await self.ledger.orders.expire(coid, "venue never had the order; cancel requested")
+            reason = "venue never had the order; cancel requested"
+            await self.ledger.orders.expire(coid, reason)
+            log.info("order.expired", reason=reason)
             return
         if now >= order.expires_at:
-            await self.ledger.orders.expire(
-                coid,
+            reason = (
                 f"not on the venue after the {self.config.consistency_window.total_seconds():g}s"
                 f" consistency window and the intent expired at {order.expires_at.isoformat()};"
-                " not resent",
+                " not resent"
             )
+            await self.ledger.orders.expire(coid, reason)
+            log.info("order.expired", reason=reason)
             return
         if order.state is OrderState.UNKNOWN:
             order = await self.ledger.orders.transition(
@@ -267,7 +277,7 @@ class Recovery:
                 OrderState.PENDING_SUBMIT,
                 cause="resubmit: not found after consistency window",
             )
-        log.info("resubmitting with the same client order id", coid=coid)
+        log.info("order.resubmitting")
         await self._send(order)
 
     # -- fills ---------------------------------------------------------------------------------
@@ -303,7 +313,7 @@ class Recovery:
                 except VenueError as exc:
                     if strict:
                         raise
-                    log.warning("could not fetch fills; will retry", symbol=symbol, error=str(exc))
+                    log.warning("fills.fetch_failed", symbol=symbol, error=str(exc))
                     break
                 if not trades:
                     break
