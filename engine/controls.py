@@ -61,12 +61,12 @@ class LeaseKeeper:
             if epoch is not None:
                 self._epoch = epoch
                 self._lost = False
-                log.info("lease acquired", holder=self._holder, epoch=epoch)
+                log.info("lease.acquired", holder=self._holder, epoch=epoch)
                 return epoch
             if not announced:
                 log.warning(
-                    "standby: another engine holds this account's lease; "
-                    "taking over when it expires",
+                    "lease.standby",
+                    note="another engine holds this account's lease; taking over when it expires",
                     ttl_s=self.ttl.total_seconds(),
                 )
                 announced = True
@@ -85,9 +85,7 @@ class LeaseKeeper:
                 # Keep trying: if the database stays away past the TTL, the reserve fence
                 # refuses this process anyway, so nothing unsafe can follow from waiting.
                 # Renewing an expired lease nobody took over keeps its epoch.
-                self._throttled.warning(
-                    "renew", "could not renew the lease; retrying", error=str(exc)
-                )
+                self._throttled.warning("renew", "lease.renew_failed", error=str(exc))
 
     async def renew(self) -> None:
         """Renew once (also how a recovering engine confirms it still holds its epoch);
@@ -98,7 +96,7 @@ class LeaseKeeper:
             if not self._lost:
                 self._lost = True
                 self._lost_event.set()
-                log.error("lease lost: stopping new orders on this account", error=str(exc))
+                log.error("lease.lost", note="no new orders on this account", error=str(exc))
             raise
 
     async def release(self) -> None:
@@ -124,7 +122,7 @@ async def halt_for_loss(ledger: Ledger, reason: str) -> int:
         details={"reason": reason, "day": day},
         dedupe_key=f"loss_limit:{ledger.account}:{day}",
     )
-    log.error("loss limit crossed: account halted", reason=reason, incident=incident.id)
+    log.error("account.halted_loss_limit", reason=reason, incident=incident.id)
     return incident.id
 
 

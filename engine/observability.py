@@ -6,6 +6,7 @@ import logging
 import re
 import sys
 from collections.abc import MutableMapping
+from decimal import Decimal
 from types import TracebackType
 from typing import Any
 
@@ -72,6 +73,14 @@ def _log_uncaught(kind: type[BaseException], exc: BaseException, tb: TracebackTy
     structlog.get_logger("tradectl").critical("process.crashed", exc_info=(kind, exc, tb))
 
 
+def _json_default(value: object) -> str:
+    # Decimals in plain notation (a quantity of 1E+1 reads as a typo), datetimes and exceptions
+    # as their text: a repr such as Decimal('10') is noise to a log query
+    if isinstance(value, Decimal):
+        return f"{value:f}"
+    return str(value)
+
+
 def configure_logging(*, json: bool, level: str = "INFO") -> None:
     """structlog for the engine's own events, the standard library's loggers (alembic,
     asyncio, ...) and warnings routed to the same renderer: in json mode every line on stderr
@@ -82,10 +91,8 @@ def configure_logging(*, json: bool, level: str = "INFO") -> None:
         structlog.processors.add_log_level,
         structlog.processors.TimeStamper(fmt="iso", utc=True),
     ]
-    # Decimals, datetimes and exceptions as their text: a repr such as Decimal('1.5') is
-    # noise to a log query
     renderer: Any = (
-        structlog.processors.JSONRenderer(default=str)
+        structlog.processors.JSONRenderer(default=_json_default)
         if json
         else structlog.dev.ConsoleRenderer(colors=sys.stderr.isatty())
     )

@@ -144,8 +144,9 @@ class LedgerHealth:
             self._available.clear()
             self._lost.set()
             log.error(
-                "ledger unavailable: no new orders until it is back and reconciled; "
-                "working orders stay on the venue, their fills are fetched afterwards",
+                "ledger.unavailable",
+                note="no new orders until it is back and reconciled; working orders stay on "
+                "the venue, their fills are fetched afterwards",
                 where=where,
                 error=str(exc),
             )
@@ -153,7 +154,7 @@ class LedgerHealth:
             return
         self.throttled.warning(
             "outage",
-            "ledger still unavailable; retrying",
+            "ledger.still_unavailable",
             where=where,
             down_for_s=round(self.down_for_s or 0.0, 1),
             error=str(exc),
@@ -165,7 +166,7 @@ class LedgerHealth:
         self._lost.clear()
         self._available.set()
         log.warning(
-            "ledger back and reconciled; trading resumes",
+            "ledger.recovered",
             outage_s=None if down is None else round(down, 1),
         )
 
@@ -208,7 +209,7 @@ class OutageRecovery:
                 await self.catch_up()
             except LeaseLost:
                 log.error(
-                    "the lease was taken over while the ledger was away; stepping down",
+                    "lease.taken_over_during_outage",
                     outage_s=round(self.health.down_for_s or 0.0, 1),
                 )
                 raise
@@ -216,7 +217,7 @@ class OutageRecovery:
                 # The ledger answered but the venue did not: still not reconciled.
                 self.health.throttled.warning(
                     "recovery-venue",
-                    "post-outage reconcile: venue failed; retrying",
+                    "ledger.recovery_venue_failed",
                     error=str(exc),
                 )
                 continue

@@ -2,8 +2,22 @@
 
 from __future__ import annotations
 
-from engine.cli._app import app, configured_settings, console, guard, run_async, settings
+import structlog
+import typer
+
+from engine.cli._app import (
+    EXIT_INPUT,
+    app,
+    configured_settings,
+    console,
+    fail,
+    one_line,
+    run_async,
+    settings,
+)
 from engine.database import open_database
+from engine.exceptions import TradectlError
+from engine.observability import json_output
 
 
 @app.command()
@@ -13,8 +27,13 @@ def run() -> None:
 
     # as configured: the run itself decides which ledger account the demo exchange trades as
     config = configured_settings()
-    with guard():
+    try:
         runtime_main(config)
+    except TradectlError as exc:
+        if json_output():  # every line a JSON object, the last one too
+            structlog.get_logger("tradectl").error("engine.failed", error=one_line(exc))
+            raise typer.Exit(EXIT_INPUT) from None
+        fail(exc)
 
 
 @app.command()

@@ -100,7 +100,7 @@ def record_malformed(venue: str, raw: bytes | str, reason: str) -> None:
         text = raw[:MAX_LOGGED_CHARS].decode("utf-8", "replace")
     else:
         text = raw[:MAX_LOGGED_CHARS]
-    log.warning("venue_message_malformed", venue=venue, reason=scrub(reason), raw=scrub(text))
+    log.warning("venue.message_malformed", venue=venue, reason=scrub(reason), raw=scrub(text))
 
 
 def skip_reason(exc: Exception) -> str:
@@ -437,7 +437,7 @@ def decode_user_event(raw: bytes, *, venue: VenueName, received_at: datetime) ->
             # absolute balance, which is what BalanceReport holds.
             upd = _BALANCE_UPDATE_DECODER.decode(raw)
             log.info(
-                "binance_balance_update",
+                "binance.balance_update",
                 venue=venue,
                 asset=upd.asset[:40],
                 delta=str(finite(upd.delta, "binance balanceUpdate d")),

@@ -137,7 +137,7 @@ class BinanceRestClient:
             record_malformed(self._venue, response.content, str(exc))
             raise Ambiguous(f"binance time answered {exc}") from None
         self.clock.update(body.serverTime, sent, received)
-        log.info("binance_clock_synced", venue=self._venue, offset_ms=self.clock.offset_ms)
+        log.info("binance.clock_synced", venue=self._venue, offset_ms=self.clock.offset_ms)
         return self.clock.offset_ms
 
     async def ensure_time_synced(self) -> None:
@@ -282,7 +282,7 @@ class BinanceRestClient:
             except httpx.HTTPError as exc:
                 error = classify_transport(exc, operation=operation)
                 log.warning(
-                    "binance_request_failed",
+                    "binance.request_failed",
                     venue=self._venue,
                     method=endpoint.method,
                     path=endpoint.path,
@@ -295,7 +295,7 @@ class BinanceRestClient:
                 return self._decode(decoder, response, operation)
             error = self._error(response, operation)
             log.warning(
-                "binance_request_refused",
+                "binance.request_refused",
                 venue=self._venue,
                 method=endpoint.method,
                 path=endpoint.path,
