@@ -10,16 +10,21 @@ import contextlib
 import json
 import os
 import signal
+import subprocess
 import sys
 from pathlib import Path
 from typing import Any
 
 import pytest
+import structlog
 from sqlalchemy import text
 from sqlalchemy.engine import URL
 from sqlalchemy.ext.asyncio import AsyncEngine
 
-from tests.helpers import ROOT, eventually
+from engine.domain.types import OrderState
+from engine.venues.paper import BTCUSDT, PaperVenue, default_paper_venue
+from tests.helpers import ROOT, eventually, tradectl
+from tests.integration.test_execution import Clock, buy, coid_of, make_rig, quote
 
 ACCOUNT = "logs"
 #: fv-pres trading small and often: a run of a few seconds makes orders and fills
@@ -147,3 +152,82 @@ async def test_json_run_writes_only_json_and_every_order_line_names_its_decision
     )
     trade_ids = [e["trade_id"] for e in lines if e["event"] == "fill.recorded"]
     assert len(trade_ids) == len(set(trade_ids)) == fills >= 1
+
+
+# -- in process: the cancel steps, and the stdlib / scrubber path ------------------------------
+
+
+@pytest.fixture
+def clock() -> Clock:
+    return Clock()
+
+
+@pytest.fixture
+def venue(clock: Clock) -> PaperVenue:
+    v = default_paper_venue((BTCUSDT,), seed=3, clock=clock)
+    v.set_quote(quote(clock, "50000", "50001", size="1"))
+    return v
+
+
+async def test_a_canceled_order_logs_each_step_once_with_its_ids(
+    db_engine: AsyncEngine, venue: PaperVenue, clock: Clock
+) -> None:
+    rig = await make_rig(db_engine, venue, clock)
+    intent = buy(clock, price="40000")  # far below the market: it rests
+    merge = structlog.contextvars.merge_contextvars
+    with structlog.testing.capture_logs(processors=[merge]) as logs:
+        await rig.execution.process([intent])
+        order = await rig.ledger.orders.get(coid_of(intent))
+        assert order is not None
+        assert order.state is OrderState.OPEN
+        await rig.execution.cancel_order(order, cause="test cancel")
+    expected = {
+        "account": order.account,
+        "strategy": order.strategy_id,
+        "decision_id": order.decision_id,
+        "client_order_id": order.client_order_id,
+    }
+    assert [entry["event"] for entry in logs] == [
+        "order.reserved",
+        "order.submitted",
+        "order.acknowledged",
+        "order.cancel_requested",
+        "order.canceled",
+    ]
+    for entry in logs:
+        assert entry["log_level"] == "info"
+        assert {key: entry.get(key) for key in ORDER_IDS} == expected, entry
+
+
+def test_json_mode_renders_library_logs_and_warnings_as_json_with_secrets_scrubbed() -> None:
+    script = """
+import logging, warnings, structlog
+from engine.observability import configure_logging
+configure_logging(json=True)
+logging.getLogger("some.library").warning("connecting to postgresql://u:hunter2@db/x")
+warnings.warn("deprecated thing")
+from decimal import Decimal
+structlog.get_logger("t").info("order.submitted", api_key="hunter2", qty=Decimal("1E+1"))
+raise RuntimeError("boom")
+"""
+    proc = subprocess.run(
+        [sys.executable, "-c", script],
+        cwd=ROOT, capture_output=True, text=True, timeout=60, check=False,
+    )  # fmt: skip
+    assert proc.stdout == ""
+    entries = [json.loads(line) for line in proc.stderr.splitlines()]
+    assert [e["event"] for e in entries][-1] == "process.crashed"
+    assert entries[0]["logger"] == "some.library"
+    assert any("deprecated thing" in e["event"] for e in entries)
+    assert entries[2]["qty"] == "10"
+    assert "RuntimeError: boom" in entries[-1]["exception"]
+    assert "hunter2" not in proc.stderr
+
+
+async def test_a_failed_json_run_is_one_json_line(engine_env: dict[str, str]) -> None:
+    proc = await tradectl({**engine_env, "TRADECTL_METRICS_PORT": "70000"}, "run")
+    assert proc.returncode == 2
+    assert proc.stdout == ""
+    [entry] = [json.loads(line) for line in proc.stderr.splitlines()]
+    assert entry["event"] == "engine.failed"
+    assert "TRADECTL_METRICS_PORT" in entry["error"]
