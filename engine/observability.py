@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import functools
 import logging
 import re
 import sys
@@ -22,19 +23,27 @@ _URL_PASSWORD = re.compile(r"(://[^:/@\s]+:)([^@\s]+)(@)")
 
 
 def _scrub_value(value: Any) -> Any:
-    if isinstance(value, str):
+    # the substring test first: the pattern needs it, and most values are short ids and numbers
+    if isinstance(value, str) and "://" in value:
         return _URL_PASSWORD.sub(r"\1***\3", value)
     return value
+
+
+@functools.lru_cache(maxsize=4096)
+def _is_secret_key(key: str) -> bool:
+    # Keys are the few names the code logs with: matched once each, not on every line (the
+    # scrubber runs on every line, and a line per order step made it the costliest processor)
+    return _SECRET_KEYS.search(key) is not None
 
 
 def scrub_secrets(
     _logger: Any, _method: str, event_dict: MutableMapping[str, Any]
 ) -> MutableMapping[str, Any]:
-    for key in list(event_dict):
-        if _SECRET_KEYS.search(key):
+    for key, value in list(event_dict.items()):
+        if _is_secret_key(key):
             event_dict[key] = "***"
-        else:
-            event_dict[key] = _scrub_value(event_dict[key])
+        elif isinstance(value, str) and "://" in value:
+            event_dict[key] = _scrub_value(value)
     return event_dict
 
 
