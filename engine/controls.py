@@ -187,7 +187,7 @@ class OperatorDesk:
 
     async def execute(self, request: OperatorRequest) -> dict[str, Any]:
         log.info(
-            "operator request",
+            "operator.request",
             id=request.id,
             kind=request.kind.value,
             by=request.requested_by,

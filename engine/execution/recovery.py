@@ -180,7 +180,7 @@ class Recovery:
         try:
             listed = await venue.orders_since(symbol, since)
         except VenueError as exc:
-            log.info("listing failed; looking orders up one by one", symbol=symbol, error=str(exc))
+            log.info("orders.listing_failed", symbol=symbol, error=str(exc))
             return {}
         # oldest first: a client order id listed twice keeps its newest order, as a lookup would
         latest = {r.client_order_id: r for r in listed if r.client_order_id in wanted}
