@@ -6,6 +6,7 @@ import functools
 import logging
 import re
 import sys
+import time
 from collections.abc import MutableMapping
 from decimal import Decimal
 from types import TracebackType
@@ -66,6 +67,30 @@ def for_humans(text: str, event: str, **fields: Any) -> None:
         print(text, flush=True)
 
 
+class _UtcTimestamp:
+    """``timestamp`` as ISO 8601 UTC with microseconds (``2026-11-30T08:01:59.181707Z``).
+
+    structlog's TimeStamper builds a datetime per line; this formats the seconds once per
+    second, which matters at a line per order step."""
+
+    __slots__ = ("_prefix", "_second")
+
+    def __init__(self) -> None:
+        self._second = -1
+        self._prefix = ""
+
+    def __call__(
+        self, _logger: Any, _method: str, event_dict: MutableMapping[str, Any]
+    ) -> MutableMapping[str, Any]:
+        now = time.time()
+        second = int(now)
+        if second != self._second:
+            self._prefix = time.strftime("%Y-%m-%dT%H:%M:%S", time.gmtime(second))
+            self._second = second
+        event_dict["timestamp"] = f"{self._prefix}.{int((now - second) * 1e6):06d}Z"
+        return event_dict
+
+
 def _stdlib_logger_name(
     _logger: Any, _method: str, event_dict: MutableMapping[str, Any]
 ) -> MutableMapping[str, Any]:
@@ -98,7 +123,7 @@ def configure_logging(*, json: bool, level: str = "INFO") -> None:
     _json_output = json
     shared: list[Any] = [
         structlog.processors.add_log_level,
-        structlog.processors.TimeStamper(fmt="iso", utc=True),
+        _UtcTimestamp(),
     ]
     renderer: Any = (
         structlog.processors.JSONRenderer(default=_json_default)
