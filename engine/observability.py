@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import functools
+import json as jsonlib
 import logging
 import re
 import sys
@@ -115,6 +116,14 @@ def _json_default(value: object) -> str:
     return str(value)
 
 
+# One encoder for every line: json.dumps with a ``default`` builds a new encoder per call
+_ENCODER = jsonlib.JSONEncoder(default=_json_default)
+
+
+def _render_json(_logger: Any, _method: str, event_dict: MutableMapping[str, Any]) -> str:
+    return _ENCODER.encode(event_dict)
+
+
 def configure_logging(*, json: bool, level: str = "INFO") -> None:
     """structlog for the engine's own events, the standard library's loggers (alembic,
     asyncio, ...) and warnings routed to the same renderer: in json mode every line on stderr
@@ -126,9 +135,7 @@ def configure_logging(*, json: bool, level: str = "INFO") -> None:
         _UtcTimestamp(),
     ]
     renderer: Any = (
-        structlog.processors.JSONRenderer(default=_json_default)
-        if json
-        else structlog.dev.ConsoleRenderer(colors=sys.stderr.isatty())
+        _render_json if json else structlog.dev.ConsoleRenderer(colors=sys.stderr.isatty())
     )
     if json:
         handler = logging.StreamHandler(sys.stderr)
