@@ -102,10 +102,12 @@ def _stdlib_logger_name(
 
 
 def _log_uncaught(kind: type[BaseException], exc: BaseException, tb: TracebackType | None) -> None:
-    if issubclass(kind, KeyboardInterrupt):
-        sys.__excepthook__(kind, exc, tb)
+    # json mode's sys.excepthook: the traceback becomes a field of one line, not raw text
+    log = structlog.get_logger("tradectl")
+    if issubclass(kind, KeyboardInterrupt):  # Ctrl-C before the engine's own handler is set
+        log.warning("process.interrupted")
         return
-    structlog.get_logger("tradectl").critical("process.crashed", exc_info=(kind, exc, tb))
+    log.critical("process.crashed", exc_info=(kind, exc, tb))
 
 
 def _json_default(value: object) -> str:
