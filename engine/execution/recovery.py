@@ -186,11 +186,19 @@ class Recovery:
         latest = {r.client_order_id: r for r in listed if r.client_order_id in wanted}
         reports = list(latest.values())
         settled: dict[ClientOrderId, Order] = {}
+        before = {o.client_order_id: o.state for o in group}
         for start in range(0, len(reports), LISTING_CHUNK):
             chunk = reports[start : start + LISTING_CHUNK]
             for order in await self.ledger.orders.apply_listed(chunk, cause="lookup (listing)"):
                 self.committed.remember(order)
                 settled[order.client_order_id] = order
+                if order.state is not before[order.client_order_id]:
+                    log.info(
+                        "order.resolved",
+                        **order_fields(order),
+                        from_state=before[order.client_order_id].value,
+                        state=order.state.value,
+                    )
         if any(latest[c].filled_quantity > o.filled_qty for c, o in settled.items()):
             # more filled on the venue than the ledger has fills for: fetch them by trade id
             await self.sync_fills([symbol])
