@@ -68,6 +68,7 @@ from engine.ledger.ledger import Ledger  # noqa: E402
 from engine.ledger.part import LedgerPart  # noqa: E402
 from engine.ledger.statements import Statement  # noqa: E402
 from engine.marketdata.conflator import Conflator  # noqa: E402
+from engine.observability import configure_logging  # noqa: E402
 from engine.portfolio import Portfolio  # noqa: E402
 from engine.risk_gate import LimitsBook, RiskGate  # noqa: E402
 from engine.tasks import run_main  # noqa: E402
@@ -419,10 +420,16 @@ if __name__ == "__main__":
     parser.add_argument(
         "--latency", action="store_true", help="one intent at a time (500 unless --orders)"
     )
+    parser.add_argument(
+        "--log-level", default="INFO", help="the engine's log level (its lines go to stderr)"
+    )
     args = parser.parse_args()
     if args.latency:
         args.window = 1
         if "--orders" not in sys.argv:
             args.orders = 500
+    # As the engine logs in production (JSON lines, INFO: a line per order step), so their cost
+    # is in the number; on stderr, stdout carries the result line only
+    configure_logging(json=True, level=args.log_level)
     # the engine's own event loop (uvloop where installed), as `tradectl run` uses
     print(json.dumps(run_main(main(args.orders, args.window))))

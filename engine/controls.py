@@ -65,12 +65,12 @@ class LeaseKeeper:
                 self._epoch = epoch
                 self._lost = False
                 lease_held(self.ledger.account, True)
-                log.info("lease acquired", holder=self._holder, epoch=epoch)
+                log.info("lease.acquired", holder=self._holder, epoch=epoch)
                 return epoch
             if not announced:
                 log.warning(
-                    "standby: another engine holds this account's lease; "
-                    "taking over when it expires",
+                    "lease.standby",
+                    note="another engine holds this account's lease; taking over when it expires",
                     ttl_s=self.ttl.total_seconds(),
                 )
                 announced = True
@@ -89,9 +89,7 @@ class LeaseKeeper:
                 # Keep trying: if the database stays away past the TTL, the reserve fence
                 # refuses this process anyway, so nothing unsafe can follow from waiting.
                 # Renewing an expired lease nobody took over keeps its epoch.
-                self._throttled.warning(
-                    "renew", "could not renew the lease; retrying", error=str(exc)
-                )
+                self._throttled.warning("renew", "lease.renew_failed", error=str(exc))
 
     async def renew(self) -> None:
         """Renew once (also how a recovering engine confirms it still holds its epoch);
@@ -104,7 +102,7 @@ class LeaseKeeper:
                 self._lost_event.set()
                 lease_held(self.ledger.account, False)
                 error(self.ledger.account, "lease")
-                log.error("lease lost: stopping new orders on this account", error=str(exc))
+                log.error("lease.lost", note="no new orders on this account", error=str(exc))
             await self.report_lost(str(exc))
             raise
 
@@ -153,7 +151,7 @@ async def halt_for_loss(ledger: Ledger, reason: str) -> int:
         dedupe_key=f"loss_limit:{ledger.account}:{day}",
     )
     error(ledger.account, "risk")
-    log.error("loss limit crossed: account halted", reason=reason, incident=incident.id)
+    log.error("account.halted_loss_limit", reason=reason, incident=incident.id)
     return incident.id
 
 
@@ -218,7 +216,7 @@ class OperatorDesk:
 
     async def execute(self, request: OperatorRequest) -> dict[str, Any]:
         log.info(
-            "operator request",
+            "operator.request",
             id=request.id,
             kind=request.kind.value,
             by=request.requested_by,

@@ -40,6 +40,7 @@ from engine.config import Settings, VenueKind
 from engine.domain.ids import is_ours
 from engine.domain.types import OrderState, Symbol, utc_now
 from engine.exceptions import ConfigError
+from engine.observability import json_output
 
 if TYPE_CHECKING:
     # imported when used: the paper venue's runs need no web server
@@ -167,7 +168,7 @@ class DemoExchange:
                     await self.save(state)
                 except OSError as exc:
                     # a full disk must not stop trading; the next save tries again
-                    log.warning("could not save the demo exchange", path=str(self.path), error=exc)
+                    log.warning("demo.save_failed", path=str(self.path), error=exc)
 
         saver = asyncio.create_task(periodic(), name="demo-exchange-saver")
         try:
@@ -261,8 +262,9 @@ async def _decide(
             f" (TRADECTL_ACCOUNT={settings.account}; the earlier accounts' history stays in the "
             "ledger; `tradectl` commands follow the new account)"
         )
-    print(line, flush=True)
-    log.warning("demo exchange reset", reason=reason, account=account)
+    if not json_output():  # the warning below is the whole of it for a log shipper
+        print(line, flush=True)
+    log.warning("demo.reset", reason=reason, account=account)
     return exchange
 
 
@@ -316,11 +318,13 @@ async def _try_restore(
             f"the saved exchange (saved {data.get('saved_at')}) does not match ledger account "
             f"{account!r}: {'; '.join(reasons)} (a kill -9 between two saves?)"
         )
-    log.info("demo exchange restored", path=str(path), account=account, saved=data.get("saved_at"))
-    print(
-        f"demo exchange restored from {path} (saved {data.get('saved_at')}), account {account!r}",
-        flush=True,
-    )
+    log.info("demo.restored", path=str(path), account=account, saved=data.get("saved_at"))
+    if not json_output():
+        print(
+            f"demo exchange restored from {path} (saved {data.get('saved_at')}), "
+            f"account {account!r}",
+            flush=True,
+        )
     return DemoExchange(path, account, state, settings), ""
 
 

@@ -151,8 +151,9 @@ class LedgerHealth:
             if self.account is not None:
                 error(self.account, "ledger")
             log.error(
-                "ledger unavailable: no new orders until it is back and reconciled; "
-                "working orders stay on the venue, their fills are fetched afterwards",
+                "ledger.unavailable",
+                note="no new orders until it is back and reconciled; working orders stay on "
+                "the venue, their fills are fetched afterwards",
                 where=where,
                 error=str(exc),
             )
@@ -160,7 +161,7 @@ class LedgerHealth:
             return
         self.throttled.warning(
             "outage",
-            "ledger still unavailable; retrying",
+            "ledger.still_unavailable",
             where=where,
             down_for_s=round(self.down_for_s or 0.0, 1),
             error=str(exc),
@@ -172,7 +173,7 @@ class LedgerHealth:
         self._lost.clear()
         self._available.set()
         log.warning(
-            "ledger back and reconciled; trading resumes",
+            "ledger.recovered",
             outage_s=None if down is None else round(down, 1),
         )
 
@@ -217,7 +218,7 @@ class OutageRecovery:
                 if self.health.account is not None:
                     error(self.health.account, "lease")
                 log.error(
-                    "the lease was taken over while the ledger was away; stepping down",
+                    "lease.taken_over_during_outage",
                     outage_s=round(self.health.down_for_s or 0.0, 1),
                 )
                 raise
@@ -225,7 +226,7 @@ class OutageRecovery:
                 # The ledger answered but the venue did not: still not reconciled.
                 self.health.throttled.warning(
                     "recovery-venue",
-                    "post-outage reconcile: venue failed; retrying",
+                    "ledger.recovery_venue_failed",
                     error=str(exc),
                 )
                 continue

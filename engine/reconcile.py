@@ -127,10 +127,10 @@ class Reconciler:
             except DatabaseUnavailable as exc:
                 self.execution.ledger_state.unavailable(exc, where="reconcile")
             except VenueError as exc:
-                log.warning("reconciliation pass failed; will retry", error=str(exc))
+                log.warning("reconcile.pass_failed", error=str(exc))
             except Exception:
                 error(self.ledger.account, "reconcile")
-                log.exception("reconciliation pass failed unexpectedly; will retry")
+                log.exception("reconcile.pass_failed")
 
     async def reconcile(
         self, *, startup: bool = False, accept_balances: bool = False
@@ -159,7 +159,7 @@ class Reconciler:
             or report.external_trades
         ):
             log.info(
-                "reconciled",
+                "reconcile.done",
                 fills_added=report.fills_added,
                 unknown_orders=report.unknown_orders,
                 balance_drifts=[d["asset"] for d in report.balance_drifts],
@@ -188,7 +188,7 @@ class Reconciler:
                 f"not compared: no instrument rules for {sorted(unknown)} (their fills' assets "
                 "are unknown)"
             )
-            log.warning("balance check skipped", reason=report.balances_note)
+            log.warning("reconcile.balances_skipped", reason=report.balances_note)
             return
         try:
             # A strategy trading every second moves the fill watermark during many checks:
@@ -199,7 +199,7 @@ class Reconciler:
                     break
         except VenueError as exc:
             report.balances_note = f"not compared: the venue's trades could not be fetched ({exc})"
-            log.info("balance check skipped", reason=report.balances_note)
+            log.info("reconcile.balances_skipped", reason=report.balances_note)
             return
         if compared is None:
             report.balances_note = "not compared: fills arrived during the check; next pass"
@@ -337,8 +337,11 @@ class Reconciler:
         )
         error(self.ledger.account, "reconcile")
         log.error(
-            f"{paused} paused: {what}; run `tradectl reconcile --accept-balances` after "
-            f"checking; incident {incident.id}"
+            "reconcile.balance_drift",
+            paused=paused,
+            what=what,
+            incident=incident.id,
+            action="check, then `tradectl reconcile --accept-balances`",
         )
 
     async def _pause_traders_of(
@@ -402,7 +405,7 @@ class Reconciler:
             report.incidents.append(incident.id)
             report.external_trades.append(group.symbol)
             error(self.ledger.account, "reconcile")
-            log.error(f"{paused} paused: {what}; incident {incident.id}")
+            log.error("reconcile.external_trade", paused=paused, what=what, incident=incident.id)
             self._external_after = max(self._external_after, group.last_fill_id)
 
     async def _venue_open_orders(self, report: ReconcileReport) -> None:

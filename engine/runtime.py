@@ -59,13 +59,13 @@ from engine.ledger.monitoring import Monitoring
 from engine.marketdata.conflator import Conflator
 from engine.marketdata.feed import MarketDataFeed
 from engine.metrics import assumptions, controls_active, error
-from engine.observability import configure_logging
+from engine.observability import configure_logging, for_humans, json_output
 from engine.outage import LedgerHealth, OutageRecovery, guarded
 from engine.portfolio import Portfolio
 from engine.readiness import Readiness, watch_engine
 from engine.reconcile import Reconciler
 from engine.risk_gate import LimitsBook, RiskGate
-from engine.status import ledger_status
+from engine.status import ledger_status, status_fields
 from engine.strategy_config import StartPolicy, StrategySpec, load_trading_config
 from engine.strategy_host import StrategyHost
 from engine.tasks import run_main, stop_tasks
@@ -397,7 +397,13 @@ class Engine:
             await asyncio.sleep(self.settings.status_interval_s)
             if not self.health.available:
                 down = self.health.down_for_s or 0.0
-                print(f"--- ledger unavailable for {down:.0f}s; not trading ---", flush=True)
+                for_humans(
+                    f"--- ledger unavailable for {down:.0f}s; not trading ---",
+                    "status",
+                    account=self.account,
+                    ledger_available=False,
+                    ledger_down_s=round(down),
+                )
                 continue
             marks = {
                 symbol: quote.mid
@@ -407,8 +413,14 @@ class Engine:
             # The mids become the ledger's marks, so `tradectl status` from another terminal
             # values the positions at the same prices as this status does (the pnl view).
             await self.ledger.marks.record(marks)
-            text = await ledger_status(self.db.engine, self.settings.account, self.gate.limits)
-            print(f"--- {self.clock().isoformat(timespec='seconds')} ---\n{text}", flush=True)
+            if json_output():
+                fields = await status_fields(self.db.engine, self.settings.account)
+                for_humans("", "status", ledger_available=True, **fields)
+            else:
+                text = await ledger_status(self.db.engine, self.settings.account, self.gate.limits)
+                for_humans(
+                    f"--- {self.clock().isoformat(timespec='seconds')} ---\n{text}", "status"
+                )
 
     async def _reconcile_loop(self) -> None:
         await self.reconciler.run_periodic(self.settings.reconcile_interval_s)
@@ -472,6 +484,12 @@ class Engine:
         await self.gate.load_history()
 
     async def run(self, stop: asyncio.Event, *, on_ready: Callable[[], None] | None = None) -> None:
+        # Every line of this engine names its account, whichever task writes it (a task copies
+        # the context it was created in); reset on the way out, for a caller running several
+        with structlog.contextvars.bound_contextvars(account=self.account):
+            await self._run(stop, on_ready)
+
+    async def _run(self, stop: asyncio.Event, on_ready: Callable[[], None] | None) -> None:
         try:
             await self.startup()
         except BaseException:
@@ -480,11 +498,15 @@ class Engine:
             await self._release_lease()
             raise
         assert self._lease_task is not None
-        print(
+        for_humans(
             f"tradectl running: account {self.account} on {self.session.description}; "
             f"strategies {', '.join(self.host.strategy_ids) or 'none'}\n"
             f"inspect the ledger with: {self.db.psql}",
-            flush=True,
+            "engine.started",
+            account=self.account,
+            venue=self.session.description,
+            strategies=list(self.host.strategy_ids),
+            psql=self.db.psql,
         )
         core: dict[str, Callable[[], Awaitable[None]]] = {
             "fills": self.fill_path.run,
@@ -535,7 +557,7 @@ class Engine:
                 if task is not stopper:
                     exc = task.exception() if not task.cancelled() else None
                     error(self.account, task.get_name())
-                    log.error("task ended; stopping the engine", task=task.get_name(), error=exc)
+                    log.error("engine.task_ended", task=task.get_name(), error=exc)
                     ended.append(f"{task.get_name()}: {exc!r}" if exc else task.get_name())
             await self._report_lease_loss()
         finally:
@@ -582,12 +604,12 @@ class Engine:
         await self._release_lease()
         if stuck:
             error(self.account, "shutdown")
-            log.error("tasks did not stop; lease released, exiting", stuck=stuck)
+            log.error("engine.stop_stuck", stuck=stuck)
             raise ShutdownStuck(
                 f"the engine did not stop cleanly: task(s) {', '.join(stuck)} ignored "
                 "cancellation; the lease was released"
             )
-        print("tradectl stopped", flush=True)
+        for_humans("tradectl stopped", "engine.stopped", account=self.account)
 
 
 async def _until_the_venue_answers(what: str, attempt: Callable[[], Awaitable[Any]]) -> None:
@@ -603,7 +625,9 @@ async def _until_the_venue_answers(what: str, attempt: Callable[[], Awaitable[An
             return
         except (Ambiguous, RateLimited) as exc:
             wait = max(delay, exc.retry_after if isinstance(exc, RateLimited) else 0.0)
-            log.warning(f"{what} failed; retrying", error=str(exc), retry_in_s=round(wait, 3))
+            log.warning(
+                "engine.startup_retry", step=what, error=str(exc), retry_in_s=round(wait, 3)
+            )
             await asyncio.sleep(wait)
             delay = min(delay * 2, STARTUP_RETRY_MAX_S)
 
@@ -671,7 +695,10 @@ def main(settings: Settings) -> None:
             await run(settings, stop)
         except ShutdownStuck as exc:
             # asyncio.run would cancel the stuck task again and wait for it without a bound.
-            print(f"error: {exc}", file=sys.stderr, flush=True)
+            if json_output():
+                log.critical("engine.exiting", error=str(exc))
+            else:
+                print(f"error: {exc}", file=sys.stderr, flush=True)
             os._exit(2)
 
     run_main(go())

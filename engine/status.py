@@ -2,6 +2,9 @@
 
 from __future__ import annotations
 
+from decimal import Decimal
+from typing import Any
+
 from sqlalchemy import text
 from sqlalchemy.ext.asyncio import AsyncEngine
 
@@ -48,13 +51,7 @@ async def ledger_status(engine: AsyncEngine, account: str, limits: LimitsBook | 
     """The account's orders, decisions, P&L (the ``pnl`` view: the same figures in `tradectl
     status`, `tradectl pnl` and the engine's own status), exposure against each configured limit
     (with ``limits``), balances against what the ledger expects, controls and incidents."""
-    params = {"account": account}
-    with database_errors(engine.url):
-        async with engine.connect() as conn:
-            states = (await conn.execute(_ORDERS_BY_STATE, params)).all()
-            decisions = (await conn.execute(_DECISIONS, params)).all()
-            incidents = (await conn.execute(_OPEN_INCIDENTS, params)).scalar_one()
-            controls = (await conn.execute(_CONTROLS, params)).all()
+    states, decisions, incidents, controls = await _counts(engine, account)
     pnl = await pnl_rows(engine, account)
     balances = await balance_rows(engine, account)
     lines = [
@@ -77,6 +74,53 @@ async def ledger_status(engine: AsyncEngine, account: str, limits: LimitsBook | 
         lines.append("controls: " + ", ".join(f"{k} {s}:{t}" for s, t, k in controls))
     lines.append(f"open incidents: {incidents}")
     return "\n".join(lines)
+
+
+async def _counts(
+    engine: AsyncEngine, account: str
+) -> tuple[list[tuple[Any, ...]], list[tuple[Any, ...]], int, list[tuple[Any, ...]]]:
+    """Orders by state, decisions by outcome, open incidents, active controls."""
+    params = {"account": account}
+    with database_errors(engine.url):
+        async with engine.connect() as conn:
+            states = [tuple(r) for r in await conn.execute(_ORDERS_BY_STATE, params)]
+            decisions = [tuple(r) for r in await conn.execute(_DECISIONS, params)]
+            incidents = int((await conn.execute(_OPEN_INCIDENTS, params)).scalar_one())
+            controls = [tuple(r) for r in await conn.execute(_CONTROLS, params)]
+    return states, decisions, incidents, controls
+
+
+async def status_fields(engine: AsyncEngine, account: str) -> dict[str, Any]:
+    """What :func:`ledger_status` shows, as fields of a ``status`` log event (numbers as
+    strings: a Decimal must not become a float on its way through JSON)."""
+    states, decisions, incidents, controls = await _counts(engine, account)
+
+    def text_of(value: Decimal | None) -> str | None:
+        return None if value is None else fmt.plain(value)
+
+    return {
+        "account": account,
+        "orders": {str(s): int(n) for s, n in states},
+        "decisions": {str(o): int(n) for o, n in decisions},
+        "positions": [
+            {
+                "strategy": r.strategy_id,
+                "symbol": r.symbol,
+                "position": fmt.plain(r.position),
+                "avg_cost": text_of(r.avg_cost),
+                "realized": fmt.plain(r.realized),
+                "unrealized": text_of(r.unrealized),
+                "total": text_of(r.total),
+                "fees": fmt.plain(r.fees),
+                "mark": text_of(r.mark),
+                "quote_asset": r.quote_asset,
+                "fills": r.fill_count,
+            }
+            for r in await pnl_rows(engine, account)
+        ],
+        "controls": [f"{k} {s}:{t}" for s, t, k in controls],
+        "open_incidents": incidents,
+    }
 
 
 def pnl_line(row: PnlRow) -> str:

@@ -54,6 +54,7 @@ from engine.exceptions import (
 )
 from engine.execution.config import ExecutionConfig
 from engine.execution.fill_path import CommittedFacts
+from engine.execution.order_log import bound_to
 from engine.execution.recovery import Recovery
 from engine.execution.venue_filters import venue_filters
 from engine.ledger.ledger import Ledger
@@ -190,7 +191,7 @@ class Execution(Recovery):
                         self.stopped_reason = f"lease lost: {exc}"
                         error(self.config.account, "execution")
                         log.error(
-                            "execution stopped: this engine no longer holds the account lease",
+                            "execution.stopped_lease_lost",
                             account=self.config.account,
                             error=str(exc),
                         )
@@ -209,7 +210,7 @@ class Execution(Recovery):
         self.metrics.dropped((i.strategy_id for i in batch), "ledger_unavailable")
         self._throttled.warning(
             "dropped",
-            "intents dropped unreserved: the ledger is unavailable",
+            "intents.dropped_ledger_unavailable",
             dropped_total=self.dropped,
         )
 
@@ -226,10 +227,10 @@ class Execution(Recovery):
             except DatabaseUnavailable as exc:
                 self.ledger_state.unavailable(exc, where="resolver")
             except VenueError as exc:
-                log.warning("resolution pass failed; will retry", error=str(exc))
+                log.warning("resolver.pass_failed", error=str(exc))
             except Exception:
                 error(self.config.account, "resolver")
-                log.exception("resolution pass failed unexpectedly; will retry")
+                log.exception("resolver.pass_failed")
 
     # -- the protocol --------------------------------------------------------------------------
 
@@ -276,15 +277,30 @@ class Execution(Recovery):
         self.crash.hit(CrashPoint.AFTER_RESERVE)
         for result in results:
             if result.status is ReserveStatus.RESERVED and result.order is not None:
-                self._spawn(sends, self._send(result.order))
+                order = result.order
+                with bound_to(order):  # the send task starts with the order's ids bound
+                    log.info(
+                        "order.reserved",
+                        symbol=order.symbol,
+                        side=order.side.value,
+                        qty=order.requested_qty,
+                        limit_price=order.limit_price,
+                    )
+                    self._spawn(sends, self._send(order))
             elif result.status is ReserveStatus.EXISTING and result.order is not None:
                 # Already reserved by an earlier run: continue from the stored state, which for
                 # an unresolved order means a lookup, never a blind resend.
                 if result.order.state in UNRESOLVED:
                     self._spawn(sends, self._resolve_one(result.order))
             elif result.status is ReserveStatus.BLOCKED:
+                decision = next(
+                    r.decision for r in reservations if r.client_order_id == result.client_order_id
+                )
                 log.info(
-                    "order blocked by control",
+                    "order.blocked",
+                    account=decision.account,
+                    strategy=decision.strategy_id,
+                    decision_id=decision.decision_id,
                     client_order_id=result.client_order_id,
                     blocked_by=list(result.blocked_by),
                 )
@@ -303,7 +319,7 @@ class Execution(Recovery):
                 # A failed lookup or write must not take the account's execution down with it:
                 # the order stays unresolved in the ledger and the resolver looks it up again.
                 error(self.config.account, "execution")
-                log.exception("order work failed; it will be looked up again")
+                log.exception("order.work_failed")
                 self._resolve_wakeup.set()
             finally:
                 self._outstanding -= 1
@@ -320,14 +336,14 @@ class Execution(Recovery):
             try:
                 rules = await self.venue.instrument_rules(symbol)
             except VenueError as exc:
-                log.warning("instrument rules unavailable", symbol=symbol, error=str(exc))
+                log.warning("instrument.rules_unavailable", symbol=symbol, error=str(exc))
                 return None
             # The ledger needs each symbol's assets (balance reconciliation, base-asset fees in
             # positions). A failed write is retried at the next fetch, not fatal to trading.
             try:
                 await self.ledger.balances.upsert_instrument(rules)
             except DatabaseUnavailable as exc:
-                log.warning("could not record instrument rules", symbol=symbol, error=str(exc))
+                log.warning("instrument.record_failed", symbol=symbol, error=str(exc))
                 return rules
             self._rules[symbol] = rules
         return rules
@@ -350,10 +366,13 @@ class Execution(Recovery):
                 if price is not None:
                     price = rules.round_price(price, intent.side)
         if not assessment.approved:
-            self._denials.append(self._decision(intent, now, verdicts, DecisionOutcome.DENIED))
+            denial = self._decision(intent, now, verdicts, DecisionOutcome.DENIED)
+            self._denials.append(denial)
             log.info(
-                "intent denied by risk",
-                strategy=intent.strategy_id,
+                "decision.denied",
+                account=denial.account,
+                strategy=denial.strategy_id,
+                decision_id=denial.decision_id,
                 symbol=intent.symbol,
                 reason="; ".join(
                     f"{v.check}: {v.message or v.observed}"
@@ -413,9 +432,9 @@ class Execution(Recovery):
                 # Nothing was sent for this id in this attempt. A fresh reservation was never on
                 # the wire, so it can expire at once; a resubmission only reaches here after a
                 # lookup found nothing past the consistency window.
-                await self.ledger.orders.expire(
-                    coid, f"final gate before submit: {_summary(final)}"
-                )
+                reason = f"final gate before submit: {_summary(final)}"
+                await self.ledger.orders.expire(coid, reason)
+                log.info("order.expired", reason=reason)
                 return
             request = OrderRequest(
                 client_order_id=coid,
@@ -427,17 +446,22 @@ class Execution(Recovery):
                 time_in_force=order.time_in_force,
             )
             submitted_at = self.clock()
+            # before the call: its answer (or a crash) may never come, and this line says when
+            # the order went out
+            log.info("order.submitted")
             try:
                 report = await self.venue.submit(request)
             except Definitive as exc:
                 await self.ledger.orders.mark_rejected(
                     coid, _error_text(exc), submitted_at=submitted_at
                 )
+                log.warning("order.rejected", error=_error_text(exc))
                 return
             except AuthFailed as exc:
                 await self.ledger.orders.mark_rejected(
                     coid, _error_text(exc), submitted_at=submitted_at
                 )
+                log.warning("order.rejected", error=_error_text(exc))
                 await self._halt_for_auth(exc)
                 return
             except (Ambiguous, RateLimited) as exc:
@@ -445,6 +469,7 @@ class Execution(Recovery):
                 await self.ledger.orders.mark_unknown(
                     coid, _error_text(exc), submitted_at=submitted_at
                 )
+                log.warning("order.unknown", error=_error_text(exc))
                 self._resolve_wakeup.set()
                 if isinstance(exc, RateLimited):
                     await self.ledger.alerts.add(
@@ -458,7 +483,7 @@ class Execution(Recovery):
                 return
             except Exception as exc:
                 error(self.config.account, "execution")
-                log.exception("unexpected error submitting; treating as ambiguous", coid=coid)
+                log.exception("order.unknown", error=f"unexpected: {type(exc).__name__}")
                 await self.ledger.orders.mark_unknown(
                     coid, f"unexpected: {type(exc).__name__}: {exc}", submitted_at=submitted_at
                 )
@@ -468,6 +493,9 @@ class Execution(Recovery):
             self.gate.on_submitted(order, submitted_at)
             self.crash.hit(CrashPoint.AFTER_SUBMIT_BEFORE_ACK)
             acked = await self.ledger.orders.record_ack(coid, report, submitted_at=submitted_at)
+            log.info(
+                "order.acknowledged", venue_order_id=acked.venue_order_id, state=acked.state.value
+            )
             self.committed.remember(acked, report.fills)
             if report.fills:
                 self.on_fills(report.fills)
@@ -477,14 +505,10 @@ class Execution(Recovery):
             if isinstance(exc, DatabaseUnavailable):
                 self.ledger_state.unavailable(exc, where="send")
             error(self.config.account, "execution")
-            log.error(
-                "ledger write failed while sending; order left for resolution",
-                coid=coid,
-                error=str(exc),
-            )
+            log.error("order.left_for_resolution", error=str(exc))
         except Exception:
             error(self.config.account, "execution")
-            log.exception("unexpected error in send path; order left for resolution", coid=coid)
+            log.exception("order.left_for_resolution")
         finally:
             self._in_flight.discard(coid)
 
@@ -533,9 +557,14 @@ class Execution(Recovery):
 
     async def cancel_order(self, order: Order, *, cause: str) -> None:
         """Request a cancel. Halts do not stop cancels: they only make exposure smaller."""
+        with bound_to(order):
+            await self._cancel_order(order, cause=cause)
+
+    async def _cancel_order(self, order: Order, *, cause: str) -> None:
         if order.state is not OrderState.PENDING_CANCEL:
             try:
                 order = await self.ledger.orders.request_cancel(order.client_order_id, cause)
+                log.info("order.cancel_requested", cause=cause)
             except StateConflict:
                 # A stream report moved it on since it was read (typically: it filled). Act on
                 # the current state: a terminal order has nothing left to cancel.
@@ -550,14 +579,19 @@ class Execution(Recovery):
             await self._resolve_one(order)
             return
         except VenueError as exc:
-            log.warning(
-                "cancel outcome unknown; will look up", coid=order.client_order_id, error=str(exc)
-            )
+            log.warning("order.cancel_unknown", error=str(exc))
             self._resolve_wakeup.set()
             return
         self.crash.hit(CrashPoint.AFTER_CANCEL_BEFORE_ACK)
         updated = await self.ledger.orders.apply_report(report, cause="cancel acknowledged")
         self.metrics.fills(report.fills, updated)
+        if updated is not None:
+            # the venue's answer may be that the order filled first
+            state = updated.state
+            log.info(
+                "order.canceled" if state is OrderState.CANCELED else "order.cancel_answered",
+                state=state.value,
+            )
         await self.fetch_missing_fills(report, updated)
 
     async def cancel_all(

@@ -61,7 +61,7 @@ class FillPath:
                 error(self.execution.config.account, "fills")
                 # One event the ledger refuses (a report it cannot place, say) must not stop
                 # every later fill from being recorded: log it whole, reconcile from the venue.
-                log.exception("could not apply a venue event; reconciling", venue_event=repr(event))
+                log.exception("venue_event.apply_failed", venue_event=repr(event))
                 if self.on_reconnect is not None:
                     self.on_reconnect()
 
@@ -90,7 +90,7 @@ class FillPath:
             # snapshots (and a restart re-reads them from the venue anyway).
             self.balances[event.asset] = event
         elif isinstance(event, StreamReconnected):
-            log.info("user stream reconnected; reconciling", reason=event.reason)
+            log.info("user_stream.reconnected", reason=event.reason)
             if self.on_reconnect is not None:
                 self.on_reconnect()
 

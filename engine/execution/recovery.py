@@ -23,6 +23,7 @@ from engine.domain.types import UNRESOLVED, ClientOrderId, OrderState, Symbol, T
 from engine.exceptions import NotFound, VenueError
 from engine.execution.config import ExecutionConfig
 from engine.execution.fill_path import CommittedFacts
+from engine.execution.order_log import bound_to, order_fields
 from engine.ledger.ledger import Ledger
 from engine.metrics import ExecutionMetrics
 from engine.venues.base import FillReport, ListsOrders, OrderReport, Venue
@@ -109,7 +110,7 @@ class Recovery:
             else:
                 await self.sync_fills([order.symbol])
         except VenueError as exc:
-            log.info("could not fetch an order's fills yet", coid=coid, error=str(exc))
+            log.info("order.fills_fetch_failed", **order_fields(order), error=str(exc))
         updated = await self.ledger.orders.get(coid)
         if updated is None or updated.filled_qty >= owed.venue_filled:
             self._owed.pop(coid, None)
@@ -181,18 +182,26 @@ class Recovery:
         try:
             listed = await venue.orders_since(symbol, since)
         except VenueError as exc:
-            log.info("listing failed; looking orders up one by one", symbol=symbol, error=str(exc))
+            log.info("orders.listing_failed", symbol=symbol, error=str(exc))
             return {}
         # oldest first: a client order id listed twice keeps its newest order, as a lookup would
         latest = {r.client_order_id: r for r in listed if r.client_order_id in wanted}
         reports = list(latest.values())
         settled: dict[ClientOrderId, Order] = {}
+        before = {o.client_order_id: o.state for o in group}
         for start in range(0, len(reports), LISTING_CHUNK):
             chunk = reports[start : start + LISTING_CHUNK]
             for order in await self.ledger.orders.apply_listed(chunk, cause="lookup (listing)"):
                 self.committed.remember(order)
                 self.metrics.remember(order)
                 settled[order.client_order_id] = order
+                if order.state is not before[order.client_order_id]:
+                    log.info(
+                        "order.resolved",
+                        **order_fields(order),
+                        from_state=before[order.client_order_id].value,
+                        state=order.state.value,
+                    )
         if any(latest[c].filled_quantity > o.filled_qty for c, o in settled.items()):
             # more filled on the venue than the ledger has fills for: fetch them by trade id
             await self.sync_fills([symbol])
@@ -207,6 +216,10 @@ class Recovery:
             await self._resolve_one(order)
 
     async def _resolve_one(self, order: Order) -> None:
+        with bound_to(order):
+            await self._resolve_bound(order)
+
+    async def _resolve_bound(self, order: Order) -> None:
         coid = order.client_order_id
         if coid in self._in_flight:
             return
@@ -233,15 +246,17 @@ class Recovery:
             if order.state in UNRESOLVED:
                 await self._not_found(order)
             else:
-                log.warning("venue does not know an acknowledged order", coid=coid)
+                log.warning("order.not_on_venue", state=order.state.value)
             return None
         except VenueError as exc:
-            log.info("lookup failed; will retry", coid=coid, error=str(exc))
+            log.info("order.lookup_failed", error=str(exc))
             return None
         updated = await self.ledger.orders.apply_report(report, cause="lookup")
         self.metrics.fills(report.fills, updated)
         if updated is None:
             return None
+        if updated.state is not order.state:
+            log.info("order.resolved", from_state=order.state.value, state=updated.state.value)
         self.committed.remember(updated, report.fills)
         if report.filled_quantity > updated.filled_qty:
             # The venue reports more filled than we hold fills for: fetch them by trade id.
@@ -255,15 +270,18 @@ class Recovery:
             return  # it may still appear: look again later
         coid = order.client_order_id
         if order.state is OrderState.PENDING_CANCEL:
-            await self.ledger.orders.expire(coid, "venue never had the order; cancel requested")
+            reason = "venue never had the order; cancel requested"
+            await self.ledger.orders.expire(coid, reason)
+            log.info("order.expired", reason=reason)
             return
         if now >= order.expires_at:
-            await self.ledger.orders.expire(
-                coid,
+            reason = (
                 f"not on the venue after the {self.config.consistency_window.total_seconds():g}s"
                 f" consistency window and the intent expired at {order.expires_at.isoformat()};"
-                " not resent",
+                " not resent"
             )
+            await self.ledger.orders.expire(coid, reason)
+            log.info("order.expired", reason=reason)
             return
         if order.state is OrderState.UNKNOWN:
             order = await self.ledger.orders.transition(
@@ -271,7 +289,7 @@ class Recovery:
                 OrderState.PENDING_SUBMIT,
                 cause="resubmit: not found after consistency window",
             )
-        log.info("resubmitting with the same client order id", coid=coid)
+        log.info("order.resubmitting")
         await self._send(order)
 
     # -- fills ---------------------------------------------------------------------------------
@@ -307,7 +325,7 @@ class Recovery:
                 except VenueError as exc:
                     if strict:
                         raise
-                    log.warning("could not fetch fills; will retry", symbol=symbol, error=str(exc))
+                    log.warning("fills.fetch_failed", symbol=symbol, error=str(exc))
                     break
                 if not trades:
                     break

@@ -10,6 +10,7 @@ from decimal import Decimal
 from typing import Any
 
 import asyncpg
+import structlog
 
 from engine.domain.orders import target_state
 from engine.domain.types import OrderState, Symbol, TradeId, VenueOrderStatus
@@ -17,6 +18,8 @@ from engine.ledger.part import LedgerPart
 from engine.ledger.records import ExternalFills
 from engine.ledger.statements import Statement, require_finite, retry_transient
 from engine.venues.base import FillReport
+
+log = structlog.get_logger("tradectl.ledger")
 
 #: later than any fill (venue timestamps are checked to lie before 2100)
 _END_OF_TIME = datetime.max.replace(tzinfo=UTC)
@@ -157,6 +160,27 @@ SQL_EXTERNAL_FILLS = Statement(
 )
 
 
+def log_fill_recorded(
+    account: str, fill: FillReport, *, decision_id: str | None, strategy: str | None
+) -> None:
+    """One line per fill this process inserted (a fill the ledger already held is not logged
+    again): written here because only the insert knows whether the fill is new. The order's
+    ids come from its row, so the line joins its decision's other lines whichever task wrote
+    it (the user stream, an ACK, a lookup, a trade query)."""
+    log.info(
+        "fill.recorded",
+        account=account,
+        strategy=strategy,
+        decision_id=decision_id,
+        client_order_id=fill.client_order_id,
+        trade_id=fill.trade_id,
+        symbol=fill.symbol,
+        side=fill.side.value,
+        qty=fill.quantity,
+        price=fill.price,
+    )
+
+
 def fill_params(fills: Sequence[FillReport]) -> dict[str, list[Any]]:
     return {
         "f_venue": [f.venue for f in fills],
@@ -242,7 +266,8 @@ def _fill_driven_state(current: OrderState, filled: Decimal, requested: Decimal)
 SQL_APPEND_FILLS = Statement(
     f"""
     WITH cur AS (
-        SELECT o.client_order_id, o.state, o.requested_qty, o.xmin AS locked_xmin
+        SELECT o.client_order_id, o.state, o.requested_qty, o.xmin AS locked_xmin,
+               o.decision_id, o.strategy_id
         FROM orders o
         WHERE o.client_order_id = ANY(CAST(:client_order_ids AS text[])) AND o.account = :account
         ORDER BY o.client_order_id
@@ -286,9 +311,11 @@ SQL_APPEND_FILLS = Statement(
         SELECT :account, client_order_id, from_state, to_state, 'fill', :now
         FROM upd WHERE from_state <> to_state
     )
-    SELECT 'inserted' AS kind, i.venue, i.symbol, i.trade_id, NULL AS client_order_id FROM ins i
+    SELECT 'inserted' AS kind, i.venue, i.symbol, i.trade_id, NULL AS client_order_id,
+           c.decision_id, c.strategy_id
+    FROM ins i LEFT JOIN cur c ON c.client_order_id = i.client_order_id
     UNION ALL
-    SELECT 'stale', NULL, NULL, NULL, t.client_order_id FROM tgt t WHERE t.stale
+    SELECT 'stale', NULL, NULL, NULL, t.client_order_id, NULL, NULL FROM tgt t WHERE t.stale
     """
 )
 
@@ -319,7 +346,8 @@ class Fills(LedgerPart):
         check_fills(fills)
         now = self._clock()
         coids = sorted({f.client_order_id for f in fills if f.client_order_id is not None})
-        inserted: set[tuple[str, str, str]] = set()
+        #: per new fill, its order's (decision id, strategy) when the fill names a known order
+        inserted: dict[tuple[str, str, str], tuple[str | None, str | None]] = {}
         stale: list[str] = []
         async with self._connection() as db:
             result = await SQL_APPEND_FILLS.run(
@@ -331,14 +359,18 @@ class Fills(LedgerPart):
                     "now": now,
                 },
             )
-            for kind, venue, symbol, trade_id, coid in map(tuple, result):
+            for kind, venue, symbol, trade_id, coid, decision, strategy in map(tuple, result):
                 if kind == "inserted":
-                    inserted.add((venue, symbol, trade_id))
+                    inserted[venue, symbol, trade_id] = (decision, strategy)
                 else:
                     stale.append(coid)
         if stale:
             await self._refresh_fill_states(sorted(stale), now)
-        return [f for f in fills if (f.venue, f.symbol, f.trade_id) in inserted]
+        new = [f for f in fills if (f.venue, f.symbol, f.trade_id) in inserted]
+        for fill in new:
+            decision, strategy = inserted[fill.venue, fill.symbol, fill.trade_id]
+            log_fill_recorded(self.account, fill, decision_id=decision, strategy=strategy)
+        return new
 
     async def _refresh_fill_states(self, client_order_ids: Sequence[str], now: datetime) -> None:
         """The slow path of append: lock, then read the sums, then move."""

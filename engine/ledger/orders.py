@@ -30,6 +30,7 @@ from engine.ledger.fills import (
     check_fills,
     fill_params,
     fill_totals,
+    log_fill_recorded,
     report_targets,
     target_lookup,
 )
@@ -143,7 +144,7 @@ def _apply_report_sql(status: VenueOrderStatus) -> str:
         SELECT o.xmin AS snap_xmin FROM orders o
         WHERE o.client_order_id = :client_order_id AND o.account = :account
     ),
-    ins AS ({INSERT_FILLS} RETURNING client_order_id, qty, price),
+    ins AS ({INSERT_FILLS} RETURNING client_order_id, qty, price, trade_id),
     tot AS (
         SELECT cur.client_order_id, cur.state, cur.requested_qty,
                cur.locked_xmin IS DISTINCT FROM (SELECT snap_xmin FROM snap) AS stale,
@@ -186,12 +187,23 @@ def _apply_report_sql(status: VenueOrderStatus) -> str:
                CAST(:venue_ts AS timestamptz), :now
         FROM upd u WHERE u.from_state <> u.state
     )
-    SELECT tgt.stale, u.*, u.notional / NULLIF(u.filled_qty, 0) AS avg_price
+    SELECT tgt.stale, u.*, u.notional / NULLIF(u.filled_qty, 0) AS avg_price,
+           (SELECT array_agg(i.trade_id) FROM ins i) AS new_trade_ids
     FROM tgt LEFT JOIN upd u ON true
     """
 
 
 SQL_APPLY_REPORT = {status: Statement(_apply_report_sql(status)) for status in VenueOrderStatus}
+
+
+def _log_new_fills(order: Order, fills: list[FillReport], new_trade_ids: list[str] | None) -> None:
+    if new_trade_ids:
+        new = set(new_trade_ids)
+        for fill in fills:
+            if fill.trade_id in new:
+                log_fill_recorded(
+                    order.account, fill, decision_id=order.decision_id, strategy=order.strategy_id
+                )
 
 
 def _with_coid(fill: FillReport, client_order_id: ClientOrderId) -> FillReport:
@@ -278,7 +290,9 @@ class Orders(Reserving, Listings):
         if row is None:
             return None  # not ours; its fills are recorded all the same
         if not row["stale"]:
-            return to_order(row)
+            order = to_order(row)
+            _log_new_fills(order, fills, row["new_trade_ids"])
+            return order
         # Another writer committed fills of this order while we waited for its lock: decide
         # the state again from sums read after taking the lock (the fills are already in).
         async with self._tx() as db:
@@ -292,7 +306,9 @@ class Orders(Reserving, Listings):
             current = OrderState(locked["state"])
             to = target_state(current, report.status, filled, locked["requested_qty"])
             error = report.reason if to in (OrderState.REJECTED, OrderState.EXPIRED) else None
-            return await self._update(db, to=to, error=error, **fields)
+            order = await self._update(db, to=to, error=error, **fields)
+        _log_new_fills(order, fills, row["new_trade_ids"])
+        return order
 
     @retry_transient
     async def mark_unknown(

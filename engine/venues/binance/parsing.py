@@ -83,7 +83,7 @@ def record_malformed(metrics: VenueMetrics, source: str, raw: bytes | str, reaso
     else:
         text = raw[:MAX_LOGGED_CHARS]
     log.warning(
-        "venue_message_malformed",
+        "venue.message_malformed",
         account=metrics.account,
         venue=metrics.venue,
         source=source,
@@ -426,7 +426,7 @@ def decode_user_event(raw: bytes, *, venue: VenueName, received_at: datetime) ->
             # absolute balance, which is what BalanceReport holds.
             upd = _BALANCE_UPDATE_DECODER.decode(raw)
             log.info(
-                "binance_balance_update",
+                "binance.balance_update",
                 venue=venue,
                 asset=upd.asset[:40],
                 delta=str(finite(upd.delta, "binance balanceUpdate d")),

@@ -149,7 +149,7 @@ class BinanceRestClient:
             record_malformed(self.metrics, REST, response.content, str(exc))
             raise Ambiguous(f"binance time answered {exc}") from None
         self.clock.update(body.serverTime, sent, received)
-        log.info("binance_clock_synced", venue=self._venue, offset_ms=self.clock.offset_ms)
+        log.info("binance.clock_synced", venue=self._venue, offset_ms=self.clock.offset_ms)
         return self.clock.offset_ms
 
     async def ensure_time_synced(self) -> None:
@@ -295,7 +295,7 @@ class BinanceRestClient:
                 error = classify_transport(exc, operation=operation)
                 self._count(endpoint, error)
                 log.warning(
-                    "binance_request_failed",
+                    "binance.request_failed",
                     venue=self._venue,
                     method=endpoint.method,
                     path=endpoint.path,
@@ -315,7 +315,7 @@ class BinanceRestClient:
             error = self._error(response, operation)
             self._count(endpoint, error)
             log.warning(
-                "binance_request_refused",
+                "binance.request_refused",
                 venue=self._venue,
                 method=endpoint.method,
                 path=endpoint.path,

@@ -151,7 +151,7 @@ class MarketStream:
                     delays = backoff(
                         initial=s.backoff_initial_s, max_delay=s.backoff_max_s, rng=self._rng
                     )
-                    log.info("binance_market_stream_connected", venue=self._venue)
+                    log.info("binance.market_stream_connected", venue=self._venue)
                     self._metrics.stream_up(MARKET)
                     deadline = asyncio.get_running_loop().time() + s.max_connection_age_s
                     symbols = self._symbols
@@ -176,14 +176,14 @@ class MarketStream:
                             continue
                         yield event
             except _Rotate:
-                log.info("binance_market_stream_rotated", venue=self._venue)
+                log.info("binance.market_stream_rotated", venue=self._venue)
                 continue
             except InvalidURI as exc:
                 raise ConfigError(f"binance stream_url is not a WebSocket URL: {exc}") from None
             except _CONNECTION_ERRORS as exc:
                 delay = next(delays)
                 log.warning(
-                    "binance_market_stream_disconnected",
+                    "binance.market_stream_disconnected",
                     venue=self._venue,
                     error=type(exc).__name__,
                     retry_in_s=round(delay, 3),
@@ -332,7 +332,7 @@ class UserStream:
                         initial=s.backoff_initial_s, max_delay=s.backoff_max_s, rng=self._rng
                     )
                     log.info(
-                        "binance_user_stream_subscribed",
+                        "binance.user_stream_subscribed",
                         venue=self._venue,
                         subscription_id=self.subscription_id,
                     )
@@ -354,7 +354,7 @@ class UserStream:
                             yield event
             except _Rotate:
                 reason = "rotated before the 24h connection limit"
-                log.info("binance_user_stream_rotated", venue=self._venue)
+                log.info("binance.user_stream_rotated", venue=self._venue)
                 continue
             except StreamTerminated as exc:
                 reason = f"venue ended the subscription ({exc})"
@@ -375,7 +375,7 @@ class UserStream:
                         await self._resync_clock()
                     except VenueError as sync_exc:
                         log.warning(
-                            "binance_clock_resync_failed", venue=self._venue, error=str(sync_exc)
+                            "binance.clock_resync_failed", venue=self._venue, error=str(sync_exc)
                         )
             except _CONNECTION_ERRORS as exc:
                 reason = f"connection lost ({type(exc).__name__})"
@@ -384,7 +384,7 @@ class UserStream:
                 self.down_since = self._now()
             self.down_reason = reason
             log.warning(
-                "binance_user_stream_disconnected",
+                "binance.user_stream_disconnected",
                 venue=self._venue,
                 reason=reason,
                 retry_in_s=round(delay, 3),

@@ -403,7 +403,7 @@ class BinanceVenue:
         except VenueError as exc:
             # Not fatal: the subscription is signed with the unsynced clock, and a -1021 answer
             # re-syncs before the next attempt.
-            log.warning("binance_clock_sync_failed", venue=self.name, error=str(exc))
+            log.warning("binance.clock_sync_failed", venue=self.name, error=str(exc))
         self._user_stream = stream = UserStream(
             ws_api_url=self.config.ws_api_url,
             api_key=self.config.api_key,
