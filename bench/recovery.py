@@ -64,8 +64,10 @@ from engine.ledger.db import asyncpg_connect_kwargs  # noqa: E402
 from engine.ledger.ledger import Ledger  # noqa: E402
 from engine.ledger.records import DecisionRecord, Reservation  # noqa: E402
 from engine.observability import configure_logging  # noqa: E402
-from engine.runtime import Engine, VenueSession  # noqa: E402
+from engine.runtime import Engine  # noqa: E402
+from engine.venue_session import VenueSession  # noqa: E402
 from engine.venues.binance import BinanceConfig, BinanceVenue  # noqa: E402
+from engine.venues.metrics import VenueMetrics  # noqa: E402
 from engine.venues.simulator import SimulatorConfig, SimulatorState, serve_forever  # noqa: E402
 from engine.venues.simulator.faults import FaultKind, FaultPlan, FaultRule  # noqa: E402
 from engine.venues.simulator.records import NewOrder  # noqa: E402
@@ -238,7 +240,12 @@ async def _start(url: URL, config: SimulatorConfig, sim: dict[str, Any]) -> dict
     )
     async with httpx.AsyncClient(base_url=sim["admin_url"]) as admin_http:
         async with open_database(settings) as database:
-            engine = Engine(settings, database, VenueSession(venue=venue), strategies=())
+            engine = Engine(
+                settings,
+                database,
+                VenueSession(venue=venue, metrics=VenueMetrics(account=ACCOUNT, venue=VENUE)),
+                strategies=(),
+            )
             engine.execution.symbols.add(SYMBOL)
             before = await _fault_counts(admin_http)
             t0 = time.perf_counter()

@@ -271,8 +271,9 @@ async def _operate_here(
     from engine.portfolio import Portfolio
     from engine.reconcile import Reconciler
     from engine.risk_gate import LimitsBook, RiskGate
-    from engine.runtime import open_venue, symbols_of
+    from engine.runtime import symbols_of
     from engine.strategy_config import load_strategy_config
+    from engine.venue_session import open_venue
 
     strategies = load_strategy_config(config.strategies_file)
     symbols = symbols_of(strategies)

@@ -21,7 +21,7 @@ from sqlalchemy.engine import URL
 from sqlalchemy.ext.asyncio import AsyncEngine
 
 import engine.venues.simulator as simulator
-from engine import runtime
+from engine import runtime, venue_session
 from engine.config import load_settings
 from engine.domain.types import ClientOrderId, OrderType, Side, Symbol, TimeInForce
 from engine.venues.base import OrderRequest
@@ -143,9 +143,9 @@ async def test_a_trade_made_by_hand_on_the_venue_opens_an_incident_and_pauses(
     only_pres = tmp_path / "pres.toml"
     only_pres.write_text(example[example.index('[[strategy]]\nid = "fv-pres"') :])
     monkeypatch.setenv("TRADECTL_STRATEGIES_FILE", str(only_pres))
-    config = runtime.simulator_config
+    config = venue_session.simulator_config
     monkeypatch.setattr(
-        runtime,
+        venue_session,
         "simulator_config",
         lambda symbols, *, seed: config((Symbol("BTCUSDT"), *symbols), seed=seed),
     )

@@ -42,8 +42,10 @@ from engine.domain.types import (
 from engine.exceptions import LedgerError
 from engine.ledger.ledger import Ledger
 from engine.ledger.records import DecisionRecord, Reservation
-from engine.runtime import Engine, VenueSession
+from engine.runtime import Engine
+from engine.venue_session import VenueSession
 from engine.venues.binance import BinanceConfig, BinanceVenue
+from engine.venues.metrics import VenueMetrics
 from engine.venues.simulator import SimulatorConfig, SimulatorHandle, run_simulator
 from engine.venues.simulator.records import NewOrder
 from tests.integration.test_ledger import ACCOUNT as LEDGER_ACCOUNT
@@ -189,7 +191,12 @@ async def _engine(database_url: URL, sim: SimulatorHandle) -> AsyncIterator[Engi
     )
     try:
         async with open_database(settings) as database:
-            engine = Engine(settings, database, VenueSession(venue=venue), strategies=())
+            engine = Engine(
+                settings,
+                database,
+                VenueSession(venue=venue, metrics=VenueMetrics(account=ACCOUNT, venue="simulator")),
+                strategies=(),
+            )
             engine.execution.symbols.add(SYMBOL)
             await engine.lease.acquire()
             yield engine

@@ -16,8 +16,10 @@ from engine.database import open_database
 from engine.domain.intents import Buy, DecisionKey
 from engine.domain.market import Quote
 from engine.domain.types import OrderState, Side, StrategyId, Symbol, TimeInForce, utc_now
-from engine.runtime import Engine, VenueSession
+from engine.runtime import Engine
 from engine.strategy_config import StartPolicy, StrategySpec, parse_trading_config
+from engine.venue_session import VenueSession
+from engine.venues.metrics import VenueMetrics
 from engine.venues.paper import PRES_YES, PaperVenue, default_paper_venue
 from tests.helpers import eventually
 
@@ -68,7 +70,12 @@ async def _engine(
         venue="paper",
     )
     async with open_database(settings) as database:
-        engine = Engine(settings, database, VenueSession(venue=venue), specs)
+        engine = Engine(
+            settings,
+            database,
+            VenueSession(venue=venue, metrics=VenueMetrics(account="start-policy", venue="paper")),
+            specs,
+        )
         try:
             yield engine
         finally:
