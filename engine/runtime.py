@@ -471,6 +471,9 @@ class Engine:
             with contextlib.suppress(TimeoutError):
                 async with asyncio.timeout(SHUTDOWN_GRACE_S):
                     await self.execution.drain()
+                    # the counts of the holds still running (engine.domain.holds)
+                    with contextlib.suppress(TradectlError):
+                        await self.execution.flush_holds()
         # 3. Everything else.
         stuck += await stop_tasks(
             {n: t for n, t in tasks.items() if n not in edges}, deadline_s=SHUTDOWN_CANCEL_S

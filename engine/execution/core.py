@@ -25,6 +25,7 @@ from typing import Any, Protocol
 import structlog
 
 from engine.crashpoints import NO_CRASH, CrashPoint, CrashPoints, SimulatedCrash
+from engine.domain.holds import HoldRuns, HoldStep
 from engine.domain.ids import client_order_id, decision_id
 from engine.domain.intents import Buy, Cancel, Hold, Intent, OrderIntent, Sell, intent_kind
 from engine.domain.orders import Order
@@ -126,6 +127,8 @@ class Execution(Recovery):
         self.dropped = 0
         self._intents: asyncio.Queue[Intent] = asyncio.Queue()
         self._denials: list[DecisionRecord] = []
+        #: the open hold run of each (strategy, symbol): identical holds are counted, not rows
+        self.holds = HoldRuns()
         self._owed = {}
         self._rules: dict[Symbol, InstrumentRules] = {}
         self.committed = CommittedFacts(config.account)
@@ -243,10 +246,10 @@ class Execution(Recovery):
         for intent in intents:
             self.symbols.add(intent.symbol)
             if isinstance(intent, Hold):
-                await self.ledger.decisions.record(
-                    self._decision(intent, now, (), DecisionOutcome.HOLD)
-                )
-            elif isinstance(intent, Cancel):
+                await self._hold(intent, now)
+                continue
+            await self._write_repeats(self.holds.other(intent.strategy_id, intent.symbol, now))
+            if isinstance(intent, Cancel):
                 await self._cancel(intent, now)
             else:
                 rules = await self.rules_for(intent.symbol)
@@ -279,6 +282,24 @@ class Execution(Recovery):
                     client_order_id=result.client_order_id,
                     blocked_by=list(result.blocked_by),
                 )
+
+    async def _hold(self, intent: Hold, now: datetime) -> None:
+        """A hold gets a row only when its reason changes (engine.domain.holds)."""
+        decision = self._decision(intent, now, (), DecisionOutcome.HOLD)
+        step = self.holds.hold(
+            intent.strategy_id, intent.symbol, intent.reason, decision.decision_id, now
+        )
+        await self._write_repeats(step)
+        if step.record:
+            await self.ledger.decisions.record(decision)
+
+    async def _write_repeats(self, step: HoldStep) -> None:
+        if step.counts:
+            await self.ledger.decisions.count_repeats(step.counts)
+
+    async def flush_holds(self) -> None:
+        """Write every hold count not written yet (at a stop)."""
+        await self._write_repeats(HoldStep(record=False, counts=self.holds.flush(self.clock())))
 
     def _spawn(self, group: asyncio.TaskGroup, work: Coroutine[Any, Any, None]) -> None:
         self._outstanding += 1

@@ -96,10 +96,15 @@ decisions = Table(
     #: a list of Verdict.as_json(): every check, its limit and the observed value
     Column("verdicts", JSONB, nullable=False),
     Column("outcome", Text, nullable=False),
+    #: holds only: identical holds that followed this one and got no row of their own (a hold
+    #: is recorded when its reason changes, engine/execution/holds.py), and the newest one's time
+    Column("repeats", Integer, nullable=False, server_default=text("0")),
+    _ts("last_repeat_at", nullable=True),
     PrimaryKeyConstraint("decision_id", "account", name="decisions_pkey"),
     CheckConstraint(_in("intent", INTENTS), name="ck_decisions_intent"),
     CheckConstraint(f"side IS NULL OR {_in('side', Side)}", name="ck_decisions_side"),
     CheckConstraint(_in("outcome", DecisionOutcome), name="ck_decisions_outcome"),
+    CheckConstraint("repeats >= 0", name="ck_decisions_repeats"),
     Index("ix_decisions_account_decided_at", "account", "decided_at"),
     Index("ix_decisions_strategy_id_decided_at", "strategy_id", "decided_at"),
 )
