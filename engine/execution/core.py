@@ -127,7 +127,7 @@ class Execution(Recovery):
         self.dropped = 0
         self._intents: asyncio.Queue[Intent] = asyncio.Queue()
         self._denials: list[DecisionRecord] = []
-        #: the open hold run of each (strategy, symbol): identical holds are counted, not rows
+        #: the open hold runs of each (strategy, symbol): identical holds are counted, not rows
         self.holds = HoldRuns()
         self._owed = {}
         self._rules: dict[Symbol, InstrumentRules] = {}
@@ -247,9 +247,7 @@ class Execution(Recovery):
             self.symbols.add(intent.symbol)
             if isinstance(intent, Hold):
                 await self._hold(intent, now)
-                continue
-            await self._write_repeats(self.holds.other(intent.strategy_id, intent.symbol, now))
-            if isinstance(intent, Cancel):
+            elif isinstance(intent, Cancel):
                 await self._cancel(intent, now)
             else:
                 rules = await self.rules_for(intent.symbol)
@@ -284,7 +282,8 @@ class Execution(Recovery):
                 )
 
     async def _hold(self, intent: Hold, now: datetime) -> None:
-        """A hold gets a row only when its reason changes (engine.domain.holds)."""
+        """A hold gets a row only when its reason changes to one without a row in the last
+        hour; identical holds are counted on that row (engine.domain.holds)."""
         decision = self._decision(intent, now, (), DecisionOutcome.HOLD)
         step = self.holds.hold(
             intent.strategy_id, intent.symbol, intent.reason, decision.decision_id, now
