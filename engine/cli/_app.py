@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import sys
 from collections.abc import Awaitable, Callable, Iterator
 from typing import Annotated, NoReturn, TypeVar
 
@@ -31,7 +32,9 @@ app = typer.Typer(
 incidents_app = typer.Typer(help="List and resolve incidents.", invoke_without_command=True)
 app.add_typer(incidents_app, name="incidents")
 
-console = Console()
+# Piped (a script, `| less`, `| grep`), rich would wrap every line and table at 80 columns: a
+# row or a command to paste must stay one line there.
+console = Console(soft_wrap=True, width=None if sys.stdout.isatty() else 500)
 # soft_wrap: an error names a command to paste; it must not be broken across lines
 err = Console(stderr=True, soft_wrap=True)
 T = TypeVar("T")
