@@ -7,9 +7,10 @@ import os
 import shlex
 import signal
 import subprocess
-from typing import Annotated
+from typing import Annotated, Any
 
 import typer
+from typer.core import TyperCommand
 
 from engine.cli._app import app, configured_settings, console, err, fail, guard, run_async, settings
 from engine.config import Settings
@@ -18,9 +19,20 @@ from engine.ledger.embedded import embedded_postgres, embedded_running
 from engine.psql import psql_argv, psql_env
 
 
-@app.command()
+class _RunCommand(TyperCommand):
+    def format_help(self, ctx: Any, formatter: Any) -> None:
+        super().format_help(ctx, formatter)
+        from engine.cli.settings_help import print_settings
+
+        print_settings()
+
+
+@app.command(cls=_RunCommand)
 def run() -> None:
-    """Run the engine (embedded Postgres + built-in simulator + example strategies by default)."""
+    """Run the engine (embedded Postgres + built-in simulator + example strategies by default).
+
+    In a terminal it shows a live view (strategies, orders, controls, incidents); piped, a
+    plain status block every TRADECTL_STATUS_INTERVAL_S. Ctrl-C stops it cleanly."""
     from engine.runtime import main as runtime_main
 
     # as configured: the run itself decides which ledger account the demo exchange trades as
