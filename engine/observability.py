@@ -36,8 +36,22 @@ def scrub_secrets(
     return event_dict
 
 
+class _CurrentStderr:
+    """``sys.stderr`` as it is at each write: while the live status view holds the terminal it
+    is rich's proxy, which prints log lines above the view instead of through it."""
+
+    def write(self, text: str) -> int:
+        return sys.stderr.write(text)
+
+    def flush(self) -> None:
+        sys.stderr.flush()
+
+
+_STDERR: Any = _CurrentStderr()
+
+
 def configure_logging(*, json: bool, level: str = "INFO") -> None:
-    logging.basicConfig(format="%(message)s", stream=sys.stderr, level=level)
+    logging.basicConfig(format="%(message)s", stream=_STDERR, level=level)
     # alembic narrates every migration step at INFO; only its problems matter to an operator
     logging.getLogger("alembic").setLevel(logging.WARNING)
     # httpx logs every request line, and a signed request's query string is a replayable
@@ -59,7 +73,7 @@ def configure_logging(*, json: bool, level: str = "INFO") -> None:
             renderer,
         ],
         wrapper_class=structlog.make_filtering_bound_logger(logging.getLevelName(level)),
-        logger_factory=structlog.PrintLoggerFactory(file=sys.stderr),
+        logger_factory=structlog.PrintLoggerFactory(file=_STDERR),
         cache_logger_on_first_use=True,
     )
 

@@ -24,7 +24,7 @@ from typing import Any
 import structlog
 from pydantic import SecretStr
 
-from engine.config import Settings, VenueKind
+from engine.config import LogFormat, Settings, VenueKind
 from engine.controls import LeaseKeeper, OperatorDesk, halt_for_loss
 from engine.crashpoints import CrashPoints
 from engine.database import Database, open_database
@@ -58,6 +58,8 @@ from engine.portfolio import Portfolio
 from engine.reconcile import Reconciler
 from engine.risk_gate import LimitsBook, RiskGate
 from engine.status import ledger_status
+from engine.status_snapshot import StatusSnapshot, gather_status
+from engine.status_view import show_status
 from engine.strategy_config import StrategySpec, load_trading_config
 from engine.strategy_host import StrategyHost
 from engine.tasks import stop_tasks
@@ -65,6 +67,8 @@ from engine.venues.base import Venue
 
 log = structlog.get_logger("tradectl.runtime")
 
+#: how often the live view (at a terminal) is redrawn
+LIVE_REFRESH_S = 1.0
 #: how long a stop lets execution finish the intents it holds, then how long cancelled tasks
 #: get to end: a graceful stop is bounded by their sum (plus the lease release)
 SHUTDOWN_GRACE_S = 5.0
@@ -333,6 +337,15 @@ class Engine:
             await asyncio.sleep(0.5)
 
     async def _status_loop(self) -> None:
+        if self.settings.log_format is LogFormat.CONSOLE and sys.stdout.isatty():
+            # At a terminal: the live view (engine.status_view); piped, the plain block below.
+            await show_status(
+                self._status_snapshot,
+                interval_s=min(LIVE_REFRESH_S, self.settings.status_interval_s),
+                live=True,
+                out=sys.stdout,
+            )
+            return
         while True:
             await asyncio.sleep(self.settings.status_interval_s)
             if not self.health.available:
@@ -346,6 +359,24 @@ class Engine:
             }
             text = await ledger_status(self.db.engine, self.settings.account, marks)
             print(f"--- {self.clock().isoformat(timespec='seconds')} ---\n{text}", flush=True)
+
+    async def _status_snapshot(self) -> StatusSnapshot:
+        if not self.health.available:
+            down = self.health.down_for_s or 0.0
+            raise TradectlError(f"ledger unavailable for {down:.0f}s; not trading")
+        now = self.clock()
+        quotes = {symbol: self.conflator.quote(symbol) for symbol in self.symbols}
+        return await gather_status(
+            self.db.engine,
+            self.settings.account,
+            strategies={spec.strategy_id: spec.symbols for spec in self.strategies},
+            marks={s: q.mid for s, q in quotes.items() if q is not None},
+            quote_ages={
+                s: None if q is None else (now - q.received_at).total_seconds()
+                for s, q in quotes.items()
+            },
+            now=now,
+        )
 
     async def _reconcile_loop(self) -> None:
         await self.reconciler.run_periodic(self.settings.reconcile_interval_s)

@@ -24,7 +24,7 @@ from engine.domain.types import DecisionId, StrategyId, Symbol
 
 _NUMBER = re.compile(r"[-+]?(?:\d+(?:\.\d*)?|\.\d+)(?:[eE][-+]?\d+)?")
 
-DEFAULT_FLUSH_EVERY = timedelta(seconds=60)
+DEFAULT_FLUSH_EVERY = timedelta(seconds=10)
 DEFAULT_WINDOW = timedelta(hours=1)
 
 
