@@ -8,6 +8,7 @@ import io
 import os
 import pty
 import re
+import select
 import subprocess
 import sys
 from dataclasses import replace
@@ -162,6 +163,10 @@ def _run_in_terminal(env: dict[str, str], *args: str) -> tuple[int, str]:
     os.close(slave)
     chunks = []
     while True:
+        ready, _, _ = select.select([master], [], [], 60)
+        if not ready:  # silent for a minute: never hang the suite on it
+            proc.kill()
+            break
         try:
             chunk = os.read(master, 65536)
         except OSError:  # EIO: the child closed the terminal
