@@ -2,17 +2,23 @@
 
 Prints one JSON line::
 
-    {"orders": N, "orders_per_s": …, "floor_orders_per_s": …, "ratio": …, "p50_ms": …, "p99_ms": …}
+    {"orders": N, "orders_per_s": …, "floor_orders_per_s": …, "ratio": …, "p50_ms": …, …}
 
 * ``orders_per_s``: the real engine path (risk gate, ledger, execution coroutine, fill path)
   with ``synchronous_commit`` on, keeping ``--window`` intents outstanding (a strategy fleet that
   produces intents as fast as the engine acknowledges them, so reservations batch up).
 * ``floor_orders_per_s``: raw asyncpg executing the *same statements* (SQL text and arguments
   captured from the run, grouped into the same transactions) on a fresh database, with the same
-  number of concurrent connections. It is what the database alone costs; ``ratio`` is how much of
-  it the engine keeps. The floor ignores ordering between transactions of one order (an ack may
-  replay before its reservation and update nothing), which can only make the floor faster.
-* ``p50_ms`` / ``p99_ms``: latency from handing the intent to execution to the ACK commit.
+  number of concurrent connections, each transaction only after every earlier one that touched
+  the same order has committed (an ack never replays before its reservation). It is what the
+  database alone costs; ``ratio`` is how much of it the engine keeps. ``floor_pending`` counts
+  orders the replay left ``PENDING_SUBMIT`` (0 when the ordering holds).
+* ``p50_ms`` / ``p99_ms``: latency from handing the intent to execution to the ACK commit;
+  ``wire_p50_ms`` / ``wire_p99_ms``: to the order's submit reaching the venue (the reservation
+  included). ``--latency`` runs one intent at a time, which is what these mean alone.
+* ``cpu_us_per_order``: this process's CPU (engine, paper venue, driver) per order;
+  ``statements_per_order``, ``commits_per_order`` (transactions that wrote) and
+  ``wal_fsyncs_per_order`` (from ``pg_stat_io``, when the server has it).
 
 Uses ``DATABASE_URL`` when set (a server where it may create databases), else an embedded
 Postgres in a temporary directory.
@@ -64,6 +70,7 @@ from engine.ledger.statements import Statement  # noqa: E402
 from engine.marketdata.conflator import Conflator  # noqa: E402
 from engine.portfolio import Portfolio  # noqa: E402
 from engine.risk_gate import LimitsBook, RiskGate  # noqa: E402
+from engine.tasks import run_main  # noqa: E402
 from engine.venues.paper import BTCUSDT, default_paper_venue  # noqa: E402
 
 POOL = 8
@@ -158,7 +165,15 @@ async def drop_database(admin: URL, url: URL) -> None:
 # -- the engine path --------------------------------------------------------------------------
 
 
-async def run_engine(url: URL, orders: int, window: int) -> tuple[float, list[float]]:
+@dataclass
+class EngineRun:
+    elapsed: float
+    cpu: float
+    ack_latencies: list[float]
+    wire_latencies: list[float]
+
+
+async def run_engine(url: URL, orders: int, window: int) -> EngineRun:
     engine = make_engine(url, pool_size=POOL)
     account = AccountId("bench")
     venue = default_paper_venue((BTCUSDT,), seed=1)
@@ -211,12 +226,23 @@ async def run_engine(url: URL, orders: int, window: int) -> tuple[float, list[fl
         return order
 
     ledger.orders.record_ack = record_ack  # type: ignore[method-assign]
+    wire: list[float] = []
+    original_submit = venue.submit
+
+    async def submit(order: Any) -> Any:
+        start = started.get(order.client_order_id)
+        if start is not None:
+            wire.append(time.perf_counter() - start)
+        return await original_submit(order)
+
+    venue.submit = submit  # type: ignore[method-assign]
     tasks = [
         asyncio.create_task(execution.run(), name="execution"),
         asyncio.create_task(fills.run(), name="fills"),
     ]
     md_ts = utc_now()
     t0 = time.perf_counter()
+    cpu0 = time.process_time()
     for i in range(orders):
         await slots.acquire()
         side = Side.BUY if i % 2 == 0 else Side.SELL
@@ -239,15 +265,33 @@ async def run_engine(url: URL, orders: int, window: int) -> tuple[float, list[fl
         if task.done():
             raise RuntimeError(f"{task.get_name()} stopped early") from task.exception()
     elapsed = time.perf_counter() - t0
+    cpu = time.process_time() - cpu0
     for task in tasks:
         task.cancel()
     await asyncio.gather(*tasks, return_exceptions=True)
     await venue.close()
     await engine.dispose()
-    return elapsed, latencies
+    return EngineRun(elapsed=elapsed, cpu=cpu, ack_latencies=latencies, wire_latencies=wire)
 
 
 # -- the floor --------------------------------------------------------------------------------
+
+
+def _order_ids(unit: Unit) -> set[str]:
+    """The client order ids a transaction names (they carry the bench prefix)."""
+    mark = f"{PREFIX}-"
+    ids: set[str] = set()
+    for _, args in unit.statements:
+        for arg in args:
+            values = arg if isinstance(arg, list) else [arg]
+            ids.update(v for v in values if isinstance(v, str) and v.startswith(mark))
+    return ids
+
+
+def _writes(unit: Unit) -> bool:
+    return any(
+        word in sql.upper() for sql, _ in unit.statements for word in ("INSERT", "UPDATE", "DELETE")
+    )
 
 
 async def run_floor(url: URL, units: list[Unit]) -> float:
@@ -255,7 +299,18 @@ async def run_floor(url: URL, units: list[Unit]) -> float:
         await asyncpg.connect(**asyncpg_connect_kwargs(url))  # type: ignore[arg-type]
         for _ in range(POOL)
     ]
-    queue = iter(units)
+    # Each transaction waits for the last earlier one that named any of its orders: the engine
+    # never acknowledges an order before its reservation has committed, nor may the floor.
+    last: dict[str, asyncio.Event] = {}
+    plan: list[tuple[Unit, list[asyncio.Event], asyncio.Event]] = []
+    for unit in units:
+        ids = _order_ids(unit)
+        after = list({id(e): e for e in (last[i] for i in ids if i in last)}.values())
+        done = asyncio.Event()
+        for i in ids:
+            last[i] = done
+        plan.append((unit, after, done))
+    queue = iter(plan)
 
     async def replay(conn: asyncpg.Connection, unit: Unit) -> None:
         if len(unit.statements) == 1:
@@ -266,16 +321,18 @@ async def run_floor(url: URL, units: list[Unit]) -> float:
                 await conn.fetch(sql, *args)
 
     async def worker(conn: asyncpg.Connection) -> None:
-        for unit in queue:
-            # Replaying transactions out of their original order can interleave two orders'
-            # row locks in a way the engine never does; the database breaks such a deadlock
-            # and the unit is simply replayed again.
+        # Units are taken in order, so whatever one waits for was taken earlier by a worker
+        # that is running it or waiting on something earlier still: no cycle.
+        for unit, after, done in queue:
+            for event in after:
+                await event.wait()
             while True:
                 try:
                     await replay(conn, unit)
                     break
                 except asyncpg.DeadlockDetectedError:
                     continue
+            done.set()
 
     t0 = time.perf_counter()
     await asyncio.gather(*(worker(c) for c in conns))
@@ -285,33 +342,73 @@ async def run_floor(url: URL, units: list[Unit]) -> float:
     return elapsed
 
 
+async def _scalar(url: URL, sql: str) -> Any:
+    conn = await asyncpg.connect(**asyncpg_connect_kwargs(url))  # type: ignore[arg-type]
+    try:
+        return await conn.fetchval(sql)
+    except asyncpg.PostgresError:
+        return None  # a server without that statistics view
+    finally:
+        await conn.close()
+
+
+async def _wal_fsyncs(url: URL) -> int | None:
+    # pg_stat_io has the WAL rows from PostgreSQL 18; pg_stat_wal.wal_sync before it
+    found = await _scalar(url, "SELECT sum(fsyncs) FROM pg_stat_io WHERE object = 'wal'")
+    if found is None:
+        found = await _scalar(url, "SELECT wal_sync FROM pg_stat_wal")
+    return None if found is None else int(found)
+
+
+def _ms(values: list[float], cut: int) -> float:
+    if len(values) < 2:
+        return round(values[0] * 1000, 3) if values else 0.0
+    return round(statistics.quantiles(values, n=100)[cut - 1] * 1000, 3)
+
+
 async def main(orders: int, window: int) -> dict[str, Any]:
     async with server() as admin:
         engine_db = await fresh_database(admin)
         floor_db = await fresh_database(admin)
         try:
             recorder = Recorder()
+            fsyncs_before = await _wal_fsyncs(engine_db)
             with recorder.installed():
-                elapsed, latencies = await run_engine(engine_db, orders, window)
+                run = await run_engine(engine_db, orders, window)
+            fsyncs_after = await _wal_fsyncs(engine_db)
             # The lease setup ran before timing started; replay only what the orders cost.
             units = recorder.units
             floor_elapsed = await run_floor(floor_db, units)
+            floor_pending = await _scalar(
+                floor_db, "SELECT count(*) FROM orders WHERE state = 'PENDING_SUBMIT'"
+            )
         finally:
             await drop_database(admin, engine_db)
             await drop_database(admin, floor_db)
-    cuts = statistics.quantiles(latencies, n=100)
-    orders_per_s = orders / elapsed
+    orders_per_s = orders / run.elapsed
     floor_per_s = orders / floor_elapsed
+    fsyncs = (
+        None
+        if fsyncs_before is None or fsyncs_after is None
+        else round((fsyncs_after - fsyncs_before) / orders, 3)
+    )
     return {
         "orders": orders,
+        "window": window,
         "orders_per_s": round(orders_per_s, 1),
         "floor_orders_per_s": round(floor_per_s, 1),
         "ratio": round(orders_per_s / floor_per_s, 3),
-        "p50_ms": round(cuts[49] * 1000, 2),
-        "p99_ms": round(cuts[98] * 1000, 2),
-        "window": window,
+        "floor_pending": floor_pending,
+        "p50_ms": _ms(run.ack_latencies, 50),
+        "p99_ms": _ms(run.ack_latencies, 99),
+        "wire_p50_ms": _ms(run.wire_latencies, 50),
+        "wire_p99_ms": _ms(run.wire_latencies, 99),
+        "cpu_us_per_order": round(run.cpu / orders * 1e6, 1),
         "statements": sum(len(u.statements) for u in units),
+        "statements_per_order": round(sum(len(u.statements) for u in units) / orders, 3),
         "transactions": sum(1 for u in units if len(u.statements) > 1),
+        "commits_per_order": round(sum(1 for u in units if _writes(u)) / orders, 3),
+        "wal_fsyncs_per_order": fsyncs,
     }
 
 
@@ -319,5 +416,13 @@ if __name__ == "__main__":
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--orders", type=int, default=2000)
     parser.add_argument("--window", type=int, default=32, help="intents kept outstanding")
+    parser.add_argument(
+        "--latency", action="store_true", help="one intent at a time (500 unless --orders)"
+    )
     args = parser.parse_args()
-    print(json.dumps(asyncio.run(main(args.orders, args.window))))
+    if args.latency:
+        args.window = 1
+        if "--orders" not in sys.argv:
+            args.orders = 500
+    # the engine's own event loop (uvloop where installed), as `tradectl run` uses
+    print(json.dumps(run_main(main(args.orders, args.window))))

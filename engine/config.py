@@ -16,6 +16,7 @@ from pydantic_settings import BaseSettings, SettingsConfigDict
 
 from engine.domain.ids import validate_prefix
 from engine.exceptions import ConfigError
+from engine.ledger.roles import RoleNames, check_role_name
 
 
 class VenueKind(StrEnum):
@@ -39,6 +40,15 @@ class Settings(BaseSettings):
     database_url: SecretStr | None = Field(
         default=None, validation_alias=AliasChoices("DATABASE_URL", "TRADECTL_DATABASE_URL")
     )
+    #: the owner role's URL for ``tradectl migrate`` (migrations and grants); unset: DATABASE_URL
+    migrate_database_url: SecretStr | None = Field(
+        default=None, validation_alias=AliasChoices("TRADECTL_MIGRATE_DATABASE_URL")
+    )
+    #: the database roles (engine/ledger/roles.py): the embedded Postgres creates them, and
+    #: ``tradectl migrate`` grants the engine and read-only ones their privileges
+    owner_role: str = "tradectl_owner"
+    engine_role: str = "tradectl_engine"
+    readonly_role: str = "tradectl_readonly"
     data_dir: Path = Path(".data")
     account: str = "paper"
     venue: VenueKind = VenueKind.SIMULATOR
@@ -74,6 +84,11 @@ class Settings(BaseSettings):
     def _prefix(cls, v: str) -> str:
         return validate_prefix(v)
 
+    @field_validator("owner_role", "engine_role", "readonly_role")
+    @classmethod
+    def _role(cls, v: str) -> str:
+        return check_role_name(v)
+
     @field_validator("log_level")
     @classmethod
     def _level(cls, v: str) -> str:
@@ -88,6 +103,12 @@ class Settings(BaseSettings):
         if not v or len(v) > 64 or not v.replace("-", "").replace("_", "").isalnum():
             raise ValueError("expected 1-64 letters, digits, '-' or '_'")
         return v
+
+    @property
+    def roles(self) -> RoleNames:
+        return RoleNames(
+            owner=self.owner_role, engine=self.engine_role, readonly=self.readonly_role
+        )
 
     @property
     def lease_ttl(self) -> timedelta:

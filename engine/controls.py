@@ -119,7 +119,7 @@ async def halt_for_loss(ledger: Ledger, reason: str) -> int:
         severity="critical",
         message=(
             f"trading halted for account {ledger.account}: {reason}. Review the positions "
-            "(`tradectl status`), then `tradectl unhalt` when trading may go on"
+            "(`tradectl status`), then `tradectl unhalt --reason '…'` when trading may go on"
         ),
         details={"reason": reason, "day": day},
         dedupe_key=f"loss_limit:{ledger.account}:{day}",

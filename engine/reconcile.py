@@ -308,8 +308,8 @@ class Reconciler:
             severity="error",
             message=(
                 f"{paused} paused: {what}. Check deposits, withdrawals and trades made outside "
-                "tradectl; then run `tradectl reconcile --accept-balances` to take the venue's "
-                f"balance as the truth, and {resume}"
+                "tradectl; then run `tradectl reconcile --accept-balances --reason '…'` to take "
+                f"the venue's balance as the truth, and {resume}"
             ),
             details={
                 "asset": asset,
@@ -351,7 +351,7 @@ class Reconciler:
                 )  # fmt: skip
             return (
                 ", ".join(f"strategy {s}" for s in strategies),
-                "; ".join(f"`tradectl resume --strategy {s}`" for s in strategies),
+                "; ".join(f"`tradectl resume --strategy {s} --reason '…'`" for s in strategies),
                 "strategy:" + ",".join(strategies),
                 strategies,
             )
@@ -360,7 +360,7 @@ class Reconciler:
             set_by="reconciler",
         )  # fmt: skip
         account = self.ledger.account
-        return f"account {account}", "`tradectl resume`", f"account:{account}", []
+        return f"account {account}", "`tradectl resume --reason '…'`", f"account:{account}", []
 
     async def _external_trades(self, report: ReconcileReport) -> None:
         """Fills no order of ours placed (a trade made by hand on the venue, another program on
@@ -403,11 +403,12 @@ class Reconciler:
     async def _venue_open_orders(self, report: ReconcileReport) -> None:
         venue_open = await self.execution.venue.open_orders()
         await self._closed_on_the_venue({o.client_order_id for o in venue_open})
-        for venue_order in venue_open:
+        ours = [o for o in venue_open if is_ours(self.prefix, o.client_order_id)]
+        # one read for the whole list: a venue may show thousands of our orders resting
+        ledger_orders = await self.ledger.orders.get_many([o.client_order_id for o in ours])
+        for venue_order in ours:
             coid = venue_order.client_order_id
-            if not is_ours(self.prefix, coid):
-                continue  # a manual order: not ours to judge
-            known = await self.ledger.orders.get(coid)
+            known = ledger_orders.get(coid)
             if known is None:
                 report.unknown_orders.append(coid)
                 reason = (
@@ -428,7 +429,7 @@ class Reconciler:
                     message=(
                         f"symbol {venue_order.symbol} paused: {reason}. Check it on the venue "
                         f"(cancel it there if it is not wanted), then `tradectl resume --symbol "
-                        f"{venue_order.symbol}` and resolve this incident"
+                        f"{venue_order.symbol} --reason '…'` and resolve this incident"
                     ),
                     details={
                         "client_order_id": coid,
@@ -452,6 +453,10 @@ class Reconciler:
         lost (a crash before the commit, a dropped stream report): look it up, which applies
         its final state and brings its fills. Nothing else would: only unresolved orders are
         looked up on their own."""
-        for order in await self.ledger.orders.non_terminal():
-            if order.state in _ACKNOWLEDGED and order.client_order_id not in venue_open:
-                await self.execution.resolve_order(order)
+        await self.execution.resolve_orders(
+            [
+                order
+                for order in await self.ledger.orders.non_terminal()
+                if order.state in _ACKNOWLEDGED and order.client_order_id not in venue_open
+            ]
+        )

@@ -62,7 +62,7 @@ from engine.status_snapshot import StatusSnapshot, gather_status
 from engine.status_view import show_status
 from engine.strategy_config import StrategySpec, load_trading_config
 from engine.strategy_host import StrategyHost
-from engine.tasks import stop_tasks
+from engine.tasks import run_main, stop_tasks
 from engine.venues.base import Venue
 
 log = structlog.get_logger("tradectl.runtime")
@@ -313,7 +313,7 @@ class Engine:
             severity="error",
             message=(
                 f"strategy {strategy_id} paused: {reason}. Fix it, then "
-                f"`tradectl resume --strategy {strategy_id}`"
+                f"`tradectl resume --strategy {strategy_id} --reason '…'`"
             ),
             details={"exception": type(exc).__name__},
             dedupe_key=f"strategy_failed:{strategy_id}",
@@ -587,4 +587,4 @@ def main(settings: Settings) -> None:
             print(f"error: {exc}", file=sys.stderr, flush=True)
             os._exit(2)
 
-    asyncio.run(go())
+    run_main(go())

@@ -5,7 +5,8 @@ Every command reads the same settings as the engine (``DATABASE_URL``, ``TRADECT
 commands work from a second terminal next to a running ``make run``.
 
 One module per concept: ``engine`` (run, migrate, sql), ``operate`` (controls and the operations
-the lease holder runs), ``inspect`` (status, controls, incidents), ``maintain`` (prune),
+the lease holder runs), ``inspect`` (status, controls, incidents), ``explain`` (one decision's
+story), ``journal`` (the operator journal and the queued requests), ``maintain`` (prune),
 ``tools`` (simulator, backtest); ``_app`` holds the typer app and the one error path,
 ``targets`` the input checks.
 """
@@ -16,7 +17,9 @@ import sys
 
 # Importing a module registers its commands on ``app``; the order is the order of `--help`.
 from engine.cli import engine as _engine
+from engine.cli import explain as _explain
 from engine.cli import inspect as _inspect
+from engine.cli import journal as _journal
 from engine.cli import maintain as _maintain
 from engine.cli import operate as _operate
 from engine.cli import tools as _tools
@@ -24,7 +27,7 @@ from engine.cli._app import EXIT_INPUT, app, one_line
 from engine.exceptions import TradectlError
 
 __all__ = ["app", "main"]
-_COMMANDS = (_engine, _inspect, _operate, _maintain, _tools)
+_COMMANDS = (_engine, _inspect, _explain, _operate, _journal, _maintain, _tools)
 
 
 def main() -> None:

@@ -165,7 +165,14 @@ AllAccountsOpt = Annotated[
 ]
 StrategyOpt = Annotated[str | None, typer.Option("--strategy", help="Only this strategy.")]
 SymbolOpt = Annotated[str | None, typer.Option("--symbol", help="Only this symbol.")]
-ReasonOpt = Annotated[str, typer.Option("--reason", help="Why: recorded with the control.")]
+ReasonOpt = Annotated[
+    str | None,
+    typer.Option("--reason", help="Why (required): recorded in the operator journal."),
+]
+ByOpt = Annotated[
+    str | None,
+    typer.Option("--by", help="Who acts, for the operator journal (default: the OS user)."),
+]
 GlobalOpt = Annotated[
     bool, typer.Option("--global", help="Every account on this ledger, not only this one.")
 ]

@@ -12,6 +12,7 @@ from rich.table import Table
 
 from engine.cli._app import (
     AllAccountsOpt,
+    ByOpt,
     app,
     console,
     err,
@@ -21,7 +22,7 @@ from engine.cli._app import (
     run_async,
     settings,
 )
-from engine.cli.targets import check_incident_id, check_text
+from engine.cli.targets import check_id, check_operator
 from engine.config import Settings
 from engine.database import open_database
 
@@ -123,16 +124,26 @@ def incidents(
 @incidents_app.command("resolve")
 def incidents_resolve(
     incident_id: Annotated[int, typer.Argument(help="The incident's id.")],
-    note: Annotated[str, typer.Option("--note", help="What was checked and done.")],
+    reason: Annotated[
+        str | None,
+        typer.Option(
+            "--reason",
+            "--note",
+            help="What was checked and done (required): the resolution note, also recorded "
+            "in the operator journal.",
+        ),
+    ] = None,
+    by: ByOpt = None,
 ) -> None:
     """Close an incident of the engine's account (TRADECTL_ACCOUNT) with a note."""
-    check_incident_id(incident_id)
-    note = check_text("--note", note, required=True)
+    operator = check_operator(reason, by)
+    check_id(incident_id)
     config = settings()
 
     async def go() -> None:
         async with open_database(config) as db:
-            if await ledger_for(db, config).incidents.resolve(incident_id, note):
+            ledger = ledger_for(db, config)
+            if await ledger.incidents.resolve(incident_id, operator.reason, operator=operator):
                 console.print(f"incident {incident_id} resolved")
             else:
                 err.print(f"incident {incident_id} is not open in account {config.account!r}")

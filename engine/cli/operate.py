@@ -4,7 +4,6 @@ cancel-all)."""
 from __future__ import annotations
 
 import asyncio
-import getpass
 import math
 from datetime import datetime
 from typing import Annotated
@@ -12,6 +11,7 @@ from typing import Annotated
 import typer
 
 from engine.cli._app import (
+    ByOpt,
     ForceOpt,
     GlobalOpt,
     ReasonOpt,
@@ -24,12 +24,13 @@ from engine.cli._app import (
     run_async,
     settings,
 )
-from engine.cli.targets import check_known, check_target, check_text
+from engine.cli.targets import check_known, check_operator, check_target
 from engine.config import Settings, VenueKind
 from engine.database import Database, open_database
 from engine.domain.types import ControlKind, ControlScope
 from engine.exceptions import TradectlError
 from engine.ledger.ledger import Ledger
+from engine.ledger.records import Operator
 
 
 def _scope(
@@ -75,23 +76,26 @@ def _set(
     kind: ControlKind,
     strategy: str | None,
     symbol: str | None,
-    reason: str,
-    default_reason: str,
+    operator: Operator,
     *,
     force: bool,
     everywhere: bool = False,
 ) -> None:
-    reason = check_text("--reason", reason) or default_reason
     config = settings()
     scope, target = _scope(config, strategy, symbol, force=force, everywhere=everywhere)
 
     async def go() -> None:
         async with open_database(config) as db:
             control = await ledger_for(db, config).controls.set(
-                scope, target, kind, reason=reason, set_by=f"cli:{getpass.getuser()}"
+                scope,
+                target,
+                kind,
+                reason=operator.reason,
+                set_by=f"cli:{operator.actor}",
+                operator=operator,
             )
             where = _where(scope, target, config.account)
-            console.print(f"{kind.value} set on {where} (control {control.id}): {reason}")
+            console.print(f"{kind.value} set on {where} (control {control.id}): {control.reason}")
 
     run_async(go)
 
@@ -100,6 +104,7 @@ def _clear(
     kind: ControlKind,
     strategy: str | None,
     symbol: str | None,
+    operator: Operator,
     *,
     force: bool,
     everywhere: bool = False,
@@ -110,7 +115,7 @@ def _clear(
     async def go() -> None:
         async with open_database(config) as db:
             cleared = await ledger_for(db, config).controls.clear(
-                scope, target, kind, cleared_by=f"cli:{getpass.getuser()}"
+                scope, target, kind, cleared_by=f"cli:{operator.actor}", operator=operator
             )
             where = _where(scope, target, config.account)
             if cleared:
@@ -125,71 +130,70 @@ def _clear(
 def halt(
     strategy: StrategyOpt = None,
     symbol: SymbolOpt = None,
-    reason: ReasonOpt = "",
+    reason: ReasonOpt = None,
+    by: ByOpt = None,
     everywhere: GlobalOpt = False,
     force: ForceOpt = False,
 ) -> None:
     """Kill switch for the account (``--global``: every account): no new orders (cancels and
     reconciliation keep working)."""
-    _set(
-        ControlKind.HALT,
-        strategy,
-        symbol,
-        reason,
-        "halted from the CLI",
-        force=force,
-        everywhere=everywhere,
-    )
+    operator = check_operator(reason, by)
+    _set(ControlKind.HALT, strategy, symbol, operator, force=force, everywhere=everywhere)
 
 
 @app.command()
 def unhalt(
     strategy: StrategyOpt = None,
     symbol: SymbolOpt = None,
+    reason: ReasonOpt = None,
+    by: ByOpt = None,
     everywhere: GlobalOpt = False,
     force: ForceOpt = False,
 ) -> None:
     """Lift a halt (``--global``: the global one)."""
-    _clear(ControlKind.HALT, strategy, symbol, force=force, everywhere=everywhere)
+    operator = check_operator(reason, by)
+    _clear(ControlKind.HALT, strategy, symbol, operator, force=force, everywhere=everywhere)
 
 
 @app.command()
 def pause(
     strategy: StrategyOpt = None,
     symbol: SymbolOpt = None,
-    reason: ReasonOpt = "",
+    reason: ReasonOpt = None,
+    by: ByOpt = None,
     force: ForceOpt = False,
 ) -> None:
     """Pause new orders for a strategy, a symbol, or the whole account."""
-    _set(ControlKind.PAUSE, strategy, symbol, reason, "paused from the CLI", force=force)
+    _set(ControlKind.PAUSE, strategy, symbol, check_operator(reason, by), force=force)
 
 
 @app.command()
-def resume(strategy: StrategyOpt = None, symbol: SymbolOpt = None, force: ForceOpt = False) -> None:
+def resume(
+    strategy: StrategyOpt = None,
+    symbol: SymbolOpt = None,
+    reason: ReasonOpt = None,
+    by: ByOpt = None,
+    force: ForceOpt = False,
+) -> None:
     """Lift a pause."""
-    _clear(ControlKind.PAUSE, strategy, symbol, force=force)
+    _clear(ControlKind.PAUSE, strategy, symbol, check_operator(reason, by), force=force)
 
 
 @app.command("reduce-only")
 def reduce_only(
     strategy: StrategyOpt = None,
     symbol: SymbolOpt = None,
-    reason: ReasonOpt = "",
+    reason: ReasonOpt = None,
+    by: ByOpt = None,
     off: Annotated[bool, typer.Option("--off", help="Lift reduce-only instead.")] = False,
     force: ForceOpt = False,
 ) -> None:
     """Only orders that shrink the position (without flipping it) are allowed."""
+    operator = check_operator(reason, by)
     if off:
-        _clear(ControlKind.REDUCE_ONLY, strategy, symbol, force=force)
+        _clear(ControlKind.REDUCE_ONLY, strategy, symbol, operator, force=force)
     else:
-        _set(
-            ControlKind.REDUCE_ONLY,
-            strategy,
-            symbol,
-            reason,
-            "reduce-only from the CLI",
-            force=force,
-        )
+        _set(ControlKind.REDUCE_ONLY, strategy, symbol, operator, force=force)
 
 
 # -- operations executed by the lease holder -------------------------------------------------------
@@ -200,7 +204,9 @@ WaitOpt = Annotated[
 ]
 
 
-def _operate(kind_value: str, reason: str, params: dict[str, object], timeout: float) -> None:
+def _operate(
+    kind_value: str, operator: Operator, params: dict[str, object], timeout: float
+) -> None:
     """Queue the request for the engine holding the account's lease and print its result; with
     no live engine, take the lease and run it here (one venue writer per account either way)."""
 
@@ -216,7 +222,11 @@ def _operate(kind_value: str, reason: str, params: dict[str, object], timeout: f
         async with open_database(config) as db:
             ledger = ledger_for(db, config)
             request = await ledger.operations.request(
-                kind, requested_by=f"cli:{getpass.getuser()}", reason=reason, params=params
+                kind,
+                requested_by=f"cli:{operator.actor}",
+                reason=operator.reason,
+                params=params,
+                operator=operator,
             )
             lease = await ledger.leases.info()
             if lease is not None and lease.expires_at > utc_now():
@@ -317,7 +327,8 @@ def _utc_now() -> datetime:
 
 @app.command()
 def reconcile(
-    reason: ReasonOpt = "",
+    reason: ReasonOpt = None,
+    by: ByOpt = None,
     accept_balances: Annotated[
         bool,
         typer.Option(
@@ -329,25 +340,22 @@ def reconcile(
     timeout: WaitOpt = 60.0,
 ) -> None:
     """Reconcile now: resolve orders, fetch missing fills, compare open orders and balances."""
-    _operate(
-        "reconcile",
-        check_text("--reason", reason) or "reconcile from the CLI",
-        {"accept_balances": accept_balances},
-        timeout,
-    )
+    operator = check_operator(reason, by)
+    _operate("reconcile", operator, {"accept_balances": accept_balances}, timeout)
 
 
 @app.command("cancel-all")
 def cancel_all(
     strategy: StrategyOpt = None,
     symbol: SymbolOpt = None,
-    reason: ReasonOpt = "",
+    reason: ReasonOpt = None,
+    by: ByOpt = None,
     timeout: WaitOpt = 60.0,
     force: ForceOpt = False,
 ) -> None:
     """Cancel every working order of the account (or of one strategy / symbol). Halts and
     pauses never block cancels."""
-    reason = check_text("--reason", reason) or "cancel-all from the CLI"
+    operator = check_operator(reason, by)
     # The same checks as a control's target: a blank --strategy must not widen the cancel to
     # the whole account, and a typo must not report "0 canceled" as if all were well.
     scope, target = _scope(settings(), strategy, symbol, force=force)
@@ -356,4 +364,4 @@ def cancel_all(
         params["strategy"] = target
     elif scope is ControlScope.SYMBOL:
         params["symbol"] = target
-    _operate("cancel_all", reason, params, timeout)
+    _operate("cancel_all", operator, params, timeout)

@@ -9,10 +9,13 @@ bounded, and (unless ``--force``) one the engine trades: a strategy of
 
 from __future__ import annotations
 
+from datetime import UTC, datetime, timedelta
+
 from engine.cli._app import fail
 from engine.config import Settings
 from engine.domain.types import ControlScope
 from engine.exceptions import ConfigError
+from engine.ledger.records import Operator
 
 #: ids (strategy, symbol) are short tokens; anything longer is a paste accident
 MAX_ID = 64
@@ -44,9 +47,37 @@ def check_text(flag: str, value: str, *, required: bool = False) -> str:
     return value.strip()
 
 
-def check_incident_id(incident_id: int) -> None:
-    if not 1 <= incident_id <= MAX_BIGINT:
-        fail(f"incident id {incident_id} is out of range; ids run from 1 to {MAX_BIGINT}")
+def check_reason(value: str | None, flag: str = "--reason") -> str:
+    """Every operator action says why: the reason goes to the operator journal."""
+    if value is None:
+        fail(f"{flag} is required: say why (it is recorded in the operator journal)")
+    if not value.strip():
+        fail(f"{flag} is empty; say why (it is recorded in the operator journal)")
+    return check_text(flag, value)
+
+
+def check_actor(value: str | None) -> str:
+    """``--by``, else the OS user: who acts, for the operator journal."""
+    if value is None:
+        import getpass
+
+        try:
+            return getpass.getuser()
+        except (KeyError, OSError):  # no login name (a container's bare uid)
+            import os
+
+            return f"uid:{os.getuid()}"
+    if not value.strip() or value != value.strip() or not value.isprintable():
+        fail(f"--by {value!r} is blank or has surrounding whitespace or control characters")
+    if len(value) > MAX_ID:
+        fail(f"--by is {len(value)} characters long; at most {MAX_ID}")
+    return value
+
+
+def check_id(value: int, what: str = "incident") -> None:
+    """An id of a BIGSERIAL column (incidents, operator requests)."""
+    if not 1 <= value <= MAX_BIGINT:
+        fail(f"{what} id {value} is out of range; ids run from 1 to {MAX_BIGINT}")
 
 
 def check_known(settings: Settings, scope: ControlScope, target: str, *, force: bool) -> None:
@@ -70,3 +101,34 @@ def check_known(settings: Settings, scope: ControlScope, target: str, *, force: 
             f"{scope.value} {target!r} is not in {path} (known: {', '.join(known)}); "
             "pass --force if it is meant"
         )
+
+
+def check_operator(reason: str | None, by: str | None, flag: str = "--reason") -> Operator:
+    """Who acts and why, checked: the reason first (it is the one an operator forgets)."""
+    reason = check_reason(reason, flag)
+    return Operator(actor=check_actor(by), reason=reason)
+
+
+_UNITS = {"s": 1, "m": 60, "h": 3600, "d": 86400, "w": 7 * 86400}
+
+
+def check_since(value: str | None, now: datetime) -> datetime | None:
+    """``--since``: an age (``90m``, ``12h``, ``7d``) or an ISO date / time (UTC unless it
+    says otherwise)."""
+    if value is None:
+        return None
+    text = value.strip()
+    unit = _UNITS.get(text[-1:].lower())
+    if unit is not None and text[:-1].isdigit():
+        amount = int(text[:-1])
+        if amount * unit > 100 * 365 * 86400:
+            fail(f"--since {value!r} reaches back more than 100 years")
+        return now - timedelta(seconds=amount * unit)
+    try:
+        when = datetime.fromisoformat(text)
+    except ValueError:
+        fail(
+            f"--since {value!r} is neither an age (30m, 12h, 7d) nor an ISO date or time "
+            "(2026-11-30, 2026-11-30T08:00)"
+        )
+    return when if when.tzinfo is not None else when.replace(tzinfo=UTC)

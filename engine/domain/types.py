@@ -72,6 +72,10 @@ class OrderState(StrEnum):
 TERMINAL_STATES: frozenset[OrderState] = frozenset(
     {OrderState.FILLED, OrderState.CANCELED, OrderState.REJECTED, OrderState.EXPIRED}
 )
+#: states whose outcome on the venue the ledger does not know: settled only by a lookup
+UNRESOLVED: frozenset[OrderState] = frozenset(
+    {OrderState.PENDING_SUBMIT, OrderState.UNKNOWN, OrderState.PENDING_CANCEL}
+)
 
 
 class VenueOrderStatus(StrEnum):

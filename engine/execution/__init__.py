@@ -7,10 +7,10 @@ exchange order at most once (see :mod:`engine.execution.core`).
 - :mod:`~engine.execution.venue_filters`: the venue's grid and minimums as a verdict.
 """
 
+from engine.domain.types import UNRESOLVED
 from engine.execution.config import ExecutionConfig
 from engine.execution.core import Execution, Lease, RiskGate
 from engine.execution.fill_path import CommittedFacts, FillPath
-from engine.execution.recovery import UNRESOLVED
 
 __all__ = [
     "UNRESOLVED",

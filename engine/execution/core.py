@@ -31,6 +31,7 @@ from engine.domain.intents import Buy, Cancel, Hold, Intent, OrderIntent, Sell, 
 from engine.domain.orders import Order
 from engine.domain.risk import RiskAssessment, Verdict
 from engine.domain.types import (
+    UNRESOLVED,
     ClientOrderId,
     ControlKind,
     ControlScope,
@@ -53,7 +54,7 @@ from engine.exceptions import (
 )
 from engine.execution.config import ExecutionConfig
 from engine.execution.fill_path import CommittedFacts
-from engine.execution.recovery import UNRESOLVED, Recovery
+from engine.execution.recovery import Recovery
 from engine.execution.venue_filters import venue_filters
 from engine.ledger.ledger import Ledger
 from engine.ledger.records import DecisionRecord, Reservation, ReserveStatus
@@ -486,7 +487,7 @@ class Execution(Recovery):
     async def _halt_for_auth(self, exc: AuthFailed) -> None:
         reason = (
             f"venue refused our credentials ({_error_text(exc)}); "
-            "fix the API key, then `tradectl unhalt`"
+            "fix the API key, then `tradectl unhalt --reason '…'`"
         )
         await self.ledger.controls.set(
             ControlScope.ACCOUNT,

@@ -18,8 +18,9 @@ from engine.domain.types import (
     VerdictResult,
 )
 from engine.ledger.decisions import with_outcome
+from engine.ledger.journal import record_action
 from engine.ledger.part import LedgerPart
-from engine.ledger.records import Control, DecisionRecord, Reservation
+from engine.ledger.records import Control, DecisionRecord, Operator, Reservation
 from engine.ledger.rows import FILL_TOTALS, NON_TERMINAL
 from engine.ledger.statements import Statement, retry_transient
 
@@ -28,6 +29,18 @@ from engine.ledger.statements import Statement, retry_transient
 CONTROLS_LOCK_KEY = int.from_bytes(b"tradectl", "big", signed=True)
 
 _BLOCKING_KINDS = (ControlKind.HALT, ControlKind.PAUSE)
+
+#: the journal's name for setting and for clearing each kind of control
+SET_ACTIONS = {
+    ControlKind.HALT: "halt",
+    ControlKind.PAUSE: "pause",
+    ControlKind.REDUCE_ONLY: "reduce_only",
+}
+CLEAR_ACTIONS = {
+    ControlKind.HALT: "unhalt",
+    ControlKind.PAUSE: "resume",
+    ControlKind.REDUCE_ONLY: "reduce_only_off",
+}
 
 # Only the global controls and this account's own: a strategy or symbol paused in another
 # account is that account's business.
@@ -248,9 +261,11 @@ class Controls(LedgerPart):
         *,
         reason: str,
         set_by: str,
+        operator: Operator | None = None,
     ) -> Control:
         """Activate a control (survives restarts). Idempotent: while one of the same scope,
-        target and kind is active, that one is returned unchanged."""
+        target and kind is active, that one is returned unchanged. With ``operator``, the
+        operator journal records it in the same transaction."""
         target = _control_target(scope, target)
         params = {
             "account": self._control_account(scope, target),
@@ -258,7 +273,8 @@ class Controls(LedgerPart):
             "target": target,
             "kind": kind.value,
         }
-        async with self._connection() as db:
+        now = self._clock()
+        async with self._tx() as db:
             row = (
                 await SQL_SET_CONTROL.run(
                     db,
@@ -267,23 +283,51 @@ class Controls(LedgerPart):
                         "lock_key": CONTROLS_LOCK_KEY,
                         "reason": reason,
                         "set_by": set_by,
-                        "now": self._clock(),
+                        "now": now,
                     },
                 )
             ).first()
+            inserted = row is not None
             if row is None:
                 # Already active. A fresh statement sees it even if it committed while this
-                # transaction waited for the lock.
+                # transaction waited for the lock (READ COMMITTED: a snapshot per statement).
                 row = (await SQL_ACTIVE_CONTROL.run(db, params)).one()
-        return _control(row)
+            control = _control(row)
+            if operator is not None:
+                outcome = (
+                    f"set (control {control.id})"
+                    if inserted
+                    else f"already active (control {control.id}, set by {control.set_by} "
+                    f"at {control.set_at.isoformat(timespec='seconds')}: {control.reason})"
+                )
+                await record_action(
+                    db,
+                    account=self.account,
+                    now=now,
+                    operator=operator,
+                    action=SET_ACTIONS[kind],
+                    scope=scope,
+                    target=target,
+                    outcome=outcome,
+                    details={"control_id": control.id, "kind": kind.value},
+                )
+        return control
 
     @retry_transient
     async def clear(
-        self, scope: ControlScope, target: str, kind: ControlKind, *, cleared_by: str
+        self,
+        scope: ControlScope,
+        target: str,
+        kind: ControlKind,
+        *,
+        cleared_by: str,
+        operator: Operator | None = None,
     ) -> bool:
-        """Deactivate a control; ``False`` when none was active."""
+        """Deactivate a control; ``False`` when none was active. With ``operator``, the
+        operator journal records it in the same transaction."""
         target = _control_target(scope, target)
-        async with self._connection() as db:
+        now = self._clock()
+        async with self._tx() as db:
             row = (
                 await SQL_CLEAR_CONTROL.run(
                     db,
@@ -293,10 +337,22 @@ class Controls(LedgerPart):
                         "target": target,
                         "kind": kind.value,
                         "cleared_by": cleared_by,
-                        "now": self._clock(),
+                        "now": now,
                     },
                 )
             ).first()
+            if operator is not None:
+                await record_action(
+                    db,
+                    account=self.account,
+                    now=now,
+                    operator=operator,
+                    action=CLEAR_ACTIONS[kind],
+                    scope=scope,
+                    target=target,
+                    outcome=f"cleared (control {row['id']})" if row else f"no active {kind.value}",
+                    details={"control_id": row["id"] if row else None, "kind": kind.value},
+                )
         return row is not None
 
     def _control_account(self, scope: ControlScope, target: str) -> str | None:

@@ -51,76 +51,23 @@ INSERT_FILLS = """
     ON CONFLICT (account, venue, symbol, trade_id) DO NOTHING
 """
 
-# The target-state lookup passed to the one-statement paths: (from state, fill bucket) -> to
-# state, computed in Python from the domain's transition rules (see _lookup).
-TARGET_LOOKUP = """
-    unnest(
-        CAST(:lk_from AS text[]), CAST(:lk_bucket AS int[]), CAST(:lk_to AS text[])
-    ) AS lk(from_state, bucket, to_state)
-"""
+
+def target_lookup(targets: Targets) -> str:
+    """The target-state lookup of the one-statement paths as SQL text: (from state, fill
+    bucket) -> to state, computed in Python from the domain's transition rules (see _lookup).
+    Written into the statement once, at import: sent as array parameters it cost every
+    acknowledgement 81 values to encode and check. The values are the enums' own, never input."""
+    rows = ", ".join(
+        f"('{f}', {b}, '{t}')"
+        for f, b, t in zip(targets["lk_from"], targets["lk_bucket"], targets["lk_to"], strict=True)
+    )
+    return f"(VALUES {rows}) AS lk(from_state, bucket, to_state)"
 
 
 def bucket_sql(filled: str, requested: str) -> str:
     """SQL twin of :func:`_bucket`."""
     return f"(CASE WHEN {filled} >= {requested} THEN 2 WHEN {filled} > 0 THEN 1 ELSE 0 END)"
 
-
-# One round trip for a batch of fills: lock the affected orders (in a fixed order: no
-# deadlocks), insert the fills, move each order with new fills by its fill sum, append events.
-# ``stale`` as in orders.SQL_APPLY_REPORT; every order with new fills is updated (at least its
-# updated_at), which is what makes staleness detectable by the next writer.
-SQL_APPEND_FILLS = Statement(
-    f"""
-    WITH cur AS (
-        SELECT o.client_order_id, o.state, o.requested_qty, o.xmin AS locked_xmin
-        FROM orders o
-        WHERE o.client_order_id = ANY(CAST(:client_order_ids AS text[])) AND o.account = :account
-        ORDER BY o.client_order_id
-        FOR UPDATE
-    ),
-    snap AS (
-        SELECT o.client_order_id, o.xmin AS snap_xmin
-        FROM orders o
-        WHERE o.client_order_id = ANY(CAST(:client_order_ids AS text[])) AND o.account = :account
-    ),
-    ins AS ({INSERT_FILLS} RETURNING venue, symbol, trade_id, client_order_id, qty),
-    tot AS (
-        SELECT cur.client_order_id, cur.state, cur.requested_qty,
-               cur.locked_xmin IS DISTINCT FROM s.snap_xmin AS stale,
-               COALESCE(
-                   (SELECT sum(x.qty) FROM fills x
-                    WHERE x.client_order_id = cur.client_order_id AND x.account = :account),
-                   0
-               ) + n.qty AS filled_qty
-        FROM cur
-        JOIN (SELECT client_order_id, sum(qty) AS qty FROM ins GROUP BY client_order_id) n
-          ON n.client_order_id = cur.client_order_id
-        LEFT JOIN snap s ON s.client_order_id = cur.client_order_id
-    ),
-    tgt AS (
-        SELECT tot.*, lk.to_state
-        FROM tot JOIN {TARGET_LOOKUP}
-          ON lk.from_state = tot.state
-         AND lk.bucket = {bucket_sql("tot.filled_qty", "tot.requested_qty")}
-    ),
-    upd AS (
-        UPDATE orders o SET state = tgt.to_state, updated_at = :now
-        FROM tgt
-        WHERE o.client_order_id = tgt.client_order_id AND o.account = :account
-          AND o.state = tgt.state AND NOT tgt.stale
-        RETURNING o.client_order_id, tgt.state AS from_state, tgt.to_state
-    ),
-    ev AS (
-        INSERT INTO order_events (account, client_order_id, from_state, to_state, cause,
-                                  recorded_at)
-        SELECT :account, client_order_id, from_state, to_state, 'fill', :now
-        FROM upd WHERE from_state <> to_state
-    )
-    SELECT 'inserted' AS kind, i.venue, i.symbol, i.trade_id, NULL AS client_order_id FROM ins i
-    UNION ALL
-    SELECT 'stale', NULL, NULL, NULL, t.client_order_id FROM tgt t WHERE t.stale
-    """
-)
 
 # The slow path's pieces (a stale one-statement result): fill sums read *after* the lock.
 SQL_FILL_TOTALS = Statement(
@@ -288,6 +235,64 @@ def _fill_driven_state(current: OrderState, filled: Decimal, requested: Decimal)
     return target_state(current, status, filled, requested)
 
 
+# One round trip for a batch of fills: lock the affected orders (in a fixed order: no
+# deadlocks), insert the fills, move each order with new fills by its fill sum, append events.
+# ``stale`` as in orders.SQL_APPLY_REPORT; every order with new fills is updated (at least its
+# updated_at), which is what makes staleness detectable by the next writer.
+SQL_APPEND_FILLS = Statement(
+    f"""
+    WITH cur AS (
+        SELECT o.client_order_id, o.state, o.requested_qty, o.xmin AS locked_xmin
+        FROM orders o
+        WHERE o.client_order_id = ANY(CAST(:client_order_ids AS text[])) AND o.account = :account
+        ORDER BY o.client_order_id
+        FOR UPDATE
+    ),
+    snap AS (
+        SELECT o.client_order_id, o.xmin AS snap_xmin
+        FROM orders o
+        WHERE o.client_order_id = ANY(CAST(:client_order_ids AS text[])) AND o.account = :account
+    ),
+    ins AS ({INSERT_FILLS} RETURNING venue, symbol, trade_id, client_order_id, qty),
+    tot AS (
+        SELECT cur.client_order_id, cur.state, cur.requested_qty,
+               cur.locked_xmin IS DISTINCT FROM s.snap_xmin AS stale,
+               COALESCE(
+                   (SELECT sum(x.qty) FROM fills x
+                    WHERE x.client_order_id = cur.client_order_id AND x.account = :account),
+                   0
+               ) + n.qty AS filled_qty
+        FROM cur
+        JOIN (SELECT client_order_id, sum(qty) AS qty FROM ins GROUP BY client_order_id) n
+          ON n.client_order_id = cur.client_order_id
+        LEFT JOIN snap s ON s.client_order_id = cur.client_order_id
+    ),
+    tgt AS (
+        SELECT tot.*, lk.to_state
+        FROM tot JOIN {target_lookup(_fill_targets())}
+          ON lk.from_state = tot.state
+         AND lk.bucket = {bucket_sql("tot.filled_qty", "tot.requested_qty")}
+    ),
+    upd AS (
+        UPDATE orders o SET state = tgt.to_state, updated_at = :now
+        FROM tgt
+        WHERE o.client_order_id = tgt.client_order_id AND o.account = :account
+          AND o.state = tgt.state AND NOT tgt.stale
+        RETURNING o.client_order_id, tgt.state AS from_state, tgt.to_state
+    ),
+    ev AS (
+        INSERT INTO order_events (account, client_order_id, from_state, to_state, cause,
+                                  recorded_at)
+        SELECT :account, client_order_id, from_state, to_state, 'fill', :now
+        FROM upd WHERE from_state <> to_state
+    )
+    SELECT 'inserted' AS kind, i.venue, i.symbol, i.trade_id, NULL AS client_order_id FROM ins i
+    UNION ALL
+    SELECT 'stale', NULL, NULL, NULL, t.client_order_id FROM tgt t WHERE t.stale
+    """
+)
+
+
 async def fill_totals(
     db: asyncpg.Connection, account: str, client_order_ids: Sequence[str]
 ) -> dict[str, Decimal]:
@@ -321,7 +326,6 @@ class Fills(LedgerPart):
                 db,
                 {
                     **fill_params(fills),
-                    **_fill_targets(),
                     "client_order_ids": coids,
                     "account": self.account,
                     "now": now,

@@ -6,8 +6,10 @@ from typing import Any
 
 import asyncpg
 
+from engine.domain.types import ControlScope
+from engine.ledger.journal import record_action
 from engine.ledger.part import LedgerPart
-from engine.ledger.records import Incident
+from engine.ledger.records import Incident, Operator
 from engine.ledger.statements import Statement, dumps, from_json, retry_transient
 
 _INCIDENT_COLUMNS = (
@@ -127,10 +129,14 @@ class Incidents(LedgerPart):
             return [_incident(row) for row in result]
 
     @retry_transient
-    async def resolve(self, incident_id: int, note: str) -> bool:
+    async def resolve(
+        self, incident_id: int, note: str, *, operator: Operator | None = None
+    ) -> bool:
         """Close an open incident of this account; ``False`` when it was not open (or is
-        another account's)."""
-        async with self._connection() as db:
+        another account's). With ``operator``, the operator journal records it in the same
+        transaction."""
+        now = self._clock()
+        async with self._tx() as db:
             row = (
                 await SQL_RESOLVE_INCIDENT.run(
                     db,
@@ -138,10 +144,26 @@ class Incidents(LedgerPart):
                         "id": incident_id,
                         "account": self.account,
                         "note": note,
-                        "now": self._clock(),
+                        "now": now,
                     },
                 )
             ).first()
+            if operator is not None:
+                await record_action(
+                    db,
+                    account=self.account,
+                    now=now,
+                    operator=operator,
+                    action="incident_resolve",
+                    scope=ControlScope.ACCOUNT,
+                    target=self.account,
+                    outcome=(
+                        f"resolved incident {incident_id}"
+                        if row
+                        else f"incident {incident_id} was not open in this account"
+                    ),
+                    details={"incident_id": incident_id},
+                )
         return row is not None
 
     @retry_transient

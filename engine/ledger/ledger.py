@@ -53,8 +53,10 @@ from engine.domain.types import AccountId, VenueName, utc_now
 from engine.ledger.balances import Balances
 from engine.ledger.controls import Controls
 from engine.ledger.decisions import Decisions
+from engine.ledger.explain import Explain
 from engine.ledger.fills import Fills
 from engine.ledger.incidents import Incidents
+from engine.ledger.journal import Journal
 from engine.ledger.leases import Leases
 from engine.ledger.operations import Operations
 from engine.ledger.orders import Orders
@@ -86,4 +88,6 @@ class Ledger:
         self.incidents = Incidents(engine, account=account, venue=venue, clock=clock)
         self.balances = Balances(engine, account=account, venue=venue, clock=clock)
         self.operations = Operations(engine, account=account, venue=venue, clock=clock)
+        self.journal = Journal(engine, account=account, venue=venue, clock=clock)
+        self.explain = Explain(engine, account=account, venue=venue, clock=clock)
         self.risk_inputs = RiskInputs(engine, account=account, venue=venue, clock=clock)

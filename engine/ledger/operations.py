@@ -8,8 +8,10 @@ from typing import Any
 
 import asyncpg
 
+from engine.domain.types import ControlScope
+from engine.ledger.journal import record_action
 from engine.ledger.part import LedgerPart
-from engine.ledger.records import OperatorRequest, OperatorRequestKind
+from engine.ledger.records import Operator, OperatorRequest, OperatorRequestKind
 from engine.ledger.statements import Statement, dumps, from_json, retry_transient
 
 _REQUEST_COLUMNS = (
@@ -45,6 +47,39 @@ SQL_COMPLETE_OPERATION = Statement(
     """
 )
 SQL_GET_OPERATION = Statement(f"SELECT {_REQUEST_COLUMNS} FROM operator_requests WHERE id = :id")
+# Dropped = handled with a result that says so: the engine claims only unhandled requests, and
+# completing one that was dropped while it ran changes nothing (``handled_at IS NULL``).
+SQL_DROP_OPERATION = Statement(
+    f"""
+    UPDATE operator_requests
+    SET handled_at = :now, handled_by = :by, result = CAST(:result AS jsonb)
+    WHERE id = :id AND account = :account AND handled_at IS NULL
+    RETURNING {_REQUEST_COLUMNS}
+    """
+)
+SQL_ACCOUNT_OPERATION = Statement(
+    f"SELECT {_REQUEST_COLUMNS} FROM operator_requests WHERE id = :id AND account = :account"
+)
+SQL_LIST_OPERATIONS = Statement(
+    f"""SELECT {_REQUEST_COLUMNS} FROM operator_requests
+    WHERE (CAST(:all_accounts AS boolean) OR account = :account)
+      AND (handled_at IS NULL OR NOT CAST(:pending_only AS boolean))
+    ORDER BY id"""
+)
+
+
+def journal_action(
+    kind: OperatorRequestKind, params: Mapping[str, Any]
+) -> tuple[str, ControlScope, str | None]:
+    """The journal's action, scope and target of a queued operation."""
+    if kind is OperatorRequestKind.RECONCILE:
+        action = "accept_balances" if params.get("accept_balances") else "reconcile"
+        return action, ControlScope.ACCOUNT, None
+    if params.get("strategy"):
+        return "cancel_all", ControlScope.STRATEGY, str(params["strategy"])
+    if params.get("symbol"):
+        return "cancel_all", ControlScope.SYMBOL, str(params["symbol"])
+    return "cancel_all", ControlScope.ACCOUNT, None
 
 
 def _operator_request(m: asyncpg.Record) -> OperatorRequest:
@@ -72,9 +107,14 @@ class Operations(LedgerPart):
         requested_by: str,
         reason: str,
         params: Mapping[str, Any] | None = None,
+        operator: Operator | None = None,
     ) -> OperatorRequest:
-        """Queue an operation for the engine that holds this account's lease."""
-        async with self._connection() as db:
+        """Queue an operation for the engine that holds this account's lease. With
+        ``operator``, the operator journal records it in the same transaction (its result
+        arrives later, in the request's row)."""
+        params = dict(params or {})
+        now = self._clock()
+        async with self._tx() as db:
             row = (
                 await SQL_REQUEST_OPERATION.run(
                     db,
@@ -83,12 +123,99 @@ class Operations(LedgerPart):
                         "kind": kind.value,
                         "requested_by": requested_by,
                         "reason": reason,
-                        "params": dumps(dict(params or {})),
-                        "now": self._clock(),
+                        "params": dumps(params),
+                        "now": now,
                     },
                 )
             ).one()
-        return _operator_request(row)
+            request = _operator_request(row)
+            if operator is not None:
+                action, scope, target = journal_action(kind, params)
+                await record_action(
+                    db,
+                    account=self.account,
+                    now=now,
+                    operator=operator,
+                    action=action,
+                    scope=scope,
+                    target=self.account if target is None else target,
+                    outcome=f"queued as request {request.id}",
+                    details={"kind": kind.value, "params": params},
+                    request_id=request.id,
+                )
+        return request
+
+    @retry_transient
+    async def drop(
+        self, request_id: int, *, operator: Operator, dropped_by: str
+    ) -> tuple[bool, str]:
+        """Drop a pending request of this account so no engine runs it: whether it was
+        dropped, and what came of it in words, as the operator journal records it (in the
+        same transaction)."""
+        now = self._clock()
+        result = {"ok": False, "dropped": True, "by": dropped_by, "reason": operator.reason}
+        async with self._tx() as db:
+            row = (
+                await SQL_DROP_OPERATION.run(
+                    db,
+                    {
+                        "id": request_id,
+                        "account": self.account,
+                        "now": now,
+                        "by": dropped_by,
+                        "result": dumps(result),
+                    },
+                )
+            ).first()
+            if row is not None:
+                request: OperatorRequest | None = _operator_request(row)
+                assert request is not None
+                outcome = f"dropped request {request_id} ({request.kind.value})"
+                if request.handled_by is not None:
+                    outcome += f"; {request.handled_by} had claimed it and may be running it"
+            else:
+                existing = (
+                    await SQL_ACCOUNT_OPERATION.run(db, {"id": request_id, "account": self.account})
+                ).first()
+                request = None if existing is None else _operator_request(existing)
+                if request is None:
+                    outcome = f"no request {request_id} in this account"
+                else:
+                    assert request.handled_at is not None
+                    outcome = (
+                        f"request {request_id} was no longer pending (handled at "
+                        f"{request.handled_at.isoformat(timespec='seconds')} by "
+                        f"{request.handled_by})"
+                    )
+            await record_action(
+                db,
+                account=self.account,
+                now=now,
+                operator=operator,
+                action="request_drop",
+                scope=ControlScope.ACCOUNT,
+                target=self.account,
+                outcome=outcome,
+                details={"request_id": request_id},
+                request_id=request_id if request is not None else None,
+            )
+        return row is not None, outcome
+
+    async def read(
+        self, *, pending_only: bool = True, all_accounts: bool = False
+    ) -> list[OperatorRequest]:
+        """This account's queued requests (``pending_only=False``: handled ones too), oldest
+        first; ``all_accounts`` for every account's."""
+        async with self._connection() as db:
+            rows = await SQL_LIST_OPERATIONS.run(
+                db,
+                {
+                    "account": self.account,
+                    "all_accounts": all_accounts,
+                    "pending_only": pending_only,
+                },
+            )
+        return [_operator_request(row) for row in rows]
 
     @retry_transient
     async def claim(self, holder: str) -> OperatorRequest | None:

@@ -3,6 +3,7 @@ lookups."""
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from dataclasses import replace
 from datetime import datetime
 from decimal import Decimal
@@ -11,19 +12,27 @@ from typing import Any
 import asyncpg
 
 from engine.domain.orders import Order, allowed_from, target_state
-from engine.domain.types import ClientOrderId, OrderState, StrategyId
+from engine.domain.types import (
+    UNRESOLVED,
+    ClientOrderId,
+    OrderState,
+    StrategyId,
+    Symbol,
+    VenueOrderStatus,
+)
 from engine.exceptions import LedgerError, StateConflict
 from engine.ledger.fills import (
     INSERT_FILLS,
     SQL_LOCK_ORDERS,
-    TARGET_LOOKUP,
     bucket_sql,
     check_fills,
     fill_params,
     fill_totals,
     report_targets,
+    target_lookup,
 )
-from engine.ledger.reservations import Reserving
+from engine.ledger.listings import Listings
+from engine.ledger.reservations import SQL_GET_ORDERS, Reserving
 from engine.ledger.rows import FILL_TOTALS, NON_TERMINAL, ORDER_COLUMNS, SELECT_ORDERS, to_order
 from engine.ledger.statements import Statement, dumps, require_finite, retry_transient
 from engine.venues.base import FillReport, OrderReport
@@ -35,6 +44,16 @@ SQL_NON_TERMINAL_ORDERS = Statement(
     f"""{SELECT_ORDERS}
     WHERE o.account = :account AND o.state IN ({", ".join(repr(s) for s in NON_TERMINAL)})
     ORDER BY o.created_at, o.client_order_id"""
+)
+# What the resolver looks up: only these states, so thousands of resting orders cost nothing
+SQL_UNRESOLVED_ORDERS = Statement(
+    f"""{SELECT_ORDERS}
+    WHERE o.account = :account AND o.state IN ({", ".join(repr(s.value) for s in UNRESOLVED)})
+    ORDER BY o.created_at, o.client_order_id"""
+)
+SQL_NON_TERMINAL_SYMBOLS = Statement(
+    f"""SELECT DISTINCT o.symbol FROM orders o
+    WHERE o.account = :account AND o.state IN ({", ".join(repr(s) for s in NON_TERMINAL)})"""
 )
 # Orders the venue said were filled further than the ledger has fills for: a fill that raced a
 # cancel, whose trades could not be fetched before the order closed (or before a crash).
@@ -102,6 +121,7 @@ SQL_UPDATE_ORDER = Statement(
 # The venue's cumulative filled quantity is a fact even before its fills reach us.
 _REPORT_BUCKET = bucket_sql("GREATEST(tot.filled_qty, :venue_filled)", "tot.requested_qty")
 
+
 # One round trip for a venue report (ack, lookup, stream, cancel answer): lock the order, insert
 # the report's fills, derive the state from the fill sum, update the order, append the event.
 #
@@ -110,8 +130,8 @@ _REPORT_BUCKET = bucket_sql("GREATEST(tot.filled_qty, :venue_filled)", "tot.requ
 # that inserts fills of a known order also *updates* that order's row, so such a writer shows as
 # a difference between the locked row version's xmin and the snapshot's: ``stale``. A stale
 # result changes nothing but the fills, and the caller redoes the state in a new transaction.
-SQL_APPLY_REPORT = Statement(
-    f"""
+def _apply_report_sql(status: VenueOrderStatus) -> str:
+    return f"""
     WITH cur AS (
         SELECT o.client_order_id, o.state, o.requested_qty, o.xmin AS locked_xmin
         FROM orders o WHERE o.client_order_id = :client_order_id AND o.account = :account
@@ -136,7 +156,7 @@ SQL_APPLY_REPORT = Statement(
     ),
     tgt AS (
         SELECT tot.*, lk.to_state
-        FROM tot JOIN {TARGET_LOOKUP}
+        FROM tot JOIN {target_lookup(report_targets(status))}
           ON lk.from_state = tot.state
          AND lk.bucket = {_REPORT_BUCKET}
     ),
@@ -167,14 +187,16 @@ SQL_APPLY_REPORT = Statement(
     SELECT tgt.stale, u.*, u.notional / NULLIF(u.filled_qty, 0) AS avg_price
     FROM tgt LEFT JOIN upd u ON true
     """
-)
+
+
+SQL_APPLY_REPORT = {status: Statement(_apply_report_sql(status)) for status in VenueOrderStatus}
 
 
 def _with_coid(fill: FillReport, client_order_id: ClientOrderId) -> FillReport:
     return replace(fill, client_order_id=client_order_id)
 
 
-class Orders(Reserving):
+class Orders(Reserving, Listings):
     """``ledger.orders``: an order's life from its reservation to a terminal state."""
 
     @retry_transient
@@ -240,12 +262,11 @@ class Orders(Reserving):
         }
         async with self._connection() as db:
             row = (
-                await SQL_APPLY_REPORT.run(
+                await SQL_APPLY_REPORT[report.status].run(
                     db,
                     {
                         **fields,
                         **fill_params(fills),
-                        **report_targets(report.status),
                         "account": self.account,
                         "venue_filled": report.filled_quantity,
                         "reason": report.reason,
@@ -421,11 +442,31 @@ class Orders(Reserving):
             ).first()
         return None if row is None else to_order(row)
 
+    async def get_many(self, client_order_ids: Sequence[ClientOrderId]) -> dict[str, Order]:
+        """The orders of these ids the ledger holds, by id: one read for a whole listing."""
+        async with self._connection() as db:
+            rows = await SQL_GET_ORDERS.run(
+                db, {"account": self.account, "client_order_ids": list(client_order_ids)}
+            )
+        return {row["client_order_id"]: to_order(row) for row in rows}
+
     async def non_terminal(self) -> list[Order]:
         """Every order of the account that is, or may be, on the venue (oldest first)."""
         async with self._connection() as db:
             result = await SQL_NON_TERMINAL_ORDERS.run(db, {"account": self.account})
             return [to_order(row) for row in result]
+
+    async def unresolved(self) -> list[Order]:
+        """Orders whose outcome on the venue the ledger does not know (oldest first)."""
+        async with self._connection() as db:
+            result = await SQL_UNRESOLVED_ORDERS.run(db, {"account": self.account})
+            return [to_order(row) for row in result]
+
+    async def non_terminal_symbols(self) -> set[Symbol]:
+        """The symbols with orders that are, or may be, on the venue."""
+        async with self._connection() as db:
+            result = await SQL_NON_TERMINAL_SYMBOLS.run(db, {"account": self.account})
+            return {Symbol(row["symbol"]) for row in result}
 
     async def owed_fills(self, since: datetime) -> list[tuple[Order, Decimal]]:
         """Orders changed since ``since`` whose venue-reported filled quantity (kept in their

@@ -141,6 +141,45 @@ class OperatorRequest:
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)
+class Operator:
+    """Who acts and why: the operator journal row written with the change it records."""
+
+    #: the OS user, or the name given with ``--by``
+    actor: str
+    reason: str
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class OperatorAction:
+    """A row of ``operator_actions`` (and, for a queued operation, its request's state)."""
+
+    id: int
+    account: str
+    acted_at: datetime
+    actor: str
+    action: str
+    scope: ControlScope
+    strategy: str | None
+    symbol: str | None
+    reason: str
+    outcome: str
+    details: dict[str, Any] = field(default_factory=dict)
+    request_id: int | None = None
+    #: the queued request's handling, read from operator_requests
+    request_handled_at: datetime | None = None
+    request_result: dict[str, Any] | None = None
+
+    @property
+    def target(self) -> str:
+        """The scope in words: ``account``, ``global``, ``strategy sma-btc``, ``symbol BTCUSDT``."""
+        if self.scope is ControlScope.STRATEGY:
+            return f"strategy {self.strategy}"
+        if self.scope is ControlScope.SYMBOL:
+            return f"symbol {self.symbol}"
+        return self.scope.value
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
 class LeaseInfo:
     holder: str
     epoch: int

@@ -42,6 +42,13 @@ FILL_TOTALS = """
 SELECT_ORDERS = f"SELECT {ORDER_COLUMNS}, f.filled_qty, f.avg_price FROM orders o {FILL_TOTALS}"
 
 
+# Enum(value) goes through the metaclass on every call; startup maps thousands of rows
+_SIDE = {e.value: e for e in Side}
+_TYPE = {e.value: e for e in OrderType}
+_TIF = {e.value: e for e in TimeInForce}
+_STATE = {e.value: e for e in OrderState}
+
+
 def to_order(m: asyncpg.Record) -> Order:
     return Order(
         client_order_id=ClientOrderId(m["client_order_id"]),
@@ -50,12 +57,12 @@ def to_order(m: asyncpg.Record) -> Order:
         account=AccountId(m["account"]),
         venue=VenueName(m["venue"]),
         symbol=Symbol(m["symbol"]),
-        side=Side(m["side"]),
-        type=OrderType(m["type"]),
-        time_in_force=TimeInForce(m["time_in_force"]),
+        side=_SIDE[m["side"]],
+        type=_TYPE[m["type"]],
+        time_in_force=_TIF[m["time_in_force"]],
         requested_qty=m["requested_qty"],
         limit_price=m["limit_price"],
-        state=OrderState(m["state"]),
+        state=_STATE[m["state"]],
         venue_order_id=None if m["venue_order_id"] is None else VenueOrderId(m["venue_order_id"]),
         created_at=m["created_at"],
         expires_at=m["expires_at"],

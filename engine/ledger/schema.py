@@ -371,6 +371,54 @@ operator_requests = Table(
 )
 
 
+OPERATOR_ACTIONS = (
+    "halt",
+    "unhalt",
+    "pause",
+    "resume",
+    "reduce_only",
+    "reduce_only_off",
+    "reconcile",
+    "accept_balances",
+    "cancel_all",
+    "incident_resolve",
+    "request_drop",
+)
+
+# The operator journal: who did what, when, to which scope, why, and what came of it. Written
+# in the same transaction as the change it records, and append-only: the journal is the record
+# an operator is held to, so nobody rewrites it.
+operator_actions = Table(
+    "operator_actions",
+    metadata,
+    Column("id", BigInteger, primary_key=True, autoincrement=True),
+    #: the account the operator acted as (also for a global control: the one that set it)
+    Column("account", Text, nullable=False),
+    _ts("acted_at"),
+    #: the OS user, or the name given with ``--by``
+    Column("actor", Text, nullable=False),
+    Column("action", Text, nullable=False),
+    Column("scope", Text, nullable=False),
+    Column("strategy", Text, nullable=True),
+    Column("symbol", Text, nullable=True),
+    Column("reason", Text, nullable=False),
+    #: what came of it, in words ("set (control 7)", "queued as request 3", "was not open")
+    Column("outcome", Text, nullable=False),
+    #: the ids touched (control, incident, request) and the options given
+    Column("details", JSONB, nullable=False),
+    #: a queued operation's request: its result arrives later, in operator_requests
+    Column("request_id", BigInteger, nullable=True),
+    CheckConstraint(_in("action", OPERATOR_ACTIONS), name="ck_operator_actions_action"),
+    CheckConstraint(_in("scope", ControlScope), name="ck_operator_actions_scope"),
+    CheckConstraint(
+        "(scope = 'strategy') = (strategy IS NOT NULL)", name="ck_operator_actions_strategy"
+    ),
+    CheckConstraint("(scope = 'symbol') = (symbol IS NOT NULL)", name="ck_operator_actions_symbol"),
+    CheckConstraint("btrim(reason) <> ''", name="ck_operator_actions_reason"),
+    Index("ix_operator_actions_account_acted_at", "account", "acted_at"),
+)
+
+
 # ---------------------------------------------------------------------------------------------
 # No NaN or ±Infinity in any money or quantity. Postgres numeric accepts all three, and NaN
 # sorts above every number, so ``'NaN' > 0`` is true: ``qty > 0`` alone lets a NaN fill into
@@ -400,10 +448,10 @@ def _add_finite_checks() -> None:
 _add_finite_checks()
 
 # ---------------------------------------------------------------------------------------------
-# Append-only tables: fills and order events are facts. A mistake is corrected by a new row
-# (an incident, a compensating event), never by rewriting history.
+# Append-only tables: fills, order events and the operator journal are facts. A mistake is
+# corrected by a new row (an incident, a compensating event), never by rewriting history.
 
-APPEND_ONLY_TABLES = ("fills", "order_events")
+APPEND_ONLY_TABLES = ("fills", "order_events", "operator_actions")
 
 APPEND_ONLY_FUNCTION = """
 CREATE FUNCTION ledger_refuse_rewrite() RETURNS trigger

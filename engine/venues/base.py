@@ -211,3 +211,14 @@ class Venue(Protocol):
         ...
 
     async def close(self) -> None: ...
+
+
+@runtime_checkable
+class ListsOrders(Protocol):
+    """A venue that can list a symbol's orders since a time in one call (Binance ``allOrders``):
+    recovery settles many unresolved orders with it instead of one lookup each."""
+
+    async def orders_since(self, symbol: Symbol, since: datetime) -> Sequence[OrderReport]:
+        """Every order of ``symbol`` created at or after ``since``, any status, oldest first.
+        A listing may lag the venue (consistency window): an order it lacks is looked up."""
+        ...

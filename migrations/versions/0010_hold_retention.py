@@ -1,7 +1,7 @@
 """Holds recorded when their reason changes, with a count of the identical holds in between.
 
 Revision ID: 0010
-Revises: 0005
+Revises: 0006
 Create Date: 2026-11-30
 
 Hand-written, a frozen copy of engine/ledger/schema.py at this revision (never import it here).
@@ -29,7 +29,7 @@ import sqlalchemy as sa
 from alembic import op
 
 revision: str = "0010"
-down_revision: str | Sequence[str] | None = "0005"
+down_revision: str | Sequence[str] | None = "0006"
 branch_labels: str | Sequence[str] | None = None
 depends_on: str | Sequence[str] | None = None
 

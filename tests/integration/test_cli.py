@@ -42,7 +42,7 @@ async def test_pause_and_resume_a_strategy_from_the_cli(
     assert result.exit_code == 0, result.output
     assert await active_controls(db_engine) == [("strategy", "sma-btc", "pause", "checking")]
 
-    result = await _invoke(runner, ["resume", "--strategy", "sma-btc"])
+    result = await _invoke(runner, ["resume", "--strategy", "sma-btc", "--reason", "checked"])
     assert result.exit_code == 0, result.output
     assert await active_controls(db_engine) == []
 

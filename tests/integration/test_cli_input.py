@@ -23,6 +23,8 @@ STRATEGIES = "TRADECTL_STRATEGIES_FILE"
 BACKTEST = ["backtest", "--strategy", "sma_cross", "--data"]
 OHLCV = str(ROOT / "tests" / "resources" / "ohlcv" / "btcusdt_1d.csv")
 SMA = ["--param", "fast=3", "--param", "slow=5"]
+#: every operator action says why; cases about something else give one
+WHY = ["--reason", "testing input checks"]
 
 
 @pytest.fixture
@@ -72,7 +74,7 @@ CASES: list[tuple[str, list[str], dict[str, str]]] = [
     ("strategies-binary", ["run"], {"TRADECTL_STRATEGIES_FILE": "{bin}"}),
     ("strategies-latin1", ["run"], {"TRADECTL_STRATEGIES_FILE": "{latin}"}),
     ("strategies-directory", ["run"], {"TRADECTL_STRATEGIES_FILE": "{dir}"}),
-    ("strategies-binary-pause", ["pause", "--strategy", "sma-btc"], {STRATEGIES: "{bin}"}),
+    ("strategies-binary-pause", ["pause", "--strategy", "sma-btc", *WHY], {STRATEGIES: "{bin}"}),
     ("incident-id-beyond-bigint", ["incidents", "resolve", str(10**20 - 1), "--note", "x"], {}),
     ("incident-id-zero", ["incidents", "resolve", "0", "--note", "x"], {}),
     ("incident-id-negative", ["incidents", "resolve", "--note", "x", "--", "-1"], {}),
@@ -91,20 +93,35 @@ CASES: list[tuple[str, list[str], dict[str, str]]] = [
     ("simulator-restore-binary", ["simulator", "--restore", "{bin}"], {}),
     ("simulator-port-out-of-range", ["simulator", "--port", "70000"], {}),
     ("simulator-port-in-use", ["simulator", "--port", "{busy_port}"], {}),
-    ("strategy-empty", ["pause", "--strategy", ""], {}),
-    ("symbol-whitespace", ["pause", "--symbol", "   "], {}),
-    ("unhalt-strategy-empty", ["unhalt", "--strategy", ""], {}),
-    ("cancel-all-strategy-empty", ["cancel-all", "--strategy", ""], {}),
-    ("strategy-unknown", ["pause", "--strategy", "nonexistent"], {}),
-    ("symbol-unknown", ["reduce-only", "--symbol", "DOGEUSDT"], {}),
-    ("strategy-too-long", ["pause", "--force", "--strategy", "s" * 65], {}),
-    ("strategy-control-chars", ["halt", "--force", "--strategy", "a\nb"], {}),
+    ("strategy-empty", ["pause", "--strategy", "", *WHY], {}),
+    ("symbol-whitespace", ["pause", "--symbol", "   ", *WHY], {}),
+    ("unhalt-strategy-empty", ["unhalt", "--strategy", "", *WHY], {}),
+    ("cancel-all-strategy-empty", ["cancel-all", "--strategy", "", *WHY], {}),
+    ("strategy-unknown", ["pause", "--strategy", "nonexistent", *WHY], {}),
+    ("symbol-unknown", ["reduce-only", "--symbol", "DOGEUSDT", *WHY], {}),
+    ("strategy-too-long", ["pause", "--force", "--strategy", "s" * 65, *WHY], {}),
+    ("strategy-control-chars", ["halt", "--force", "--strategy", "a\nb", *WHY], {}),
     ("reason-too-long", ["halt", "--reason", "r" * 501], {}),
-    ("timeout-negative", ["reconcile", "--timeout", "-1"], {}),
-    ("strategy-and-symbol", ["pause", "--strategy", "sma-btc", "--symbol", "BTCUSDT"], {}),
-    ("global-with-strategy", ["halt", "--global", "--strategy", "sma-btc"], {}),
-    ("timeout-not-finite", ["reconcile", "--timeout", "nan"], {}),
+    ("timeout-negative", ["reconcile", "--timeout", "-1", *WHY], {}),
+    ("strategy-and-symbol", ["pause", "--strategy", "sma-btc", "--symbol", "BTCUSDT", *WHY], {}),
+    ("global-with-strategy", ["halt", "--global", "--strategy", "sma-btc", *WHY], {}),
+    ("timeout-not-finite", ["reconcile", "--timeout", "nan", *WHY], {}),
     ("settings-invalid", ["status"], {"TRADECTL_LEASE_TTL_S": "0", "TRADECTL_ACCOUNT": ""}),
+    ("reason-missing-halt", ["halt"], {}),
+    ("reason-missing-unhalt", ["unhalt"], {}),
+    ("reason-missing-pause", ["pause", "--strategy", "sma-btc"], {}),
+    ("reason-missing-resume", ["resume", "--strategy", "sma-btc"], {}),
+    ("reason-missing-reduce-only", ["reduce-only", "--symbol", "BTCUSDT"], {}),
+    ("reason-missing-reduce-only-off", ["reduce-only", "--symbol", "BTCUSDT", "--off"], {}),
+    ("reason-missing-reconcile", ["reconcile"], {}),
+    ("reason-missing-accept-balances", ["reconcile", "--accept-balances"], {}),
+    ("reason-missing-cancel-all", ["cancel-all"], {}),
+    ("reason-missing-incident", ["incidents", "resolve", "1"], {}),
+    ("reason-missing-request-drop", ["requests", "drop", "1"], {}),
+    ("reason-blank", ["halt", "--reason", "  "], {}),
+    ("by-blank", ["halt", "--reason", "x", "--by", " "], {}),
+    ("request-id-zero", ["requests", "drop", "0", *WHY], {}),
+    ("journal-since-bad", ["journal", "--since", "yesterday"], {}),
 ]  # fmt: skip
 
 
@@ -121,6 +138,9 @@ EXPECT = {
     "incident-id-beyond-bigint": "out of range",
     "simulator-config-shape": "not a simulator config",
     "strategy-unknown": "--force",
+    **{case: "--reason is required" for case, *_ in CASES if case.startswith("reason-missing")},
+    "reason-blank": "--reason is empty",
+    "journal-since-bad": "--since 'yesterday'",
 }
 
 
@@ -184,7 +204,7 @@ async def test_unhalt_with_a_blank_strategy_leaves_the_account_halt(
 ) -> None:
     assert (await tradectl(cli_env, "halt", "--reason", "incident")).returncode == 0
     for blank in ("", " "):
-        proc = await tradectl(cli_env, "unhalt", "--strategy", blank)
+        proc = await tradectl(cli_env, "unhalt", "--strategy", blank, *WHY)
         assert proc.returncode == 2, proc.stdout
         assert "--strategy is empty" in proc.stderr
     assert await active(db_engine) == [("account", "acct-input", "halt")]
@@ -200,12 +220,12 @@ async def test_an_unknown_strategy_is_refused_unless_forced(
     assert "--force" in proc.stderr
     assert await active(db_engine) == []
 
-    proc = await tradectl(cli_env, "pause", "--strategy", "retired-strat", "--force")
+    proc = await tradectl(cli_env, "pause", "--strategy", "retired-strat", "--force", *WHY)
     assert proc.returncode == 0, proc.stderr
     assert await active(db_engine) == [("strategy", "retired-strat", "pause")]
-    proc = await tradectl(cli_env, "resume", "--strategy", "retired-strat")
+    proc = await tradectl(cli_env, "resume", "--strategy", "retired-strat", *WHY)
     assert proc.returncode == 2  # lifting one needs --force too
-    proc = await tradectl(cli_env, "resume", "--strategy", "retired-strat", "--force")
+    proc = await tradectl(cli_env, "resume", "--strategy", "retired-strat", "--force", *WHY)
     assert proc.returncode == 0, proc.stderr
     assert await active(db_engine) == []
 
@@ -213,9 +233,9 @@ async def test_an_unknown_strategy_is_refused_unless_forced(
 async def test_known_symbols_are_the_strategies_symbols(
     cli_env: dict[str, str], db_engine: AsyncEngine
 ) -> None:
-    proc = await tradectl(cli_env, "reduce-only", "--symbol", "ETHUSDT")
+    proc = await tradectl(cli_env, "reduce-only", "--symbol", "ETHUSDT", *WHY)
     assert proc.returncode == 2
     assert "BTCUSDT" in proc.stderr
-    proc = await tradectl(cli_env, "reduce-only", "--symbol", "BTCUSDT")
+    proc = await tradectl(cli_env, "reduce-only", "--symbol", "BTCUSDT", *WHY)
     assert proc.returncode == 0, proc.stderr
     assert await active(db_engine) == [("symbol", "BTCUSDT", "reduce_only")]

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import json
 from collections.abc import AsyncIterator
 from typing import Any
 
@@ -72,6 +73,15 @@ async def test_reconcile_and_cancel_all_from_a_second_process_are_run_by_the_eng
         "SELECT count(*) FROM operator_requests WHERE handled_at IS NOT NULL AND account = 'ops'",
     )
     assert handled == 2
+    # the journal shows both actions, each with what the engine made of it
+    proc = await tradectl(engine_env, "journal", "--json")
+    assert proc.returncode == 0, proc.stderr
+    entries = [json.loads(line) for line in proc.stdout.splitlines()]
+    assert [(e["action"], e["reason"]) for e in entries] == [
+        ("reconcile", "operator check"),
+        ("cancel_all", "going home"),
+    ]
+    assert all(e["request"].startswith("ok") for e in entries), entries
 
 
 async def test_a_halt_from_a_second_process_stops_new_orders_in_the_running_engine(
@@ -106,7 +116,7 @@ async def test_a_halt_from_a_second_process_stops_new_orders_in_the_running_engi
 async def test_with_no_engine_running_a_local_venue_request_waits_for_the_next_start(
     engine_env: dict[str, str], db_engine: AsyncEngine
 ) -> None:
-    proc = await tradectl(engine_env, "reconcile")
+    proc = await tradectl(engine_env, "reconcile", "--reason", "after the outage")
     assert proc.returncode == 2
     assert "next `tradectl run` handles it" in proc.stderr
     queued = await scalar(

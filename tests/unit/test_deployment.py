@@ -50,3 +50,34 @@ def test_the_image_ships_the_migrations_the_engine_looks_for() -> None:
     for needed in ("alembic.ini", "migrations", "engine", "strategies"):
         assert needed in dockerfile
     assert "TRADECTL_HOME=/app" in dockerfile
+
+
+def _user(url: str) -> str:
+    return url.split("://", 1)[1].split(":", 1)[0]
+
+
+def test_roles_are_created_before_the_migration_which_runs_as_the_owner() -> None:
+    services = _compose()["services"]
+    roles = services["db-roles"]
+    assert roles["entrypoint"] == ["python", "-m", "engine.db_roles"]
+    assert roles["depends_on"]["postgres"]["condition"] == "service_healthy"
+    assert roles["restart"] == "no"
+    migrate = services["migrate"]
+    assert migrate["depends_on"]["db-roles"]["condition"] == "service_completed_successfully"
+    assert _user(migrate["environment"]["TRADECTL_MIGRATE_DATABASE_URL"]) == "tradectl_owner"
+    assert "DATABASE_URL" not in migrate["environment"]
+
+
+def test_the_engine_the_owner_and_the_superuser_are_separate_roles() -> None:
+    services = _compose()["services"]
+    superuser = services["postgres"]["environment"]["POSTGRES_USER"]
+    admin = _user(services["db-roles"]["environment"]["TRADECTL_ADMIN_DATABASE_URL"])
+    owner = _user(services["migrate"]["environment"]["TRADECTL_MIGRATE_DATABASE_URL"])
+    engine = _user(services["engine"]["environment"]["DATABASE_URL"])
+    assert admin == superuser
+    assert engine == "tradectl_engine"
+    assert len({superuser, owner, engine}) == 3
+    # only the role setup holds the superuser's password
+    for name, service in services.items():
+        if name not in ("postgres", "db-roles"):
+            assert "POSTGRES_PASSWORD" not in str(service.get("environment")), name

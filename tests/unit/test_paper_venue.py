@@ -609,3 +609,22 @@ async def test_step_quotes_every_attached_walk_and_orders_trade_on_them() -> Non
     await venue.submit(limit("lift", Side.BUY, "0.1", str(btc.ask + 1000)))
     assert venue.balances_now()[BTC].total > Decimal(1)
     await venue.close()
+
+
+async def test_orders_since_lists_a_symbols_orders_from_a_time_in_any_status(
+    venue: PaperVenue,
+) -> None:
+    venue.set_quote(quote("100", "101"))
+    venue.set_quote(quote("0.40", "0.42", symbol=PRES_YES))
+    await venue.submit(limit("early", Side.BUY, "0.1", "90"))
+    since = venue._now()
+    await venue.submit(limit("resting", Side.BUY, "0.1", "90"))
+    await venue.submit(market("filled", Side.BUY, "0.1"))
+    await venue.submit(limit("other-symbol", Side.BUY, "10", "0.30", symbol=PRES_YES))
+
+    listed = await venue.orders_since(BTCUSDT, since)
+
+    assert [(r.client_order_id, r.status) for r in listed] == [
+        ("resting", VenueOrderStatus.NEW),
+        ("filled", VenueOrderStatus.FILLED),
+    ]

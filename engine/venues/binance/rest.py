@@ -193,13 +193,28 @@ class BinanceRestClient:
         )
 
     async def all_orders(
-        self, symbol: str, *, from_order_id: int, limit: int = MAX_ORDERS_LIMIT
+        self,
+        symbol: str,
+        *,
+        from_order_id: int | None = None,
+        start_ms: int | None = None,
+        end_ms: int | None = None,
+        limit: int = MAX_ORDERS_LIMIT,
     ) -> list[schemas.Order]:
-        """Orders of ``symbol`` with order id >= ``from_order_id``, oldest first, any status."""
+        """Orders of ``symbol``, oldest first, any status: with order id >= ``from_order_id``,
+        or created in ``[start_ms, end_ms]`` (the venue allows at most 24 hours between them)."""
         limit = max(1, min(limit, MAX_ORDERS_LIMIT))
+        params = [("symbol", symbol)]
+        if from_order_id is not None:
+            params.append(("orderId", str(from_order_id)))
+        if start_ms is not None:
+            params.append(("startTime", str(start_ms)))
+        if end_ms is not None:
+            params.append(("endTime", str(end_ms)))
+        params.append(("limit", str(limit)))
         return await self._request(
             ALL_ORDERS,
-            [("symbol", symbol), ("orderId", str(from_order_id)), ("limit", str(limit))],
+            params,
             signed=True,
             operation=Operation.READ,
             decoder=_ORDERS_DECODER,

@@ -67,6 +67,10 @@ MAX_RECV_WINDOW_MS = 60_000
 #: orderId -> clientOrderId pairs remembered (myTrades rows carry only the orderId); past this
 #: the oldest are forgotten and looked up again with allOrders when needed
 CLIENT_ID_MEMORY = 100_000
+#: ``allOrders`` by time answers at most a day at once
+LISTING_WINDOW_MS = 24 * 3600 * 1000
+#: listings run a little past our clock: the venue's may be ahead
+LISTING_SLACK_MS = 60_000
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)
@@ -191,6 +195,50 @@ class BinanceVenue:
                     raise MalformedMessage(f"open order of {report.symbol!r}, asked for {symbol!r}")
             except Exception as exc:
                 # e.g. a manual STOP_LOSS_LIMIT order: not one of ours, reported and skipped
+                parsing.record_malformed(self.name, repr(answer), parsing.skip_reason(exc))
+                continue
+            reports.append(self._remember(report))
+        return reports
+
+    async def orders_since(self, symbol: Symbol, since: datetime) -> Sequence[OrderReport]:
+        """Every order of ``symbol`` created at or after ``since``, any status, oldest first:
+        ``allOrders`` in windows of at most a day (the venue's limit), then by order id once a
+        page is full (an order-id cursor needs no window and sees everything after it)."""
+        now_ms = int(self._now().timestamp() * 1000) + LISTING_SLACK_MS
+        start_ms = int(since.timestamp() * 1000)
+        reports: list[OrderReport] = []
+        cursor: int | None = None
+        while cursor is not None or start_ms <= now_ms:
+            if cursor is None:
+                end_ms = min(start_ms + LISTING_WINDOW_MS - 1, now_ms)
+                page = await self.rest.all_orders(
+                    symbol, start_ms=start_ms, end_ms=end_ms, limit=MAX_ORDERS_LIMIT
+                )
+                start_ms = end_ms + 1
+            else:
+                page = await self.rest.all_orders(
+                    symbol, from_order_id=cursor, limit=MAX_ORDERS_LIMIT
+                )
+            reports.extend(self._listed(page, symbol))
+            if len(page) < MAX_ORDERS_LIMIT:
+                if cursor is not None:
+                    break  # an order-id cursor has seen everything up to now
+                continue
+            next_cursor = max(o.orderId for o in page) + 1
+            if cursor is not None and next_cursor <= cursor:
+                break  # a full page that does not move forward would repeat forever
+            cursor = next_cursor
+        return reports
+
+    def _listed(self, page: Sequence[Order], symbol: Symbol) -> list[OrderReport]:
+        received = self._now()
+        reports: list[OrderReport] = []
+        for answer in page:
+            try:
+                report = parsing.parse_order(answer, venue=self.name, received_at=received)
+                if report.symbol != symbol:
+                    raise MalformedMessage(f"order of {report.symbol!r}, asked for {symbol!r}")
+            except Exception as exc:
                 parsing.record_malformed(self.name, repr(answer), parsing.skip_reason(exc))
                 continue
             reports.append(self._remember(report))

@@ -254,6 +254,15 @@ class PaperVenue:
             self._rules_for(symbol)
         return [self._report(o) for o in self._core.open_orders(symbol)]
 
+    async def orders_since(self, symbol: Symbol, since: datetime) -> Sequence[OrderReport]:
+        await self._io()
+        self._rules_for(symbol)
+        return [
+            self._report(o)
+            for o in sorted(self._core.orders.values(), key=lambda o: o.seq)
+            if o.symbol == symbol and o.created >= since
+        ]
+
     async def trades_since(
         self, symbol: Symbol, after_trade_id: TradeId | None, *, limit: int = 1000
     ) -> Sequence[FillReport]:

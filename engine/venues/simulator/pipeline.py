@@ -113,6 +113,7 @@ class RestPipeline:
                 return self._rate_limited(status, retry_after, headers)
         # 3. the real limits
         if used > self.state.config.weight_limit_1m:
+            faults.count("refused_weight_limit")
             refused(-1003)
             return _error(
                 -1003,
@@ -126,6 +127,7 @@ class RestPipeline:
             counts_order
             and int(headers["X-MBX-ORDER-COUNT-10S"]) > self.state.config.order_limit_10s
         ):
+            faults.count("refused_order_limit")
             refused(-1015)
             return _error(
                 -1015,

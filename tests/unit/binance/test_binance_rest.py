@@ -1,5 +1,7 @@
 from __future__ import annotations
 
+import itertools
+from datetime import timedelta
 from decimal import Decimal
 from urllib.parse import parse_qsl
 
@@ -23,7 +25,7 @@ from engine.venues.base import OrderRequest, Venue
 from engine.venues.binance import BinanceVenue, sign_hmac
 from engine.venues.binance.parsing import MALFORMED_MESSAGES
 
-from .conftest import API_KEY, API_SECRET, payload
+from .conftest import API_KEY, API_SECRET, FIXED_NOW, payload
 
 BTC = Symbol("BTCUSDT")
 ORDER = "/api/v3/order"
@@ -414,3 +416,47 @@ async def test_an_absurd_server_time_is_not_used_for_signing(
     with pytest.raises(Ambiguous):
         await venue.rest.sync_time()
     assert not venue.rest.clock.synced
+
+
+async def test_orders_since_walks_day_windows_up_to_now(
+    venue: BinanceVenue, api: respx.MockRouter
+) -> None:
+    route = api.get("/api/v3/allOrders").respond(json=[])
+    since = FIXED_NOW - timedelta(hours=50)
+
+    assert await venue.orders_since(Symbol("LTCBTC"), since) == []
+
+    windows = [signed_params(c.request) for c in route.calls]
+    assert len(windows) == 3
+    assert int(windows[0]["startTime"]) == int(since.timestamp() * 1000)
+    for window in windows:
+        assert "orderId" not in window
+        # the venue refuses more than 24 hours between startTime and endTime
+        assert int(window["endTime"]) - int(window["startTime"]) < 24 * 3600 * 1000
+    for earlier, later in itertools.pairwise(windows):
+        assert int(later["startTime"]) == int(earlier["endTime"]) + 1
+    assert int(windows[-1]["endTime"]) >= int(FIXED_NOW.timestamp() * 1000)
+
+
+async def test_orders_since_pages_by_order_id_after_a_full_page(
+    venue: BinanceVenue, api: respx.MockRouter
+) -> None:
+    def orders(first: int, last: int) -> list[dict[str, object]]:
+        return [
+            {**payload("query_order.json"), "orderId": i, "clientOrderId": f"c{i}"}
+            for i in range(first, last + 1)
+        ]
+
+    def answer(request: httpx.Request) -> httpx.Response:
+        params = signed_params(request)
+        if "startTime" in params:
+            return httpx.Response(200, json=orders(1, 1000))
+        assert params["orderId"] == "1001"
+        return httpx.Response(200, json=orders(1001, 1500))
+
+    route = api.get("/api/v3/allOrders").mock(side_effect=answer)
+
+    listed = await venue.orders_since(Symbol("LTCBTC"), FIXED_NOW - timedelta(minutes=5))
+
+    assert route.call_count == 2
+    assert [r.client_order_id for r in listed] == [f"c{i}" for i in range(1, 1501)]
