@@ -15,7 +15,8 @@ from engine.reconcile import ReconcileReport
 COMMANDS = [
     [], ["run"], ["migrate"], ["sql"], ["status"], ["controls"], ["prune"], ["halt"], ["unhalt"],
     ["pause"], ["resume"], ["reduce-only"], ["reconcile"], ["cancel-all"], ["simulator"],
-    ["backtest"], ["incidents"], ["incidents", "resolve"],
+    ["backtest"], ["incidents"], ["incidents", "resolve"], ["explain"], ["journal"],
+    ["requests"], ["requests", "drop"],
 ]  # fmt: skip
 
 
