@@ -48,6 +48,9 @@ def _metavars(command: Any, ctx: Any) -> Any:
 class _Group(TyperGroup):
     def get_command(self, ctx: Any, cmd_name: str) -> Any:
         command = super().get_command(ctx, cmd_name)
+        if isinstance(command, TyperGroup) and not isinstance(command, _Group):
+            # a sub-app (`tradectl requests drop`): its commands get the same help
+            command.__class__ = _Group
         return None if command is None else _metavars(command, ctx)
 
     def format_help(self, ctx: Any, formatter: Any) -> None:

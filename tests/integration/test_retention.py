@@ -4,7 +4,10 @@ decision stay."""
 from __future__ import annotations
 
 import asyncio
+import shutil
+import tempfile
 from datetime import datetime
+from pathlib import Path
 
 import pytest
 from sqlalchemy import text
@@ -13,6 +16,8 @@ from sqlalchemy.ext.asyncio import AsyncEngine
 from typer.testing import CliRunner
 
 from engine.cli import app
+from engine.ledger.embedded import embedded_postgres, embedded_running
+from tests.helpers import tradectl
 
 ACCOUNT = "acct-prune"
 
@@ -114,3 +119,22 @@ async def test_prune_refuses_a_bad_date_in_one_line(
     code, out = await invoke("prune", "--before", before)
     assert code == 2
     assert message in out
+
+
+async def test_prune_deletes_as_the_owner_on_the_embedded_ledger(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    # the engine role (which the commands connect as) may not delete decisions: prune must not
+    # rely on it
+    path = Path(tempfile.mkdtemp(prefix="tctl-prune-", dir="/tmp"))
+    monkeypatch.delenv("DATABASE_URL", raising=False)
+    env = {"TRADECTL_DATA_DIR": str(path)}
+    try:
+        done = await tradectl(env, "prune", "--before", "2026-01-01")
+        assert done.returncode == 0, done.stderr
+        assert "removed 0 holds" in done.stdout
+    finally:
+        if embedded_running(path / "pg"):
+            with embedded_postgres(path / "pg"):
+                pass
+        shutil.rmtree(path, ignore_errors=True)
