@@ -6,7 +6,6 @@ import asyncio
 import contextlib
 from collections.abc import AsyncIterator
 from dataclasses import dataclass
-from pathlib import Path
 
 import asyncpg
 from sqlalchemy import exc as sa_exc
@@ -16,9 +15,10 @@ from sqlalchemy.ext.asyncio import AsyncEngine
 
 from engine.config import Settings
 from engine.exceptions import ConfigError
-from engine.ledger.db import ensure_at_head, libpq_url, make_engine, normalize_url, upgrade_head
+from engine.ledger.db import ensure_at_head, make_engine, normalize_url, upgrade_head
 from engine.ledger.embedded import embedded_postgres
 from engine.ledger.roles import RoleNames, apply_grants, provision_roles
+from engine.psql import psql_command
 
 
 @dataclass(frozen=True, slots=True)
@@ -26,19 +26,13 @@ class Database:
     url: URL
     engine: AsyncEngine
     embedded: bool
-    #: a ready-to-paste psql command (the embedded package ships its own psql binary)
-    psql: str
+    #: what people and scripts inspect the ledger with (``tradectl sql``): :func:`inspect_url`
+    inspect_url: URL
 
-
-def _psql_command(url: URL, embedded: bool) -> str:
-    if embedded:
-        import embedded_postgres
-
-        binary = Path(embedded_postgres.__file__).parent / "pginstall" / "bin" / "psql"
-        return f"{binary} '{libpq_url(url)}'"
-    # never print a password: psql will prompt for it (or read PGPASSWORD)
-    # (URL.set ignores a None: _replace drops the password)
-    return f"psql '{url._replace(password=None).set(drivername='postgresql').render_as_string()}'"
+    @property
+    def psql(self) -> str:
+        """A ready-to-paste psql command, pipe-safe and env-free (engine/psql.py)."""
+        return psql_command(self.inspect_url)
 
 
 async def _migrate(url: URL, roles: RoleNames) -> None:
@@ -70,8 +64,18 @@ async def _readonly_exists(engine: AsyncEngine, role: str) -> bool:
         return bool(found.scalar_one())
 
 
+async def inspect_url(engine: AsyncEngine, url: URL, *, embedded: bool, roles: RoleNames) -> URL:
+    """The one place that chooses how ``psql`` (``tradectl sql``, dashboards) connects: as the
+    read-only role, which cannot change a row, once it exists; else as the engine."""
+    if embedded or await _readonly_exists(engine, roles.readonly):
+        return url.set(username=roles.readonly)._replace(password=None)
+    return url
+
+
 @contextlib.asynccontextmanager
-async def open_database(settings: Settings, *, migrate: bool = False) -> AsyncIterator[Database]:
+async def open_database(
+    settings: Settings, *, migrate: bool = False, keep_running: bool = False
+) -> AsyncIterator[Database]:
     """Yield the ledger database, at the migrations' head, connected as the engine.
 
     With ``DATABASE_URL`` set the schema must already be at head (``tradectl migrate``) unless
@@ -80,7 +84,8 @@ async def open_database(settings: Settings, *, migrate: bool = False) -> AsyncIt
     Without either an embedded Postgres is started in ``TRADECTL_DATA_DIR/pg`` (or attached
     to, if another tradectl process already runs it), its superuser creates the roles, the
     owner migrates, the engine role connects, and the server is stopped on exit when no other
-    tradectl process still uses it.
+    tradectl process still uses it (``keep_running``: left running, for a printed psql command
+    to use after this process has gone; the next engine to stop stops it).
     """
     roles = settings.roles
     async with contextlib.AsyncExitStack() as stack:
@@ -100,7 +105,9 @@ async def open_database(settings: Settings, *, migrate: bool = False) -> AsyncIt
             )
         else:
             data = settings.data_dir / "pg"
-            raw = await asyncio.to_thread(stack.enter_context, embedded_postgres(data))
+            raw = await asyncio.to_thread(
+                stack.enter_context, embedded_postgres(data, keep_running=keep_running)
+            )
             admin = normalize_url(raw)
             await provision_roles(admin, roles)
             await _migrate(admin.set(username=roles.owner), roles)
@@ -109,10 +116,9 @@ async def open_database(settings: Settings, *, migrate: bool = False) -> AsyncIt
         engine = make_engine(url)
         stack.push_async_callback(engine.dispose)
         await ensure_at_head(engine)
-        inspect = url
-        if embedded or await _readonly_exists(engine, roles.readonly):
-            # psql for people and dashboards: the read-only role, which cannot change a row
-            inspect = url.set(username=roles.readonly)._replace(password=None)
         yield Database(
-            url=url, engine=engine, embedded=embedded, psql=_psql_command(inspect, embedded)
+            url=url,
+            engine=engine,
+            embedded=embedded,
+            inspect_url=await inspect_url(engine, url, embedded=embedded, roles=roles),
         )

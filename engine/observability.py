@@ -125,6 +125,20 @@ def _render_json(_logger: Any, _method: str, event_dict: MutableMapping[str, Any
     return _ENCODER.encode(event_dict)
 
 
+class _CurrentStderr:
+    """``sys.stderr`` as it is at each write: while the live status view holds the terminal it
+    is rich's proxy, which prints log lines above the view instead of through it."""
+
+    def write(self, text: str) -> int:
+        return sys.stderr.write(text)
+
+    def flush(self) -> None:
+        sys.stderr.flush()
+
+
+_STDERR: Any = _CurrentStderr()
+
+
 def configure_logging(*, json: bool, level: str = "INFO") -> None:
     """structlog for the engine's own events, the standard library's loggers (alembic,
     asyncio, ...) and warnings routed to the same renderer: in json mode every line on stderr
@@ -139,7 +153,7 @@ def configure_logging(*, json: bool, level: str = "INFO") -> None:
         _render_json if json else structlog.dev.ConsoleRenderer(colors=sys.stderr.isatty())
     )
     if json:
-        handler = logging.StreamHandler(sys.stderr)
+        handler = logging.StreamHandler(_STDERR)
         handler.setFormatter(
             structlog.stdlib.ProcessorFormatter(
                 foreign_pre_chain=[*shared, _stdlib_logger_name],
@@ -155,7 +169,7 @@ def configure_logging(*, json: bool, level: str = "INFO") -> None:
         logging.captureWarnings(True)
         sys.excepthook = _log_uncaught
     else:
-        logging.basicConfig(format="%(message)s", stream=sys.stderr, level=level)
+        logging.basicConfig(format="%(message)s", stream=_STDERR, level=level)
     # alembic narrates every migration step at INFO; only its problems matter to an operator
     logging.getLogger("alembic").setLevel(logging.WARNING)
     # httpx logs every request line, and a signed request's query string is a replayable
@@ -172,6 +186,6 @@ def configure_logging(*, json: bool, level: str = "INFO") -> None:
         ],
         # Filtered at the call: a line below the level costs a method call, nothing rendered
         wrapper_class=structlog.make_filtering_bound_logger(logging.getLevelName(level)),
-        logger_factory=structlog.PrintLoggerFactory(file=sys.stderr),
+        logger_factory=structlog.PrintLoggerFactory(file=_STDERR),
         cache_logger_on_first_use=True,
     )

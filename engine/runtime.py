@@ -27,7 +27,7 @@ from engine import ops_http
 from engine.account_gauges import AccountGauges
 from engine.alert_watch import AlertWatch
 from engine.alerting import delivery_for
-from engine.config import Settings
+from engine.config import LogFormat, Settings
 from engine.controls import LeaseKeeper, OperatorDesk, halt_for_loss
 from engine.crashpoints import CrashPoints
 from engine.database import Database, open_database
@@ -62,6 +62,8 @@ from engine.readiness import Readiness, watch_engine
 from engine.reconcile import Reconciler
 from engine.risk_gate import LimitsBook, RiskGate
 from engine.status import ledger_status, status_fields
+from engine.status_snapshot import StatusSnapshot, gather_status
+from engine.status_view import show_status
 from engine.strategy_config import StartPolicy, StrategySpec, load_trading_config
 from engine.strategy_host import StrategyHost
 from engine.tasks import run_main, stop_tasks
@@ -69,6 +71,8 @@ from engine.venue_session import VenueSession, open_venue
 
 log = structlog.get_logger("tradectl.runtime")
 
+#: how often the live view (at a terminal) is redrawn
+LIVE_REFRESH_S = 1.0
 #: how long a stop lets execution finish the intents it holds, then how long cancelled tasks
 #: get to end: a graceful stop is bounded by their sum (plus the lease release)
 SHUTDOWN_GRACE_S = 5.0
@@ -271,6 +275,15 @@ class Engine:
             await asyncio.sleep(0.5)
 
     async def _status_loop(self) -> None:
+        if self.settings.log_format is LogFormat.CONSOLE and sys.stdout.isatty():
+            # At a terminal: the live view (engine.status_view); piped, the plain block below.
+            await show_status(
+                self._status_snapshot,
+                interval_s=min(LIVE_REFRESH_S, self.settings.status_interval_s),
+                live=True,
+                out=sys.stdout,
+            )
+            return
         while True:
             await asyncio.sleep(self.settings.status_interval_s)
             if not self.health.available:
@@ -299,6 +312,27 @@ class Engine:
                 for_humans(
                     f"--- {self.clock().isoformat(timespec='seconds')} ---\n{text}", "status"
                 )
+
+    async def _status_snapshot(self) -> StatusSnapshot:
+        if not self.health.available:
+            down = self.health.down_for_s or 0.0
+            raise TradectlError(f"ledger unavailable for {down:.0f}s; not trading")
+        now = self.clock()
+        quotes = {symbol: self.conflator.quote(symbol) for symbol in self.symbols}
+        marks = {s: q.mid for s, q in quotes.items() if q is not None}
+        # as the plain status does: `tradectl status` elsewhere values at the same mids
+        await self.ledger.marks.record(marks)
+        return await gather_status(
+            self.db.engine,
+            self.settings.account,
+            strategies={spec.strategy_id: spec.symbols for spec in self.strategies},
+            marks={str(symbol): price for symbol, price in marks.items()},
+            quote_ages={
+                s: None if q is None else (now - q.received_at).total_seconds()
+                for s, q in quotes.items()
+            },
+            now=now,
+        )
 
     async def _reconcile_loop(self) -> None:
         await self.reconciler.run_periodic(self.settings.reconcile_interval_s)
@@ -475,6 +509,9 @@ class Engine:
             with contextlib.suppress(TimeoutError):
                 async with asyncio.timeout(SHUTDOWN_GRACE_S):
                     await self.execution.drain()
+                    # the counts of the holds still running (engine.domain.holds)
+                    with contextlib.suppress(TradectlError):
+                        await self.execution.flush_holds()
         # 3. Everything else.
         stuck += await stop_tasks(
             {n: t for n, t in tasks.items() if n not in edges}, deadline_s=SHUTDOWN_CANCEL_S

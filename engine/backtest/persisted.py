@@ -163,6 +163,9 @@ class LedgerPath:
 
     async def close(self) -> None:
         try:
+            # the last hold run's count (holds are recorded when their reason changes)
+            with contextlib.suppress(TradectlError):
+                await self.execution.flush_holds()
             await self.events.aclose()
         finally:
             if not self.lease.lost:

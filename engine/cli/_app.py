@@ -8,12 +8,15 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import sys
 from collections.abc import Awaitable, Callable, Iterator
-from typing import Annotated, NoReturn, TypeVar
+from importlib.metadata import version
+from typing import Annotated, Any, NoReturn, TypeVar
 
 import typer
 from rich.console import Console
 from rich.text import Text
+from typer.core import TyperArgument, TyperGroup, TyperOption
 
 from engine.config import Settings, load_settings
 from engine.database import Database
@@ -21,17 +24,76 @@ from engine.domain.types import AccountId, VenueName
 from engine.exceptions import TradectlError
 from engine.ledger.ledger import Ledger
 
+
+def _metavars(command: Any, ctx: Any) -> Any:
+    """Name each option's value after the option (``--reason REASON``), give flags and
+    arguments (named in their own column) none: help shows no raw Python type tags (``<str>``,
+    ``<bool>``, ``<int>``)."""
+    params = [*command.params, command.get_help_option(ctx)]
+    for param in params:
+        if param is None or getattr(param, "_tradectl_named", False):
+            continue
+        param._tradectl_named = True
+        if isinstance(param, TyperOption) and param.metavar is None:
+            long = next((o for o in param.opts if o.startswith("--")), param.opts[0])
+            param.metavar = "" if param.is_flag else long.lstrip("-").upper().replace("-", "_")
+        elif isinstance(param, TyperArgument):
+            if param.metavar is None and param.name:
+                param.metavar = param.name.upper()
+            param.display_type_rich = lambda ctx: ""  # type: ignore[method-assign]
+    return command
+
+
+# typer's own click types (vendored in newer typer, click's in older): the overrides take Any.
+class _Group(TyperGroup):
+    def get_command(self, ctx: Any, cmd_name: str) -> Any:
+        command = super().get_command(ctx, cmd_name)
+        if isinstance(command, TyperGroup) and not isinstance(command, _Group):
+            # a sub-app (`tradectl requests drop`): its commands get the same help
+            command.__class__ = _Group
+        return None if command is None else _metavars(command, ctx)
+
+    def format_help(self, ctx: Any, formatter: Any) -> None:
+        _metavars(self, ctx)
+        super().format_help(ctx, formatter)
+
+
 app = typer.Typer(
     name="tradectl",
     help="An asyncio trading engine with a durable Postgres ledger.",
     no_args_is_help=True,
     add_completion=False,
     pretty_exceptions_enable=False,
+    cls=_Group,
 )
-incidents_app = typer.Typer(help="List and resolve incidents.", invoke_without_command=True)
+incidents_app = typer.Typer(
+    help="List and resolve incidents.", invoke_without_command=True, cls=_Group
+)
+
+
+def _version(value: bool) -> None:
+    if value:
+        typer.echo(f"tradectl {version('tradectl')}")
+        raise typer.Exit()
+
+
+@app.callback()
+def _main(
+    show_version: Annotated[
+        bool,
+        typer.Option(
+            "--version", is_eager=True, callback=_version, help="Print the version and exit."
+        ),
+    ] = False,
+) -> None:
+    """An asyncio trading engine with a durable Postgres ledger."""
+
+
 app.add_typer(incidents_app, name="incidents")
 
-console = Console()
+# Piped (a script, `| less`, `| grep`), rich would wrap every line and table at 80 columns: a
+# row or a command to paste must stay one line there.
+console = Console(soft_wrap=True, width=None if sys.stdout.isatty() else 500)
 # soft_wrap: an error names a command to paste; it must not be broken across lines
 err = Console(stderr=True, soft_wrap=True)
 T = TypeVar("T")

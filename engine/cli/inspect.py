@@ -2,6 +2,9 @@
 
 from __future__ import annotations
 
+import contextlib
+import math
+import sys
 from typing import TYPE_CHECKING, Annotated
 
 import typer
@@ -13,6 +16,7 @@ from engine.cli._app import (
     app,
     console,
     err,
+    fail,
     incidents_app,
     ledger_for,
     run_async,
@@ -28,11 +32,38 @@ if TYPE_CHECKING:
 
 
 @app.command()
-def status(all_accounts: AllAccountsOpt = False) -> None:
+def status(
+    all_accounts: AllAccountsOpt = False,
+    watch: Annotated[
+        bool,
+        typer.Option(
+            "--watch",
+            help="Keep it on screen: per strategy its state, position, P&L and last decision; "
+            "orders, open orders, controls, incidents, alerts; redrawn in place at a terminal, "
+            "plain blocks when piped. Ctrl-C stops.",
+        ),
+    ] = False,
+    interval: Annotated[
+        float, typer.Option("--interval", metavar="SECONDS", help="Refresh period of --watch.")
+    ] = 2.0,
+    count: Annotated[
+        int | None,
+        typer.Option("--count", metavar="N", help="Stop --watch after N refreshes."),
+    ] = None,
+) -> None:
     """Orders by state, P&L, exposure against each configured limit (TRADECTL_STRATEGIES_FILE),
     balances, active controls and open incidents of the engine's account (TRADECTL_ACCOUNT),
     from the ledger."""
     config = settings()
+    if watch:
+        if all_accounts:
+            fail("--watch shows one account (TRADECTL_ACCOUNT); leave out --all-accounts")
+        if not (math.isfinite(interval) and 0.1 <= interval <= 3600):
+            fail(f"--interval {interval:g}: expected 0.1-3600 seconds")
+        if count is not None and count < 1:
+            fail(f"--count {count}: expected 1 or more")
+        _watch(config, interval, count)
+        return
 
     async def go() -> None:
         from engine.status import all_accounts_status, ledger_status
@@ -138,3 +169,40 @@ def incidents_resolve(
                 raise typer.Exit(1)
 
     run_async(go)
+
+
+def _watch(config: Settings, interval: float, count: int | None) -> None:
+    from engine.status_snapshot import gather_status
+    from engine.status_view import show_status
+
+    strategies = _configured_strategies(config)
+
+    async def go() -> None:
+        async with open_database(config) as db:
+            await show_status(
+                lambda: gather_status(db.engine, config.account, strategies=strategies),
+                interval_s=interval,
+                live=sys.stdout.isatty(),
+                out=sys.stdout,
+                count=count,
+            )
+
+    with contextlib.suppress(KeyboardInterrupt):  # Ctrl-C is how --watch ends
+        run_async(go)
+
+
+def _configured_strategies(config: Settings) -> dict[str, tuple[str, ...]]:
+    """The account's strategies from TRADECTL_STRATEGIES_FILE (id → symbols); none if it cannot
+    be read (strategies that decided in the account are listed anyway)."""
+    from engine.exceptions import ConfigError
+    from engine.strategy_config import load_strategy_config
+
+    try:
+        specs = load_strategy_config(config.strategies_file)
+    except ConfigError:
+        return {}
+    return {
+        spec.strategy_id: tuple(spec.symbols)
+        for spec in specs
+        if spec.account in (None, config.account)
+    }

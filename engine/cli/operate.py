@@ -255,8 +255,10 @@ def _operate(
             return await _operate_here(config, db, ledger, request.id)
 
     result = run_async(go)
-    for key, value in result.items():
-        console.print(f"{key}: {value}")
+    from engine.cli.summaries import render_result
+
+    # plain text: rich would read "[...]" in a venue's message as markup
+    typer.echo(render_result(kind_value, result))
     if not result.get("ok", False):
         raise typer.Exit(1)
 

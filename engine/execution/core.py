@@ -26,6 +26,7 @@ import structlog
 
 from engine.crashpoints import NO_CRASH, CrashPoint, CrashPoints, SimulatedCrash
 from engine.domain.alerts import auth_halted_alert, rate_limited_alert
+from engine.domain.holds import HoldRuns, HoldStep
 from engine.domain.ids import client_order_id, decision_id
 from engine.domain.intents import Buy, Cancel, Hold, Intent, OrderIntent, Sell, intent_kind
 from engine.domain.orders import Order
@@ -129,6 +130,8 @@ class Execution(Cancels):
         self.dropped = 0
         self._intents: asyncio.Queue[Intent] = asyncio.Queue()
         self._denials: list[DecisionRecord] = []
+        #: the open hold runs of each (strategy, symbol): identical holds are counted, not rows
+        self.holds = HoldRuns()
         self._owed = {}
         self.committed = CommittedFacts(config.account)
         self._outstanding = 0
@@ -248,9 +251,7 @@ class Execution(Cancels):
         for intent in intents:
             self.symbols.add(intent.symbol)
             if isinstance(intent, Hold):
-                hold = self._decision(intent, now, (), DecisionOutcome.HOLD)
-                await self.ledger.decisions.record(hold)
-                self.metrics.decided(hold)
+                await self._hold(intent, now)
             elif isinstance(intent, Cancel):
                 await self._cancel(intent, now)
             else:
@@ -301,6 +302,26 @@ class Execution(Cancels):
                     client_order_id=result.client_order_id,
                     blocked_by=list(result.blocked_by),
                 )
+
+    async def _hold(self, intent: Hold, now: datetime) -> None:
+        """A hold gets a row only when its reason changes to one without a row in the last
+        hour; identical holds are counted on that row (engine.domain.holds)."""
+        decision = self._decision(intent, now, (), DecisionOutcome.HOLD)
+        self.metrics.decided(decision)
+        step = self.holds.hold(
+            intent.strategy_id, intent.symbol, intent.reason, decision.decision_id, now
+        )
+        await self._write_repeats(step)
+        if step.record:
+            await self.ledger.decisions.record(decision)
+
+    async def _write_repeats(self, step: HoldStep) -> None:
+        if step.counts:
+            await self.ledger.decisions.count_repeats(step.counts)
+
+    async def flush_holds(self) -> None:
+        """Write every hold count not written yet (at a stop)."""
+        await self._write_repeats(HoldStep(record=False, counts=self.holds.flush(self.clock())))
 
     def _spawn(self, group: asyncio.TaskGroup, work: Coroutine[Any, Any, None]) -> None:
         self._outstanding += 1

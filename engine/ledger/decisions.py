@@ -6,6 +6,7 @@ from collections.abc import Iterable, Sequence
 from dataclasses import replace
 from typing import Any
 
+from engine.domain.holds import RepeatCount
 from engine.domain.risk import Verdict
 from engine.domain.types import DecisionOutcome
 from engine.ledger.part import LedgerPart
@@ -38,6 +39,18 @@ INSERT_DECISIONS = f"""
 
 SQL_RECORD_DECISIONS = Statement(
     f"{INSERT_DECISIONS} ON CONFLICT (account, decision_id) DO NOTHING"
+)
+
+# Counts only ever grow: a late write of an older count must not lower a newer one.
+SQL_COUNT_REPEATS = Statement(
+    """
+    UPDATE decisions d
+    SET repeats = GREATEST(d.repeats, t.repeats),
+        last_repeat_at = GREATEST(d.last_repeat_at, t.last_repeat_at)
+    FROM unnest(CAST(:decision_id AS text[]), CAST(:repeats AS int[]),
+                CAST(:last_repeat_at AS timestamptz[])) AS t(decision_id, repeats, last_repeat_at)
+    WHERE d.account = :account AND d.decision_id = t.decision_id AND d.intent = 'hold'
+    """
 )
 
 
@@ -88,3 +101,17 @@ class Decisions(LedgerPart):
         )
         async with self._connection() as db:
             await SQL_RECORD_DECISIONS.run(db, decision_params([decision]))
+
+    @retry_transient
+    async def count_repeats(self, counts: Sequence[RepeatCount]) -> None:
+        """Set how many identical holds followed each recorded hold (engine.domain.holds)."""
+        async with self._connection() as db:
+            await SQL_COUNT_REPEATS.run(
+                db,
+                {
+                    "account": self.account,
+                    "decision_id": [c.decision_id for c in counts],
+                    "repeats": [c.repeats for c in counts],
+                    "last_repeat_at": [c.last_repeat_at for c in counts],
+                },
+            )

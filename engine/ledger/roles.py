@@ -53,7 +53,9 @@ def updates(*columns: str) -> Access:
 
 
 ENGINE_ACCESS: dict[str, Access] = {
-    "decisions": APPEND_ONLY,
+    # a decision is never re-worded; a hold's count of the identical holds after it grows
+    # (engine.domain.holds)
+    "decisions": updates("repeats", "last_repeat_at"),
     "fills": APPEND_ONLY,
     "order_events": APPEND_ONLY,
     "balances": APPEND_ONLY,

@@ -96,15 +96,20 @@ decisions = Table(
     #: a list of Verdict.as_json(): every check, its limit and the observed value
     Column("verdicts", JSONB, nullable=False),
     Column("outcome", Text, nullable=False),
-    # (last: added by migration 0009)
+    # (last: added by migration 0007)
     #: the price the decision was made at: the mid of the quote the strategy saw (or the closed
     #: bar's close), or the target price the strategy set; what execution quality measures
     #: slippage and implementation shortfall against. NULL when the strategy saw no price.
     _num("decision_price", nullable=True),
+    #: holds only: identical holds that followed this one and got no row of their own (a hold
+    #: is recorded when its reason changes, engine/execution/holds.py), and the newest one's time
+    Column("repeats", Integer, nullable=False, server_default=text("0")),
+    _ts("last_repeat_at", nullable=True),
     PrimaryKeyConstraint("decision_id", "account", name="decisions_pkey"),
     CheckConstraint(_in("intent", INTENTS), name="ck_decisions_intent"),
     CheckConstraint(f"side IS NULL OR {_in('side', Side)}", name="ck_decisions_side"),
     CheckConstraint(_in("outcome", DecisionOutcome), name="ck_decisions_outcome"),
+    CheckConstraint("repeats >= 0", name="ck_decisions_repeats"),
     Index("ix_decisions_account_decided_at", "account", "decided_at"),
     Index("ix_decisions_strategy_id_decided_at", "strategy_id", "decided_at"),
 )

@@ -389,6 +389,6 @@ async def test_operator_commands_run_as_the_engine_role_and_print_a_read_only_ps
     journal = await tradectl(env, "journal")
     assert journal.returncode == 0, journal.stderr
     assert "checking" in journal.stdout
-    sql = await tradectl(env, "sql")
+    sql = await tradectl(env, "sql", "--print")
     assert sql.returncode == 0, sql.stderr
     assert f"{ROLES.readonly}@" in "".join(sql.stdout.split())

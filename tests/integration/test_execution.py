@@ -263,6 +263,27 @@ async def test_hold_is_recorded_with_its_reason(
     assert rows == [("hold", "spread too wide")]
 
 
+async def test_identical_holds_are_one_row_with_a_count_until_the_reason_changes(
+    db_engine: AsyncEngine, venue: PaperVenue, clock: Clock
+) -> None:
+    rig = await make_rig(db_engine, venue, clock)
+
+    def hold(interval: str, reason: str) -> Hold:
+        key = DecisionKey(strategy_id=STRATEGY, symbol=BTCUSDT, interval_key=interval, side=None)
+        return Hold(key=key, reason=reason, md_ts=clock())
+
+    for i, spread in enumerate(["5", "6", "7"]):
+        await rig.execution.process([hold(f"i{i}", f"spread {spread} bps too wide")])
+    await rig.execution.process([hold("i3", "no quote yet")])
+    await rig.execution.process([hold("i4", "no quote yet")])
+    await rig.execution.flush_holds()
+    async with db_engine.connect() as conn:
+        rows = (
+            await conn.execute(text("SELECT reason, repeats FROM decisions ORDER BY interval_key"))
+        ).all()
+    assert rows == [("spread 5 bps too wide", 2), ("no quote yet", 1)]
+
+
 # -- exactly once --------------------------------------------------------------------------------
 
 

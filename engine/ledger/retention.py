@@ -1,0 +1,68 @@
+"""Retention: what ``tradectl prune`` may delete, and nothing else.
+
+Only rows that are commentary, never facts the books rest on: holds (the decisions to do
+nothing; engine.domain.holds already keeps them to a row per reason per hour) and alerts already
+delivered. Orders, order events, fills, balances, controls, incidents and every decision that
+became an order or was denied stay for good: they are the ledger.
+
+Every statement is scoped to one account (or, asked for explicitly, to every account).
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from datetime import datetime
+
+from sqlalchemy import text
+from sqlalchemy.ext.asyncio import AsyncEngine
+
+from engine.ledger.db import database_errors
+
+# A hold's row stands for the identical holds after it: it goes when the newest of them is
+# older than the cut. The NOT EXISTS is belt and braces: a hold never has an order.
+_HOLDS = """
+    FROM decisions d
+    WHERE d.intent = 'hold' AND COALESCE(d.last_repeat_at, d.decided_at) < :before
+      AND (CAST(:account AS text) IS NULL OR d.account = :account)
+      AND NOT EXISTS (SELECT 1 FROM orders o
+                      WHERE o.decision_id = d.decision_id AND o.account = d.account)
+"""
+# The alerts outbox (when the ledger has one): only alerts already delivered.
+_ALERTS = """
+    FROM alerts a
+    WHERE a.delivered_at IS NOT NULL AND a.created_at < :before
+      AND (CAST(:account AS text) IS NULL OR a.account = :account)
+"""
+#: what prune removes: name -> (table, the FROM/WHERE above); a table the ledger lacks is skipped
+PRUNABLE: dict[str, tuple[str, str]] = {
+    "holds": ("decisions", _HOLDS),
+    "delivered alerts": ("alerts", _ALERTS),
+}
+
+
+@dataclass(frozen=True, slots=True)
+class Pruned:
+    what: str
+    rows: int
+
+
+async def prune(
+    engine: AsyncEngine, *, account: str | None, before: datetime, dry_run: bool = False
+) -> list[Pruned]:
+    """Delete (or, ``dry_run``, count) what :data:`PRUNABLE` names, older than ``before``, of
+    ``account`` (``None``: every account), in one transaction."""
+    params = {"account": account, "before": before}
+    out: list[Pruned] = []
+    with database_errors(engine.url):
+        async with engine.begin() as conn:
+            for what, (table, where) in PRUNABLE.items():
+                exists = await conn.execute(text("SELECT to_regclass(:t)"), {"t": table})
+                if exists.scalar() is None:
+                    continue
+                if dry_run:
+                    sql = f"SELECT count(*) {where}"
+                else:
+                    sql = f"WITH gone AS (DELETE {where} RETURNING 1) SELECT count(*) FROM gone"
+                rows = (await conn.execute(text(sql), params)).scalar_one()
+                out.append(Pruned(what, int(rows)))
+    return out
