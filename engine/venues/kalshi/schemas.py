@@ -113,6 +113,8 @@ class Balance(msgspec.Struct, kw_only=True):
     """``GET /portfolio/balance``: ``balance`` is available cash in cents."""
 
     balance: int
+    #: the same to the sub-cent (counts come in hundredths, so costs can too)
+    balance_dollars: Decimal | None = None
     updated_ts: int | None = None
 
 

@@ -67,11 +67,12 @@ class KalshiStream:
         self._rng = rng
         self._ids = itertools.count(1)
 
-    def _subscribe_frame(self) -> bytes:
+    def _subscribe_frame(self) -> str:
         params: dict[str, object] = {"channels": self._channels}
         if self._tickers:
             params["market_tickers"] = self._tickers
-        return _ENCODER.encode({"id": next(self._ids), "cmd": "subscribe", "params": params})
+        command = {"id": next(self._ids), "cmd": "subscribe", "params": params}
+        return _ENCODER.encode(command).decode()  # a text frame, as JSON commands are
 
     async def frames(self) -> AsyncIterator[schemas.WsEnvelope | StreamReconnected]:
         s = self._settings

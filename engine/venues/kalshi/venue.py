@@ -81,6 +81,9 @@ class KalshiConfig:
     request_timeout_s: float = 10.0
     #: how far our clock may be from the venue's: scans start this much before a submit
     clock_skew: timedelta = timedelta(seconds=30)
+    #: an order this process sent counts as visible to reads only once the venue's
+    #: ``user_data_timestamp`` is this far past its send time (our clock may run behind)
+    read_margin: timedelta = timedelta(milliseconds=500)
     tier: Tier = field(default_factory=Tier)
     stream: StreamSettings = field(default_factory=StreamSettings)
 
@@ -97,6 +100,8 @@ class _Known:
     sent_at: datetime
     tif: TimeInForce
     type: OrderType
+    #: when the create call came back (answer, error or timeout)
+    ended_at: datetime | None = None
     order_id: VenueOrderId | None = None
     report: OrderReport | None = None
 
@@ -146,11 +151,14 @@ class KalshiVenue:
         body, sent_price = self._create_body(order, rules)
         known = self._known.get(order.client_order_id)
         if known is None or known.report is None or not _is_open(known.report):
-            self._remember(
-                order.client_order_id,
-                _Known(sent_at=self._now(), tif=order.time_in_force, type=order.type),
-            )
-        answer = await self.rest.create_order(body)
+            known = _Known(sent_at=self._now(), tif=order.time_in_force, type=order.type)
+            self._remember(order.client_order_id, known)
+        try:
+            answer = await self.rest.create_order(body)
+        finally:
+            # the venue stamped the order (if it took it) before this moment, as far as anyone
+            # can tell: reads must cover it before a scan that misses the order means anything
+            known.ended_at = self._now()
         try:
             report = parsing.parse_create(
                 answer, order, sent_price=sent_price, venue=self.name, received_at=self._now()
@@ -199,7 +207,12 @@ class KalshiVenue:
                 report = self._parsed(await self.rest.get_order(known.order_id), known)
             except NotFound:
                 report = None  # not readable yet: the scan and the stream may know more
+        as_of: datetime | None = None
         if report is None:
+            # read before the scan: what the scan then misses was absent as of this time
+            as_of = parsing.parse_time(
+                (await self.rest.user_data_timestamp()).as_of_time, "as_of_time"
+            )
             since = None if known is None else known.sent_at - self.config.clock_skew
             matches = [
                 r for r in await self._scan(symbol, since) if r.client_order_id == client_order_id
@@ -209,18 +222,25 @@ class KalshiVenue:
         if report is None and known is not None and known.report is not None:
             report = known.report  # the answer or the stream saw it; the reads lag
         if report is None:
-            await self._not_visible_yet(client_order_id, known)
+            self._not_visible_yet(client_order_id, known, as_of)
             raise NotFound(f"kalshi has no order {client_order_id!r} on {symbol}")
         self._learn(report)
         if report.filled_quantity > 0 and report.venue_order_id is not None:
             report = await self._with_fills(report)
         return report
 
-    async def _not_visible_yet(self, coid: ClientOrderId, known: _Known | None) -> None:
+    def _not_visible_yet(
+        self, coid: ClientOrderId, known: _Known | None, as_of: datetime | None
+    ) -> None:
         """Raise ``Ambiguous`` while the venue's reads may not show an order sent at all."""
-        as_of = parsing.parse_time((await self.rest.user_data_timestamp()).as_of_time, "as_of_time")
-        sent = self._started if known is None else known.sent_at
-        if as_of is None or as_of < sent + self.config.clock_skew / 30:
+        # An order of an earlier process was placed before this one started; one of ours
+        # before its create call ended, by our clock, which may run behind the venue's by up
+        # to ``read_margin``.
+        if known is None:
+            sent = self._started
+        else:
+            sent = (known.ended_at or self._now()) + self.config.read_margin
+        if as_of is None or as_of < sent:
             raise Ambiguous(
                 f"kalshi reads are current to {as_of}, before order {coid!r} may have been "
                 "placed: not visible yet, look again"
@@ -395,7 +415,11 @@ class KalshiVenue:
             else:
                 held[o.symbol] = held.get(o.symbol, Decimal(0)) + left
         now = self._now()
-        cash = Decimal(balance.balance) / 100
+        cash = (
+            finite(balance.balance_dollars, "balance_dollars")
+            if balance.balance_dollars is not None
+            else Decimal(balance.balance) / 100
+        )
         reports = [
             BalanceReport(
                 venue=self.name,

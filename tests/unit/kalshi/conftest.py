@@ -39,6 +39,9 @@ def key_pair() -> tuple[rsa.RSAPrivateKey, str]:
 def api() -> Iterator[respx.MockRouter]:
     with respx.mock(base_url=REST_URL, assert_all_called=False) as router:
         router.get("/markets/HIGHNY-24JAN01-T60").respond(json=payload("market.json"))
+        router.get("/exchange/user_data_timestamp").respond(
+            json=payload("user_data_timestamp.json")
+        )
         yield router
 
 

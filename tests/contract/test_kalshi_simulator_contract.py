@@ -1,0 +1,249 @@
+"""The venue contract run against the production Kalshi adapter talking to the Kalshi simulator
+over real loopback sockets (RSA-PSS signed, verified with the simulator's own key pair), plus
+the behaviours only Kalshi has: a 409 on a duplicate open client order id is ambiguous (not a
+rejection), reads that lag writes, and lookups by scanning."""
+
+from __future__ import annotations
+
+import contextlib
+from collections.abc import AsyncIterator
+from dataclasses import dataclass
+from datetime import timedelta
+from decimal import Decimal
+
+import httpx
+import pytest
+from pydantic import SecretStr
+
+from engine.domain.types import OrderType, Side, Symbol, TimeInForce, VenueName, VenueOrderStatus
+from engine.exceptions import Ambiguous, AuthFailed, NotFound, RateLimited
+from engine.venues.base import OrderReport, OrderRequest, StreamReconnected, UserEvent
+from engine.venues.binance.stream import StreamSettings
+from engine.venues.kalshi import KalshiConfig, KalshiVenue
+from engine.venues.kalshi.signing import generate_key_pair
+from engine.venues.kalshi_simulator import KalshiSimConfig, KalshiSimHandle, run_kalshi_simulator
+from engine.venues.simulator.faults import FaultPlan
+from tests.contract.venue_contract import (
+    VenueContract,
+    VenueHarness,
+    collecting,
+    new_client_order_id,
+)
+from tests.helpers import eventually
+
+MARKET = Symbol("KXSIM-26DEC31-T50")
+FAST_STREAMS = StreamSettings(backoff_initial_s=0.02, backoff_max_s=0.2, subscribe_timeout_s=5.0)
+
+
+class KalshiMarketDriver:
+    def __init__(self, admin: httpx.AsyncClient) -> None:
+        self._admin = admin
+
+    async def set_quote(self, symbol: Symbol, *, bid: Decimal, ask: Decimal, size: Decimal) -> None:
+        response = await self._admin.post(
+            "/admin/quote",
+            json={"symbol": symbol, "bid": str(bid), "ask": str(ask), "size": str(size)},
+        )
+        if response.status_code != 200:
+            raise AssertionError(f"the simulator refused the quote: {response.text}")
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class Rig:
+    sim: KalshiSimHandle
+    venue: KalshiVenue
+    market: KalshiMarketDriver
+
+
+def adapter_for(
+    sim: KalshiSimHandle, *, pem: str | None = None, timeout_s: float = 5.0
+) -> KalshiVenue:
+    return KalshiVenue(
+        KalshiConfig(
+            key_id=sim.key_id,
+            private_key=SecretStr(pem or sim.private_key_pem),
+            rest_url=sim.rest_url,
+            ws_url=sim.ws_url,
+            venue_name=VenueName("kalshi-sim"),
+            request_timeout_s=timeout_s,
+            stream=FAST_STREAMS,
+            read_margin=timedelta(0),
+        )
+    )
+
+
+@contextlib.asynccontextmanager
+async def kalshi_on_simulator(
+    config: KalshiSimConfig | None = None, *, pem: str | None = None, timeout_s: float = 5.0
+) -> AsyncIterator[Rig]:
+    async with (
+        run_kalshi_simulator(config or KalshiSimConfig(seed=23)) as sim,
+        httpx.AsyncClient(base_url=sim.base_url, timeout=5.0) as admin,
+    ):
+        venue = adapter_for(sim, pem=pem, timeout_s=timeout_s)
+        try:
+            yield Rig(sim=sim, venue=venue, market=KalshiMarketDriver(admin))
+        finally:
+            await venue.close()
+
+
+@contextlib.asynccontextmanager
+async def kalshi_harness() -> AsyncIterator[VenueHarness]:
+    async with kalshi_on_simulator() as rig:
+
+        async def stream_ready(stream: AsyncIterator[UserEvent]) -> None:
+            await eventually(
+                lambda: rig.sim.state.user_subscriptions() >= 1,
+                message="the simulator never saw the user stream subscribe",
+            )
+
+        yield VenueHarness(
+            venue=rig.venue,
+            market=rig.market,
+            symbol=MARKET,
+            price=Decimal("0.50"),
+            quantity=Decimal("4"),
+            stream_ready=stream_ready,
+        )
+
+
+class TestKalshiAdapterOnSimulatorContract(VenueContract):
+    def open_venue(self) -> contextlib.AbstractAsyncContextManager[VenueHarness]:
+        return kalshi_harness()
+
+    async def test_duplicate_client_order_id_of_an_open_order_is_refused_definitively(
+        self, h: VenueHarness
+    ) -> None:
+        """Kalshi's deviation, on purpose: the 409 may be this very order's first attempt, so
+        it is ``Ambiguous`` (look it up), never a rejection; nothing second is placed."""
+        await self.quiet_market(h)
+        price = await self.passive_buy_price(h)
+        t = await self.tick(h)
+        coid = new_client_order_id("dup")
+        await h.venue.submit(self.limit_order(h, coid, Side.BUY, price))
+
+        with pytest.raises(Ambiguous):
+            await h.venue.submit(self.limit_order(h, coid, Side.BUY, price - t))
+
+        same = [o for o in await h.venue.open_orders(h.symbol) if o.client_order_id == coid]
+        assert len(same) == 1
+        assert same[0].limit_price == price
+        assert (await h.venue.find_order(h.symbol, coid)).limit_price == price
+
+
+# ---------------------------------------------------------------------- beyond the contract
+
+
+def faults(*rules: dict[str, object], read_lag_s: float = 0.0) -> KalshiSimConfig:
+    return KalshiSimConfig(seed=23, faults=FaultPlan.from_mapping(rules), read_lag_s=read_lag_s)
+
+
+def resting_bid(label: str) -> OrderRequest:
+    return OrderRequest(
+        client_order_id=new_client_order_id(label),
+        symbol=MARKET,
+        side=Side.BUY,
+        type=OrderType.LIMIT,
+        quantity=Decimal("3"),
+        limit_price=Decimal("0.30"),
+        time_in_force=TimeInForce.GTC,
+    )
+
+
+@pytest.mark.parametrize(
+    ("mode", "timeout_s"), [("close", 5.0), ("hang", 0.5)], ids=["reset", "timeout"]
+)
+async def test_a_create_whose_answer_is_lost_is_ambiguous_and_found_by_scanning(
+    mode: str, timeout_s: float
+) -> None:
+    lost = {"kind": "drop_response", "endpoints": ["POST /portfolio/events/orders"]}
+    config = faults({**lost, "max_count": 1, "mode": mode, "hang_seconds": 10})
+    async with kalshi_on_simulator(config, timeout_s=timeout_s) as rig:
+        order = resting_bid(f"lost-{mode}")
+        with pytest.raises(Ambiguous):
+            await rig.venue.submit(order)
+
+        found = await rig.venue.find_order(MARKET, order.client_order_id)
+
+        assert found.status is VenueOrderStatus.NEW
+        placed = rig.sim.state.venue_orders_by_client_id()[order.client_order_id]
+        assert [found.venue_order_id] == placed
+
+
+async def test_an_order_hidden_by_read_lag_is_ambiguous_until_visible_never_not_found() -> None:
+    lost = {"kind": "drop_response", "endpoints": ["POST /portfolio/events/orders"]}
+    async with kalshi_on_simulator(faults({**lost, "max_count": 1}, read_lag_s=1.0)) as rig:
+        order = resting_bid("lagged")
+        with pytest.raises(Ambiguous):
+            await rig.venue.submit(order)
+
+        with pytest.raises(Ambiguous):
+            await rig.venue.find_order(MARKET, order.client_order_id)
+
+        async def visible() -> bool:
+            try:
+                return (await rig.venue.find_order(MARKET, order.client_order_id)).status is (
+                    VenueOrderStatus.NEW
+                )
+            except Ambiguous:
+                return False
+
+        await eventually(visible, message="the order never became visible")
+
+
+async def test_a_429_without_retry_after_is_rate_limited() -> None:
+    config = faults({"kind": "rate_limit_429", "max_count": 1})
+    async with kalshi_on_simulator(config) as rig:
+        with pytest.raises(RateLimited):
+            await rig.venue.balances()
+        assert (await rig.venue.balances())[0].asset == "USD"
+
+
+async def test_a_5xx_after_accept_is_ambiguous_and_the_order_exists() -> None:
+    rule = {"kind": "http_5xx", "endpoints": ["POST /portfolio/events/orders"], "max_count": 1}
+    async with kalshi_on_simulator(faults({**rule, "after_accept": True})) as rig:
+        order = resting_bid("5xx")
+        with pytest.raises(Ambiguous):
+            await rig.venue.submit(order)
+        assert (await rig.venue.find_order(MARKET, order.client_order_id)).status is (
+            VenueOrderStatus.NEW
+        )
+
+
+async def test_a_wrong_key_is_auth_failed_and_places_nothing() -> None:
+    _, wrong = generate_key_pair()
+    async with kalshi_on_simulator(pem=wrong) as rig:
+        with pytest.raises(AuthFailed):
+            await rig.venue.submit(resting_bid("badsig"))
+        assert rig.sim.state.venue_orders_by_client_id() == {}
+
+
+async def test_user_stream_reconnects_after_a_drop_and_says_so() -> None:
+    async with kalshi_on_simulator() as rig:
+        async with collecting(rig.venue.user_stream()) as events:
+            await eventually(lambda: rig.sim.state.user_subscriptions() >= 1, message="no sub")
+            rig.sim.state.faults.set_plan(
+                FaultPlan.from_mapping([{"kind": "ws_disconnect_user", "max_count": 1}])
+            )
+            missed = await rig.venue.submit(resting_bid("ws-missed"))
+            await eventually(
+                lambda: any(isinstance(e, StreamReconnected) for e in events),
+                message="no StreamReconnected after the drop",
+            )
+            await eventually(lambda: rig.sim.state.user_subscriptions() >= 1, message="no sub")
+            after = await rig.venue.submit(resting_bid("ws-after"))
+            await eventually(
+                lambda: any(
+                    isinstance(e, OrderReport) and e.client_order_id == after.client_order_id
+                    for e in events
+                ),
+                message="nothing on the stream after the reconnect",
+            )
+        found = await rig.venue.find_order(MARKET, missed.client_order_id)
+        assert found.status is VenueOrderStatus.NEW
+
+
+async def test_an_unknown_order_is_not_found_once_reads_are_current() -> None:
+    async with kalshi_on_simulator() as rig:
+        with pytest.raises(NotFound):
+            await rig.venue.find_order(MARKET, new_client_order_id("nothing"))
