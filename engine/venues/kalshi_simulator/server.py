@@ -6,10 +6,14 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import json
+import os
+import shutil
 import signal
 import sys
+import tempfile
 from collections.abc import AsyncIterator
 from dataclasses import dataclass, field
+from pathlib import Path
 
 import uvicorn
 
@@ -79,12 +83,24 @@ async def run_kalshi_simulator(
         await asyncio.gather(serve, return_exceptions=True)
 
 
+def write_key(pem: str) -> Path:
+    """The test private key in a fresh 0600 file: clients read it from there (it never goes to
+    stdout or a log, like any key)."""
+    directory = Path(tempfile.mkdtemp(prefix="kalshi-sim-"))
+    path = directory / "private_key.pem"
+    fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
+    with os.fdopen(fd, "w") as out:
+        out.write(pem)
+    return path
+
+
 def serve_forever(config: KalshiSimConfig, *, host: str = "127.0.0.1", port: int = 0) -> None:
     """Run until SIGINT/SIGTERM; print one JSON line with the URLs, the key id and the path of
-    nothing secret: the test private key is printed too (it is the simulator's, not a user's)."""
+    the test private key generated at start."""
 
     async def main() -> None:
         async with run_kalshi_simulator(config, host, port) as sim:
+            key_path = write_key(sim.private_key_pem)
             print(
                 json.dumps(
                     {
@@ -94,7 +110,7 @@ def serve_forever(config: KalshiSimConfig, *, host: str = "127.0.0.1", port: int
                         "admin_url": f"{sim.base_url}/admin",
                         "port": sim.port,
                         "key_id": sim.key_id,
-                        "private_key_pem": sim.private_key_pem,
+                        "private_key_path": str(key_path),
                         "seed": config.seed,
                     }
                 ),
@@ -105,7 +121,10 @@ def serve_forever(config: KalshiSimConfig, *, host: str = "127.0.0.1", port: int
             for sig in (signal.SIGINT, signal.SIGTERM):
                 with contextlib.suppress(NotImplementedError):
                     loop.add_signal_handler(sig, done.set)
-            await done.wait()
+            try:
+                await done.wait()
+            finally:
+                shutil.rmtree(key_path.parent, ignore_errors=True)
 
     try:
         asyncio.run(main())
