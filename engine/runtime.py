@@ -122,6 +122,14 @@ async def open_venue(
         finally:
             await venue.close()
         return
+    if settings.venue in (VenueKind.KALSHI, VenueKind.KALSHI_SIMULATOR):
+        from engine.venues.kalshi.session import open_kalshi
+
+        async with open_kalshi(settings, symbols) as kalshi:
+            yield VenueSession(
+                venue=kalshi.venue, driver=kalshi.driver, description=kalshi.description
+            )
+        return
     from engine.venues.binance import BinanceConfig, BinanceVenue
 
     if settings.venue is VenueKind.SIMULATOR:

@@ -348,6 +348,14 @@ class KalshiSimApp:
                             "msg": {"channel": channel, "sid": sid},
                         }
                     )
+                if "ticker" in sids:
+                    # the current touch at once, so a subscriber never waits for a move
+                    for ticker in self.state.markets:
+                        if not sub.tickers or ticker in sub.tickers:
+                            msg = self.state.ticker_msg(ticker)
+                            await sub.queue.put(
+                                {"type": "ticker", "sid": sids["ticker"], "msg": msg}
+                            )
 
         reader = asyncio.create_task(commands())
         stop = asyncio.ensure_future(self.stopping.wait())

@@ -145,7 +145,13 @@ class KalshiSimState:
 
     def set_quote(self, ticker: str, *, bid: Decimal, ask: Decimal, size: Decimal) -> None:
         self.core.on_quote(ticker, bid=bid, bid_size=size, ask=ask, ask_size=size, clock=self.clock)
-        msg = {
+        self._publish("ticker", "ticker", self.ticker_msg(ticker), ticker=ticker)
+
+    def ticker_msg(self, ticker: str) -> dict[str, Any]:
+        """The ``ticker`` channel message for the market's current touch."""
+        touch = self.core.touch[ticker]
+        bid, ask, size = touch.bid, touch.ask, touch.bid_size
+        return {
             "market_ticker": ticker,
             "price_dollars": dollars((bid + ask) / 2),
             "yes_bid_dollars": dollars(bid),
@@ -155,7 +161,6 @@ class KalshiSimState:
             "ts": self.clock() // 1000,
             "ts_ms": self.clock(),
         }
-        self._publish("ticker", "ticker", msg, ticker=ticker)
 
     # -- wire shapes ----------------------------------------------------------------------------
 
