@@ -88,6 +88,8 @@ def parse_time(text: str | None, what: str) -> datetime | None:
         raise MalformedMessage(f"{what} is not an RFC 3339 time: {text[:40]!r}") from None
     if parsed.tzinfo is None:
         raise MalformedMessage(f"{what} has no time zone: {text[:40]!r}")
+    # the same 2000..2100 bounds as epoch timestamps (validation.ms_timestamp)
+    ms_timestamp(int(parsed.timestamp()) * 1000, what)
     return parsed.astimezone(UTC)
 
 
