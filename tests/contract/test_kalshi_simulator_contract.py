@@ -247,3 +247,32 @@ async def test_an_unknown_order_is_not_found_once_reads_are_current() -> None:
     async with kalshi_on_simulator() as rig:
         with pytest.raises(NotFound):
             await rig.venue.find_order(MARKET, new_client_order_id("nothing"))
+
+
+async def test_find_order_answers_from_the_user_stream_while_reads_still_lag() -> None:
+    """A process that did not send the order (as after a restart) but whose ``user_orders``
+    stream saw it answers a lookup from that evidence; without it the lag makes it ambiguous."""
+    async with kalshi_on_simulator(faults(read_lag_s=30.0)) as rig:
+        other = adapter_for(rig.sim)
+        blind = adapter_for(rig.sim)
+        try:
+            async with collecting(other.user_stream()) as events:
+                await eventually(lambda: rig.sim.state.user_subscriptions() >= 1, message="sub")
+                order = resting_bid("stream-seen")
+                await rig.venue.submit(order)
+                await eventually(
+                    lambda: any(isinstance(e, OrderReport) for e in events),
+                    message="the stream never showed the order",
+                )
+
+                found = await other.find_order(MARKET, order.client_order_id)
+
+                assert found.status is VenueOrderStatus.NEW
+                assert [found.venue_order_id] == rig.sim.state.venue_orders_by_client_id()[
+                    order.client_order_id
+                ]
+                with pytest.raises(Ambiguous):
+                    await blind.find_order(MARKET, order.client_order_id)
+        finally:
+            await other.close()
+            await blind.close()

@@ -98,7 +98,8 @@ class _Known:
     """What this process knows of one of its client order ids."""
 
     sent_at: datetime
-    tif: TimeInForce
+    #: ``None`` for an order this process did not send (seen on the stream)
+    tif: TimeInForce | None
     type: OrderType
     #: when the create call came back (answer, error or timeout)
     ended_at: datetime | None = None
@@ -488,6 +489,11 @@ class KalshiVenue:
             event = decode_user(frame, venue=self.name, received_at=self._now())
             if isinstance(event, OrderReport):
                 known = self._known.get(event.client_order_id)
+                if known is None and event.client_order_id:
+                    # an order of an earlier process (or placed while we were away): what the
+                    # stream says is evidence a lookup can use while the reads lag behind
+                    known = _Known(sent_at=event.venue_ts or self._now(), tif=None, type=event.type)
+                    self._remember(event.client_order_id, known)
                 if known is not None:
                     # the message has no time in force; ours says whether a cancel is an expiry
                     status = parsing.venue_status(
