@@ -139,3 +139,45 @@ async def test_a_lost_create_answer_is_found_by_scanning_and_never_submitted_twi
         assert [order.venue_order_id] == sim.state.venue_orders_by_client_id()[coid]
         assert sim.state.submissions.count(coid) == 1
         await engine.venue.close()
+
+
+async def test_many_lost_creates_are_settled_by_one_listing_of_the_market(
+    db_engine: AsyncEngine,
+) -> None:
+    """Bulk recovery: ``orders_since`` (the Kalshi scan) settles every unresolved order of a
+    market it lists, without a lookup each and without sending any of them again."""
+    lost = {"kind": "drop_response", "endpoints": ["POST /portfolio/events/orders"]}
+    config = KalshiSimConfig(seed=6, faults=FaultPlan.from_mapping([{**lost, "max_count": 6}]))
+    async with run_kalshi_simulator(config) as sim:
+        engine = await start_engine(db_engine, sim)
+        intents = [
+            Buy(
+                key=DecisionKey(
+                    strategy_id=STRATEGY, symbol=MARKET, interval_key=f"b{i}", side=Side.BUY
+                ),
+                reason="ladder",
+                md_ts=utc_now(),
+                quantity=Decimal("2"),
+                limit_price=Decimal("0.2") + Decimal("0.01") * i,
+                time_in_force=TimeInForce.GTC,
+            )
+            for i in range(6)
+        ]
+        await engine.execution.process(intents)
+        coids = [client_order_id(PREFIX, i.key) for i in intents]
+        for coid in coids:
+            order = await engine.ledger.orders.get(coid)
+            assert order is not None
+            assert order.state is OrderState.UNKNOWN
+
+        sim.state.requests.clear()
+        await engine.execution.resolve_unresolved()
+
+        for coid in coids:
+            order = await engine.ledger.orders.get(coid)
+            assert order is not None
+            assert order.state is OrderState.OPEN
+            assert [order.venue_order_id] == sim.state.venue_orders_by_client_id()[coid]
+        assert all(sim.state.submissions.count(c) == 1 for c in coids)
+        assert sim.state.requests["GET /portfolio/orders"] == 1  # one listing, no scan each
+        await engine.venue.close()

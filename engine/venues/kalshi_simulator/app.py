@@ -111,6 +111,7 @@ class KalshiSimApp:
             if not self.authentic(request.headers, method, path):
                 return error(401, "authentication_error", "invalid signature or key")
             short = path.removeprefix(PREFIX)
+            self.state.requests[f"{method} {short}"] += 1
             faults = self.state.faults
             slow = faults.roll(FaultKind.LATENCY, method=method, path=short)
             if slow is not None:

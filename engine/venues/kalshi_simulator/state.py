@@ -9,6 +9,7 @@ import asyncio
 import random
 import time
 import uuid
+from collections import Counter
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
@@ -106,6 +107,8 @@ class KalshiSimState:
         self.fill_uuid: dict[tuple[str, int], str] = {}
         #: every create attempt's client order id, accepted or not
         self.submissions: list[str] = []
+        #: authenticated REST requests per "METHOD /path" (without the /trade-api/v2 prefix)
+        self.requests: Counter[str] = Counter()
         self.subscribers: list[Subscriber] = []
         self._next_sid = 1
         for m in config.markets:
