@@ -17,7 +17,13 @@ from pydantic import SecretStr
 
 from engine.domain.types import OrderType, Side, Symbol, TimeInForce, VenueName, VenueOrderStatus
 from engine.exceptions import Ambiguous, AuthFailed, NotFound, RateLimited
-from engine.venues.base import OrderReport, OrderRequest, StreamReconnected, UserEvent
+from engine.venues.base import (
+    FillReport,
+    OrderReport,
+    OrderRequest,
+    StreamReconnected,
+    UserEvent,
+)
 from engine.venues.binance.stream import StreamSettings
 from engine.venues.kalshi import KalshiConfig, KalshiVenue
 from engine.venues.kalshi.signing import generate_key_pair
@@ -276,3 +282,34 @@ async def test_find_order_answers_from_the_user_stream_while_reads_still_lag() -
         finally:
             await other.close()
             await blind.close()
+
+
+async def test_duplicated_and_reordered_stream_messages_pass_through_as_they_come() -> None:
+    """The adapter passes repeats and late messages on (the ledger deduplicates by trade id);
+    what the stream says in the end matches the REST fills."""
+    config = faults(
+        {"kind": "duplicate_execution_report", "probability": 0.5},
+        {"kind": "reorder_execution_report", "probability": 0.3},
+    )
+    async with kalshi_on_simulator(config) as rig:
+        async with collecting(rig.venue.user_stream()) as events:
+            await eventually(lambda: rig.sim.state.user_subscriptions() >= 1, message="sub")
+            for i in range(4):
+                order = OrderRequest(
+                    client_order_id=new_client_order_id(f"dupre{i}"),
+                    symbol=MARKET,
+                    side=Side.BUY,
+                    type=OrderType.LIMIT,
+                    quantity=Decimal("1"),
+                    limit_price=Decimal("0.47"),  # takes the ask: one fill each
+                )
+                await rig.venue.submit(order)
+            rest = {f.trade_id for f in await rig.venue.trades_since(MARKET, None)}
+
+            def streamed() -> list[str]:
+                return [e.trade_id for e in events if isinstance(e, FillReport)]
+
+            await eventually(lambda: set(streamed()) == rest, message="stream fills differ")
+        counts = rig.sim.state.fault_counts()
+        assert counts.get("duplicate_execution_report", 0) > 0
+        assert len(streamed()) > len(rest)

@@ -1,8 +1,9 @@
 """Settings of the Kalshi-protocol simulator: its markets, the account, the fees, read lag and
 faults. Faults reuse the Binance simulator's seeded plan (``latency``, ``drop_response``,
 ``http_5xx``, ``rate_limit_429`` - answered Kalshi's way, without ``Retry-After`` -,
-``ws_disconnect_user``); read lag and the 409 on a duplicate open client order id are the venue's
-own behaviour, not faults."""
+``ws_disconnect_user``, and ``duplicate_execution_report`` / ``reorder_execution_report`` for
+``fill`` and ``user_order`` messages sent twice or after the next one); read lag and the 409 on
+a duplicate open client order id are the venue's own behaviour, not faults."""
 
 from __future__ import annotations
 

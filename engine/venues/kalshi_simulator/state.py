@@ -70,6 +70,8 @@ class Subscriber:
     queue: asyncio.Queue[dict[str, Any] | None] = field(default_factory=asyncio.Queue)
     sids: dict[str, int] = field(default_factory=dict)
     tickers: set[str] = field(default_factory=set)
+    #: user messages a reorder fault holds back until the next one has gone out
+    held: list[dict[str, Any]] = field(default_factory=list)
 
 
 class KalshiSimState:
@@ -274,11 +276,22 @@ class KalshiSimState:
             sid = sub.sids.get(channel)
             if sid is None or (sub.tickers and ticker not in sub.tickers):
                 continue
-            if channel != "ticker" and self.faults.roll(FaultKind.WS_DISCONNECT_USER):
+            item = {"type": kind, "sid": sid, "msg": msg}
+            if channel == "ticker":
+                sub.queue.put_nowait(item)
+                continue
+            if self.faults.roll(FaultKind.WS_DISCONNECT_USER):
                 self.unsubscribe(sub)
                 sub.queue.put_nowait(None)  # the connection drops; this event never reaches it
                 continue
-            sub.queue.put_nowait({"type": kind, "sid": sid, "msg": msg})
+            if self.faults.roll(FaultKind.REORDER_EXECUTION_REPORT):
+                sub.held.append(item)  # goes out after the next user message
+                continue
+            sub.queue.put_nowait(item)
+            if self.faults.roll(FaultKind.DUPLICATE_EXECUTION_REPORT):
+                sub.queue.put_nowait(item)
+            while sub.held:
+                sub.queue.put_nowait(sub.held.pop(0))
 
     def _on_event(self, event: Event[int]) -> None:
         if isinstance(event, Accepted | Closed | Filled):
