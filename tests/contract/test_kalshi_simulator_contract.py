@@ -7,7 +7,7 @@ from __future__ import annotations
 
 import contextlib
 from collections.abc import AsyncIterator
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from datetime import timedelta
 from decimal import Decimal
 
@@ -26,6 +26,7 @@ from engine.venues.base import (
 )
 from engine.venues.binance.stream import StreamSettings
 from engine.venues.kalshi import KalshiConfig, KalshiVenue
+from engine.venues.kalshi.ratelimit import Tier
 from engine.venues.kalshi.signing import generate_key_pair
 from engine.venues.kalshi_simulator import KalshiSimConfig, KalshiSimHandle, run_kalshi_simulator
 from engine.venues.simulator.faults import FaultPlan
@@ -313,3 +314,24 @@ async def test_duplicated_and_reordered_stream_messages_pass_through_as_they_com
         counts = rig.sim.state.fault_counts()
         assert counts.get("duplicate_execution_report", 0) > 0
         assert len(streamed()) > len(rest)
+
+
+async def test_the_adapter_paces_itself_to_its_tier_and_the_venue_refuses_a_faster_one() -> None:
+    tiny = Tier(read_per_s=1000.0, write_per_s=20.0, burst_s=1.0)  # 2 creates a second
+    config = KalshiSimConfig(seed=23, tier=tiny)
+    async with kalshi_on_simulator(config) as rig:
+        paced = KalshiVenue(replace(rig.venue.config, tier=tiny))
+        try:
+            for i in range(5):
+                await paced.submit(resting_bid(f"paced{i}"))
+        finally:
+            await paced.close()
+        assert rig.sim.state.fault_counts().get("rate_limited", 0) == 0
+
+        async def eager() -> None:  # the rig's adapter assumes the default tier
+            for i in range(8):
+                await rig.venue.submit(resting_bid(f"eager{i}"))
+
+        with pytest.raises(RateLimited):
+            await eager()
+        assert rig.sim.state.fault_counts()["rate_limited"] == 1

@@ -25,10 +25,15 @@ class Tier:
     read_per_s: float = 200.0
     write_per_s: float = 100.0
     burst_s: float = 1.0
+    #: the share of the budget we allow ourselves: requests reach the venue with jitter, so
+    #: two sent a refill apart may arrive closer than that
+    headroom: float = 0.8
 
     def __post_init__(self) -> None:
         if self.read_per_s <= 0 or self.write_per_s <= 0 or self.burst_s <= 0:
             raise ConfigError("kalshi rate tier budgets must be > 0")
+        if not 0 < self.headroom <= 1:
+            raise ConfigError("kalshi rate tier headroom must be in (0, 1]")
 
 
 class TokenBucket:
@@ -67,6 +72,14 @@ class TokenBucket:
                 return
             await self._sleep((cost - self._tokens) / self.rate)
 
+    def try_take(self, cost: float) -> bool:
+        """Spend ``cost`` tokens if they are there (the venue's side: refuse, never wait)."""
+        self._refill()
+        if self._tokens < cost:
+            return False
+        self._tokens -= cost
+        return True
+
     def drain(self) -> None:
         """The venue said 429: assume the bucket is empty there."""
         self._refill()
@@ -74,19 +87,23 @@ class TokenBucket:
 
 
 class KalshiBudget:
-    """The read and the write bucket of one API key."""
+    """The read and the write bucket of one API key, at ``headroom`` of the tier (the tier's
+    own by default; the simulator enforces the whole tier)."""
 
     def __init__(
         self,
         tier: Tier | None = None,
         *,
+        headroom: float | None = None,
         clock: Callable[[], float] = time.monotonic,
         sleep: Callable[[float], Awaitable[None]] = asyncio.sleep,
     ) -> None:
         self.tier = tier or Tier()
         t = self.tier
-        self.read = TokenBucket(t.read_per_s, t.read_per_s * t.burst_s, clock=clock, sleep=sleep)
-        self.write = TokenBucket(t.write_per_s, t.write_per_s * t.burst_s, clock=clock, sleep=sleep)
+        share = t.headroom if headroom is None else headroom
+        read, write = t.read_per_s * share, t.write_per_s * share
+        self.read = TokenBucket(read, read * t.burst_s, clock=clock, sleep=sleep)
+        self.write = TokenBucket(write, write * t.burst_s, clock=clock, sleep=sleep)
 
     def bucket(self, *, write: bool) -> TokenBucket:
         return self.write if write else self.read

@@ -22,6 +22,7 @@ from starlette.types import Receive, Scope, Send
 from starlette.websockets import WebSocket, WebSocketDisconnect
 
 from engine.domain.types import OrderType, Side, TimeInForce
+from engine.venues.kalshi.ratelimit import CANCEL_COST, DEFAULT_COST
 from engine.venues.kalshi.signing import (
     KEY_HEADER,
     SIGNATURE_HEADER,
@@ -118,6 +119,9 @@ class KalshiSimApp:
                 await self._sleep(float(slow.param("seconds", 0.2)))
             if faults.roll(FaultKind.RATE_LIMIT_429, method=method, path=short) is not None:
                 return JSONResponse({"error": "too many requests"}, status_code=429)
+            if not self._within_budget(method, short):
+                faults.count("rate_limited")
+                return JSONResponse({"error": "too many requests"}, status_code=429)
             fivexx = faults.roll(FaultKind.HTTP_5XX, method=method, path=short)
             if fivexx is not None and not fivexx.param("after_accept", False):
                 return error(int(fivexx.param("status", 503)), "internal_error", "unavailable")
@@ -133,6 +137,14 @@ class KalshiSimApp:
             return response
 
         return endpoint
+
+    def _within_budget(self, method: str, path: str) -> bool:
+        budget = self.state.budget
+        if budget is None:
+            return True
+        write = path.startswith("/portfolio/events/orders") and method in ("POST", "DELETE")
+        cost = CANCEL_COST if method == "DELETE" else DEFAULT_COST
+        return budget.bucket(write=write).try_take(cost)
 
     async def _sleep(self, seconds: float) -> None:
         with contextlib.suppress(TimeoutError):

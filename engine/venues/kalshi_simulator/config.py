@@ -12,6 +12,7 @@ from decimal import ROUND_CEILING, Decimal
 
 from engine.domain.types import Liquidity
 from engine.exceptions import ConfigError
+from engine.venues.kalshi.ratelimit import Tier
 from engine.venues.simulator.faults import FaultPlan
 
 DEFAULT_KEY_ID = "sim-kalshi-key"
@@ -63,6 +64,9 @@ class KalshiSimConfig:
     read_lag_s: float = 0.0
     #: how far a request's timestamp may be from the simulator's clock
     max_skew_s: float = 30.0
+    #: the account's read/write token buckets; ``None`` enforces none (a 429 is then only a
+    #: fault). Most requests cost 10 tokens, a cancel 2, as on the venue.
+    tier: Tier | None = None
     faults: FaultPlan = field(default_factory=FaultPlan)
 
     def __post_init__(self) -> None:

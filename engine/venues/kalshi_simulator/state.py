@@ -17,6 +17,7 @@ from decimal import Decimal
 from typing import Any
 
 from engine.domain.types import Liquidity, Side, VenueOrderStatus
+from engine.venues.kalshi.ratelimit import KalshiBudget
 from engine.venues.kalshi_simulator.config import KalshiSimConfig
 from engine.venues.matching import (
     Accepted,
@@ -111,6 +112,7 @@ class KalshiSimState:
         self.submissions: list[str] = []
         #: authenticated REST requests per "METHOD /path" (without the /trade-api/v2 prefix)
         self.requests: Counter[str] = Counter()
+        self.budget = None if config.tier is None else KalshiBudget(config.tier, headroom=1.0)
         self.subscribers: list[Subscriber] = []
         self._next_sid = 1
         for m in config.markets:
