@@ -335,3 +335,33 @@ async def test_the_adapter_paces_itself_to_its_tier_and_the_venue_refuses_a_fast
         with pytest.raises(RateLimited):
             await eager()
         assert rig.sim.state.fault_counts()["rate_limited"] == 1
+
+
+async def test_a_scan_showing_only_an_older_order_of_the_same_client_id_does_not_win() -> None:
+    """Client order ids are unique among open orders only: while the reads lag, a scan may show
+    the filled first order and not the second one; the lookup answers with the second."""
+    async with kalshi_on_simulator(faults(read_lag_s=0.5)) as rig:
+        coid = new_client_order_id("reuse-lag")
+        taker = OrderRequest(
+            client_order_id=coid,
+            symbol=MARKET,
+            side=Side.BUY,
+            type=OrderType.LIMIT,
+            quantity=Decimal("1"),
+            limit_price=Decimal("0.47"),
+        )
+        first = await rig.venue.submit(taker)
+        assert first.status is VenueOrderStatus.FILLED
+        await eventually(
+            lambda: any(
+                o["order_id"] == first.venue_order_id
+                for o in rig.sim.state.listed_orders(ticker=MARKET, status=None, min_ts=None)
+            ),
+            message="the first order never became visible",
+        )
+        second = await rig.venue.submit(replace(taker, limit_price=Decimal("0.30")))
+
+        found = await rig.venue.find_order(MARKET, coid)
+
+        assert found.venue_order_id == second.venue_order_id
+        assert found.status is VenueOrderStatus.NEW

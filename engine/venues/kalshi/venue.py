@@ -220,8 +220,14 @@ class KalshiVenue:
             ]
             # the newest order with this client id, as a lookup by id would answer
             report = matches[-1] if matches else None
-        if report is None and known is not None and known.report is not None:
-            report = known.report  # the answer or the stream saw it; the reads lag
+        if (
+            known is not None
+            and known.report is not None
+            and (report is None or report.venue_order_id != known.report.venue_order_id)
+        ):
+            # the answer or the stream saw our latest order under this id; the reads lag (a
+            # scan may only show an older order that had the same client order id)
+            report = known.report
         if report is None:
             self._not_visible_yet(client_order_id, known, as_of)
             raise NotFound(f"kalshi has no order {client_order_id!r} on {symbol}")
@@ -540,15 +546,21 @@ class KalshiVenue:
         known = self._known.get(report.client_order_id)
         if known is None:
             return
+        current = known.report
         if (
-            known.order_id is not None
-            and report.venue_order_id != known.order_id
-            and known.report is not None
-            and _is_open(known.report)
+            current is not None
+            and current.venue_order_id != report.venue_order_id
+            and _updated(report) < _updated(current)
         ):
-            return  # an older order with the same client id; ours is the open one
+            # another order under the same client id (unique among open orders only): the one
+            # updated last is the newer, as the older closed before the newer was placed
+            return
         known.order_id = report.venue_order_id
         known.report = report
+
+
+def _updated(report: OrderReport) -> datetime:
+    return report.venue_ts or report.received_at
 
 
 def _is_open(report: OrderReport) -> bool:
