@@ -49,6 +49,8 @@ def simulator(
     if port:
         _check_port_free(port)
     if protocol == "kalshi":
+        if config is not None or restore is not None:
+            fail("--config and --restore are for the binance simulator, not --protocol kalshi")
         _kalshi_simulator(port=port, seed=seed, faults=faults, read_lag=read_lag)
         return
 
