@@ -328,10 +328,12 @@ class KalshiVenue:
         """Our fills on ``symbol`` after ``after_trade_id``, oldest first, at most ``limit``.
 
         Kalshi fill ids are UUIDs with no order, and ``GET /portfolio/fills`` lists newest
-        first: the listing is read back until ``after_trade_id`` shows up, and what came after
-        it is returned, plus fills sharing its timestamp (the ledger skips repeats by trade id;
-        this keeps a fill listed next to it in the same instant from being missed). Fills carry
-        no client order id; it is filled in from the orders (read by venue id when unknown).
+        first: the listing is read back until ``after_trade_id`` shows up and what the venue
+        lists after it is returned ("after" is the venue's order, not the id's). An id the
+        listing no longer has (past the historical cutoff) returns everything; the ledger skips
+        repeats by trade id. Each call reads from the newest fill back to the anchor, so paging
+        through many new fills costs a read per page per call. Fills carry no client order id;
+        it is filled in from the orders (read by venue id when unknown).
         """
         newest_first: list[FillReport] = []
         anchor: FillReport | None = None
@@ -354,11 +356,7 @@ class KalshiVenue:
             if anchor is not None or not page.cursor or not page.fills:
                 break
             cursor = page.cursor
-        if anchor is not None:
-            later = [f for f in newest_first if f.venue_ts >= anchor.venue_ts]
-        else:
-            later = newest_first
-        fills = list(reversed(later))[:limit]
+        fills = list(reversed(newest_first))[:limit]
         return [await self._attributed(f) for f in fills]
 
     async def _attributed(self, fill: FillReport) -> FillReport:
