@@ -16,7 +16,7 @@ import pytest
 from pydantic import SecretStr
 
 from engine.domain.types import OrderType, Side, Symbol, TimeInForce, VenueName, VenueOrderStatus
-from engine.exceptions import Ambiguous, AuthFailed, NotFound, RateLimited
+from engine.exceptions import Ambiguous, AuthFailed, Definitive, NotFound, RateLimited
 from engine.venues.base import (
     FillReport,
     OrderReport,
@@ -365,3 +365,30 @@ async def test_a_scan_showing_only_an_older_order_of_the_same_client_id_does_not
 
         assert found.venue_order_id == second.venue_order_id
         assert found.status is VenueOrderStatus.NEW
+
+
+async def test_a_market_that_closes_cancels_resting_orders_and_refuses_new_ones() -> None:
+    async with kalshi_on_simulator() as rig:
+        resting = await rig.venue.submit(resting_bid("before-close"))
+        admin = httpx.AsyncClient(base_url=rig.sim.base_url)
+        async with admin:
+            closed = await admin.post("/admin/close_market", json={"ticker": MARKET})
+        assert closed.json() == {"canceled": 1}
+
+        found = await rig.venue.find_order(MARKET, resting.client_order_id)
+        assert found.status is VenueOrderStatus.CANCELED  # venue evidence, not a guess
+        with pytest.raises(Definitive):
+            await rig.venue.submit(resting_bid("after-close"))
+        assert len(rig.sim.state.venue_orders_by_client_id()) == 1
+
+
+async def test_maintenance_refuses_new_orders_definitively_but_lets_cancels_through() -> None:
+    async with kalshi_on_simulator() as rig:
+        resting = await rig.venue.submit(resting_bid("before-pause"))
+        rig.sim.state.maintenance = True
+
+        with pytest.raises(Definitive):
+            await rig.venue.submit(resting_bid("during-pause"))
+        canceled = await rig.venue.cancel(MARKET, resting.client_order_id)
+
+        assert canceled.status is VenueOrderStatus.CANCELED

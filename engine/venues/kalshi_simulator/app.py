@@ -88,6 +88,8 @@ class KalshiSimApp:
             Route(f"{PREFIX}/exchange/user_data_timestamp", ep(self.user_data_ts), methods=["GET"]),
             Route("/admin/quote", self.admin_quote, methods=["POST"]),
             Route("/admin/state", self.admin_state, methods=["GET"]),
+            Route("/admin/close_market", self.admin_close_market, methods=["POST"]),
+            Route("/admin/maintenance", self.admin_maintenance, methods=["POST"]),
             WebSocketRoute(WS_PATH, self.websocket),
         ]
         self.starlette = Starlette(routes=routes)
@@ -187,6 +189,10 @@ class KalshiSimApp:
         ticker = str(body.get("ticker", ""))
         if ticker not in self.state.markets:
             raise VenueRefusal(404, "market_not_found", f"no market {ticker}")
+        if self.state.status[ticker] != "active":
+            raise VenueRefusal(400, "market_closed", f"market {ticker} is closed")
+        if self.state.maintenance:
+            raise VenueRefusal(400, "exchange_paused", "trading is paused for maintenance")
         if coid and not _COID.match(coid):
             raise VenueRefusal(400, "invalid_parameters", "client_order_id")
         side = {"bid": Side.BUY, "ask": Side.SELL}.get(str(body.get("side")))
@@ -229,6 +235,8 @@ class KalshiSimApp:
     async def cancel(self, request: Request) -> Response:
         core_id = self.state.order_by_uuid.get(request.path_params["order_id"])
         order = None if core_id is None else self.state.core.orders[core_id]
+        if order is not None and self.state.status[order.symbol] != "active":
+            raise VenueRefusal(400, "market_closed", f"market {order.symbol} is closed")
         if order is None or not order.is_open:
             raise VenueRefusal(404, "not_found", "no open order with this id")
         left = order.remaining
@@ -304,7 +312,7 @@ class KalshiSimApp:
                     "ticker": spec.ticker,
                     "event_ticker": spec.event_ticker,
                     "market_type": "binary",
-                    "status": "active",
+                    "status": self.state.status[spec.ticker],
                     "close_time": spec.close_time,
                     "yes_bid_dollars": dollars(touch.bid if touch else spec.bid),
                     "yes_ask_dollars": dollars(touch.ask if touch else spec.ask),
@@ -328,6 +336,16 @@ class KalshiSimApp:
         bid, ask, size = (v for v in values if v is not None)
         self.state.set_quote(ticker, bid=bid, ask=ask, size=size)
         return JSONResponse({"ok": True})
+
+    async def admin_close_market(self, request: Request) -> Response:
+        ticker = str((await _json(request)).get("ticker", ""))
+        if ticker not in self.state.markets:
+            return error(404, "not_found", "market not found")
+        return JSONResponse({"canceled": self.state.close_market(ticker)})
+
+    async def admin_maintenance(self, request: Request) -> Response:
+        self.state.maintenance = bool((await _json(request)).get("on", False))
+        return JSONResponse({"maintenance": self.state.maintenance})
 
     async def admin_state(self, request: Request) -> Response:
         return JSONResponse(self.state.ground_truth())

@@ -81,6 +81,10 @@ class KalshiSimState:
         self.clock = clock
         self._rng = random.Random(f"kalshi-sim:{config.seed}")
         self.markets = {m.ticker: m for m in config.markets}
+        #: each market's lifecycle status (``active`` / ``closed``)
+        self.status: dict[str, str] = dict.fromkeys(self.markets, "active")
+        #: the weekly maintenance window: new orders refused, cancels allowed
+        self.maintenance = False
         instruments = [
             InstrumentSpec(
                 symbol=m.ticker,
@@ -168,6 +172,15 @@ class KalshiSimState:
             "ts": self.clock() // 1000,
             "ts_ms": self.clock(),
         }
+
+    def close_market(self, ticker: str) -> int:
+        """The market closes: its resting orders are canceled (and say so on the stream), and
+        every order operation on it is refused from now on. Returns how many were canceled."""
+        self.status[ticker] = "closed"
+        resting = self.core.open_orders(ticker)
+        for order in resting:
+            self.core.cancel(order.order_id, clock=self.clock)
+        return len(resting)
 
     # -- wire shapes ----------------------------------------------------------------------------
 
