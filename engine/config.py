@@ -24,6 +24,13 @@ class VenueKind(StrEnum):
     PAPER = "paper"  #: in-process paper venue (no sockets)
     SIMULATOR = "simulator"  #: the built-in Binance-protocol simulator on loopback, via the adapter
     BINANCE = "binance"  #: a real Binance endpoint (testnet or production)
+    KALSHI = "kalshi"  #: Kalshi's Trade API v2 (demo unless TRADECTL_KALSHI_ENVIRONMENT=production)
+    KALSHI_SIMULATOR = "kalshi_simulator"  #: the built-in Kalshi-protocol simulator on loopback
+
+
+class KalshiEnvironment(StrEnum):
+    DEMO = "demo"
+    PRODUCTION = "production"
 
 
 class LogFormat(StrEnum):
@@ -97,6 +104,15 @@ class Settings(BaseSettings):
     binance_stream_url: str = "wss://stream.testnet.binance.vision"
     binance_api_key: SecretStr | None = None
     binance_api_secret: SecretStr | None = None
+
+    #: demo (separate keys, play money) unless production is asked for by name
+    kalshi_environment: KalshiEnvironment = KalshiEnvironment.DEMO
+    kalshi_key_id: SecretStr | None = None
+    #: the RSA private key as PEM text, or a path to a PEM file (one of the two)
+    kalshi_private_key: SecretStr | None = None
+    kalshi_private_key_path: Path | None = None
+    #: seconds the built-in Kalshi simulator hides a write from reads
+    kalshi_read_lag_s: float = Field(default=0.5, ge=0)
 
     @field_validator("order_id_prefix")
     @classmethod

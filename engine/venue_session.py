@@ -1,6 +1,6 @@
 """The venue an engine trades on, opened from the settings: the paper venue, the built-in
-Binance-protocol simulator (the demo exchange kept in the data dir) or Binance itself, with the
-venue's metrics labelled by the account it trades for."""
+Binance-protocol simulator (the demo exchange kept in the data dir), Binance itself, or Kalshi
+(or its simulator), with the venue's metrics labelled by the account it trades for."""
 
 from __future__ import annotations
 
@@ -70,6 +70,21 @@ async def open_venue(
             )
         finally:
             await venue.close()
+        return
+    if settings.venue in (VenueKind.KALSHI, VenueKind.KALSHI_SIMULATOR):
+        from engine.venues.kalshi.session import open_kalshi
+
+        metrics = VenueMetrics(
+            account=settings.account,
+            venue="kalshi" if settings.venue is VenueKind.KALSHI else "kalshi-simulator",
+        )
+        async with open_kalshi(settings, symbols, metrics) as kalshi:
+            yield VenueSession(
+                venue=kalshi.venue,
+                metrics=metrics,
+                driver=kalshi.driver,
+                description=kalshi.description,
+            )
         return
     from engine.venues.binance import BinanceConfig, BinanceVenue
 

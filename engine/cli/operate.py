@@ -243,7 +243,7 @@ def _operate(
                     f"request {request.id} was not handled within {timeout:g}s; it stays queued "
                     "and the engine runs it when it can (see table operator_requests)"
                 )
-            if config.venue is not VenueKind.BINANCE:
+            if config.venue not in (VenueKind.BINANCE, VenueKind.KALSHI):
                 # The simulator and the paper venue live inside `tradectl run`: a fresh one
                 # here would know none of the ledger's orders. The next engine start runs it.
                 raise TradectlError(

@@ -28,17 +28,31 @@ def simulator(
         ),
     ] = None,
     restore: Annotated[Path | None, typer.Option(help="Start from a state snapshot.")] = None,
+    protocol: Annotated[
+        str, typer.Option(help="Exchange protocol: binance or kalshi (Trade API v2).")
+    ] = "binance",
+    read_lag: Annotated[
+        float, typer.Option(help="kalshi: seconds orders and fills stay invisible to reads.")
+    ] = 0.0,
 ) -> None:
-    """Run the Binance-protocol exchange simulator on loopback until Ctrl-C.
+    """Run an exchange simulator (Binance or Kalshi protocol) on loopback until Ctrl-C.
 
-    Prints one JSON line with its URLs once it listens.
+    Prints one JSON line with its URLs once it listens (kalshi: also the key id and the test
+    private key generated at start, which clients sign with).
     """
     import dataclasses
 
     if not 0 <= port <= 65535:
         fail(f"--port {port} is not a port (0-65535; 0 picks a free one)")
+    if protocol not in ("binance", "kalshi"):
+        fail(f"--protocol {protocol!r}: expected binance or kalshi")
     if port:
         _check_port_free(port)
+    if protocol == "kalshi":
+        if config is not None or restore is not None:
+            fail("--config and --restore are for the binance simulator, not --protocol kalshi")
+        _kalshi_simulator(port=port, seed=seed, faults=faults, read_lag=read_lag)
+        return
 
     from engine.demo import standalone_config
     from engine.venues.simulator import FaultPlan, SimulatorConfig, serve_forever
@@ -49,6 +63,16 @@ def simulator(
         if faults is not None:
             sim_config = dataclasses.replace(sim_config, faults=FaultPlan.load(faults))
         serve_forever(sim_config, host="127.0.0.1", port=port, restore_from=restore)
+
+
+def _kalshi_simulator(*, port: int, seed: int, faults: Path | None, read_lag: float) -> None:
+    from engine.venues.kalshi_simulator import KalshiSimConfig, serve_forever
+    from engine.venues.simulator import FaultPlan
+
+    with guard():
+        plan = FaultPlan.load(faults) if faults is not None else FaultPlan()
+        config = KalshiSimConfig(seed=seed, faults=plan, read_lag_s=read_lag)
+        serve_forever(config, host="127.0.0.1", port=port)
 
 
 def _check_port_free(port: int) -> None:

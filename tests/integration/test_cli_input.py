@@ -19,6 +19,7 @@ from tests.helpers import ROOT, tradectl
 
 SECRET = "s3cret-pw"
 EXAMPLE = str(ROOT / "strategies" / "example.toml")
+KALSHI_SIM = ["simulator", "--protocol", "kalshi"]
 STRATEGIES = "TRADECTL_STRATEGIES_FILE"
 BACKTEST = ["backtest", "--strategy", "sma_cross", "--data"]
 OHLCV = str(ROOT / "tests" / "resources" / "ohlcv" / "btcusdt_1d.csv")
@@ -93,6 +94,10 @@ CASES: list[tuple[str, list[str], dict[str, str]]] = [
     ("simulator-restore-binary", ["simulator", "--restore", "{bin}"], {}),
     ("simulator-port-out-of-range", ["simulator", "--port", "70000"], {}),
     ("simulator-port-in-use", ["simulator", "--port", "{busy_port}"], {}),
+    ("simulator-protocol-unknown", ["simulator", "--protocol", "kraken"], {}),
+    ("simulator-kalshi-faults-binary", [*KALSHI_SIM, "--faults", "{bin_toml}"], {}),
+    ("simulator-kalshi-restore", [*KALSHI_SIM, "--restore", "{bin}"], {}),
+    ("simulator-kalshi-read-lag-negative", [*KALSHI_SIM, "--read-lag", "-1"], {}),
     ("strategy-empty", ["pause", "--strategy", "", *WHY], {}),
     ("symbol-whitespace", ["pause", "--symbol", "   ", *WHY], {}),
     ("unhalt-strategy-empty", ["unhalt", "--strategy", "", *WHY], {}),

@@ -24,7 +24,10 @@ def test_a_bad_value_names_the_variable_and_what_is_expected(
     with pytest.raises(ConfigError) as err:
         load_settings()
     message = str(err.value)
-    assert "TRADECTL_VENUE: Input should be 'paper', 'simulator' or 'binance'" in message
+    assert (
+        "TRADECTL_VENUE: Input should be 'paper', 'simulator', 'binance', 'kalshi' or "
+        "'kalshi_simulator'"
+    ) in message
     assert "TRADECTL_LEASE_TTL_S: Input should be greater than 1" in message
 
 
