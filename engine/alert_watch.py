@@ -73,6 +73,7 @@ class AlertWatch:
         self._raised: set[str] = set()
         self._fill_rates_at: datetime | None = None
         self._slippage_at: datetime | None = None
+        self._started = clock()
 
     async def run(self) -> None:
         while True:
@@ -189,14 +190,16 @@ class AlertWatch:
         ):
             return
         self._slippage_at = now
-        since = now - timedelta(seconds=2 * FILL_RATE_EVERY_S)
+        # not before this watch started: a previous run's fills were its to judge
+        since = max(now - timedelta(seconds=2 * FILL_RATE_EVERY_S), self._started)
         seen: set[str] = set()
         for (
             coid,
             strategy,
             symbol,
             buy,
-            decided,
+            reference,
+            name,
             avg,
         ) in await self.ledger.alerts.filled_against_decision(since=since):
             key = f"slippage:{coid}"
@@ -206,7 +209,8 @@ class AlertWatch:
                 strategy_id=strategy,
                 symbol=symbol,
                 buy=buy,
-                decision_price=decided,
+                reference=reference,
+                reference_name=name,
                 avg_price=avg,
                 threshold_bps=self.slippage_bps,
             )

@@ -89,7 +89,8 @@ class Settings(BaseSettings):
     alert_disconnect_s: float = Field(default=60.0, gt=0)
     #: an order UNKNOWN this long is a HIGH alert
     alert_unknown_s: float = Field(default=120.0, gt=0)
-    #: an order filled this many bps worse than its decision price is a HIGH alert
+    #: an order filled this many bps worse than its limit price (a market order: its decision
+    #: price) is a HIGH alert
     alert_slippage_bps: Decimal = Field(default=Decimal(50), gt=0, allow_inf_nan=False)
 
     #: serve /metrics, /healthz and /readyz on this port (unset: no ops HTTP server)

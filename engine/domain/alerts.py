@@ -16,6 +16,8 @@ from decimal import Decimal
 from enum import StrEnum
 from typing import Any
 
+from engine.domain.formatting import plain
+
 
 class AlertLevel(StrEnum):
     CRITICAL = "CRITICAL"  #: trading stopped or the ledger disagrees with the venue
@@ -327,10 +329,10 @@ def fill_rate_alert(
     )
 
 
-def slippage_bps(buy: bool, decision_price: Decimal, avg_price: Decimal) -> Decimal:
-    """How much worse than the decision price an order filled, in bps (negative: better)."""
-    worse = avg_price - decision_price if buy else decision_price - avg_price
-    return worse / decision_price * 10_000
+def slippage_bps(buy: bool, reference: Decimal, avg_price: Decimal) -> Decimal:
+    """How much worse than ``reference`` an order filled, in bps (negative: better)."""
+    worse = avg_price - reference if buy else reference - avg_price
+    return worse / reference * 10_000
 
 
 def slippage_alert(
@@ -339,15 +341,18 @@ def slippage_alert(
     strategy_id: str,
     symbol: str,
     buy: bool,
-    decision_price: Decimal,
+    reference: Decimal,
+    reference_name: str,
     avg_price: Decimal,
     threshold_bps: Decimal,
 ) -> AlertDraft | None:
-    """An order that filled more than ``threshold_bps`` worse than the price its strategy
-    decided on (``None`` when it did not)."""
-    if decision_price <= 0:
+    """An order that filled more than ``threshold_bps`` worse than the price it was expected
+    to fill at (``None`` when it did not). A limit order is held to its limit: crossing a wide
+    spread at a price the strategy named is its choice, not slippage; a market order to the
+    price the strategy decided on."""
+    if reference <= 0:
         return None
-    bps = slippage_bps(buy, decision_price, avg_price)
+    bps = slippage_bps(buy, reference, avg_price)
     if bps <= threshold_bps:
         return None
     return AlertDraft(
@@ -356,15 +361,17 @@ def slippage_alert(
         scope=f"strategy:{strategy_id}",
         message=(
             f"Unusual slippage: order {client_order_id} of strategy {strategy_id} on {symbol} "
-            f"filled at {avg_price:f} on average against the decision price {decision_price:f}, "
-            f"{bps:.0f} bps worse (alert above {threshold_bps:f} bps). The book may be thin or "
-            f"the order too large for it: `tradectl explain {client_order_id}` shows its fills; "
-            f"`tradectl pause --strategy {strategy_id} --reason '…'` if it keeps happening."
+            f"filled at {plain(avg_price)} on average against its {reference_name} "
+            f"{plain(reference)}, {bps:.0f} bps worse (alert above {plain(threshold_bps)} bps). "
+            f"The book may be thin or the order too large for it: `tradectl explain "
+            f"{client_order_id}` shows its fills; `tradectl pause --strategy {strategy_id} "
+            "--reason '…'` if it keeps happening."
         ),
         details={
             "client_order_id": client_order_id,
             "symbol": symbol,
-            "decision_price": str(decision_price),
+            "reference": reference_name,
+            "reference_price": str(reference),
             "avg_price": str(avg_price),
             "slippage_bps": str(bps.quantize(Decimal("0.01"))),
         },

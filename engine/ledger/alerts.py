@@ -192,10 +192,11 @@ SQL_FILL_RATES = Statement(
     ORDER BY o.strategy_id
     """
 )
-# Orders with fills that changed in the window, with the price their decision was made at.
+# Orders with fills that changed in the window, with the price each was expected to fill at:
+# its limit price (the worst the strategy accepted), else the price its decision was made at.
 SQL_FILLED_AGAINST_DECISION = Statement(
     """
-    SELECT o.client_order_id, o.strategy_id, o.symbol, o.side, d.decision_price,
+    SELECT o.client_order_id, o.strategy_id, o.symbol, o.side, o.limit_price, d.decision_price,
            f.notional / f.qty AS avg_price
     FROM orders o
     JOIN decisions d ON d.decision_id = o.decision_id AND d.account = o.account
@@ -203,7 +204,8 @@ SQL_FILLED_AGAINST_DECISION = Statement(
         SELECT sum(x.qty) AS qty, sum(x.qty * x.price) AS notional FROM fills x
         WHERE x.client_order_id = o.client_order_id AND x.account = o.account
     ) f ON f.qty > 0
-    WHERE o.account = :account AND o.updated_at >= :since AND d.decision_price > 0
+    WHERE o.account = :account AND o.updated_at >= :since
+      AND (o.limit_price > 0 OR d.decision_price > 0)
     ORDER BY o.updated_at, o.client_order_id
     """
 )
@@ -440,9 +442,10 @@ class Alerts(LedgerPart):
 
     async def filled_against_decision(
         self, *, since: datetime
-    ) -> list[tuple[str, str, str, bool, Decimal, Decimal]]:
-        """(client order id, strategy, symbol, is a buy, decision price, average fill price) of
-        the orders with fills that changed since ``since``."""
+    ) -> list[tuple[str, str, str, bool, Decimal, str, Decimal]]:
+        """(client order id, strategy, symbol, is a buy, reference price, what the reference is,
+        average fill price) of the orders with fills that changed since ``since``: the reference
+        is the order's limit price, else its decision price (a market order)."""
         async with self._connection() as db:
             rows = await SQL_FILLED_AGAINST_DECISION.run(
                 db, {"account": self.account, "since": since}
@@ -453,7 +456,8 @@ class Alerts(LedgerPart):
                 r["strategy_id"],
                 r["symbol"],
                 r["side"] == "BUY",
-                r["decision_price"],
+                r["limit_price"] if r["limit_price"] is not None else r["decision_price"],
+                "limit price" if r["limit_price"] is not None else "decision price",
                 r["avg_price"],
             )
             for r in rows

@@ -186,14 +186,17 @@ async def test_a_lost_lease_raises_one_critical_alert_in_the_account(
     assert "restart this one only if no other engine is running" in alert.message
 
 
-async def test_an_order_filled_far_from_its_decision_price_raises_one_high_alert(
+async def test_an_order_filled_far_from_its_expected_price_raises_one_high_alert(
     db_engine: AsyncEngine, venue: PaperVenue, clock: Clock
 ) -> None:
     r = await rig(db_engine, venue, clock)
-    # decided at a mid of 49,900 (the market moved before the order reached it): 20 bps worse
-    far = replace(order(clock, A, "0.01", price="50001", i="far"), decision_price=Decimal(49900))
-    near = replace(order(clock, A, "0.01", price="50001", i="near"), decision_price=Decimal(50000))
-    await r.execution.process([far, near])
+    # market orders, judged against the price decided on: one decided at a mid of 49,900 (the
+    # market moved before it reached the venue) fills 20 bps worse; one decided at 50,000 does not
+    far = replace(order(clock, A, "0.01", i="far"), decision_price=Decimal(49900))
+    near = replace(order(clock, A, "0.01", i="near"), decision_price=Decimal(50000))
+    # a limit order is judged against its own limit, which it cannot fill worse than
+    limit = replace(order(clock, A, "0.01", price="50001", i="lim"), decision_price=Decimal(49000))
+    await r.execution.process([far, near, limit])
     watch = AlertWatch(
         r.ledger,
         venue=venue,
@@ -210,5 +213,27 @@ async def test_an_order_filled_far_from_its_decision_price_raises_one_high_alert
     [alert] = await r.ledger.alerts.recent()
     assert alert.level is AlertLevel.HIGH
     assert alert.kind == "slippage"
-    assert "against the decision price 49900, 20 bps worse" in alert.message
+    assert "against its decision price 49900, 20 bps worse" in alert.message
     assert "tradectl explain" in alert.message
+
+
+async def test_a_restarted_watch_leaves_the_previous_runs_fills_alone(
+    db_engine: AsyncEngine, venue: PaperVenue, clock: Clock
+) -> None:
+    r = await rig(db_engine, venue, clock)
+    await r.execution.process(
+        [replace(order(clock, A, "0.01", i="far"), decision_price=Decimal(49900))]
+    )
+    clock.advance(1)
+    watch = AlertWatch(
+        r.ledger,
+        venue=venue,
+        gate=None,
+        disconnect_s=60,
+        unknown_s=60,
+        slippage_bps=Decimal(10),
+        clock=clock,
+    )
+    await watch.check()
+
+    assert await r.ledger.alerts.recent() == []
