@@ -85,7 +85,7 @@ class AccountGauges:
             except Exception:
                 # Metrics must never stop trading: count it, log it, try again next pass.
                 error(self.account, "metrics")
-                log.exception("metrics refresh failed; will retry")
+                log.exception("metrics.refresh_failed")
 
     async def refresh(self) -> None:
         await self._orders()

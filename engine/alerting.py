@@ -206,7 +206,7 @@ class AlertDelivery:
                 else None
             )
             if leader is not None:
-                log.info("alert held back by the cooldown", alert=alert.id, repeats=leader)
+                log.info("alert.held_back", note="cooldown", alert=alert.id, repeats=leader)
                 return 0
             _log_alert(alert)
         done = set(alert.delivered_to)
@@ -241,7 +241,7 @@ class AlertDelivery:
         )
         if not complete:
             log.warning(
-                "alert not delivered; retrying",
+                "alert.delivery_failed",
                 alert=alert.id,
                 attempts=attempts,
                 retry_at=retry_at.isoformat(timespec="seconds"),
@@ -253,7 +253,10 @@ class AlertDelivery:
 def _log_alert(alert: AlertRecord) -> None:
     level = "error" if alert.level in (AlertLevel.CRITICAL, AlertLevel.HIGH) else "warning"
     getattr(log, level)(
-        f"ALERT {alert.level.value} {alert.kind}: {alert.message}",
+        "alert.raised",
+        level=alert.level.value,
+        kind=alert.kind,
+        message=alert.message,
         alert=alert.id,
         scope=alert.scope,
     )

@@ -118,7 +118,7 @@ class LeaseKeeper:
             await self.ledger.alerts.add(alert)
         except DatabaseUnavailable as exc:
             # a database that failed too must not hide the LeaseLost that stops this engine
-            log.error("could not record the lease-lost alert", error=str(exc))
+            log.error("alert.not_recorded", kind="lease_lost", error=str(exc))
 
     async def release(self) -> None:
         if self._epoch is not None and not self._lost:

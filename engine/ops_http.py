@@ -136,7 +136,7 @@ class OpsServer:
                 self.task.result()
                 raise RuntimeError("the ops HTTP server stopped during startup")
             await asyncio.sleep(0.01)
-        log.info("ops http serving", url=self.url, paths="/metrics /healthz /readyz")
+        log.info("ops_http.serving", url=self.url, paths="/metrics /healthz /readyz")
 
     def failure(self) -> str | None:
         """Why the server ended (or is ending) before it was stopped; ``None`` while it
@@ -159,7 +159,7 @@ class OpsServer:
             if not self.task.done():
                 self.task.cancel()
             elif not self.task.cancelled() and self.task.exception() is not None:
-                log.error("ops http server failed", error=repr(self.task.exception()))
+                log.error("ops_http.failed", error=repr(self.task.exception()))
         self._sock.close()
 
 

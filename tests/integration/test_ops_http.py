@@ -295,7 +295,7 @@ async def test_sigterm_stops_a_tradectl_run_gracefully_with_its_ops_server(
         # read to the end: a full pipe would block the engine's logging
         async for line in stderr:
             entry = json.loads(line)
-            if entry["event"] == "ops http serving" and not serving.done():
+            if entry["event"] == "ops_http.serving" and not serving.done():
                 serving.set_result(entry["url"])
         if not serving.done():
             serving.set_exception(AssertionError("the engine exited before serving"))

@@ -200,7 +200,7 @@ class KalshiRestClient:
         except httpx.HTTPError as exc:
             error = classify_transport(exc, operation=operation)
             log.warning(
-                "kalshi_request_failed",
+                "kalshi.request_failed",
                 venue=self._venue,
                 method=method,
                 path=path,
@@ -214,7 +214,7 @@ class KalshiRestClient:
         if isinstance(error, RateLimited):
             bucket.drain()
         log.warning(
-            "kalshi_request_refused",
+            "kalshi.request_refused",
             venue=self._venue,
             method=method,
             path=path,

@@ -133,7 +133,7 @@ class KalshiStream:
                 reason = f"connection lost ({type(exc).__name__})"
                 delay = next(delays)
             log.warning(
-                "kalshi_stream_disconnected",
+                "kalshi.stream_disconnected",
                 venue=self._venue,
                 channels=self._channels,
                 reason=reason,
@@ -153,7 +153,7 @@ class KalshiStream:
                 detail = _ERROR.decode(frame.msg).msg if frame.msg else ""
             except msgspec.DecodeError:
                 detail = bytes(frame.msg)[:200].decode("utf-8", "replace")
-            log.warning("kalshi_stream_error", venue=self._venue, error=detail)
+            log.warning("kalshi.stream_error", venue=self._venue, error=detail)
             return None
         return frame
 
