@@ -10,7 +10,7 @@ from decimal import Decimal
 from engine.config import load_settings
 from engine.domain.market import Quote
 from engine.domain.types import Symbol, utc_now
-from engine.runtime import open_venue
+from engine.venue_session import open_venue
 from tests.helpers import eventually
 
 MARKET = Symbol("KXTEST-26DEC31-T40")
