@@ -5,15 +5,28 @@ from __future__ import annotations
 from datetime import UTC, datetime
 from typing import Annotated
 
+import asyncpg
 import typer
 from sqlalchemy import exc as sa_exc
 from sqlalchemy.engine import URL
 
-from engine.cli._app import AllAccountsOpt, app, console, fail, run_async, settings
+from engine.cli._app import (
+    AllAccountsOpt,
+    ByOpt,
+    ReasonOpt,
+    app,
+    console,
+    fail,
+    run_async,
+    settings,
+)
+from engine.cli.targets import check_operator
 from engine.config import Settings
 from engine.database import Database, open_database
-from engine.domain.types import utc_now
+from engine.domain.types import ControlScope, utc_now
 from engine.ledger.db import normalize_url
+from engine.ledger.journal import record_action
+from engine.ledger.retention import Pruned
 
 
 def parse_before(value: str) -> datetime:
@@ -53,9 +66,14 @@ def prune(
         bool, typer.Option("--dry-run", help="Count what would go; delete nothing.")
     ] = False,
     all_accounts: AllAccountsOpt = False,
+    reason: ReasonOpt = None,
+    by: ByOpt = None,
 ) -> None:
     """Remove old holds and delivered alerts of the account (TRADECTL_ACCOUNT). Orders, order
-    events, fills and every other decision are never touched."""
+    events, fills and every other decision are never touched. Recorded in the operator journal
+    with its reason (a dry run records nothing)."""
+    # a dry run changes nothing, so it needs no reason and leaves no journal row
+    operator = None if dry_run else check_operator(reason, by)
     cut = parse_before(before)
     config = settings()
 
@@ -67,8 +85,25 @@ def prune(
             account = None if all_accounts else config.account
             # Deleting is the owner's: the engine role only ever appends decisions.
             owner = make_engine(owner_url(config, db))
+
+            async def journal(conn: asyncpg.Connection, pruned: list[Pruned]) -> None:
+                assert operator is not None
+                await record_action(
+                    conn,
+                    account=config.account,
+                    now=utc_now(),
+                    operator=operator,
+                    action="prune",
+                    scope=ControlScope.GLOBAL if account is None else ControlScope.ACCOUNT,
+                    target=account,
+                    outcome="removed " + ", ".join(f"{p.rows} {p.what}" for p in pruned),
+                    details={"before": cut.isoformat()},
+                )
+
             try:
-                done = await prune_rows(owner, account=account, before=cut, dry_run=dry_run)
+                done = await prune_rows(
+                    owner, account=account, before=cut, dry_run=dry_run, journal=journal
+                )
             except sa_exc.DBAPIError as exc:
                 if "permission denied" not in str(exc.orig):
                     raise

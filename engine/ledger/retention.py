@@ -10,9 +10,11 @@ Every statement is scoped to one account (or, asked for explicitly, to every acc
 
 from __future__ import annotations
 
+from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
 from datetime import datetime
 
+import asyncpg
 from sqlalchemy import text
 from sqlalchemy.ext.asyncio import AsyncEngine
 
@@ -47,10 +49,16 @@ class Pruned:
 
 
 async def prune(
-    engine: AsyncEngine, *, account: str | None, before: datetime, dry_run: bool = False
+    engine: AsyncEngine,
+    *,
+    account: str | None,
+    before: datetime,
+    dry_run: bool = False,
+    journal: Callable[[asyncpg.Connection, list[Pruned]], Awaitable[None]] | None = None,
 ) -> list[Pruned]:
     """Delete (or, ``dry_run``, count) what :data:`PRUNABLE` names, older than ``before``, of
-    ``account`` (``None``: every account), in one transaction."""
+    ``account`` (``None``: every account), in one transaction; ``journal`` records the
+    deletion in the operator journal within that transaction."""
     params = {"account": account, "before": before}
     out: list[Pruned] = []
     with database_errors(engine.url):
@@ -65,4 +73,9 @@ async def prune(
                     sql = f"WITH gone AS (DELETE {where} RETURNING 1) SELECT count(*) FROM gone"
                 rows = (await conn.execute(text(sql), params)).scalar_one()
                 out.append(Pruned(what, int(rows)))
+            if journal is not None and not dry_run:
+                # the same connection, so the journal row commits with the deletion or not at all
+                raw = (await conn.get_raw_connection()).driver_connection
+                assert isinstance(raw, asyncpg.Connection)
+                await journal(raw, out)
     return out

@@ -424,6 +424,7 @@ OPERATOR_ACTIONS = (
     "cancel_all",
     "incident_resolve",
     "request_drop",
+    "prune",
 )
 
 # The operator journal: who did what, when, to which scope, why, and what came of it. Written

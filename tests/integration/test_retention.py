@@ -76,9 +76,10 @@ async def test_prune_removes_old_holds_of_the_account_only(
     assert "would remove 1 holds" in out
     assert len(await decision_ids(db_engine)) == 5
 
-    code, out = await invoke("prune", "--before", "2026-02-01")
+    code, out = await invoke("prune", "--before", "2026-02-01", "--reason", "housekeeping")
     assert code == 0, out
-    assert "removed 1 holds older than 2026-02-01T00:00:00+00:00 (account 'acct-prune')" in out
+    assert "removed 1 holds, 0 delivered alerts older than 2026-02-01T00:00:00+00:00" in out
+    assert "(account 'acct-prune')" in out
     assert await decision_ids(db_engine) == {
         "old-hold-repeated", "new-hold", "old-denial", "other-account-hold",
     }  # fmt: skip
@@ -88,20 +89,19 @@ async def test_prune_removes_delivered_alerts_when_the_ledger_has_an_outbox(
     cli_env: None, db_engine: AsyncEngine
 ) -> None:
     async with db_engine.begin() as conn:
-        # the columns prune relies on (the alerts outbox of ARCHITECTURE.md)
-        await conn.execute(
-            text("CREATE TABLE alerts (id serial, account text, created_at timestamptz,"
-                 " delivered_at timestamptz)")
-        )  # fmt: skip
         await conn.execute(
             text(
-                "INSERT INTO alerts (account, created_at, delivered_at) VALUES"
-                f" ('{ACCOUNT}', '2026-01-01Z', '2026-01-01Z'),"  # delivered: goes
-                f" ('{ACCOUNT}', '2026-01-01Z', NULL),"  # not delivered yet: stays
-                " ('acct-other', '2026-01-01Z', '2026-01-01Z')"  # another account's: stays
+                "INSERT INTO alerts (account, level, kind, scope, message, details, created_at,"
+                " next_attempt_at, delivered_at) VALUES"
+                f" ('{ACCOUNT}', 'LOW', 'test', 'account', 'm', '{{}}', '2026-01-01Z',"
+                " '2026-01-01Z', '2026-01-01Z'),"  # delivered: goes
+                f" ('{ACCOUNT}', 'LOW', 'test', 'account', 'm', '{{}}', '2026-01-01Z',"
+                " '2026-01-01Z', NULL),"  # not delivered yet: stays
+                " ('acct-other', 'LOW', 'test', 'account', 'm', '{}', '2026-01-01Z',"
+                " '2026-01-01Z', '2026-01-01Z')"  # another account's: stays
             )
         )
-    code, out = await invoke("prune", "--before", "2026-02-01")
+    code, out = await invoke("prune", "--before", "2026-02-01", "--reason", "housekeeping")
     assert code == 0, out
     assert "1 delivered alerts" in out
     async with db_engine.connect() as conn:
@@ -116,7 +116,7 @@ async def test_prune_removes_delivered_alerts_when_the_ledger_has_an_outbox(
 async def test_prune_refuses_a_bad_date_in_one_line(
     cli_env: None, before: str, message: str
 ) -> None:
-    code, out = await invoke("prune", "--before", before)
+    code, out = await invoke("prune", "--before", before, "--reason", "housekeeping")
     assert code == 2
     assert message in out
 
@@ -130,7 +130,7 @@ async def test_prune_deletes_as_the_owner_on_the_embedded_ledger(
     monkeypatch.delenv("DATABASE_URL", raising=False)
     env = {"TRADECTL_DATA_DIR": str(path)}
     try:
-        done = await tradectl(env, "prune", "--before", "2026-01-01")
+        done = await tradectl(env, "prune", "--before", "2026-01-01", "--reason", "housekeeping")
         assert done.returncode == 0, done.stderr
         assert "removed 0 holds" in done.stdout
     finally:
@@ -138,3 +138,34 @@ async def test_prune_deletes_as_the_owner_on_the_embedded_ledger(
             with embedded_postgres(path / "pg"):
                 pass
         shutil.rmtree(path, ignore_errors=True)
+
+
+async def test_prune_requires_a_reason_and_records_it_in_the_journal(
+    cli_env: None, db_engine: AsyncEngine
+) -> None:
+    await seed(db_engine)
+    code, out = await invoke("prune", "--before", "2026-02-01")
+    assert code == 2
+    assert "--reason" in out
+    assert len(await decision_ids(db_engine)) == 5
+
+    code, out = await invoke(
+        "prune", "--before", "2026-02-01", "--reason", "quarterly cleanup", "--by", "ops-ann"
+    )
+    assert code == 0, out
+    async with db_engine.connect() as conn:
+        rows = (
+            await conn.execute(
+                text("SELECT account, actor, action, scope, reason, outcome FROM operator_actions")
+            )
+        ).all()
+    assert [tuple(r) for r in rows] == [
+        (
+            ACCOUNT,
+            "ops-ann",
+            "prune",
+            "account",
+            "quarterly cleanup",
+            "removed 1 holds, 0 delivered alerts",
+        )
+    ]
