@@ -40,7 +40,7 @@ from __future__ import annotations
 import tomllib
 from collections.abc import Mapping
 from dataclasses import dataclass, field
-from datetime import time, timedelta
+from datetime import UTC, time, timedelta, tzinfo
 from decimal import Decimal, InvalidOperation
 from enum import StrEnum
 from pathlib import Path
@@ -323,7 +323,7 @@ def parse_trading_config(raw: Mapping[str, Any], *, source: Path) -> TradingConf
             max_volume_fraction=a.max_volume_fraction,
             volume_window=a.volume_window or Limits().volume_window,
             max_depth_fraction=a.max_depth_fraction,
-            trading_day=TradingDay(boundary=a.day_boundary, zone=ZoneInfo(a.day_timezone)),
+            trading_day=TradingDay(boundary=a.day_boundary, zone=_zone(a.day_timezone)),
             daily_loss_resume=a.daily_loss_resume,
             max_symbol_position=MappingProxyType(
                 {Symbol(k): v for k, v in a.max_symbol_position.items()}
@@ -342,6 +342,11 @@ def parse_trading_config(raw: Mapping[str, Any], *, source: Path) -> TradingConf
         raise ConfigError(f"{source}: account.limits: {exc}") from None
     _check_portfolio_limits(account_limits, source)
     return TradingConfig(strategies=_strategies(parsed, source), account_limits=account_limits)
+
+
+def _zone(name: str) -> tzinfo:
+    # UTC as the standard library's own object: the default compares equal to it
+    return UTC if name == "UTC" else ZoneInfo(name)
 
 
 def _categories(parsed: _File, source: Path) -> Mapping[Symbol, str]:

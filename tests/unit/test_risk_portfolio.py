@@ -5,14 +5,19 @@ from __future__ import annotations
 
 from datetime import UTC, datetime, time, timedelta
 from decimal import Decimal
+from pathlib import Path
 from types import MappingProxyType
 from zoneinfo import ZoneInfo
 
+import pytest
+
 from engine.domain.market import Bar, Trade
 from engine.domain.risk import AccountView, Check, Exposure, Limits, MarketView, evaluate
-from engine.domain.risk.loss_marks import TradingDay, advance, lifts_at_boundary
+from engine.domain.risk.loss_marks import LossHaltResume, TradingDay, advance, lifts_at_boundary
 from engine.domain.types import Side, Symbol, TradeId, VerdictResult
+from engine.exceptions import ConfigError
 from engine.marketdata.volume import VolumeTracker
+from engine.strategy_config import parse_trading_config
 from tests.unit.test_risk import BTC, ETH, NOW, only, order
 
 D = Decimal
@@ -235,3 +240,57 @@ def test_bars_count_until_trades_arrive_and_only_one_interval_counts() -> None:
     volumes.on_trade(trade("1", NOW))
     volumes.on_bar(bar("7", NOW + timedelta(minutes=1)))
     assert volumes.volume(BTC, timedelta(hours=1), NOW + timedelta(minutes=1)) == D(1)
+
+
+# -- the TOML ----------------------------------------------------------------------------------
+
+
+def config(account_limits: dict[str, object], **top: object) -> Limits:
+    raw = {
+        "strategy": [
+            {
+                "id": "fv",
+                "kind": "fair_value",
+                "symbols": ["PRES-YES"],
+                "params": {"fair": "0.55", "edge": "0.02", "qty": "10", "max_inventory": "100"},
+                "categories": {"PRES-YES": "elections"},
+            }
+        ],
+        "account": {"limits": account_limits},
+        **top,
+    }
+    return parse_trading_config(raw, source=Path("t.toml")).account_limits
+
+
+def test_the_toml_sets_the_day_boundary_zone_and_resume_policy() -> None:
+    limits = config(
+        {
+            "day_boundary": "17:00:00",
+            "day_timezone": "America/New_York",
+            "daily_loss_resume": "next_day",
+        }
+    )
+    assert limits.trading_day.start(NOW) == datetime(2026, 1, 4, 22, tzinfo=UTC)
+    assert limits.daily_loss_resume is LossHaltResume.NEXT_DAY
+    assert config({}).trading_day == TradingDay()
+
+
+def test_categories_merge_from_instruments_and_strategies_and_may_not_disagree() -> None:
+    limits = config(
+        {"max_category_gross": {"elections": "100"}},
+        instruments={"categories": {"BTCUSDT": "l1"}},
+    )
+    assert dict(limits.categories) == {"PRES-YES": "elections", "BTCUSDT": "l1"}
+    with pytest.raises(
+        ConfigError, match="'PRES-YES' is in category 'elections' here and 'other' elsewhere"
+    ):
+        config({}, instruments={"categories": {"PRES-YES": "other"}})
+
+
+def test_a_limit_on_an_unknown_category_or_equity_without_its_asset_is_refused() -> None:
+    with pytest.raises(ConfigError, match="no symbol is in category 'l2'"):
+        config({"max_category_net": {"l2": "10"}})
+    with pytest.raises(ConfigError, match="equity_asset"):
+        config({"max_position_equity_pct": "10"})
+    with pytest.raises(ConfigError, match="unknown time zone"):
+        config({"day_timezone": "Mars/Olympus"})
