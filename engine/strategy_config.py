@@ -24,13 +24,24 @@ typo stops the engine before it trades, with an error naming the file, the strat
     max_quote_age = "5s"
     max_orders_per_minute = 30  # also: max_position_notional, max_input_age, price_band_bps,
                                 # min_spread_bps, max_spread_bps, fat_finger_multiple,
-                                # typical_order_qty, resize = ["max_order_qty", ...]
+                                # typical_order_qty, max_volume_fraction, volume_window,
+                                # max_depth_fraction, resize = ["max_order_qty", ...]
+    categories = {"PRES-YES" = "elections"}  # optional: merged with [instruments.categories]
+
+    [instruments.categories]    # optional: symbol -> category for the category limits
+    BTCUSDT = "l1"
 
     [account.limits]            # optional: the whole account, every strategy together
     max_account_exposure = "5000"   # gross notional over every symbol, in the quote asset
-    max_daily_loss = "200"          # realized + unrealized since 00:00 UTC: crossing it halts
-    max_drawdown = "300"            # from the peak of the cumulative P&L: crossing it halts
+    max_daily_loss = "200"          # change of the P&L since the day-start mark: crossing halts
+    max_drawdown = "300"            # from the stored peak of the cumulative P&L: crossing halts
+    day_boundary = "00:00:00"       # where the trading day starts, in day_timezone ("UTC")
+    daily_loss_resume = "manual"    # or "next_day": the daily-loss halt lifts at the boundary
     max_balance_age = "2m"          # plus every per-strategy field above, as a default
+    max_symbol_position = {BTCUSDT = "0.5"}     # every strategy together, per symbol;
+    max_symbol_notional = {BTCUSDT = "20000"}   # also max_category_gross / max_category_net
+    max_position_equity_pct = "20"  # a symbol's notional vs cash in equity_asset + positions
+    equity_asset = "USDT"
 
 Per-strategy limits override the account's field by field.
 """
