@@ -120,15 +120,17 @@ class Portfolio:
 
     # -- P&L for the loss limits ---------------------------------------------------------------
 
-    async def refresh_pnl(self, now: datetime) -> None:
-        """Fold the account's fills into positions (when fills changed or the UTC day rolled).
+    async def refresh_pnl(self, now: datetime, *, day_start: datetime | None = None) -> None:
+        """Fold the account's fills into positions (when fills changed or the day rolled).
 
-        The trading day starts at 00:00 UTC. Today's P&L is today's realized P&L plus the
-        unrealized P&L of what is held now, valued against its average entry: the mark at
-        00:00 is not recorded, so a position carried from yesterday counts its whole open P&L
-        (a carried loss counts against today's limit: the conservative side).
+        The trading day starts at ``day_start`` (00:00 UTC of ``now`` by default). Today's P&L
+        here is today's realized P&L plus the unrealized P&L of what is held now, valued
+        against its average entry (a carried position counts its whole open P&L); the risk
+        gate measures from the stored day-start mark instead
+        (:mod:`engine.domain.risk.loss_marks`) and uses :meth:`day_start_pnl` only when a day
+        began unobserved.
         """
-        day = datetime.combine(now.date(), time(0), tzinfo=now.tzinfo)
+        day = day_start or datetime.combine(now.date(), time(0), tzinfo=now.tzinfo)
         if self._pnl_generation == self._generation and self._pnl_day == day:
             return
         generation = self._generation
@@ -195,6 +197,25 @@ class Portfolio:
             cumulative += total
             today += total - state.realized_before_today
         return today, cumulative
+
+    def day_start_pnl(self, mark: Callable[[Symbol], Decimal | None]) -> Decimal | None:
+        """The best estimate of the cumulative P&L at the day's start when nobody saw it: what
+        was realized before the day, plus what is held now valued at ``mark`` (so today's
+        realized P&L counts in full, the open P&L from the first look)."""
+        total = Decimal(0)
+        for state in self._pnl.values():
+            position = state.position
+            if position is None:
+                return None
+            price = Decimal(0)
+            if not position.is_flat:
+                found = mark(position.symbol) if position.symbol is not None else None
+                if found is None:
+                    return None
+                price = found
+            unrealized = total_pnl(position, price) - position.realized_pnl
+            total += state.realized_before_today + unrealized
+        return total
 
     @property
     def dirty(self) -> bool:

@@ -38,8 +38,10 @@ from engine.domain.risk import (
     RiskAssessment,
     evaluate,
 )
-from engine.domain.types import Side, StrategyId, Symbol, utc_now
+from engine.domain.risk.loss_marks import LossMarks, advance
+from engine.domain.types import Asset, Side, StrategyId, Symbol, utc_now
 from engine.ledger.ledger import Ledger
+from engine.marketdata.volume import VolumeTracker
 from engine.portfolio import Portfolio
 from engine.strategy_config import StrategySpec
 
@@ -58,8 +60,12 @@ class MarketSource(Protocol):
 
     def quote(self, symbol: Symbol) -> Quote | None: ...
 
+    @property
+    def volumes(self) -> VolumeTracker: ...
+
 
 _DEFAULT_LIMITS = Limits()
+_DEFAULT_VOLUME_WINDOW = _DEFAULT_LIMITS.volume_window
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)
@@ -94,6 +100,9 @@ class LimitsBook:
                 min_spread_bps=lim.min_spread_bps,
                 max_spread_bps=lim.max_spread_bps,
                 fat_finger_multiple=lim.fat_finger_multiple,
+                max_volume_fraction=lim.max_volume_fraction,
+                max_depth_fraction=lim.max_depth_fraction,
+                volume_window=lim.volume_window or _DEFAULT_VOLUME_WINDOW,
                 resizable=frozenset(Check(c) for c in lim.resize),
             )
         return cls(
@@ -164,7 +173,17 @@ class RiskGate:
             lambda lim: lim.max_daily_loss is not None or lim.max_drawdown is not None
         )
         self._wants_balances = limits.any(lambda lim: lim.max_balance_age is not None)
-        self._peak_equity: Decimal | None = None
+        # The loss limits' marks: read from the ledger at start, advanced at every P&L refresh
+        # and saved when they move, so a restart measures from the same day start and peak.
+        self._loss_marks: LossMarks | None = None
+        self._saved_marks: LossMarks | None = None
+        self._pnl: Decimal | None = None
+        self._wants_cash = limits.any(lambda lim: lim.max_position_equity_pct is not None)
+        self._cash: Decimal | None = None
+        for window in {limits.for_strategy(s).volume_window for s in limits.strategies} | {
+            limits.account.volume_window
+        }:
+            market.volumes.keep_at_least(window)
         #: set when a loss limit was crossed; the runtime halts the account and clears it
         self.halt_reason: str | None = None
 
@@ -187,11 +206,47 @@ class RiskGate:
         if self.ledger is not None:
             if self.limits.any(lambda lim: lim.fat_finger_multiple is not None):
                 self._typical = await self.ledger.risk_inputs.typical_order_qty(depth=TYPICAL_DEPTH)
-            if self._wants_balances:
+            if self._wants_balances or self._wants_cash:
                 latest = await self.ledger.balances.latest()
                 self._balances_at = max((b.received_at for b in latest.values()), default=None)
+                asset = self.limits.account.equity_asset
+                cash = latest.get(Asset(asset)) if asset is not None else None
+                self._cash = None if cash is None else cash.free + cash.locked
         if self._wants_pnl:
-            await self.portfolio.refresh_pnl(self.clock())
+            await self.portfolio.refresh_pnl(
+                self.clock(), day_start=self.limits.account.trading_day.start(self.clock())
+            )
+            await self._advance_loss_marks()
+
+    async def _advance_loss_marks(self) -> None:
+        """Move the day-start and peak marks with the current P&L; persist them when they
+        moved. The first call reads them from the ledger (a restart keeps them)."""
+        if self.ledger is not None and self._saved_marks is None and self._loss_marks is None:
+            self._loss_marks = self._saved_marks = await self.ledger.loss_marks.read()
+        now = self.clock()
+        pnl = self.portfolio.pnl(self._mark, now)
+        self._pnl = None if pnl is None else pnl[1]
+        if self._pnl is None:
+            return
+        self._loss_marks = advance(
+            self._loss_marks,
+            self._pnl,
+            now,
+            self.limits.account.trading_day,
+            unobserved_start=self.portfolio.day_start_pnl(self._mark),
+        )
+        if self.ledger is not None and self._loss_marks != self._saved_marks:
+            await self.ledger.loss_marks.save(self._loss_marks)
+            self._saved_marks = self._loss_marks
+
+    def loss_figures(self) -> tuple[Decimal, Decimal] | None:
+        """``(today's P&L, drawdown)`` of the account from the stored marks, at the current
+        marks; ``None`` until the P&L is known."""
+        pnl = self.portfolio.pnl(self._mark, self.clock())
+        if pnl is None or self._loss_marks is None:
+            return None
+        marks = advance(self._loss_marks, pnl[1], self.clock(), self.limits.account.trading_day)
+        return marks.pnl_today(pnl[1]), marks.drawdown(pnl[1])
 
     def daily_loss(self) -> tuple[Decimal, Decimal] | None:
         """Today's loss of the account and its ``max_daily_loss``, when a limit is set and the
@@ -199,10 +254,10 @@ class RiskGate:
         limit = self.limits.account.max_daily_loss
         if limit is None:
             return None
-        pnl = self.portfolio.pnl(self._mark, self.clock())
-        if pnl is None:
+        figures = self.loss_figures()
+        if figures is None:
             return None
-        return -pnl[0], limit
+        return -figures[0], limit
 
     def take_halt(self) -> str | None:
         """The loss-limit breach to persist, once."""
@@ -227,7 +282,10 @@ class RiskGate:
         self._seen_generation = self.portfolio.generation
         await self.portfolio.refresh()
         if self._wants_pnl:
-            await self.portfolio.refresh_pnl(self.clock())
+            await self.portfolio.refresh_pnl(
+                self.clock(), day_start=self.limits.account.trading_day.start(self.clock())
+            )
+            await self._advance_loss_marks()
         self._refreshed_at = monotonic()
         self._by_strategy = self.portfolio.snapshot()
         # Committed before the read began: the snapshot has them.
@@ -248,12 +306,23 @@ class RiskGate:
         quote = self.market.quote(symbol)
         return None if quote is None else quote.mid
 
-    def _market(self, symbol: Symbol) -> MarketView:
+    def _market(self, symbol: Symbol, limits: Limits) -> MarketView:
         quote = self.market.quote(symbol)
+        volume = None
+        if limits.max_volume_fraction is not None:
+            volume = self.market.volumes.volume(symbol, limits.volume_window, self.clock())
         if quote is None:
-            return MarketView(symbol=symbol, bid=None, ask=None, received_at=None)
+            return MarketView(
+                symbol=symbol, bid=None, ask=None, received_at=None, recent_volume=volume
+            )
         return MarketView(
-            symbol=symbol, bid=quote.bid, ask=quote.ask, received_at=quote.received_at
+            symbol=symbol,
+            bid=quote.bid,
+            ask=quote.ask,
+            received_at=quote.received_at,
+            recent_volume=volume,
+            bid_size=quote.bid_size,
+            ask_size=quote.ask_size,
         )
 
     def _account(
@@ -284,13 +353,17 @@ class RiskGate:
             if q is not None:
                 marks[sym] = q.mid
         limits = self.limits.for_strategy(strategy)
-        pnl_today = equity = None
+        pnl_today = equity = peak = None
         if limits.max_daily_loss is not None or limits.max_drawdown is not None:
             pnl = self.portfolio.pnl(self._mark, self.clock())
-            if pnl is not None:
-                pnl_today, equity = pnl
-                if self._peak_equity is None or equity > self._peak_equity:
-                    self._peak_equity = equity
+            if pnl is not None and self._loss_marks is not None:
+                # the stored marks, advanced to this P&L (a new high or a new day counts now;
+                # the next refresh persists it)
+                equity = pnl[1]
+                loss = advance(
+                    self._loss_marks, equity, self.clock(), self.limits.account.trading_day
+                )
+                pnl_today, peak = loss.pnl_today(equity), loss.peak_pnl
         typical: Decimal | None = None
         if limits.fat_finger_multiple is not None:
             median, count = self._typical.get((strategy, symbol), (Decimal(0), 0))
@@ -313,19 +386,21 @@ class RiskGate:
             recent_order_times=recent,
             pnl_today=pnl_today,
             equity=equity,
-            peak_equity=self._peak_equity if equity is not None else None,
+            peak_equity=peak,
             balances_received_at=self._balances_at,
             typical_order_qty=typical,
+            cash=self._cash,
         )
 
     # -- execution.RiskGate --------------------------------------------------------------------
 
     def assess(self, intent: OrderIntent, now: datetime) -> RiskAssessment:
+        limits = self.limits.for_strategy(intent.strategy_id)
         result = evaluate(
             intent,
-            self._market(intent.symbol),
+            self._market(intent.symbol, limits),
             self._account(intent.strategy_id, intent.symbol),
-            self.limits.for_strategy(intent.strategy_id),
+            limits,
             now,
         )
         if result.approved:
@@ -350,11 +425,12 @@ class RiskGate:
             quantity=order.requested_qty,
             limit_price=order.limit_price,
         )
+        limits = self.limits.for_strategy(order.strategy_id)
         return evaluate(
             probe,
-            self._market(order.symbol),
+            self._market(order.symbol, limits),
             self._account(order.strategy_id, order.symbol, without=order),
-            self.limits.for_strategy(order.strategy_id),
+            limits,
             now,
         )
 

@@ -52,6 +52,7 @@ from engine.exceptions import (
 from engine.execution import Execution, ExecutionConfig, FillPath
 from engine.ledger.ledger import Ledger
 from engine.ledger.monitoring import Monitoring
+from engine.loss_halt import lift_expired_loss_halt
 from engine.marketdata.conflator import Conflator
 from engine.marketdata.feed import MarketDataFeed
 from engine.metrics import assumptions, controls_active, error
@@ -271,6 +272,7 @@ class Engine:
                 # The gate already rejects every order while the loss is over the limit; the
                 # HALT makes it stick across restarts until an operator lifts it.
                 await halt_for_loss(self.ledger, reason)
+            await lift_expired_loss_halt(self.ledger, self.gate.limits.account, self.clock())
             await self._refresh_controls()
             await asyncio.sleep(0.5)
 

@@ -10,8 +10,9 @@ from sqlalchemy.ext.asyncio import AsyncEngine
 
 from engine.domain import formatting as fmt
 from engine.domain.risk.utilisation import utilisation
-from engine.domain.types import Symbol, utc_now
+from engine.domain.types import AccountId, Symbol, VenueName, utc_now
 from engine.ledger.db import database_errors
+from engine.ledger.loss_marks import LossMarksPart
 from engine.ledger.pnl import PnlRow, balance_rows, pnl_rows
 from engine.portfolio import Portfolio
 from engine.risk_gate import LimitsBook
@@ -150,9 +151,19 @@ async def _exposure_lines(
     pnl_today = None
     if limits.any(lambda lim: lim.max_daily_loss is not None):
         now = utc_now()
-        await portfolio.refresh_pnl(now)
-        today = portfolio.pnl(marks.get, now)
-        pnl_today = None if today is None else today[0]
+        day_start = limits.account.trading_day.start(now)
+        await portfolio.refresh_pnl(now, day_start=day_start)
+        figures = portfolio.pnl(marks.get, now)
+        # the engine's own day-start mark, as its daily loss check measures from it
+        stored = await LossMarksPart(
+            engine, account=AccountId(account), venue=VenueName(""), clock=utc_now
+        ).read()
+        start = (
+            stored.day_start_pnl
+            if stored is not None and stored.day_start == day_start
+            else portfolio.day_start_pnl(marks.get)
+        )
+        pnl_today = None if figures is None or start is None else figures[1] - start
     used = utilisation(exposures, marks, limits.for_strategy, limits.account, pnl_today=pnl_today)
     steps = {r.symbol: r.step_size for r in pnl}
     lines: list[str] = []

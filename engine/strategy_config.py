@@ -24,13 +24,24 @@ typo stops the engine before it trades, with an error naming the file, the strat
     max_quote_age = "5s"
     max_orders_per_minute = 30  # also: max_position_notional, max_input_age, price_band_bps,
                                 # min_spread_bps, max_spread_bps, fat_finger_multiple,
-                                # typical_order_qty, resize = ["max_order_qty", ...]
+                                # typical_order_qty, max_volume_fraction, volume_window,
+                                # max_depth_fraction, resize = ["max_order_qty", ...]
+    categories = {"PRES-YES" = "elections"}  # optional: merged with [instruments.categories]
+
+    [instruments.categories]    # optional: symbol -> category for the category limits
+    BTCUSDT = "l1"
 
     [account.limits]            # optional: the whole account, every strategy together
     max_account_exposure = "5000"   # gross notional over every symbol, in the quote asset
-    max_daily_loss = "200"          # realized + unrealized since 00:00 UTC: crossing it halts
-    max_drawdown = "300"            # from the peak of the cumulative P&L: crossing it halts
+    max_daily_loss = "200"          # change of the P&L since the day-start mark: crossing halts
+    max_drawdown = "300"            # from the stored peak of the cumulative P&L: crossing halts
+    day_boundary = "00:00:00"       # where the trading day starts, in day_timezone ("UTC")
+    daily_loss_resume = "manual"    # or "next_day": the daily-loss halt lifts at the boundary
     max_balance_age = "2m"          # plus every per-strategy field above, as a default
+    max_symbol_position = {BTCUSDT = "0.5"}     # every strategy together, per symbol;
+    max_symbol_notional = {BTCUSDT = "20000"}   # also max_category_gross / max_category_net
+    max_position_equity_pct = "20"  # a symbol's notional vs cash in equity_asset + positions
+    equity_asset = "USDT"
 
 Per-strategy limits override the account's field by field.
 """
@@ -40,16 +51,18 @@ from __future__ import annotations
 import tomllib
 from collections.abc import Mapping
 from dataclasses import dataclass, field
-from datetime import timedelta
+from datetime import UTC, time, timedelta, tzinfo
 from decimal import Decimal, InvalidOperation
 from enum import StrEnum
 from pathlib import Path
 from types import MappingProxyType
 from typing import Annotated, Any
+from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
 
 from pydantic import BaseModel, BeforeValidator, ConfigDict, Field, ValidationError, field_validator
 
 from engine.domain.risk import SIZE_CHECKS, Check, Limits
+from engine.domain.risk.loss_marks import LossHaltResume, TradingDay
 from engine.domain.types import StrategyId, Symbol
 from engine.exceptions import ConfigError
 from engine.marketdata.bars import interval_name, parse_interval
@@ -120,6 +133,9 @@ class _CommonLimits(BaseModel):
     max_spread_bps: PositiveDecimal | None = None
     fat_finger_multiple: PositiveDecimal | None = None
     typical_order_qty: PositiveDecimal | None = None
+    max_volume_fraction: PositiveDecimal | None = None
+    volume_window: Interval | None = None
+    max_depth_fraction: PositiveDecimal | None = None
     resize: list[str] = Field(default_factory=list)
 
     @field_validator("resize")
@@ -142,6 +158,34 @@ class _AccountLimits(_CommonLimits):
     max_daily_loss: PositiveDecimal | None = None
     max_drawdown: PositiveDecimal | None = None
     max_balance_age: Interval | None = None
+    #: where the trading day starts: a time of day in ``day_timezone``
+    day_boundary: time = time(0)
+    day_timezone: str = "UTC"
+    daily_loss_resume: LossHaltResume = LossHaltResume.MANUAL
+    max_symbol_position: dict[str, PositiveDecimal] = Field(default_factory=dict)
+    max_symbol_notional: dict[str, PositiveDecimal] = Field(default_factory=dict)
+    max_position_equity_pct: PositiveDecimal | None = None
+    equity_asset: str | None = None
+    max_category_gross: dict[str, PositiveDecimal] = Field(default_factory=dict)
+    max_category_net: dict[str, PositiveDecimal] = Field(default_factory=dict)
+
+    @field_validator("day_timezone")
+    @classmethod
+    def _zone(cls, name: str) -> str:
+        try:
+            ZoneInfo(name)
+        except (ZoneInfoNotFoundError, ValueError):
+            raise ValueError(
+                f"unknown time zone {name!r} (e.g. 'UTC', 'America/New_York')"
+            ) from None
+        return name
+
+
+class _Instruments(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+
+    #: symbol -> category, for the per-category limits
+    categories: dict[str, str] = Field(default_factory=dict)
 
 
 class _Account(BaseModel):
@@ -171,6 +215,8 @@ class _Strategy(BaseModel):
     limits: _Limits = Field(default_factory=_Limits)
     assumed_fee_bps: Bps | None = None
     assumed_slippage_bps: Bps | None = None
+    #: symbol -> category, merged with ``[instruments.categories]``
+    categories: dict[str, str] = Field(default_factory=dict)
 
     @field_validator("kind")
     @classmethod
@@ -195,6 +241,7 @@ class _File(BaseModel):
 
     strategy: list[_Strategy] = Field(min_length=1)
     account: _Account = Field(default_factory=_Account)
+    instruments: _Instruments = Field(default_factory=_Instruments)
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)
@@ -284,11 +331,74 @@ def parse_trading_config(raw: Mapping[str, Any], *, source: Path) -> TradingConf
             min_spread_bps=a.min_spread_bps,
             max_spread_bps=a.max_spread_bps,
             fat_finger_multiple=a.fat_finger_multiple,
+            max_volume_fraction=a.max_volume_fraction,
+            volume_window=a.volume_window or Limits().volume_window,
+            max_depth_fraction=a.max_depth_fraction,
+            trading_day=TradingDay(boundary=a.day_boundary, zone=_zone(a.day_timezone)),
+            daily_loss_resume=a.daily_loss_resume,
+            max_symbol_position=MappingProxyType(
+                {Symbol(k): v for k, v in a.max_symbol_position.items()}
+            ),
+            max_symbol_notional=MappingProxyType(
+                {Symbol(k): v for k, v in a.max_symbol_notional.items()}
+            ),
+            max_position_equity_pct=a.max_position_equity_pct,
+            equity_asset=a.equity_asset,
+            categories=_categories(parsed, source),
+            max_category_gross=MappingProxyType(dict(a.max_category_gross)),
+            max_category_net=MappingProxyType(dict(a.max_category_net)),
             resizable=frozenset(Check(c) for c in a.resize),
         )
     except ValueError as exc:
         raise ConfigError(f"{source}: account.limits: {exc}") from None
+    _check_portfolio_limits(account_limits, source)
     return TradingConfig(strategies=_strategies(parsed, source), account_limits=account_limits)
+
+
+def _zone(name: str) -> tzinfo:
+    # UTC as the standard library's own object: the default compares equal to it
+    return UTC if name == "UTC" else ZoneInfo(name)
+
+
+def _categories(parsed: _File, source: Path) -> Mapping[Symbol, str]:
+    """``[instruments.categories]`` and every strategy's ``categories``, as one map: a symbol
+    in two categories is an error (its exposure would count against one limit or the other
+    depending on who asked)."""
+    merged: dict[Symbol, str] = {}
+    named = [("instruments.categories", parsed.instruments.categories)] + [
+        (f"strategy {e.id!r}: field 'categories'", e.categories) for e in parsed.strategy
+    ]
+    for where, categories in named:
+        for symbol, category in categories.items():
+            if not category.strip():
+                raise ConfigError(f"{source}: {where}: symbol {symbol!r} has an empty category")
+            known = merged.setdefault(Symbol(symbol), category)
+            if known != category:
+                raise ConfigError(
+                    f"{source}: {where}: symbol {symbol!r} is in category {category!r} here "
+                    f"and {known!r} elsewhere"
+                )
+    return MappingProxyType(merged)
+
+
+def _check_portfolio_limits(limits: Limits, source: Path) -> None:
+    known = set(limits.categories.values())
+    for name, by_category in (
+        ("max_category_gross", limits.max_category_gross),
+        ("max_category_net", limits.max_category_net),
+    ):
+        for category in by_category:
+            if category not in known:
+                raise ConfigError(
+                    f"{source}: field 'account.limits.{name}': no symbol is in category "
+                    f"{category!r} (categories: {sorted(known)}); set them in "
+                    "[instruments.categories] or a strategy's categories"
+                )
+    if limits.max_position_equity_pct is not None and limits.equity_asset is None:
+        raise ConfigError(
+            f"{source}: field 'account.limits.equity_asset': required with "
+            "max_position_equity_pct (the asset the account's cash is counted in, e.g. 'USDT')"
+        )
 
 
 def parse_strategy_config(raw: Mapping[str, Any], *, source: Path) -> tuple[StrategySpec, ...]:
@@ -321,6 +431,9 @@ def _strategies(parsed: _File, source: Path) -> tuple[StrategySpec, ...]:
                 max_spread_bps=entry.limits.max_spread_bps,
                 fat_finger_multiple=entry.limits.fat_finger_multiple,
                 typical_order_qty=entry.limits.typical_order_qty,
+                max_volume_fraction=entry.limits.max_volume_fraction,
+                volume_window=entry.limits.volume_window,
+                max_depth_fraction=entry.limits.max_depth_fraction,
                 resize=frozenset(entry.limits.resize),
             ),
             decision_window=entry.decision_window,

@@ -77,6 +77,11 @@ class StrategyLimits:
     #: of its recent orders; ``typical_order_qty`` until it has a history)
     fat_finger_multiple: Decimal | None = None
     typical_order_qty: Decimal | None = None
+    #: an order may take at most this share of the symbol's volume over ``volume_window``
+    #: (default one hour), and of the visible size at the touch
+    max_volume_fraction: Decimal | None = None
+    volume_window: timedelta | None = None
+    max_depth_fraction: Decimal | None = None
     #: size checks (risk check names) that shrink an order instead of rejecting it
     resize: frozenset[str] = frozenset()
 

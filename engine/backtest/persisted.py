@@ -69,6 +69,10 @@ def _risk_limits(limits: StrategyLimits) -> Limits:
         max_order_notional=limits.max_order_notional,
         max_position_qty=limits.max_position,
         max_price_age=limits.max_quote_age,
+        # the replay publishes its bars into the conflator: their volume is the window's
+        max_volume_fraction=limits.max_volume_fraction,
+        volume_window=limits.volume_window or Limits().volume_window,
+        max_depth_fraction=limits.max_depth_fraction,
     )
 
 

@@ -59,6 +59,7 @@ from engine.ledger.fills import Fills
 from engine.ledger.incidents import Incidents
 from engine.ledger.journal import Journal
 from engine.ledger.leases import Leases
+from engine.ledger.loss_marks import LossMarksPart
 from engine.ledger.operations import Operations
 from engine.ledger.orders import Orders
 from engine.ledger.pnl import Marks, Settlements
@@ -96,3 +97,4 @@ class Ledger:
         self.marks = Marks(engine, account=account, venue=venue, clock=clock)
         self.settlements = Settlements(engine, account=account, venue=venue, clock=clock)
         self.alerts = Alerts(engine, account=account, venue=venue, clock=clock)
+        self.loss_marks = LossMarksPart(engine, account=account, venue=venue, clock=clock)

@@ -72,6 +72,8 @@ ENGINE_ACCESS: dict[str, Access] = {
         "summarized",
         "suppressed_into",
     ),
+    # the loss limits' day-start and high-water marks, upserted by the risk gate
+    "loss_marks": updates("day_start", "day_start_pnl", "peak_pnl", "peak_at", "updated_at"),
     # the latest mid per symbol, upserted by the status task
     "marks": updates("price", "marked_at"),
     # an order's identity (side, quantity, price, account) is fixed at reservation

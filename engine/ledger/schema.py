@@ -362,6 +362,20 @@ marks = Table(
     CheckConstraint("price >= 0", name="ck_marks_price_non_negative"),
 )
 
+#: per account, the two marks the loss limits are measured from, so a restart keeps them: the
+#: cumulative P&L at the start of the current trading day (today's loss is the change since)
+#: and its high-water mark (the drawdown is measured from it). Upserted by the risk gate.
+loss_marks = Table(
+    "loss_marks",
+    metadata,
+    Column("account", Text, primary_key=True),
+    _ts("day_start"),
+    _num("day_start_pnl"),
+    _num("peak_pnl"),
+    _ts("peak_at"),
+    _ts("updated_at"),
+)
+
 SETTLEMENT_RESULTS = ("yes", "no", "void")
 
 #: append-only: how a market (a prediction-market contract) settled for an account. Positions in

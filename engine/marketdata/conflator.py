@@ -24,6 +24,7 @@ import structlog
 from engine.domain.market import Bar, MarketEvent, Quote, Trade
 from engine.domain.types import Symbol
 from engine.marketdata.bars import BarBuilder
+from engine.marketdata.volume import VolumeTracker
 
 log = structlog.get_logger(__name__)
 
@@ -161,6 +162,8 @@ class Conflator:
         self._subs_by_symbol: dict[Symbol, list[Subscription]] = {}
         self._builders: dict[Symbol, list[BarBuilder]] = {}
         self._subs: dict[str, Subscription] = {}
+        #: rolling traded volume per symbol (the liquidity check's input)
+        self.volumes = VolumeTracker()
 
     # --- consumers -----------------------------------------------------------------------
 
@@ -232,6 +235,7 @@ class Conflator:
         else:
             self._trades[event.symbol] = event
             self._touch(event.symbol, event.received_at)
+            self.volumes.on_trade(event)
 
     def _touch(self, symbol: Symbol, received_at: datetime) -> None:
         last = self._received.get(symbol)
@@ -275,6 +279,7 @@ class Conflator:
         self._bars[(bar.symbol, bar.interval)] = bar
         self._touch(bar.symbol, bar.received_at)
         if bar.closed:
+            self.volumes.on_bar(bar)
             for sub in self._subs_by_symbol.get(bar.symbol, ()):
                 sub._bar_closed(bar)
 

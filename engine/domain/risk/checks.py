@@ -91,12 +91,19 @@ def _pass(check: Check, limit: object, observed: object, message: str = "") -> V
 
 
 def _size(
-    ctx: CheckContext, check: Check, limit: object, observed: object, max_qty: Decimal
+    ctx: CheckContext,
+    check: Check,
+    limit: object,
+    observed: object,
+    max_qty: Decimal,
+    basis: str = "",
 ) -> Verdict:
-    """PASS when the quantity fits ``max_qty``; else RESIZE down to it when allowed, else REJECT."""
+    """PASS when the quantity fits ``max_qty``; else RESIZE down to it when allowed, else REJECT.
+    ``basis`` names the inputs the limit was applied to (kept in the verdict's message)."""
     max_qty = max(max_qty, ZERO)
+    suffix = f" ({basis})" if basis else ""
     if ctx.qty <= max_qty:
-        return _pass(check, limit, observed)
+        return _pass(check, limit, observed, basis)
     if check in ctx.limits.resizable and max_qty > 0:
         cut = ctx.qty - max_qty
         return Verdict(
@@ -104,11 +111,15 @@ def _size(
             result=VerdictResult.RESIZE,
             limit=_text(limit),
             observed=_text(observed),
-            message=f"resized from {ctx.qty} to {max_qty} (-{cut}) to fit {check.value} {limit}",
+            message=f"resized from {ctx.qty} to {max_qty} (-{cut}) to fit {check.value} {limit}"
+            + suffix,
             resized_qty=max_qty,
         )
     return _reject(
-        check, limit, observed, f"quantity {ctx.qty} exceeds {max_qty} allowed by {check.value}"
+        check,
+        limit,
+        observed,
+        f"quantity {ctx.qty} exceeds {max_qty} allowed by {check.value}" + suffix,
     )
 
 
@@ -300,15 +311,31 @@ def _volume_fraction(ctx: CheckContext) -> Verdict | None:
     if fraction is None:
         return None
     volume = ctx.market.recent_volume
+    window = _seconds(ctx.limits.volume_window)
     if volume is None:
         return _reject(
             Check.VOLUME_FRACTION,
             fraction,
             MISSING,
-            f"recent volume of {ctx.symbol} is not known",
+            f"recent volume of {ctx.symbol} (over {window}) is not known",
         )
     observed = ctx.qty / volume if volume > 0 else "no volume"
-    return _size(ctx, Check.VOLUME_FRACTION, fraction, observed, fraction * volume)
+    basis = f"volume {_text(volume)} over {window}"
+    return _size(ctx, Check.VOLUME_FRACTION, fraction, observed, fraction * volume, basis)
+
+
+def _depth_fraction(ctx: CheckContext) -> Verdict | None:
+    fraction = ctx.limits.max_depth_fraction
+    if fraction is None:
+        return None
+    # the side the order takes from: a buy lifts the ask, a sell hits the bid
+    touch = "ask" if ctx.side is Side.BUY else "bid"
+    depth = ctx.market.ask_size if ctx.side is Side.BUY else ctx.market.bid_size
+    if depth is None:
+        return _reject(Check.DEPTH_FRACTION, fraction, MISSING, f"no {touch} size for {ctx.symbol}")
+    observed = ctx.qty / depth if depth > 0 else f"no {touch} size"
+    basis = f"{touch} size {_text(depth)}"
+    return _size(ctx, Check.DEPTH_FRACTION, fraction, observed, fraction * depth, basis)
 
 
 def _max_growth(exposure: Exposure, side: Side, room: Decimal) -> Decimal:
@@ -338,6 +365,110 @@ def _position_notional(ctx: CheckContext) -> Verdict | None:
     after = (exposure.worst_case(ctx.side) + ctx.qty) * price
     room = limit / price
     return _size(ctx, Check.POSITION_NOTIONAL, limit, after, _max_growth(exposure, ctx.side, room))
+
+
+def _symbol_qty(ctx: CheckContext) -> Verdict | None:
+    limit = ctx.limits.max_symbol_position.get(ctx.symbol)
+    if limit is None:
+        return None
+    exposure = ctx.account.account_exposure.get(ctx.symbol, NO_EXPOSURE)
+    after = exposure.worst_case(ctx.side) + ctx.qty
+    return _size(ctx, Check.SYMBOL_QTY, limit, after, _max_growth(exposure, ctx.side, limit))
+
+
+def _symbol_notional(ctx: CheckContext) -> Verdict | None:
+    limit = ctx.limits.max_symbol_notional.get(ctx.symbol)
+    if limit is None:
+        return None
+    price = ctx.price()
+    if price is None:
+        return _reject(Check.SYMBOL_NOTIONAL, limit, MISSING, ctx.price_missing())
+    exposure = ctx.account.account_exposure.get(ctx.symbol, NO_EXPOSURE)
+    after = (exposure.worst_case(ctx.side) + ctx.qty) * price
+    room = limit / price
+    return _size(ctx, Check.SYMBOL_NOTIONAL, limit, after, _max_growth(exposure, ctx.side, room))
+
+
+def _position_equity(ctx: CheckContext) -> Verdict | None:
+    pct = ctx.limits.max_position_equity_pct
+    if pct is None:
+        return None
+    price = ctx.price()
+    if price is None:
+        return _reject(Check.POSITION_EQUITY, pct, MISSING, ctx.price_missing())
+    cash = ctx.account.cash
+    if cash is None:
+        return _reject(
+            Check.POSITION_EQUITY, pct, MISSING, "the account's cash balance is not known"
+        )
+    equity = cash
+    for symbol, exposure in sorted(ctx.account.account_exposure.items()):
+        if exposure.position == 0:
+            continue
+        mark = price if symbol == ctx.symbol else ctx.account.marks.get(symbol)
+        if mark is None:
+            return _reject(
+                Check.POSITION_EQUITY, pct, MISSING, f"no mark for {symbol} to value the equity"
+            )
+        equity += exposure.position * mark
+    exposure = ctx.account.account_exposure.get(ctx.symbol, NO_EXPOSURE)
+    allowed = max(equity, ZERO) * pct / 100
+    after = abs(exposure.worst_case(ctx.side) + ctx.qty) * price
+    observed = after / equity * 100 if equity > 0 else "no equity"
+    room = allowed / price
+    basis = f"notional {_text(after)} of equity {_text(equity)}"
+    return _size(
+        ctx, Check.POSITION_EQUITY, pct, observed, _max_growth(exposure, ctx.side, room), basis
+    )
+
+
+def _others_in_category(
+    ctx: CheckContext, check: Check, limit: Decimal, category: str, *, net: bool
+) -> Decimal | Verdict:
+    """The category's notional outside this symbol: gross (magnitudes), or net along the
+    order's side (what it adds to); a missing mark rejects."""
+    total = ZERO
+    for symbol, exposure in sorted(ctx.account.account_exposure.items()):
+        if symbol == ctx.symbol or ctx.limits.categories.get(symbol) != category:
+            continue
+        qty = exposure.worst_case(ctx.side) if net else exposure.gross()
+        if qty == 0:
+            continue
+        mark = ctx.account.marks.get(symbol)
+        if mark is None:
+            return _reject(check, limit, MISSING, f"no mark for {symbol} in category {category}")
+        total += qty * mark
+    return total
+
+
+def _category(ctx: CheckContext, check: Check, *, net: bool) -> Verdict | None:
+    category = ctx.limits.categories.get(ctx.symbol)
+    if category is None:
+        return None
+    limits = ctx.limits.max_category_net if net else ctx.limits.max_category_gross
+    limit = limits.get(category)
+    if limit is None:
+        return None
+    price = ctx.price()
+    if price is None:
+        return _reject(check, limit, MISSING, ctx.price_missing())
+    others = _others_in_category(ctx, check, limit, category, net=net)
+    if isinstance(others, Verdict):
+        return others
+    exposure = ctx.account.account_exposure.get(ctx.symbol, NO_EXPOSURE)
+    along = exposure.worst_case(ctx.side) + ctx.qty
+    after = others + (along if net else abs(along)) * price
+    room = (limit - others) / price
+    basis = f"category {category}"
+    return _size(ctx, check, limit, after, _max_growth(exposure, ctx.side, room), basis)
+
+
+def _category_gross(ctx: CheckContext) -> Verdict | None:
+    return _category(ctx, Check.CATEGORY_GROSS, net=False)
+
+
+def _category_net(ctx: CheckContext) -> Verdict | None:
+    return _category(ctx, Check.CATEGORY_NET, net=True)
 
 
 def _account_exposure(ctx: CheckContext) -> Verdict | None:
@@ -381,8 +512,14 @@ CHECKS: Mapping[Check, Callable[[CheckContext], Verdict | None]] = MappingProxyT
         Check.ORDER_QTY: _order_qty,
         Check.ORDER_NOTIONAL: _order_notional,
         Check.VOLUME_FRACTION: _volume_fraction,
+        Check.DEPTH_FRACTION: _depth_fraction,
         Check.POSITION_QTY: _position_qty,
         Check.POSITION_NOTIONAL: _position_notional,
+        Check.SYMBOL_QTY: _symbol_qty,
+        Check.SYMBOL_NOTIONAL: _symbol_notional,
+        Check.POSITION_EQUITY: _position_equity,
+        Check.CATEGORY_GROSS: _category_gross,
+        Check.CATEGORY_NET: _category_net,
         Check.ACCOUNT_EXPOSURE: _account_exposure,
     }
 )

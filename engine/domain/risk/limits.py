@@ -9,6 +9,7 @@ from decimal import Decimal
 from enum import StrEnum
 from types import MappingProxyType
 
+from engine.domain.risk.loss_marks import LossHaltResume, TradingDay
 from engine.domain.types import Symbol
 
 
@@ -27,9 +28,16 @@ class Check(StrEnum):
     FAT_FINGER = "fat_finger"  #: vs the strategy's typical order size
     ORDER_QTY = "max_order_qty"
     ORDER_NOTIONAL = "max_order_notional"
-    VOLUME_FRACTION = "max_volume_fraction"
+    VOLUME_FRACTION = "max_volume_fraction"  #: of the symbol's traded volume in a window
+    DEPTH_FRACTION = "max_depth_fraction"  #: of the visible size at the touch
     POSITION_QTY = "max_position_qty"
     POSITION_NOTIONAL = "max_position_notional"
+    #: every strategy of the account together, per symbol
+    SYMBOL_QTY = "max_symbol_position"
+    SYMBOL_NOTIONAL = "max_symbol_notional"
+    POSITION_EQUITY = "max_position_equity_pct"  #: a symbol's notional vs the account's equity
+    CATEGORY_GROSS = "max_category_gross"
+    CATEGORY_NET = "max_category_net"
     ACCOUNT_EXPOSURE = "max_account_exposure"
 
 
@@ -42,8 +50,14 @@ SIZE_CHECKS: frozenset[Check] = frozenset(
         Check.ORDER_QTY,
         Check.ORDER_NOTIONAL,
         Check.VOLUME_FRACTION,
+        Check.DEPTH_FRACTION,
         Check.POSITION_QTY,
         Check.POSITION_NOTIONAL,
+        Check.SYMBOL_QTY,
+        Check.SYMBOL_NOTIONAL,
+        Check.POSITION_EQUITY,
+        Check.CATEGORY_GROSS,
+        Check.CATEGORY_NET,
         Check.ACCOUNT_EXPOSURE,
     }
 )
@@ -53,6 +67,14 @@ HALTING_CHECKS: frozenset[Check] = frozenset({Check.DAILY_LOSS, Check.DRAWDOWN})
 
 
 def _no_limits() -> Mapping[Symbol, Decimal]:
+    return MappingProxyType({})
+
+
+def _no_categories() -> Mapping[Symbol, str]:
+    return MappingProxyType({})
+
+
+def _no_category_limits() -> Mapping[str, Decimal]:
     return MappingProxyType({})
 
 
@@ -75,6 +97,10 @@ class Limits:
     max_daily_loss: Decimal | None = None
     #: peak equity minus equity
     max_drawdown: Decimal | None = None
+    #: where the trading day of ``max_daily_loss`` starts (00:00 UTC by default)
+    trading_day: TradingDay = field(default_factory=TradingDay)
+    #: what lifts a halt the daily loss set: an operator, or the next day boundary
+    daily_loss_resume: LossHaltResume = LossHaltResume.MANUAL
     max_orders_per_minute: int | None = None
     max_price_age: timedelta | None = None
     max_balance_age: timedelta | None = None
@@ -85,6 +111,23 @@ class Limits:
     max_spread_bps: Decimal | None = None
     #: largest share of ``MarketView.recent_volume`` one order may take (0.1 = 10 %)
     max_volume_fraction: Decimal | None = None
+    #: the window ``recent_volume`` is traded over
+    volume_window: timedelta = timedelta(hours=1)
+    #: largest share of the visible size at the touch one order may take
+    max_depth_fraction: Decimal | None = None
+    #: account-wide (every strategy) per symbol: worst-case quantity and notional
+    max_symbol_position: Mapping[Symbol, Decimal] = field(default_factory=_no_limits)
+    max_symbol_notional: Mapping[Symbol, Decimal] = field(default_factory=_no_limits)
+    #: a symbol's worst-case notional (every strategy) as a percentage of the account's equity
+    max_position_equity_pct: Decimal | None = None
+    #: the asset the account's cash is counted in for ``max_position_equity_pct`` (the quote
+    #: asset of the symbols it trades, e.g. USDT or USD)
+    equity_asset: str | None = None
+    #: symbol -> category (e.g. "elections", "l1"); limits per category on the notional of
+    #: every strategy together: gross (sum of magnitudes) and net (long minus short)
+    categories: Mapping[Symbol, str] = field(default_factory=_no_categories)
+    max_category_gross: Mapping[str, Decimal] = field(default_factory=_no_category_limits)
+    max_category_net: Mapping[str, Decimal] = field(default_factory=_no_category_limits)
     #: the largest multiple of ``AccountView.typical_order_qty`` one order may be
     fat_finger_multiple: Decimal | None = None
     #: size checks allowed to RESIZE instead of REJECT
@@ -103,6 +146,8 @@ class Limits:
             "min_spread_bps",
             "max_spread_bps",
             "max_volume_fraction",
+            "max_depth_fraction",
+            "max_position_equity_pct",
             "fat_finger_multiple",
         ):
             value = getattr(self, name)
@@ -110,7 +155,14 @@ class Limits:
                 not isinstance(value, Decimal) or not value.is_finite() or value < 0
             ):
                 raise ValueError(f"limit {name} must be a Decimal >= 0, got {value!r}")
-        for name in ("max_position_qty_by_symbol", "max_position_notional_by_symbol"):
+        for name in (
+            "max_position_qty_by_symbol",
+            "max_position_notional_by_symbol",
+            "max_symbol_position",
+            "max_symbol_notional",
+            "max_category_gross",
+            "max_category_net",
+        ):
             for symbol, value in getattr(self, name).items():
                 if not isinstance(value, Decimal) or not value.is_finite() or value < 0:
                     raise ValueError(f"limit {name}[{symbol}] must be a Decimal >= 0")
@@ -118,6 +170,8 @@ class Limits:
             age = getattr(self, name)
             if age is not None and age < timedelta(0):
                 raise ValueError(f"limit {name} must not be negative, got {age}")
+        if self.volume_window <= timedelta(0):
+            raise ValueError(f"limit volume_window must be positive, got {self.volume_window}")
         if self.max_orders_per_minute is not None and self.max_orders_per_minute < 0:
             raise ValueError("limit max_orders_per_minute must be >= 0")
         wrong = {Check(c) for c in self.resizable} - SIZE_CHECKS

@@ -46,8 +46,11 @@ class MarketView:
     ask: Decimal | None
     #: our receipt time of the quote
     received_at: datetime | None
-    #: traded volume over the venue's recent window, in base units
+    #: traded volume over ``Limits.volume_window``, in base units (``None``: not known)
     recent_volume: Decimal | None = None
+    #: visible size at the touch, in base units
+    bid_size: Decimal | None = None
+    ask_size: Decimal | None = None
 
     def __post_init__(self) -> None:
         if self.received_at is not None:
@@ -87,6 +90,9 @@ class AccountView:
     #: our receipt time of the latest balance snapshot
     balances_received_at: datetime | None = None
     typical_order_qty: Decimal | None = None
+    #: the account's cash in the asset its limits are in (``Limits`` equity checks add the
+    #: positions at their marks to it)
+    cash: Decimal | None = None
 
     def __post_init__(self) -> None:
         if self.balances_received_at is not None:
