@@ -17,7 +17,7 @@ from engine.cli import app
 from engine.exceptions import ConfigError
 from engine.strategy_config import parse_strategy_config
 from strategies.base import ParamError
-from strategies.registry import UnknownKind, create_strategy, resolve
+from strategies.registry import UnknownKind, create_strategy, known_kinds, resolve
 from tests.helpers import ROOT
 
 USER_MODULE = '''
@@ -200,3 +200,19 @@ def test_new_strategy_scaffolds_a_strategy_whose_test_passes(tmp_path: Path) -> 
     assert again.exit_code == 2
     assert "not overwriting" in again.output
     assert runner.invoke(app, ["new-strategy", "Bad-Name"]).exit_code == 2
+
+
+def test_an_entry_point_registers_a_short_name(
+    user_kind: str, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    # an installed distribution, as pip leaves it: importlib.metadata finds it on sys.path
+    dist = tmp_path / "user_strategies-1.0.dist-info"
+    dist.mkdir()
+    (dist / "METADATA").write_text("Metadata-Version: 2.1\nName: user-strategies\nVersion: 1.0\n")
+    (dist / "entry_points.txt").write_text(f"[tradectl.strategies]\nwaits = {user_kind}\n")
+    monkeypatch.syspath_prepend(str(tmp_path))
+    assert "waits" in known_kinds()
+    kind = resolve("waits")
+    assert (kind.origin, [p.name for p in kind.params()]) == ("entry point", ["qty", "lookback"])
+    (spec,) = parse_strategy_config(entry("waits", lookback=7), source=Path("s.toml"))
+    assert spec.hosted().strategy.params.lookback == 7  # type: ignore[attr-defined]
