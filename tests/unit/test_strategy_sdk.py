@@ -8,6 +8,7 @@ import os
 import subprocess
 import sys
 import uuid
+from decimal import Decimal
 from pathlib import Path
 
 import pytest
@@ -18,6 +19,7 @@ from engine.exceptions import ConfigError
 from engine.strategy_config import parse_strategy_config
 from strategies.base import ParamError
 from strategies.registry import UnknownKind, create_strategy, known_kinds, resolve
+from strategies.testing import StrategyHarness, buys, only_holds, sells
 from tests.helpers import ROOT
 
 USER_MODULE = '''
@@ -216,3 +218,16 @@ def test_an_entry_point_registers_a_short_name(
     assert (kind.origin, [p.name for p in kind.params()]) == ("entry point", ["qty", "lookback"])
     (spec,) = parse_strategy_config(entry("waits", lookback=7), source=Path("s.toml"))
     assert spec.hosted().strategy.params.lookback == 7  # type: ignore[attr-defined]
+
+
+def test_the_harness_feeds_quotes_and_applies_fills() -> None:
+    strategy = create_strategy("fair_value", "fv", ["PRES-YES"], {"fair": "0.55", "qty": "5"})
+    h = StrategyHarness(strategy)
+    assert only_holds(h.quote(bid="0.50", ask="0.54"))  # inside the edge
+    (buy,) = buys(h.quote(bid="0.50", ask="0.52", ask_size=100))
+    assert (buy.quantity, buy.limit_price) == (Decimal(5), Decimal("0.52"))
+    h.fill(buy)
+    assert h.position() == Decimal(5)
+    (sell,) = sells(h.quote(bid="0.60", ask="0.61", bid_size=100))
+    assert sell.quantity == Decimal(5)
+    assert h.bar(close="0.6") == ()  # a quote strategy does not decide on bars
