@@ -5,7 +5,7 @@ typo stops the engine before it trades, with an error naming the file, the strat
 
     [[strategy]]
     id = "sma-btc"              # unique; the strategy_id in the ledger
-    kind = "sma_cross"          # a name in strategies.registry.REGISTRY
+    kind = "sma_cross"          # a built-in kind, or your own: "my_pkg.my_module:MyStrategy"
     symbols = ["BTCUSDT"]
     bar_interval = "5s"         # bar strategies: bars of this interval (built from quotes)
     decision_window = "1s"      # quote strategies: decisions in one window share their keys
@@ -48,6 +48,8 @@ Per-strategy limits override the account's field by field.
 
 from __future__ import annotations
 
+import hashlib
+import json
 import tomllib
 from collections.abc import Mapping
 from dataclasses import dataclass, field
@@ -67,8 +69,8 @@ from engine.domain.types import StrategyId, Symbol
 from engine.exceptions import ConfigError
 from engine.marketdata.bars import interval_name, parse_interval
 from engine.strategy_host import DEFAULT_DECISION_WINDOW, HostedStrategy
-from strategies.base import DecisionMode, ParamError, StrategyLimits
-from strategies.registry import REGISTRY, create_strategy
+from strategies.base import DecisionMode, ParamError, Strategy, StrategyLimits
+from strategies.registry import UnknownKind, resolve
 
 
 def _to_text(value: Any) -> str:
@@ -221,8 +223,10 @@ class _Strategy(BaseModel):
     @field_validator("kind")
     @classmethod
     def _known_kind(cls, kind: str) -> str:
-        if kind not in REGISTRY:
-            raise ValueError(f"unknown strategy kind {kind!r}; known kinds: {sorted(REGISTRY)}")
+        try:
+            resolve(kind)
+        except UnknownKind as exc:
+            raise ValueError(str(exc)) from None
         return kind
 
     @field_validator("symbols")
@@ -262,6 +266,8 @@ class StrategySpec:
     #: the costs the strategy assumes (as backtested), reported next to the realized ones
     assumed_fee_bps: Decimal | None = None
     assumed_slippage_bps: Decimal | None = None
+    #: a hash of the whole ``[[strategy]]`` entry, recorded with each decision
+    config_hash: str | None = None
 
     @property
     def bar_interval_name(self) -> str | None:
@@ -269,13 +275,16 @@ class StrategySpec:
 
     def hosted(self) -> HostedStrategy:
         """A fresh strategy instance with its config, ready for :class:`StrategyHost.add`."""
-        strategy = create_strategy(self.kind, self.strategy_id, self.symbols, self.params)
+        kind = resolve(self.kind)
+        strategy = kind.create(self.strategy_id, self.symbols, self.params)
         return HostedStrategy(
             strategy=strategy,
             params=self.params,
             limits=self.limits,
             decision_window=self.decision_window,
             bar_interval=self.bar_interval_name,
+            version=kind.version,
+            config_hash=self.config_hash,
         )
 
 
@@ -443,12 +452,24 @@ def _strategies(parsed: _File, source: Path) -> tuple[StrategySpec, ...]:
             source=source,
             assumed_fee_bps=entry.assumed_fee_bps,
             assumed_slippage_bps=entry.assumed_slippage_bps,
+            config_hash=config_hash(entry.model_dump(mode="json")),
         )
         try:
             hosted = spec.hosted()
         except ParamError as exc:
             name = "symbols" if exc.field == "symbols" else f"params.{exc.field}"
             raise ConfigError(f"{where}: field {name!r}: {exc.detail}") from None
+        except Exception as exc:
+            # a user's strategy is code we do not know: whatever its constructor raises is
+            # reported as a config problem on one line, not a traceback
+            raise ConfigError(
+                f"{where}: kind {entry.kind!r} could not be built: {type(exc).__name__}: {exc}"
+            ) from None
+        if not isinstance(hosted.strategy, Strategy):
+            raise ConfigError(
+                f"{where}: kind {entry.kind!r} built {type(hosted.strategy).__name__}, which lacks "
+                "the strategy contract (strategy_id, symbols, mode, bar_history, decide)"
+            )
         if hosted.strategy.mode is DecisionMode.BAR and spec.bar_interval is None:
             raise ConfigError(
                 f"{where}: field 'bar_interval': required for {entry.kind!r}, which decides on "
@@ -456,6 +477,12 @@ def _strategies(parsed: _File, source: Path) -> tuple[StrategySpec, ...]:
             )
         specs.append(spec)
     return tuple(specs)
+
+
+def config_hash(entry: Mapping[str, Any]) -> str:
+    """A short stable hash of one strategy's validated config (key order does not matter)."""
+    text = json.dumps(entry, sort_keys=True, separators=(",", ":"), default=str)
+    return "sha256:" + hashlib.sha256(text.encode()).hexdigest()[:16]
 
 
 def _describe(exc: ValidationError, raw: Mapping[str, Any], source: Path) -> str:

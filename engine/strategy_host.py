@@ -83,6 +83,9 @@ class HostedStrategy:
     decision_window: timedelta = DEFAULT_DECISION_WINDOW
     #: bar strategies: only closed bars of this interval (e.g. ``"1m"``); ``None`` takes all
     bar_interval: str | None = None
+    #: recorded with each decision: the strategy's code version and a hash of its config
+    version: str | None = None
+    config_hash: str | None = None
 
     def __post_init__(self) -> None:
         if self.decision_window <= timedelta(0):
@@ -125,6 +128,8 @@ def assign_keys(
     strategy_id: StrategyId,
     interval_key: str,
     symbols: Iterable[Symbol],
+    version: str | None = None,
+    config_hash: str | None = None,
 ) -> tuple[Intent, ...]:
     """Give each intent its canonical key: same window, same strategy, numbered per
     ``(symbol, side)`` in the order the strategy returned them. Raises ``ValueError`` on an
@@ -148,7 +153,18 @@ def assign_keys(
             side=key.side,
             sequence=sequence,
         )
-        out.append(intent if key == canonical else dataclasses.replace(intent, key=canonical))
+        if (
+            key == canonical
+            and intent.strategy_version == version
+            and intent.config_hash == config_hash
+        ):
+            out.append(intent)
+        else:
+            out.append(
+                dataclasses.replace(
+                    intent, key=canonical, strategy_version=version, config_hash=config_hash
+                )
+            )
     return tuple(out)
 
 
@@ -288,6 +304,8 @@ class StrategyHost:
                 strategy_id=sid,
                 interval_key=interval_key,
                 symbols=strategy.symbols,
+                version=hosted.version,
+                config_hash=hosted.config_hash,
             )
         except Exception as exc:
             await self._fail(sid, exc)

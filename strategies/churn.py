@@ -10,8 +10,8 @@ it places depends only on the window (a checksum of the interval key) and on its
   touch (takes what is shown, rests the rest), a GTC at the near touch (rests until the market
   moves through it, or the next window cancels it).
 
-Params: ``qty`` (base units per order, > 0), ``max_position`` (> 0). Not a trading idea: a load
-generator whose every decision a replay reproduces.
+Params (:class:`Params`): ``qty`` (base units per order, > 0), ``max_position`` (> 0). Not a
+trading idea: a load generator whose every decision a replay reproduces.
 """
 
 from __future__ import annotations
@@ -20,13 +20,38 @@ import zlib
 from collections.abc import Mapping, Sequence
 from decimal import Decimal
 
+from pydantic import BaseModel, ConfigDict, Field
+
 from engine.domain.intents import Buy, Cancel, Hold, Intent, Sell
 from engine.domain.types import OrderState, Side, StrategyId, Symbol, TimeInForce
-from strategies.base import DecisionMode, ParamError, Snapshot, param_decimal, reject_unknown
+from strategies.base import DecisionMode, ParamError, Snapshot
+from strategies.params import parse_params
+
+#: bumped when a change to the code changes what it decides (recorded with each decision)
+version = "1"
 
 _ZERO = Decimal(0)
 #: only acknowledged orders are cancelled: an unresolved one is the engine's to settle first
 _CANCELLABLE = frozenset({OrderState.OPEN, OrderState.PARTIALLY_FILLED})
+
+
+class Params(BaseModel):
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+    qty: Decimal = Field(
+        Decimal("0.001"),
+        gt=0,
+        lt=Decimal("1e18"),
+        allow_inf_nan=False,
+        description="base units per order",
+    )
+    max_position: Decimal = Field(
+        Decimal("0.01"),
+        gt=0,
+        lt=Decimal("1e18"),
+        allow_inf_nan=False,
+        description="largest position",
+    )
 
 
 class Churn:
@@ -128,10 +153,5 @@ class Churn:
 
 
 def create(strategy_id: StrategyId, symbols: Sequence[Symbol], params: Mapping[str, str]) -> Churn:
-    reject_unknown(params, {"qty", "max_position"})
-    return Churn(
-        strategy_id,
-        symbols,
-        qty=param_decimal(params, "qty", gt=_ZERO),
-        max_position=param_decimal(params, "max_position", gt=_ZERO),
-    )
+    parsed = parse_params(Params, params)
+    return Churn(strategy_id, symbols, qty=parsed.qty, max_position=parsed.max_position)

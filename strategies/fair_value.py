@@ -6,8 +6,8 @@ by ``qty``, by the size shown at the touch, and by the inventory cap (position p
 never beyond ``max_inventory``; never sells more than is held minus pending sells). One Hold with a
 reason per market when it does nothing.
 
-Params: ``fair`` (default fair value for every market), ``fair.<SYMBOL>`` (per-market override),
-``edge`` (>= 0), ``qty`` (> 0), ``max_inventory`` (> 0).
+Params (:class:`Params`): ``fair`` (default fair value for every market), ``fair.<SYMBOL>``
+(per-market override), ``edge`` (>= 0), ``qty`` (> 0), ``max_inventory`` (> 0).
 """
 
 from __future__ import annotations
@@ -15,18 +15,37 @@ from __future__ import annotations
 from collections.abc import Mapping, Sequence
 from decimal import Decimal
 
+from pydantic import BaseModel, ConfigDict, Field
+
 from engine.domain.intents import Buy, Hold, Intent, Sell
 from engine.domain.types import Side, StrategyId, Symbol, TimeInForce
-from strategies.base import (
-    DecisionMode,
-    ParamError,
-    Snapshot,
-    param_decimal,
-    reject_unknown,
-)
+from strategies.base import DecisionMode, ParamError, Snapshot, param_decimal, reject_unknown
+from strategies.params import parse_params
+
+#: bumped when a change to the code changes what it decides (recorded with each decision)
+version = "1"
 
 _ZERO = Decimal(0)
 _ONE = Decimal(1)
+_HUGE = Decimal("1e18")
+
+
+class Params(BaseModel):
+    # ``fair.<SYMBOL>`` overrides are checked by :func:`create`: their names depend on the symbols
+    model_config = ConfigDict(extra="allow", frozen=True)
+
+    fair: Decimal | None = Field(
+        None, gt=0, lt=1, allow_inf_nan=False, description="fair value of every market, in (0, 1)"
+    )
+    edge: Decimal = Field(
+        Decimal("0.02"), ge=0, lt=1, allow_inf_nan=False, description="distance from fair to trade"
+    )
+    qty: Decimal = Field(
+        Decimal(10), gt=0, lt=_HUGE, allow_inf_nan=False, description="contracts per order"
+    )
+    max_inventory: Decimal = Field(
+        Decimal(100), gt=0, lt=_HUGE, allow_inf_nan=False, description="largest inventory"
+    )
 
 
 class FairValue:
@@ -151,23 +170,23 @@ def _size(qty: Decimal, price: Decimal, snapshot: Snapshot) -> Decimal:
 def create(
     strategy_id: StrategyId, symbols: Sequence[Symbol], params: Mapping[str, str]
 ) -> FairValue:
-    reject_unknown(params, {"fair", "edge", "qty", "max_inventory"}, prefixes=("fair.",))
+    reject_unknown(params, set(Params.model_fields), prefixes=("fair.",))
+    overrides = {k: v for k, v in params.items() if k.startswith("fair.")}
+    parsed = parse_params(Params, {k: v for k, v in params.items() if k not in overrides})
     if not symbols:
         raise ParamError("symbols", "fair_value needs at least one market")
-    default = params.get("fair")
     fair: dict[Symbol, Decimal] = {}
     for symbol in symbols:
-        name = f"fair.{symbol}" if f"fair.{symbol}" in params else "fair"
-        if name == "fair" and default is None:
-            raise ParamError(f"fair.{symbol}", "is required (or give 'fair' for every market)")
-        fair[symbol] = param_decimal(params, name, gt=_ZERO, lt=_ONE)
-    for name in params:
-        if name.startswith("fair.") and Symbol(name.removeprefix("fair.")) not in fair:
+        name = f"fair.{symbol}"
+        if name in overrides:
+            fair[symbol] = param_decimal(overrides, name, gt=_ZERO, lt=_ONE)
+        elif parsed.fair is None:
+            raise ParamError(name, "is required (or give 'fair' for every market)")
+        else:
+            fair[symbol] = parsed.fair
+    for name in overrides:
+        if Symbol(name.removeprefix("fair.")) not in fair:
             raise ParamError(name, f"names a market not in symbols {list(symbols)}")
     return FairValue(
-        strategy_id,
-        fair,
-        edge=param_decimal(params, "edge", ge=_ZERO),
-        qty=param_decimal(params, "qty", gt=_ZERO),
-        max_inventory=param_decimal(params, "max_inventory", gt=_ZERO),
+        strategy_id, fair, edge=parsed.edge, qty=parsed.qty, max_inventory=parsed.max_inventory
     )

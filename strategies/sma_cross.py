@@ -5,7 +5,8 @@ crosses below. Sizing respects the current inventory and the orders still open: 
 the position (plus pending buys) beyond ``max_position``, a sell never sells more than is held
 (minus pending sells). Every bar on which it does nothing yields a Hold saying why.
 
-Params: ``fast`` (bars, >= 1), ``slow`` (bars, > fast), ``qty`` (base units, > 0).
+Params (:class:`Params`): ``fast`` (bars, >= 1, default 10), ``slow`` (bars, > fast, default 20),
+``qty`` (base units, > 0, default 0.01).
 """
 
 from __future__ import annotations
@@ -13,16 +14,37 @@ from __future__ import annotations
 from collections.abc import Mapping, Sequence
 from decimal import Decimal
 
+from pydantic import BaseModel, ConfigDict, Field, ValidationInfo, field_validator
+
 from engine.domain.intents import Buy, Hold, Intent, Sell
 from engine.domain.types import Side, StrategyId, Symbol
-from strategies.base import (
-    DecisionMode,
-    ParamError,
-    Snapshot,
-    param_decimal,
-    param_int,
-    reject_unknown,
-)
+from strategies.base import DecisionMode, ParamError, Snapshot
+from strategies.params import parse_params
+
+#: bumped when a change to the code changes what it decides (recorded with each decision)
+version = "1"
+
+
+class Params(BaseModel):
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+    fast: int = Field(10, ge=1, description="bars in the fast moving average")
+    slow: int = Field(20, ge=2, description="bars in the slow moving average (> fast)")
+    qty: Decimal = Field(
+        Decimal("0.01"),
+        gt=0,
+        lt=Decimal("1e18"),
+        allow_inf_nan=False,
+        description="base units per order",
+    )
+
+    @field_validator("slow")
+    @classmethod
+    def _slower_than_fast(cls, slow: int, info: ValidationInfo) -> int:
+        fast = info.data.get("fast")
+        if fast is not None and slow <= fast:
+            raise ValueError(f"must be greater than fast ({fast})")
+        return slow
 
 
 class SmaCross:
@@ -122,13 +144,7 @@ def _cap_order(qty: Decimal, snapshot: Snapshot, price: Decimal) -> Decimal:
 def create(
     strategy_id: StrategyId, symbols: Sequence[Symbol], params: Mapping[str, str]
 ) -> SmaCross:
-    reject_unknown(params, {"fast", "slow", "qty"})
+    parsed = parse_params(Params, params)
     if len(symbols) != 1:
         raise ParamError("symbols", f"sma_cross trades exactly one symbol, got {list(symbols)}")
-    return SmaCross(
-        strategy_id,
-        symbols[0],
-        fast=param_int(params, "fast", ge=1),
-        slow=param_int(params, "slow", ge=2),
-        qty=param_decimal(params, "qty", gt=Decimal(0)),
-    )
+    return SmaCross(strategy_id, symbols[0], fast=parsed.fast, slow=parsed.slow, qty=parsed.qty)

@@ -36,7 +36,7 @@ from engine.strategy_host import HostedStrategy, StrategyHost
 from engine.venues.base import OrderReport
 from engine.venues.paper import DEFAULT_RULES, PaperVenue
 from strategies.base import DecisionMode, OpenOrder
-from strategies.registry import create_strategy
+from strategies.registry import resolve
 
 _ZERO = Decimal(0)
 _BPS = Decimal(10_000)
@@ -90,16 +90,20 @@ class Replay:
             taker_fee=settings.taker_fee,
             fees_in_quote=[self.symbol] if settings.fees_in_quote else [],
         )
-        strategy_id = StrategyId(ledger.account if ledger is not None else f"bt-{strategy}")
+        # a module path's name only: "my_pkg.mod:MyStrategy" -> "bt-MyStrategy"
+        short = strategy.rpartition(":")[2]
+        strategy_id = StrategyId(ledger.account if ledger is not None else f"bt-{short}")
         try:
-            built = create_strategy(strategy, strategy_id, [self.symbol], params)
-        except (KeyError, ValueError) as exc:
+            kind = resolve(strategy)
+            built = kind.create(strategy_id, [self.symbol], params)
+        except (KeyError, ValueError, TypeError) as exc:
             raise BacktestError(f"strategy {strategy!r}: {exc}") from None
         self.hosted = HostedStrategy(
             strategy=built,
             params=self.params,
             limits=settings.limits,
             bar_interval=self.bars[0].interval,
+            version=kind.version,
         )
         self.conflator = Conflator()
         self.host = StrategyHost(

@@ -38,7 +38,8 @@ def run_backtest(
 def default_account(strategy: str, seed: int, now: datetime | None = None) -> AccountId:
     """``backtest-<strategy>-<seed>-<UTC timestamp>``: a fresh ledger account per run."""
     stamp = (now or utc_now()).astimezone(UTC).strftime("%Y%m%dT%H%M%SZ")
-    return AccountId(f"backtest-{strategy}-{seed}-{stamp}")
+    # a module path's name only: "my_pkg.mod:MyStrategy" -> "MyStrategy"
+    return AccountId(f"backtest-{strategy.rpartition(':')[2]}-{seed}-{stamp}")
 
 
 async def run_backtest_persisted(

@@ -7,7 +7,7 @@ commands work from a second terminal next to a running ``make run``.
 One module per concept: ``engine`` (run, migrate, sql), ``operate`` (controls and the operations
 the lease holder runs), ``inspect`` (status, controls, incidents), ``report`` (pnl, quality),
 ``explain`` (one decision's story), ``journal`` (the operator journal and the queued requests),
-``alerts`` (list, test), ``maintain`` (prune),
+``alerts`` (list, test), ``maintain`` (prune), ``strategies`` (strategies, new-strategy),
 ``tools`` (simulator, backtest); ``_app`` holds the typer app and the one error path,
 ``targets`` the input checks.
 """
@@ -25,12 +25,24 @@ from engine.cli import journal as _journal
 from engine.cli import maintain as _maintain
 from engine.cli import operate as _operate
 from engine.cli import report as _report
+from engine.cli import strategies as _strategies
 from engine.cli import tools as _tools
 from engine.cli._app import EXIT_INPUT, app, one_line
 from engine.exceptions import TradectlError
 
 __all__ = ["app", "main"]
-_COMMANDS = (_engine, _inspect, _report, _explain, _operate, _journal, _alerts, _maintain, _tools)
+_COMMANDS = (
+    _engine,
+    _inspect,
+    _report,
+    _explain,
+    _operate,
+    _journal,
+    _alerts,
+    _maintain,
+    _strategies,
+    _tools,
+)
 
 
 def main() -> None:

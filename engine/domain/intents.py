@@ -56,6 +56,10 @@ class _Intent:
     key: DecisionKey
     reason: str
     md_ts: datetime
+    #: the code version of the strategy that decided, and a hash of its config: filled in by the
+    #: strategy host from the config (chapter 19.11.3), recorded with the decision
+    strategy_version: str | None = None
+    config_hash: str | None = None
 
     def __post_init__(self) -> None:
         require_aware(self.md_ts, "md_ts")

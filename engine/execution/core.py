@@ -436,6 +436,8 @@ class Execution(Cancels):
             verdicts=tuple(verdicts),
             outcome=outcome,
             decision_price=order.decision_price if order else None,
+            strategy_version=intent.strategy_version,
+            config_hash=intent.config_hash,
         )
 
     async def _send(self, order: Order) -> None:

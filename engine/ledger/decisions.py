@@ -22,18 +22,21 @@ _DECISION_ARRAYS = """
         CAST(:d_md_ts AS timestamptz[]), CAST(:d_decided_at AS timestamptz[]),
         CAST(:d_interval_key AS text[]), CAST(:d_sequence AS int[]),
         CAST(:d_verdicts AS text[]), CAST(:d_outcome AS text[]),
-        CAST(:d_decision_price AS numeric[])
+        CAST(:d_decision_price AS numeric[]), CAST(:d_strategy_version AS text[]),
+        CAST(:d_config_hash AS text[])
     ) AS t(decision_id, strategy_id, account, symbol, intent, side, quantity, limit_price,
-           reason, md_ts, decided_at, interval_key, sequence, verdicts, outcome, decision_price)
+           reason, md_ts, decided_at, interval_key, sequence, verdicts, outcome, decision_price,
+           strategy_version, config_hash)
 """
 
 INSERT_DECISIONS = f"""
     INSERT INTO decisions (decision_id, strategy_id, account, symbol, intent, side, quantity,
                            limit_price, reason, md_ts, decided_at, interval_key, sequence,
-                           verdicts, outcome, decision_price)
+                           verdicts, outcome, decision_price, strategy_version, config_hash)
     SELECT t.decision_id, t.strategy_id, t.account, t.symbol, t.intent, t.side, t.quantity,
            t.limit_price, t.reason, t.md_ts, t.decided_at, t.interval_key, t.sequence,
-           CAST(t.verdicts AS jsonb), t.outcome, t.decision_price
+           CAST(t.verdicts AS jsonb), t.outcome, t.decision_price, t.strategy_version,
+           t.config_hash
     FROM {_DECISION_ARRAYS}
 """
 
@@ -72,6 +75,8 @@ def decision_params(decisions: Sequence[DecisionRecord]) -> dict[str, list[Any]]
         "d_verdicts": [dumps([v.as_json() for v in d.verdicts]) for d in decisions],
         "d_outcome": [d.outcome.value for d in decisions],
         "d_decision_price": [d.decision_price for d in decisions],
+        "d_strategy_version": [d.strategy_version for d in decisions],
+        "d_config_hash": [d.config_hash for d in decisions],
     }
 
 

@@ -49,6 +49,9 @@ class DecisionRecord:
     outcome: DecisionOutcome
     #: the price the decision was made at (the intent's ``decision_price``)
     decision_price: Decimal | None = None
+    #: the deciding strategy's code version and config hash (the intent's)
+    strategy_version: str | None = None
+    config_hash: str | None = None
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)

@@ -105,6 +105,11 @@ decisions = Table(
     #: is recorded when its reason changes, engine/execution/holds.py), and the newest one's time
     Column("repeats", Integer, nullable=False, server_default=text("0")),
     _ts("last_repeat_at", nullable=True),
+    # (last: added by migration 0011, chapter 19.11.3)
+    #: the strategy's declared version, else ``sha256:`` of its module's source
+    Column("strategy_version", Text, nullable=True),
+    #: ``sha256:`` of the strategy's validated config entry
+    Column("config_hash", Text, nullable=True),
     PrimaryKeyConstraint("decision_id", "account", name="decisions_pkey"),
     CheckConstraint(_in("intent", INTENTS), name="ck_decisions_intent"),
     CheckConstraint(f"side IS NULL OR {_in('side', Side)}", name="ck_decisions_side"),

@@ -4,15 +4,14 @@ metrics move while it trades, and an operator's halt and an incident show up in 
 from __future__ import annotations
 
 import asyncio
-from collections.abc import Callable, Iterator, Sequence
+from collections.abc import Callable, Iterator, Mapping, Sequence
 from pathlib import Path
-from types import MappingProxyType
 
 import pytest
 from sqlalchemy.engine import URL
 from sqlalchemy.ext.asyncio import AsyncEngine
 
-from engine import runtime, strategy_config
+from engine import runtime
 from engine.config import load_settings
 from engine.domain.intents import Intent
 from engine.domain.types import (
@@ -24,7 +23,6 @@ from engine.domain.types import (
     VenueName,
 )
 from engine.ledger.ledger import Ledger
-from strategies import registry
 from strategies.base import DecisionMode, Snapshot
 from tests.helpers import ROOT, eventually
 from tests.metrics_http import Scrape, metrics_server, scrape
@@ -152,7 +150,9 @@ class Explodes:
     mode = DecisionMode.QUOTE
     bar_history = 0
 
-    def __init__(self, strategy_id: StrategyId, symbols: Sequence[Symbol]) -> None:
+    def __init__(
+        self, strategy_id: StrategyId, symbols: Sequence[Symbol], params: Mapping[str, str]
+    ) -> None:
         self.strategy_id = strategy_id
         self.symbols = tuple(symbols)
 
@@ -163,11 +163,10 @@ class Explodes:
 async def test_a_failing_strategy_counts_an_error_and_shows_its_pause_and_incident(
     database_url: URL, monkeypatch: pytest.MonkeyPatch, metrics_url: str, tmp_path: Path
 ) -> None:
-    kinds = {**registry.REGISTRY, "explodes": lambda sid, symbols, params: Explodes(sid, symbols)}
-    monkeypatch.setattr(registry, "REGISTRY", MappingProxyType(kinds))
-    monkeypatch.setattr(strategy_config, "REGISTRY", registry.REGISTRY)
     strategies = tmp_path / "strategies.toml"
-    strategies.write_text('[[strategy]]\nid = "boom"\nkind = "explodes"\nsymbols = ["BTCUSDT"]\n')
+    # configured by module path, as a user's own strategy is (docs/strategies.md)
+    kind = f"{__name__}:Explodes"
+    strategies.write_text(f'[[strategy]]\nid = "boom"\nkind = "{kind}"\nsymbols = ["BTCUSDT"]\n')
     account = "metrics-failing"
     for key, value in {
         "DATABASE_URL": database_url.render_as_string(hide_password=False),

@@ -144,7 +144,7 @@ def test_factory_validates_params_naming_the_field() -> None:
     cases = [
         ({"fast": "5", "slow": "5", "qty": "1"}, "slow"),
         ({"fast": "x", "slow": "5", "qty": "1"}, "fast"),
-        ({"fast": "2", "slow": "5"}, "qty"),
+        ({"fast": "30"}, "slow"),
         ({"fast": "2", "slow": "5", "qty": "-1"}, "qty"),
         ({"fast": "2", "slow": "5", "qty": "1", "fsat": "3"}, "fsat"),
     ]
@@ -155,3 +155,8 @@ def test_factory_validates_params_naming_the_field() -> None:
     with pytest.raises(ParamError) as info:
         create(SID, [BTC, Symbol("ETHUSDT")], {"fast": "2", "slow": "5", "qty": "1"})
     assert info.value.field == "symbols"
+
+
+def test_every_param_has_a_default() -> None:
+    built = create(SID, [BTC], {})
+    assert (built.fast, built.slow, built.qty) == (10, 20, Decimal("0.01"))
