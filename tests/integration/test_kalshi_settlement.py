@@ -239,9 +239,17 @@ async def assert_settled_in_the_ledger(db: AsyncEngine, sim: KalshiSimHandle, re
         == 0
     )
     assert await scalar(db, "SELECT count(*) FROM incidents WHERE kind = 'balance_drift'") == 0
+    # the view people read (`tradectl status`) agrees too: contracts gone, payout in cash
+    balances = await rows(
+        db,
+        "SELECT asset, total, difference FROM current_balances WHERE asset IN ('USD', :m)",
+        m=MARKET,
+    )
     venue_usd = sim.state.core.balances["USD"]
-    [usd] = await rows(db, "SELECT total, expected FROM current_balances WHERE asset = 'USD'")
-    assert usd["total"] == venue_usd.free + venue_usd.locked
+    assert {b["asset"]: (b["total"], b["difference"]) for b in balances} == {
+        "USD": (venue_usd.free + venue_usd.locked, 0),
+        MARKET: (0, 0),
+    }
 
 
 async def test_a_market_settling_mid_run_is_realized_at_its_payout_without_drift(
