@@ -31,6 +31,7 @@ from engine.venues.kalshi_simulator import KalshiSimConfig, KalshiSimHandle, run
 from tests.contract.test_kalshi_simulator_contract import MARKET
 from tests.helpers import ROOT, eventually
 from tests.integration.test_kalshi_execution import STRATEGY, start_engine
+from tests.metrics_http import Scrape, metrics_server, scrape
 
 RECONCILE_S = 1.0
 SETTLE_S = 1.0
@@ -202,7 +203,10 @@ async def wait_for_agreeing_check_after_settlement(
     await eventually(agreed, timeout=60, message="no balance check agreed after the settlement")
 
 
-async def assert_settled_in_the_ledger(db: AsyncEngine, sim: KalshiSimHandle, result: str) -> None:
+async def assert_settled_in_the_ledger(
+    db: AsyncEngine, sim: KalshiSimHandle, result: str
+) -> Decimal:
+    """Asserts the ledger's view of the settled market; returns the realized P&L."""
     payout = Decimal(1) if result == "yes" else Decimal(0)
     [row] = await rows(db, "SELECT symbol, result, payout FROM settlements")
     assert (row["symbol"], row["result"], row["payout"]) == (MARKET, result, payout)
@@ -233,6 +237,7 @@ async def assert_settled_in_the_ledger(db: AsyncEngine, sim: KalshiSimHandle, re
     settled = settle(position, payout)
     assert (pnl["position"], pnl["unrealized"], pnl["mark_source"]) == (0, 0, "settlement")
     assert pnl["realized"] == settled.realized_pnl
+    realized: Decimal = pnl["realized"]
     # nothing of ours rests on the closed market, and no check saw a drift
     assert (
         await scalar(db, "SELECT count(*) FROM orders WHERE state IN ('OPEN', 'PARTIALLY_FILLED')")
@@ -250,22 +255,38 @@ async def assert_settled_in_the_ledger(db: AsyncEngine, sim: KalshiSimHandle, re
         "USD": (venue_usd.free + venue_usd.locked, 0),
         MARKET: (0, 0),
     }
+    return realized
 
 
 async def test_a_market_settling_mid_run_is_realized_at_its_payout_without_drift(
     engine_env: None, db_engine: AsyncEngine, sim: KalshiSimHandle
 ) -> None:
-    async with running(db_engine) as task:
-        await wait_for_fills(db_engine, task)
-        sim.state.settle_market(MARKET, "yes")
+    with metrics_server() as url:
+        async with running(db_engine) as task:
+            await wait_for_fills(db_engine, task)
+            sim.state.settle_market(MARKET, "yes")
 
-        async def recorded() -> bool:
-            alive(task)
-            return bool(await scalar(db_engine, "SELECT count(*) FROM settlements"))
+            async def recorded() -> bool:
+                alive(task)
+                return bool(await scalar(db_engine, "SELECT count(*) FROM settlements"))
 
-        await eventually(recorded, timeout=30, message="the settlement was never recorded")
-        await wait_for_agreeing_check_after_settlement(db_engine, task)
-        await assert_settled_in_the_ledger(db_engine, sim, "yes")
+            await eventually(recorded, timeout=30, message="the settlement was never recorded")
+            await wait_for_agreeing_check_after_settlement(db_engine, task)
+            realized = await assert_settled_in_the_ledger(db_engine, sim, "yes")
+
+            async def gauges_realized_it() -> Scrape | None:
+                alive(task)
+                m = await scrape(url)
+                shown = m.value("tradectl_pnl_realized", account="settle", symbol=MARKET)
+                return m if shown == float(realized) else None
+
+            m = await eventually(gauges_realized_it, timeout=30, message="P&L gauge not settled")
+            assert m is not None
+            counted = [
+                m.value("tradectl_settlements_recorded_total", account="settle", source=source)
+                for source in ("stream", "rest")
+            ]
+            assert sum(c or 0 for c in counted) == 1
 
 
 async def test_a_market_that_settles_while_the_engine_is_down_is_settled_at_the_next_start(
