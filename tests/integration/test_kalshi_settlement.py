@@ -124,6 +124,27 @@ async def test_a_resting_order_on_a_settled_market_ends_canceled_by_the_venues_w
         await engine.venue.close()
 
 
+async def test_a_settlement_the_venue_reports_differently_opens_an_incident_and_is_kept(
+    db_engine: AsyncEngine,
+) -> None:
+    async with run_kalshi_simulator(KalshiSimConfig(seed=14)) as sim:
+        engine = await start_engine(db_engine, sim)
+        settler = Settler(ledger=engine.ledger, venue=engine.venue, execution=engine.execution)
+        # recorded as YES (say, from a lifecycle message), and the venue lists NO
+        await engine.ledger.settlements.record(
+            MARKET, result="yes", payout=Decimal(1), settled_at=utc_now()
+        )
+        sim.state.settle_market(MARKET, "no")
+        assert await settler.sync() == []
+        assert await settler.sync() == []  # one incident, not one per pass
+        await engine.venue.close()
+    [incident] = await engine.ledger.incidents.read()
+    assert incident.kind == "settlement_mismatch"
+    assert (incident.details["venue_result"], incident.details["ledger_result"]) == ("no", "yes")
+    [kept] = await rows(db_engine, "SELECT result FROM settlements")
+    assert kept["result"] == "yes"
+
+
 # -- the whole engine ------------------------------------------------------------------------------
 
 
