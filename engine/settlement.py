@@ -163,12 +163,24 @@ class Settler:
     async def run(self, interval_s: float) -> None:
         """List settlements every ``interval_s`` (sooner when the stream says a market settled
         or reconnected) and follow the lifecycle stream."""
-        async with asyncio.TaskGroup() as group:
-            group.create_task(self._follow())
-            while True:
-                await wait_event(self._wake, interval_s)
-                self._wake.clear()
-                await self._guarded(self.sync())
+        tasks = {
+            asyncio.create_task(self._list(interval_s), name="settlements-list"),
+            asyncio.create_task(self._follow(), name="settlements-stream"),
+        }
+        try:
+            done, _ = await asyncio.wait(tasks, return_when=asyncio.FIRST_COMPLETED)
+            for task in done:
+                task.result()  # the error itself (AuthFailed, ...) stops the engine
+        finally:
+            for task in tasks:
+                task.cancel()
+            await asyncio.gather(*tasks, return_exceptions=True)
+
+    async def _list(self, interval_s: float) -> None:
+        while True:
+            await wait_event(self._wake, interval_s)
+            self._wake.clear()
+            await self._guarded(self.sync())
 
     async def _follow(self) -> None:
         async for event in self.venue.lifecycle_stream():
