@@ -29,7 +29,7 @@ from typing import Any
 
 import structlog
 
-from engine.domain.types import Symbol
+from engine.domain.types import ControlKind, ControlScope, Symbol
 from engine.exceptions import DatabaseUnavailable, VenueError
 from engine.execution import Execution
 from engine.ledger.ledger import Ledger
@@ -42,8 +42,9 @@ log = structlog.get_logger("tradectl.settlement")
 #: the periodic list starts this long before the newest settlement recorded (a settlement the
 #: stream recorded first must not hide an older one the list has not shown yet)
 LOOKBACK = timedelta(days=1)
-#: lifecycle steps after which a market takes no orders: its orders are looked up
-_CLOSING_STEPS = frozenset({"closed", "deactivated", "determined", "settled"})
+#: lifecycle steps of a market that has closed: its orders are looked up (``deactivated`` is a
+#: pause of an open market, not a close)
+_CLOSING_STEPS = frozenset({"determined", "settled"})
 
 
 class Settler:
@@ -90,6 +91,15 @@ class Settler:
             settled_at=report.settled_at.isoformat(),
             venue_quantity=None if report.quantity is None else str(report.quantity),
             source=source,
+        )
+        # The market takes no more orders: strategies that still decide on it are held back
+        # here rather than refused by the venue at every decision.
+        await self.ledger.controls.set(
+            ControlScope.SYMBOL,
+            report.symbol,
+            ControlKind.PAUSE,
+            reason=f"market {report.symbol} settled {report.result}: it takes no more orders",
+            set_by="settlement",
         )
         await self._look_up_orders(report.symbol)
         return True

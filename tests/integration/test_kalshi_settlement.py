@@ -265,6 +265,10 @@ async def assert_settled_in_the_ledger(
         == 0
     )
     assert await scalar(db, "SELECT count(*) FROM incidents WHERE kind = 'balance_drift'") == 0
+    # strategies stop deciding on it: the symbol is paused, saying why
+    paused = await rows(db, "SELECT scope, set_by, reason FROM controls WHERE active")
+    assert [(c["scope"], c["set_by"]) for c in paused] == [("symbol", "settlement")]
+    assert f"market {MARKET} settled {result}" in paused[0]["reason"]
     # the view people read (`tradectl status`) agrees too: contracts gone, payout in cash
     balances = await rows(
         db,
