@@ -25,8 +25,9 @@ from engine.config import load_settings
 from engine.domain.intents import Buy, DecisionKey
 from engine.domain.positions import PositionFill, position_from_fills, settle
 from engine.domain.types import Asset, OrderState, Side, TimeInForce, utc_now
+from engine.runtime import open_venue
 from engine.settlement import Settler
-from engine.venues.base import MarketLifecycle
+from engine.venues.base import MarketLifecycle, SettlesMarkets
 from engine.venues.kalshi_simulator import KalshiSimConfig, KalshiSimHandle, run_kalshi_simulator
 from tests.contract.test_kalshi_simulator_contract import MARKET
 from tests.helpers import ROOT, eventually
@@ -327,3 +328,27 @@ async def test_a_market_that_settles_while_the_engine_is_down_is_settled_at_the_
         await wait_for_agreeing_check_after_settlement(db_engine, task)
         await assert_settled_in_the_ledger(db_engine, sim, "no")
     assert await scalar(db_engine, "SELECT count(*) FROM settlements") == 1
+
+
+async def test_the_demo_simulator_settles_its_market_after_the_configured_time() -> None:
+    settings = load_settings(
+        venue="kalshi_simulator", seed=3, kalshi_read_lag_s=0, kalshi_settle_after_s=0.5
+    )
+    async with open_venue(settings, (MARKET,), utc_now) as session:
+        assert session.driver is not None
+        driver = asyncio.create_task(session.driver())
+        try:
+            venue = session.venue
+            assert isinstance(venue, SettlesMarkets)
+            listed = await eventually(
+                lambda: venue.settlements_since(None),
+                timeout=20,
+                message="the simulator never settled its market",
+            )
+        finally:
+            driver.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await driver
+    [settled] = listed
+    assert settled.symbol == MARKET
+    assert (settled.result, settled.payout) in (("yes", Decimal(1)), ("no", Decimal(0)))
