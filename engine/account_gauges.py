@@ -19,7 +19,7 @@ from decimal import Decimal
 
 import structlog
 
-from engine.domain.positions import Position, PositionFill, apply_fill, unrealized
+from engine.domain.positions import Position, PositionFill, apply_fill, settle, unrealized
 from engine.domain.types import OrderState, StrategyId, Symbol
 from engine.exceptions import DatabaseUnavailable
 from engine.ledger.ledger import Ledger
@@ -145,7 +145,12 @@ class AccountGauges:
         if self._folded:
             self._after = max(self._after, max(self._folded))
             self._folded = {i for i in self._folded if i > self._after - FILL_ID_WINDOW}
+        settled = await self.ledger.settlements.read()
         for (strategy, symbol), position in self._positions.items():
+            settlement = settled.get(symbol)
+            if settlement is not None:
+                # a settled market's contracts were paid out: the P&L is realized at the payout
+                position = settle(position, settlement.payout)
             PNL_REALIZED.labels(self.account, strategy, symbol).set(float(position.realized_pnl))
             mark = self.mark(symbol)
             if position.is_flat:

@@ -114,6 +114,9 @@ class Settings(BaseSettings):
     kalshi_private_key_path: Path | None = None
     #: seconds the built-in Kalshi simulator hides a write from reads
     kalshi_read_lag_s: float = Field(default=0.5, ge=0)
+    #: seconds after start at which the built-in Kalshi simulator settles its markets (YES or
+    #: NO, by the seed); unset: they never settle
+    kalshi_settle_after_s: float | None = Field(default=None, gt=0)
 
     @field_validator("order_id_prefix")
     @classmethod

@@ -138,6 +138,12 @@ CONTROLS_ACTIVE = _metric(
 INCIDENTS_OPEN = _metric(
     Gauge, "tradectl_incidents_open", "Open incidents by severity", ("account", "severity")
 )
+SETTLEMENTS = _metric(
+    Counter,
+    "tradectl_settlements_recorded",
+    "Market settlements recorded in the ledger, by where they were first seen (rest, stream)",
+    ("account", "venue", "source"),
+)
 
 _BPS = 10_000.0
 #: how engine.domain.intents.intent_kind names a Cancel in a decision record

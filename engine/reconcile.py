@@ -12,7 +12,7 @@ import asyncio
 import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
-from datetime import timedelta
+from datetime import datetime, timedelta
 from decimal import Decimal, InvalidOperation
 from typing import Any
 
@@ -24,6 +24,7 @@ from engine.exceptions import DatabaseUnavailable, VenueError
 from engine.execution import Execution
 from engine.ledger.ledger import Ledger
 from engine.metrics import balance_differences, error
+from engine.settlement import Settler
 from engine.tasks import wait_event
 
 log = structlog.get_logger("tradectl.reconcile")
@@ -46,6 +47,8 @@ class ReconcileReport:
     balances_accepted: list[str] = field(default_factory=list)
     #: symbols with trades that tradectl did not place, reported in this pass
     external_trades: list[str] = field(default_factory=list)
+    #: markets whose settlement this pass recorded
+    settlements_recorded: list[str] = field(default_factory=list)
 
     def as_json(self) -> dict[str, Any]:
         return {
@@ -58,6 +61,7 @@ class ReconcileReport:
             "balance_drifts": list(self.balance_drifts),
             "balances_accepted": list(self.balances_accepted),
             "external_trades": list(self.external_trades),
+            "settlements_recorded": list(self.settlements_recorded),
         }
 
 
@@ -93,8 +97,11 @@ class Reconciler:
         balance_tolerance: str,
         settle_s: float = 10.0,
         monotonic: Callable[[], float] = time.monotonic,
+        settler: Settler | None = None,
     ) -> None:
         self.ledger = ledger
+        #: a venue whose markets settle: its settlements are recorded before balances compare
+        self.settler = settler
         self.execution = execution
         self.prefix = prefix
         #: a drift counts only once it has stayed the same this long: owed and reordered fills
@@ -143,6 +150,8 @@ class Reconciler:
         report.fills_added = await self.execution.sync_fills()
         await self._venue_open_orders(report)
         await self._external_trades(report)
+        if self.settler is not None:
+            report.settlements_recorded = [str(s) for s in await self.settler.sync()]
         await self._balances(report, accept=accept_balances)
         if startup:
             # Strategies start after this pass: a suspected drift is confirmed or cleared
@@ -204,7 +213,7 @@ class Reconciler:
         if compared is None:
             report.balances_note = "not compared: fills arrived during the check; next pass"
             return
-        drifts, totals, watermark = compared
+        drifts, totals, watermark, taken_at = compared
         report.balances_checked = True
         agreeing = {a: t for a, t in totals.items() if a not in drifts}
         if accept:
@@ -227,7 +236,7 @@ class Reconciler:
                 )
                 continue
             await self._drift(report, asset, venue_total, expected)
-        await self.ledger.balances.save_baselines(agreeing, fill_id=watermark)
+        await self.ledger.balances.save_baselines(agreeing, fill_id=watermark, taken_at=taken_at)
 
     def _settled(
         self, drifts: dict[Asset, tuple[Decimal, Decimal]]
@@ -263,11 +272,17 @@ class Reconciler:
 
     async def _compare(
         self,
-    ) -> tuple[dict[Asset, tuple[Decimal, Decimal]], dict[Asset, Decimal], int] | None:
-        """``(drifts, venue totals, fill watermark)``, or ``None`` when fills moved meanwhile.
+    ) -> tuple[dict[Asset, tuple[Decimal, Decimal]], dict[Asset, Decimal], int, datetime] | None:
+        """``(drifts, venue totals, fill watermark, baseline time)``, or ``None`` when fills or
+        settlements were recorded meanwhile.
 
         Raises the venue's error when its trades could not be fetched.
         """
+        # A baseline contains the settlements recorded before the venue's balances were read:
+        # those committed before this watermark read (stamped earlier than taken_at); one
+        # committed later voids this comparison (checked below).
+        settled = await self.ledger.settlements.watermark()
+        taken_at = self.execution.clock()
         before = await self.ledger.balances.fill_watermark()
         venue_balances = await self.execution.venue.balances()
         await self.ledger.balances.record(venue_balances)
@@ -280,7 +295,11 @@ class Reconciler:
         for base, quote in (await self.ledger.balances.instruments()).values():
             totals.setdefault(base, Decimal(0))
             totals.setdefault(quote, Decimal(0))
-        expected = await self.ledger.balances.expected(upto_fill_id=watermark)
+        expected = await self.ledger.balances.expected(
+            upto_fill_id=watermark, upto_settlement_id=settled
+        )
+        if await self.ledger.settlements.watermark() != settled:
+            return None
         for asset in expected:
             totals.setdefault(asset, Decimal(0))
         drifts = {
@@ -289,7 +308,7 @@ class Reconciler:
             if abs(totals[asset] - want) > self.tolerance
         }
         balance_differences(self.ledger.account, {a: w - totals[a] for a, w in expected.items()})
-        return drifts, totals, watermark
+        return drifts, totals, watermark, taken_at
 
     def _drift_key(self, asset: str) -> str:
         return f"balance_drift:{self.ledger.account}:{self.ledger.venue}:{asset}"

@@ -19,6 +19,7 @@ import sys
 from collections.abc import Awaitable, Callable
 from datetime import datetime
 from decimal import Decimal
+from functools import partial
 from typing import Any
 
 import structlog
@@ -62,6 +63,7 @@ from engine.portfolio import Portfolio
 from engine.readiness import Readiness, watch_engine
 from engine.reconcile import Reconciler
 from engine.risk_gate import LimitsBook, RiskGate
+from engine.settlement import settler_for
 from engine.status import ledger_status, status_fields
 from engine.status_snapshot import StatusSnapshot, gather_status
 from engine.status_view import show_status
@@ -158,12 +160,14 @@ class Engine:
             )
         self.symbols = symbols_of(strategies)
         self.execution.symbols.update(self.symbols)
+        self.settler = settler_for(self.venue, ledger=self.ledger, execution=self.execution)
         self.reconciler = Reconciler(
             ledger=self.ledger,
             execution=self.execution,
             prefix=settings.order_id_prefix,
             balance_tolerance=settings.balance_tolerance,
             settle_s=settings.balance_settle_s,
+            settler=self.settler,
         )
         self.fill_path = FillPath(
             ledger=self.ledger,
@@ -454,6 +458,8 @@ class Engine:
         }
         if self.session.driver is not None:
             edge["venue-driver"] = self.session.driver
+        if self.settler is not None:
+            core["settlements"] = partial(self.settler.run, self.settings.reconcile_interval_s)
         edge.update(self.session.extra_tasks)
         tasks = {"lease": self._lease_task} | {
             name: asyncio.create_task(_named(name, _guard(name, fn, self.health)), name=name)

@@ -4,6 +4,7 @@ reconciliation compares the venue's totals against."""
 from __future__ import annotations
 
 from collections.abc import Mapping, Sequence
+from datetime import datetime
 from decimal import Decimal
 from typing import Any
 
@@ -94,6 +95,16 @@ SQL_BALANCE_EFFECTS = Statement(
     LEFT JOIN effects e ON e.asset = b.asset AND e.id > b.fill_id
     WHERE b.account = :account AND b.venue = :venue
     GROUP BY b.asset
+    """
+)
+# Settlements up to :upto, with their market's assets (a settlement of a market without an
+# instrument row is not counted, like its fills).
+SQL_SETTLEMENT_EFFECTS = Statement(
+    """
+    SELECT st.id, st.symbol, st.payout, st.recorded_at, i.base_asset, i.quote_asset
+    FROM settlements st JOIN instruments i ON i.venue = st.venue AND i.symbol = st.symbol
+    WHERE st.account = :account AND st.venue = :venue AND st.id <= :upto
+    ORDER BY st.id
     """
 )
 SQL_FILL_SYMBOLS_WITHOUT_INSTRUMENT = Statement(
@@ -219,8 +230,16 @@ class Balances(LedgerPart):
             }
 
     @retry_transient
-    async def save_baselines(self, totals: Mapping[Asset, Decimal], *, fill_id: int) -> None:
-        """Record the venue's totals as the baseline, containing every fill up to ``fill_id``."""
+    async def save_baselines(
+        self,
+        totals: Mapping[Asset, Decimal],
+        *,
+        fill_id: int,
+        taken_at: datetime | None = None,
+    ) -> None:
+        """Record the venue's totals as the baseline, containing every fill up to ``fill_id``
+        and every settlement recorded before ``taken_at`` (now when not given): the moment
+        before the venue's balances were read."""
         if not totals:
             return
         for asset, total in totals.items():
@@ -234,21 +253,45 @@ class Balances(LedgerPart):
                     "asset": assets,
                     "total": [totals[a] for a in assets],
                     "fill_id": fill_id,
-                    "now": self._clock(),
+                    "now": taken_at or self._clock(),
                 },
             )
 
-    async def expected(self, *, upto_fill_id: int) -> dict[Asset, Decimal]:
+    async def expected(
+        self, *, upto_fill_id: int, upto_settlement_id: int | None = None
+    ) -> dict[Asset, Decimal]:
         """Per asset with a baseline: the baseline plus what fills after it (up to
-        ``upto_fill_id``) did to the asset. Fills of symbols missing from ``instruments`` are
-        not counted: check :meth:`symbols_without_instrument` first."""
+        ``upto_fill_id``) did to the asset, plus what settlements (up to
+        ``upto_settlement_id``, all when ``None``) recorded after it did. Fills of symbols
+        missing from ``instruments`` are not counted: check :meth:`symbols_without_instrument`
+        first.
+
+        A settled market's contracts leave its base asset and pay ``payout`` each in its
+        quote asset. What was held is the base asset's expected total (its baseline, from
+        before the settlement, plus every fill of the market: a settled market trades no
+        more), so contracts held before tradectl traded settle too. When the base asset's
+        baseline was taken after the settlement, what was held is no longer known: the quote
+        asset's payout is then not counted (both baselines are taken at the same agreeing
+        check, so this is a quote asset that was drifting anyway).
+        """
         baselines = await self.baselines()
+        params = self._account_venue()
         async with self._connection() as db:
-            rows = await SQL_BALANCE_EFFECTS.run(
-                db, {**self._account_venue(), "upto": upto_fill_id}
-            )
+            rows = await SQL_BALANCE_EFFECTS.run(db, {**params, "upto": upto_fill_id})
             deltas = {Asset(r["asset"]): r["delta"] for r in rows}
-        return {a: b.total + deltas.get(a, Decimal(0)) for a, b in baselines.items()}
+            upto = 2**62 if upto_settlement_id is None else upto_settlement_id
+            settled = await SQL_SETTLEMENT_EFFECTS.run(db, {**params, "upto": upto})
+        expected = {a: b.total + deltas.get(a, Decimal(0)) for a, b in baselines.items()}
+        for s in settled:
+            base, quote = Asset(s["base_asset"]), Asset(s["quote_asset"])
+            base_line, quote_line = baselines.get(base), baselines.get(quote)
+            if base_line is None or base_line.taken_at >= s["recorded_at"]:
+                continue  # the baseline already holds none of it
+            held = expected[base]
+            expected[base] = Decimal(0)
+            if quote_line is not None and quote_line.taken_at < s["recorded_at"]:
+                expected[quote] += held * s["payout"]
+        return expected
 
     async def strategies_trading(self, asset: Asset) -> list[StrategyId]:
         """Strategies that have ordered a symbol whose base or quote asset is ``asset``."""

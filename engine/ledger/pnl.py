@@ -192,6 +192,27 @@ SQL_RECORD_SETTLEMENT = Statement(
 )
 
 
+SQL_SETTLEMENTS = Statement(
+    """SELECT id, symbol, result, payout, settled_at, recorded_at FROM settlements
+    WHERE account = :account AND venue = :venue ORDER BY id"""
+)
+SQL_SETTLEMENT_WATERMARK = Statement(
+    "SELECT COALESCE(max(id), 0) FROM settlements WHERE account = :account AND venue = :venue"
+)
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class SettlementRow:
+    """A row of ``settlements``."""
+
+    id: int
+    symbol: Symbol
+    result: str
+    payout: Decimal
+    settled_at: datetime
+    recorded_at: datetime
+
+
 class Marks(LedgerPart):
     """``ledger.marks``: the latest mid per symbol, the price open positions are valued at."""
 
@@ -218,6 +239,21 @@ class Marks(LedgerPart):
 class Settlements(LedgerPart):
     """``ledger.settlements``: how a market (a prediction-market contract) settled. Append-only,
     one per symbol: recording it again is a no-op."""
+
+    async def read(self) -> dict[Symbol, SettlementRow]:
+        """Every settlement of this account and venue, by symbol."""
+        async with self._connection() as db:
+            rows = await SQL_SETTLEMENTS.run(db, {"account": self.account, "venue": self.venue})
+            return {
+                Symbol(r["symbol"]): SettlementRow(**{**dict(r), "symbol": Symbol(r["symbol"])})
+                for r in rows
+            }
+
+    async def watermark(self) -> int:
+        """The newest settlement's id (0 when none): the balance check's "nothing moved"."""
+        async with self._connection() as db:
+            params = {"account": self.account, "venue": self.venue}
+            return int((await SQL_SETTLEMENT_WATERMARK.run(db, params)).scalar())
 
     @retry_transient
     async def record(

@@ -359,8 +359,9 @@ LEFT JOIN LATERAL (
 # engine/ledger/balances.py) and the difference. expected is NULL before the first reconcile
 # (no baseline). A report older than the newest fills shows their effect as a difference until
 # the venue reports again; fills of symbols missing from ``instruments`` are not counted. A
-# market settled after the baseline takes the contracts held (every fill of it: a settled
-# market trades no more) out of its base asset and pays them out in its quote asset.
+# market settled after the baseline takes the contracts held (the base asset's baseline from
+# before the settlement plus every fill since: a settled market trades no more) out of its base
+# asset and pays them out in its quote asset, as ledger.balances.expected does.
 CURRENT_BALANCES_VIEW = """
 CREATE VIEW current_balances AS
 WITH latest AS (
@@ -387,13 +388,16 @@ effects AS (
 ),
 held AS (
     SELECT st.account, st.venue, st.recorded_at, st.payout, i.base_asset, i.quote_asset,
-           COALESCE(sum(CASE WHEN f.side = 'BUY' THEN f.qty ELSE -f.qty END), 0)
-               - COALESCE(sum(f.fee) FILTER (WHERE f.fee_asset = i.base_asset), 0) AS qty
+           bb.total + COALESCE((
+               SELECT sum(e.delta) FROM effects e
+               WHERE e.account = st.account AND e.venue = st.venue AND e.asset = i.base_asset
+                 AND e.id > bb.fill_id
+           ), 0) AS qty
     FROM settlements st
     JOIN instruments i ON i.venue = st.venue AND i.symbol = st.symbol
-    LEFT JOIN fills f
-        ON f.account = st.account AND f.venue = st.venue AND f.symbol = st.symbol
-    GROUP BY st.id, st.account, st.venue, st.recorded_at, st.payout, i.base_asset, i.quote_asset
+    JOIN balance_baselines bb
+        ON bb.account = st.account AND bb.venue = st.venue AND bb.asset = i.base_asset
+       AND bb.taken_at < st.recorded_at
 ),
 settled AS (
     SELECT account, venue, base_asset AS asset, recorded_at, -qty AS delta FROM held

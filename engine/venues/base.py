@@ -222,3 +222,47 @@ class ListsOrders(Protocol):
         """Every order of ``symbol`` created at or after ``since``, any status, oldest first.
         A listing may lag the venue (consistency window): an order it lacks is looked up."""
         ...
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class SettlementReport:
+    """How a prediction market settled for this account, as the venue reported it."""
+
+    venue: VenueName
+    symbol: Symbol
+    #: ``yes`` / ``no`` / ``void`` (engine.ledger.schema.SETTLEMENT_RESULTS)
+    result: str
+    #: what one YES contract paid, 0..1 in the quote asset
+    payout: Decimal
+    settled_at: datetime
+    received_at: datetime
+    #: net YES contracts held when it settled, when the venue says
+    quantity: Decimal | None = None
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class MarketLifecycle:
+    """A market's lifecycle step from the venue's stream (``closed``, ``determined``,
+    ``settled``, ...). ``result`` and ``payout`` come with ``determined``."""
+
+    venue: VenueName
+    symbol: Symbol
+    event: str
+    at: datetime
+    result: str | None = None
+    payout: Decimal | None = None
+
+
+@runtime_checkable
+class SettlesMarkets(Protocol):
+    """A venue whose markets settle (prediction markets): the account's settlements can be
+    listed, and the lifecycle of markets is streamed. engine/settlement.py records them."""
+
+    async def settlements_since(self, since: datetime | None) -> Sequence[SettlementReport]:
+        """The account's settlements at or after ``since`` (all when ``None``), oldest first."""
+        ...
+
+    def lifecycle_stream(self) -> AsyncIterator[MarketLifecycle | StreamReconnected]:
+        """Lifecycle steps of markets; yields ``StreamReconnected`` after each reconnect
+        (steps may have been missed: list the settlements again)."""
+        ...

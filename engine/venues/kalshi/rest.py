@@ -43,6 +43,7 @@ _FILLS = msgspec.json.Decoder(schemas.FillsPage)
 _BALANCE = msgspec.json.Decoder(schemas.Balance)
 _POSITIONS = msgspec.json.Decoder(schemas.PositionsPage)
 _MARKET = msgspec.json.Decoder(schemas.MarketEnvelope)
+_SETTLEMENTS = msgspec.json.Decoder(schemas.SettlementsPage)
 _USER_DATA_TS = msgspec.json.Decoder(schemas.UserDataTimestamp)
 
 
@@ -143,6 +144,23 @@ class KalshiRestClient:
             params.append(("cursor", cursor))
         return await self._request(
             "GET", "/portfolio/fills", params=params, operation=Operation.READ, decoder=_FILLS
+        )
+
+    async def settlements(
+        self, *, min_ts: int | None = None, cursor: str = "", limit: int = MAX_PAGE
+    ) -> schemas.SettlementsPage:
+        params: list[tuple[str, str]] = []
+        if min_ts is not None:
+            params.append(("min_ts", str(min_ts)))
+        params.append(("limit", str(max(1, min(limit, MAX_PAGE)))))
+        if cursor:
+            params.append(("cursor", cursor))
+        return await self._request(
+            "GET",
+            "/portfolio/settlements",
+            params=params,
+            operation=Operation.READ,
+            decoder=_SETTLEMENTS,
         )
 
     # -- account and markets --------------------------------------------------------------------

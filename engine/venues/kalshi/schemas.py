@@ -146,6 +146,27 @@ class MarketEnvelope(msgspec.Struct, kw_only=True):
     market: Market
 
 
+class Settlement(msgspec.Struct, kw_only=True):
+    """``GET /portfolio/settlements``: how one market settled for the account."""
+
+    ticker: str
+    market_result: str  #: ``yes`` / ``no`` / ``scalar``
+    yes_count_fp: Decimal = Decimal(0)
+    no_count_fp: Decimal = Decimal(0)
+    #: cents paid out (winning contracts pay 100 each)
+    revenue: int = 0
+    settled_time: str
+    fee_cost: Decimal = Decimal(0)
+    #: cents one YES contract paid (absent on older records)
+    value: int | None = None
+    event_ticker: str = ""
+
+
+class SettlementsPage(msgspec.Struct, kw_only=True):
+    settlements: list[Settlement]
+    cursor: str = ""
+
+
 class UserDataTimestamp(msgspec.Struct, kw_only=True):
     """``GET /exchange/user_data_timestamp``: reads reflect the venue up to ``as_of_time``."""
 
@@ -217,6 +238,19 @@ class WsTicker(msgspec.Struct, kw_only=True):
     yes_bid_size_fp: Decimal = Decimal(0)
     yes_ask_size_fp: Decimal = Decimal(0)
     ts_ms: int | None = None
+
+
+class WsMarketLifecycle(msgspec.Struct, kw_only=True):
+    """``market_lifecycle_v2`` message: ``result`` and ``settlement_value`` (dollars) come with
+    ``determined``, ``settled_ts`` with ``settled``."""
+
+    event_type: str
+    market_ticker: str
+    result: str | None = None
+    settlement_value: Decimal | None = None
+    determination_ts: int | None = None
+    settled_ts: int | None = None
+    close_ts: int | None = None
 
 
 class WsError(msgspec.Struct, kw_only=True):

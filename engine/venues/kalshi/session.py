@@ -89,11 +89,22 @@ async def open_kalshi(
         )
         rng = random.Random(settings.seed)
 
+        settle_at = (
+            None
+            if settings.kalshi_settle_after_s is None
+            else asyncio.get_running_loop().time() + settings.kalshi_settle_after_s
+        )
+
         async def drive() -> None:
             # a one-cent random walk of each market's touch, pulled back towards where it
             # opened: the price crosses a fair value both ways, so fair_value buys and sells
+            nonlocal settle_at
             while True:
                 await asyncio.sleep(0.5)
+                if settle_at is not None and asyncio.get_running_loop().time() >= settle_at:
+                    settle_at = None  # the demo's settlement: every market, once
+                    for spec in markets:
+                        sim.state.settle_market(spec.ticker, rng.choice(("yes", "no")))
                 for spec in markets:
                     touch = sim.state.core.touch[spec.ticker]
                     pull = (spec.bid > touch.bid) - (spec.bid < touch.bid)

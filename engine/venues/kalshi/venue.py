@@ -41,15 +41,17 @@ from engine.venues.base import (
     BalanceReport,
     FillReport,
     InstrumentRules,
+    MarketLifecycle,
     OrderReport,
     OrderRequest,
+    SettlementReport,
     StreamReconnected,
     UserEvent,
 )
 from engine.venues.binance.parsing import record_malformed, skip_reason
 from engine.venues.binance.rest import format_decimal
 from engine.venues.binance.stream import StreamSettings
-from engine.venues.kalshi import parsing, schemas
+from engine.venues.kalshi import parsing, schemas, settlements
 from engine.venues.kalshi.ratelimit import KalshiBudget, Tier
 from engine.venues.kalshi.rest import KalshiRestClient
 from engine.venues.kalshi.signing import KalshiSigner, load_private_key
@@ -526,8 +528,21 @@ class KalshiVenue:
             if event is not None:
                 yield event
 
+    # -- settlements (engine/venues/kalshi/settlements.py) --------------------------------------
+
+    async def settlements_since(self, since: datetime | None) -> Sequence[SettlementReport]:
+        return await settlements.settlements_since(
+            self.rest, since, venue=self.name, metrics=self.metrics, now=self._now
+        )
+
+    def lifecycle_stream(self) -> AsyncIterator[MarketLifecycle | StreamReconnected]:
+        stream = self._stream([settlements.CHANNEL], (), announce=True, label=settlements.LIFECYCLE)
+        return settlements.lifecycle_events(
+            stream, venue=self.name, metrics=self.metrics, now=self._now
+        )
+
     def _stream(
-        self, channels: list[str], tickers: Sequence[str], *, announce: bool
+        self, channels: list[str], tickers: Sequence[str], *, announce: bool, label: str = ""
     ) -> KalshiStream:
         return KalshiStream(
             url=self.config.ws_url,
@@ -537,7 +552,7 @@ class KalshiVenue:
             venue=self.name,
             metrics=self.metrics,
             # the user stream announces its reconnects; the market stream does not
-            stream=USER if announce else MARKET,
+            stream=label or (USER if announce else MARKET),
             source=USER_STREAM if announce else MARKET_STREAM,
             settings=self.config.stream,
             now=self._now,

@@ -10,6 +10,7 @@ import contextlib
 import json
 import re
 from collections.abc import Awaitable, Callable
+from datetime import datetime
 from decimal import Decimal, InvalidOperation
 from typing import Any
 
@@ -84,11 +85,13 @@ class KalshiSimApp:
             Route(f"{PREFIX}/portfolio/fills", ep(self.fills), methods=["GET"]),
             Route(f"{PREFIX}/portfolio/balance", ep(self.balance), methods=["GET"]),
             Route(f"{PREFIX}/portfolio/positions", ep(self.positions), methods=["GET"]),
+            Route(f"{PREFIX}/portfolio/settlements", ep(self.settlements), methods=["GET"]),
             Route(f"{PREFIX}/markets/{{ticker}}", ep(self.market), methods=["GET"]),
             Route(f"{PREFIX}/exchange/user_data_timestamp", ep(self.user_data_ts), methods=["GET"]),
             Route("/admin/quote", self.admin_quote, methods=["POST"]),
             Route("/admin/state", self.admin_state, methods=["GET"]),
             Route("/admin/close_market", self.admin_close_market, methods=["POST"]),
+            Route("/admin/settle_market", self.admin_settle_market, methods=["POST"]),
             Route("/admin/maintenance", self.admin_maintenance, methods=["POST"]),
             WebSocketRoute(WS_PATH, self.websocket),
         ]
@@ -301,6 +304,18 @@ class KalshiSimApp:
         ]
         return JSONResponse({"market_positions": rows, "event_positions": [], "cursor": ""})
 
+    async def settlements(self, request: Request) -> Response:
+        q = request.query_params
+        min_ts = q.get("min_ts")
+        since_ms = int(min_ts) * 1000 if min_ts and min_ts.isdigit() else None
+        rows = [
+            row
+            for row in reversed(self.state.settlements)  # newest first, as the venue lists
+            if since_ms is None or _ms(row["settled_time"]) >= since_ms
+        ]
+        page, cursor = _page(rows, q.get("cursor", ""), q.get("limit", "100"))
+        return JSONResponse({"settlements": page, "cursor": cursor})
+
     async def market(self, request: Request) -> Response:
         spec = self.state.markets.get(request.path_params["ticker"])
         if spec is None:
@@ -342,6 +357,17 @@ class KalshiSimApp:
         if ticker not in self.state.markets:
             return error(404, "not_found", "market not found")
         return JSONResponse({"canceled": self.state.close_market(ticker)})
+
+    async def admin_settle_market(self, request: Request) -> Response:
+        body = await _json(request)
+        ticker, result = str(body.get("ticker", "")), str(body.get("result", ""))
+        if ticker not in self.state.markets:
+            return error(404, "not_found", "market not found")
+        if result not in ("yes", "no"):
+            return error(400, "invalid_parameters", "result must be yes or no")
+        if self.state.status[ticker] == "finalized":
+            return error(409, "market_settled", f"market {ticker} has settled already")
+        return JSONResponse({"settlement": self.state.settle_market(ticker, result)})
 
     async def admin_maintenance(self, request: Request) -> Response:
         self.state.maintenance = bool((await _json(request)).get("on", False))
@@ -422,6 +448,10 @@ async def _json(request: Request) -> dict[str, Any]:
     if not isinstance(body, dict):
         raise VenueRefusal(400, "invalid_parameters", "body is not an object")
     return body
+
+
+def _ms(rfc3339: str) -> int:
+    return int(datetime.fromisoformat(rfc3339.replace("Z", "+00:00")).timestamp() * 1000)
 
 
 def _decimal(value: object) -> Decimal | None:

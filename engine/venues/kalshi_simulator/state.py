@@ -81,7 +81,7 @@ class KalshiSimState:
         self.clock = clock
         self._rng = random.Random(f"kalshi-sim:{config.seed}")
         self.markets = {m.ticker: m for m in config.markets}
-        #: each market's lifecycle status (``active`` / ``closed``)
+        #: each market's lifecycle status (``active`` / ``closed`` / ``finalized``)
         self.status: dict[str, str] = dict.fromkeys(self.markets, "active")
         #: the weekly maintenance window: new orders refused, cancels allowed
         self.maintenance = False
@@ -118,6 +118,8 @@ class KalshiSimState:
         self.requests: Counter[str] = Counter()
         self.budget = None if config.tier is None else KalshiBudget(config.tier, headroom=1.0)
         self.subscribers: list[Subscriber] = []
+        #: ``GET /portfolio/settlements`` rows, oldest first
+        self.settlements: list[dict[str, Any]] = []
         self._next_sid = 1
         for m in config.markets:
             self.set_quote(m.ticker, bid=m.bid, ask=m.ask, size=m.size)
@@ -181,6 +183,52 @@ class KalshiSimState:
         for order in resting:
             self.core.cancel(order.order_id, clock=self.clock)
         return len(resting)
+
+    def settle_market(self, ticker: str, result: str) -> dict[str, Any]:
+        """The market closes (if still open), is determined ``result`` (``yes`` / ``no``) and
+        settles: the account's YES contracts leave it and pay $1 each on ``yes``, nothing on
+        ``no``. Both steps go out on ``market_lifecycle_v2``. Returns the settlement row."""
+        if self.status[ticker] == "active":
+            self.close_market(ticker)
+        value = 100 if result == "yes" else 0
+        now = self.clock()
+        held = self.position(ticker)
+        self._publish_lifecycle(
+            ticker,
+            {
+                "event_type": "determined",
+                "result": result,
+                "determination_ts": now // 1000,
+                "settlement_value": dollars(Decimal(value) / 100),
+            },
+        )
+        revenue = held * value  # cents
+        self.core.balances[ticker].free = Decimal(0)
+        self.core.balances[USD].free += revenue / 100
+        self.status[ticker] = "finalized"
+        row = {
+            "ticker": ticker,
+            "event_ticker": self.markets[ticker].event_ticker,
+            "exchange_index": 0,
+            "market_result": result,
+            "yes_count_fp": count(held),
+            "yes_total_cost_dollars": "0.0000",
+            "no_count_fp": "0.00",
+            "no_total_cost_dollars": "0.0000",
+            "revenue": int(revenue),
+            "settled_time": iso(now),
+            "fee_cost": "0.0000",
+            "value": value,
+        }
+        self.settlements.append(row)
+        self._publish_lifecycle(ticker, {"event_type": "settled", "settled_ts": now // 1000})
+        return row
+
+    def _publish_lifecycle(self, ticker: str, msg: dict[str, Any]) -> None:
+        self._publish(
+            "market_lifecycle_v2", "market_lifecycle_v2", {"market_ticker": ticker} | msg,
+            ticker=ticker,
+        )  # fmt: skip
 
     # -- wire shapes ----------------------------------------------------------------------------
 
@@ -367,6 +415,7 @@ class KalshiSimState:
                 for a, b in self.core.balances.items()
             },
             "venue_orders_by_client_id": self.venue_orders_by_client_id(),
+            "settlements": list(self.settlements),
             "submissions": len(self.submissions),
             "faults": self.fault_counts(),
         }
