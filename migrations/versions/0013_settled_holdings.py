@@ -1,8 +1,8 @@
 """The current_balances view counts what a settled market's contracts were from the base asset's
 baseline, like ledger.balances.expected.
 
-Revision ID: 0012
-Revises: 0009
+Revision ID: 0013
+Revises: 0012
 Create Date: 2026-11-30
 
 Hand-written, a frozen copy of engine/ledger/views.py at this revision (never import it here).
@@ -22,8 +22,8 @@ from collections.abc import Sequence
 
 from alembic import op
 
-revision: str = "0012"
-down_revision: str | Sequence[str] | None = "0009"
+revision: str = "0013"
+down_revision: str | Sequence[str] | None = "0012"
 branch_labels: str | Sequence[str] | None = None
 depends_on: str | Sequence[str] | None = None
 
