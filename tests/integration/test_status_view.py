@@ -78,7 +78,11 @@ async def test_the_snapshot_has_each_strategy_state_decision_order_control_and_i
     assert snap.open_order_count == 1
     assert [(c.scope, c.target, c.kind) for c in snap.controls] == [("strategy", "momo", "pause")]
     assert snap.open_incident_count == 1
-    assert snap.alerts is None  # this ledger has no alerts outbox
+    # the incident raised its alert in the same transaction (the outbox)
+    assert snap.alerts is not None
+    assert [(a.level, a.kind, a.delivered) for a in snap.alerts] == [
+        ("CRITICAL", "balance_drift", False)
+    ]
     # no market data in a second process: the age of the data a strategy last decided on
     md = {m.symbol: m.age_s for m in snap.market_data}
     assert md["SOLUSDT"] is None
@@ -111,20 +115,19 @@ async def test_marks_turn_positions_into_pnl_and_quote_ages_are_shown(
     ]  # fmt: skip
 
 
-async def test_alerts_are_listed_when_the_ledger_has_an_outbox(
+async def test_the_accounts_recent_alerts_are_listed_with_their_delivery_state(
     ledger: Ledger, db_engine: AsyncEngine
 ) -> None:
     async with db_engine.begin() as conn:
-        await conn.execute(text(
-            "CREATE TABLE alerts (id serial, account text, level text, kind text, message text,"
-            " created_at timestamptz, delivered_at timestamptz)"
-        ))  # fmt: skip
         await conn.execute(
-            text("INSERT INTO alerts (account, level, kind, message, created_at) VALUES"
-                 " (:a, 'HIGH', 'balance_drift', 'check the USDT balance', :t),"
-                 " ('other', 'LOW', 'x', 'not ours', :t)"),
+            text(
+                "INSERT INTO alerts (account, level, kind, scope, message, details, created_at,"
+                " next_attempt_at) VALUES"
+                " (:a, 'HIGH', 'balance_drift', 'account', 'check the USDT balance', '{}', :t, :t),"
+                " ('other', 'LOW', 'x', 'account', 'not ours', '{}', :t, :t)"
+            ),
             {"a": ACCOUNT, "t": T0},
-        )  # fmt: skip
+        )
     snap = await gather_status(db_engine, ACCOUNT)
     assert snap.alerts is not None
     assert [(a.level, a.message, a.delivered) for a in snap.alerts] == [
