@@ -28,6 +28,7 @@ from engine.account_gauges import AccountGauges
 from engine.alert_watch import AlertWatch
 from engine.alerting import delivery_for
 from engine.config import LogFormat, Settings
+from engine.connection import ConnectionMonitor
 from engine.controls import LeaseKeeper, OperatorDesk, halt_for_loss
 from engine.crashpoints import CrashPoints
 from engine.database import Database, open_database
@@ -67,6 +68,7 @@ from engine.status_view import show_status
 from engine.strategy_config import StartPolicy, StrategySpec, load_trading_config
 from engine.strategy_host import StrategyHost
 from engine.tasks import run_main, stop_tasks
+from engine.venue_guard import GuardedGate, VenueGuard, breaker_config
 from engine.venue_session import VenueSession, open_venue
 
 log = structlog.get_logger("tradectl.runtime")
@@ -119,12 +121,17 @@ class Engine:
             ledger=self.ledger,
         )
         self.crash = crash or CrashPoints.from_env()
+        #: circuit breakers and auth halts (engine/venue_guard.py), the connection-loss protocol
+        self.guard = VenueGuard(
+            ledger=self.ledger, metrics=session.metrics, config=breaker_config(settings),
+            key=session.credential,
+        )  # fmt: skip
         #: reachable and reconciled since the last outage: the engine's readiness
         self.health = LedgerHealth(account=self.account)
         self.execution = Execution(
             ledger=self.ledger,
             venue=self.venue,
-            gate=self.gate,
+            gate=GuardedGate(self.gate, self.guard, lambda: self.connection.reason),
             lease=self.lease,
             config=ExecutionConfig(
                 account=self.account,
@@ -164,10 +171,19 @@ class Engine:
             balance_tolerance=settings.balance_tolerance,
             settle_s=settings.balance_settle_s,
         )
+        self.execution.credential = session.credential
+        self.execution.reads_retry_in = self.guard.reads_retry_in
+        self.connection = ConnectionMonitor(
+            ledger=self.ledger, metrics=session.metrics, request_reconcile=self.reconciler.request,
+            reconciled_through=lambda: self.reconciler.completed_through,
+            cancel_all=self.execution.cancel_all, strategies=strategies,
+            disconnect_after_s=settings.disconnect_after_s,
+        )  # fmt: skip
         self.fill_path = FillPath(
             ledger=self.ledger,
             execution=self.execution,
-            on_reconnect=self.reconciler.request,
+            on_reconnect=self.connection.reconnected,
+            on_auth_failed=self.guard.auth_failed,
         )
         self.desk = OperatorDesk(
             self.ledger,
@@ -196,7 +212,7 @@ class Engine:
             on_strategy_failure=self._strategy_failed,
             is_paused=self._is_paused,
             clock=clock,
-            may_trade=lambda: self.health.available,
+            may_trade=lambda: self.health.available and self.connection.may_trade(),
         )
         for spec in strategies:
             self.host.add(spec.hosted())
@@ -442,6 +458,8 @@ class Engine:
                 clock=self.clock,
             ).run,
             "metrics": self.gauges.run,
+            "venue-guard": self.guard.run,
+            "connection": self.connection.run,
         }
         edge: dict[str, Callable[[], Awaitable[None]]] = {
             "marketdata": MarketDataFeed(
