@@ -18,6 +18,7 @@ module watches those reports:
 from __future__ import annotations
 
 import asyncio
+import time
 from collections.abc import Awaitable, Callable, Sequence
 
 import structlog
@@ -30,6 +31,9 @@ log = structlog.get_logger("tradectl.connection")
 
 #: how often the streams' state is looked at
 TICK_S = 0.2
+#: while held, a failed reconciliation is asked for again this often (not at the next
+#: periodic pass: the strategies wait for it)
+RETRY_S = 2.0
 
 
 class ConnectionMonitor:
@@ -46,6 +50,7 @@ class ConnectionMonitor:
         strategies: Sequence[StrategySpec],
         disconnect_after_s: float,
         streams: tuple[str, ...] = (USER, MARKET),
+        monotonic: Callable[[], float] = time.monotonic,
     ) -> None:
         self.ledger = ledger
         self.metrics = metrics
@@ -64,6 +69,8 @@ class ConnectionMonitor:
         self._returned_from_loss = False
         self._connections = dict(metrics.connections)
         self.reconnects = 0
+        self._monotonic = monotonic
+        self._asked_at = 0.0
 
     # -- what the others ask -------------------------------------------------------------------
 
@@ -83,6 +90,7 @@ class ConnectionMonitor:
         the strategies until a reconciliation pass asked for now has completed."""
         self.reconnects += 1
         self._hold_ticket = max(self._hold_ticket, self._request())
+        self._asked_at = self._monotonic()
         log.info("connection.reconnected_holding", ticket=self._hold_ticket)
 
     def status_line(self) -> str:
@@ -118,8 +126,13 @@ class ConnectionMonitor:
             self.reason = None
             self._returned_from_loss = True
             self.reconnected()
-        if self.held and self._reconciled_through() >= self._hold_ticket:
+        if not self.held:
+            return
+        if self._reconciled_through() >= self._hold_ticket:
             await self._release()
+        elif self._monotonic() - self._asked_at >= RETRY_S:
+            self._request()  # the pass failed (or is slow): a later one covers the ticket too
+            self._asked_at = self._monotonic()
 
     async def _enter(self, lost: dict[str, float]) -> None:
         streams = ", ".join(f"{s} stream down {t:.0f}s" for s, t in sorted(lost.items()))

@@ -104,14 +104,7 @@ async def halt_for_auth(
         f"venue refused our credentials on {where} ({text}); check {key}, "
         "then `tradectl unhalt --reason '…'`"
     )
-    await ledger.controls.set(
-        ControlScope.ACCOUNT,
-        account,
-        ControlKind.HALT,
-        reason=reason,
-        set_by="engine",
-        alert=auth_halted_alert(account=account, error=f"{text}; check {key}"),
-    )
+    # the incident first: whoever sees the halt finds the incident that explains it
     await ledger.incidents.open(
         kind="auth_failed",
         scope=f"account:{account}",
@@ -119,6 +112,14 @@ async def halt_for_auth(
         message=f"trading halted for account {account}: {reason}",
         details={"code": exc.code, "http_status": exc.http_status, "where": where, "key": key},
         dedupe_key=f"auth_failed:{account}",
+    )
+    await ledger.controls.set(
+        ControlScope.ACCOUNT,
+        account,
+        ControlKind.HALT,
+        reason=reason,
+        set_by="engine",
+        alert=auth_halted_alert(account=account, error=f"{text}; check {key}"),
     )
 
 

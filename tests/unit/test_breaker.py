@@ -77,12 +77,13 @@ def test_a_late_success_while_open_does_not_close_it() -> None:
 
 def test_gauge_values_follow_the_documented_encoding() -> None:
     assert [s.gauge for s in BreakerState] == [0, 1, 2]
-    assert BreakerState.OPEN.gauge == 2 and BreakerState.HALF_OPEN.gauge == 1
+    assert BreakerState.OPEN.gauge == 2
+    assert BreakerState.HALF_OPEN.gauge == 1
 
 
 @pytest.mark.parametrize("bad", [{"failure_threshold": 0}, {"recovery_timeout_s": 0.0}])
 def test_a_config_that_could_never_work_is_refused(bad: dict[str, float]) -> None:
-    with pytest.raises(ValueError):
+    with pytest.raises(ValueError, match="breaker"):
         BreakerConfig(**bad)  # type: ignore[arg-type]
 
 
