@@ -7,7 +7,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import dataclasses
-from collections.abc import AsyncIterator, Iterator
+from collections.abc import AsyncIterator, Awaitable, Iterator
 from decimal import Decimal
 from pathlib import Path
 
@@ -32,11 +32,13 @@ from engine.domain.types import (
     VenueName,
     utc_now,
 )
+from engine.ledger.records import Incident
 from engine.runtime import Engine
 from engine.strategy_config import StrategySpec, parse_trading_config
 from engine.venue_guard import EndpointClass
 from engine.venue_session import VenueSession
 from engine.venues.binance import BinanceConfig, BinanceVenue
+from engine.venues.binance.stream import StreamSettings
 from engine.venues.metrics import VenueMetrics
 from engine.venues.simulator import FaultPlan, SimulatorHandle, run_simulator
 from tests.helpers import eventually
@@ -104,6 +106,7 @@ async def running(
                 ws_api_url=sim.ws_api_url,
                 stream_url=sim.stream_url,
                 venue_name=VenueName("simulator"),
+                stream=StreamSettings(backoff_initial_s=0.1, backoff_max_s=0.5),
             ),
             metrics=metrics,
         )
@@ -126,9 +129,9 @@ async def running(
             await venue.close()
 
 
-def _buy(interval: str, price: str = "20000") -> Buy:
+def _buy(interval: str, price: str = "20000", strategy: StrategyId = MANUAL) -> Buy:
     return Buy(
-        key=DecisionKey(strategy_id=MANUAL, symbol=BTC, interval_key=interval, side=Side.BUY),
+        key=DecisionKey(strategy_id=strategy, symbol=BTC, interval_key=interval, side=Side.BUY),
         reason="a resting bid",
         md_ts=utc_now(),
         quantity=Decimal("0.001"),
@@ -137,7 +140,9 @@ def _buy(interval: str, price: str = "20000") -> Buy:
     )
 
 
-async def _outcome(run: Running, interval: str) -> tuple[str, list[str]] | None:
+async def _outcome(
+    run: Running, interval: str, strategy: StrategyId = MANUAL
+) -> tuple[str, list[str]] | None:
     async with run.engine.db.engine.connect() as conn:
         row = (
             await conn.execute(
@@ -145,7 +150,7 @@ async def _outcome(run: Running, interval: str) -> tuple[str, list[str]] | None:
                     "SELECT outcome, verdicts FROM decisions "
                     "WHERE account = :a AND strategy_id = :s AND interval_key = :i"
                 ),
-                {"a": run.account, "s": MANUAL, "i": interval},
+                {"a": run.account, "s": strategy, "i": interval},
             )
         ).first()
     if row is None:
@@ -297,3 +302,58 @@ async def test_an_auth_failure_on_a_read_halts_the_account_and_the_engine_keeps_
         engine.reconciler.request()
         await eventually(lambda: engine.reconciler.completed_through > passes)
         assert not run.task.done()
+
+
+async def test_a_lost_connection_disconnects_the_account_and_its_return_applies_the_policy(
+    database_url: URL,
+) -> None:
+    holder = StrategyId("holder")
+    async with running(
+        database_url, "disconnect", on_disconnect="cancel", disconnect_after_s=1.0
+    ) as run:
+        engine, sim = run.engine, run.sim
+        resting = _buy("d1", strategy=holder)
+        await engine.execution.submit_intent(resting)
+
+        async def state_of(intent: Buy) -> OrderState | None:
+            order = await engine.ledger.orders.get(client_order_id("tctl", intent.key))
+            return None if order is None else order.state
+
+        await eventually(lambda: _is(state_of(resting), OrderState.OPEN))
+
+        # The venue goes away (its state kept): past disconnect_after_s the account is
+        # disconnected, an incident is open, and new orders are denied.
+        await sim.stop()
+        await eventually(
+            lambda: engine.connection.reason is not None, message="should be disconnected"
+        )
+
+        async def incidents() -> list[Incident]:
+            return [
+                i for i in await engine.ledger.incidents.read() if i.kind == "venue_disconnected"
+            ]
+
+        [incident] = await eventually(incidents, message="a disconnection opens an incident")
+        assert incident.severity == "critical"
+        await engine.execution.submit_intent(_buy("d2"))
+        assert await eventually(lambda: _outcome(run, "d2")) == (
+            DecisionOutcome.DENIED.value,
+            ["disconnected"],
+        )
+        assert "DISCONNECTED" in engine.connection.status_line()
+
+        # It returns on the same address: reconciled, then on_disconnect = "cancel" cancels the
+        # strategy's resting order, the incident is resolved, and trading resumes.
+        async with run_simulator(sim.state.config, port=sim.port, state=sim.state):
+            await eventually(
+                lambda: engine.connection.may_trade(),
+                timeout=30,
+                message="trading should resume after the return and its reconciliation",
+            )
+            assert await state_of(resting) is OrderState.CANCELED
+            assert not await incidents()
+            assert not run.task.done()
+
+
+async def _is(value: Awaitable[object], expected: object) -> bool:
+    return await value == expected
