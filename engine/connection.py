@@ -19,7 +19,8 @@ from __future__ import annotations
 
 import asyncio
 import time
-from collections.abc import Awaitable, Callable, Sequence
+from collections.abc import Callable, Sequence
+from typing import Protocol
 
 import structlog
 
@@ -36,18 +37,32 @@ TICK_S = 0.2
 RETRY_S = 2.0
 
 
+class Reconciles(Protocol):
+    """The reconciler's requests and how far its completed passes reach (engine.reconcile)."""
+
+    @property
+    def completed_through(self) -> int: ...
+
+    def request(self) -> int: ...
+
+
+class Cancels(Protocol):
+    async def cancel_all(
+        self, *, cause: str, strategy_id: str | None = None, symbol: str | None = None
+    ) -> int: ...
+
+
 class ConnectionMonitor:
     """One account's venue connection: ``disconnected``, held after a reconnect, or trading."""
 
     def __init__(
         self,
-        *,
         ledger: Ledger,
         metrics: VenueMetrics,
-        request_reconcile: Callable[[], int],
-        reconciled_through: Callable[[], int],
-        cancel_all: Callable[..., Awaitable[int]],
+        reconciler: Reconciles,
+        execution: Cancels,
         strategies: Sequence[StrategySpec],
+        *,
         disconnect_after_s: float,
         streams: tuple[str, ...] = (USER, MARKET),
         monotonic: Callable[[], float] = time.monotonic,
@@ -55,9 +70,8 @@ class ConnectionMonitor:
         self.ledger = ledger
         self.metrics = metrics
         self.account = metrics.account
-        self._request = request_reconcile
-        self._reconciled_through = reconciled_through
-        self._cancel_all = cancel_all
+        self.reconciler = reconciler
+        self.execution = execution
         self.strategies = tuple(strategies)
         self.disconnect_after_s = disconnect_after_s
         self.streams = streams
@@ -89,9 +103,14 @@ class ConnectionMonitor:
         """A stream came back (the user stream's ``StreamReconnected``, or seen here): hold
         the strategies until a reconciliation pass asked for now has completed."""
         self.reconnects += 1
-        self._hold_ticket = max(self._hold_ticket, self._request())
+        self._hold_ticket = max(self._hold_ticket, self.reconciler.request())
         self._asked_at = self._monotonic()
         log.info("connection.reconnected_holding", ticket=self._hold_ticket)
+
+    @property
+    def state(self) -> str:
+        """``disconnected``, ``held`` (after a reconnect, until reconciled) or ``up``."""
+        return "disconnected" if self.reason is not None else "held" if self.held else "up"
 
     def status_line(self) -> str:
         if self.reason is not None:
@@ -128,10 +147,11 @@ class ConnectionMonitor:
             self.reconnected()
         if not self.held:
             return
-        if self._reconciled_through() >= self._hold_ticket:
+        if self.reconciler.completed_through >= self._hold_ticket:
             await self._release()
         elif self._monotonic() - self._asked_at >= RETRY_S:
-            self._request()  # the pass failed (or is slow): a later one covers the ticket too
+            # the pass failed (or is slow): a later one covers the ticket too
+            self.reconciler.request()
             self._asked_at = self._monotonic()
 
     async def _enter(self, lost: dict[str, float]) -> None:
@@ -155,7 +175,7 @@ class ConnectionMonitor:
             for spec in self.strategies:
                 if spec.on_disconnect is not DisconnectPolicy.CANCEL:
                     continue
-                sent = await self._cancel_all(
+                sent = await self.execution.cancel_all(
                     cause="on_disconnect = cancel: the venue connection was lost",
                     strategy_id=spec.strategy_id,
                 )

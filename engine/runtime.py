@@ -121,11 +121,10 @@ class Engine:
             ledger=self.ledger,
         )
         self.crash = crash or CrashPoints.from_env()
-        #: circuit breakers and auth halts (engine/venue_guard.py), the connection-loss protocol
+        #: circuit breakers and auth halts (engine/venue_guard.py)
         self.guard = VenueGuard(
-            ledger=self.ledger, metrics=session.metrics, config=breaker_config(settings),
-            key=session.credential,
-        )  # fmt: skip
+            self.ledger, session.metrics, breaker_config(settings), key=session.credential
+        )
         #: reachable and reconciled since the last outage: the engine's readiness
         self.health = LedgerHealth(account=self.account)
         self.execution = Execution(
@@ -171,12 +170,10 @@ class Engine:
             balance_tolerance=settings.balance_tolerance,
             settle_s=settings.balance_settle_s,
         )
-        self.execution.credential = session.credential
-        self.execution.reads_retry_in = self.guard.reads_retry_in
+        self.guard.serve(self.execution)
+        #: the connection-loss protocol and the reconnect gate (engine/connection.py)
         self.connection = ConnectionMonitor(
-            ledger=self.ledger, metrics=session.metrics, request_reconcile=self.reconciler.request,
-            reconciled_through=lambda: self.reconciler.completed_through,
-            cancel_all=self.execution.cancel_all, strategies=strategies,
+            self.ledger, session.metrics, self.reconciler, self.execution, strategies,
             disconnect_after_s=settings.disconnect_after_s,
         )  # fmt: skip
         self.fill_path = FillPath(
@@ -320,11 +317,13 @@ class Engine:
             # The mids become the ledger's marks, so `tradectl status` from another terminal
             # values the positions at the same prices as this status does (the pnl view).
             await self.ledger.marks.record(marks)
+            venue = {"circuits": self.guard.states(), "connection": self.connection.state}
             if json_output():
                 fields = await status_fields(self.db.engine, self.settings.account)
-                for_humans("", "status", ledger_available=True, **fields)
+                for_humans("", "status", ledger_available=True, **fields, **venue)
             else:
                 text = await ledger_status(self.db.engine, self.settings.account, self.gate.limits)
+                text += f"\n{self.guard.status_line()}\n{self.connection.status_line()}"
                 for_humans(
                     f"--- {self.clock().isoformat(timespec='seconds')} ---\n{text}", "status"
                 )

@@ -45,7 +45,7 @@ from engine.venues.metrics import VenueMetrics, outcome_of
 
 if TYPE_CHECKING:
     from engine.domain.intents import OrderIntent
-    from engine.execution.core import RiskGate
+    from engine.execution.core import Execution, RiskGate
 
 log = structlog.get_logger("tradectl.venue_guard")
 
@@ -133,10 +133,10 @@ class VenueGuard:
 
     def __init__(
         self,
-        *,
         ledger: Ledger,
         metrics: VenueMetrics,
         config: BreakerConfig,
+        *,
         key: str = "the venue API key",
         monotonic: Callable[[], float] = time.monotonic,
     ) -> None:
@@ -166,6 +166,12 @@ class VenueGuard:
     def stream(self, stream: str, up: bool) -> None:
         self._record(EndpointClass.STREAMS, failed=not up, what=f"{stream} stream dropped")
 
+    def serve(self, execution: Execution) -> None:
+        """Execution names this key when the submit path halts, and its resolver backs off
+        while the reads breaker is open."""
+        execution.credential = self.key
+        execution.reads_retry_in = self.reads_retry_in
+
     async def auth_failed(self, exc: AuthFailed, where: str = "the user stream") -> None:
         """An auth failure the adapter did not report as a request (a stream's own refusal)."""
         await halt_for_auth(self.ledger, self.metrics.account, exc, where=where, key=self.key)
@@ -185,6 +191,10 @@ class VenueGuard:
     def reads_retry_in(self) -> float:
         """Seconds the resolver should still hold back its lookups (0: go)."""
         return self.retry_in(EndpointClass.READS)
+
+    def states(self) -> dict[str, str]:
+        now = self._monotonic()
+        return {cls.value: breaker.state(now).value for cls, breaker in self.breakers.items()}
 
     def status_line(self) -> str:
         now = self._monotonic()
