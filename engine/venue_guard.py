@@ -51,6 +51,10 @@ log = structlog.get_logger("tradectl.venue_guard")
 
 #: how often the gauges follow an open breaker's turn to half-open, and auth halts are written
 TICK_S = 0.5
+#: the resolver's pause between passes while the reads breaker is open: doubling from the first
+#: to the longest, never past the breaker's probe time (lookups go on, less often)
+READS_BACKOFF_MIN_S = 1.0
+READS_BACKOFF_MAX_S = 8.0
 #: request outcomes that say the venue (or the way to it) is unwell
 _FAILURES = frozenset({"ambiguous", "rate_limited", "timeout", "error"})
 
@@ -146,6 +150,7 @@ class VenueGuard:
         self._monotonic = monotonic
         self.breakers = {cls: Breaker(config) for cls in EndpointClass}
         self._auth: list[tuple[AuthFailed, str]] = []
+        self._reads_backoff = READS_BACKOFF_MIN_S
         self._wake = asyncio.Event()
         metrics.observers.append(self)
         self.publish()
@@ -170,7 +175,7 @@ class VenueGuard:
         """Execution names this key when the submit path halts, and its resolver backs off
         while the reads breaker is open."""
         execution.credential = self.key
-        execution.reads_retry_in = self.reads_retry_in
+        execution.resolve_backoff = self.reads_backoff
 
     async def auth_failed(self, exc: AuthFailed, where: str = "the user stream") -> None:
         """An auth failure the adapter did not report as a request (a stream's own refusal)."""
@@ -188,9 +193,17 @@ class VenueGuard:
         """Seconds until the open breaker of ``cls`` lets probes through (0: not open)."""
         return self.breakers[cls].retry_in(self._monotonic())
 
-    def reads_retry_in(self) -> float:
-        """Seconds the resolver should still hold back its lookups (0: go)."""
-        return self.retry_in(EndpointClass.READS)
+    def reads_backoff(self) -> float:
+        """How long the resolver waits before its next pass: nothing while reads flow; while
+        the reads breaker is open, doubling from ``READS_BACKOFF_MIN_S`` to
+        ``READS_BACKOFF_MAX_S``, never past the breaker's probe time."""
+        wait = self.retry_in(EndpointClass.READS)
+        if wait <= 0:
+            self._reads_backoff = READS_BACKOFF_MIN_S
+            return 0.0
+        delay = min(wait, self._reads_backoff)
+        self._reads_backoff = min(self._reads_backoff * 2, READS_BACKOFF_MAX_S)
+        return delay
 
     def states(self) -> dict[str, str]:
         now = self._monotonic()

@@ -142,9 +142,9 @@ class Execution(Cancels):
         self._resolve_wakeup = asyncio.Event()
         self.symbols: set[Symbol] = set()
         self.stopped_reason: str | None = None
-        #: the key an auth failure names; how long the reads circuit wants lookups held back
+        #: the key an auth failure names; the resolver's pause while the reads circuit is open
         self.credential = "the venue API key"
-        self.reads_retry_in: Callable[[], float] = lambda: 0.0
+        self.resolve_backoff: Callable[[], float] = lambda: 0.0
 
     # -- intake --------------------------------------------------------------------------------
 
@@ -223,8 +223,8 @@ class Execution(Cancels):
             self._resolve_wakeup.clear()
             if not self.ledger_state.available:
                 continue  # the post-outage reconcile resolves them (engine.outage)
-            if (backoff := self.reads_retry_in()) > 0:
-                await asyncio.sleep(backoff)  # the reads circuit is open: wait for its probe
+            if (backoff := self.resolve_backoff()) > 0:
+                await asyncio.sleep(backoff)  # the reads circuit is open: look up less often
             try:
                 await self.resolve_unresolved()
                 await self.settle_owed_fills()

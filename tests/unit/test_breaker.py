@@ -3,10 +3,20 @@
 from __future__ import annotations
 
 import pytest
+from sqlalchemy.ext.asyncio import create_async_engine
 
 from engine.domain.breaker import Breaker, BreakerConfig, BreakerState
+from engine.domain.types import AccountId, VenueName
 from engine.exceptions import Ambiguous, AuthFailed, Definitive, NotFound, RateLimited
-from engine.venue_guard import EndpointClass, endpoint_class, is_venue_failure, key_hint
+from engine.ledger.ledger import Ledger
+from engine.venue_guard import (
+    EndpointClass,
+    VenueGuard,
+    endpoint_class,
+    is_venue_failure,
+    key_hint,
+)
+from engine.venues.metrics import VenueMetrics
 
 CONFIG = BreakerConfig(failure_threshold=3, recovery_timeout_s=10.0, success_threshold=2)
 
@@ -118,3 +128,24 @@ def test_the_key_hint_names_the_setting_and_never_the_whole_key() -> None:
     assert hint == "TRADECTL_BINANCE_API_KEY (ending …mnop)"
     assert "abcdefgh" not in hint
     assert key_hint("TRADECTL_BINANCE_API_KEY", "short") == "TRADECTL_BINANCE_API_KEY"
+
+
+def test_the_resolver_backs_off_while_the_reads_breaker_is_open_never_past_its_probe() -> None:
+    now = [0.0]
+    metrics = VenueMetrics(account="backoff", venue="simulator")
+    # the guard writes nothing to the ledger here (no auth failure): an unconnected engine
+    unconnected = create_async_engine("postgresql+asyncpg://unused@/unused")
+    ledger = Ledger(unconnected, account=AccountId("backoff"), venue=VenueName("simulator"))
+    guard = VenueGuard(ledger, metrics, CONFIG, monotonic=lambda: now[0])
+    assert guard.reads_backoff() == 0.0
+    for _ in range(3):
+        metrics.request("GET /api/v3/order", Ambiguous("503"))
+    assert guard.state(EndpointClass.READS) is BreakerState.OPEN
+    assert [guard.reads_backoff() for _ in range(3)] == [1.0, 2.0, 4.0]
+    now[0] = 9.5
+    assert guard.reads_backoff() == pytest.approx(0.5)  # the probe comes first
+    now[0] = 10.0
+    assert guard.reads_backoff() == 0.0
+    # an auth failure is not the venue failing: it halts instead (written by the guard's task)
+    metrics.request("GET /api/v3/account", AuthFailed("bad key"))
+    assert guard.state(EndpointClass.READS) is BreakerState.HALF_OPEN
