@@ -5,6 +5,7 @@ from __future__ import annotations
 import pytest
 from sqlalchemy.ext.asyncio import create_async_engine
 
+from engine.config import Settings
 from engine.domain.breaker import Breaker, BreakerConfig, BreakerState
 from engine.domain.types import AccountId, VenueName
 from engine.exceptions import Ambiguous, AuthFailed, Definitive, NotFound, RateLimited
@@ -16,7 +17,9 @@ from engine.venue_guard import (
     is_venue_failure,
     key_hint,
 )
+from engine.venue_status import circuit_line
 from engine.venues.metrics import VenueMetrics
+from tests.metrics_http import metrics_server
 
 CONFIG = BreakerConfig(failure_threshold=3, recovery_timeout_s=10.0, success_threshold=2)
 
@@ -149,3 +152,22 @@ def test_the_resolver_backs_off_while_the_reads_breaker_is_open_never_past_its_p
     # an auth failure is not the venue failing: it halts instead (written by the guard's task)
     metrics.request("GET /api/v3/account", AuthFailed("bad key"))
     assert guard.state(EndpointClass.READS) is BreakerState.HALF_OPEN
+
+
+async def test_tradectl_status_reads_the_running_engines_breakers_from_its_metrics() -> None:
+    metrics = VenueMetrics(account="status-line", venue="simulator")
+    unconnected = create_async_engine("postgresql+asyncpg://unused@/unused")
+    ledger = Ledger(unconnected, account=AccountId("status-line"), venue=VenueName("simulator"))
+    guard = VenueGuard(ledger, metrics, CONFIG)
+    for _ in range(3):
+        metrics.request("POST /api/v3/order", Ambiguous("503"))
+    assert guard.state(EndpointClass.ORDERS) is BreakerState.OPEN
+    with metrics_server() as url:
+        port = int(url.rsplit(":", 1)[1].split("/")[0])
+        line = await circuit_line(
+            Settings(account="status-line", metrics_port=port, metrics_host="0.0.0.0")
+        )
+    assert line == "circuit breakers: orders open, reads closed, streams closed"
+    assert (await circuit_line(Settings(account="status-line"))).startswith(
+        "circuit breakers: in the running engine's status"
+    )
