@@ -81,6 +81,7 @@ class ConnectionMonitor:
         self._hold_ticket = 0
         #: the connection that returned had made the account disconnected: apply the policies
         self._returned_from_loss = False
+        self._incident_written = False
         self._connections = dict(metrics.connections)
         self.reconnects = 0
         self._monotonic = monotonic
@@ -133,7 +134,7 @@ class ConnectionMonitor:
             if (seconds := self.metrics.down_for_s(stream)) is not None
         }
         connections = dict(self.metrics.connections)
-        if any(n > self._connections.get(s, 1) for s, n in connections.items() if s == USER):
+        if connections.get(USER, 0) > self._connections.get(USER, 1):
             # the user stream came back (however briefly it was away): what it missed is
             # fetched by the pass this asks for, before the strategies decide again
             self.reconnected()
@@ -141,6 +142,8 @@ class ConnectionMonitor:
         lost = {s: t for s, t in down.items() if t >= self.disconnect_after_s}
         if lost and self.reason is None:
             await self._enter(lost)
+        elif self.reason is not None and not self._incident_written:
+            await self._open_incident(self.reason)  # the first write failed (a ledger outage)
         elif not down and self.reason is not None:
             self.reason = None
             self._returned_from_loss = True
@@ -156,21 +159,28 @@ class ConnectionMonitor:
 
     async def _enter(self, lost: dict[str, float]) -> None:
         streams = ", ".join(f"{s} stream down {t:.0f}s" for s, t in sorted(lost.items()))
+        # denied from now on, before the incident is written (which may wait on the ledger)
         self.reason = f"{self.metrics.venue}: {streams}"
+        self._incident_written = False
         log.error("connection.disconnected", reason=self.reason)
+        await self._open_incident(streams)
+
+    async def _open_incident(self, what: str) -> None:
         await self.ledger.incidents.open(
             kind="venue_disconnected",
             scope=f"account:{self.account}",
             severity="critical",
             message=(
                 f"account {self.account} lost its connection to {self.metrics.venue} "
-                f"({streams}); no new orders until it returns and is reconciled"
+                f"({what}); no new orders until it returns and is reconciled"
             ),
-            details={"venue": self.metrics.venue, "down_s": {s: round(t) for s, t in lost.items()}},
+            details={"venue": self.metrics.venue},
             dedupe_key=f"venue_disconnected:{self.account}",
         )
+        self._incident_written = True
 
     async def _release(self) -> None:
+        ticket = self._hold_ticket
         if self._returned_from_loss:
             for spec in self.strategies:
                 if spec.on_disconnect is not DisconnectPolicy.CANCEL:
@@ -184,5 +194,6 @@ class ConnectionMonitor:
                 f"venue_disconnected:{self.account}", "the connection returned and was reconciled"
             )
             self._returned_from_loss = False
-        self._hold_ticket = 0
-        log.info("connection.trading_resumed")
+        if self._hold_ticket == ticket:  # else a reconnect came meanwhile: wait for its pass
+            self._hold_ticket = 0
+            log.info("connection.trading_resumed")

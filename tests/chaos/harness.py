@@ -40,8 +40,9 @@ import httpx
 from sqlalchemy.engine import URL
 
 from engine.crashpoints import CrashPoint
+from engine.demo import simulator_config
 from engine.domain.types import Symbol
-from engine.runtime import SHUTDOWN_DEADLINE_S, simulator_config
+from engine.runtime import SHUTDOWN_DEADLINE_S
 from engine.venues.simulator import (
     DEFAULT_API_KEY,
     DEFAULT_API_SECRET,
