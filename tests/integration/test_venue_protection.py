@@ -191,9 +191,11 @@ async def test_the_orders_breaker_opens_under_5xx_denies_circuit_open_and_closes
         denied = await eventually(lambda: _outcome(run, "i3"))
         assert denied == (DecisionOutcome.DENIED.value, ["circuit_open"])
         assert await engine.ledger.orders.get(client_order_id("tctl", _buy("i3").key)) is None
+        # counted (the resolver's resends of the two unplaced orders may be counted too: the
+        # final gate expires them unsent while the breaker is open)
         assert (await scrape(metrics_url)).total(
             "tradectl_decisions_skipped_total", account=account, check="circuit_open"
-        ) == skipped_before + 1
+        ) >= skipped_before + 1
 
         # The venue recovers; after the recovery time a probe goes through and closes it.
         run.sim.state.set_faults(FaultPlan())
