@@ -18,6 +18,8 @@ from engine.venue_guard import (
     key_hint,
 )
 from engine.venue_status import circuit_line
+from engine.venues.kalshi.errors import Operation
+from engine.venues.kalshi.rest import _endpoint as kalshi_endpoint
 from engine.venues.metrics import VenueMetrics
 from tests.metrics_http import metrics_server
 
@@ -110,6 +112,10 @@ def test_a_config_that_could_never_work_is_refused(bad: dict[str, float]) -> Non
         ("GET /api/v3/account", EndpointClass.READS),
         ("WS userDataStream.subscribe.signature", EndpointClass.STREAMS),
         ("POST /api/v3/userDataStream", EndpointClass.STREAMS),
+        ("POST /portfolio/events/orders", EndpointClass.ORDERS),
+        ("DELETE /portfolio/events/orders/{id}", EndpointClass.ORDERS),
+        ("GET /portfolio/orders/{id}", EndpointClass.READS),
+        ("GET /portfolio/balance", EndpointClass.READS),
     ],
 )
 def test_endpoints_fall_into_their_class(endpoint: str, expected: EndpointClass) -> None:
@@ -171,3 +177,14 @@ async def test_tradectl_status_reads_the_running_engines_breakers_from_its_metri
     assert (await circuit_line(Settings(account="status-line"))).startswith(
         "circuit breakers: in the running engine's status"
     )
+
+
+def test_kalshi_endpoint_labels_carry_no_order_or_market_ids() -> None:
+    assert kalshi_endpoint("DELETE", "/portfolio/events/orders/abc-1", Operation.CANCEL) == (
+        "DELETE /portfolio/events/orders/{id}"
+    )
+    assert kalshi_endpoint("GET", "/portfolio/orders/abc-1", Operation.LOOKUP) == (
+        "GET /portfolio/orders/{id}"
+    )
+    assert kalshi_endpoint("GET", "/markets/PRES-YES", Operation.READ) == "GET /markets/{id}"
+    assert kalshi_endpoint("GET", "/portfolio/fills", Operation.READ) == "GET /portfolio/fills"
