@@ -72,6 +72,15 @@ class Settings(BaseSettings):
     #: how often unresolved (PENDING_SUBMIT / UNKNOWN / PENDING_CANCEL) orders are looked up
     resolve_interval_s: float = Field(default=1.0, gt=0)
     max_batch: int = Field(default=64, ge=1, le=1000)
+    #: venue circuit breakers (per endpoint class: orders, reads, streams): this many failures
+    #: in a row (5xx, timeouts, rate limits, dropped streams) open one; after the recovery time
+    #: it lets probes through, and this many successes in a row close it again
+    breaker_failure_threshold: int = Field(default=5, ge=1)
+    breaker_recovery_s: float = Field(default=30.0, gt=0)
+    breaker_success_threshold: int = Field(default=2, ge=1)
+    #: a venue stream down this long puts the account in the ``disconnected`` state (no new
+    #: orders; an incident; on its return each strategy's ``on_disconnect`` policy applies)
+    disconnect_after_s: float = Field(default=30.0, gt=0)
     #: balance drift tolerated before the reconciler pauses and opens an incident
     balance_tolerance: str = "0.00000001"
     #: how long a balance drift must stay unchanged before it pauses (fills in flight settle)

@@ -118,10 +118,17 @@ class Reconciler:
                 f"TRADECTL_BALANCE_TOLERANCE must be a decimal amount, got {balance_tolerance!r}"
             ) from None
         self._wake = asyncio.Event()
+        #: passes asked for so far, and the newest request a completed pass began after: a
+        #: pass that was already running when a request came proves nothing about it
+        self.requested = 0
+        self.completed_through = 0
 
-    def request(self) -> None:
-        """Ask for a pass soon (after a stream reconnect or a failed write)."""
+    def request(self) -> int:
+        """Ask for a pass soon (after a stream reconnect or a failed write); the ticket is
+        covered once ``completed_through`` reaches it."""
+        self.requested += 1
         self._wake.set()
+        return self.requested
 
     async def run_periodic(self, interval_s: float) -> None:
         while True:
@@ -146,6 +153,7 @@ class Reconciler:
         after checking) takes the venue's balances as the new baseline where they drifted and
         resolves those drift incidents; pauses stay until the operator resumes."""
         report = ReconcileReport()
+        ticket = self.requested
         report.orders_looked_up = await self.execution.resolve_unresolved()
         report.fills_added = await self.execution.sync_fills()
         await self._venue_open_orders(report)
@@ -174,6 +182,7 @@ class Reconciler:
                 balance_drifts=[d["asset"] for d in report.balance_drifts],
                 startup=startup,
             )
+        self.completed_through = max(self.completed_through, ticket)
         return report
 
     # -- balances ------------------------------------------------------------------------------

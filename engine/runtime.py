@@ -29,6 +29,7 @@ from engine.account_gauges import AccountGauges
 from engine.alert_watch import AlertWatch
 from engine.alerting import delivery_for
 from engine.config import LogFormat, Settings
+from engine.connection import ConnectionMonitor
 from engine.controls import LeaseKeeper, OperatorDesk, halt_for_loss
 from engine.crashpoints import CrashPoints
 from engine.database import Database, open_database
@@ -70,6 +71,7 @@ from engine.status_view import show_status
 from engine.strategy_config import StartPolicy, StrategySpec, load_trading_config
 from engine.strategy_host import StrategyHost
 from engine.tasks import run_main, stop_tasks
+from engine.venue_guard import GuardedGate, VenueGuard, breaker_config
 from engine.venue_session import VenueSession, open_venue
 
 log = structlog.get_logger("tradectl.runtime")
@@ -122,12 +124,16 @@ class Engine:
             ledger=self.ledger,
         )
         self.crash = crash or CrashPoints.from_env()
+        #: circuit breakers and auth halts (engine/venue_guard.py)
+        self.guard = VenueGuard(
+            self.ledger, session.metrics, breaker_config(settings), key=session.credential
+        )
         #: reachable and reconciled since the last outage: the engine's readiness
         self.health = LedgerHealth(account=self.account)
         self.execution = Execution(
             ledger=self.ledger,
             venue=self.venue,
-            gate=self.gate,
+            gate=GuardedGate(self.gate, self.guard, lambda: self.connection.reason),
             lease=self.lease,
             config=ExecutionConfig(
                 account=self.account,
@@ -169,10 +175,17 @@ class Engine:
             settle_s=settings.balance_settle_s,
             settler=self.settler,
         )
+        self.guard.serve(self.execution)
+        #: the connection-loss protocol and the reconnect gate (engine/connection.py)
+        self.connection = ConnectionMonitor(
+            self.ledger, session.metrics, self.reconciler, self.execution, strategies,
+            disconnect_after_s=settings.disconnect_after_s,
+        )  # fmt: skip
         self.fill_path = FillPath(
             ledger=self.ledger,
             execution=self.execution,
-            on_reconnect=self.reconciler.request,
+            on_reconnect=self.connection.reconnected,
+            on_auth_failed=self.guard.auth_failed,
         )
         self.desk = OperatorDesk(
             self.ledger,
@@ -201,7 +214,7 @@ class Engine:
             on_strategy_failure=self._strategy_failed,
             is_paused=self._is_paused,
             clock=clock,
-            may_trade=lambda: self.health.available,
+            may_trade=lambda: self.health.available and self.connection.may_trade(),
         )
         for spec in strategies:
             self.host.add(spec.hosted())
@@ -310,11 +323,13 @@ class Engine:
             # The mids become the ledger's marks, so `tradectl status` from another terminal
             # values the positions at the same prices as this status does (the pnl view).
             await self.ledger.marks.record(marks)
+            venue = {"circuits": self.guard.states(), "connection": self.connection.state}
             if json_output():
                 fields = await status_fields(self.db.engine, self.settings.account)
-                for_humans("", "status", ledger_available=True, **fields)
+                for_humans("", "status", ledger_available=True, **fields, **venue)
             else:
                 text = await ledger_status(self.db.engine, self.settings.account, self.gate.limits)
+                text += f"\n{self.guard.status_line()}\n{self.connection.status_line()}"
                 for_humans(
                     f"--- {self.clock().isoformat(timespec='seconds')} ---\n{text}", "status"
                 )
@@ -448,6 +463,8 @@ class Engine:
                 clock=self.clock,
             ).run,
             "metrics": self.gauges.run,
+            "venue-guard": self.guard.run,
+            "connection": self.connection.run,
         }
         edge: dict[str, Callable[[], Awaitable[None]]] = {
             "marketdata": MarketDataFeed(

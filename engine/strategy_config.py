@@ -12,6 +12,9 @@ typo stops the engine before it trades, with an error naming the file, the strat
     account = "main"            # optional: the account its orders go to (default: the engine's)
     on_start = "keep"           # or "cancel": its orders resting from a previous session are
                                 # cancelled at start, after reconciliation, before it trades
+    on_disconnect = "keep"      # or "cancel": after a connection loss long enough to mark the
+                                # account disconnected, its resting orders are cancelled when
+                                # the connection returns, after reconciliation, before it trades
     assumed_fee_bps = 10        # optional: the costs the strategy was designed (backtested) with,
     assumed_slippage_bps = 2    # shown next to the realized ones (tradectl_assumed_*_bps)
     [strategy.params]           # strategy-specific; numbers may be written bare or as strings
@@ -203,6 +206,14 @@ class StartPolicy(StrEnum):
     CANCEL = "cancel"  #: cancel them after reconciliation, before the strategy decides
 
 
+class DisconnectPolicy(StrEnum):
+    """What the return of a lost venue connection (one that made the account ``disconnected``)
+    does with the strategy's resting orders."""
+
+    KEEP = "keep"  #: leave them working
+    CANCEL = "cancel"  #: cancel them after the reconnect's reconciliation, before it decides
+
+
 class _Strategy(BaseModel):
     model_config = ConfigDict(extra="forbid")
 
@@ -213,6 +224,7 @@ class _Strategy(BaseModel):
     bar_interval: Interval | None = None
     decision_window: Interval = DEFAULT_DECISION_WINDOW
     on_start: StartPolicy = StartPolicy.KEEP
+    on_disconnect: DisconnectPolicy = DisconnectPolicy.KEEP
     params: dict[str, ParamText] = Field(default_factory=dict)
     limits: _Limits = Field(default_factory=_Limits)
     assumed_fee_bps: Bps | None = None
@@ -262,6 +274,7 @@ class StrategySpec:
     bar_interval: timedelta | None
     account: str | None = None
     on_start: StartPolicy = StartPolicy.KEEP
+    on_disconnect: DisconnectPolicy = DisconnectPolicy.KEEP
     source: Path = field(default=Path("<memory>"))
     #: the costs the strategy assumes (as backtested), reported next to the realized ones
     assumed_fee_bps: Decimal | None = None
@@ -449,6 +462,7 @@ def _strategies(parsed: _File, source: Path) -> tuple[StrategySpec, ...]:
             bar_interval=entry.bar_interval,
             account=entry.account,
             on_start=entry.on_start,
+            on_disconnect=entry.on_disconnect,
             source=source,
             assumed_fee_bps=entry.assumed_fee_bps,
             assumed_slippage_bps=entry.assumed_slippage_bps,

@@ -18,6 +18,7 @@ from engine.database import Database
 from engine.demo import simulator_config
 from engine.domain.types import Symbol, VenueName
 from engine.exceptions import ConfigError
+from engine.venue_guard import key_hint
 from engine.venues.base import Venue
 from engine.venues.metrics import VenueMetrics
 
@@ -37,6 +38,8 @@ class VenueSession:
     #: the ledger account to trade as, when the venue decides it (the demo exchange after a
     #: reset trades as a fresh account: engine/demo.py)
     account: str | None = None
+    #: the key an auth failure tells the operator to check (never the key itself)
+    credential: str = "the venue API key"
 
 
 @contextlib.asynccontextmanager
@@ -84,6 +87,7 @@ async def open_venue(
                 metrics=metrics,
                 driver=kalshi.driver,
                 description=kalshi.description,
+                credential="TRADECTL_KALSHI_KEY_ID and its private key",
             )
         return
     from engine.venues.binance import BinanceConfig, BinanceVenue
@@ -126,6 +130,7 @@ async def open_venue(
                     metrics=metrics,
                     description=f"the built-in Binance-protocol simulator at {sim.rest_url}",
                     account=exchange.account if exchange else None,
+                    credential="the simulator's built-in API key",
                 )
             finally:
                 await binance.close()
@@ -149,6 +154,9 @@ async def open_venue(
             venue=binance,
             metrics=binance.metrics,
             description=f"Binance at {settings.binance_rest_url}",
+            credential=key_hint(
+                "TRADECTL_BINANCE_API_KEY", settings.binance_api_key.get_secret_value()
+            ),
         )
     finally:
         await binance.close()

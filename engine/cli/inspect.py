@@ -67,6 +67,7 @@ def status(
 
     async def go() -> None:
         from engine.status import all_accounts_status, ledger_status
+        from engine.venue_status import circuit_line
 
         async with open_database(config) as db:
             if all_accounts:
@@ -76,6 +77,7 @@ def status(
                 console.print(await ledger_status(db.engine, config.account, limits))
                 if problem:
                     console.print(f"exposure against limits not shown: {problem}")
+                console.print(await circuit_line(config))
             console.print(f"inspect with SQL: {db.psql}")
 
     run_async(go)

@@ -72,6 +72,17 @@ def incident_alert(*, kind: str, scope: str, message: str) -> AlertDraft | None:
             ),
             details={"incident_kind": kind},
         )
+    if kind == "venue_disconnected":
+        return AlertDraft(
+            level=AlertLevel.CRITICAL,
+            kind="venue_disconnected",
+            scope=scope,
+            message=(
+                f"{message}. Working orders stay on the venue; each strategy's on_disconnect "
+                f"policy applies when it returns. Incident {INCIDENT_ID} is open."
+            ),
+            details={"incident_kind": kind},
+        )
     if kind == "strategy_failed":
         return AlertDraft(
             level=AlertLevel.HIGH,

@@ -25,7 +25,7 @@ from typing import Any, Protocol
 import structlog
 
 from engine.crashpoints import NO_CRASH, CrashPoint, CrashPoints, SimulatedCrash
-from engine.domain.alerts import auth_halted_alert, rate_limited_alert
+from engine.domain.alerts import rate_limited_alert
 from engine.domain.holds import HoldRuns, HoldStep
 from engine.domain.ids import client_order_id, decision_id
 from engine.domain.intents import Buy, Cancel, Hold, Intent, OrderIntent, Sell, intent_kind
@@ -34,8 +34,6 @@ from engine.domain.risk import RiskAssessment, Verdict
 from engine.domain.types import (
     UNRESOLVED,
     ClientOrderId,
-    ControlKind,
-    ControlScope,
     DecisionOutcome,
     Symbol,
     VerdictResult,
@@ -60,6 +58,7 @@ from engine.ledger.records import DecisionRecord, Reservation, ReserveStatus
 from engine.metrics import ExecutionMetrics, error
 from engine.outage import AlwaysAvailable, LedgerState, ThrottledLog
 from engine.tasks import wait_event
+from engine.venue_guard import halt_for_auth
 from engine.venues.base import FillReport, InstrumentRules, OrderRequest, Venue
 
 log = structlog.get_logger("tradectl.execution")
@@ -143,6 +142,9 @@ class Execution(Cancels):
         self._resolve_wakeup = asyncio.Event()
         self.symbols: set[Symbol] = set()
         self.stopped_reason: str | None = None
+        #: the key an auth failure names; the resolver's pause while the reads circuit is open
+        self.credential = "the venue API key"
+        self.resolve_backoff: Callable[[], float] = lambda: 0.0
 
     # -- intake --------------------------------------------------------------------------------
 
@@ -221,6 +223,8 @@ class Execution(Cancels):
             self._resolve_wakeup.clear()
             if not self.ledger_state.available:
                 continue  # the post-outage reconcile resolves them (engine.outage)
+            if (backoff := self.resolve_backoff()) > 0:
+                await asyncio.sleep(backoff)  # the reads circuit is open: look up less often
             try:
                 await self.resolve_unresolved()
                 await self.settle_owed_fills()
@@ -533,25 +537,8 @@ class Execution(Cancels):
             self._in_flight.discard(coid)
 
     async def _halt_for_auth(self, exc: AuthFailed) -> None:
-        reason = (
-            f"venue refused our credentials ({_error_text(exc)}); "
-            "fix the API key, then `tradectl unhalt --reason '…'`"
-        )
-        await self.ledger.controls.set(
-            ControlScope.ACCOUNT,
-            self.config.account,
-            ControlKind.HALT,
-            reason=reason,
-            set_by="engine",
-            alert=auth_halted_alert(account=self.config.account, error=_error_text(exc)),
-        )
-        await self.ledger.incidents.open(
-            kind="auth_failed",
-            scope=f"account:{self.config.account}",
-            severity="critical",
-            message=f"trading halted for account {self.config.account}: {reason}",
-            details={"code": exc.code, "http_status": exc.http_status},
-            dedupe_key=f"auth_failed:{self.config.account}",
+        await halt_for_auth(
+            self.ledger, self.config.account, exc, where="submit", key=self.credential
         )
 
     # -- cancels -------------------------------------------------------------------------------

@@ -7,8 +7,9 @@ trade query costs no write.
 
 from __future__ import annotations
 
+import asyncio
 from collections import OrderedDict
-from collections.abc import Callable, Iterable
+from collections.abc import Awaitable, Callable, Iterable
 from typing import TYPE_CHECKING
 
 import structlog
@@ -16,7 +17,7 @@ import structlog
 from engine.crashpoints import CrashPoint
 from engine.domain.orders import Order, target_state
 from engine.domain.types import Asset, ClientOrderId
-from engine.exceptions import DatabaseUnavailable
+from engine.exceptions import AuthFailed, DatabaseUnavailable
 from engine.ledger.ledger import Ledger
 from engine.metrics import error
 from engine.venues.base import BalanceReport, FillReport, OrderReport, StreamReconnected, UserEvent
@@ -25,6 +26,9 @@ if TYPE_CHECKING:
     from engine.execution.core import Execution
 
 log = structlog.get_logger("tradectl.execution")
+
+#: how long the user stream waits after the venue refused our credentials before trying again
+AUTH_RETRY_S = 30.0
 
 
 class FillPath:
@@ -36,17 +40,37 @@ class FillPath:
         ledger: Ledger,
         execution: Execution,
         on_reconnect: Callable[[], None] | None = None,
+        on_auth_failed: Callable[[AuthFailed], Awaitable[None]] | None = None,
+        auth_retry_s: float = AUTH_RETRY_S,
     ) -> None:
         self.ledger = ledger
         self.execution = execution
         self.crash = execution.crash
         self.on_reconnect = on_reconnect
+        #: the venue refused the credentials on the user stream: halt the account (the engine
+        #: keeps running for cancels and reconciliation), then try the stream again later
+        self.on_auth_failed = on_auth_failed
+        self.auth_retry_s = auth_retry_s
         #: the newest balance per asset the stream reported
         self.balances: dict[Asset, BalanceReport] = {}
         #: venue events not recorded because the ledger was away (re-fetched by reconcile)
         self.skipped = 0
 
     async def run(self) -> None:
+        while True:
+            try:
+                await self._consume()
+                return
+            except AuthFailed as exc:
+                if self.on_auth_failed is None:
+                    raise
+                log.error("user_stream.auth_failed", error=str(exc))
+                await self.on_auth_failed(exc)
+            await asyncio.sleep(self.auth_retry_s)
+            if self.on_reconnect is not None:
+                self.on_reconnect()  # whatever it missed is fetched before anyone decides
+
+    async def _consume(self) -> None:
         async for event in self.execution.venue.user_stream():
             try:
                 await self.apply(event)

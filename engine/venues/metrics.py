@@ -9,9 +9,10 @@ engine's ``/readyz`` reads that, so readiness and ``tradectl_stream_connected`` 
 
 from __future__ import annotations
 
+import time
 from collections.abc import AsyncIterator, Mapping
 from contextlib import asynccontextmanager
-from typing import Any
+from typing import Any, Protocol
 
 from prometheus_client import REGISTRY, Counter, Gauge
 
@@ -76,6 +77,13 @@ MALFORMED_MESSAGES = _metric(
     "Venue messages that could not be decoded or held unknown values; logged and skipped",
     ("account", "venue", "source"),
 )
+CIRCUIT_STATE = _metric(
+    Gauge,
+    "tradectl_circuit_state",
+    "The venue circuit breaker of an endpoint class (orders, reads, streams): "
+    "0 closed, 1 half-open, 2 open",
+    ("account", "venue", "endpoint"),
+)
 MARKETDATA_AGE = _metric(
     Gauge,
     "tradectl_marketdata_age_seconds",
@@ -106,6 +114,15 @@ _OUTCOMES: tuple[tuple[type[BaseException], str], ...] = (
 )
 
 
+class VenueObserver(Protocol):
+    """Told about every request outcome and stream change the adapter reports (the circuit
+    breakers and the auth-failure halt of engine/venue_guard.py)."""
+
+    def request(self, endpoint: str, exc: BaseException | None) -> None: ...
+
+    def stream(self, stream: str, up: bool) -> None: ...
+
+
 class VenueMetrics:
     """One account's view of one venue connection."""
 
@@ -113,12 +130,19 @@ class VenueMetrics:
         self.account = account
         self.venue = venue
         self._connected: dict[str, bool] = {}
+        #: monotonic time each stream went down (absent while up, or never connected)
+        self._down_since: dict[str, float] = {}
+        self.observers: list[VenueObserver] = []
+        #: connections established per stream in this process (more than one: it reconnected)
+        self.connections: dict[str, int] = {}
 
     def __repr__(self) -> str:
         return f"VenueMetrics(account={self.account!r}, venue={self.venue!r})"
 
     def request(self, endpoint: str, exc: BaseException | None = None) -> None:
         REQUESTS.labels(self.account, self.venue, endpoint, outcome_of(exc)).inc()
+        for observer in self.observers:
+            observer.request(endpoint, exc)
 
     def rate_limit_headroom(self, headroom: Mapping[str, float]) -> None:
         for limit, fraction in headroom.items():
@@ -131,12 +155,30 @@ class VenueMetrics:
         if was is False:
             STREAM_RECONNECTS.labels(self.account, self.venue, stream).inc()
         self._connected[stream] = True
+        self.connections[stream] = self.connections.get(stream, 0) + 1
+        self._down_since.pop(stream, None)
         STREAM_CONNECTED.labels(self.account, self.venue, stream).set(1)
+        for observer in self.observers:
+            observer.stream(stream, True)
 
     def stream_down(self, stream: str) -> None:
-        if stream in self._connected:
+        if self._connected.get(stream):
             self._connected[stream] = False
+            self._down_since[stream] = time.monotonic()
+            for observer in self.observers:
+                observer.stream(stream, False)
         STREAM_CONNECTED.labels(self.account, self.venue, stream).set(0)
+
+    def down_for_s(self, stream: str, now: float | None = None) -> float | None:
+        """How long ``stream`` has been down after having been up; ``None`` while it is up
+        or before it first connected (a stream never opened is not a lost connection)."""
+        since = self._down_since.get(stream)
+        if since is None:
+            return None
+        return (time.monotonic() if now is None else now) - since
+
+    def circuit_state(self, endpoint: str, value: int) -> None:
+        CIRCUIT_STATE.labels(self.account, self.venue, endpoint).set(value)
 
     @asynccontextmanager
     async def connection(self, stream: str) -> AsyncIterator[None]:

@@ -27,6 +27,7 @@ from engine.domain.alerts import (
         ("unknown_venue_order", AlertLevel.CRITICAL, "order_mismatch"),
         ("fills_missing", AlertLevel.CRITICAL, "order_mismatch"),
         ("strategy_failed", AlertLevel.HIGH, "strategy_paused"),
+        ("venue_disconnected", AlertLevel.CRITICAL, "venue_disconnected"),
         ("something_new", AlertLevel.HIGH, "something_new"),
     ],
 )

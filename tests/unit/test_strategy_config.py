@@ -7,7 +7,7 @@ from pathlib import Path
 import pytest
 
 from engine.exceptions import ConfigError
-from engine.strategy_config import load_strategy_config
+from engine.strategy_config import DisconnectPolicy, load_strategy_config
 from strategies.base import DecisionMode
 
 REPO = Path(__file__).resolve().parents[2]
@@ -132,3 +132,16 @@ def test_bad_toml_and_missing_file_are_config_errors(tmp_path: Path) -> None:
     assert "field 'strategy'" in error_for(tmp_path, "")
     with pytest.raises(ConfigError, match="cannot read strategy config"):
         load_strategy_config(tmp_path / "missing.toml")
+
+
+def test_on_disconnect_is_keep_unless_cancel_is_asked_for(tmp_path: Path) -> None:
+    sma, fv = load_strategy_config(
+        write(
+            tmp_path,
+            VALID.replace('account = "main"', 'account = "main"\non_disconnect = "cancel"'),
+        )
+    )
+    assert sma.on_disconnect is DisconnectPolicy.CANCEL
+    assert fv.on_disconnect is DisconnectPolicy.KEEP
+    message = error_for(tmp_path, VALID.replace('account = "main"', 'on_disconnect = "drop"'))
+    assert "strategy 'sma-btc': field 'on_disconnect'" in message

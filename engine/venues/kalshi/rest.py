@@ -211,12 +211,14 @@ class KalshiRestClient:
         if body is not None:
             headers["Content-Type"] = "application/json"
         started = time.monotonic()
+        endpoint = _endpoint(method, path, operation)
         try:
             response = await self._http.request(
                 method, path, params=list(params), content=body, headers=headers
             )
         except httpx.HTTPError as exc:
             error = classify_transport(exc, operation=operation)
+            self._metrics.request(endpoint, error)
             log.warning(
                 "kalshi.request_failed",
                 venue=self._venue,
@@ -227,8 +229,15 @@ class KalshiRestClient:
             )
             raise error from None
         if response.is_success:
-            return self._decode(decoder, response, operation)
+            try:
+                answer = self._decode(decoder, response, operation)
+            except VenueError as exc:
+                self._metrics.request(endpoint, exc)
+                raise
+            self._metrics.request(endpoint)
+            return answer
         error = self._error(response, operation)
+        self._metrics.request(endpoint, error)
         if isinstance(error, RateLimited):
             bucket.drain()
         log.warning(
@@ -273,3 +282,11 @@ class KalshiRestClient:
         return classify(
             operation=operation, http_status=response.status_code, code=code, msg=msg or ""
         )
+
+
+def _endpoint(method: str, path: str, operation: Operation) -> str:
+    """The request's ``endpoint`` label: one per endpoint, not per order or market (an id in
+    the path would make a series per order)."""
+    if operation in (Operation.LOOKUP, Operation.CANCEL) or path.startswith("/markets/"):
+        path = path.rsplit("/", 1)[0] + "/{id}"
+    return f"{method} {path}"
