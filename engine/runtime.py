@@ -28,7 +28,7 @@ from engine import ops_http
 from engine.account_gauges import AccountGauges
 from engine.alert_watch import AlertWatch
 from engine.alerting import delivery_for
-from engine.config import LogFormat, Settings
+from engine.config import Settings
 from engine.connection import ConnectionMonitor
 from engine.controls import LeaseKeeper, OperatorDesk, halt_for_loss
 from engine.crashpoints import CrashPoints
@@ -65,9 +65,7 @@ from engine.readiness import Readiness, watch_engine
 from engine.reconcile import Reconciler
 from engine.risk_gate import LimitsBook, RiskGate
 from engine.settlement import settler_for
-from engine.status import ledger_status, status_fields
-from engine.status_snapshot import StatusSnapshot, gather_status
-from engine.status_view import show_status
+from engine.status_task import StatusTask
 from engine.strategy_config import StartPolicy, StrategySpec, load_trading_config
 from engine.strategy_host import StrategyHost
 from engine.tasks import run_main, stop_tasks
@@ -76,8 +74,6 @@ from engine.venue_session import VenueSession, open_venue
 
 log = structlog.get_logger("tradectl.runtime")
 
-#: how often the live view (at a terminal) is redrawn
-LIVE_REFRESH_S = 1.0
 #: how long a stop lets execution finish the intents it holds, then how long cancelled tasks
 #: get to end: a graceful stop is bounded by their sum (plus the lease release)
 SHUTDOWN_GRACE_S = 5.0
@@ -90,7 +86,7 @@ STARTUP_RETRY_S = 0.5
 STARTUP_RETRY_MAX_S = 30.0
 
 
-class Engine:
+class Engine(StatusTask):
     """One account's engine over an open database and venue."""
 
     def __init__(
@@ -292,68 +288,6 @@ class Engine:
             await lift_expired_loss_halt(self.ledger, self.gate.limits.account, self.clock())
             await self._refresh_controls()
             await asyncio.sleep(0.5)
-
-    async def _status_loop(self) -> None:
-        if self.settings.log_format is LogFormat.CONSOLE and sys.stdout.isatty():
-            # At a terminal: the live view (engine.status_view); piped, the plain block below.
-            await show_status(
-                self._status_snapshot,
-                interval_s=min(LIVE_REFRESH_S, self.settings.status_interval_s),
-                live=True,
-                out=sys.stdout,
-            )
-            return
-        while True:
-            await asyncio.sleep(self.settings.status_interval_s)
-            if not self.health.available:
-                down = self.health.down_for_s or 0.0
-                for_humans(
-                    f"--- ledger unavailable for {down:.0f}s; not trading ---",
-                    "status",
-                    account=self.account,
-                    ledger_available=False,
-                    ledger_down_s=round(down),
-                )
-                continue
-            marks = {
-                symbol: quote.mid
-                for symbol in self.symbols
-                if (quote := self.conflator.quote(symbol)) is not None
-            }
-            # The mids become the ledger's marks, so `tradectl status` from another terminal
-            # values the positions at the same prices as this status does (the pnl view).
-            await self.ledger.marks.record(marks)
-            venue = {"circuits": self.guard.states(), "connection": self.connection.state}
-            if json_output():
-                fields = await status_fields(self.db.engine, self.settings.account)
-                for_humans("", "status", ledger_available=True, **fields, **venue)
-            else:
-                text = await ledger_status(self.db.engine, self.settings.account, self.gate.limits)
-                text += f"\n{self.guard.status_line()}\n{self.connection.status_line()}"
-                for_humans(
-                    f"--- {self.clock().isoformat(timespec='seconds')} ---\n{text}", "status"
-                )
-
-    async def _status_snapshot(self) -> StatusSnapshot:
-        if not self.health.available:
-            down = self.health.down_for_s or 0.0
-            raise TradectlError(f"ledger unavailable for {down:.0f}s; not trading")
-        now = self.clock()
-        quotes = {symbol: self.conflator.quote(symbol) for symbol in self.symbols}
-        marks = {s: q.mid for s, q in quotes.items() if q is not None}
-        # as the plain status does: `tradectl status` elsewhere values at the same mids
-        await self.ledger.marks.record(marks)
-        return await gather_status(
-            self.db.engine,
-            self.settings.account,
-            strategies={spec.strategy_id: spec.symbols for spec in self.strategies},
-            marks={str(symbol): price for symbol, price in marks.items()},
-            quote_ages={
-                s: None if q is None else (now - q.received_at).total_seconds()
-                for s, q in quotes.items()
-            },
-            now=now,
-        )
 
     async def _reconcile_loop(self) -> None:
         await self.reconciler.run_periodic(self.settings.reconcile_interval_s)
