@@ -57,16 +57,24 @@ async def _migrate(url: URL, roles: RoleNames) -> None:
 
 
 async def _readonly_exists(engine: AsyncEngine, role: str) -> bool:
+    """The read-only role exists *and* was granted this database's ledger: roles are
+    server-wide, and a database migrated without the grants would refuse it every read."""
     async with engine.connect() as conn:
         found = await conn.execute(
             text("SELECT EXISTS (SELECT FROM pg_roles WHERE rolname = :role)"), {"role": role}
         )
-        return bool(found.scalar_one())
+        if not found.scalar_one():
+            return False
+        granted = await conn.execute(
+            text("SELECT has_table_privilege(:role, 'orders', 'SELECT')"), {"role": role}
+        )
+        return bool(granted.scalar_one())
 
 
 async def inspect_url(engine: AsyncEngine, url: URL, *, embedded: bool, roles: RoleNames) -> URL:
     """The one place that chooses how ``psql`` (``tradectl sql``, dashboards) connects: as the
-    read-only role, which cannot change a row, once it exists; else as the engine."""
+    read-only role, which cannot change a row, once it exists with its grants; else as the
+    engine."""
     if embedded or await _readonly_exists(engine, roles.readonly):
         return url.set(username=roles.readonly)._replace(password=None)
     return url
