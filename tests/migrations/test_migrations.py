@@ -17,7 +17,7 @@ from alembic.migration import MigrationContext
 from sqlalchemy.engine import URL, Connection
 
 from engine.exceptions import SchemaNotAtHead
-from engine.ledger import schema
+from engine.ledger import schema, schema_ddl, views
 from engine.ledger.db import (
     ROOT,
     _run_alembic,
@@ -96,7 +96,7 @@ async def reference_database_url(pg_server_url: URL) -> AsyncIterator[URL]:
     engine = make_engine(url)
     try:
         async with engine.begin() as conn:
-            await conn.run_sync(schema.create_all)
+            await conn.run_sync(schema_ddl.create_all)
     finally:
         await engine.dispose()
     yield url
@@ -135,8 +135,8 @@ async def test_upgrade_head_matches_schema_py_then_downgrades_to_nothing_and_bac
 
     assert await _autogenerate_diffs(empty_database_url) == []
     reference = await _catalog(reference_database_url)
-    assert {row[0] for row in reference["views"]} == {name for name, _ in schema.VIEWS}
-    assert len(reference["triggers"]) == 2 * len(schema.APPEND_ONLY_TABLES)
+    assert {row[0] for row in reference["views"]} == {name for name, _ in views.VIEWS}
+    assert len(reference["triggers"]) == 2 * len(schema_ddl.APPEND_ONLY_TABLES)
     _assert_same_catalog(await _catalog(empty_database_url), reference)
 
     await downgrade(empty_database_url, "base")

@@ -7,7 +7,8 @@ import pytest
 from engine.config import load_settings
 from engine.exceptions import ConfigError
 from engine.ledger.roles import ENGINE_ACCESS, RoleNames, grant_statements
-from engine.ledger.schema import APPEND_ONLY_TABLES, metadata
+from engine.ledger.schema import metadata
+from engine.ledger.schema_ddl import APPEND_ONLY_TABLES
 
 
 def test_every_table_of_the_schema_declares_what_the_engine_may_do_to_it() -> None:

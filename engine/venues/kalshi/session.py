@@ -16,14 +16,14 @@ from pydantic import SecretStr
 from engine.config import KalshiEnvironment, Settings, VenueKind
 from engine.domain.types import VenueName
 from engine.exceptions import ConfigError
-from engine.venues.kalshi.venue import (
+from engine.venues.kalshi.config import (
     DEMO_REST_URL,
     DEMO_WS_URL,
     PRODUCTION_REST_URL,
     PRODUCTION_WS_URL,
     KalshiConfig,
-    KalshiVenue,
 )
+from engine.venues.kalshi.venue import KalshiVenue
 from engine.venues.metrics import VenueMetrics
 
 _CENT = Decimal("0.01")

@@ -13,14 +13,12 @@ from __future__ import annotations
 
 import asyncio
 from collections.abc import AsyncIterator, Callable, Sequence
-from dataclasses import dataclass, field, replace
-from datetime import datetime, timedelta
+from dataclasses import dataclass, replace
+from datetime import datetime
 from decimal import Decimal
-from pathlib import Path
 
 import httpx
 import structlog
-from pydantic import SecretStr
 
 from engine.domain.market import MarketEvent
 from engine.domain.types import (
@@ -36,7 +34,7 @@ from engine.domain.types import (
     VenueOrderStatus,
     utc_now,
 )
-from engine.exceptions import Ambiguous, ConfigError, Definitive, MalformedMessage, NotFound
+from engine.exceptions import Ambiguous, Definitive, MalformedMessage, NotFound
 from engine.venues.base import (
     BalanceReport,
     FillReport,
@@ -50,9 +48,9 @@ from engine.venues.base import (
 )
 from engine.venues.binance.parsing import record_malformed, skip_reason
 from engine.venues.binance.rest import format_decimal
-from engine.venues.binance.stream import StreamSettings
 from engine.venues.kalshi import parsing, schemas, settlements
-from engine.venues.kalshi.ratelimit import KalshiBudget, Tier
+from engine.venues.kalshi.config import KalshiConfig
+from engine.venues.kalshi.ratelimit import KalshiBudget
 from engine.venues.kalshi.rest import KalshiRestClient
 from engine.venues.kalshi.signing import KalshiSigner, load_private_key
 from engine.venues.kalshi.stream import KalshiStream, decode_market, decode_user
@@ -69,39 +67,8 @@ from engine.venues.validation import finite, ms_timestamp, non_negative
 
 log = structlog.get_logger(__name__)
 
-PRODUCTION_REST_URL = "https://external-api.kalshi.com/trade-api/v2"
-PRODUCTION_WS_URL = "wss://external-api-ws.kalshi.com/trade-api/ws/v2"
-DEMO_REST_URL = "https://external-api.demo.kalshi.co/trade-api/v2"
-DEMO_WS_URL = "wss://external-api-ws.demo.kalshi.co/trade-api/ws/v2"
-DEFAULT_VENUE_NAME = VenueName("kalshi")
 #: orders remembered by client id (venue id, time in force, last report); oldest forgotten first
 MEMORY = 100_000
-
-
-@dataclass(frozen=True, slots=True, kw_only=True)
-class KalshiConfig:
-    """One Kalshi account. Demo endpoints unless told otherwise; secrets stay out of ``repr``."""
-
-    key_id: str = field(repr=False)
-    private_key: SecretStr | None = field(default=None, repr=False)
-    private_key_path: Path | None = None
-    rest_url: str = DEMO_REST_URL
-    ws_url: str = DEMO_WS_URL
-    venue_name: VenueName = DEFAULT_VENUE_NAME
-    connect_timeout_s: float = 5.0
-    request_timeout_s: float = 10.0
-    #: how far our clock may be from the venue's: scans start this much before a submit
-    clock_skew: timedelta = timedelta(seconds=30)
-    #: an order this process sent counts as visible to reads only once the venue's
-    #: ``user_data_timestamp`` is this far past its send time (our clock may run behind)
-    read_margin: timedelta = timedelta(milliseconds=500)
-    tier: Tier = field(default_factory=Tier)
-    stream: StreamSettings = field(default_factory=StreamSettings)
-
-    def __post_init__(self) -> None:
-        for name in ("rest_url", "ws_url"):
-            if not getattr(self, name):
-                raise ConfigError(f"kalshi {name} is empty")
 
 
 @dataclass(slots=True)
