@@ -16,6 +16,7 @@ from pydantic import AliasChoices, Field, SecretStr, ValidationError, field_vali
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
 from engine.domain.ids import validate_prefix
+from engine.domain.stage import Stage
 from engine.exceptions import ConfigError
 from engine.ledger.roles import RoleNames, check_role_name
 
@@ -126,6 +127,27 @@ class Settings(BaseSettings):
     #: seconds after start at which the built-in Kalshi simulator settles its markets (YES or
     #: NO, by the seed); unset: they never settle
     kalshi_settle_after_s: float | None = Field(default=None, gt=0)
+
+    # -- stages and paper trading (engine/live_guard.py, engine/venues/paper/feeds.py) ------
+    #: backtest, paper, small_live or live; unset: paper, except on a production venue,
+    #: where it must be named (small_live or live)
+    stage: Stage | None = None
+    #: every order's size is multiplied by this; unset: the stage's default (small_live 0.1,
+    #: the others 1)
+    capital_fraction: Decimal | None = Field(default=None, gt=0, le=1, allow_inf_nan=False)
+    #: live trading on a production venue starts only with this set (or ``run --i-understand``)
+    confirm_live: bool = False
+    #: where the paper venue's market comes from: random, binance, kalshi or replay:PATH
+    paper_feed: str = "random"
+    #: the paper venue's fill model: mean order latency, slippage of taking orders, and the
+    #: share of each public trade a resting order may fill; seeded by TRADECTL_SEED
+    paper_latency_ms: Decimal = Field(default=Decimal(0), ge=0, allow_inf_nan=False)
+    paper_slippage_bps: Decimal = Field(default=Decimal(0), ge=0, allow_inf_nan=False)
+    paper_participation: Decimal = Field(default=Decimal("0.1"), gt=0, le=1, allow_inf_nan=False)
+    #: replay:PATH plays the recording this many times faster than it was recorded
+    paper_replay_speed: float = Field(default=1.0, gt=0)
+    #: write the market data the engine receives to DIR (one JSONL per venue, symbol and day)
+    record_market_data: Path | None = None
 
     @field_validator("order_id_prefix")
     @classmethod

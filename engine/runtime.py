@@ -54,6 +54,7 @@ from engine.exceptions import (
 from engine.execution import Execution, ExecutionConfig, FillPath
 from engine.ledger.ledger import Ledger
 from engine.ledger.monitoring import Monitoring
+from engine.live_guard import confirm_live, staging
 from engine.loss_halt import lift_expired_loss_halt
 from engine.marketdata.conflator import Conflator
 from engine.marketdata.feed import MarketDataFeed
@@ -213,7 +214,7 @@ class Engine(StatusTask):
             may_trade=lambda: self.health.available and self.connection.may_trade(),
         )
         for spec in strategies:
-            self.host.add(spec.hosted())
+            self.host.add(spec.hosted(staging(settings)))
             if spec.bar_interval is not None:
                 # Bar strategies decide on closed bars; venues stream quotes, so bars are
                 # built from them (the feed closes due bars even in a quiet market).
@@ -544,6 +545,7 @@ async def run(settings: Settings, stop: asyncio.Event | None = None) -> None:
 async def _run_engine(settings: Settings, stop: asyncio.Event, readiness: Readiness) -> None:
     config = load_trading_config(settings.strategies_file)
     strategies = config.strategies
+    confirm_live(settings, [spec.strategy_id for spec in strategies])  # before anything opens
     async with open_database(settings) as db:
         clock = utc_now
         async with open_venue(settings, symbols_of(strategies), clock, db=db) as session:

@@ -68,6 +68,7 @@ from pydantic import BaseModel, BeforeValidator, ConfigDict, Field, ValidationEr
 
 from engine.domain.risk import SIZE_CHECKS, Check, Limits
 from engine.domain.risk.loss_marks import LossHaltResume, TradingDay
+from engine.domain.stage import Staging
 from engine.domain.types import StrategyId, Symbol
 from engine.exceptions import ConfigError
 from engine.marketdata.bars import interval_name, parse_interval
@@ -286,8 +287,9 @@ class StrategySpec:
     def bar_interval_name(self) -> str | None:
         return None if self.bar_interval is None else interval_name(self.bar_interval)
 
-    def hosted(self) -> HostedStrategy:
-        """A fresh strategy instance with its config, ready for :class:`StrategyHost.add`."""
+    def hosted(self, staging: Staging | None = None) -> HostedStrategy:
+        """A fresh strategy instance with its config, ready for :class:`StrategyHost.add`;
+        ``staging`` scales its orders (engine/domain/stage.py)."""
         kind = resolve(self.kind)
         strategy = kind.create(self.strategy_id, self.symbols, self.params)
         return HostedStrategy(
@@ -298,6 +300,7 @@ class StrategySpec:
             bar_interval=self.bar_interval_name,
             version=kind.version,
             config_hash=self.config_hash,
+            staging=staging,
         )
 
 

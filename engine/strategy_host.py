@@ -33,6 +33,7 @@ import structlog
 
 from engine.domain.intents import DecisionKey, Intent, with_decision_price
 from engine.domain.market import Bar, Quote
+from engine.domain.stage import Staging
 from engine.domain.types import Side, StrategyId, Symbol, utc_now
 from engine.marketdata.bars import floor_time
 from engine.marketdata.conflator import Conflator, Update
@@ -86,6 +87,9 @@ class HostedStrategy:
     #: recorded with each decision: the strategy's code version and a hash of its config
     version: str | None = None
     config_hash: str | None = None
+    #: the stage and capital fraction every order's size is scaled by (engine/domain/stage.py);
+    #: ``None``: full size, nothing recorded
+    staging: Staging | None = None
 
     def __post_init__(self) -> None:
         if self.decision_window <= timedelta(0):
@@ -166,6 +170,23 @@ def assign_keys(
                 )
             )
     return tuple(out)
+
+
+def full_size_view(
+    staging: Staging, inventory: Mapping[Symbol, Decimal], open_orders: Sequence[OpenOrder]
+) -> tuple[dict[Symbol, Decimal], list[OpenOrder]]:
+    """What a staged strategy sees of its position and orders: the real ones at full size."""
+    return (
+        {s: staging.to_strategy(q) for s, q in inventory.items()},
+        [
+            dataclasses.replace(
+                o,
+                quantity=staging.to_strategy(o.quantity),
+                filled_quantity=staging.to_strategy(o.filled_quantity),
+            )
+            for o in open_orders
+        ],
+    )
 
 
 class StrategyHost:
@@ -285,6 +306,9 @@ class StrategyHost:
             quotes = self._conflator.quotes(strategy.symbols)
         inventory = await self._portfolio.inventory(sid)
         open_orders = await self._portfolio.open_orders(sid)
+        staging = hosted.staging
+        if staging is not None:
+            inventory, open_orders = full_size_view(staging, inventory, open_orders)
         snapshot = Snapshot(
             strategy_id=sid,
             now=self._clock(),
@@ -313,6 +337,8 @@ class StrategyHost:
         self.decisions[sid] += 1
         for intent in intents:
             price = seen_price(intent.symbol, quotes, closed_bar)
+            if staging is not None:
+                intent = staging.apply(intent)
             await self._sink(with_decision_price(intent, price))
 
     async def _fail(self, sid: StrategyId, exc: Exception) -> None:

@@ -41,7 +41,16 @@ class _RunCommand(TyperCommand):
 
 
 @app.command(cls=_RunCommand)
-def run() -> None:
+def run(
+    i_understand: Annotated[
+        bool,
+        typer.Option(
+            "--i-understand",
+            help="Confirm live trading on a production venue (as TRADECTL_CONFIRM_LIVE=yes); "
+            "the engine prints what it is about to do first.",
+        ),
+    ] = False,
+) -> None:
     """Run the engine (embedded Postgres + built-in simulator + example strategies by default).
 
     In a terminal it shows a live view (strategies, orders, controls, incidents); piped, a
@@ -50,7 +59,7 @@ def run() -> None:
 
     try:
         # as configured: the run itself decides which ledger account the demo exchange trades as
-        runtime_main(load_settings())
+        runtime_main(load_settings(**({"confirm_live": True} if i_understand else {})))
     except TradectlError as exc:
         # In json mode every line is a JSON object, the last one too; a settings error comes
         # before logging is configured, so the format asked for is read from the environment.

@@ -39,6 +39,15 @@ MEANING: dict[str, str] = {
     "binance_stream_url": "Binance market/user stream endpoint (default: testnet)",
     "binance_api_key": "Binance API key (secret: never logged)",
     "binance_api_secret": "Binance API secret (secret: never logged)",
+    "stage": "backtest, paper, small_live or live (a production venue needs small_live/live)",
+    "capital_fraction": "every order's size times this (default: small_live 0.1, others 1)",
+    "confirm_live": "yes: start live trading on a production venue (or run --i-understand)",
+    "paper_feed": "paper venue market data: random, binance, kalshi or replay:PATH",
+    "paper_latency_ms": "paper fills: mean order latency (seeded exponential draws)",
+    "paper_slippage_bps": "paper fills: a taking order pays this much worse than the touch",
+    "paper_participation": "paper fills: share of each public trade a resting order may take",
+    "paper_replay_speed": "replay:PATH plays the recording this many times faster",
+    "record_market_data": "write received market data to DIR (JSONL per venue, symbol, day)",
 }
 
 

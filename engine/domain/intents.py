@@ -60,6 +60,10 @@ class _Intent:
     #: strategy host from the config (chapter 19.11.3), recorded with the decision
     strategy_version: str | None = None
     config_hash: str | None = None
+    #: the stage it was decided in and the capital fraction applied to its size
+    #: (engine/domain/stage.py), filled in by the strategy host, recorded with the decision
+    stage: str | None = None
+    capital_fraction: Decimal | None = None
 
     def __post_init__(self) -> None:
         require_aware(self.md_ts, "md_ts")

@@ -442,6 +442,8 @@ class Execution(Cancels):
             decision_price=order.decision_price if order else None,
             strategy_version=intent.strategy_version,
             config_hash=intent.config_hash,
+            stage=intent.stage,
+            capital_fraction=intent.capital_fraction,
         )
 
     async def _send(self, order: Order) -> None:

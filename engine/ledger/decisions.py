@@ -23,20 +23,22 @@ _DECISION_ARRAYS = """
         CAST(:d_interval_key AS text[]), CAST(:d_sequence AS int[]),
         CAST(:d_verdicts AS text[]), CAST(:d_outcome AS text[]),
         CAST(:d_decision_price AS numeric[]), CAST(:d_strategy_version AS text[]),
-        CAST(:d_config_hash AS text[])
+        CAST(:d_config_hash AS text[]), CAST(:d_stage AS text[]),
+        CAST(:d_capital_fraction AS numeric[])
     ) AS t(decision_id, strategy_id, account, symbol, intent, side, quantity, limit_price,
            reason, md_ts, decided_at, interval_key, sequence, verdicts, outcome, decision_price,
-           strategy_version, config_hash)
+           strategy_version, config_hash, stage, capital_fraction)
 """
 
 INSERT_DECISIONS = f"""
     INSERT INTO decisions (decision_id, strategy_id, account, symbol, intent, side, quantity,
                            limit_price, reason, md_ts, decided_at, interval_key, sequence,
-                           verdicts, outcome, decision_price, strategy_version, config_hash)
+                           verdicts, outcome, decision_price, strategy_version, config_hash,
+                           stage, capital_fraction)
     SELECT t.decision_id, t.strategy_id, t.account, t.symbol, t.intent, t.side, t.quantity,
            t.limit_price, t.reason, t.md_ts, t.decided_at, t.interval_key, t.sequence,
            CAST(t.verdicts AS jsonb), t.outcome, t.decision_price, t.strategy_version,
-           t.config_hash
+           t.config_hash, t.stage, t.capital_fraction
     FROM {_DECISION_ARRAYS}
 """
 
@@ -77,6 +79,8 @@ def decision_params(decisions: Sequence[DecisionRecord]) -> dict[str, list[Any]]
         "d_decision_price": [d.decision_price for d in decisions],
         "d_strategy_version": [d.strategy_version for d in decisions],
         "d_config_hash": [d.config_hash for d in decisions],
+        "d_stage": [d.stage for d in decisions],
+        "d_capital_fraction": [d.capital_fraction for d in decisions],
     }
 
 
@@ -103,6 +107,7 @@ class Decisions(LedgerPart):
             quantity=decision.quantity,
             limit_price=decision.limit_price,
             decision_price=decision.decision_price,
+            capital_fraction=decision.capital_fraction,
         )
         async with self._connection() as db:
             await SQL_RECORD_DECISIONS.run(db, decision_params([decision]))

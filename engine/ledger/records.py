@@ -52,6 +52,9 @@ class DecisionRecord:
     #: the deciding strategy's code version and config hash (the intent's)
     strategy_version: str | None = None
     config_hash: str | None = None
+    #: the stage it was decided in and the capital fraction its size was scaled by
+    stage: str | None = None
+    capital_fraction: Decimal | None = None
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)

@@ -36,6 +36,7 @@ from sqlalchemy import (
 )
 from sqlalchemy.dialects.postgresql import JSONB
 
+from engine.domain.stage import Stage
 from engine.domain.types import (
     TERMINAL_STATES,
     ControlKind,
@@ -109,7 +110,17 @@ decisions = Table(
     Column("strategy_version", Text, nullable=True),
     #: ``sha256:`` of the strategy's validated config entry
     Column("config_hash", Text, nullable=True),
+    # (last: added by migration 0015)
+    #: the stage (backtest / paper / small_live / live) and the capital fraction the order's
+    #: size was scaled by (engine/domain/stage.py); NULL: decided before stages existed
+    Column("stage", Text, nullable=True),
+    _num("capital_fraction", nullable=True),
     PrimaryKeyConstraint("decision_id", "account", name="decisions_pkey"),
+    CheckConstraint(f"stage IS NULL OR {_in('stage', Stage)}", name="ck_decisions_stage"),
+    CheckConstraint(
+        "capital_fraction IS NULL OR (capital_fraction > 0 AND capital_fraction <= 1)",
+        name="ck_decisions_capital_fraction",
+    ),
     CheckConstraint(_in("intent", INTENTS), name="ck_decisions_intent"),
     CheckConstraint(f"side IS NULL OR {_in('side', Side)}", name="ck_decisions_side"),
     CheckConstraint(_in("outcome", DecisionOutcome), name="ck_decisions_outcome"),

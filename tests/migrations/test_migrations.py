@@ -193,7 +193,7 @@ async def test_the_alembic_cli_takes_the_url_from_x_or_database_url(
     bogus = {"DATABASE_URL": "postgresql://nobody@127.0.0.1:1/nothing"}
     await asyncio.to_thread(_alembic, "-x", f"url={url}", "upgrade", "head", env=bogus)
     current = await asyncio.to_thread(_alembic, "current", env={"DATABASE_URL": url})
-    assert "0013 (head)" in current
+    assert "0015 (head)" in current
 
 
 # -- 0003: the account in every identity --------------------------------------------------------
@@ -349,7 +349,7 @@ async def test_every_numeric_column_has_a_finite_check(empty_database_url: URL) 
         """SELECT conrelid::regclass::text, conname FROM pg_constraint
         WHERE contype = 'c' AND conname LIKE '%\\_finite' ORDER BY 1, 2""",
     )
-    assert len(numeric) == 18  # 0010: loss_marks.day_start_pnl, peak_pnl
+    assert len(numeric) == 19  # 0010: loss_marks.day_start_pnl, peak_pnl; 0015 capital_fraction
     assert sorted(checks) == sorted((t, schema.finite_check_name(t, c)) for t, c in numeric)
 
 
