@@ -58,6 +58,7 @@ from engine.live_guard import confirm_live, staging
 from engine.loss_halt import lift_expired_loss_halt
 from engine.marketdata.conflator import Conflator
 from engine.marketdata.feed import MarketDataFeed
+from engine.marketdata.recording import recorder_for
 from engine.metrics import assumptions, controls_active, error
 from engine.observability import configure_logging, for_humans, json_output
 from engine.outage import LedgerHealth, OutageRecovery, guarded
@@ -403,7 +404,11 @@ class Engine(StatusTask):
         }
         edge: dict[str, Callable[[], Awaitable[None]]] = {
             "marketdata": MarketDataFeed(
-                self.venue, self.symbols, self.conflator, metrics=self.session.metrics
+                self.venue,
+                self.symbols,
+                self.conflator,
+                metrics=self.session.metrics,
+                recorder=recorder_for(self.settings),
             ).run,
             "strategies": self.host.run,
             "status": self._status_loop,

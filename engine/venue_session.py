@@ -4,7 +4,6 @@ Binance-protocol simulator (the demo exchange kept in the data dir), Binance its
 
 from __future__ import annotations
 
-import asyncio
 import contextlib
 from collections.abc import AsyncIterator, Callable, Coroutine
 from dataclasses import dataclass, field
@@ -53,26 +52,10 @@ async def open_venue(
     """The venue of ``settings``; with ``db``, the built-in simulator is the demo exchange that
     persists in the data dir (without it, a fresh simulator that forgets everything)."""
     if settings.venue is VenueKind.PAPER:
-        from engine.venues.paper import default_paper_venue
+        from engine.venues.paper.session import open_paper
 
-        metrics = VenueMetrics(account=settings.account, venue="paper")
-        venue = default_paper_venue(symbols, seed=settings.seed, clock=clock, metrics=metrics)
-
-        async def drive() -> None:
-            while True:
-                venue.step(clock())
-                await asyncio.sleep(0.25)
-
-        try:
-            yield VenueSession(
-                venue=venue,
-                metrics=metrics,
-                driver=drive,
-                description="in-process paper venue",
-                per_symbol_sequences=True,
-            )
-        finally:
-            await venue.close()
+        async with open_paper(settings, symbols, clock) as paper:
+            yield paper
         return
     if settings.venue in (VenueKind.KALSHI, VenueKind.KALSHI_SIMULATOR):
         from engine.venues.kalshi.session import open_kalshi

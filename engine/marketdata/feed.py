@@ -18,6 +18,7 @@ import structlog
 from engine.domain.market import MarketEvent, Quote
 from engine.domain.types import Symbol, utc_now
 from engine.marketdata.conflator import Conflator
+from engine.marketdata.recording import MarketRecorder
 from engine.venues.base import Venue
 from engine.venues.metrics import VenueMetrics
 
@@ -50,6 +51,7 @@ class MarketDataFeed:
         backoff_max: float = 10.0,
         clock: Callable[[], datetime] = utc_now,
         metrics: VenueMetrics | None = None,
+        recorder: MarketRecorder | None = None,
     ) -> None:
         if not symbols:
             raise ValueError("a market data feed needs at least one symbol")
@@ -64,6 +66,8 @@ class MarketDataFeed:
         self._clock = clock
         #: where the age of each symbol's newest data is published (per account)
         self.metrics = metrics
+        #: writes every event received to files (TRADECTL_RECORD_MARKET_DATA)
+        self.recorder = recorder
         #: True from the first event of a stream until that stream fails
         self.connected = False
         self.events = 0
@@ -78,9 +82,13 @@ class MarketDataFeed:
 
     async def run(self) -> None:
         """Stream (and poll, and close due bars) until cancelled."""
-        async with asyncio.TaskGroup() as group:
-            group.create_task(self._stream_forever(), name=f"{self.name}:stream")
-            group.create_task(self._housekeeping(), name=f"{self.name}:poll")
+        try:
+            async with asyncio.TaskGroup() as group:
+                group.create_task(self._stream_forever(), name=f"{self.name}:stream")
+                group.create_task(self._housekeeping(), name=f"{self.name}:poll")
+        finally:
+            if self.recorder is not None:
+                self.recorder.close()
 
     async def _stream_forever(self) -> None:
         delays = backoff(self.backoff_initial, self.backoff_max)
@@ -95,6 +103,8 @@ class MarketDataFeed:
                         delays = backoff(self.backoff_initial, self.backoff_max)
                     self.events += 1
                     self.conflator.publish(event)
+                    if self.recorder is not None:
+                        self.recorder.write(event)
                 reason = "market stream ended"
             except asyncio.CancelledError:
                 raise
@@ -122,6 +132,8 @@ class MarketDataFeed:
         while True:
             await asyncio.sleep(self.poll_interval)
             now = self._clock()
+            if self.recorder is not None:
+                self.recorder.flush()
             self.conflator.close_due_bars(now)
             self._publish_ages(now)
             if self.poller is None:
@@ -160,6 +172,8 @@ class MarketDataFeed:
             return
         self.polls += 1
         self.conflator.publish(quote)
+        if self.recorder is not None:
+            self.recorder.write(quote)
 
 
 async def _close(stream: AsyncIterator[MarketEvent] | None) -> None:
