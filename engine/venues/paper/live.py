@@ -87,8 +87,16 @@ class LivePaperVenue(PaperVenue):
         delay = self.fill_model.next_latency().total_seconds()
         if delay > 0:
             await asyncio.sleep(delay)
+        return await self.place_now(order)
+
+    async def place_now(self, order: OrderRequest) -> OrderReport:
+        """The order at the market now, slipped (a replay that keeps its own time calls this
+        after the latency it drew)."""
         with self._slipped(order.symbol):
             return await super().submit(order)
+
+    def rules_of(self, symbol: Symbol) -> InstrumentRules:
+        return self._rules_for(symbol)
 
     def market_stream(self, symbols: Sequence[Symbol]) -> PaperStream[MarketEvent]:
         for s in symbols:
