@@ -86,6 +86,7 @@ async def test_a_paper_run_on_recorded_data_and_its_backtest_report_the_same_tra
     compared = await tradectl(env, "compare", "--paper", ACCOUNT, "--backtest", "--json")
     assert compared.returncode == 0, compared.stdout + compared.stderr
     report = json.loads(compared.stdout)
-    assert report["agree"] and report["matched"] == trades
+    assert report["agree"]
+    assert report["matched"] == trades
     for row in report["trades"]:
         assert row["paper"]["client_order_id"] == row["backtest"]["client_order_id"]

@@ -8,6 +8,7 @@ engine's recorder (TRADECTL_RECORD_MARKET_DATA's format).
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import dataclasses
 import sys
 from decimal import Decimal
@@ -38,10 +39,8 @@ async def record(out: Path, seconds: float) -> int:
             async for event in stream.events():
                 recorder.write(event)
 
-        try:
+        with contextlib.suppress(TimeoutError):
             await asyncio.wait_for(take(), timeout=seconds)
-        except TimeoutError:
-            pass
     recorder.close()
     return recorder.events
 
