@@ -6,7 +6,8 @@
   ``TRADECTL_BINANCE_STREAM_URL``, through the Binance adapter's market stream; no API key is
   needed. Production's public data is ``wss://stream.binance.com:9443``.
 - ``kalshi``: Kalshi's public order book of each market (``GET /markets/{ticker}/orderbook``,
-  no key), polled once a second, as quotes.
+  no key; demo or production by ``TRADECTL_KALSHI_ENVIRONMENT``), polled once a second, as
+  quotes.
 - ``replay:PATH``: a recording (a ``.jsonl`` file or a directory of them, as
   ``TRADECTL_RECORD_MARKET_DATA`` writes) played at the pace it was recorded
   (``TRADECTL_PAPER_REPLAY_SPEED`` times faster), its times moved to now, so the engine sees it as
@@ -43,7 +44,6 @@ log = structlog.get_logger(__name__)
 
 Driver = Callable[[], Coroutine[Any, Any, None]]
 FEEDS = ("random", "binance", "kalshi", "replay:PATH")
-KALSHI_PUBLIC_URL = "https://api.elections.kalshi.com/trade-api/v2"
 
 
 @dataclass(frozen=True, slots=True)
@@ -87,7 +87,10 @@ def feed_driver(
     if spec.kind == "binance":
         return _binance(venue, symbols, settings, clock)
     if spec.kind == "kalshi":
-        return _kalshi(venue, symbols, clock)
+        from engine.venues.kalshi.config import DEMO_REST_URL, PRODUCTION_REST_URL
+
+        production = settings.kalshi_environment.value == "production"
+        return _kalshi(venue, symbols, clock, PRODUCTION_REST_URL if production else DEMO_REST_URL)
     assert spec.path is not None
     return _replay(venue, spec.path, settings.paper_replay_speed, clock)
 
@@ -137,14 +140,14 @@ def _binance(
 
 
 def _kalshi(
-    venue: LivePaperVenue, symbols: Sequence[Symbol], clock: Callable[[], datetime]
+    venue: LivePaperVenue, symbols: Sequence[Symbol], clock: Callable[[], datetime], url: str
 ) -> Driver:
     async def drive() -> None:
-        async with httpx.AsyncClient(base_url=KALSHI_PUBLIC_URL, timeout=10) as client:
+        async with httpx.AsyncClient(base_url=url, timeout=10) as client:
             while True:
                 for symbol in symbols:
                     try:
-                        quote = await _kalshi_quote(client, symbol, clock)
+                        quote = await kalshi_quote(client, symbol, clock)
                     except (httpx.HTTPError, ValueError, KeyError, TypeError) as exc:
                         log.warning("paper.kalshi_poll_failed", symbol=symbol, error=str(exc))
                         continue
@@ -155,19 +158,19 @@ def _kalshi(
     return drive
 
 
-async def _kalshi_quote(
+async def kalshi_quote(
     client: httpx.AsyncClient, symbol: Symbol, clock: Callable[[], datetime]
 ) -> Quote | None:
     """The touch of a Kalshi market's YES side from its public order book (cents, levels
-    ``[price, count]`` ascending): the best YES bid, and 100 minus the best NO bid as the ask."""
+    ``[price, count]``): the best YES bid, and 100 minus the best NO bid as the ask."""
     answer = await client.get(f"/markets/{symbol}/orderbook", params={"depth": 1})
     answer.raise_for_status()
     book = answer.json()["orderbook"]
     yes, no = book.get("yes") or [], book.get("no") or []
     if not yes or not no:
         return None
-    bid_c, bid_n = yes[-1]
-    no_c, no_n = no[-1]
+    bid_c, bid_n = max(yes, key=lambda level: level[0])
+    no_c, no_n = max(no, key=lambda level: level[0])
     now = clock()
     return Quote(
         symbol=symbol,
