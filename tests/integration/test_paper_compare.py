@@ -90,3 +90,8 @@ async def test_a_paper_run_on_recorded_data_and_its_backtest_report_the_same_tra
     assert report["matched"] == trades
     for row in report["trades"]:
         assert row["paper"]["client_order_id"] == row["backtest"]["client_order_id"]
+
+    # no tolerance at all: the paper orders met the market later than the replay's
+    strict = await tradectl(env, "compare", "--paper", ACCOUNT, "--backtest", "--time-s", "0")
+    assert strict.returncode == 1
+    assert "DIFFERS" in strict.stdout
