@@ -29,7 +29,7 @@ from engine.venues.binance.parsing import record_malformed, skip_reason
 from engine.venues.kalshi import parsing, schemas
 from engine.venues.kalshi.stream import KalshiStream
 from engine.venues.metrics import MARKET_STREAM, VenueMetrics
-from engine.venues.validation import ms_timestamp, non_empty, non_negative, positive
+from engine.venues.validation import finite, ms_timestamp, non_empty, non_negative, positive
 
 log = structlog.get_logger(__name__)
 
@@ -147,7 +147,7 @@ class KalshiMarketData:
             msg.market_ticker,
             side,
             parsing.price(msg.price_dollars, "price_dollars"),
-            msg.delta_fp,
+            finite(msg.delta_fp, "delta_fp"),
         )
         venue_ts = None if msg.ts_ms is None else ms_timestamp(msg.ts_ms, "ts_ms")
         return self._after(outcome, msg.market_ticker, sid, seq, venue_ts=venue_ts)

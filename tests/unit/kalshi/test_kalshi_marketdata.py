@@ -9,6 +9,7 @@ from datetime import UTC, datetime
 from decimal import Decimal
 
 import msgspec
+import pytest
 
 from engine.domain.market import Quote, Trade
 from engine.domain.types import Side, Symbol, TradeId, VenueName
@@ -100,3 +101,15 @@ def test_a_trade_with_text_for_a_count_is_skipped_and_counted() -> None:
     assert data.on_frame(frame("ws_trade.json", (b'"136.00"', b'"lots"'))) is None
     skipped = MALFORMED_MESSAGES.labels(metrics.account, metrics.venue, MARKET_STREAM)
     assert skipped._value.get() == 1
+
+
+@pytest.mark.parametrize("value", ["NaN", "Infinity", "-Infinity", "1E+999999"])
+def test_a_delta_of_no_finite_size_is_skipped_and_the_book_kept(value: str) -> None:
+    data, metrics = subscribed()
+    data.on_frame(frame("ws_orderbook_snapshot.json"))
+    hostile = frame("ws_orderbook_delta.json", (b'"-54.00"', f'"{value}"'.encode()))
+    assert data.on_frame(hostile) is None
+    assert gaps(metrics) == 0
+    book = data.books.book(MARKET)
+    assert book is not None
+    assert book.bids[Decimal("0.22")] == 333
