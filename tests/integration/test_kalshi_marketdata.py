@@ -13,9 +13,17 @@ from decimal import Decimal
 
 from pydantic import SecretStr
 
-from engine.domain.types import Side, VenueName, utc_now
+from engine.domain.types import (
+    ClientOrderId,
+    OrderType,
+    Side,
+    TimeInForce,
+    VenueName,
+    utc_now,
+)
 from engine.marketdata.conflator import Conflator
 from engine.marketdata.feed import MarketDataFeed
+from engine.venues.base import OrderRequest
 from engine.venues.kalshi import KalshiConfig, KalshiVenue
 from engine.venues.kalshi_simulator import KalshiSimConfig, KalshiSimHandle, run_kalshi_simulator
 from engine.venues.metrics import VenueMetrics
@@ -123,6 +131,43 @@ async def test_public_trades_reach_the_rolling_volume_of_the_liquidity_check() -
                     conflator.volumes.volume(MARKET, timedelta(minutes=1), utc_now()) == Decimal(20)
                 ),
                 message="the trades never reached the volume tracker",
+            )
+        finally:
+            task.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await task
+            await venue.close()
+
+
+async def test_our_fill_is_a_public_trade_and_takes_its_size_off_the_book() -> None:
+    async with run_kalshi_simulator(KalshiSimConfig(seed=6)) as sim:
+        venue = venue_for(sim, f"own-{uuid.uuid4().hex[:8]}")
+        conflator = Conflator()
+        task = asyncio.create_task(MarketDataFeed(venue, [MARKET], conflator).run())
+        try:
+            await eventually(lambda: touch_of(conflator) is not None)
+            await venue.submit(
+                OrderRequest(
+                    client_order_id=ClientOrderId("own-take"),
+                    symbol=MARKET,
+                    side=Side.BUY,
+                    type=OrderType.LIMIT,
+                    quantity=Decimal(30),
+                    limit_price=Decimal("0.47"),
+                    time_in_force=TimeInForce.IOC,
+                )
+            )
+            await eventually(
+                lambda: (
+                    touch_of(conflator)
+                    == (Decimal("0.45"), Decimal(500), Decimal("0.47"), Decimal(470))
+                ),
+                message="the book never showed the 30 contracts taken",
+            )
+            await eventually(
+                lambda: (
+                    conflator.volumes.volume(MARKET, timedelta(minutes=1), utc_now()) == Decimal(30)
+                )
             )
         finally:
             task.cancel()
