@@ -202,8 +202,9 @@ class VenueMetrics:
     def malformed(self, source: str) -> None:
         MALFORMED_MESSAGES.labels(self.account, self.venue, source).inc()
 
-    def orderbook_gap(self) -> None:
-        ORDERBOOK_GAPS.labels(self.account, self.venue).inc()
+    def orderbook_gap(self, count: int = 1) -> None:
+        """``count`` gaps (0 when a book starts: the series shows 0, not nothing)."""
+        ORDERBOOK_GAPS.labels(self.account, self.venue).inc(count)
 
     def marketdata_age(self, symbol: str, seconds: float) -> None:
         MARKETDATA_AGE.labels(self.account, symbol).set(seconds)

@@ -76,6 +76,7 @@ class KalshiMarketData:
     ) -> None:
         self._venue = venue
         self._metrics = metrics
+        metrics.orderbook_gap(0)
         self._now = now
         self.books = SequencedBooks()
         #: the touch last published per market: a delta below it is no new quote
