@@ -14,6 +14,19 @@ $(STAMP): pyproject.toml
 	$(BIN)/python -m pip install --quiet -e '.[dev]'
 	@touch $(STAMP)
 
+# `make run VENUE=kalshi`: the fair_value example on the built-in Kalshi-protocol simulator, whose
+# market settles two minutes after the start (TRADECTL_* settings in the environment win)
+ifeq ($(VENUE),kalshi)
+run: export TRADECTL_VENUE ?= kalshi_simulator
+run: export TRADECTL_STRATEGIES_FILE ?= strategies/kalshi.toml
+run: export TRADECTL_KALSHI_SETTLE_AFTER_S ?= 120
+endif
+ifneq ($(filter-out kalshi,$(VENUE)),)
+ifneq ($(filter run,$(MAKECMDGOALS)),)
+$(error VENUE=$(VENUE): make run knows VENUE=kalshi; set TRADECTL_VENUE for the others)
+endif
+endif
+
 run: $(STAMP)
 	$(BIN)/tradectl run
 

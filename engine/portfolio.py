@@ -18,7 +18,7 @@ from decimal import Decimal
 from sqlalchemy import text
 from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine
 
-from engine.domain.positions import Position, PositionFill, apply_fill, total_pnl
+from engine.domain.positions import Position, PositionFill, apply_fill, settle, total_pnl
 from engine.domain.risk import Exposure
 from engine.domain.types import Asset, ClientOrderId, OrderState, Side, StrategyId, Symbol
 from engine.ledger.db import database_errors
@@ -29,7 +29,13 @@ _NON_TERMINAL = "('PENDING_SUBMIT', 'UNKNOWN', 'OPEN', 'PARTIALLY_FILLED', 'PEND
 _EXPOSURE = text(
     f"""
     SELECT strategy_id, symbol, sum(net_qty) AS net_qty, 0 AS open_buy, 0 AS open_sell
-    FROM positions WHERE account = :account GROUP BY strategy_id, symbol
+    FROM positions p
+    WHERE account = :account
+      -- a settled market's contracts are gone (paid out): they are no position any more
+      AND NOT EXISTS (
+          SELECT 1 FROM settlements s WHERE s.account = p.account AND s.symbol = p.symbol
+      )
+    GROUP BY strategy_id, symbol
     UNION ALL
     SELECT strategy_id, symbol, 0,
            COALESCE(sum(remaining_qty) FILTER (WHERE side = 'BUY'), 0),
@@ -49,11 +55,16 @@ _OPEN_ORDERS = text(
 )
 
 
+# A settled market (engine.settlement) closes its position at the payout: its settlement
+# comes with every fill row of the symbol, and is applied after the last one.
 _PNL_FILLS = text(
     """
     SELECT f.symbol, f.side, f.qty, f.price, f.fee, f.fee_asset, f.venue_ts,
-           i.base_asset, i.quote_asset
-    FROM fills f LEFT JOIN instruments i ON i.venue = f.venue AND i.symbol = f.symbol
+           i.base_asset, i.quote_asset, s.payout, s.settled_at
+    FROM fills f
+    LEFT JOIN instruments i ON i.venue = f.venue AND i.symbol = f.symbol
+    LEFT JOIN settlements s
+        ON s.account = f.account AND s.venue = f.venue AND s.symbol = f.symbol
     WHERE f.account = :account
     ORDER BY f.symbol, f.venue_ts, f.id
     """
@@ -66,6 +77,23 @@ class _SymbolPnl:
     position: Position | None
     #: realized P&L of the fills before the trading day began
     realized_before_today: Decimal
+
+
+def _settled(
+    position: Position | None,
+    before: Decimal,
+    settlement: tuple[Decimal, datetime] | None,
+    day: datetime,
+) -> _SymbolPnl:
+    """The symbol's fold, closed at its settlement payout when its market settled: the payout
+    minus the cost is realized then (today's P&L when it settled today, else before it)."""
+    if position is None or settlement is None:
+        return _SymbolPnl(position=position, realized_before_today=before)
+    payout, settled_at = settlement
+    position = settle(position, payout)
+    if settled_at < day:
+        before = position.realized_pnl
+    return _SymbolPnl(position=position, realized_before_today=before)
 
 
 def _plus(a: Exposure, b: Exposure) -> Exposure:
@@ -121,7 +149,9 @@ class Portfolio:
     # -- P&L for the loss limits ---------------------------------------------------------------
 
     async def refresh_pnl(self, now: datetime, *, day_start: datetime | None = None) -> None:
-        """Fold the account's fills into positions (when fills changed or the day rolled).
+        """Fold the account's fills into positions, each closed at its market's settlement payout
+        when it settled (when fills or settlements changed: :meth:`mark_dirty`, or the day
+        rolled).
 
         The trading day starts at ``day_start`` (00:00 UTC of ``now`` by default). Today's P&L
         here is today's realized P&L plus the unrealized P&L of what is held now, valued
@@ -140,13 +170,14 @@ class Portfolio:
             current: Symbol | None = None
             position: Position | None = None
             before = Decimal(0)
-            for symbol, side, qty, price, fee, fee_asset, venue_ts, base, quote in result:
+            settlement: tuple[Decimal, datetime] | None = None
+            for row in result:
+                symbol, side, qty, price, fee, fee_asset, venue_ts, base, quote = row[:9]
                 if symbol != current:
                     if current is not None:
-                        by_symbol[current] = _SymbolPnl(
-                            position=position, realized_before_today=before
-                        )
+                        by_symbol[current] = _settled(position, before, settlement, day)
                     current, before = Symbol(symbol), Decimal(0)
+                    settlement = None if row.payout is None else (row.payout, row.settled_at)
                     position = (
                         None
                         if base is None
@@ -169,7 +200,7 @@ class Portfolio:
                 if venue_ts < day:
                     before = position.realized_pnl
             if current is not None:
-                by_symbol[current] = _SymbolPnl(position=position, realized_before_today=before)
+                by_symbol[current] = _settled(position, before, settlement, day)
         self._pnl = by_symbol
         self._pnl_generation = generation
         self._pnl_day = day

@@ -164,7 +164,12 @@ class Engine(StatusTask):
             )
         self.symbols = symbols_of(strategies)
         self.execution.symbols.update(self.symbols)
-        self.settler = settler_for(self.venue, ledger=self.ledger, execution=self.execution)
+        self.settler = settler_for(
+            self.venue,
+            ledger=self.ledger,
+            execution=self.execution,
+            on_settled=self.portfolio.mark_dirty,
+        )
         self.reconciler = Reconciler(
             ledger=self.ledger,
             execution=self.execution,

@@ -23,7 +23,7 @@ resolution, as ``engine.domain.positions.settle`` does) and the balance check
 from __future__ import annotations
 
 import asyncio
-from collections.abc import Coroutine
+from collections.abc import Callable, Coroutine
 from datetime import datetime, timedelta
 from typing import Any
 
@@ -50,10 +50,19 @@ _CLOSING_STEPS = frozenset({"determined", "settled"})
 class Settler:
     """Records one account's settlements from a :class:`SettlesMarkets` venue."""
 
-    def __init__(self, *, ledger: Ledger, venue: SettlesMarkets, execution: Execution) -> None:
+    def __init__(
+        self,
+        *,
+        ledger: Ledger,
+        venue: SettlesMarkets,
+        execution: Execution,
+        on_settled: Callable[[], None] | None = None,
+    ) -> None:
         self.ledger = ledger
         self.venue = venue
         self.execution = execution
+        #: told after each settlement recorded (the portfolio: its P&L and exposure changed)
+        self.on_settled = on_settled
         #: the first list of a process reads the whole history; later ones from LOOKBACK
         self._listed_once = False
         #: result and payout of markets determined on the stream, until they settle
@@ -83,6 +92,8 @@ class Settler:
             await self._compare(report)
             return False
         SETTLEMENTS.labels(self.ledger.account, self.ledger.venue, source).inc()
+        if self.on_settled is not None:
+            self.on_settled()
         log.info(
             "settlement.recorded",
             symbol=report.symbol,
@@ -211,8 +222,14 @@ class Settler:
             log.warning("settlement.sync_failed", error=str(exc))  # the next pass tries again
 
 
-def settler_for(venue: object, *, ledger: Ledger, execution: Execution) -> Settler | None:
+def settler_for(
+    venue: object,
+    *,
+    ledger: Ledger,
+    execution: Execution,
+    on_settled: Callable[[], None] | None = None,
+) -> Settler | None:
     """A settler when the venue's markets settle, else ``None``."""
     if not isinstance(venue, SettlesMarkets):
         return None
-    return Settler(ledger=ledger, venue=venue, execution=execution)
+    return Settler(ledger=ledger, venue=venue, execution=execution, on_settled=on_settled)

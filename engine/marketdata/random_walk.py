@@ -7,8 +7,8 @@ from dataclasses import dataclass
 from datetime import datetime
 from decimal import ROUND_HALF_EVEN, Decimal
 
-from engine.domain.market import Quote
-from engine.domain.types import Symbol
+from engine.domain.market import Quote, Trade
+from engine.domain.types import Side, Symbol, TradeId
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)
@@ -35,6 +35,8 @@ class RandomWalk:
         self._rng = random.Random(f"{seed}:{symbol}")
         self._mid = self._on_grid(params.start)
         self._sequence = 0
+        # trades draw from their own stream: the walk's quotes stay what they were for a seed
+        self._trade_rng = random.Random(f"{seed}:{symbol}:trades")
 
     def _on_grid(self, price: Decimal) -> Decimal:
         p = self.params
@@ -71,4 +73,20 @@ class RandomWalk:
             venue_ts=now,
             received_at=now,
             sequence=self._sequence,
+        )
+
+    def trade_at(self, quote: Quote) -> Trade:
+        """A trade of the market's other participants at ``quote``'s touch (a buyer lifts the
+        ask, a seller hits the bid), a tenth to all of the touch size: the volume a liquidity
+        check measures orders against."""
+        buy = self._trade_rng.random() < 0.5
+        size = self.params.size * Decimal(self._trade_rng.randint(1, 10)) / 10
+        return Trade(
+            symbol=self.symbol,
+            trade_id=TradeId(f"walk-{self._sequence}"),
+            price=quote.ask if buy else quote.bid,
+            quantity=size,
+            aggressor=Side.BUY if buy else Side.SELL,
+            venue_ts=quote.received_at,
+            received_at=quote.received_at,
         )

@@ -84,6 +84,13 @@ CIRCUIT_STATE = _metric(
     "0 closed, 1 half-open, 2 open",
     ("account", "venue", "endpoint"),
 )
+ORDERBOOK_GAPS = _metric(
+    Counter,
+    "tradectl_orderbook_gaps",
+    "Order book sequence gaps (messages lost, or a delta the book cannot take), each answered "
+    "by resubscribing for fresh snapshots",
+    ("account", "venue"),
+)
 MARKETDATA_AGE = _metric(
     Gauge,
     "tradectl_marketdata_age_seconds",
@@ -194,6 +201,10 @@ class VenueMetrics:
 
     def malformed(self, source: str) -> None:
         MALFORMED_MESSAGES.labels(self.account, self.venue, source).inc()
+
+    def orderbook_gap(self, count: int = 1) -> None:
+        """``count`` gaps (0 when a book starts: the series shows 0, not nothing)."""
+        ORDERBOOK_GAPS.labels(self.account, self.venue).inc(count)
 
     def marketdata_age(self, symbol: str, seconds: float) -> None:
         MARKETDATA_AGE.labels(self.account, symbol).set(seconds)

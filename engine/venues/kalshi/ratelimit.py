@@ -107,3 +107,11 @@ class KalshiBudget:
 
     def bucket(self, *, write: bool) -> TokenBucket:
         return self.write if write else self.read
+
+    def headroom(self) -> dict[str, float]:
+        """The fraction of each bucket left (``tradectl_venue_rate_limit_headroom``); 0 right
+        after a 429 emptied it."""
+        return {
+            "read_tokens": self.read.tokens / self.read.capacity,
+            "write_tokens": self.write.tokens / self.write.capacity,
+        }

@@ -218,7 +218,7 @@ class KalshiRestClient:
             )
         except httpx.HTTPError as exc:
             error = classify_transport(exc, operation=operation)
-            self._metrics.request(endpoint, error)
+            self._count(endpoint, error)
             log.warning(
                 "kalshi.request_failed",
                 venue=self._venue,
@@ -232,14 +232,14 @@ class KalshiRestClient:
             try:
                 answer = self._decode(decoder, response, operation)
             except VenueError as exc:
-                self._metrics.request(endpoint, exc)
+                self._count(endpoint, exc)
                 raise
-            self._metrics.request(endpoint)
+            self._count(endpoint, None)
             return answer
         error = self._error(response, operation)
-        self._metrics.request(endpoint, error)
         if isinstance(error, RateLimited):
             bucket.drain()
+        self._count(endpoint, error)
         log.warning(
             "kalshi.request_refused",
             venue=self._venue,
@@ -250,6 +250,12 @@ class KalshiRestClient:
             elapsed_ms=round((time.monotonic() - started) * 1000, 1),
         )
         raise error
+
+    def _count(self, endpoint: str, error: VenueError | None) -> None:
+        """One request sent and how it ended, and the token budget it left (after a 429
+        emptied the bucket)."""
+        self._metrics.request(endpoint, error)
+        self._metrics.rate_limit_headroom(self.budget.headroom())
 
     def _decode(
         self, decoder: msgspec.json.Decoder[T], response: httpx.Response, operation: Operation

@@ -240,6 +240,47 @@ class WsTicker(msgspec.Struct, kw_only=True):
     ts_ms: int | None = None
 
 
+class WsOrderbookSnapshot(msgspec.Struct, kw_only=True):
+    """``orderbook_snapshot``: every level, ``[price_dollars, count_fp]``; a side without
+    levels is left out. We subscribe with ``use_yes_price``: NO levels come at YES prices (the
+    YES asks), as the docs ask new integrations to."""
+
+    market_ticker: str
+    yes_dollars_fp: list[tuple[Decimal, Decimal]] = []
+    no_dollars_fp: list[tuple[Decimal, Decimal]] = []
+
+
+class WsOrderbookDelta(msgspec.Struct, kw_only=True):
+    """``orderbook_delta``: one level's size changed by ``delta_fp`` on ``side``."""
+
+    market_ticker: str
+    price_dollars: Decimal
+    delta_fp: Decimal
+    side: str
+    ts_ms: int | None = None
+
+
+class WsTrade(msgspec.Struct, kw_only=True):
+    """``trade`` channel message: a public trade, priced in YES; the taker's side."""
+
+    trade_id: str
+    market_ticker: str
+    yes_price_dollars: Decimal
+    count_fp: Decimal
+    taker_book_side: str | None = None
+    taker_outcome_side: str | None = None
+    #: legacy name of the taker's outcome side (the docs' example has only this one)
+    taker_side: str | None = None
+    ts_ms: int
+
+
+class WsSubscribed(msgspec.Struct, kw_only=True):
+    """``subscribed`` reply: the id of a channel's new subscription."""
+
+    channel: str
+    sid: int
+
+
 class WsMarketLifecycle(msgspec.Struct, kw_only=True):
     """``market_lifecycle_v2`` message: ``result`` and ``settlement_value`` (dollars) come with
     ``determined``, ``settled_ts`` with ``settled``."""

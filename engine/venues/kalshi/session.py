@@ -14,7 +14,7 @@ from typing import Any
 from pydantic import SecretStr
 
 from engine.config import KalshiEnvironment, Settings, VenueKind
-from engine.domain.types import VenueName
+from engine.domain.types import Side, VenueName
 from engine.exceptions import ConfigError
 from engine.venues.kalshi.config import (
     DEMO_REST_URL,
@@ -97,7 +97,8 @@ async def open_kalshi(
 
         async def drive() -> None:
             # a one-cent random walk of each market's touch, pulled back towards where it
-            # opened: the price crosses a fair value both ways, so fair_value buys and sells
+            # opened (the price crosses a fair value both ways, so fair_value buys and sells),
+            # and a public trade at the touch each step
             nonlocal settle_at
             while True:
                 await asyncio.sleep(0.5)
@@ -111,6 +112,14 @@ async def open_kalshi(
                     step = _CENT * (rng.choice((-1, 0, 1)) + (pull if rng.random() < 0.3 else 0))
                     bid = min(max(touch.bid + step, _CENT), Decimal("0.97"))
                     sim.state.set_quote(spec.ticker, bid=bid, ask=bid + 2 * _CENT, size=spec.size)
+                    # others trade too (the volume the liquidity check measures against)
+                    taker = rng.choice((Side.BUY, Side.SELL))
+                    sim.state.public_trade(
+                        spec.ticker,
+                        price=bid + 2 * _CENT if taker is Side.BUY else bid,
+                        quantity=Decimal(rng.randint(1, 50)),
+                        taker=taker,
+                    )
 
         try:
             yield KalshiSession(

@@ -1,8 +1,10 @@
 """The Kalshi WebSocket (``/trade-api/ws/v2``): one signed connection per stream, re-opened with
 backoff when it drops. The user stream subscribes ``fill`` and ``user_orders`` (both carry the
 client order id) and yields :class:`StreamReconnected` after every re-established connection;
-the market stream subscribes ``ticker`` for its markets. A frame that cannot be read is logged,
-counted and skipped: it never ends the stream. Duplicated or reordered messages pass through as
+the market stream subscribes ``orderbook_delta`` and ``trade`` for its markets (read by
+:mod:`engine.venues.kalshi.marketdata`, which resubscribes the book through
+:meth:`KalshiStream.send` after a sequence gap). A frame that cannot be read is logged, counted
+and skipped: it never ends the stream. Duplicated or reordered messages pass through as
 they come (the ledger deduplicates fills by trade id).
 """
 
@@ -11,12 +13,12 @@ from __future__ import annotations
 import asyncio
 import itertools
 import random
-from collections.abc import AsyncIterator, Callable, Sequence
+from collections.abc import AsyncIterator, Callable, Mapping, Sequence
 from datetime import datetime
 
 import msgspec
 import structlog
-from websockets.asyncio.client import connect
+from websockets.asyncio.client import ClientConnection, connect
 from websockets.exceptions import InvalidStatus, InvalidURI, WebSocketException
 
 from engine.domain.market import MarketEvent
@@ -51,6 +53,7 @@ class KalshiStream:
         signer: KalshiSigner,
         channels: Sequence[str],
         market_tickers: Sequence[str] = (),
+        params: Mapping[str, object] | None = None,
         venue: VenueName,
         metrics: VenueMetrics,
         stream: str,
@@ -64,6 +67,10 @@ class KalshiStream:
         self._signer = signer
         self._channels = list(channels)
         self._tickers = list(market_tickers)
+        #: further subscribe parameters (``use_yes_price`` for the order book)
+        self._params = dict(params or {})
+        #: the open connection, for commands sent while it runs (a resubscribe)
+        self._ws: ClientConnection | None = None
         self._venue = venue
         self._metrics = metrics
         #: the ``stream`` label of its connected gauge (``market`` / ``user``)
@@ -77,11 +84,29 @@ class KalshiStream:
         self._ids = itertools.count(1)
 
     def _subscribe_frame(self) -> str:
-        params: dict[str, object] = {"channels": self._channels}
+        return self._command("subscribe", self.subscribe_params(self._channels))
+
+    def subscribe_params(self, channels: Sequence[str]) -> dict[str, object]:
+        params: dict[str, object] = {"channels": list(channels)}
         if self._tickers:
             params["market_tickers"] = self._tickers
-        command = {"id": next(self._ids), "cmd": "subscribe", "params": params}
+        return params | self._params
+
+    def _command(self, cmd: str, params: Mapping[str, object]) -> str:
+        command = {"id": next(self._ids), "cmd": cmd, "params": params}
         return _ENCODER.encode(command).decode()  # a text frame, as JSON commands are
+
+    async def send(self, cmd: str, params: Mapping[str, object]) -> bool:
+        """Send a command on the open connection; ``False`` when there is none (or it just
+        broke): the next connection subscribes afresh anyway."""
+        ws = self._ws
+        if ws is None:
+            return False
+        try:
+            await ws.send(self._command(cmd, params))
+        except _CONNECTION_ERRORS:
+            return False
+        return True
 
     async def frames(self) -> AsyncIterator[schemas.WsEnvelope | StreamReconnected]:
         s = self._settings
@@ -102,6 +127,7 @@ class KalshiStream:
                     ) as ws,
                     self._metrics.connection(self._stream),
                 ):
+                    self._ws = ws
                     await ws.send(self._subscribe_frame())
                     self._metrics.stream_up(self._stream)
                     delays = backoff(
@@ -112,10 +138,13 @@ class KalshiStream:
                             venue=self._venue, received_at=self._now(), reason=reason
                         )
                     connected_before = True
-                    async for raw in ws:
-                        frame = self._frame(raw)
-                        if frame is not None:
-                            yield frame
+                    try:
+                        async for raw in ws:
+                            frame = self._frame(raw)
+                            if frame is not None:
+                                yield frame
+                    finally:
+                        self._ws = None
                 reason = "the venue closed the connection"
                 delay = next(delays)
             except InvalidURI as exc:

@@ -12,7 +12,7 @@ sent (or, for an order of an earlier process, the moment this one started); befo
 from __future__ import annotations
 
 import asyncio
-from collections.abc import AsyncIterator, Callable, Sequence
+from collections.abc import AsyncIterator, Callable, Mapping, Sequence
 from dataclasses import dataclass, replace
 from datetime import datetime
 from decimal import Decimal
@@ -50,10 +50,11 @@ from engine.venues.binance.parsing import record_malformed, skip_reason
 from engine.venues.binance.rest import format_decimal
 from engine.venues.kalshi import parsing, schemas, settlements
 from engine.venues.kalshi.config import KalshiConfig
+from engine.venues.kalshi.marketdata import CHANNELS, PARAMS, KalshiMarketData
 from engine.venues.kalshi.ratelimit import KalshiBudget
 from engine.venues.kalshi.rest import KalshiRestClient
 from engine.venues.kalshi.signing import KalshiSigner, load_private_key
-from engine.venues.kalshi.stream import KalshiStream, decode_market, decode_user
+from engine.venues.kalshi.stream import KalshiStream, decode_user
 from engine.venues.metrics import (
     MARKET,
     MARKET_STREAM,
@@ -455,13 +456,12 @@ class KalshiVenue:
         return self._market_events(symbols)
 
     async def _market_events(self, symbols: Sequence[Symbol]) -> AsyncIterator[MarketEvent]:
-        stream = self._stream(["ticker"], symbols, announce=False)
-        async for frame in stream.frames():
-            if isinstance(frame, StreamReconnected):
-                continue
-            event = decode_market(frame, metrics=self.metrics, received_at=self._now())
-            if event is not None:
-                yield event
+        # order books (snapshot, sequenced deltas) and public trades: engine/venues/kalshi/
+        # marketdata.py
+        stream = self._stream(list(CHANNELS), symbols, announce=False, params=PARAMS)
+        data = KalshiMarketData(venue=self.name, metrics=self.metrics, now=self._now)
+        async for event in data.events(stream):
+            yield event
 
     def user_stream(self) -> AsyncIterator[UserEvent]:
         return self._user_events()
@@ -509,13 +509,20 @@ class KalshiVenue:
         )
 
     def _stream(
-        self, channels: list[str], tickers: Sequence[str], *, announce: bool, label: str = ""
+        self,
+        channels: list[str],
+        tickers: Sequence[str],
+        *,
+        announce: bool,
+        label: str = "",
+        params: Mapping[str, object] | None = None,
     ) -> KalshiStream:
         return KalshiStream(
             url=self.config.ws_url,
             signer=self._signer,
             channels=channels,
             market_tickers=tickers,
+            params=params,
             venue=self.name,
             metrics=self.metrics,
             # the user stream announces its reconnects; the market stream does not

@@ -392,19 +392,34 @@ class KalshiSimApp:
                     return
                 frame = json.loads(message.get("text") or message.get("bytes") or b"{}")
                 params = frame.get("params", {})
+                if frame.get("cmd") == "unsubscribe":
+                    for sid in self.state.unsubscribe_sids(sub, list(params.get("sids", []))):
+                        sub.queue.put_nowait(
+                            {"id": frame.get("id"), "type": "unsubscribed", "sid": sid}
+                        )
+                    continue
                 if frame.get("cmd") != "subscribe":
                     continue
                 sids = self.state.subscribe(
                     sub, list(params.get("channels", [])), list(params.get("market_tickers", []))
                 )
                 for channel, sid in sids.items():
-                    await sub.queue.put(
+                    sub.queue.put_nowait(
                         {
                             "id": frame.get("id"),
                             "type": "subscribed",
                             "msg": {"channel": channel, "sid": sid},
                         }
                     )
+                if "orderbook_delta" in sids:
+                    # a snapshot of each market first, numbered in the subscription's sequence
+                    # (no await in between: no delta can come before it)
+                    sub.yes_price = bool(params.get("use_yes_price", False))
+                    for ticker in self.state.markets:
+                        if not sub.tickers or ticker in sub.tickers:
+                            sub.queue.put_nowait(
+                                self.state.book_snapshot(sub, sids["orderbook_delta"], ticker)
+                            )
                 if "ticker" in sids:
                     # the current touch at once, so a subscriber never waits for a move
                     for ticker in self.state.markets:

@@ -73,6 +73,10 @@ class Subscriber:
     tickers: set[str] = field(default_factory=set)
     #: user messages a reorder fault holds back until the next one has gone out
     held: list[dict[str, Any]] = field(default_factory=list)
+    #: the last ``seq`` sent per sid (the order book numbers its messages)
+    seqs: dict[int, int] = field(default_factory=dict)
+    #: the book subscription asked for NO levels at YES prices (``use_yes_price``)
+    yes_price: bool = False
 
 
 class KalshiSimState:
@@ -120,6 +124,10 @@ class KalshiSimState:
         self.subscribers: list[Subscriber] = []
         #: ``GET /portfolio/settlements`` rows, oldest first
         self.settlements: list[dict[str, Any]] = []
+        #: the order book levels last published per market: (side, YES price) -> count
+        self.levels: dict[str, dict[tuple[str, Decimal], Decimal]] = {
+            m.ticker: {} for m in config.markets
+        }
         self._next_sid = 1
         for m in config.markets:
             self.set_quote(m.ticker, bid=m.bid, ask=m.ask, size=m.size)
@@ -159,6 +167,90 @@ class KalshiSimState:
     def set_quote(self, ticker: str, *, bid: Decimal, ask: Decimal, size: Decimal) -> None:
         self.core.on_quote(ticker, bid=bid, bid_size=size, ask=ask, ask_size=size, clock=self.clock)
         self._publish("ticker", "ticker", self.ticker_msg(ticker), ticker=ticker)
+        self._sync_book(ticker)
+
+    # -- the order book (orderbook_delta) and public trades (trade) ------------------------------
+
+    def book_levels(self, ticker: str) -> dict[tuple[str, Decimal], Decimal]:
+        """The market's book: the touch with what is left of it (YES bids on ``yes``, YES asks
+        on ``no`` at YES prices). Our resting orders are not in it: the core matches them
+        against the touch, not against each other."""
+        touch = self.core.touch.get(ticker)
+        if touch is None:
+            return {}
+        levels = {("yes", touch.bid): touch.bid_left, ("no", touch.ask): touch.ask_left}
+        return {k: v for k, v in levels.items() if v > 0}
+
+    def _sync_book(self, ticker: str) -> None:
+        """Publish a delta for every level that changed since the last publication."""
+        new = self.book_levels(ticker)
+        old = self.levels.get(ticker, {})
+        self.levels[ticker] = new
+        for key in sorted(set(old) | set(new)):
+            change = new.get(key, Decimal(0)) - old.get(key, Decimal(0))
+            if change == 0:
+                continue
+            side, price = key
+            msg = {
+                "market_ticker": ticker,
+                "market_id": self._market_id(ticker),
+                "price_dollars": price,
+                "delta_fp": count(change),
+                "side": side,
+                "ts_ms": self.clock(),
+            }
+            self._publish("orderbook_delta", "orderbook_delta", msg, ticker=ticker)
+
+    def book_snapshot(self, sub: Subscriber, sid: int, ticker: str) -> dict[str, Any]:
+        """The ``orderbook_snapshot`` of the market for ``sub``, numbered in its sequence."""
+        msg: dict[str, Any] = {"market_ticker": ticker, "market_id": self._market_id(ticker)}
+        for side in ("yes", "no"):
+            rows = [
+                [dollars(self._book_price(sub, side, price)), count(size)]
+                for (s, price), size in sorted(self.levels.get(ticker, {}).items())
+                if s == side
+            ]
+            if rows:
+                msg[f"{side}_dollars_fp"] = rows
+        return {"type": "orderbook_snapshot", "sid": sid, "seq": self._seq(sub, sid), "msg": msg}
+
+    def public_trade(self, ticker: str, *, price: Decimal, quantity: Decimal, taker: Side) -> None:
+        """A trade of the market's other participants (the demo's market activity)."""
+        self._publish(
+            "trade", "trade", self._trade_msg(ticker, price, quantity, taker), ticker=ticker
+        )
+
+    def _trade_msg(
+        self, ticker: str, price: Decimal, quantity: Decimal, taker: Side
+    ) -> dict[str, Any]:
+        now = self.clock()
+        outcome = "yes" if taker is Side.BUY else "no"
+        return {
+            "trade_id": self._new_uuid(),
+            "market_ticker": ticker,
+            "yes_price_dollars": dollars(price),
+            "no_price_dollars": dollars(1 - price),
+            "count_fp": count(quantity),
+            "taker_side": outcome,
+            "taker_outcome_side": outcome,
+            "taker_book_side": "bid" if taker is Side.BUY else "ask",
+            "is_block_trade": False,
+            "ts": now // 1000,
+            "ts_ms": now,
+        }
+
+    def _market_id(self, ticker: str) -> str:
+        return str(uuid.uuid5(uuid.NAMESPACE_URL, f"kalshi-sim:{ticker}"))
+
+    @staticmethod
+    def _book_price(sub: Subscriber, side: str, price: Decimal) -> Decimal:
+        # the venue's default reports NO levels at NO prices; use_yes_price at YES prices
+        return price if side == "yes" or sub.yes_price else 1 - price
+
+    def _seq(self, sub: Subscriber, sid: int) -> int:
+        seq = sub.seqs.get(sid, 0) + 1
+        sub.seqs[sid] = seq
+        return seq
 
     def ticker_msg(self, ticker: str) -> dict[str, Any]:
         """The ``ticker`` channel message for the market's current touch."""
@@ -318,6 +410,8 @@ class KalshiSimState:
     # -- events to subscribers ------------------------------------------------------------------
 
     def subscribe(self, sub: Subscriber, channels: list[str], tickers: list[str]) -> dict[str, int]:
+        """New sids for channels not yet subscribed (a resubscribe after an unsubscribe gets a
+        new one, as on the venue)."""
         for ch in channels:
             if ch not in sub.sids:
                 sub.sids[ch] = self._next_sid
@@ -326,6 +420,12 @@ class KalshiSimState:
         if sub not in self.subscribers:
             self.subscribers.append(sub)
         return {ch: sub.sids[ch] for ch in channels}
+
+    def unsubscribe_sids(self, sub: Subscriber, sids: list[int]) -> list[int]:
+        """Drop the subscriptions ``sids`` of ``sub``; the sids it had."""
+        dropped = [sid for ch, sid in list(sub.sids.items()) if sid in sids]
+        sub.sids = {ch: sid for ch, sid in sub.sids.items() if sid not in sids}
+        return dropped
 
     def unsubscribe(self, sub: Subscriber) -> None:
         if sub in self.subscribers:
@@ -339,8 +439,16 @@ class KalshiSimState:
             sid = sub.sids.get(channel)
             if sid is None or (sub.tickers and ticker not in sub.tickers):
                 continue
+            if channel == "orderbook_delta":
+                seq = self._seq(sub, sid)
+                if self.faults.roll(FaultKind.ORDERBOOK_GAP):
+                    continue  # lost on the way: the subscriber sees seq skip one
+                price = self._book_price(sub, msg["side"], msg["price_dollars"])
+                book_msg = msg | {"price_dollars": dollars(price)}
+                sub.queue.put_nowait({"type": kind, "sid": sid, "seq": seq, "msg": book_msg})
+                continue
             item = {"type": kind, "sid": sid, "msg": msg}
-            if channel == "ticker":
+            if channel in ("ticker", "trade"):
                 sub.queue.put_nowait(item)
                 continue
             if self.faults.roll(FaultKind.WS_DISCONNECT_USER):
@@ -361,6 +469,7 @@ class KalshiSimState:
             order = event.order
             if isinstance(event, Filled):
                 self._publish("fill", "fill", self._ws_fill(event.fill), ticker=order.symbol)
+                self._public_fill(event.fill)
             wire = self.order_json(self.core.orders[order.order_id])
             wire |= {
                 "status": _STATUS[order.status],
@@ -370,6 +479,14 @@ class KalshiSimState:
                 "last_updated_ts_ms": order.updated,
             }
             self._publish("user_orders", "user_order", wire, ticker=order.symbol)
+
+    def _public_fill(self, f: Fill[int]) -> None:
+        """Our fill is a trade on the market too (the taker: us, or whoever hit our order), and
+        it took from the touch: the book moved."""
+        taker = f.side if f.liquidity is Liquidity.TAKER else f.side.opposite
+        msg = self._trade_msg(f.symbol, f.price, f.quantity, taker)
+        self._publish("trade", "trade", msg, ticker=f.symbol)
+        self._sync_book(f.symbol)
 
     def _ws_fill(self, f: Fill[int]) -> dict[str, Any]:
         rest = self.fill_json(f)

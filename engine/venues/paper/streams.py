@@ -3,11 +3,14 @@
 from __future__ import annotations
 
 import asyncio
+from collections import deque
 from collections.abc import Callable
+from datetime import datetime
 from typing import Generic, TypeVar
 
-from engine.domain.market import MarketEvent, Quote
-from engine.domain.types import Symbol
+from engine.domain.market import MarketEvent, Quote, Trade
+from engine.domain.types import Liquidity, Symbol, TradeId
+from engine.venues.matching import Fill
 
 T = TypeVar("T")
 
@@ -74,8 +77,14 @@ class PaperStream(Generic[T]):
         self._queue.put_nowait(_END)
 
 
+#: public trades a reader may fall behind by; older ones are dropped (and counted)
+MAX_TRADE_BACKLOG = 10_000
+
+
 class QuoteStream(PaperStream[MarketEvent]):
-    """Market data is conflated per symbol: a slow reader gets the latest quote, not a backlog."""
+    """Market data is conflated per symbol: a slow reader gets the latest quote, not a backlog.
+    Public trades are not conflated (each is volume the liquidity check counts): they queue, up
+    to :data:`MAX_TRADE_BACKLOG`, and are served after the pending quotes."""
 
     def __init__(
         self, symbols: frozenset[Symbol], on_close: Callable[[PaperStream[MarketEvent]], None]
@@ -83,11 +92,23 @@ class QuoteStream(PaperStream[MarketEvent]):
         super().__init__(on_close)
         self.symbols = symbols
         self._pending: dict[Symbol, Quote] = {}
+        self._trades: deque[Trade] = deque()
+        #: trades dropped because the reader fell too far behind
+        self.dropped_trades = 0
         self._wake = asyncio.Event()
         self._ended = False
 
     def _publish(self, item: MarketEvent) -> None:
-        if self._done or item.symbol not in self.symbols or not isinstance(item, Quote):
+        if self._done or item.symbol not in self.symbols:
+            return
+        if isinstance(item, Trade):
+            if len(self._trades) >= MAX_TRADE_BACKLOG:
+                self._trades.popleft()
+                self.dropped_trades += 1
+            self._trades.append(item)
+            self._wake.set()
+            return
+        if not isinstance(item, Quote):
             return
         # Re-inserting moves the symbol to the back: symbols are served in order of update.
         self._pending.pop(item.symbol, None)
@@ -102,8 +123,9 @@ class QuoteStream(PaperStream[MarketEvent]):
         self._wake.set()
 
     def drain(self) -> list[MarketEvent]:
-        out: list[MarketEvent] = list(self._pending.values())
+        out: list[MarketEvent] = [*self._pending.values(), *self._trades]
         self._pending.clear()
+        self._trades.clear()
         return out
 
     async def __anext__(self) -> MarketEvent:
@@ -111,9 +133,26 @@ class QuoteStream(PaperStream[MarketEvent]):
             if self._pending:
                 symbol = next(iter(self._pending))
                 return self._pending.pop(symbol)
+            if self._trades:
+                return self._trades.popleft()
             if self._ended:
                 await self.aclose()
                 break
             self._wake.clear()
             await self._wake.wait()
         raise StopAsyncIteration
+
+
+def public_trade(fill: Fill[datetime]) -> Trade:
+    """Our fill as the market's public trade (the venue's tape shows it too); the aggressor is
+    us when we took liquidity, else whoever hit our resting order."""
+    taker = fill.side if fill.liquidity is Liquidity.TAKER else fill.side.opposite
+    return Trade(
+        symbol=Symbol(fill.symbol),
+        trade_id=TradeId(f"fill-{fill.trade_id}"),
+        price=fill.price,
+        quantity=fill.quantity,
+        aggressor=taker,
+        venue_ts=fill.at,
+        received_at=fill.at,
+    )

@@ -74,7 +74,7 @@ from engine.venues.matching import (
 )
 from engine.venues.metrics import MARKET, UNASSIGNED, USER, VenueMetrics
 from engine.venues.paper.ground_truth import PaperOrders
-from engine.venues.paper.streams import PaperStream, QuoteStream
+from engine.venues.paper.streams import PaperStream, QuoteStream, public_trade
 
 __all__ = ["PaperOrders", "PaperVenue"]
 
@@ -356,8 +356,11 @@ class PaperVenue:
             ask_size=quote.ask_size,
             clock=self._now,
         )
+        self._publish_market(quote)
+
+    def _publish_market(self, event: MarketEvent) -> None:
         for stream in self._market_streams:
-            stream._publish(quote)
+            stream._publish(event)
 
     def quote(self, symbol: Symbol) -> Quote | None:
         """The current top of book of ``symbol`` (``None`` before the first quote)."""
@@ -379,8 +382,9 @@ class PaperVenue:
         """Advance every attached random walk one step and apply the new quotes."""
         now = require_aware(now, "now") if now is not None else self._now()
         quotes = [walk.next_quote(now) for walk in self._walks.values()]
-        for q in quotes:
+        for walk, q in zip(self._walks.values(), quotes, strict=True):
             self.set_quote(q)
+            self._publish_market(walk.trade_at(q))  # the market trades too: volume is known
         return quotes
 
     # ----------------------------------------------------------------- fault hooks
@@ -506,6 +510,7 @@ class PaperVenue:
         elif isinstance(ev, Filled):
             self._emit(self._fill_report(ev.fill))
             self._emit(self._report(ev.order))
+            self._publish_market(public_trade(ev.fill))
         elif isinstance(ev, BalancesMoved):
             now = self._now()
             for line in ev.lines:

@@ -50,6 +50,8 @@ class FaultKind(StrEnum):
     REORDER_EXECUTION_REPORT = "reorder_execution_report"
     #: a TRADE executionReport never reaches the stream: the fill is only in ``myTrades``
     DROP_FILL_REPORT = "drop_fill_report"
+    #: Kalshi: an ``orderbook_delta`` never reaches a subscriber, whose ``seq`` then skips one
+    ORDERBOOK_GAP = "orderbook_gap"
     #: on cancel, part of the open remainder (``fraction``, default 0.5) fills just before the
     #: cancel lands: the cancel answer is CANCELED with ``executedQty > 0``
     PARTIAL_FILL_CANCEL_RACE = "partial_fill_cancel_race"

@@ -15,10 +15,12 @@ import msgspec
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
+from engine.domain.market import Quote, Trade
 from engine.domain.types import VenueName
 from engine.exceptions import MalformedMessage
 from engine.venues.base import FillReport, InstrumentRules, OrderReport
 from engine.venues.kalshi import parsing, schemas
+from engine.venues.kalshi.marketdata import KalshiMarketData
 from engine.venues.kalshi.stream import decode_market, decode_user
 from engine.venues.metrics import VenueMetrics
 
@@ -176,3 +178,39 @@ def test_a_huge_count_is_refused_not_stored() -> None:
     except MalformedMessage:
         return
     raise AssertionError("a count of 1E+40 was accepted")
+
+
+@FUZZ
+@given(
+    st.one_of(
+        mutated("ws_orderbook_snapshot.json"),
+        mutated("ws_orderbook_delta.json", lambda d: _at_the_touch(d)),
+        mutated("ws_trade.json"),
+    )
+)
+def test_market_frames_make_sane_quotes_and_trades_or_are_skipped(raw: bytes) -> None:
+    data = KalshiMarketData(venue=V, metrics=METRICS, now=lambda: NOW)
+    data.on_frame(
+        _ENVELOPE.decode(b'{"type":"subscribed","msg":{"channel":"orderbook_delta","sid":2}}')
+    )
+    data.on_frame(_ENVELOPE.decode(_ENCODER.encode(payload("ws_orderbook_snapshot.json"))))
+    try:
+        frame = _ENVELOPE.decode(raw)
+    except msgspec.DecodeError:
+        return
+    event = data.on_frame(frame)  # never raises: a bad frame is skipped and counted
+    if isinstance(event, Quote):
+        assert 0 <= event.bid <= event.ask <= 1
+        assert event.bid_size > 0
+        assert event.ask_size > 0
+    elif isinstance(event, Trade):
+        assert 0 <= event.price <= 1
+        assert event.quantity > 0
+        assert event.quantity.is_finite()
+        sane_time(event.venue_ts)
+
+
+def _at_the_touch(delta: Any) -> Any:
+    """The documented delta moved to the documented snapshot's best bid, so it applies."""
+    delta["msg"]["price_dollars"] = "0.2200"
+    return delta
