@@ -402,7 +402,11 @@ class Engine(StatusTask):
         }
         edge: dict[str, Callable[[], Awaitable[None]]] = {
             "marketdata": MarketDataFeed(
-                self.venue, self.symbols, self.conflator, metrics=self.session.metrics
+                self.venue,
+                self.symbols,
+                self.conflator,
+                metrics=self.session.metrics,
+                on_auth_failed=partial(self.guard.auth_failed, where="the market stream"),
             ).run,
             "strategies": self.host.run,
             "status": self._status_loop,
