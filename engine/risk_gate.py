@@ -39,6 +39,7 @@ from engine.domain.risk import (
     evaluate,
 )
 from engine.domain.risk.loss_marks import LossMarks, advance
+from engine.domain.risk.utilisation import account_utilisation
 from engine.domain.types import Asset, Side, StrategyId, Symbol, utc_now
 from engine.ledger.ledger import Ledger
 from engine.marketdata.volume import VolumeTracker
@@ -474,6 +475,9 @@ class RiskGate:
                 _ZERO,
             )  # fmt: skip
             put("*", Check.ACCOUNT_EXPOSURE, gross_notional, account.max_account_exposure)
+        # per symbol, per category and vs equity, every strategy together: the fullest one
+        for u in account_utilisation(view.account_exposure, view.marks, account, cash=self._cash):
+            put("*", u.check, u.used, u.limit)
         if account.max_daily_loss is not None and view.pnl_today is not None:
             put("*", Check.DAILY_LOSS, max(-view.pnl_today, _ZERO), account.max_daily_loss)
         if account.max_drawdown is not None and view.equity is not None:
