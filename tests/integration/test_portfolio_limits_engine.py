@@ -269,7 +269,9 @@ async def test_a_position_limit_as_a_share_of_equity_uses_the_venues_cash_throug
 async def test_an_engine_restart_in_the_middle_of_a_losing_day_keeps_daily_loss_and_drawdown(
     database_url: URL,
 ) -> None:
-    limits = {"max_daily_loss": "5000", "max_drawdown": "5000"}
+    # crossed by the fall below (about 53 lost today, 150 from the peak), but no order is
+    # assessed before the restart: the new process finds the same figures and halts on them
+    limits = {"max_daily_loss": "50", "max_drawdown": "100"}
     async with running(database_url, "losing-day", limits) as run:
         engine = run.engine
         # 0.1 BTC bought at the ask (taker), marked up to a peak, then down below the entry
@@ -301,7 +303,16 @@ async def test_an_engine_restart_in_the_middle_of_a_losing_day_keeps_daily_loss_
         engine.portfolio.mark_dirty()
         await engine.gate._refresh_slow(force=True)
         assert engine.gate.loss_figures() == before
-        _, verdicts = await decide(run, buy(A, BTC, "0.001", "20000", "after"))
-        assert Decimal(verdicts["daily_loss"]["observed"]) == -today
-        assert verdicts["daily_loss"]["limit"] == "5000"
-        assert Decimal(verdicts["drawdown"]["observed"]) == drawdown
+        outcome, verdicts = await decide(run, buy(A, BTC, "0.001", "20000", "after"))
+        assert outcome == "denied"
+        daily, peak = verdicts["daily_loss"], verdicts["drawdown"]
+        assert (daily["result"], daily["limit"]) == ("reject", "50")
+        assert Decimal(daily["observed"]) == -today
+        assert (peak["result"], peak["limit"]) == ("reject", "100")
+        assert Decimal(peak["observed"]) == drawdown
+
+        async def halted() -> list[str]:
+            return [c.reason for c in await engine.ledger.controls.active()]
+
+        [reason] = await eventually(halted, message="a crossed loss limit should halt")
+        assert reason.startswith("daily_loss:")

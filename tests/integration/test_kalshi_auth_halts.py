@@ -1,8 +1,9 @@
-"""Kalshi signs its market-data streams too: a refused handshake on the market (ticker) or the
-lifecycle stream halts the account with a critical incident naming the key to check, and the
-engine keeps running for cancels and reconciliation. A running engine against the built-in
-Kalshi simulator over real sockets; REST keeps answering, only new stream handshakes are refused
-(a key revoked between a stream's reconnects)."""
+"""Auth failures anywhere halt the account with a critical incident naming the key to check,
+and the engine keeps running for cancels and reconciliation: a running engine against the
+built-in Kalshi simulator over real sockets, with the key refused on the submit path, on the user
+stream, and on the market-data streams (Kalshi signs those too). For the streams REST keeps
+answering and only new handshakes are refused (a key revoked between a stream's reconnects), so
+the halt can only come from the stream."""
 
 from __future__ import annotations
 
@@ -20,10 +21,12 @@ from sqlalchemy.engine import URL
 
 from engine.config import load_settings
 from engine.database import open_database
+from engine.domain.ids import client_order_id
 from engine.domain.intents import Buy, DecisionKey
 from engine.domain.types import (
     ControlKind,
     DecisionOutcome,
+    OrderState,
     Side,
     StrategyId,
     Symbol,
@@ -113,7 +116,7 @@ async def running(database_url: URL, account: str) -> AsyncIterator[Running]:
             await venue.close()
 
 
-async def _halted_by_stream(run: Running, where: str) -> None:
+async def _halted_by_stream(run: Running, where: str | tuple[str, ...]) -> None:
     engine = run.engine
 
     async def halted() -> bool:
@@ -122,16 +125,15 @@ async def _halted_by_stream(run: Running, where: str) -> None:
     await eventually(halted, timeout=15, message=f"a refusal on {where} should halt the account")
     [incident] = [i for i in await engine.ledger.incidents.read() if i.kind == "auth_failed"]
     assert incident.severity == "critical"
-    assert f"on {where}" in incident.message
+    places = (where,) if isinstance(where, str) else where
+    assert incident.details["where"] in places
+    assert f"on {incident.details['where']}" in incident.message
     assert KEY in incident.message
-    assert incident.details["where"] == where
     assert not run.task.done(), "the engine must keep running"
 
 
-async def _still_serves(run: Running, interval: str) -> None:
-    """Halted: a new order is denied; a reconciliation pass (REST) still completes."""
-    engine = run.engine
-    buy = Buy(
+def _intent(interval: str) -> Buy:
+    return Buy(
         key=DecisionKey(
             strategy_id=StrategyId("manual"), symbol=MARKET, interval_key=interval, side=Side.BUY
         ),
@@ -141,7 +143,12 @@ async def _still_serves(run: Running, interval: str) -> None:
         limit_price=Decimal("0.10"),
         time_in_force=TimeInForce.GTC,
     )
-    await engine.execution.submit_intent(buy)
+
+
+async def _still_serves(run: Running, interval: str) -> None:
+    """Halted: a new order is denied; a reconciliation pass (REST) still completes."""
+    engine = run.engine
+    await engine.execution.submit_intent(_intent(interval))
 
     async def outcome() -> str | None:
         async with engine.db.engine.connect() as conn:
@@ -180,3 +187,33 @@ async def test_a_refused_lifecycle_stream_halts_the_account_and_the_engine_keeps
         assert run.sim.state.drop_streams(LIFECYCLE_CHANNEL) == 1
         await _halted_by_stream(run, "the market lifecycle stream")
         await _still_serves(run, "l1")
+
+
+async def test_a_refused_user_stream_halts_the_account_and_the_engine_keeps_running(
+    database_url: URL,
+) -> None:
+    async with running(database_url, "kalshi-user-auth") as run:
+        run.sim.state.refuse_streams = True
+        assert run.sim.state.drop_streams("fill") == 1
+        await _halted_by_stream(run, "the user stream")
+        await _still_serves(run, "u1")
+
+
+async def test_a_refused_submit_halts_the_account_and_the_engine_keeps_running(
+    database_url: URL,
+) -> None:
+    async with running(database_url, "kalshi-submit-auth") as run:
+        real = run.sim.state.config
+        run.sim.state.config = dataclasses.replace(real, key_id="revoked")
+        first = _intent("s1")
+        await run.engine.execution.submit_intent(first)
+        # the execution path ("submit") or the guard watching every request (its endpoint)
+        await _halted_by_stream(run, ("submit", "POST /portfolio/events/orders"))
+
+        async def rejected() -> bool:
+            order = await run.engine.ledger.orders.get(client_order_id("tctl", first.key))
+            return order is not None and order.state is OrderState.REJECTED
+
+        await eventually(rejected, message="the refused order should be rejected")
+        run.sim.state.config = real  # the key repaired: reconciliation goes on, still halted
+        await _still_serves(run, "s2")
