@@ -8,7 +8,8 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import dataclasses
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Callable
+from datetime import datetime
 from decimal import Decimal
 from pathlib import Path
 from typing import Any
@@ -18,6 +19,7 @@ from sqlalchemy import text
 from sqlalchemy.engine import URL
 
 from engine.config import load_settings
+from engine.crashpoints import CrashPoints
 from engine.database import open_database
 from engine.domain.ids import client_order_id
 from engine.domain.intents import Buy, DecisionKey
@@ -80,6 +82,8 @@ async def running(
     *,
     instruments: dict[str, Any] | None = None,
     state: SimulatorState | None = None,
+    clock: Callable[[], datetime] = utc_now,
+    crash: CrashPoints | None = None,
 ) -> AsyncIterator[Running]:
     settings = load_settings(
         database_url=database_url.render_as_string(hide_password=False),
@@ -113,6 +117,8 @@ async def running(
             trading.strategies,
             account_limits=trading.account_limits,
             protection=trading.protection.resolve(settings),
+            clock=clock,
+            crash=crash,
         )
         stop = asyncio.Event()
         task = asyncio.create_task(engine.run(stop))
