@@ -55,7 +55,9 @@ class Running:
     account: str
 
 
-def _trading(account_limits: dict[str, Any], instruments: dict[str, Any] | None) -> Any:
+def _trading(
+    account_limits: dict[str, Any], instruments: dict[str, Any] | None, on_start: str
+) -> Any:
     # fair_value on coins always holds (their quotes are outside (0, 1)): the engine subscribes
     # both symbols and the test's own intents are the only orders
     raw: dict[str, Any] = {
@@ -64,6 +66,7 @@ def _trading(account_limits: dict[str, Any], instruments: dict[str, Any] | None)
                 "id": "holder",
                 "kind": "fair_value",
                 "symbols": [BTC, ETH],
+                "on_start": on_start,
                 "params": {"fair": "0.5", "edge": "0.01", "qty": "1", "max_inventory": "1"},
             }
         ],
@@ -84,6 +87,7 @@ async def running(
     state: SimulatorState | None = None,
     clock: Callable[[], datetime] = utc_now,
     crash: CrashPoints | None = None,
+    on_start: str = "keep",
 ) -> AsyncIterator[Running]:
     settings = load_settings(
         database_url=database_url.render_as_string(hide_password=False),
@@ -93,7 +97,7 @@ async def running(
         resolve_interval_s=0.2,
         consistency_window_s=0.2,
     )
-    trading = _trading(account_limits, instruments)
+    trading = _trading(account_limits, instruments, on_start)
     config = SimulatorConfig(seed=11, market_interval=None)
     async with open_database(settings) as db, run_simulator(config, state=state) as sim:
         metrics = VenueMetrics(account=account, venue="simulator")
