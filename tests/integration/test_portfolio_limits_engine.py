@@ -56,7 +56,10 @@ class Running:
 
 
 def _trading(
-    account_limits: dict[str, Any], instruments: dict[str, Any] | None, on_start: str
+    account_limits: dict[str, Any],
+    instruments: dict[str, Any] | None,
+    on_start: str,
+    strategies: list[dict[str, Any]],
 ) -> Any:
     # fair_value on coins always holds (their quotes are outside (0, 1)): the engine subscribes
     # both symbols and the test's own intents are the only orders
@@ -68,7 +71,8 @@ def _trading(
                 "symbols": [BTC, ETH],
                 "on_start": on_start,
                 "params": {"fair": "0.5", "edge": "0.01", "qty": "1", "max_inventory": "1"},
-            }
+            },
+            *strategies,
         ],
         "account": {"limits": account_limits},
     }
@@ -88,6 +92,7 @@ async def running(
     clock: Callable[[], datetime] = utc_now,
     crash: CrashPoints | None = None,
     on_start: str = "keep",
+    strategies: list[dict[str, Any]] | None = None,
 ) -> AsyncIterator[Running]:
     settings = load_settings(
         database_url=database_url.render_as_string(hide_password=False),
@@ -97,7 +102,7 @@ async def running(
         resolve_interval_s=0.2,
         consistency_window_s=0.2,
     )
-    trading = _trading(account_limits, instruments, on_start)
+    trading = _trading(account_limits, instruments, on_start, strategies or [])
     config = SimulatorConfig(seed=11, market_interval=None)
     async with open_database(settings) as db, run_simulator(config, state=state) as sim:
         metrics = VenueMetrics(account=account, venue="simulator")
@@ -156,11 +161,18 @@ async def move(run: Running, symbol: Symbol, bid: Decimal, ask: Decimal) -> None
     await eventually(arrived, message=f"the {symbol} quote {bid}/{ask} never arrived")
 
 
-def buy(strategy: StrategyId, symbol: Symbol, qty: str, price: str, interval: str) -> Buy:
+def buy(
+    strategy: StrategyId,
+    symbol: Symbol,
+    qty: str,
+    price: str,
+    interval: str,
+    md_ts: datetime | None = None,
+) -> Buy:
     return Buy(
         key=DecisionKey(strategy_id=strategy, symbol=symbol, interval_key=interval, side=Side.BUY),
         reason="test",
-        md_ts=utc_now(),
+        md_ts=md_ts or utc_now(),
         quantity=Decimal(qty),
         limit_price=Decimal(price),
         time_in_force=TimeInForce.GTC,
