@@ -284,6 +284,7 @@ class Engine(StatusTask):
             if not self.health.available:
                 await asyncio.sleep(0.5)  # nothing to read; recovery refreshes them
                 continue
+            await self.gate.watch_losses()  # a loss crossed while nobody trades halts too
             reason = self.gate.take_halt()
             if reason is not None:
                 # The gate already rejects every order while the loss is over the limit; the

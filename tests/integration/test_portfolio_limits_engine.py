@@ -291,8 +291,8 @@ async def test_a_position_limit_as_a_share_of_equity_uses_the_venues_cash_throug
 async def test_an_engine_restart_in_the_middle_of_a_losing_day_keeps_daily_loss_and_drawdown(
     database_url: URL,
 ) -> None:
-    # crossed by the fall below (about 53 lost today, 150 from the peak), but no order is
-    # assessed before the restart: the new process finds the same figures and halts on them
+    # both crossed by the fall below (about 53 lost today, 150 from the peak): the new process
+    # measures the same figures and its order checks reject on them
     limits = {"max_daily_loss": "50", "max_drawdown": "100"}
     async with running(database_url, "losing-day", limits) as run:
         engine = run.engine
@@ -338,3 +338,39 @@ async def test_an_engine_restart_in_the_middle_of_a_losing_day_keeps_daily_loss_
 
         [reason] = await eventually(halted, message="a crossed loss limit should halt")
         assert reason.startswith("daily_loss:")
+
+
+async def test_a_position_losing_while_nobody_trades_stores_its_peak_and_halts_the_account(
+    database_url: URL,
+) -> None:
+    limits = {"max_daily_loss": "50", "max_drawdown": "1000"}
+    async with running(database_url, "quiet-loss", limits) as run:
+        engine = run.engine
+        intent = buy(A, BTC, "0.1", "30000.5", "in")
+        outcome, _ = await decide(run, intent)
+        assert outcome == "reserved"
+
+        async def filled() -> bool:
+            order = await engine.ledger.orders.get(client_order_id("tctl", intent.key))
+            return order is not None and order.state is OrderState.FILLED
+
+        await eventually(filled, message="the buy should fill at the touch")
+        # no order from here on: the engine watches the P&L by itself
+        await move(run, BTC, Decimal("30999.5"), Decimal("31000.5"))
+
+        async def stored_peak() -> Decimal | None:
+            marks = await engine.ledger.loss_marks.read()
+            return marks.peak_pnl if marks is not None and marks.peak_pnl > 90 else None
+
+        peak = await eventually(stored_peak, message="the peak should be stored without orders")
+        assert peak < 100  # 0.1 * (31000 - 30000.5) less the fee
+        await move(run, BTC, Decimal("29499.5"), Decimal("29500.5"))
+
+        async def halted() -> list[str]:
+            return [c.reason for c in await engine.ledger.controls.active()]
+
+        [reason] = await eventually(halted, message="the crossed daily loss should halt")
+        assert reason.startswith("daily_loss: daily loss ")
+        assert reason.endswith("exceeds 50: halting")
+        [incident] = [i for i in await engine.ledger.incidents.read() if i.kind == "loss_limit"]
+        assert incident.severity == "critical"
