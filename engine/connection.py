@@ -160,7 +160,10 @@ class ConnectionMonitor:
     async def _enter(self, lost: dict[str, float]) -> None:
         streams = ", ".join(f"{s} stream down {t:.0f}s" for s, t in sorted(lost.items()))
         # denied from now on, before the incident is written (which may wait on the ledger)
-        self.reason = f"{self.metrics.venue}: {streams}"
+        # the limit it crossed with it: the denied decisions' verdicts keep both
+        self.reason = (
+            f"{self.metrics.venue}: {streams} (disconnect_after {self.disconnect_after_s:g}s)"
+        )
         self._incident_written = False
         log.error("connection.disconnected", reason=self.reason)
         await self._open_incident(streams)

@@ -39,6 +39,7 @@ from engine.domain.risk import (
     evaluate,
 )
 from engine.domain.risk.loss_marks import LossMarks, advance
+from engine.domain.risk.utilisation import account_utilisation
 from engine.domain.types import Asset, Side, StrategyId, Symbol, utc_now
 from engine.ledger.ledger import Ledger
 from engine.marketdata.volume import VolumeTracker
@@ -186,6 +187,8 @@ class RiskGate:
             market.volumes.keep_at_least(window)
         #: set when a loss limit was crossed; the runtime halts the account and clears it
         self.halt_reason: str | None = None
+        #: whether :meth:`watch_losses` saw the loss limits crossed at its last look
+        self._loss_crossed = False
 
     async def load_history(self) -> None:
         """Startup: the last minute's submissions per strategy, so a restart does not reset the
@@ -258,6 +261,44 @@ class RiskGate:
         if figures is None:
             return None
         return -figures[0], limit
+
+    async def watch_losses(self) -> None:
+        """Between decisions too (the runtime calls it every half second): advance and store
+        the loss marks with the current P&L, so a peak reached while nobody trades is the
+        drawdown's peak after a restart; and a crossing of the account's daily loss or drawdown
+        limit sets :attr:`halt_reason` as the order checks would, so a position losing while no
+        strategy trades still halts the account. A crossing is reported once; the next order's
+        own check reports it again (after an operator's unhalt, say)."""
+        if not self._wants_pnl:
+            return
+        await self._refresh_slow()
+        crossed = self._loss_breach()
+        if crossed is not None and not self._loss_crossed:
+            self.halt_reason = crossed
+        self._loss_crossed = crossed is not None
+
+    def _loss_breach(self) -> str | None:
+        now = self.clock()
+        pnl = self.portfolio.pnl(self._mark, now)
+        if pnl is None or self._loss_marks is None:
+            return None
+        limits = self.limits.account
+        marks = advance(self._loss_marks, pnl[1], now, limits.trading_day)
+        crossed: list[str] = []
+        # the order checks' words (engine/domain/risk/checks.py): the halt lifts the same way
+        loss = -marks.pnl_today(pnl[1])
+        if limits.max_daily_loss is not None and loss > limits.max_daily_loss:
+            crossed.append(
+                f"{Check.DAILY_LOSS.value}: daily loss {loss} exceeds {limits.max_daily_loss}: "
+                "halting"
+            )
+        drawdown = marks.drawdown(pnl[1])
+        if limits.max_drawdown is not None and drawdown > limits.max_drawdown:
+            crossed.append(
+                f"{Check.DRAWDOWN.value}: drawdown {drawdown} from peak {marks.peak_pnl} "
+                f"exceeds {limits.max_drawdown}: halting"
+            )
+        return "; ".join(crossed) or None
 
     def take_halt(self) -> str | None:
         """The loss-limit breach to persist, once."""
@@ -474,6 +515,9 @@ class RiskGate:
                 _ZERO,
             )  # fmt: skip
             put("*", Check.ACCOUNT_EXPOSURE, gross_notional, account.max_account_exposure)
+        # per symbol, per category and vs equity, every strategy together: the fullest one
+        for u in account_utilisation(view.account_exposure, view.marks, account, cash=self._cash):
+            put("*", u.check, u.used, u.limit)
         if account.max_daily_loss is not None and view.pnl_today is not None:
             put("*", Check.DAILY_LOSS, max(-view.pnl_today, _ZERO), account.max_daily_loss)
         if account.max_drawdown is not None and view.equity is not None:

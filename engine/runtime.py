@@ -63,6 +63,7 @@ from engine.metrics import assumptions, controls_active, error
 from engine.observability import configure_logging, for_humans, json_output
 from engine.outage import LedgerHealth, OutageRecovery, guarded
 from engine.portfolio import Portfolio
+from engine.protection_config import VenueProtection, protection_from_settings
 from engine.readiness import Readiness, watch_engine
 from engine.reconcile import Reconciler
 from engine.risk_gate import LimitsBook, RiskGate
@@ -71,7 +72,7 @@ from engine.status_task import StatusTask
 from engine.strategy_config import StartPolicy, StrategySpec, load_trading_config
 from engine.strategy_host import StrategyHost
 from engine.tasks import run_main, stop_tasks
-from engine.venue_guard import GuardedGate, VenueGuard, breaker_config
+from engine.venue_guard import GuardedGate, VenueGuard
 from engine.venue_session import VenueSession, open_venue
 
 log = structlog.get_logger("tradectl.runtime")
@@ -102,8 +103,11 @@ class Engine(StatusTask):
         crash: CrashPoints | None = None,
         account_limits: Limits | None = None,
         readiness: Readiness | None = None,
+        protection: VenueProtection | None = None,
     ) -> None:
         self.settings = settings
+        #: breakers and the connection-loss time: the TOML's, else the settings'
+        self.protection = protection or protection_from_settings(settings)
         self.db = db
         self.session = session
         self.venue = session.venue
@@ -124,7 +128,7 @@ class Engine(StatusTask):
         self.crash = crash or CrashPoints.from_env()
         #: circuit breakers and auth halts (engine/venue_guard.py)
         self.guard = VenueGuard(
-            self.ledger, session.metrics, breaker_config(settings), key=session.credential
+            self.ledger, session.metrics, self.protection.breakers, key=session.credential
         )
         #: reachable and reconciled since the last outage: the engine's readiness
         self.health = LedgerHealth(account=self.account)
@@ -182,7 +186,7 @@ class Engine(StatusTask):
         #: the connection-loss protocol and the reconnect gate (engine/connection.py)
         self.connection = ConnectionMonitor(
             self.ledger, session.metrics, self.reconciler, self.execution, strategies,
-            disconnect_after_s=settings.disconnect_after_s,
+            disconnect_after_s=self.protection.disconnect_after_s,
         )  # fmt: skip
         self.fill_path = FillPath(
             ledger=self.ledger,
@@ -287,6 +291,7 @@ class Engine(StatusTask):
             if not self.health.available:
                 await asyncio.sleep(0.5)  # nothing to read; recovery refreshes them
                 continue
+            await self.gate.watch_losses()  # a loss crossed while nobody trades halts too
             reason = self.gate.take_halt()
             if reason is not None:
                 # The gate already rejects every order while the loss is over the limit; the
@@ -414,6 +419,7 @@ class Engine(StatusTask):
                 self.conflator,
                 metrics=self.session.metrics,
                 recorder=recorder_for(self.settings),
+                on_auth_failed=partial(self.guard.auth_failed, where="the market stream"),
             ).run,
             "strategies": self.host.run,
             "status": self._status_loop,
@@ -564,6 +570,7 @@ async def _run_engine(settings: Settings, stop: asyncio.Event, readiness: Readin
             engine = Engine(
                 settings, db, session, strategies, clock=clock,
                 account_limits=config.account_limits, readiness=readiness,
+                protection=config.protection.resolve(settings),
             )  # fmt: skip
             await engine.run(stop)
 

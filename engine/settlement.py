@@ -30,14 +30,17 @@ from typing import Any
 import structlog
 
 from engine.domain.types import ControlKind, ControlScope, Symbol
-from engine.exceptions import DatabaseUnavailable, VenueError
+from engine.exceptions import AuthFailed, DatabaseUnavailable, VenueError
 from engine.execution import Execution
 from engine.ledger.ledger import Ledger
 from engine.metrics import SETTLEMENTS, error
 from engine.tasks import wait_event
+from engine.venue_guard import halt_for_auth
 from engine.venues.base import MarketLifecycle, SettlementReport, SettlesMarkets, StreamReconnected
 
 log = structlog.get_logger("tradectl.settlement")
+#: how long the lifecycle stream waits after the venue refused our credentials
+AUTH_RETRY_S = 30.0
 
 #: the periodic list starts this long before the newest settlement recorded (a settlement the
 #: stream recorded first must not hide an older one the list has not shown yet)
@@ -68,6 +71,9 @@ class Settler:
         #: result and payout of markets determined on the stream, until they settle
         self._determined: dict[Symbol, MarketLifecycle] = {}
         self._wake = asyncio.Event()
+        #: after the venue refused our credentials on the lifecycle stream: the wait before
+        #: it is opened again (the account is halted meanwhile; cancels and reconciles go on)
+        self.auth_retry_s = AUTH_RETRY_S
 
     async def sync(self) -> list[Symbol]:
         """Record what the venue lists that the ledger lacks; the markets newly recorded."""
@@ -204,11 +210,29 @@ class Settler:
             await self._guarded(self.sync())
 
     async def _follow(self) -> None:
-        async for event in self.venue.lifecycle_stream():
-            if isinstance(event, StreamReconnected):
-                self._wake.set()  # steps may have been missed
-                continue
-            await self._guarded(self.on_lifecycle(event))
+        while True:
+            try:
+                async for event in self.venue.lifecycle_stream():
+                    if isinstance(event, StreamReconnected):
+                        self._wake.set()  # steps may have been missed
+                        continue
+                    await self._guarded(self.on_lifecycle(event))
+                return
+            except AuthFailed as exc:
+                # a refused key does not heal by reconnecting, nor must it stop the engine:
+                # halt the account (cancels and reconciliation go on) and try again later
+                log.error("settlement.stream_auth_failed", error=str(exc))
+                await self._guarded(
+                    halt_for_auth(
+                        self.ledger,
+                        self.execution.config.account,
+                        exc,
+                        where="the market lifecycle stream",
+                        key=self.execution.credential,
+                    )
+                )
+            await asyncio.sleep(self.auth_retry_s)
+            self._wake.set()  # what the stream missed meanwhile is in the list
 
     async def _guarded(self, step: Coroutine[Any, Any, object]) -> None:
         if not self.execution.ledger_state.available:

@@ -9,6 +9,7 @@ from sqlalchemy import text
 from sqlalchemy.ext.asyncio import AsyncEngine
 
 from engine.domain import formatting as fmt
+from engine.domain.risk import Check
 from engine.domain.risk.utilisation import utilisation
 from engine.domain.types import AccountId, Symbol, VenueName, utc_now
 from engine.ledger.db import database_errors
@@ -164,7 +165,14 @@ async def _exposure_lines(
             else portfolio.day_start_pnl(marks.get)
         )
         pnl_today = None if figures is None or start is None else figures[1] - start
-    used = utilisation(exposures, marks, limits.for_strategy, limits.account, pnl_today=pnl_today)
+    used = utilisation(
+        exposures,
+        marks,
+        limits.for_strategy,
+        limits.account,
+        pnl_today=pnl_today,
+        cash=await _cash(engine, account, limits.account.equity_asset),
+    )
     steps = {r.symbol: r.step_size for r in pnl}
     lines: list[str] = []
     for (strategy, symbol), exposure in sorted(exposures.items()):
@@ -183,10 +191,24 @@ async def _exposure_lines(
             + ("".join(f" | {p}" for p in parts) or " | no position limit configured")
         )
     for u in used:
-        if u.symbol is None:
+        if u.symbol is None or u.strategy_id is None:
+            # the account's own limits: per symbol, per category and over everything
+            scope = u.symbol or (f"category {u.category}" if u.category else None)
+            # a quantity or a percentage as it is; money to the cent
+            plain = u.check in (Check.SYMBOL_QTY, Check.POSITION_EQUITY)
             lines.append(
-                f"limit {u.strategy_id or 'account'}: "
+                f"limit {u.strategy_id or 'account'}{f' {scope}' if scope else ''}: "
                 f"{u.check.value} {fmt.percent(u.fraction)}"
-                f" of {fmt.plain(u.limit)} ({fmt.money(u.used)})"
+                f" of {fmt.plain(u.limit)} ({(fmt.plain if plain else fmt.money)(u.used)})"
             )
     return lines
+
+
+async def _cash(engine: AsyncEngine, account: str, asset: str | None) -> Decimal | None:
+    """The account's recorded balance of its equity asset (the equity limit's cash)."""
+    if asset is None:
+        return None
+    for row in await balance_rows(engine, account):
+        if row.asset == asset and row.total is not None:
+            return row.total
+    return None

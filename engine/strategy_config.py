@@ -46,6 +46,13 @@ typo stops the engine before it trades, with an error naming the file, the strat
     max_position_equity_pct = "20"  # a symbol's notional vs cash in equity_asset + positions
     equity_asset = "USDT"
 
+    [breakers]                  # optional: the venue circuit breakers (default TRADECTL_BREAKER_*)
+    failure_threshold = 5       # also recovery_timeout = "30s", success_threshold = 2, and
+    [breakers.orders]           # per endpoint class (orders, reads, streams), field by field
+    failure_threshold = 3
+    [connection]                # optional: a stream down this long disconnects the account
+    disconnect_after = "30s"    # (default TRADECTL_DISCONNECT_AFTER_S); see protection_config
+
 Per-strategy limits override the account's field by field.
 """
 
@@ -72,6 +79,7 @@ from engine.domain.stage import Staging
 from engine.domain.types import StrategyId, Symbol
 from engine.exceptions import ConfigError
 from engine.marketdata.bars import interval_name, parse_interval
+from engine.protection_config import BreakersTable, ConnectionTable, ProtectionConfig
 from engine.strategy_host import DEFAULT_DECISION_WINDOW, HostedStrategy
 from strategies.base import DecisionMode, ParamError, Strategy, StrategyLimits
 from strategies.registry import UnknownKind, resolve
@@ -259,6 +267,8 @@ class _File(BaseModel):
     strategy: list[_Strategy] = Field(min_length=1)
     account: _Account = Field(default_factory=_Account)
     instruments: _Instruments = Field(default_factory=_Instruments)
+    breakers: BreakersTable = Field(default_factory=BreakersTable)
+    connection: ConnectionTable = Field(default_factory=ConnectionTable)
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)
@@ -310,6 +320,8 @@ class TradingConfig:
 
     strategies: tuple[StrategySpec, ...]
     account_limits: Limits = field(default_factory=Limits)
+    #: ``[breakers]`` and ``[connection]``, resolved against the settings at start
+    protection: ProtectionConfig = field(default_factory=ProtectionConfig)
 
 
 def load_strategy_config(path: Path) -> tuple[StrategySpec, ...]:
@@ -377,7 +389,11 @@ def parse_trading_config(raw: Mapping[str, Any], *, source: Path) -> TradingConf
     except ValueError as exc:
         raise ConfigError(f"{source}: account.limits: {exc}") from None
     _check_portfolio_limits(account_limits, source)
-    return TradingConfig(strategies=_strategies(parsed, source), account_limits=account_limits)
+    return TradingConfig(
+        strategies=_strategies(parsed, source),
+        account_limits=account_limits,
+        protection=ProtectionConfig(breakers=parsed.breakers, connection=parsed.connection),
+    )
 
 
 def _zone(name: str) -> tzinfo:

@@ -25,15 +25,13 @@ from __future__ import annotations
 import asyncio
 import dataclasses
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Mapping
 from datetime import datetime
 from decimal import Decimal
-from enum import StrEnum
 from typing import TYPE_CHECKING
 
 import structlog
 
-from engine.config import Settings
 from engine.domain.alerts import auth_halted_alert
 from engine.domain.breaker import Breaker, BreakerConfig, BreakerState
 from engine.domain.orders import Order
@@ -41,6 +39,7 @@ from engine.domain.risk import RiskAssessment, Verdict
 from engine.domain.types import ControlKind, ControlScope, VerdictResult
 from engine.exceptions import AuthFailed, VenueError
 from engine.ledger.ledger import Ledger
+from engine.protection_config import EndpointClass
 from engine.venues.metrics import VenueMetrics, outcome_of
 
 if TYPE_CHECKING:
@@ -57,20 +56,6 @@ READS_BACKOFF_MIN_S = 1.0
 READS_BACKOFF_MAX_S = 8.0
 #: request outcomes that say the venue (or the way to it) is unwell
 _FAILURES = frozenset({"ambiguous", "rate_limited", "timeout", "error"})
-
-
-def breaker_config(settings: Settings) -> BreakerConfig:
-    return BreakerConfig(
-        failure_threshold=settings.breaker_failure_threshold,
-        recovery_timeout_s=settings.breaker_recovery_s,
-        success_threshold=settings.breaker_success_threshold,
-    )
-
-
-class EndpointClass(StrEnum):
-    ORDERS = "orders"
-    READS = "reads"
-    STREAMS = "streams"
 
 
 def endpoint_class(endpoint: str) -> EndpointClass:
@@ -139,7 +124,7 @@ class VenueGuard:
         self,
         ledger: Ledger,
         metrics: VenueMetrics,
-        config: BreakerConfig,
+        config: BreakerConfig | Mapping[EndpointClass, BreakerConfig],
         *,
         key: str = "the venue API key",
         monotonic: Callable[[], float] = time.monotonic,
@@ -148,7 +133,12 @@ class VenueGuard:
         self.metrics = metrics
         self.key = key
         self._monotonic = monotonic
-        self.breakers = {cls: Breaker(config) for cls in EndpointClass}
+        #: one breaker per endpoint class, each with its own thresholds (the TOML's
+        #: ``[breakers.<class>]``, engine/protection_config.py) or all with the same
+        self.breakers = {
+            cls: Breaker(config if isinstance(config, BreakerConfig) else config[cls])
+            for cls in EndpointClass
+        }
         self._auth: list[tuple[AuthFailed, str]] = []
         self._reads_backoff = READS_BACKOFF_MIN_S
         self._wake = asyncio.Event()

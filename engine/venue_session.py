@@ -64,13 +64,15 @@ async def open_venue(
             account=settings.account,
             venue="kalshi" if settings.venue is VenueKind.KALSHI else "kalshi-simulator",
         )
+        secret = settings.kalshi_key_id
+        key_id = None if secret is None else secret.get_secret_value()
         async with open_kalshi(settings, symbols, metrics) as kalshi:
             yield VenueSession(
                 venue=kalshi.venue,
                 metrics=metrics,
                 driver=kalshi.driver,
                 description=kalshi.description,
-                credential="TRADECTL_KALSHI_KEY_ID and its private key",
+                credential=f"{key_hint('TRADECTL_KALSHI_KEY_ID', key_id)} and its private key",
             )
         return
     from engine.venues.binance import BinanceConfig, BinanceVenue

@@ -4,6 +4,10 @@ The adapter's ``market_stream`` reconnects and resubscribes by itself; the feed 
 if the iterator raises (or ends), the feed logs it, backs off and asks the venue for a new one, for
 as long as it runs. While the stream is down, or a symbol has gone quiet for ``stale_after``, an
 optional REST poller (``async (symbol) -> Quote``) keeps the latest quote fresh.
+
+A stream the venue refuses for our credentials (Kalshi signs its market stream) does not heal by
+reconnecting: ``on_auth_failed`` halts the account (engine/venue_guard.py) and the feed tries again
+only every ``auth_retry_s``, so a repaired key brings the data back without a restart.
 """
 
 from __future__ import annotations
@@ -17,6 +21,7 @@ import structlog
 
 from engine.domain.market import MarketEvent, Quote
 from engine.domain.types import Symbol, utc_now
+from engine.exceptions import AuthFailed
 from engine.marketdata.conflator import Conflator
 from engine.marketdata.recording import MarketRecorder
 from engine.venues.base import Venue
@@ -25,6 +30,8 @@ from engine.venues.metrics import VenueMetrics
 log = structlog.get_logger(__name__)
 
 QuotePoller = Callable[[Symbol], Awaitable[Quote]]
+#: how long the feed waits after the venue refused our credentials before it tries again
+AUTH_RETRY_S = 30.0
 
 
 def backoff(initial: float, maximum: float, factor: float = 2.0) -> Iterator[float]:
@@ -52,6 +59,8 @@ class MarketDataFeed:
         clock: Callable[[], datetime] = utc_now,
         metrics: VenueMetrics | None = None,
         recorder: MarketRecorder | None = None,
+        on_auth_failed: Callable[[AuthFailed], Awaitable[None]] | None = None,
+        auth_retry_s: float = AUTH_RETRY_S,
     ) -> None:
         if not symbols:
             raise ValueError("a market data feed needs at least one symbol")
@@ -68,6 +77,8 @@ class MarketDataFeed:
         self.metrics = metrics
         #: writes every event received to files (TRADECTL_RECORD_MARKET_DATA)
         self.recorder = recorder
+        self.on_auth_failed = on_auth_failed
+        self.auth_retry_s = auth_retry_s
         #: True from the first event of a stream until that stream fails
         self.connected = False
         self.events = 0
@@ -94,6 +105,7 @@ class MarketDataFeed:
         delays = backoff(self.backoff_initial, self.backoff_max)
         while True:
             stream: AsyncIterator[MarketEvent] | None = None
+            refused: AuthFailed | None = None
             try:
                 stream = self.venue.market_stream(self.symbols)
                 async for event in stream:
@@ -108,6 +120,9 @@ class MarketDataFeed:
                 reason = "market stream ended"
             except asyncio.CancelledError:
                 raise
+            except AuthFailed as exc:
+                refused = exc
+                reason = f"{type(exc).__name__}: {exc}"
             except Exception as exc:
                 reason = f"{type(exc).__name__}: {exc}"
             finally:
@@ -116,6 +131,9 @@ class MarketDataFeed:
             self.restarts += 1
             self.last_error = reason
             delay = next(delays)
+            if refused is not None and self.on_auth_failed is not None:
+                delay = max(delay, self.auth_retry_s)
+                await self._auth_failed(refused)
             log.warning(
                 "marketdata.stream_restart",
                 venue=self.venue.name,
@@ -127,6 +145,22 @@ class MarketDataFeed:
             for symbol in self.symbols:
                 self.conflator.reset_sequence(symbol)
             await asyncio.sleep(delay)
+
+    async def _auth_failed(self, exc: AuthFailed) -> None:
+        assert self.on_auth_failed is not None
+        log.error("marketdata.auth_failed", venue=self.venue.name, error=str(exc))
+        try:
+            await self.on_auth_failed(exc)
+        except asyncio.CancelledError:
+            raise
+        except Exception as halt_exc:
+            # the ledger away, say: the next refusal (after auth_retry_s) halts again, and
+            # market data must not stop for good because one halt could not be written
+            log.error(
+                "marketdata.auth_halt_failed",
+                venue=self.venue.name,
+                error=f"{type(halt_exc).__name__}: {halt_exc}",
+            )
 
     async def _housekeeping(self) -> None:
         while True:

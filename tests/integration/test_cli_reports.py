@@ -46,6 +46,11 @@ max_position = "100"
 [account.limits]
 max_account_exposure = "10000"
 max_daily_loss = "1000"
+max_symbol_position = {BTCUSDT = "0.001"}
+max_category_gross = {weather = "1000"}
+
+[instruments.categories]
+"RAIN-26DEC01" = "weather"
 """
 
 
@@ -133,6 +138,9 @@ async def test_status_shows_pnl_from_the_view_and_exposure_against_each_limit(
     assert "max_position_qty 77% of 100" in out
     # BTC 14 + 77 contracts at their last fill, 0.61: 60.97 of 10000
     assert "limit account: max_account_exposure 0.6% of 10000 (60.97)" in out
+    # the account's own limits per symbol and per category, every strategy together
+    assert "limit account BTCUSDT: max_symbol_position 50% of 0.001 (0.0005)" in out
+    assert "limit account category weather: max_category_gross 4.7% of 1000 (46.97)" in out
     # (today's loss depends on the day the test runs: the fills are dated 2026-11-30)
     assert "limit account: daily_loss " in out
     assert "% of 1000 (" in out

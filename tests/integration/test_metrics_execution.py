@@ -328,3 +328,43 @@ async def test_risk_utilization_reports_each_configured_limit_with_resting_order
         "tradectl_risk_utilization", account=account, strategy="*", limit="max_account_exposure"
     ) == pytest.approx(0.500005)
     assert m.value("tradectl_orders", account=account, state="OPEN") == 1
+
+
+async def test_risk_utilization_reports_the_account_symbol_category_and_equity_limits(
+    db_engine: AsyncEngine, venue: PaperVenue, clock: Clock, account: AccountId, metrics_url: str
+) -> None:
+    limits = LimitsBook(
+        account=Limits(
+            max_symbol_position={BTCUSDT: Decimal("0.04")},
+            max_symbol_notional={BTCUSDT: Decimal(1000)},
+            categories={BTCUSDT: "l1"},
+            max_category_gross={"l1": Decimal(2000)},
+            max_category_net={"l1": Decimal(1000)},
+            max_position_equity_pct=Decimal(1),
+            equity_asset="USDT",
+        ),
+    )
+    r = Rig(db_engine, venue, clock, account, limits)
+    await r.lease.acquire()
+    await r.ledger.balances.record(await venue.balances())  # 100000 USDT: 1 % is 1000
+    await r.execution.process([buy(clock, A, "0.01", price="40000")])
+    gauges = AccountGauges(
+        ledger=r.ledger,
+        monitoring=Monitoring(db_engine, account=account, venue=venue.name, clock=clock),
+        gate=r.gate,
+        mark=lambda symbol: None,
+        clock=clock,
+        ledger_state=LedgerHealth(),
+    )
+    await gauges.refresh()
+    m = await scrape(metrics_url)
+
+    def used(limit: str) -> float | None:
+        return m.value("tradectl_risk_utilization", account=account, strategy="*", limit=limit)
+
+    # the resting 0.01 valued at the mid (50000.5): 500.005
+    assert used("max_symbol_position") == 0.25
+    assert used("max_symbol_notional") == pytest.approx(0.500005)
+    assert used("max_category_gross") == pytest.approx(0.2500025)
+    assert used("max_category_net") == pytest.approx(0.500005)
+    assert used("max_position_equity_pct") == pytest.approx(0.500005)  # 0.5 % of 1 %

@@ -230,3 +230,23 @@ async def test_a_daily_loss_halt_set_to_wait_for_a_human_stays(db_engine: AsyncE
     assert not await lift_expired_loss_halt(r.ledger, limits, clock())
     controls = await r.ledger.controls.active()
     assert [(c.scope, c.kind) for c in controls] == [(ControlScope.ACCOUNT, ControlKind.HALT)]
+
+
+async def test_the_loss_watch_reports_a_crossing_once_in_the_order_checks_words(
+    db_engine: AsyncEngine,
+) -> None:
+    clock = Clock()
+    venue = paper(clock)
+    limits = toml_limits({"max_daily_loss": "50", "max_drawdown": "100"})
+    r = await rig(db_engine, venue, clock, limits)
+    await r.gate.load_history()
+    await losing_position(r, venue, clock)  # about 50 lost today, 150 from the peak
+    await r.gate.watch_losses()
+    reason = r.gate.take_halt()
+    assert reason is not None
+    daily, drawdown = reason.split("; ")
+    assert daily.startswith("daily_loss: daily loss ")
+    assert drawdown.startswith("drawdown: drawdown ")
+    assert drawdown.endswith("exceeds 100: halting")
+    await r.gate.watch_losses()
+    assert r.gate.take_halt() is None  # still crossed: already reported

@@ -10,6 +10,7 @@ import dataclasses
 from collections.abc import AsyncIterator, Awaitable, Iterator
 from decimal import Decimal
 from pathlib import Path
+from typing import Any
 
 import pytest
 from pydantic import SecretStr
@@ -34,7 +35,7 @@ from engine.domain.types import (
 )
 from engine.ledger.records import Incident
 from engine.runtime import Engine
-from engine.strategy_config import StrategySpec, parse_trading_config
+from engine.strategy_config import TradingConfig, parse_trading_config
 from engine.venue_guard import EndpointClass
 from engine.venue_session import VenueSession
 from engine.venues.binance import BinanceConfig, BinanceVenue
@@ -48,10 +49,11 @@ BTC = Symbol("BTCUSDT")
 MANUAL = StrategyId("manual")
 
 
-def _specs(on_disconnect: str = "keep") -> tuple[StrategySpec, ...]:
+def _config(on_disconnect: str = "keep", toml: dict[str, Any] | None = None) -> TradingConfig:
     # fair_value on a coin always holds (its quotes are outside (0, 1)): it decides every quote,
     # which is what the reconnect gate must stop, and never trades by itself
-    raw = {
+    raw: dict[str, Any] = {
+        **(toml or {}),
         "strategy": [
             {
                 "id": "holder",
@@ -60,9 +62,9 @@ def _specs(on_disconnect: str = "keep") -> tuple[StrategySpec, ...]:
                 "on_disconnect": on_disconnect,
                 "params": {"fair": "0.5", "edge": "0.01", "qty": "1", "max_inventory": "1"},
             },
-        ]
+        ],
     }
-    return parse_trading_config(raw, source=Path("<test>")).strategies
+    return parse_trading_config(raw, source=Path("<test>"))
 
 
 @dataclasses.dataclass
@@ -81,7 +83,11 @@ def metrics_url() -> Iterator[str]:
 
 @contextlib.asynccontextmanager
 async def running(
-    database_url: URL, account: str, on_disconnect: str = "keep", **overrides: object
+    database_url: URL,
+    account: str,
+    on_disconnect: str = "keep",
+    toml: dict[str, Any] | None = None,
+    **overrides: object,
 ) -> AsyncIterator[Running]:
     settings = load_settings(
         database_url=database_url.render_as_string(hide_password=False),
@@ -113,7 +119,14 @@ async def running(
         session = VenueSession(
             venue=venue, metrics=metrics, credential="the simulator's built-in API key"
         )
-        engine = Engine(settings, db, session, _specs(on_disconnect))
+        trading = _config(on_disconnect, toml)
+        engine = Engine(
+            settings,
+            db,
+            session,
+            trading.strategies,
+            protection=trading.protection.resolve(settings),
+        )
         stop = asyncio.Event()
         task = asyncio.create_task(engine.run(stop))
         try:
@@ -140,6 +153,22 @@ def _buy(interval: str, price: str = "20000", strategy: StrategyId = MANUAL) -> 
     )
 
 
+async def _verdict(run: Running, interval: str, check: str) -> dict[str, str]:
+    """The stored verdict of ``check`` in the decision of ``interval`` (a manual intent)."""
+    async with run.engine.db.engine.connect() as conn:
+        verdicts = (
+            await conn.execute(
+                text(
+                    "SELECT verdicts FROM decisions "
+                    "WHERE account = :a AND strategy_id = :s AND interval_key = :i"
+                ),
+                {"a": run.account, "s": MANUAL, "i": interval},
+            )
+        ).scalar_one()
+    (found,) = [v for v in verdicts if v["check"] == check]
+    return dict(found)
+
+
 async def _outcome(
     run: Running, interval: str, strategy: StrategyId = MANUAL
 ) -> tuple[str, list[str]] | None:
@@ -161,14 +190,12 @@ async def _outcome(
 async def test_the_orders_breaker_opens_under_5xx_denies_circuit_open_and_closes_after_recovery(
     database_url: URL, metrics_url: str
 ) -> None:
-    async with running(
-        database_url,
-        "breaker",
-        breaker_failure_threshold=2,
-        breaker_recovery_s=1.0,
-        breaker_success_threshold=1,
-    ) as run:
+    # the orders breaker's thresholds from the strategies file; the others keep the settings'
+    orders = {"failure_threshold": 2, "recovery_timeout": "1s", "success_threshold": 1}
+    async with running(database_url, "breaker", toml={"breakers": {"orders": orders}}) as run:
         engine, account = run.engine, run.account
+        reads = engine.guard.breakers[EndpointClass.READS].config
+        assert (reads.failure_threshold, reads.recovery_timeout_s) == (5, 30.0)
         labels = {"account": account, "venue": "simulator", "endpoint": "orders"}
         run.sim.state.set_faults(
             FaultPlan.from_mapping(
@@ -190,6 +217,8 @@ async def test_the_orders_breaker_opens_under_5xx_denies_circuit_open_and_closes
         await engine.execution.submit_intent(_buy("i3"))
         denied = await eventually(lambda: _outcome(run, "i3"))
         assert denied == (DecisionOutcome.DENIED.value, ["circuit_open"])
+        stored = await _verdict(run, "i3", "circuit_open")
+        assert (stored["limit"], stored["observed"]) == ("2 failures in a row", "open")
         assert await engine.ledger.orders.get(client_order_id("tctl", _buy("i3").key)) is None
         # counted (the resolver's resends of the two unplaced orders may be counted too: the
         # final gate expires them unsent while the breaker is open)
@@ -311,7 +340,10 @@ async def test_a_lost_connection_disconnects_the_account_and_its_return_applies_
 ) -> None:
     holder = StrategyId("holder")
     async with running(
-        database_url, "disconnect", on_disconnect="cancel", disconnect_after_s=1.0
+        database_url,
+        "disconnect",
+        on_disconnect="cancel",
+        toml={"connection": {"disconnect_after": "1s"}},
     ) as run:
         engine, sim = run.engine, run.sim
         resting = _buy("d1", strategy=holder)
@@ -342,6 +374,9 @@ async def test_a_lost_connection_disconnects_the_account_and_its_return_applies_
             DecisionOutcome.DENIED.value,
             ["disconnected"],
         )
+        stored = await _verdict(run, "d2", "disconnected")
+        assert (stored["limit"], stored["observed"]) == ("connected", "disconnected")
+        assert "(disconnect_after 1s)" in stored["message"]
         assert "DISCONNECTED" in engine.connection.status_line()
 
         # It returns on the same address: reconciled, then on_disconnect = "cancel" cancels the

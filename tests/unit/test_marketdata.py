@@ -10,6 +10,7 @@ import pytest
 
 from engine.domain.market import Bar, MarketEvent, Quote
 from engine.domain.types import Symbol, VenueName
+from engine.exceptions import AuthFailed
 from engine.marketdata.bars import BarBuilder, floor_time, interval_name, parse_interval
 from engine.marketdata.conflator import Conflator
 from engine.marketdata.feed import MarketDataFeed
@@ -386,6 +387,58 @@ async def test_feed_closes_bars_of_a_quiet_market_on_its_clock() -> None:
             update = await asyncio.wait_for(sub.next(), 5)
         assert [b.open_time for b in update.closed_bars] == [T0]
         assert update.closed_bars[0].received_at == T0 + timedelta(minutes=1, seconds=1)
+    finally:
+        task.cancel()
+        with pytest.raises(asyncio.CancelledError):
+            await task
+
+
+class RefusingVenue:
+    """Refuses our credentials on the first ``refusals`` streams, then streams a quote."""
+
+    name = VenueName("refusing")
+
+    def __init__(self, refusals: int) -> None:
+        self.refusals = refusals
+        self.streams_opened = 0
+
+    def market_stream(self, symbols: Sequence[Symbol]) -> AsyncIterator[MarketEvent]:
+        self.streams_opened += 1
+        return self._stream(self.streams_opened)
+
+    async def _stream(self, attempt: int) -> AsyncIterator[MarketEvent]:
+        if attempt <= self.refusals:
+            raise AuthFailed("market stream refused our credentials (HTTP 401)", http_status=401)
+        yield quote("101", seq=1)
+        await asyncio.Event().wait()
+
+
+async def test_a_refused_market_stream_reports_the_auth_failure_and_retries_slowly() -> None:
+    venue = RefusingVenue(refusals=2)
+    reported: list[AuthFailed] = []
+
+    async def on_auth_failed(exc: AuthFailed) -> None:
+        reported.append(exc)
+        if len(reported) == 1:
+            raise OSError("the ledger is away")  # a halt that cannot be written is retried
+
+    conflator = Conflator()
+    feed = MarketDataFeed(
+        venue,  # type: ignore[arg-type]
+        [BTC],
+        conflator,
+        backoff_initial=0.001,
+        backoff_max=0.002,
+        poll_interval=3600,
+        on_auth_failed=on_auth_failed,
+        auth_retry_s=0.01,
+    )
+    task = asyncio.create_task(feed.run())
+    try:
+        # the key repaired: the third stream brings the data back without a restart
+        await eventually(lambda: conflator.quote(BTC) is not None)
+        assert [e.http_status for e in reported] == [401, 401]
+        assert feed.restarts == 2
     finally:
         task.cancel()
         with pytest.raises(asyncio.CancelledError):

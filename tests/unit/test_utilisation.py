@@ -51,3 +51,43 @@ def test_a_zero_limit_has_no_fraction() -> None:
         Limits(),
     )
     assert u.fraction is None
+
+
+def test_account_limits_per_symbol_category_and_equity_count_every_strategy_together() -> None:
+    sol = Symbol("SOLUSDT")
+    limits = Limits(
+        max_symbol_position={BTC: Decimal(4)},
+        max_symbol_notional={ETH: Decimal(100)},
+        categories={BTC: "l1", ETH: "l1", sol: "l1"},
+        max_category_gross={"l1": Decimal(200)},
+        max_category_net={"l1": Decimal(100)},
+        max_position_equity_pct=Decimal(10),
+        equity_asset="USDT",
+    )
+    used = utilisation(
+        {
+            (A, BTC): Exposure(position=Decimal(1)),
+            (B, BTC): Exposure(position=Decimal(1), open_buy_qty=Decimal(1)),
+            (B, ETH): Exposure(position=Decimal(-2)),
+        },
+        {BTC: Decimal(10), ETH: Decimal(20)},
+        lambda s: Limits(),
+        limits,
+        cash=Decimal(960),  # equity: 960 + 2 * 10 - 2 * 20 = 940
+    )
+    account = {(u.check, u.symbol, u.category): u.used for u in used if u.strategy_id is None}
+    assert account[(Check.SYMBOL_QTY, BTC, None)] == 3  # 1 + 1 held, 1 resting
+    assert account[(Check.SYMBOL_NOTIONAL, ETH, None)] == 40
+    assert account[(Check.CATEGORY_GROSS, None, "l1")] == 70  # 3 * 10 + 2 * 20
+    # net: the worst-case long side (30 - 40 = -10) or short side (-20 + 40 = 20)
+    assert account[(Check.CATEGORY_NET, None, "l1")] == 20
+    assert account[(Check.POSITION_EQUITY, BTC, None)] == Decimal(30) / 940 * 100
+    assert account[(Check.POSITION_EQUITY, ETH, None)] == Decimal(40) / 940 * 100
+
+
+def test_the_equity_limit_is_left_out_while_the_cash_is_unknown() -> None:
+    limits = Limits(max_position_equity_pct=Decimal(10), equity_asset="USDT")
+    used = utilisation(
+        {(A, BTC): Exposure(position=Decimal(1))}, {BTC: Decimal(10)}, lambda s: Limits(), limits
+    )
+    assert [u for u in used if u.check is Check.POSITION_EQUITY] == []

@@ -379,7 +379,7 @@ class KalshiSimApp:
     # -- WebSocket --------------------------------------------------------------------------------
 
     async def websocket(self, ws: WebSocket) -> None:
-        if not self.authentic(ws.headers, "GET", WS_PATH):
+        if self.state.refuse_streams or not self.authentic(ws.headers, "GET", WS_PATH):
             await ws.close(code=1008)
             return
         await ws.accept()

@@ -122,6 +122,9 @@ class KalshiSimState:
         self.requests: Counter[str] = Counter()
         self.budget = None if config.tier is None else KalshiBudget(config.tier, headroom=1.0)
         self.subscribers: list[Subscriber] = []
+        #: a fault: new WebSocket handshakes are refused as unauthenticated while REST still
+        #: answers (a key revoked between a stream's reconnects; see ``drop_streams``)
+        self.refuse_streams = False
         #: ``GET /portfolio/settlements`` rows, oldest first
         self.settlements: list[dict[str, Any]] = []
         #: the order book levels last published per market: (side, YES price) -> count
@@ -430,6 +433,13 @@ class KalshiSimState:
     def unsubscribe(self, sub: Subscriber) -> None:
         if sub in self.subscribers:
             self.subscribers.remove(sub)
+
+    def drop_streams(self, channel: str) -> int:
+        """Drop every connection subscribed to ``channel`` (it reconnects); how many."""
+        dropped = [sub for sub in self.subscribers if channel in sub.sids]
+        for sub in dropped:
+            sub.queue.put_nowait(None)
+        return len(dropped)
 
     def user_subscriptions(self) -> int:
         return sum(1 for s in self.subscribers if "fill" in s.sids or "user_orders" in s.sids)
