@@ -40,6 +40,7 @@ class LeaseKeeper:
         self._lost = False
         self._lost_event = asyncio.Event()
         self._lost_reported = False
+        self._lost_error: str | None = None
         self._throttled = ThrottledLog(log)
 
     @property
@@ -64,6 +65,10 @@ class LeaseKeeper:
             if epoch is not None:
                 self._epoch = epoch
                 self._lost = False
+                # every execution write of this ledger is fenced on this epoch from now on,
+                # and one refused write stops the account as a failed renewal does
+                self.ledger.fence.hold(self._holder, epoch)
+                self.ledger.fence.on_refused = self._fenced_out
                 lease_held(self.ledger.account, True)
                 log.info("lease.acquired", holder=self._holder, epoch=epoch)
                 return epoch
@@ -80,7 +85,10 @@ class LeaseKeeper:
         """Renew every ttl/3 until cancelled; return (lost) when renewal is refused."""
         while True:
             if await wait_event(self._lost_event, self.ttl.total_seconds() / 3):
-                return  # confirm() found it taken over
+                # a renewal elsewhere or a fenced write found it taken over
+                if self._lost_error is not None:
+                    await self.report_lost(self._lost_error)
+                return
             try:
                 await self.renew()
             except LeaseLost:
@@ -97,14 +105,24 @@ class LeaseKeeper:
         try:
             await self.ledger.leases.renew(self._holder, self.epoch, self.ttl)
         except LeaseLost as exc:
-            if not self._lost:
-                self._lost = True
-                self._lost_event.set()
-                lease_held(self.ledger.account, False)
-                error(self.ledger.account, "lease")
-                log.error("lease.lost", note="no new orders on this account", error=str(exc))
+            self._mark_lost(exc)
             await self.report_lost(str(exc))
             raise
+
+    def _mark_lost(self, exc: LeaseLost) -> None:
+        if not self._lost:
+            self._lost = True
+            self._lost_error = str(exc)
+            self._lost_event.set()
+            lease_held(self.ledger.account, False)
+            error(self.ledger.account, "lease")
+            log.error("lease.lost", note="no new orders on this account", error=str(exc))
+
+    def _fenced_out(self, exc: LeaseLost) -> None:
+        """A write of this account was refused by the epoch fence: the lease is lost, and the
+        lease task's end stops the account's execution."""
+        log.error("lease.write_fenced_out", error=str(exc))
+        self._mark_lost(exc)
 
     async def report_lost(self, error: str) -> None:
         """Raise the lease-lost alert, once per process, whoever found out first (a renewal

@@ -280,7 +280,7 @@ class Controls(LedgerPart):
             "kind": kind.value,
         }
         now = self._clock()
-        async with self._tx() as db:
+        async with self._fenced_tx(f"setting {kind.value} on {scope.value} {target}") as db:
             row = (
                 await SQL_SET_CONTROL.run(
                     db,
@@ -334,7 +334,7 @@ class Controls(LedgerPart):
         operator journal records it in the same transaction."""
         target = _control_target(scope, target)
         now = self._clock()
-        async with self._tx() as db:
+        async with self._fenced_tx(f"clearing {kind.value} on {scope.value} {target}") as db:
             row = (
                 await SQL_CLEAR_CONTROL.run(
                     db,

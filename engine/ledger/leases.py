@@ -9,10 +9,14 @@ from engine.ledger.part import LedgerPart
 from engine.ledger.records import LeaseInfo
 from engine.ledger.statements import Statement
 
+# The row is locked FOR UPDATE before the epoch is raised: that waits for every fenced write of
+# the old holder in flight (they hold it FOR KEY SHARE, which the upsert's own no-key update
+# lock would not wait for), so none of them commits under the old epoch after the takeover.
 SQL_ACQUIRE_LEASE = Statement(
     """
+    WITH held AS (SELECT 1 FROM leases WHERE account = :account FOR UPDATE)
     INSERT INTO leases AS l (account, holder, epoch, heartbeat_at, expires_at)
-    VALUES (:account, :holder, 1, :now, :expires_at)
+    SELECT :account, :holder, 1, :now, :expires_at FROM (SELECT count(*) FROM held) AS h
     ON CONFLICT (account) DO UPDATE
         SET holder = EXCLUDED.holder, epoch = l.epoch + 1,
             heartbeat_at = EXCLUDED.heartbeat_at, expires_at = EXCLUDED.expires_at

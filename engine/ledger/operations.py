@@ -221,7 +221,7 @@ class Operations(LedgerPart):
     async def claim(self, holder: str) -> OperatorRequest | None:
         """The oldest pending request of this account, now marked as being handled by
         ``holder``; ``None`` when there is none."""
-        async with self._connection() as db:
+        async with self._fenced_tx("claiming an operator request") as db:
             row = (
                 await SQL_CLAIM_OPERATION.run(db, {"account": self.account, "holder": holder})
             ).first()
@@ -231,7 +231,7 @@ class Operations(LedgerPart):
     async def complete(
         self, request_id: int, *, holder: str, result: Mapping[str, Any]
     ) -> OperatorRequest | None:
-        async with self._connection() as db:
+        async with self._fenced_tx(f"completing operator request {request_id}") as db:
             row = (
                 await SQL_COMPLETE_OPERATION.run(
                     db,
