@@ -206,6 +206,7 @@ class OperatorDesk:
         execution: CancelsAll,
         poll_s: float = 0.5,
         ledger_state: LedgerState | None = None,
+        wakeup: asyncio.Event | None = None,
     ) -> None:
         self.ledger = ledger
         self.holder = holder
@@ -214,6 +215,8 @@ class OperatorDesk:
         self.poll_s = poll_s
         #: requests wait while the ledger is away (they live in it anyway)
         self.ledger_state: LedgerState = ledger_state or AlwaysAvailable()
+        #: set by the operator listener's NOTIFY: run requests now, not at the next poll
+        self.wakeup = wakeup or asyncio.Event()
 
     async def run(self) -> None:
         while True:
@@ -222,7 +225,8 @@ class OperatorDesk:
                     await self.handle_pending()
                 except DatabaseUnavailable as exc:
                     self.ledger_state.unavailable(exc, where="operator")
-            await asyncio.sleep(self.poll_s)
+            await wait_event(self.wakeup, self.poll_s)
+            self.wakeup.clear()
 
     async def handle_pending(self) -> int:
         handled = 0

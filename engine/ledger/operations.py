@@ -10,6 +10,7 @@ import asyncpg
 
 from engine.domain.types import ControlScope
 from engine.ledger.journal import record_action
+from engine.ledger.operator_channel import notify_operator
 from engine.ledger.part import LedgerPart
 from engine.ledger.records import Operator, OperatorRequest, OperatorRequestKind
 from engine.ledger.statements import Statement, dumps, from_json, retry_transient
@@ -129,6 +130,8 @@ class Operations(LedgerPart):
                 )
             ).one()
             request = _operator_request(row)
+            # the owning engine runs it at once instead of at its next poll
+            await notify_operator(db, self.account, f"request:{request.id}")
             if operator is not None:
                 action, scope, target = journal_action(kind, params)
                 await record_action(
