@@ -53,6 +53,7 @@ from engine.exceptions import (
     TradectlError,
 )
 from engine.execution import Execution, ExecutionConfig, FillPath
+from engine.handoff import HandOff, first_set
 from engine.ledger.ledger import Ledger
 from engine.ledger.monitoring import Monitoring
 from engine.loss_halt import lift_expired_loss_halt
@@ -186,6 +187,7 @@ class Engine(StatusTask):
             on_auth_failed=self.guard.auth_failed,
         )
         self.listener = OperatorListener(db.engine.url, self.account)
+        self.handoff = HandOff(self.ledger, self.execution, holder=self.lease.holder)
         self.desk = OperatorDesk(
             self.ledger,
             holder=self.lease.holder,
@@ -194,6 +196,7 @@ class Engine(StatusTask):
             ledger_state=self.health,
             poll_s=settings.operator_poll_s,
             wakeup=self.listener.subscribe(),
+            handoff=self.handoff,
         )
         self._controls_wake = self.listener.subscribe()
         self.alert_delivery = delivery_for(self.ledger.alerts, settings, clock=clock)
@@ -216,7 +219,9 @@ class Engine(StatusTask):
             on_strategy_failure=self._strategy_failed,
             is_paused=self._is_paused,
             clock=clock,
-            may_trade=lambda: self.health.available and self.connection.may_trade(),
+            may_trade=lambda: (
+                self.health.available and self.connection.may_trade() and not self.handoff.active
+            ),
         )
         for spec in strategies:
             self.host.add(spec.hosted())
@@ -428,7 +433,8 @@ class Engine(StatusTask):
             name: asyncio.create_task(_named(name, _guard(name, fn, self.health)), name=name)
             for name, fn in (core | edge).items()
         }
-        stopper = asyncio.create_task(stop.wait(), name="stop")
+        # an operator's stop, or a hand-off that has recorded its result (engine/handoff.py)
+        stopper = asyncio.create_task(first_set(stop, self.handoff.done), name="stop")
         if on_ready is not None:
             on_ready()
         ended: list[str] = []

@@ -76,6 +76,8 @@ def journal_action(
     if kind is OperatorRequestKind.RECONCILE:
         action = "accept_balances" if params.get("accept_balances") else "reconcile"
         return action, ControlScope.ACCOUNT, None
+    if kind is OperatorRequestKind.RELEASE:
+        return "release", ControlScope.ACCOUNT, None
     if params.get("strategy"):
         return "cancel_all", ControlScope.STRATEGY, str(params["strategy"])
     if params.get("symbol"):
