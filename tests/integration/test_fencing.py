@@ -93,6 +93,9 @@ def _stale_writes(old: Ledger, coid: Any, clock: Clock) -> dict[str, Callable[[]
             ControlScope.ACCOUNT, ACCOUNT, ControlKind.HALT, reason="loss", set_by="risk"
         ),
         "claim a request": lambda: old.operations.claim(HOLDER),
+        "resolve from a listing": lambda: old.orders.apply_listed(
+            [report(coid, VenueOrderStatus.CANCELED)], cause="lookup (listing)"
+        ),
     }
 
 
@@ -108,6 +111,7 @@ def _stale_writes(old: Ledger, coid: Any, clock: Clock) -> dict[str, Callable[[]
         "expire",
         "halt",
         "claim a request",
+        "resolve from a listing",
     ],
 )
 async def test_a_write_of_the_engine_that_lost_the_lease_is_refused_and_lands_nothing(
