@@ -17,7 +17,9 @@ Prints one JSON line per configuration::
   at once), keeping ``--window`` intents outstanding. A *durable order* is one whose
   reservation and acknowledgement have committed (synchronous commit on); ``orders_per_s``
   counts them over ``--seconds`` after every process is ready, summed over the processes.
-  ``commits_per_order`` is measured from ``pg_stat_database.xact_commit`` over the same window.
+  ``commits_per_order`` is measured from ``pg_stat_database.xact_commit`` over the same window,
+  ``engine_cpu_us_per_order`` from the worker processes' CPU time; ``load_average`` says how
+  busy the machine was (a shared machine's figures are a floor, not a ceiling).
 
 Every configuration runs against a fresh database on one server: ``DATABASE_URL`` (a server
 where it may create databases) or an embedded Postgres in a temporary directory. The engine's
@@ -155,11 +157,14 @@ async def worker(url: URL, accounts: list[str], window: int, seconds: float, poo
     await reader.readline()
     before = {p.account: p.acked for p in paths}
     t0 = time.perf_counter()
+    cpu0 = time.process_time()
     await asyncio.sleep(seconds)
     elapsed = time.perf_counter() - t0
+    cpu = time.process_time() - cpu0
     acked = sum(p.acked - before[p.account] for p in paths)
     failed = [t.get_name() for p in paths for t in p.tasks if t.done()]
-    print(json.dumps({"acked": acked, "elapsed": elapsed, "failed": failed}), flush=True)
+    line = {"acked": acked, "elapsed": elapsed, "cpu": cpu, "failed": failed}
+    print(json.dumps(line), flush=True)
     for p in paths:
         for t in p.tasks:
             t.cancel()
@@ -258,6 +263,11 @@ async def engines_config(
         "orders_per_s": round(acked / elapsed, 1),
         "per_account": round(acked / elapsed / accounts, 1),
         "commits_per_order": round(commits / acked, 2) if acked else None,
+        # the engine processes' CPU per order (Python): what one core per process caps at
+        "engine_cpu_us_per_order": round(sum(r["cpu"] for r in results) / acked * 1e6)
+        if acked
+        else None,
+        "load_average": round(os.getloadavg()[0], 1),
         "seconds": round(elapsed, 2),
         "failed_tasks": failed,
     }
@@ -285,7 +295,7 @@ async def ceiling_worker(url: URL, connections: int, seconds: float) -> None:
     t0 = time.perf_counter()
     await asyncio.gather(*(loop_one(c) for c in conns))
     elapsed = time.perf_counter() - t0
-    print(json.dumps({"acked": count, "elapsed": elapsed, "failed": []}), flush=True)
+    print(json.dumps({"acked": count, "elapsed": elapsed, "cpu": 0.0, "failed": []}), flush=True)
     for c in conns:
         await c.close()
 
