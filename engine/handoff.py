@@ -58,9 +58,14 @@ class HandOff:
         """Steps 1 and 2; the result to record (step 3)."""
         self.active = True
         log.info("handoff.started", reason=reason)
-        drained = await self._bounded(self.execution.drain())
-        resolved = await self._bounded(self.execution.resolve_unresolved())
-        left = await self.ledger.orders.unresolved()
+        try:
+            drained = await self._bounded(self.execution.drain())
+            resolved = await self._bounded(self.execution.resolve_unresolved())
+            left = await self.ledger.orders.unresolved()
+        except BaseException:
+            # not handed off (the ledger went away, say): the account keeps trading here
+            self.active = False
+            raise
         result: dict[str, Any] = {
             "ok": True,
             "released_by": self.holder,
@@ -81,14 +86,18 @@ class HandOff:
         """The whole hand-off for a caller that is not an operator request (a pool
         rebalancing): journaled with ``reason``, then the engine stops."""
         result = await self.prepare(reason)
-        await self.ledger.journal.record(
-            Operator(actor=actor, reason=reason),
-            action="release",
-            scope=ControlScope.ACCOUNT,
-            target=self.ledger.account,
-            outcome=f"released ({result['unresolved_orders']} order(s) left unresolved)",
-            details=result,
-        )
+        try:
+            await self.ledger.journal.record(
+                Operator(actor=actor, reason=reason),
+                action="release",
+                scope=ControlScope.ACCOUNT,
+                target=self.ledger.account,
+                outcome=f"released ({result['unresolved_orders']} order(s) left unresolved)",
+                details=result,
+            )
+        except BaseException:
+            self.active = False  # not recorded, not handed off: trading goes on here
+            raise
         self.finish()
         return result
 

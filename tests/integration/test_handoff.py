@@ -5,14 +5,29 @@ before it trades."""
 
 from __future__ import annotations
 
+import asyncio
 import json
+from datetime import timedelta
+from decimal import Decimal
 from pathlib import Path
 
 from sqlalchemy import text
 from sqlalchemy.engine import URL
 from sqlalchemy.ext.asyncio import AsyncEngine
 
+from engine.controls import LeaseKeeper
 from engine.demo import simulator_config
+from engine.domain.intents import Buy, DecisionKey
+from engine.domain.market import Quote
+from engine.domain.risk import Limits
+from engine.domain.types import AccountId, Side, StrategyId, utc_now
+from engine.execution import Execution, ExecutionConfig
+from engine.handoff import HandOff
+from engine.ledger.ledger import Ledger
+from engine.marketdata.conflator import Conflator
+from engine.portfolio import Portfolio
+from engine.risk_gate import LimitsBook, RiskGate
+from engine.venues.paper import BTCUSDT, default_paper_venue
 from engine.venues.simulator import run_simulator
 from tests.chaos.harness import SYMBOLS, EngineProcess, engine_env
 from tests.helpers import eventually, tradectl
@@ -88,3 +103,61 @@ async def test_a_released_account_is_taken_over_at_once_and_reconciled_before_tr
     [entry] = [e for e in map(json.loads, proc.stdout.splitlines()) if e["action"] == "release"]
     assert entry["reason"] == "rebalancing onto the second"
     assert entry["request"].startswith("ok"), entry
+
+
+async def test_give_up_settles_what_is_in_flight_journals_the_reason_and_lets_the_next_owner_in(
+    db_engine: AsyncEngine,
+) -> None:
+    """The hand-off as a pool calls it (no operator request), on the real execution path over
+    the paper venue: the orders sent have their answers, the journal has the reason, and once
+    the lease is released the next owner takes it at once."""
+    venue = default_paper_venue((BTCUSDT,), seed=1)
+    now = utc_now()
+    quote = Quote(
+        symbol=BTCUSDT, bid=Decimal("30000.00"), bid_size=Decimal(100), ask=Decimal("30000.01"),
+        ask_size=Decimal(100), venue_ts=now, received_at=now,
+    )  # fmt: skip
+    venue.set_quote(quote)
+    conflator = Conflator()
+    conflator.publish(quote)
+    ledger = Ledger(db_engine, account=AccountId("pool-1"), venue=venue.name)
+    lease = LeaseKeeper(ledger, ttl=timedelta(seconds=120))
+    await lease.acquire()
+    portfolio = Portfolio(db_engine, "pool-1")
+    limits = Limits(
+        max_order_qty=Decimal(1), max_order_notional=Decimal(100_000),
+        max_position_qty=Decimal(10), max_price_age=timedelta(hours=1),
+    )  # fmt: skip
+    execution = Execution(
+        ledger=ledger,
+        venue=venue,
+        gate=RiskGate(
+            limits=LimitsBook(account=limits), market=conflator, portfolio=portfolio, clock=utc_now
+        ),
+        lease=lease,
+        config=ExecutionConfig(account=AccountId("pool-1"), order_id_prefix="pool"),
+    )
+    running = asyncio.create_task(execution.run())
+    try:
+        for i in range(5):
+            key = DecisionKey(
+                strategy_id=StrategyId("s"), symbol=BTCUSDT, interval_key=f"i{i}", side=Side.BUY
+            )
+            await execution.submit_intent(
+                Buy(key=key, reason="r", md_ts=now, quantity=Decimal("0.001"))
+            )
+        handoff = HandOff(ledger, execution, holder=lease.holder)
+        result = await handoff.give_up("rebalancing: a new engine joined", actor="engine:pool")
+    finally:
+        running.cancel()
+        await asyncio.gather(running, return_exceptions=True)
+        await venue.close()
+    assert handoff.done.is_set()
+    assert result["ok"] is True
+    assert result["unresolved_orders"] == 0
+    assert await _one(db_engine, "SELECT count(*) FROM orders WHERE account = 'pool-1'") == 5
+    [action] = await ledger.journal.read()
+    assert (action.action, action.actor) == ("release", "engine:pool")
+    assert action.reason == "rebalancing: a new engine joined"
+    await lease.release()
+    assert await ledger.leases.acquire("the-next-owner", timedelta(seconds=120)) == 2
