@@ -67,6 +67,8 @@ class Settings(BaseSettings):
 
     status_interval_s: float = Field(default=5.0, gt=0)
     lease_ttl_s: float = Field(default=15.0, gt=1)
+    #: operator requests and controls wake the engine by NOTIFY; this poll is the fallback
+    operator_poll_s: float = Field(default=2.0, gt=0)
     reconcile_interval_s: float = Field(default=30.0, gt=0)
     #: how long an order the venue cannot find may still appear there (venue consistency window)
     consistency_window_s: float = Field(default=3.0, ge=0)

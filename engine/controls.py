@@ -18,6 +18,7 @@ import structlog
 from engine.domain.alerts import halted_alert, lease_lost_alert
 from engine.domain.types import ControlKind, ControlScope, utc_now
 from engine.exceptions import DatabaseUnavailable, LeaseLost, VenueError
+from engine.handoff import HandOff
 from engine.ledger.ledger import Ledger
 from engine.ledger.records import OperatorRequest, OperatorRequestKind
 from engine.metrics import error, lease_held
@@ -25,6 +26,10 @@ from engine.outage import AlwaysAvailable, LedgerState, ThrottledLog
 from engine.tasks import wait_event
 
 log = structlog.get_logger("tradectl.controls")
+
+
+#: how often a standby looks whether the lease was released or expired
+STANDBY_POLL_S = 0.25
 
 
 def make_holder() -> str:
@@ -40,6 +45,7 @@ class LeaseKeeper:
         self._lost = False
         self._lost_event = asyncio.Event()
         self._lost_reported = False
+        self._lost_error: str | None = None
         self._throttled = ThrottledLog(log)
 
     @property
@@ -64,6 +70,10 @@ class LeaseKeeper:
             if epoch is not None:
                 self._epoch = epoch
                 self._lost = False
+                # every execution write of this ledger is fenced on this epoch from now on,
+                # and one refused write stops the account as a failed renewal does
+                self.ledger.fence.hold(self._holder, epoch)
+                self.ledger.fence.on_refused = self._fenced_out
                 lease_held(self.ledger.account, True)
                 log.info("lease.acquired", holder=self._holder, epoch=epoch)
                 return epoch
@@ -74,13 +84,26 @@ class LeaseKeeper:
                     ttl_s=self.ttl.total_seconds(),
                 )
                 announced = True
-            await asyncio.sleep(self.ttl.total_seconds() / 3)
+            await self._until_free()
+
+    async def _until_free(self) -> None:
+        """A standby's wait: a lock-free read every STANDBY_POLL_S, so a released lease (a
+        graceful hand-off) is taken within that, not after the TTL; at most ttl/3."""
+        loop = asyncio.get_running_loop()
+        deadline = loop.time() + self.ttl.total_seconds() / 3
+        while loop.time() < deadline:
+            await asyncio.sleep(STANDBY_POLL_S)
+            if await self.ledger.leases.free_for(self._holder):
+                return
 
     async def keep(self) -> None:
         """Renew every ttl/3 until cancelled; return (lost) when renewal is refused."""
         while True:
             if await wait_event(self._lost_event, self.ttl.total_seconds() / 3):
-                return  # confirm() found it taken over
+                # a renewal elsewhere or a fenced write found it taken over
+                if self._lost_error is not None:
+                    await self.report_lost(self._lost_error)
+                return
             try:
                 await self.renew()
             except LeaseLost:
@@ -97,14 +120,24 @@ class LeaseKeeper:
         try:
             await self.ledger.leases.renew(self._holder, self.epoch, self.ttl)
         except LeaseLost as exc:
-            if not self._lost:
-                self._lost = True
-                self._lost_event.set()
-                lease_held(self.ledger.account, False)
-                error(self.ledger.account, "lease")
-                log.error("lease.lost", note="no new orders on this account", error=str(exc))
+            self._mark_lost(exc)
             await self.report_lost(str(exc))
             raise
+
+    def _mark_lost(self, exc: LeaseLost) -> None:
+        if not self._lost:
+            self._lost = True
+            self._lost_error = str(exc)
+            self._lost_event.set()
+            lease_held(self.ledger.account, False)
+            error(self.ledger.account, "lease")
+            log.error("lease.lost", note="no new orders on this account", error=str(exc))
+
+    def _fenced_out(self, exc: LeaseLost) -> None:
+        """A write of this account was refused by the epoch fence: the lease is lost, and the
+        lease task's end stops the account's execution."""
+        log.error("lease.write_fenced_out", error=str(exc))
+        self._mark_lost(exc)
 
     async def report_lost(self, error: str) -> None:
         """Raise the lease-lost alert, once per process, whoever found out first (a renewal
@@ -188,6 +221,8 @@ class OperatorDesk:
         execution: CancelsAll,
         poll_s: float = 0.5,
         ledger_state: LedgerState | None = None,
+        wakeup: asyncio.Event | None = None,
+        handoff: HandOff | None = None,
     ) -> None:
         self.ledger = ledger
         self.holder = holder
@@ -196,6 +231,10 @@ class OperatorDesk:
         self.poll_s = poll_s
         #: requests wait while the ledger is away (they live in it anyway)
         self.ledger_state: LedgerState = ledger_state or AlwaysAvailable()
+        #: set by the operator listener's NOTIFY: run requests now, not at the next poll
+        self.wakeup = wakeup or asyncio.Event()
+        #: runs `tradectl release` (engine/handoff.py); without one, release is refused
+        self.handoff = handoff
 
     async def run(self) -> None:
         while True:
@@ -204,7 +243,8 @@ class OperatorDesk:
                     await self.handle_pending()
                 except DatabaseUnavailable as exc:
                     self.ledger_state.unavailable(exc, where="operator")
-            await asyncio.sleep(self.poll_s)
+            await wait_event(self.wakeup, self.poll_s)
+            self.wakeup.clear()
 
     async def handle_pending(self) -> int:
         handled = 0
@@ -212,6 +252,10 @@ class OperatorDesk:
             result = await self.execute(request)
             await self.ledger.operations.complete(request.id, holder=self.holder, result=result)
             handled += 1
+            if request.kind is OperatorRequestKind.RELEASE and result.get("ok"):
+                assert self.handoff is not None
+                self.handoff.finish()  # recorded under the lease: now stop and release it
+                return handled
         return handled
 
     async def execute(self, request: OperatorRequest) -> dict[str, Any]:
@@ -223,6 +267,8 @@ class OperatorDesk:
             reason=request.reason,
         )
         try:
+            if request.kind is OperatorRequestKind.RELEASE:
+                return await self._release(request)
             if request.kind is OperatorRequestKind.RECONCILE:
                 report = await self.reconciler.reconcile(
                     accept_balances=bool(request.params.get("accept_balances"))
@@ -237,3 +283,16 @@ class OperatorDesk:
             return {"ok": True, "cancels_requested": count}
         except (VenueError, DatabaseUnavailable) as exc:
             return {"ok": False, "error": f"{type(exc).__name__}: {exc}"}
+
+    async def _release(self, request: OperatorRequest) -> dict[str, Any]:
+        meant_for = request.params.get("holder")
+        if meant_for is not None and meant_for != self.holder:
+            # asked of an owner that has since died: this one just took the account over
+            return {
+                "ok": False,
+                "error": f"asked of {meant_for}, which no longer holds the lease; "
+                f"{self.holder} took the account over meanwhile and keeps it",
+            }
+        if self.handoff is None:
+            return {"ok": False, "error": "this process cannot hand the account off"}
+        return await self.handoff.prepare(f"{request.requested_by}: {request.reason}")

@@ -138,6 +138,13 @@ CONTROLS_ACTIVE = _metric(
 INCIDENTS_OPEN = _metric(
     Gauge, "tradectl_incidents_open", "Open incidents by severity", ("account", "severity")
 )
+OPERATOR_WAKEUPS = _metric(
+    Counter,
+    "tradectl_operator_wakeups_total",
+    "Operator work woken by a NOTIFY on the account's channel, or after the listening "
+    "connection (re)connected (via)",
+    ("account", "via"),
+)
 SETTLEMENTS = _metric(
     Counter,
     "tradectl_settlements_recorded",
@@ -182,6 +189,10 @@ def error(account: str, component: str) -> None:
 
 def lease_held(account: str, held: bool) -> None:
     LEASE_HELD.labels(account).set(1 if held else 0)
+
+
+def operator_wakeup(account: str, via: str) -> None:
+    OPERATOR_WAKEUPS.labels(account, via).inc()
 
 
 def controls_active(account: str, kinds: Iterable[str], *, all_kinds: Iterable[str]) -> None:

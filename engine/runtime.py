@@ -16,6 +16,7 @@ import contextlib
 import os
 import signal
 import sys
+import time
 from collections.abc import Awaitable, Callable
 from datetime import datetime
 from decimal import Decimal
@@ -52,6 +53,7 @@ from engine.exceptions import (
     TradectlError,
 )
 from engine.execution import Execution, ExecutionConfig, FillPath
+from engine.handoff import HandOff, first_set
 from engine.ledger.ledger import Ledger
 from engine.ledger.monitoring import Monitoring
 from engine.live_guard import confirm_live, staging
@@ -61,6 +63,7 @@ from engine.marketdata.feed import MarketDataFeed
 from engine.marketdata.recording import recorder_for
 from engine.metrics import assumptions, controls_active, error
 from engine.observability import configure_logging, for_humans, json_output
+from engine.operator_listener import OperatorListener
 from engine.outage import LedgerHealth, OutageRecovery, guarded
 from engine.portfolio import Portfolio
 from engine.protection_config import VenueProtection, protection_from_settings
@@ -71,7 +74,7 @@ from engine.settlement import settler_for
 from engine.status_task import StatusTask
 from engine.strategy_config import StartPolicy, StrategySpec, load_trading_config
 from engine.strategy_host import StrategyHost
-from engine.tasks import run_main, stop_tasks
+from engine.tasks import run_main, stop_tasks, wait_event
 from engine.venue_guard import GuardedGate, VenueGuard
 from engine.venue_session import VenueSession, open_venue
 
@@ -194,13 +197,19 @@ class Engine(StatusTask):
             on_reconnect=self.connection.reconnected,
             on_auth_failed=self.guard.auth_failed,
         )
+        self.listener = OperatorListener(db.engine.url, self.account)
+        self.handoff = HandOff(self.ledger, self.execution, holder=self.lease.holder)
         self.desk = OperatorDesk(
             self.ledger,
             holder=self.lease.holder,
             reconciler=self.reconciler,
             execution=self.execution,
             ledger_state=self.health,
+            poll_s=settings.operator_poll_s,
+            wakeup=self.listener.subscribe(),
+            handoff=self.handoff,
         )
+        self._controls_wake = self.listener.subscribe()
         self.alert_delivery = delivery_for(self.ledger.alerts, settings, clock=clock)
         self._paused: set[StrategyId] = set()
         self._lease_task: asyncio.Task[None] | None = None
@@ -221,7 +230,9 @@ class Engine(StatusTask):
             on_strategy_failure=self._strategy_failed,
             is_paused=self._is_paused,
             clock=clock,
-            may_trade=lambda: self.health.available and self.connection.may_trade(),
+            may_trade=lambda: (
+                self.health.available and self.connection.may_trade() and not self.handoff.active
+            ),
         )
         for spec in strategies:
             self.host.add(spec.hosted(staging(settings)))
@@ -286,7 +297,9 @@ class Engine(StatusTask):
 
     async def _controls_loop(self) -> None:
         # "take effect within a second": the reserve transaction enforces controls anyway; this
-        # only stops paused strategies from deciding at all.
+        # only stops paused strategies from deciding at all. Read at once when an operator's
+        # NOTIFY arrives, else every operator_poll_s; the loss halt is checked every 0.5 s.
+        next_read = 0.0
         while True:
             if not self.health.available:
                 await asyncio.sleep(0.5)  # nothing to read; recovery refreshes them
@@ -297,9 +310,12 @@ class Engine(StatusTask):
                 # The gate already rejects every order while the loss is over the limit; the
                 # HALT makes it stick across restarts until an operator lifts it.
                 await halt_for_loss(self.ledger, reason)
-            await lift_expired_loss_halt(self.ledger, self.gate.limits.account, self.clock())
-            await self._refresh_controls()
-            await asyncio.sleep(0.5)
+            if self._controls_wake.is_set() or time.monotonic() >= next_read:
+                self._controls_wake.clear()
+                next_read = time.monotonic() + self.settings.operator_poll_s
+                await lift_expired_loss_halt(self.ledger, self.gate.limits.account, self.clock())
+                await self._refresh_controls()
+            await wait_event(self._controls_wake, 0.5)
 
     async def _reconcile_loop(self) -> None:
         await self.reconciler.run_periodic(self.settings.reconcile_interval_s)
@@ -395,6 +411,7 @@ class Engine(StatusTask):
             "controls": self._controls_loop,
             # its own task: a reconcile it runs must not hold up the controls refresh
             "operator": self.desk.run,
+            "operator-listen": self.listener.run,
             # the only task that probes the database during an outage, and ends it
             "recovery": OutageRecovery(self.health, self._catch_up).run,
             # sends in worker threads: a slow or dead channel never holds up trading
@@ -433,7 +450,8 @@ class Engine(StatusTask):
             name: asyncio.create_task(_named(name, _guard(name, fn, self.health)), name=name)
             for name, fn in (core | edge).items()
         }
-        stopper = asyncio.create_task(stop.wait(), name="stop")
+        # an operator's stop, or a hand-off that has recorded its result (engine/handoff.py)
+        stopper = asyncio.create_task(first_set(stop, self.handoff.done), name="stop")
         if on_ready is not None:
             on_ready()
         ended: list[str] = []

@@ -233,16 +233,7 @@ def _operate(
                 console.print(
                     f"request {request.id} queued for the running engine ({lease.holder})"
                 )
-                deadline = asyncio.get_running_loop().time() + timeout
-                while asyncio.get_running_loop().time() < deadline:
-                    done = await ledger.operations.get(request.id)
-                    if done is not None and done.handled_at is not None:
-                        return done.result or {}
-                    await asyncio.sleep(0.2)
-                raise TradectlError(
-                    f"request {request.id} was not handled within {timeout:g}s; it stays queued "
-                    "and the engine runs it when it can (see table operator_requests)"
-                )
+                return await _answer(ledger, request.id, timeout)
             if config.venue not in (VenueKind.BINANCE, VenueKind.KALSHI):
                 # The simulator and the paper venue live inside `tradectl run`: a fresh one
                 # here would know none of the ledger's orders. The next engine start runs it.
@@ -261,6 +252,20 @@ def _operate(
     typer.echo(render_result(kind_value, result))
     if not result.get("ok", False):
         raise typer.Exit(1)
+
+
+async def _answer(ledger: Ledger, request_id: int, wait_s: float) -> dict[str, object]:
+    """Wait for the running engine's result of a queued request."""
+    deadline = asyncio.get_running_loop().time() + wait_s
+    while asyncio.get_running_loop().time() < deadline:
+        done = await ledger.operations.get(request_id)
+        if done is not None and done.handled_at is not None:
+            return done.result or {}
+        await asyncio.sleep(0.2)
+    raise TradectlError(
+        f"request {request_id} was not handled within {wait_s:g}s; it stays queued "
+        "and the engine runs it when it can (see table operator_requests)"
+    )
 
 
 async def _operate_here(
@@ -366,3 +371,44 @@ def cancel_all(
     elif scope is ControlScope.SYMBOL:
         params["symbol"] = target
     _operate("cancel_all", operator, params, timeout)
+
+
+@app.command()
+def release(reason: ReasonOpt = None, by: ByOpt = None, timeout: WaitOpt = 60.0) -> None:
+    """Hand the account off: its engine stops deciding, lets in-flight orders reach a definite
+    state, records the result and releases its lease, so another engine (a standby, or one of a
+    pool) takes the account over at once instead of after the lease TTL, and reconciles first."""
+    from engine.domain.types import utc_now
+    from engine.ledger.records import OperatorRequestKind
+
+    operator = check_operator(reason, by)
+    if not (math.isfinite(timeout) and 0 <= timeout <= 86400):
+        fail(f"--timeout {timeout:g}: expected 0-86400 seconds")
+    config = settings()
+
+    async def go() -> dict[str, object]:
+        async with open_database(config) as db:
+            ledger = ledger_for(db, config)
+            lease = await ledger.leases.info()
+            if lease is None or lease.expires_at <= utc_now():
+                raise TradectlError(
+                    f"no engine holds the lease of account {config.account!r}: there is "
+                    "nothing to hand off (the next engine to start takes the account)"
+                )
+            request = await ledger.operations.request(
+                OperatorRequestKind.RELEASE,
+                requested_by=f"cli:{operator.actor}",
+                reason=operator.reason,
+                # only the owner asked: one that took over meanwhile keeps the account
+                params={"holder": lease.holder},
+                operator=operator,
+            )
+            console.print(f"request {request.id}: asking {lease.holder} to hand the account off")
+            return await _answer(ledger, request.id, timeout)
+
+    result = run_async(go)
+    from engine.cli.summaries import render_result
+
+    typer.echo(render_result("release", result))
+    if not result.get("ok", False):
+        raise typer.Exit(1)

@@ -21,6 +21,7 @@ MEANING: dict[str, str] = {
     "seed": "seed of the simulated market",
     "status_interval_s": "seconds between status refreshes",
     "lease_ttl_s": "single-writer lease; a standby takes over after it expires",
+    "operator_poll_s": "fallback poll of operator requests and controls (NOTIFY wakes at once)",
     "reconcile_interval_s": "seconds between periodic reconciliations",
     "consistency_window_s": "how long an order the venue cannot find may still appear",
     "resolve_interval_s": "seconds between lookups of orders whose outcome is unknown",

@@ -24,6 +24,12 @@ def render_result(kind: str, result: Mapping[str, Any]) -> str:
         return f"{kind} failed: {result.get('error') or 'no result'}"
     if kind == "reconcile":
         return render_reconcile(result)
+    if kind == "release":
+        n = int(result.get("unresolved_orders", 0))
+        return (
+            f"release: {result.get('released_by')} handed the account off; "
+            f"{_plural(n, 'order')} left unresolved for the next owner to look up"
+        )
     if kind == "cancel_all":
         n = int(result.get("cancels_requested", 0))
         return f"cancel-all: {_plural(n, 'cancel')} requested"

@@ -21,6 +21,7 @@ from engine.domain.types import (
 from engine.ledger.alerts import alert_cte, alert_params
 from engine.ledger.decisions import with_outcome
 from engine.ledger.journal import record_action
+from engine.ledger.operator_channel import notify_operator
 from engine.ledger.part import LedgerPart
 from engine.ledger.records import Control, DecisionRecord, Operator, Reservation
 from engine.ledger.rows import FILL_TOTALS, NON_TERMINAL
@@ -280,7 +281,7 @@ class Controls(LedgerPart):
             "kind": kind.value,
         }
         now = self._clock()
-        async with self._tx() as db:
+        async with self._fenced_tx(f"setting {kind.value} on {scope.value} {target}") as db:
             row = (
                 await SQL_SET_CONTROL.run(
                     db,
@@ -300,6 +301,8 @@ class Controls(LedgerPart):
                 # transaction waited for the lock (READ COMMITTED: a snapshot per statement).
                 row = (await SQL_ACTIVE_CONTROL.run(db, params)).one()
             control = _control(row)
+            # the owning engine(s) refresh their controls at once, not at their next poll
+            await notify_operator(db, params["account"], f"control:{control.id}")
             if operator is not None:
                 outcome = (
                     f"set (control {control.id})"
@@ -334,7 +337,7 @@ class Controls(LedgerPart):
         operator journal records it in the same transaction."""
         target = _control_target(scope, target)
         now = self._clock()
-        async with self._tx() as db:
+        async with self._fenced_tx(f"clearing {kind.value} on {scope.value} {target}") as db:
             row = (
                 await SQL_CLEAR_CONTROL.run(
                     db,
@@ -348,6 +351,7 @@ class Controls(LedgerPart):
                     },
                 )
             ).first()
+            await notify_operator(db, self._control_account(scope, target), "control:cleared")
             if operator is not None:
                 await record_action(
                     db,

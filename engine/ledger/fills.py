@@ -14,6 +14,7 @@ import structlog
 
 from engine.domain.orders import target_state
 from engine.domain.types import OrderState, Symbol, TradeId, VenueOrderStatus
+from engine.ledger.fence import FENCE_CTES
 from engine.ledger.part import LedgerPart
 from engine.ledger.records import ExternalFills
 from engine.ledger.statements import Statement, require_finite, retry_transient
@@ -36,6 +37,7 @@ SQL_LOCK_ORDERS = Statement(
 # Insert fills (duplicates by the account's trade id are skipped: the same trade id in another
 # account is another account's trade) and return, per locked order, the fill sum
 # including the rows just inserted (this statement's snapshot cannot see its own inserts).
+# Only in a statement with the lease fence (engine/ledger/fence.py): nothing when fenced out.
 INSERT_FILLS = """
     INSERT INTO fills (venue, symbol, trade_id, client_order_id, venue_order_id, account,
                        side, qty, price, fee, fee_asset, liquidity, venue_ts, received_at,
@@ -51,6 +53,7 @@ INSERT_FILLS = """
         CAST(:f_venue_ts AS timestamptz[]), CAST(:f_received_at AS timestamptz[])
     ) AS t(venue, symbol, trade_id, client_order_id, venue_order_id, side, qty, price, fee,
            fee_asset, liquidity, venue_ts, received_at)
+    WHERE (SELECT ok FROM fence)
     ON CONFLICT (account, venue, symbol, trade_id) DO NOTHING
 """
 
@@ -265,11 +268,13 @@ def _fill_driven_state(current: OrderState, filled: Decimal, requested: Decimal)
 # updated_at), which is what makes staleness detectable by the next writer.
 SQL_APPEND_FILLS = Statement(
     f"""
-    WITH cur AS (
+    WITH {FENCE_CTES},
+    cur AS (
         SELECT o.client_order_id, o.state, o.requested_qty, o.xmin AS locked_xmin,
                o.decision_id, o.strategy_id
         FROM orders o
         WHERE o.client_order_id = ANY(CAST(:client_order_ids AS text[])) AND o.account = :account
+          AND (SELECT ok FROM fence)
         ORDER BY o.client_order_id
         FOR UPDATE
     ),
@@ -316,6 +321,8 @@ SQL_APPEND_FILLS = Statement(
     FROM ins i LEFT JOIN cur c ON c.client_order_id = i.client_order_id
     UNION ALL
     SELECT 'stale', NULL, NULL, NULL, t.client_order_id, NULL, NULL FROM tgt t WHERE t.stale
+    UNION ALL
+    SELECT 'fenced', NULL, NULL, NULL, NULL, NULL, NULL FROM fence WHERE NOT fence.ok
     """
 )
 
@@ -352,14 +359,18 @@ class Fills(LedgerPart):
         async with self._connection() as db:
             result = await SQL_APPEND_FILLS.run(
                 db,
-                {
-                    **fill_params(fills),
-                    "client_order_ids": coids,
-                    "account": self.account,
-                    "now": now,
-                },
+                self._fenced(
+                    {
+                        **fill_params(fills),
+                        "client_order_ids": coids,
+                        "account": self.account,
+                        "now": now,
+                    }
+                ),
             )
             for kind, venue, symbol, trade_id, coid, decision, strategy in map(tuple, result):
+                if kind == "fenced":
+                    raise self._fence.refused(f"recording {len(fills)} fill(s)")
                 if kind == "inserted":
                     inserted[venue, symbol, trade_id] = (decision, strategy)
                 else:
@@ -374,7 +385,7 @@ class Fills(LedgerPart):
 
     async def _refresh_fill_states(self, client_order_ids: Sequence[str], now: datetime) -> None:
         """The slow path of append: lock, then read the sums, then move."""
-        async with self._tx() as db:
+        async with self._fenced_tx("moving orders by their fills") as db:
             locked = list(
                 await SQL_LOCK_ORDERS.run(
                     db, {"account": self.account, "client_order_ids": list(client_order_ids)}

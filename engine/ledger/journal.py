@@ -96,7 +96,31 @@ def _action(m: asyncpg.Record) -> OperatorAction:
 
 
 class Journal(LedgerPart):
-    """``ledger.journal``: read the operator journal."""
+    """``ledger.journal``: read the operator journal (and record what the engine does on its
+    own account's behalf, such as a hand-off)."""
+
+    async def record(
+        self,
+        operator: Operator,
+        *,
+        action: str,
+        scope: ControlScope,
+        target: str | None,
+        outcome: str,
+        details: Mapping[str, Any] | None = None,
+    ) -> None:
+        async with self._fenced_tx(f"journaling {action}") as db:
+            await record_action(
+                db,
+                account=self.account,
+                now=self._clock(),
+                operator=operator,
+                action=action,
+                scope=scope,
+                target=target,
+                outcome=outcome,
+                details=details,
+            )
 
     async def read(
         self, *, since: datetime | None = None, all_accounts: bool = False

@@ -9,10 +9,20 @@ from engine.ledger.part import LedgerPart
 from engine.ledger.records import LeaseInfo
 from engine.ledger.statements import Statement
 
+# The row is locked FOR UPDATE before the epoch is raised: that waits for every fenced write of
+# the old holder in flight (they hold it FOR KEY SHARE, which the upsert's own no-key update
+# lock would not wait for), so none of them commits under the old epoch after the takeover.
+# Only a lease that may be taken is locked so: a standby's refused attempt never holds up the
+# owner's writes.
 SQL_ACQUIRE_LEASE = Statement(
     """
+    WITH held AS (
+        SELECT 1 FROM leases
+        WHERE account = :account AND (expires_at <= :now OR holder = :holder)
+        FOR UPDATE
+    )
     INSERT INTO leases AS l (account, holder, epoch, heartbeat_at, expires_at)
-    VALUES (:account, :holder, 1, :now, :expires_at)
+    SELECT :account, :holder, 1, :now, :expires_at FROM (SELECT count(*) FROM held) AS h
     ON CONFLICT (account) DO UPDATE
         SET holder = EXCLUDED.holder, epoch = l.epoch + 1,
             heartbeat_at = EXCLUDED.heartbeat_at, expires_at = EXCLUDED.expires_at
@@ -31,6 +41,14 @@ SQL_RELEASE_LEASE = Statement(
     """
     UPDATE leases SET expires_at = :now
     WHERE account = :account AND holder = :holder AND epoch = :epoch AND expires_at > :now
+    """
+)
+# A standby's cheap question (no lock): may it try to take the lease now?
+SQL_LEASE_FREE = Statement(
+    """
+    SELECT NOT EXISTS (
+        SELECT 1 FROM leases WHERE account = :account AND expires_at > :now AND holder <> :holder
+    )
     """
 )
 SQL_LEASE = Statement(
@@ -93,6 +111,17 @@ class Leases(LedgerPart):
             await SQL_RELEASE_LEASE.run(
                 db,
                 {"account": self.account, "holder": holder, "epoch": epoch, "now": now},
+            )
+
+    async def free_for(self, holder: str) -> bool:
+        """Whether ``holder`` could take the lease now (none, expired, released, or its own)."""
+        async with self._connection() as db:
+            return bool(
+                (
+                    await SQL_LEASE_FREE.run(
+                        db, {"account": self.account, "holder": holder, "now": self._clock()}
+                    )
+                ).scalar()
             )
 
     async def info(self) -> LeaseInfo | None:

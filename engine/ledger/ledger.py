@@ -55,6 +55,7 @@ from engine.ledger.balances import Balances
 from engine.ledger.controls import Controls
 from engine.ledger.decisions import Decisions
 from engine.ledger.explain import Explain
+from engine.ledger.fence import Fence
 from engine.ledger.fills import Fills
 from engine.ledger.incidents import Incidents
 from engine.ledger.journal import Journal
@@ -83,18 +84,36 @@ class Ledger:
     ) -> None:
         self.account = account
         self.venue = venue
-        self.leases = Leases(engine, account=account, venue=venue, clock=clock)
-        self.decisions = Decisions(engine, account=account, venue=venue, clock=clock)
-        self.orders = Orders(engine, account=account, venue=venue, clock=clock)
-        self.fills = Fills(engine, account=account, venue=venue, clock=clock)
-        self.controls = Controls(engine, account=account, venue=venue, clock=clock)
-        self.incidents = Incidents(engine, account=account, venue=venue, clock=clock)
-        self.balances = Balances(engine, account=account, venue=venue, clock=clock)
-        self.operations = Operations(engine, account=account, venue=venue, clock=clock)
-        self.journal = Journal(engine, account=account, venue=venue, clock=clock)
-        self.explain = Explain(engine, account=account, venue=venue, clock=clock)
-        self.risk_inputs = RiskInputs(engine, account=account, venue=venue, clock=clock)
-        self.marks = Marks(engine, account=account, venue=venue, clock=clock)
-        self.settlements = Settlements(engine, account=account, venue=venue, clock=clock)
-        self.alerts = Alerts(engine, account=account, venue=venue, clock=clock)
-        self.loss_marks = LossMarksPart(engine, account=account, venue=venue, clock=clock)
+        #: the lease epoch every execution write is fenced on, once the engine holds the lease
+        self.fence = Fence(account)
+        self.leases = Leases(engine, account=account, venue=venue, clock=clock, fence=self.fence)
+        self.decisions = Decisions(
+            engine, account=account, venue=venue, clock=clock, fence=self.fence
+        )
+        self.orders = Orders(engine, account=account, venue=venue, clock=clock, fence=self.fence)
+        self.fills = Fills(engine, account=account, venue=venue, clock=clock, fence=self.fence)
+        self.controls = Controls(
+            engine, account=account, venue=venue, clock=clock, fence=self.fence
+        )
+        self.incidents = Incidents(
+            engine, account=account, venue=venue, clock=clock, fence=self.fence
+        )
+        self.balances = Balances(
+            engine, account=account, venue=venue, clock=clock, fence=self.fence
+        )
+        self.operations = Operations(
+            engine, account=account, venue=venue, clock=clock, fence=self.fence
+        )
+        self.journal = Journal(engine, account=account, venue=venue, clock=clock, fence=self.fence)
+        self.explain = Explain(engine, account=account, venue=venue, clock=clock, fence=self.fence)
+        self.risk_inputs = RiskInputs(
+            engine, account=account, venue=venue, clock=clock, fence=self.fence
+        )
+        self.marks = Marks(engine, account=account, venue=venue, clock=clock, fence=self.fence)
+        self.settlements = Settlements(
+            engine, account=account, venue=venue, clock=clock, fence=self.fence
+        )
+        self.alerts = Alerts(engine, account=account, venue=venue, clock=clock, fence=self.fence)
+        self.loss_marks = LossMarksPart(
+            engine, account=account, venue=venue, clock=clock, fence=self.fence
+        )

@@ -90,7 +90,7 @@ class Listings(LedgerPart):
                 "details",
             )
         }
-        async with self._tx() as db:
+        async with self._fenced_tx(f"resolving {len(ids)} order(s) from a listing") as db:
             locked = await SQL_LOCK_ORDERS.run(
                 db, {"account": self.account, "client_order_ids": ids}
             )

@@ -10,6 +10,7 @@ import asyncpg
 
 from engine.domain.types import ControlScope
 from engine.ledger.journal import record_action
+from engine.ledger.operator_channel import notify_operator
 from engine.ledger.part import LedgerPart
 from engine.ledger.records import Operator, OperatorRequest, OperatorRequestKind
 from engine.ledger.statements import Statement, dumps, from_json, retry_transient
@@ -75,6 +76,8 @@ def journal_action(
     if kind is OperatorRequestKind.RECONCILE:
         action = "accept_balances" if params.get("accept_balances") else "reconcile"
         return action, ControlScope.ACCOUNT, None
+    if kind is OperatorRequestKind.RELEASE:
+        return "release", ControlScope.ACCOUNT, None
     if params.get("strategy"):
         return "cancel_all", ControlScope.STRATEGY, str(params["strategy"])
     if params.get("symbol"):
@@ -129,6 +132,8 @@ class Operations(LedgerPart):
                 )
             ).one()
             request = _operator_request(row)
+            # the owning engine runs it at once instead of at its next poll
+            await notify_operator(db, self.account, f"request:{request.id}")
             if operator is not None:
                 action, scope, target = journal_action(kind, params)
                 await record_action(
@@ -221,7 +226,7 @@ class Operations(LedgerPart):
     async def claim(self, holder: str) -> OperatorRequest | None:
         """The oldest pending request of this account, now marked as being handled by
         ``holder``; ``None`` when there is none."""
-        async with self._connection() as db:
+        async with self._fenced_tx("claiming an operator request") as db:
             row = (
                 await SQL_CLAIM_OPERATION.run(db, {"account": self.account, "holder": holder})
             ).first()
@@ -231,7 +236,7 @@ class Operations(LedgerPart):
     async def complete(
         self, request_id: int, *, holder: str, result: Mapping[str, Any]
     ) -> OperatorRequest | None:
-        async with self._connection() as db:
+        async with self._fenced_tx(f"completing operator request {request_id}") as db:
             row = (
                 await SQL_COMPLETE_OPERATION.run(
                     db,

@@ -23,6 +23,7 @@ from engine.domain.types import (
 )
 from engine.exceptions import LedgerError, StateConflict
 from engine.ledger.alerts import insert_alert
+from engine.ledger.fence import FENCE_CTES
 from engine.ledger.fills import (
     INSERT_FILLS,
     SQL_LOCK_ORDERS,
@@ -85,9 +86,12 @@ SQL_OPEN_ORDERS_OF_STRATEGY = Statement(
 # allowed state (or the same state, to update fields without an event).
 SQL_UPDATE_ORDER = Statement(
     f"""
-    WITH cur AS (
+    WITH {FENCE_CTES},
+    cur AS (
         SELECT client_order_id, state FROM orders
-        WHERE client_order_id = :client_order_id AND account = :account FOR UPDATE
+        WHERE client_order_id = :client_order_id AND account = :account
+          AND (SELECT ok FROM fence)
+        FOR UPDATE
     ),
     upd AS (
         UPDATE orders o SET
@@ -111,8 +115,9 @@ SQL_UPDATE_ORDER = Statement(
                CAST(:venue_ts AS timestamptz), :now
         FROM upd u WHERE u.from_state <> u.state
     )
-    SELECT cur.state AS current_state, u.*, f.filled_qty, f.avg_price
-    FROM cur
+    SELECT fence.ok AS fence_ok, cur.state AS current_state, u.*, f.filled_qty, f.avg_price
+    FROM fence
+    LEFT JOIN cur ON true
     LEFT JOIN upd u ON true
     LEFT JOIN LATERAL (
         SELECT sum(x.qty) AS filled_qty, sum(x.qty * x.price) / NULLIF(sum(x.qty), 0) AS avg_price
@@ -135,9 +140,11 @@ _REPORT_BUCKET = bucket_sql("GREATEST(tot.filled_qty, :venue_filled)", "tot.requ
 # result changes nothing but the fills, and the caller redoes the state in a new transaction.
 def _apply_report_sql(status: VenueOrderStatus) -> str:
     return f"""
-    WITH cur AS (
+    WITH {FENCE_CTES},
+    cur AS (
         SELECT o.client_order_id, o.state, o.requested_qty, o.xmin AS locked_xmin
         FROM orders o WHERE o.client_order_id = :client_order_id AND o.account = :account
+          AND (SELECT ok FROM fence)
         FOR UPDATE
     ),
     snap AS (
@@ -187,9 +194,10 @@ def _apply_report_sql(status: VenueOrderStatus) -> str:
                CAST(:venue_ts AS timestamptz), :now
         FROM upd u WHERE u.from_state <> u.state
     )
-    SELECT tgt.stale, u.*, u.notional / NULLIF(u.filled_qty, 0) AS avg_price,
+    SELECT fence.ok AS fence_ok, tgt.stale, u.*,
+           u.notional / NULLIF(u.filled_qty, 0) AS avg_price,
            (SELECT array_agg(i.trade_id) FROM ins i) AS new_trade_ids
-    FROM tgt LEFT JOIN upd u ON true
+    FROM fence LEFT JOIN tgt ON true LEFT JOIN upd u ON true
     """
 
 
@@ -278,16 +286,20 @@ class Orders(Reserving, Listings):
             row = (
                 await SQL_APPLY_REPORT[report.status].run(
                     db,
-                    {
-                        **fields,
-                        **fill_params(fills),
-                        "account": self.account,
-                        "venue_filled": report.filled_quantity,
-                        "reason": report.reason,
-                    },
+                    self._fenced(
+                        {
+                            **fields,
+                            **fill_params(fills),
+                            "account": self.account,
+                            "venue_filled": report.filled_quantity,
+                            "reason": report.reason,
+                        }
+                    ),
                 )
-            ).first()
-        if row is None:
+            ).one()
+        if not row["fence_ok"]:
+            raise self._fence.refused(f"recording the venue's {cause} of order {client_order_id}")
+        if row["stale"] is None:
             return None  # not ours; its fills are recorded all the same
         if not row["stale"]:
             order = to_order(row)
@@ -295,7 +307,7 @@ class Orders(Reserving, Listings):
             return order
         # Another writer committed fills of this order while we waited for its lock: decide
         # the state again from sums read after taking the lock (the fills are already in).
-        async with self._tx() as db:
+        async with self._fenced_tx(f"recording the {cause} of order {client_order_id}") as db:
             locked = (
                 await SQL_LOCK_ORDERS.run(
                     db, {"account": self.account, "client_order_ids": [client_order_id]}
@@ -469,23 +481,27 @@ class Orders(Reserving, Listings):
         row = (
             await SQL_UPDATE_ORDER.run(
                 db,
-                {
-                    "client_order_id": client_order_id,
-                    "account": self.account,
-                    "to_state": to.value,
-                    "allowed": [s.value for s in allowed_from(to)],
-                    "now": now,
-                    "cause": cause,
-                    "detail": detail,
-                    "venue_order_id": venue_order_id,
-                    "submitted_at": submitted_at,
-                    "acked_at": acked_at,
-                    "venue_ts": venue_ts,
-                    "error": error,
-                },
+                self._fenced(
+                    {
+                        "client_order_id": client_order_id,
+                        "account": self.account,
+                        "to_state": to.value,
+                        "allowed": [s.value for s in allowed_from(to)],
+                        "now": now,
+                        "cause": cause,
+                        "detail": detail,
+                        "venue_order_id": venue_order_id,
+                        "submitted_at": submitted_at,
+                        "acked_at": acked_at,
+                        "venue_ts": venue_ts,
+                        "error": error,
+                    }
+                ),
             )
-        ).first()
-        if row is None:
+        ).one()
+        if not row["fence_ok"]:
+            raise self._fence.refused(f"moving order {client_order_id} to {to.value} ({cause})")
+        if row["current_state"] is None:
             raise self._unknown(client_order_id)
         if row["client_order_id"] is None:
             raise StateConflict(

@@ -13,6 +13,7 @@ from sqlalchemy.ext.asyncio import AsyncEngine
 from engine.domain.types import AccountId, VenueName
 from engine.exceptions import LedgerError
 from engine.ledger.db import is_connection_error, translate_error
+from engine.ledger.fence import Fence
 
 
 class LedgerPart:
@@ -26,11 +27,14 @@ class LedgerPart:
         account: AccountId,
         venue: VenueName,
         clock: Callable[[], datetime],
+        fence: Fence | None = None,
     ) -> None:
         self._engine = engine
         self.account = account
         self.venue = venue
         self._clock = clock
+        #: the lease epoch this part's execution writes are fenced on (engine/ledger/fence.py)
+        self._fence = fence or Fence(account)
 
     @asynccontextmanager
     async def _connection(self) -> AsyncIterator[asyncpg.Connection]:
@@ -59,6 +63,18 @@ class LedgerPart:
         """One transaction; connection-level failures leave as DatabaseUnavailable."""
         async with self._connection() as db, db.transaction():
             yield db
+
+    @asynccontextmanager
+    async def _fenced_tx(self, what: str) -> AsyncIterator[asyncpg.Connection]:
+        """One transaction that first checks (and locks) the lease epoch: LeaseLost, writing
+        nothing, when another process took the account over."""
+        async with self._tx() as db:
+            await self._fence.check(db, what)
+            yield db
+
+    def _fenced(self, params: dict[str, object]) -> dict[str, object]:
+        """A fenced statement's parameters: ``params`` plus the holder and epoch."""
+        return {**params, **self._fence.params}
 
     @contextmanager
     def _translated(self) -> Iterator[None]:

@@ -130,6 +130,7 @@ class BalanceBaseline:
 class OperatorRequestKind(StrEnum):
     RECONCILE = "reconcile"  #: `tradectl reconcile`
     CANCEL_ALL = "cancel_all"  #: `tradectl cancel-all`
+    RELEASE = "release"  #: `tradectl release`: the graceful hand-off (engine/handoff.py)
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)

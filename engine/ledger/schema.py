@@ -413,7 +413,7 @@ settlements = Table(
     CheckConstraint("payout >= 0 AND payout <= 1", name="ck_settlements_payout_range"),
 )
 
-OPERATOR_REQUEST_KINDS = ("reconcile", "cancel_all")
+OPERATOR_REQUEST_KINDS = ("reconcile", "cancel_all", "release")
 
 # Operations asked for from another process (`tradectl reconcile`, `tradectl cancel-all`): the
 # engine holding the account's lease is the only writer to the venue, so it executes them.
@@ -454,6 +454,7 @@ OPERATOR_ACTIONS = (
     "incident_resolve",
     "request_drop",
     "prune",
+    "release",
 )
 
 # The operator journal: who did what, when, to which scope, why, and what came of it. Written

@@ -147,7 +147,10 @@ def test_prometheus_scrapes_the_engine_on_its_metrics_port() -> None:
     [job] = _yaml(config_path)["scrape_configs"]
     assert job["metrics_path"] == "/metrics"
     port = services["engine"]["environment"]["TRADECTL_METRICS_PORT"]
-    assert job["static_configs"][0]["targets"] == [f"engine:{port}"]
+    [discovery] = job["dns_sd_configs"]
+    assert discovery["names"] == ["engine"]
+    assert discovery["type"] == "A"
+    assert str(discovery["port"]) == port
 
 
 def test_grafana_is_provisioned_from_the_repository() -> None:
@@ -180,3 +183,52 @@ def test_no_dashboard_query_mixes_two_accounts() -> None:
             assert 'account=~"$account"' in selector, expr
         for grouping in re.findall(r"\bby \(([^)]*)\)", expr):
             assert "account" in grouping.split(", "), expr
+
+
+# -- scaling out: compose replicas and the Kubernetes example ---------------------------------
+
+K8S = DEPLOY / "k8s"
+
+
+def _k8s() -> dict[str, dict[str, Any]]:
+    """Every manifest under deploy/k8s, by kind."""
+    docs: dict[str, dict[str, Any]] = {}
+    for path in sorted(K8S.glob("*.yaml")):
+        for doc in yaml.safe_load_all(path.read_text()):
+            if doc and doc.get("kind") != "Kustomization":
+                docs[doc["kind"]] = doc
+    return docs
+
+
+def test_compose_runs_engine_replicas_each_with_its_own_metrics_port() -> None:
+    engine = _compose()["services"]["engine"]
+    assert "replicas" in engine["deploy"]
+    [ports] = engine["ports"]
+    host_range = str(ports).split(":")[1]
+    low, high = (int(p) for p in host_range.split("-"))
+    assert high - low >= 2  # `--scale engine=3` binds three host ports
+
+
+def test_the_kubernetes_example_runs_engines_and_a_migration_with_secrets_by_reference() -> None:
+    docs = _k8s()
+    deployment, service, job = docs["Deployment"], docs["Service"], docs["Job"]
+    [engine] = deployment["spec"]["template"]["spec"]["containers"]
+    [migrate] = job["spec"]["template"]["spec"]["containers"]
+    assert engine["args"] == ["run"]
+    assert migrate["args"] == ["migrate"]
+    for container in (engine, migrate):
+        for var in container["env"]:
+            if any(word in var["name"] for word in ("SECRET", "API_KEY", "DATABASE_URL")):
+                assert "secretKeyRef" in var["valueFrom"], var["name"]
+    assert deployment["spec"]["replicas"] > 1
+    assert engine["readinessProbe"]["httpGet"]["path"] == "/readyz"
+    assert engine["livenessProbe"]["httpGet"]["path"] == "/healthz"
+    # the metrics Service selects the engine pods, on the port the engine serves
+    pod_labels = deployment["spec"]["template"]["metadata"]["labels"]
+    assert service["spec"]["selector"].items() <= pod_labels.items()
+    port = next(v["value"] for v in engine["env"] if v["name"] == "TRADECTL_METRICS_PORT")
+    assert str(service["spec"]["ports"][0]["port"]) == port
+    kustomization = yaml.safe_load((K8S / "kustomization.yaml").read_text())
+    assert sorted(kustomization["resources"]) == sorted(
+        p.name for p in K8S.glob("*.yaml") if p.name != "kustomization.yaml"
+    )
