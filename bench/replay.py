@@ -82,7 +82,7 @@ def main() -> None:
                 "bars_per_s": round(args.bars / replay_only),
                 "bars_per_s_with_csv": round(args.bars / end_to_end),
                 "orders": report.orders,
-                "fills": len(report.trades),
+                "fills": len(report.fills),
                 **persisted,
             }
         )

@@ -30,7 +30,7 @@ def render_report(report: BacktestReport) -> str:
         f"  decisions       {report.decisions} ({report.holds} holds)",
         f"  orders          {report.orders} accepted, {report.rejected} rejected, "
         f"{report.partially_filled} partially filled",
-        f"  trades (fills)  {len(report.trades)}",
+        f"  fills           {len(report.fills)}",
         f"  fill rate       {fill_rate}  "
         f"({plain(report.filled_qty)} of {plain(report.requested_qty)})",
         f"  avg slippage    {slip}",

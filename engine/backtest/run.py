@@ -9,7 +9,7 @@ from pathlib import Path
 
 from sqlalchemy.ext.asyncio import AsyncEngine
 
-from engine.backtest.data import read_ohlcv
+from engine.backtest.data import load_bars
 from engine.backtest.persisted import LedgerTarget
 from engine.backtest.replay import Replay
 from engine.backtest.report import BacktestReport
@@ -30,7 +30,7 @@ def run_backtest(
     Runs its own event loop: call it from synchronous code (the CLI), not from a coroutine;
     there, ``await Replay(...).run()``."""
     settings = settings or BacktestSettings()
-    bars = read_ohlcv(data, settings.symbol)
+    bars = load_bars(data, settings.symbol)
     replay = Replay(bars, strategy, params, seed, settings=settings, data_name=str(data))
     return asyncio.run(replay.run())
 
@@ -56,7 +56,7 @@ async def run_backtest_persisted(
     at ``engine`` (at the migrations' head) under ``account`` (default
     :func:`default_account`), which must not hold anything yet. Await it on a running loop."""
     settings = settings or BacktestSettings()
-    bars = read_ohlcv(data, settings.symbol)
+    bars = load_bars(data, settings.symbol)
     target = LedgerTarget(
         engine=engine, account=AccountId(account or default_account(strategy, seed))
     )
