@@ -69,7 +69,7 @@ class _Open:
             exit_price = None
         else:
             exit_value = self.exit_value
-            exit_price = self.exit_value / self.exit_qty
+            exit_price = self.exit_value / self.exit_qty if self.exit_qty else None
         pnl = self.direction * (exit_value - self.entry_value) - self.fees
         return RoundTrip(
             direction=self.direction,
@@ -85,20 +85,21 @@ class _Open:
 
 
 def round_trips(
-    fills: Sequence[FillReport], quote_asset: Asset, mark: Decimal
+    fills: Sequence[FillReport], quote_asset: Asset, mark: Decimal, dust: Decimal = _ZERO
 ) -> tuple[list[RoundTrip], RoundTrip | None]:
     """The closed round trips in order, and the one still open at the end (valued at
-    ``mark``), from fills of one symbol."""
+    ``mark``), from fills of one symbol. A fee paid in the base asset shrinks the position;
+    what is left below ``dust`` (the lot step: it cannot be sold) counts as flat."""
     closed: list[RoundTrip] = []
     current: _Open | None = None
     position = _ZERO
     for f in fills:
-        fee = f.fee if f.fee_asset == quote_asset else f.fee * f.price
-        signed = f.side.sign * f.quantity
+        in_quote = f.fee_asset == quote_asset
+        fee = f.fee if in_quote else f.fee * f.price
         left = f.quantity
         while left > 0:
             if current is None:
-                current = _Open(direction=1 if signed > 0 else -1, entry_time=f.venue_ts)
+                current = _Open(direction=f.side.sign, entry_time=f.venue_ts)
             if f.side.sign == current.direction:  # adds to the trip
                 current.qty += left
                 current.entry_value += left * f.price
@@ -112,9 +113,13 @@ def round_trips(
                 current.fees += fee * take / f.quantity
                 position += f.side.sign * take
                 left -= take
-                if position == 0:
-                    closed.append(current.trip(f.venue_ts))
-                    current = None
+            if not in_quote and left == 0:
+                position -= f.fee
+            if abs(position) <= dust or (current.exit_qty and position * current.direction <= 0):
+                closed.append(current.trip(f.venue_ts))
+                current = None
+                if left > 0 and abs(position) <= dust:
+                    position = _ZERO
     return closed, (current.trip(None, mark) if current is not None else None)
 
 

@@ -351,7 +351,7 @@ class Replay:
         last = self.bars[-1].close
         pnl = total_pnl(self._position, last)
         rejected, rejections = await self._path.rejections()
-        trips, open_trip = round_trips(fills, self.rules.quote_asset, last)
+        trips, open_trip = round_trips(fills, self.rules.quote_asset, last, self.rules.step_size)
         times = tuple(b.close_time for b in self.bars)
         perf = performance(
             times=times,
@@ -384,7 +384,7 @@ class Replay:
             model=self._model(),
             interval=self.bars[0].interval,
             gaps=self.series.gaps if self.series is not None else 0,
-            largest_gap=str(self.series.largest_gap) if self.series is not None else "0:00:00",
+            largest_gap=self.series.largest_gap if self.series is not None else timedelta(0),
             unsent=len(self._pending),
             requested_qty=requested,
             filled_qty=filled,

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from collections.abc import Mapping
 from dataclasses import dataclass
-from datetime import datetime
+from datetime import datetime, timedelta
 from decimal import Decimal
 
 from engine.backtest.metrics import Performance, RoundTrip
@@ -42,7 +42,7 @@ class BacktestReport:
     #: the bar interval (median step) and the gaps in the data
     interval: str
     gaps: int
-    largest_gap: str
+    largest_gap: timedelta
     #: orders decided on the last bar that a next-open fill model never sends
     unsent: int
     requested_qty: Decimal

@@ -73,9 +73,14 @@ class BacktestSettings:
 
     @classmethod
     def for_symbol(cls, symbol: Symbol) -> BacktestSettings:
-        """Defaults for ``symbol``: fees in the quote asset on prediction markets, as the
-        paper venue charges them there."""
-        return cls(symbol=symbol, fees_in_quote=symbol in _FEES_IN_QUOTE)
+        """Defaults for ``symbol``: fees in the asset received on crypto pairs (``…USDT`` and
+        the pairs the paper venue knows), as Binance charges them; in the quote asset
+        elsewhere (prediction markets, stocks, FX), where a fee taken in shares would leave
+        an unsellable fraction behind."""
+        crypto = symbol.endswith("USDT") or (
+            symbol in DEFAULT_RULES and symbol not in _FEES_IN_QUOTE
+        )
+        return cls(symbol=symbol, fees_in_quote=not crypto)
 
     @property
     def fee_asset(self) -> FeeAsset:

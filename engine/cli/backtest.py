@@ -13,7 +13,7 @@ from engine.cli.targets import check_target
 from engine.database import open_database
 
 if TYPE_CHECKING:
-    from engine.backtest import BacktestSettings
+    from engine.backtest import BacktestReport, BacktestSettings
 
 _MODEL = "Fill model"
 _OUT = "Output"
@@ -83,6 +83,21 @@ def backtest(
             help="Quote-asset cash at the start [default: 100000].", rich_help_panel=_MODEL
         ),
     ] = None,
+    json_out: Annotated[
+        bool,
+        typer.Option("--json", help="Print the report as one JSON document.", rich_help_panel=_OUT),
+    ] = False,
+    trades: Annotated[
+        Path | None,
+        typer.Option(help="Write the round trips to this CSV file.", rich_help_panel=_OUT),
+    ] = None,
+    plot: Annotated[
+        Path | None,
+        typer.Option(
+            help="Write the equity curve and drawdown to this self-contained HTML file.",
+            rich_help_panel=_OUT,
+        ),
+    ] = None,
     persist: Annotated[
         bool,
         typer.Option(
@@ -103,7 +118,6 @@ def backtest(
     from engine.backtest import (
         BacktestSettings,
         ledger_hint,
-        render_report,
         run_backtest,
         run_backtest_persisted,
     )
@@ -131,11 +145,11 @@ def backtest(
         bt_settings = with_overrides(
             BacktestSettings.for_symbol(Symbol(symbol)), parse_overrides(flags, "backtest flags")
         )
+    outputs = Outputs(json=json_out, trades=trades, plot=plot)
     if not persist:
         with guard():
             report = run_backtest(data, strategy, params, seed, settings=bt_settings)
-        # Plain output: rich would re-wrap long lines and colour the numbers.
-        typer.echo(render_report(report))
+        outputs.emit(report)
         return
 
     from engine.observability import configure_logging
@@ -144,7 +158,7 @@ def backtest(
     # stdout must carry nothing else.
     configure_logging(json=False, level="WARNING")
 
-    async def go() -> tuple[str, str]:
+    async def go() -> tuple[BacktestReport, str]:
         async with open_database(settings()) as db:
             persisted = await run_backtest_persisted(
                 data,
@@ -162,11 +176,12 @@ def backtest(
                     "\n(the embedded Postgres runs while a tradectl process uses it: query it "
                     "while `tradectl run` is up, or set DATABASE_URL)"
                 )
-            return render_report(persisted), hint
+            return persisted, hint
 
-    text, hint = run_async(go)
-    typer.echo(text)
-    typer.echo(hint)
+    persisted, hint = run_async(go)
+    outputs.emit(persisted)
+    if not json_out:
+        typer.echo(hint)
 
 
 def parse_params(items: list[str] | None) -> dict[str, str]:
@@ -184,3 +199,35 @@ def with_overrides(base: BacktestSettings, overrides: dict[str, object]) -> Back
     result = dataclasses.replace(base, **overrides)  # type: ignore[arg-type]
     result.check()
     return result
+
+
+@dataclasses.dataclass(frozen=True, slots=True)
+class Outputs:
+    """Where a report goes: text or JSON on stdout, and the optional trade and plot files."""
+
+    json: bool = False
+    trades: Path | None = None
+    plot: Path | None = None
+
+    def emit(self, report: BacktestReport) -> None:
+        import json
+
+        from engine.backtest import render_report
+        from engine.backtest.output import report_json, write_trades_csv
+        from engine.backtest.plot import write_plot
+
+        with guard():
+            written = []
+            if self.trades is not None:
+                rows = write_trades_csv(report, self.trades)
+                written.append(f"trades: {rows} rows in {self.trades}")
+            if self.plot is not None:
+                write_plot(report, self.plot)
+                written.append(f"plot: {self.plot}")
+        if self.json:
+            typer.echo(json.dumps(report_json(report)))
+            return
+        # Plain output: rich would re-wrap long lines and colour the numbers.
+        typer.echo(render_report(report))
+        for line in written:
+            typer.echo(line)
