@@ -144,6 +144,7 @@ class Replay:
         self._fees = _ZERO
         self._equity: list[Decimal] = []
         self._exposed = 0
+        self._marked_fills = 0
         # participation off: every quote shows more than any order can ask for
         self._unlimited = self.rules.max_qty
 
@@ -160,6 +161,8 @@ class Replay:
         return {self.symbol: self._position.quantity}
 
     async def open_orders(self, strategy_id: StrategyId) -> Sequence[OpenOrder]:
+        if not self.venue.resting:
+            return ()
         return tuple(_open_order(r) for r in await self.venue.open_orders(self.symbol))
 
     # -- the run ---------------------------------------------------------------------------
@@ -176,8 +179,9 @@ class Replay:
                     self._arrive(bar, bar.open, bar.open_time)
                     await self._submit_pending()
                     await self._path.settle()
-                self._walk_bar(bar, from_open=not at_open or self._now == bar.open_time)
-                await self._path.settle()
+                if self.venue.resting:  # else no quote along the bar could fill anything
+                    self._walk_bar(bar, from_open=not at_open or self._now == bar.open_time)
+                    await self._path.settle()
                 self._now = bar.close_time
                 self._fold_fills()
                 self._mark(bar.close)
@@ -208,8 +212,9 @@ class Replay:
     async def _decide(self, bar: Bar) -> None:
         closing = self._quote(bar.close, bar)
         self._decision_mid = closing.mid
-        self.venue.set_quote(closing)
-        await self._path.settle()
+        if self.venue.resting:
+            self.venue.set_quote(closing)
+            await self._path.settle()
         self.conflator.publish(closing)
         self.conflator.publish(bar)
         mode = self.hosted.strategy.mode
@@ -318,6 +323,11 @@ class Replay:
         self._fills_seen += len(fills)
 
     def _mark(self, price: Decimal) -> None:
+        if not self._position.quantity and self._marked_fills == self._fills_seen and self._equity:
+            # flat and nothing filled since: the equity is the last one, drawdown unchanged
+            self._equity.append(self._equity[-1])
+            return
+        self._marked_fills = self._fills_seen
         equity = self.settings.capital + total_pnl(self._position, price)
         self._equity.append(equity)
         if self._position.quantity:

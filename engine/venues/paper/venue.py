@@ -429,6 +429,11 @@ class PaperVenue:
         """Every fill on every symbol, in the order they happened."""
         return tuple(self._fill_report(f) for f in self._core.fill_log)
 
+    @property
+    def resting(self) -> int:
+        """How many orders rest on the book: none, and a quote can fill nothing."""
+        return len(self._core._open)
+
     def fills_from(self, start: int) -> tuple[FillReport, ...]:
         """The fills after the first ``start``: a replay folds them in as they come, without
         copying the whole log each bar."""
