@@ -258,6 +258,9 @@ class _File(BaseModel):
     strategy: list[_Strategy] = Field(min_length=1)
     account: _Account = Field(default_factory=_Account)
     instruments: _Instruments = Field(default_factory=_Instruments)
+    #: the fill model of `tradectl backtest --config` (engine/backtest/plan.py); the engine
+    #: ignores it, so one file serves the backtest and the run
+    backtest: dict[str, Any] = Field(default_factory=dict)
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)

@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import csv
 import dataclasses
+from collections.abc import Sequence
 from datetime import datetime, timedelta
 from decimal import Decimal
 from pathlib import Path
@@ -112,14 +113,17 @@ def report_json(report: BacktestReport, *, equity_curve: bool = True) -> dict[st
     return out
 
 
-def write_trades_csv(report: BacktestReport, path: Path) -> int:
-    """The closed round trips (and the open one, with no exit) as CSV; returns the rows."""
-    rows = [trade_row(n, t) for n, t in enumerate(report.trades, 1)]
-    if report.open_trade is not None:
-        rows.append(trade_row(len(rows) + 1, report.open_trade))
+def write_trades_csv(reports: Sequence[BacktestReport], path: Path) -> int:
+    """The closed round trips (and the open one, with no exit) of every run as CSV, with the
+    run's strategy and symbol; returns the rows."""
+    rows: list[dict[str, Any]] = []
+    for report in reports:
+        trips = [*report.trades, *([report.open_trade] if report.open_trade else [])]
+        run = {"strategy": report.strategy, "symbol": report.symbol}
+        rows.extend({**run, **trade_row(n, t)} for n, t in enumerate(trips, 1))
     try:
         with path.open("w", newline="", encoding="utf-8") as handle:
-            writer = csv.DictWriter(handle, fieldnames=TRADE_COLUMNS)
+            writer = csv.DictWriter(handle, fieldnames=("strategy", "symbol", *TRADE_COLUMNS))
             writer.writeheader()
             writer.writerows(rows)
     except OSError as exc:

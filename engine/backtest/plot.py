@@ -71,8 +71,32 @@ def _axis(top: float, height: float, lo: float, hi: float, fmt: str) -> str:
     return "".join(labels)
 
 
-def render_plot(report: BacktestReport) -> str:
-    """The HTML document."""
+def render_plot(reports: Sequence[BacktestReport]) -> str:
+    """The HTML document: one chart per run."""
+    charts = "\n".join(_chart(r) for r in reports)
+    title = html.escape(_title(reports[0]) if len(reports) == 1 else f"{len(reports)} backtests")
+    return f"""<!doctype html>
+<html lang="en"><head><meta charset="utf-8"><title>{title}</title>
+<style>
+body {{ font: 14px system-ui, sans-serif; margin: 24px; color: #222; }}
+svg text {{ font-size: 11px; fill: #555; }}
+.grid {{ stroke: #e5e5e5; }}
+.equity {{ fill: none; stroke: #1f6feb; stroke-width: 1.2; }}
+.dd {{ fill: #f85149; fill-opacity: 0.35; stroke: #cf222e; stroke-width: 0.8; }}
+.win {{ fill: #1a7f37; }} .loss {{ fill: #cf222e; }}
+</style></head><body>
+{charts}
+<p>Trade entries are marked along the bottom (green won, red lost).</p>
+</body></html>
+"""
+
+
+def _title(report: BacktestReport) -> str:
+    params = " ".join(f"{k}={v}" for k, v in sorted(report.params.items())) or "defaults"
+    return f"{report.strategy} on {report.symbol} ({params})"
+
+
+def _chart(report: BacktestReport) -> str:
     times = report.equity_times
     equity = [float(e) for e in report.equity]
     drawdown = drawdown_series(equity)
@@ -89,10 +113,6 @@ def render_plot(report: BacktestReport) -> str:
     dd_line = _path(dd_points, t0, span, dd_lo, 0.0, dd_top, _DD_H)
     baseline = f"{_WIDTH - _PAD_R},{dd_top:.1f} {_PAD_L},{dd_top:.1f}"
     p = report.performance
-    title = html.escape(
-        f"{report.strategy} on {report.symbol} "
-        f"({' '.join(f'{k}={v}' for k, v in sorted(report.params.items())) or 'defaults'})"
-    )
     summary = html.escape(
         f"return {p.return_pct:.2f}% (buy & hold {p.buy_hold_pct:.2f}%), "
         f"max drawdown {p.max_drawdown_pct:.2f}%, {p.trades} trades, "
@@ -105,17 +125,7 @@ def render_plot(report: BacktestReport) -> str:
         f"<title>{html.escape(f'{t.entry_time.isoformat()} P&L {t.pnl:.2f}')}</title></circle>"
         for t in report.trades
     )
-    return f"""<!doctype html>
-<html lang="en"><head><meta charset="utf-8"><title>{title}</title>
-<style>
-body {{ font: 14px system-ui, sans-serif; margin: 24px; color: #222; }}
-svg text {{ font-size: 11px; fill: #555; }}
-.grid {{ stroke: #e5e5e5; }}
-.equity {{ fill: none; stroke: #1f6feb; stroke-width: 1.2; }}
-.dd {{ fill: #f85149; fill-opacity: 0.35; stroke: #cf222e; stroke-width: 0.8; }}
-.win {{ fill: #1a7f37; }} .loss {{ fill: #cf222e; }}
-</style></head><body>
-<h2>{title}</h2>
+    return f"""<h2>{html.escape(_title(report))}</h2>
 <p>{summary}</p>
 <svg xmlns="http://www.w3.org/2000/svg" width="{_WIDTH}" height="{height:.0f}"
      viewBox="0 0 {_WIDTH} {height:.0f}" role="img" aria-label="equity and drawdown">
@@ -129,13 +139,11 @@ svg text {{ font-size: 11px; fill: #555; }}
 <text x="{_WIDTH - _PAD_R}" y="{height - 2}" text-anchor="end">{times[-1].date()}</text>
 {markers}
 </svg>
-<p>Trade entries are marked along the bottom (green won, red lost).</p>
-</body></html>
 """
 
 
-def write_plot(report: BacktestReport, path: Path) -> None:
+def write_plot(reports: Sequence[BacktestReport], path: Path) -> None:
     try:
-        path.write_text(render_plot(report), encoding="utf-8")
+        path.write_text(render_plot(reports), encoding="utf-8")
     except OSError as exc:
         raise BacktestError(f"--plot {path}: cannot write: {exc.strerror}") from None

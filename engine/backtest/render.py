@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from datetime import timedelta
 from decimal import ROUND_HALF_EVEN, Decimal
 
@@ -110,3 +111,24 @@ def _performance_lines(report: BacktestReport) -> list[str]:
 
 def _money(value: Decimal) -> str:
     return f"{value.quantize(Decimal('0.01'), rounding=ROUND_HALF_EVEN):,}"
+
+
+def render_totals(reports: Sequence[BacktestReport]) -> str:
+    """Several replays side by side, and their sum (each started with its own capital)."""
+    lines = [
+        "Runs",
+        f"  {'strategy':<16} {'symbol':<12} {'trades':>6} {'return':>9} {'P&L':>16} {'max DD':>8}",
+    ]
+    for r in reports:
+        p = r.performance
+        lines.append(
+            f"  {r.strategy:<16} {r.symbol:<12} {p.trades:>6} {p.return_pct:>8.2f}% "
+            f"{_money(r.pnl):>16} {p.max_drawdown_pct:>7.2f}%"
+        )
+    capital = sum((r.start_equity for r in reports), Decimal(0))
+    pnl = sum((r.pnl for r in reports), Decimal(0))
+    lines.append(
+        f"  total: {sum(r.performance.trades for r in reports)} trades, P&L {_money(pnl)} on "
+        f"{_money(capital)} capital ({pnl / capital * 100:.2f}%)"
+    )
+    return "\n".join(lines)

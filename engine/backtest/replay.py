@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import math
 import random
-from collections.abc import Mapping, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from datetime import datetime, timedelta
 from decimal import ROUND_HALF_EVEN, Decimal
 from types import MappingProxyType
@@ -43,6 +43,8 @@ from strategies.registry import resolve
 
 _ZERO = Decimal(0)
 _BPS = Decimal(10_000)
+#: how often (in bars) a replay reports its progress
+PROGRESS_EVERY = 2048
 
 
 class Replay:
@@ -62,6 +64,7 @@ class Replay:
         settings: BacktestSettings,
         data_name: str = "<bars>",
         ledger: LedgerTarget | None = None,
+        progress: Callable[[int, int], None] | None = None,
     ) -> None:
         series = bars if isinstance(bars, BarSeries) else None
         self.bars: list[Bar] = list(bars.bars if isinstance(bars, BarSeries) else bars)
@@ -69,6 +72,8 @@ class Replay:
             raise BacktestError("no bars to replay")
         settings.check()
         self.series = series
+        #: called with (bars done, bars) every PROGRESS_EVERY bars and at the end
+        self.progress = progress
         self.kind = strategy
         self.params = MappingProxyType(dict(params))
         self.seed = seed
@@ -171,7 +176,10 @@ class Replay:
         try:
             await self._path.start()
             at_open = self.settings.fill is FillAt.OPEN
-            for bar in self.bars:
+            total = len(self.bars)
+            for done, bar in enumerate(self.bars):
+                if self.progress is not None and not done % PROGRESS_EVERY:
+                    self.progress(done, total)
                 self._now = bar.open_time
                 await self._path.heartbeat()
                 if at_open and self._pending:
@@ -191,6 +199,8 @@ class Replay:
                     await self._submit_pending()
             self._fold_fills()
             self._remark(self.bars[-1].close)
+            if self.progress is not None:
+                self.progress(total, total)
             return await self._report()
         finally:
             try:

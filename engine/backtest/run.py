@@ -4,6 +4,7 @@ ledger (:func:`run_backtest_persisted`)."""
 from __future__ import annotations
 
 import asyncio
+from collections.abc import Callable
 from datetime import UTC, datetime
 from pathlib import Path
 
@@ -24,6 +25,7 @@ def run_backtest(
     seed: int,
     *,
     settings: BacktestSettings | None = None,
+    progress: Callable[[int, int], None] | None = None,
 ) -> BacktestReport:
     """Replay ``data`` (an OHLCV CSV) through the strategy kind ``strategy`` with ``params``.
 
@@ -31,7 +33,9 @@ def run_backtest(
     there, ``await Replay(...).run()``."""
     settings = settings or BacktestSettings()
     bars = load_bars(data, settings.symbol)
-    replay = Replay(bars, strategy, params, seed, settings=settings, data_name=str(data))
+    replay = Replay(
+        bars, strategy, params, seed, settings=settings, data_name=str(data), progress=progress
+    )
     return asyncio.run(replay.run())
 
 
@@ -51,6 +55,7 @@ async def run_backtest_persisted(
     engine: AsyncEngine,
     account: str | None = None,
     settings: BacktestSettings | None = None,
+    progress: Callable[[int, int], None] | None = None,
 ) -> BacktestReport:
     """:func:`run_backtest`, with every decision, order, event and fill written to the ledger
     at ``engine`` (at the migrations' head) under ``account`` (default
@@ -61,6 +66,13 @@ async def run_backtest_persisted(
         engine=engine, account=AccountId(account or default_account(strategy, seed))
     )
     replay = Replay(
-        bars, strategy, params, seed, settings=settings, data_name=str(data), ledger=target
+        bars,
+        strategy,
+        params,
+        seed,
+        settings=settings,
+        data_name=str(data),
+        ledger=target,
+        progress=progress,
     )
     return await replay.run()
