@@ -109,6 +109,8 @@ class Replay:
             version=kind.version,
         )
         self.conflator = Conflator()
+        self._bar_mode = built.mode is DecisionMode.BAR
+        self._quote_update = Update(quotes=frozenset({self.symbol}), closed_bars=())
         self.host = StrategyHost(
             conflator=self.conflator,
             portfolio=self,
@@ -226,11 +228,12 @@ class Replay:
             self.venue.set_quote(closing)
             await self._path.settle()
         self.conflator.publish(closing)
-        self.conflator.publish(bar)
-        mode = self.hosted.strategy.mode
-        update = Update(
-            quotes=frozenset({self.symbol}) if mode is DecisionMode.QUOTE else frozenset(),
-            closed_bars=(bar,) if mode is DecisionMode.BAR else (),
+        if self.account is not None:
+            # the bar's volume is what the risk gate's liquidity check reads; the host keeps its
+            # own bar history, so in memory (no gate) nothing else would read it
+            self.conflator.publish(bar)
+        update = (
+            Update(quotes=frozenset(), closed_bars=(bar,)) if self._bar_mode else self._quote_update
         )
         await self.host.handle(self.hosted, update)
 
