@@ -4,10 +4,12 @@ from __future__ import annotations
 
 import asyncio
 import dataclasses
+import functools
 import os
 import re
 import subprocess
 import sys
+from decimal import Decimal
 from pathlib import Path
 from typing import Any
 
@@ -23,6 +25,7 @@ from engine.backtest import (
     run_backtest,
     run_backtest_persisted,
 )
+from engine.backtest.settings import FillAt
 from engine.domain.types import AccountId, ControlKind, ControlScope, Symbol, VenueName
 from engine.ledger.ledger import Ledger
 
@@ -270,3 +273,16 @@ async def test_cli_persist_prints_the_report_account_and_sql_hint(
         db_engine, "SELECT sum(1 + repeats) FROM decisions WHERE account = :a", a=account
     )
     assert f"  decisions       {total} (" in proc.stdout
+
+
+async def test_next_open_fills_persisted_are_the_in_memory_ones(db_engine: AsyncEngine) -> None:
+    settings = BacktestSettings(fill=FillAt.OPEN, latency_ms=Decimal(200))
+    report = await run_backtest_persisted(
+        BTC_DATA, "sma_cross", dict(SMA), 3, engine=db_engine, account="bt-open", settings=settings
+    )
+    in_memory = await asyncio.to_thread(
+        functools.partial(run_backtest, BTC_DATA, "sma_cross", dict(SMA), 3, settings=settings)
+    )
+    assert report.fills
+    assert anonymous(report) == anonymous(in_memory)
+    await assert_report_matches_ledger(db_engine, report, "BTC", "USDT")
