@@ -115,3 +115,23 @@ def test_bad_settings_name_the_setting() -> None:
         "maker_fee": Decimal("0.001"),
         "taker_fee": Decimal("0.001"),
     }
+
+
+def test_fills_are_folded_once_not_copied_every_bar(monkeypatch: pytest.MonkeyPatch) -> None:
+    # the cost per bar must not grow with the fills: a fill is reported a fixed number of times
+    # (the submit's answer, the user stream, the fold, the report), however many bars follow;
+    # copying the log every bar made it bars x fills
+    from engine.venues.paper.venue import PaperVenue
+
+    calls = 0
+    original = PaperVenue._fill_report
+
+    def counting(self: PaperVenue, fill: object) -> object:
+        nonlocal calls
+        calls += 1
+        return original(self, fill)  # type: ignore[arg-type]
+
+    monkeypatch.setattr(PaperVenue, "_fill_report", counting)
+    report = run_backtest(FIXTURE, "sma_cross", dict(SMA), 0, settings=IDEAL)
+    assert len(report.fills) > 10
+    assert calls <= 4 * len(report.fills)
