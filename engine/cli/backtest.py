@@ -44,8 +44,8 @@ def backtest(
     config: Annotated[
         Path | None,
         typer.Option(
-            help="Strategies TOML: replay its [[strategy]] entries (params, limits) with the "
-            "fill model of its [backtest] table."
+            help="Strategies TOML: replay its \\[\\[strategy]] entries (params, limits) with the "
+            "fill model of its \\[backtest] table."
         ),
     ] = None,
     seed: Annotated[int, typer.Option(help="Seed of latency, slippage and partial fills.")] = 0,
@@ -54,57 +54,60 @@ def backtest(
         str | None,
         typer.Option(
             help="When orders reach the market: 'close' of the signal bar or next 'open' "
-            "[default: close].",
+            "\\[default: close].",
             rich_help_panel=_MODEL,
         ),
     ] = None,
     fees: Annotated[
         str | None,
-        typer.Option(help="Fee rate, e.g. 0.001 or 0.1% [default: 0.001].", rich_help_panel=_MODEL),
+        typer.Option(
+            help="Fee rate, e.g. 0.001 or 0.1% \\[default: 0.001].", rich_help_panel=_MODEL
+        ),
     ] = None,
     fee_asset: Annotated[
         str | None,
         typer.Option(
             help="Fees in the asset 'received' or always in the 'quote' asset "
-            "[default: received; quote on prediction markets].",
+            "\\[default: received on crypto pairs (...USDT), quote elsewhere].",
             rich_help_panel=_MODEL,
         ),
     ] = None,
     spread: Annotated[
         str | None,
-        typer.Option(help="Full spread in basis points [default: 2].", rich_help_panel=_MODEL),
+        typer.Option(help="Full spread in basis points \\[default: 2].", rich_help_panel=_MODEL),
     ] = None,
     latency: Annotated[
         str | None,
         typer.Option(
-            help="Mean latency in ms (exponential; 0: none) [default: 50].", rich_help_panel=_MODEL
+            help="Mean latency in ms (exponential; 0: none) \\[default: 50].",
+            rich_help_panel=_MODEL,
         ),
     ] = None,
     participation: Annotated[
         str | None,
         typer.Option(
-            help="Share of each bar's volume an order may take, or 'off' [default: off].",
+            help="Share of each bar's volume an order may take, or 'off' \\[default: off].",
             rich_help_panel=_MODEL,
         ),
     ] = None,
     tick_size: Annotated[
         str | None,
         typer.Option(
-            help="Price tick [default: the instrument's, else the data's precision].",
+            help="Price tick \\[default: the instrument's, else the data's precision].",
             rich_help_panel=_MODEL,
         ),
     ] = None,
     lot_step: Annotated[
         str | None,
         typer.Option(
-            help="Quantity step [default: the instrument's, else the volumes' precision].",
+            help="Quantity step \\[default: the instrument's, else the volumes' precision].",
             rich_help_panel=_MODEL,
         ),
     ] = None,
     capital: Annotated[
         str | None,
         typer.Option(
-            help="Quote-asset cash at the start [default: 100000].", rich_help_panel=_MODEL
+            help="Quote-asset cash at the start \\[default: 100000].", rich_help_panel=_MODEL
         ),
     ] = None,
     json_out: Annotated[
@@ -140,7 +143,7 @@ def backtest(
     ] = "return_pct",
     jobs: Annotated[
         int | None,
-        typer.Option(help="Sweep processes [default: the CPUs].", rich_help_panel=_SWEEP),
+        typer.Option(help="Sweep processes \\[default: the CPUs].", rich_help_panel=_SWEEP),
     ] = None,
     persist: Annotated[
         bool,
@@ -152,7 +155,9 @@ def backtest(
     ] = False,
     account: Annotated[
         str | None,
-        typer.Option(help="Ledger account for --persist [default: backtest-<kind>-<seed>-<time>]."),
+        typer.Option(
+            help="Ledger account for --persist \\[default: backtest-<kind>-<seed>-<time>]."
+        ),
     ] = None,
     more_sweep: Annotated[list[str] | None, typer.Argument(hidden=True)] = None,
 ) -> None:
