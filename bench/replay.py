@@ -1,28 +1,40 @@
-"""Replay throughput: bars per second through a strategy, the live host and the paper venue.
+"""Replay throughput: bars per second through a strategy, the live host and the paper venue,
+side by side with backtesting.py on the same bars.
 
-A seeded OHLCV file of ``--bars`` hourly bars is written to a temporary directory, then replayed
-with ``sma_cross`` by :func:`engine.backtest.run_backtest` (CSV parsing included) and by
-:class:`engine.backtest.Replay` alone (parsing excluded). With ``--database-url`` (a Postgres at
-the migrations' head) the same bars are also replayed with ``--persist``'s durable path, into a
-fresh ``backtest-…`` account, and timed. Prints one JSON line.
+A seeded OHLCV file of ``--bars`` hourly bars (default 250,000) is written to a temporary
+directory, then replayed with ``sma_cross`` (SMA 10/30, one unit, long/flat) under the ideal fill
+model (fill at the signal bar's close, no fees, spread, latency or participation cap) by
+:func:`engine.backtest.run_backtest` (CSV parsing included) and by :class:`engine.backtest.Replay`
+alone (parsing excluded), and over the first quarter of the bars too: the cost per bar must not
+grow with the fills. When backtesting.py is installed (``pip install .[compare]``) the same
+bars run through its ``trade_on_close=True`` with the same strategy, and both P&Ls are printed
+(they agree). With ``--database-url`` (a Postgres at the migrations' head) the same bars are also
+replayed with ``--persist``'s durable path, into a fresh ``backtest-…`` account, and timed.
+Times are this process's CPU seconds (``time.process_time``), so a machine busy with other work
+skews neither side of the comparison; the persisted run, which waits on Postgres, is timed by the
+wall clock. Prints one JSON line.
 """
 
 from __future__ import annotations
 
 import argparse
 import asyncio
+import dataclasses
 import json
 import math
 import random
 import tempfile
 import time
+import warnings
 from datetime import UTC, datetime, timedelta
+from decimal import Decimal
 from pathlib import Path
+from typing import Any
 
 from engine.backtest import (
     BacktestSettings,
     Replay,
-    read_ohlcv,
+    load_bars,
     run_backtest,
     run_backtest_persisted,
 )
@@ -30,7 +42,15 @@ from engine.domain.types import Symbol
 from engine.ledger.db import make_engine, normalize_url
 from engine.observability import configure_logging
 
-PARAMS = {"fast": "10", "slow": "30", "qty": "0.5"}
+PARAMS = {"fast": "10", "slow": "30", "qty": "1"}
+#: fill at the signal bar's close with no costs: what backtesting.py's trade_on_close does
+IDEAL = BacktestSettings(
+    capital=Decimal(10_000_000),
+    spread_bps=Decimal(0),
+    latency_ms=Decimal(0),
+    maker_fee=Decimal(0),
+    taker_fee=Decimal(0),
+)
 
 
 def write_bars(path: Path, n: int, seed: int) -> None:
@@ -49,40 +69,102 @@ def write_bars(path: Path, n: int, seed: int) -> None:
     path.write_text("\n".join(lines) + "\n")
 
 
+def timed_replay(data: Path, bars: int | None, seed: int) -> tuple[float, Any]:
+    series = load_bars(data, Symbol("BTCUSDT"))
+    if bars is not None:
+        series = dataclasses.replace(series, bars=series.bars[:bars])
+    replay = Replay(series, "sma_cross", PARAMS, seed, settings=IDEAL)
+    start = time.process_time()
+    report = asyncio.run(replay.run())
+    return time.process_time() - start, report
+
+
+def backtesting_py(data: Path) -> dict[str, object]:
+    """The same bars and strategy through backtesting.py, timed (run + stats, CSV excluded)."""
+    try:
+        import pandas as pd
+        from backtesting import Backtest, Strategy
+        from backtesting.lib import crossover
+    except ImportError:
+        return {"backtesting_py": "not installed (pip install .[compare])"}
+
+    def sma(values: Any, n: int) -> Any:
+        return pd.Series(values).rolling(n).mean()
+
+    class LongFlat(Strategy):  # type: ignore[misc]
+        def init(self) -> None:
+            self.fast = self.I(sma, self.data.Close, int(PARAMS["fast"]))
+            self.slow = self.I(sma, self.data.Close, int(PARAMS["slow"]))
+
+        def next(self) -> None:
+            if crossover(self.fast, self.slow):
+                self.buy(size=int(PARAMS["qty"]))
+            elif crossover(self.slow, self.fast):
+                self.position.close()
+
+    frame = pd.read_csv(data, index_col=0, parse_dates=True)
+    start = time.process_time()
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        stats = Backtest(
+            frame, LongFlat, cash=float(IDEAL.capital), commission=0, trade_on_close=True
+        ).run()
+    elapsed = time.process_time() - start
+    return {
+        "bt_py_bars_per_s": round(len(frame) / elapsed),
+        "bt_py_trades": int(stats["# Trades"]),
+        "bt_py_pnl": round(float(stats["Equity Final [$]"]) - float(IDEAL.capital), 2),
+    }
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--bars", type=int, default=20_000)
+    parser.add_argument("--bars", type=int, default=250_000)
     parser.add_argument("--seed", type=int, default=1)
     parser.add_argument("--database-url", help="also time the persisted replay into this ledger")
+    parser.add_argument("--no-compare", action="store_true", help="skip backtesting.py")
     args = parser.parse_args()
     persisted: dict[str, object] = {}
+    theirs: dict[str, object] = {}
     with tempfile.TemporaryDirectory(prefix="tradectl-bench-") as tmp:
         data = Path(tmp) / "bars.csv"
         write_bars(data, args.bars, args.seed)
 
-        start = time.perf_counter()
-        report = run_backtest(data, "sma_cross", dict(PARAMS), args.seed)
-        end_to_end = time.perf_counter() - start
+        start = time.process_time()
+        run_backtest(data, "sma_cross", dict(PARAMS), args.seed, settings=IDEAL)
+        end_to_end = time.process_time() - start
 
-        bars = read_ohlcv(data, Symbol("BTCUSDT"))
-        replay = Replay(bars, "sma_cross", PARAMS, args.seed, settings=BacktestSettings())
-        start = time.perf_counter()
-        asyncio.run(replay.run())
-        replay_only = time.perf_counter() - start
+        replay_only, report = timed_replay(data, None, args.seed)
+        quarter = args.bars // 4
+        quarter_time, quarter_report = timed_replay(data, quarter, args.seed)
 
+        if not args.no_compare:
+            theirs = backtesting_py(data)
         if args.database_url:
             persisted = asyncio.run(persist(data, args.bars, args.seed, args.database_url))
 
+    ours = round(args.bars / replay_only)
+    ratio = {}
+    if isinstance(theirs.get("bt_py_bars_per_s"), int):
+        ratio = {"vs_bt_py": round(ours / theirs["bt_py_bars_per_s"], 3)}  # type: ignore[operator]
     print(
         json.dumps(
             {
                 "bench": "replay",
+                "clock": "process_time",
                 "strategy": "sma_cross",
+                "model": "ideal",
                 "bars": args.bars,
-                "bars_per_s": round(args.bars / replay_only),
+                "bars_per_s": ours,
                 "bars_per_s_with_csv": round(args.bars / end_to_end),
-                "orders": report.orders,
-                "fills": len(report.trades),
+                # the first quarter has a quarter of the fills: equal speed = no growth
+                "bars_per_s_first_quarter": round(quarter / quarter_time),
+                "fills": len(report.fills),
+                "fills_first_quarter": len(quarter_report.fills),
+                "trades": len(report.trades),
+                "pnl": f"{report.pnl:.2f}",
+                **theirs,
+                **ratio,
                 **persisted,
             }
         )
@@ -94,7 +176,9 @@ async def persist(data: Path, bars: int, seed: int, url: str) -> dict[str, objec
     engine = make_engine(normalize_url(url))
     try:
         start = time.perf_counter()
-        report = await run_backtest_persisted(data, "sma_cross", dict(PARAMS), seed, engine=engine)
+        report = await run_backtest_persisted(
+            data, "sma_cross", dict(PARAMS), seed, engine=engine, settings=IDEAL
+        )
         elapsed = time.perf_counter() - start
     finally:
         await engine.dispose()

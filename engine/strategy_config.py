@@ -269,6 +269,9 @@ class _File(BaseModel):
     instruments: _Instruments = Field(default_factory=_Instruments)
     breakers: BreakersTable = Field(default_factory=BreakersTable)
     connection: ConnectionTable = Field(default_factory=ConnectionTable)
+    #: the fill model of `tradectl backtest --config` (engine/backtest/plan.py); the engine
+    #: ignores it, so one file serves the backtest and the run
+    backtest: dict[str, Any] = Field(default_factory=dict)
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)

@@ -150,15 +150,22 @@ def assign_keys(
         slot = (key.symbol, key.side)
         sequence = counters.get(slot, 0)
         counters[slot] = sequence + 1
-        canonical = DecisionKey(
-            strategy_id=strategy_id,
-            symbol=key.symbol,
-            interval_key=interval_key,
-            side=key.side,
-            sequence=sequence,
-        )
         if (
-            key == canonical
+            key.sequence == sequence
+            and key.strategy_id == strategy_id
+            and key.interval_key == interval_key
+        ):
+            canonical = key  # the usual case (Snapshot.key): no new key on every decision
+        else:
+            canonical = DecisionKey(
+                strategy_id=strategy_id,
+                symbol=key.symbol,
+                interval_key=interval_key,
+                side=key.side,
+                sequence=sequence,
+            )
+        if (
+            canonical is key
             and intent.strategy_version == version
             and intent.config_hash == config_hash
         ):

@@ -16,6 +16,7 @@ from dataclasses import dataclass, field
 from datetime import datetime, timedelta
 from decimal import Decimal, InvalidOperation
 from enum import StrEnum
+from operator import attrgetter
 from types import MappingProxyType
 from typing import Protocol, runtime_checkable
 
@@ -119,7 +120,8 @@ class Snapshot:
         )
 
     def closes(self, symbol: Symbol) -> tuple[Decimal, ...]:
-        return tuple(bar.close for bar in self.bars.get(symbol, ()))
+        # map over attrgetter: this runs on every bar of a backtest
+        return tuple(map(_CLOSE, self.bars.get(symbol, ())))
 
     def key(self, symbol: Symbol, side: Side | None, sequence: int = 0) -> DecisionKey:
         return DecisionKey(
@@ -132,6 +134,7 @@ class Snapshot:
 
 
 Decision = Intent | Sequence[Intent]
+_CLOSE = attrgetter("close")
 
 
 @runtime_checkable

@@ -83,10 +83,15 @@ class SmaCross:
         closes = snapshot.closes(symbol)
         if len(closes) < self.slow + 1:
             return self._hold(snapshot, f"warming up: {len(closes)}/{self.slow + 1} closed bars")
-        fast_now = _mean(closes[-self.fast :])
-        slow_now = _mean(closes[-self.slow :])
-        fast_prev = _mean(closes[-self.fast - 1 : -1])
-        slow_prev = _mean(closes[-self.slow - 1 : -1])
+        # The previous bar's sums from this bar's, one close out and one in: two sums per bar
+        # instead of four (exact: decimal sums of prices are exact well within 28 digits).
+        fast_sum = sum(closes[-self.fast :], _ZERO)
+        slow_sum = sum(closes[-self.slow :], _ZERO)
+        last = closes[-1]
+        fast_now = fast_sum / self.fast
+        slow_now = slow_sum / self.slow
+        fast_prev = (fast_sum - last + closes[-self.fast - 1]) / self.fast
+        slow_prev = (slow_sum - last + closes[-self.slow - 1]) / self.slow
         crossed_up = fast_prev <= slow_prev and fast_now > slow_now
         crossed_down = fast_prev >= slow_prev and fast_now < slow_now
         averages = f"fast SMA{self.fast}={fast_now:.8f} slow SMA{self.slow}={slow_now:.8f}"
@@ -128,8 +133,7 @@ class SmaCross:
         return Hold(key=snapshot.key(self._symbol, None), reason=reason, md_ts=snapshot.md_ts)
 
 
-def _mean(values: Sequence[Decimal]) -> Decimal:
-    return sum(values, Decimal(0)) / len(values)
+_ZERO = Decimal(0)
 
 
 def _cap_order(qty: Decimal, snapshot: Snapshot, price: Decimal) -> Decimal:

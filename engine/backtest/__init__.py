@@ -36,7 +36,7 @@ paths, :mod:`~engine.backtest.report` and :mod:`~engine.backtest.render` are the
 text, and :mod:`~engine.backtest.run` the entry points.
 """
 
-from engine.backtest.data import read_ohlcv
+from engine.backtest.data import BarSeries, load_bars, read_ohlcv
 from engine.backtest.errors import BacktestDataError, BacktestError
 from engine.backtest.execution_path import ORDER_ID_PREFIX
 from engine.backtest.persisted import LedgerTarget
@@ -52,10 +52,12 @@ __all__ = [
     "BacktestError",
     "BacktestReport",
     "BacktestSettings",
+    "BarSeries",
     "LedgerTarget",
     "Replay",
     "default_account",
     "ledger_hint",
+    "load_bars",
     "read_ohlcv",
     "render_report",
     "run_backtest",

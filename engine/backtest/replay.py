@@ -9,17 +9,20 @@ from __future__ import annotations
 
 import math
 import random
-from collections.abc import Mapping, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from datetime import datetime, timedelta
 from decimal import ROUND_HALF_EVEN, Decimal
 from types import MappingProxyType
 
+from engine.backtest.data import BarSeries
 from engine.backtest.errors import BacktestError
 from engine.backtest.execution_path import ORDER_ID_PREFIX, ExecutionPath
 from engine.backtest.in_memory import PaperPath
+from engine.backtest.metrics import performance, round_trips
 from engine.backtest.persisted import LedgerPath, LedgerTarget
+from engine.backtest.render import plain
 from engine.backtest.report import BacktestReport
-from engine.backtest.settings import BacktestSettings, generic_rules
+from engine.backtest.settings import BacktestSettings, FillAt
 from engine.domain.ids import client_order_id
 from engine.domain.intents import Buy, Cancel, Hold, Intent, Sell
 from engine.domain.market import Bar, Quote
@@ -34,12 +37,14 @@ from engine.domain.types import (
 from engine.marketdata.conflator import Conflator, Update
 from engine.strategy_host import HostedStrategy, StrategyHost
 from engine.venues.base import OrderReport
-from engine.venues.paper import DEFAULT_RULES, PaperVenue
+from engine.venues.paper import PaperVenue
 from strategies.base import DecisionMode, OpenOrder
 from strategies.registry import resolve
 
 _ZERO = Decimal(0)
 _BPS = Decimal(10_000)
+#: how often (in bars) a replay reports its progress
+PROGRESS_EVERY = 2048
 
 
 class Replay:
@@ -51,7 +56,7 @@ class Replay:
 
     def __init__(
         self,
-        bars: Sequence[Bar],
+        bars: Sequence[Bar] | BarSeries,
         strategy: str,
         params: Mapping[str, str],
         seed: int,
@@ -59,18 +64,16 @@ class Replay:
         settings: BacktestSettings,
         data_name: str = "<bars>",
         ledger: LedgerTarget | None = None,
+        progress: Callable[[int, int], None] | None = None,
     ) -> None:
-        if not bars:
+        series = bars if isinstance(bars, BarSeries) else None
+        self.bars: list[Bar] = list(bars.bars if isinstance(bars, BarSeries) else bars)
+        if not self.bars:
             raise BacktestError("no bars to replay")
-        for what, value in (
-            ("capital", settings.capital),
-            ("participation", settings.participation),
-        ):
-            if value <= 0:
-                raise BacktestError(f"backtest setting {what} must be > 0, got {value}")
-        if settings.spread_bps < 0 or settings.latency_ms < 0:
-            raise BacktestError("backtest settings spread_bps and latency_ms must be >= 0")
-        self.bars = list(bars)
+        settings.check()
+        self.series = series
+        #: called with (bars done, bars) every PROGRESS_EVERY bars and at the end
+        self.progress = progress
         self.kind = strategy
         self.params = MappingProxyType(dict(params))
         self.seed = seed
@@ -78,7 +81,7 @@ class Replay:
         self.data_name = data_name
         self.symbol = settings.symbol
         self.account = ledger.account if ledger is not None else None
-        self.rules = settings.rules or DEFAULT_RULES.get(self.symbol) or generic_rules(self.symbol)
+        self.rules = settings.rules_for(series)
         self._rng = random.Random(f"backtest:{seed}")
         self._now = self.bars[0].open_time
         self.venue = PaperVenue(
@@ -106,6 +109,8 @@ class Replay:
             version=kind.version,
         )
         self.conflator = Conflator()
+        self._bar_mode = built.mode is DecisionMode.BAR
+        self._quote_update = Update(quotes=frozenset({self.symbol}), closed_bars=())
         self.host = StrategyHost(
             conflator=self.conflator,
             portfolio=self,
@@ -144,6 +149,11 @@ class Replay:
         self._max_drawdown = _ZERO
         self._max_drawdown_pct = _ZERO
         self._fees = _ZERO
+        self._equity: list[Decimal] = []
+        self._exposed = 0
+        self._marked_fills = 0
+        # participation off: every quote shows more than any order can ask for
+        self._unlimited = self.rules.max_qty
 
     def _clock(self) -> datetime:
         return self._now
@@ -158,6 +168,8 @@ class Replay:
         return {self.symbol: self._position.quantity}
 
     async def open_orders(self, strategy_id: StrategyId) -> Sequence[OpenOrder]:
+        if not self.venue.resting:
+            return ()
         return tuple(_open_order(r) for r in await self.venue.open_orders(self.symbol))
 
     # -- the run ---------------------------------------------------------------------------
@@ -165,19 +177,32 @@ class Replay:
     async def run(self) -> BacktestReport:
         try:
             await self._path.start()
-            for bar in self.bars:
+            at_open = self.settings.fill is FillAt.OPEN
+            total = len(self.bars)
+            for done, bar in enumerate(self.bars):
+                if self.progress is not None and not done % PROGRESS_EVERY:
+                    self.progress(done, total)
                 self._now = bar.open_time
                 await self._path.heartbeat()
-                self._walk_bar(bar)
-                await self._path.settle()
+                if at_open and self._pending:
+                    # the previous bar's decisions reach the market at this bar's open
+                    self._arrive(bar, bar.open, bar.open_time)
+                    await self._submit_pending()
+                    await self._path.settle()
+                if self.venue.resting:  # else no quote along the bar could fill anything
+                    self._walk_bar(bar, from_open=not at_open or self._now == bar.open_time)
+                    await self._path.settle()
                 self._now = bar.close_time
                 self._fold_fills()
                 self._mark(bar.close)
                 await self._decide(bar)
-                self._arrive(bar)
-                await self._submit_pending()
+                if not at_open:
+                    self._arrive(bar, bar.close, bar.close_time)
+                    await self._submit_pending()
             self._fold_fills()
-            self._mark(self.bars[-1].close)
+            self._remark(self.bars[-1].close)
+            if self.progress is not None:
+                self.progress(total, total)
             return await self._report()
         finally:
             try:
@@ -185,56 +210,72 @@ class Replay:
             finally:
                 await self.venue.close()
 
-    def _walk_bar(self, bar: Bar) -> None:
-        """Quotes along the bar's path, so resting orders meet its whole range."""
+    def _walk_bar(self, bar: Bar, *, from_open: bool) -> None:
+        """Quotes along the bar's path, so resting orders meet its whole range (after an
+        arrival at the open, the open was quoted already and the clock is past it)."""
         extremes = (bar.low, bar.high) if bar.close >= bar.open else (bar.high, bar.low)
         third = (bar.close_time - bar.open_time) / 3
         for n, price in enumerate((bar.open, *extremes)):
-            self._now = bar.open_time + n * third
+            if n == 0 and not from_open:
+                continue
+            self._now = max(self._now, bar.open_time + n * third)
             self.venue.set_quote(self._quote(price, bar))
 
     async def _decide(self, bar: Bar) -> None:
         closing = self._quote(bar.close, bar)
         self._decision_mid = closing.mid
-        self.venue.set_quote(closing)
-        await self._path.settle()
+        if self.venue.resting:
+            self.venue.set_quote(closing)
+            await self._path.settle()
         self.conflator.publish(closing)
-        self.conflator.publish(bar)
-        mode = self.hosted.strategy.mode
-        update = Update(
-            quotes=frozenset({self.symbol}) if mode is DecisionMode.QUOTE else frozenset(),
-            closed_bars=(bar,) if mode is DecisionMode.BAR else (),
+        if self.account is not None:
+            # the bar's volume is what the risk gate's liquidity check reads; the host keeps its
+            # own bar history, so in memory (no gate) nothing else would read it
+            self.conflator.publish(bar)
+        update = (
+            Update(quotes=frozenset(), closed_bars=(bar,)) if self._bar_mode else self._quote_update
         )
         await self.host.handle(self.hosted, update)
 
-    def _arrive(self, bar: Bar) -> None:
-        """The quote the decided orders meet after the latency."""
+    def _arrive(self, bar: Bar, price: Decimal, at: datetime) -> None:
+        """The quote the decided orders meet after the latency: ``price`` (the signal bar's
+        close, or the next bar's open) moved by a random-walk step over the latency."""
         if not self._pending:
             return
         mean = float(self.settings.latency_ms)
-        latency_ms = self._rng.expovariate(1.0 / mean) if mean > 0 else 0.0
-        bar_ms = (bar.close_time - bar.open_time) / timedelta(milliseconds=1)
-        share = math.sqrt(latency_ms / bar_ms) if bar_ms > 0 else 0.0
-        z = self._rng.gauss(0.0, 1.0)
-        rel_range = (bar.high - bar.low) / bar.close
-        # The float only sizes the step; the price itself stays Decimal on the tick grid.
-        step = Decimal(repr(round(z * share, 12))) * rel_range * bar.close
-        self._now = bar.close_time + timedelta(milliseconds=latency_ms)
-        arrival = self._quote(bar.close + step, bar)
+        if mean > 0:
+            latency_ms = self._rng.expovariate(1.0 / mean)
+            bar_ms = (bar.close_time - bar.open_time) / timedelta(milliseconds=1)
+            share = math.sqrt(latency_ms / bar_ms) if bar_ms > 0 else 0.0
+            z = self._rng.gauss(0.0, 1.0)
+            rel_range = (bar.high - bar.low) / bar.close
+            # The float only sizes the step; the price itself stays Decimal on the tick grid.
+            step = Decimal(repr(round(z * share, 12))) * rel_range * price
+        else:  # no latency: the orders meet the price itself
+            latency_ms, step = 0.0, _ZERO
+        self._now = at + timedelta(milliseconds=latency_ms)
+        arrival = self._quote(price + step, bar)
         self.venue.set_quote(arrival)
         # The engine's market view moves too: the final gate before the wire checks this one.
         self.conflator.publish(arrival)
 
     def _quote(self, mid: Decimal, bar: Bar) -> Quote:
         tick = self.rules.tick_size
-        half = max(mid * self.settings.spread_bps / _BPS / 2, tick)
-        bid = _to_tick(mid - half, tick)
-        ask = _to_tick(mid + half, tick)
-        if ask <= bid:
-            ask = bid + tick
-        bid = max(bid, tick)
-        size_factor = Decimal(repr(round(self._rng.uniform(0.25, 1.0), 6)))
-        size = self.rules.round_quantity(bar.volume * self.settings.participation * size_factor)
+        if self.settings.spread_bps == 0:  # a locked quote: both sides trade at the price
+            bid = ask = max(_to_tick(mid, tick), tick)
+        else:
+            half = max(mid * self.settings.spread_bps / _BPS / 2, tick)
+            bid = _to_tick(mid - half, tick)
+            ask = _to_tick(mid + half, tick)
+            if ask <= bid:
+                ask = bid + tick
+            bid = max(bid, tick)
+        participation = self.settings.participation
+        if participation is None:
+            size = self._unlimited
+        else:
+            size_factor = Decimal(repr(round(self._rng.uniform(0.25, 1.0), 6)))
+            size = self.rules.round_quantity(bar.volume * participation * size_factor)
         return Quote(
             symbol=self.symbol,
             bid=bid,
@@ -277,8 +318,8 @@ class Replay:
     # -- accounting ------------------------------------------------------------------------
 
     def _fold_fills(self) -> None:
-        fills = self.venue.all_fills()
-        for fill in fills[self._fills_seen :]:
+        fills = self.venue.fills_from(self._fills_seen)
+        for fill in fills:
             self._position = apply_fill(
                 self._position,
                 PositionFill(
@@ -292,10 +333,27 @@ class Replay:
             self._fees += (
                 fill.fee if fill.fee_asset == self.rules.quote_asset else fill.fee * fill.price
             )
-        self._fills_seen = len(fills)
+        self._fills_seen += len(fills)
 
     def _mark(self, price: Decimal) -> None:
+        if not self._position.quantity and self._marked_fills == self._fills_seen and self._equity:
+            # flat and nothing filled since: the equity is the last one, drawdown unchanged
+            self._equity.append(self._equity[-1])
+            return
+        self._marked_fills = self._fills_seen
         equity = self.settings.capital + total_pnl(self._position, price)
+        self._equity.append(equity)
+        if self._position.quantity:
+            self._exposed += 1
+        self._track_drawdown(equity)
+
+    def _remark(self, price: Decimal) -> None:
+        """The last close again, after the last bar's own fills."""
+        equity = self.settings.capital + total_pnl(self._position, price)
+        self._equity[-1] = equity
+        self._track_drawdown(equity)
+
+    def _track_drawdown(self, equity: Decimal) -> None:
         self._equity_peak = max(self._equity_peak, equity)
         drawdown = self._equity_peak - equity
         if drawdown > self._max_drawdown:
@@ -316,6 +374,16 @@ class Replay:
         last = self.bars[-1].close
         pnl = total_pnl(self._position, last)
         rejected, rejections = await self._path.rejections()
+        trips, open_trip = round_trips(fills, self.rules.quote_asset, last, self.rules.step_size)
+        times = tuple(b.close_time for b in self.bars)
+        perf = performance(
+            times=times,
+            equity=self._equity,
+            exposed_bars=self._exposed,
+            first_close=self.bars[0].close,
+            last_close=last,
+            trips=trips,
+        )
         return BacktestReport(
             strategy=self.kind,
             params=self.params,
@@ -330,7 +398,17 @@ class Replay:
             orders=len(orders),
             rejected=rejected,
             partially_filled=sum(1 for o in orders if _ZERO < o.filled_quantity < o.quantity),
-            trades=fills,
+            fills=fills,
+            trades=tuple(trips),
+            open_trade=open_trip,
+            performance=perf,
+            equity_times=times,
+            equity=tuple(self._equity),
+            model=self._model(),
+            interval=self.bars[0].interval,
+            gaps=self.series.gaps if self.series is not None else 0,
+            largest_gap=self.series.largest_gap if self.series is not None else timedelta(0),
+            unsent=len(self._pending),
             requested_qty=requested,
             filled_qty=filled,
             fill_rate=(filled / requested) if requested else None,
@@ -348,6 +426,22 @@ class Replay:
             rejections=tuple(rejections),
             account=self.account,
         )
+
+    def _model(self) -> dict[str, str]:
+        s = self.settings
+        return {
+            "fill": s.fill.value,
+            "capital": plain(s.capital),
+            "fees": plain(s.taker_fee)
+            if s.maker_fee == s.taker_fee
+            else f"maker {plain(s.maker_fee)} taker {plain(s.taker_fee)}",
+            "fee_asset": s.fee_asset.value,
+            "spread_bps": plain(s.spread_bps),
+            "latency_ms": plain(s.latency_ms),
+            "participation": "off" if s.participation is None else plain(s.participation),
+            "tick_size": plain(self.rules.tick_size),
+            "lot_step": plain(self.rules.step_size),
+        }
 
 
 def _to_tick(price: Decimal, tick: Decimal) -> Decimal:

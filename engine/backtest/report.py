@@ -4,9 +4,10 @@ from __future__ import annotations
 
 from collections.abc import Mapping
 from dataclasses import dataclass
-from datetime import datetime
+from datetime import datetime, timedelta
 from decimal import Decimal
 
+from engine.backtest.metrics import Performance, RoundTrip
 from engine.domain.types import AccountId, Symbol
 from engine.venues.base import FillReport
 
@@ -27,7 +28,23 @@ class BacktestReport:
     rejected: int
     #: orders that filled only in part (the rest expired, was canceled, or still rests)
     partially_filled: int
-    trades: tuple[FillReport, ...]
+    fills: tuple[FillReport, ...]
+    #: closed round trips: the report's trades
+    trades: tuple[RoundTrip, ...]
+    #: the round trip still open at the end (valued at the last close), if any
+    open_trade: RoundTrip | None
+    performance: Performance
+    #: the equity marked at each bar's close, and those closes
+    equity_times: tuple[datetime, ...]
+    equity: tuple[Decimal, ...]
+    #: the fill model and the instrument as run (``fill=close spread_bps=0 ...``)
+    model: Mapping[str, str]
+    #: the bar interval (median step) and the gaps in the data
+    interval: str
+    gaps: int
+    largest_gap: timedelta
+    #: orders decided on the last bar that a next-open fill model never sends
+    unsent: int
     requested_qty: Decimal
     filled_qty: Decimal
     #: filled / requested quantity over every accepted order

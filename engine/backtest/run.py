@@ -4,12 +4,13 @@ ledger (:func:`run_backtest_persisted`)."""
 from __future__ import annotations
 
 import asyncio
+from collections.abc import Callable
 from datetime import UTC, datetime
 from pathlib import Path
 
 from sqlalchemy.ext.asyncio import AsyncEngine
 
-from engine.backtest.data import read_ohlcv
+from engine.backtest.data import load_bars
 from engine.backtest.persisted import LedgerTarget
 from engine.backtest.replay import Replay
 from engine.backtest.report import BacktestReport
@@ -24,14 +25,17 @@ def run_backtest(
     seed: int,
     *,
     settings: BacktestSettings | None = None,
+    progress: Callable[[int, int], None] | None = None,
 ) -> BacktestReport:
     """Replay ``data`` (an OHLCV CSV) through the strategy kind ``strategy`` with ``params``.
 
     Runs its own event loop: call it from synchronous code (the CLI), not from a coroutine;
     there, ``await Replay(...).run()``."""
     settings = settings or BacktestSettings()
-    bars = read_ohlcv(data, settings.symbol)
-    replay = Replay(bars, strategy, params, seed, settings=settings, data_name=str(data))
+    bars = load_bars(data, settings.symbol)
+    replay = Replay(
+        bars, strategy, params, seed, settings=settings, data_name=str(data), progress=progress
+    )
     return asyncio.run(replay.run())
 
 
@@ -51,16 +55,24 @@ async def run_backtest_persisted(
     engine: AsyncEngine,
     account: str | None = None,
     settings: BacktestSettings | None = None,
+    progress: Callable[[int, int], None] | None = None,
 ) -> BacktestReport:
     """:func:`run_backtest`, with every decision, order, event and fill written to the ledger
     at ``engine`` (at the migrations' head) under ``account`` (default
     :func:`default_account`), which must not hold anything yet. Await it on a running loop."""
     settings = settings or BacktestSettings()
-    bars = read_ohlcv(data, settings.symbol)
+    bars = load_bars(data, settings.symbol)
     target = LedgerTarget(
         engine=engine, account=AccountId(account or default_account(strategy, seed))
     )
     replay = Replay(
-        bars, strategy, params, seed, settings=settings, data_name=str(data), ledger=target
+        bars,
+        strategy,
+        params,
+        seed,
+        settings=settings,
+        data_name=str(data),
+        ledger=target,
+        progress=progress,
     )
     return await replay.run()

@@ -8,7 +8,7 @@ One module per concept: ``engine`` (run, migrate, sql), ``operate`` (controls an
 the lease holder runs), ``inspect`` (status, controls, incidents), ``report`` (pnl, quality),
 ``explain`` (one decision's story), ``journal`` (the operator journal and the queued requests),
 ``alerts`` (list, test), ``maintain`` (prune), ``strategies`` (strategies, new-strategy),
-``tools`` (simulator, backtest), ``compare`` (paper against a backtest); ``_app`` holds the
+``tools`` (simulator), ``backtest``, ``compare`` (paper against a backtest); ``_app`` holds the
 typer app and the one error path, ``targets`` the input checks.
 """
 
@@ -19,6 +19,7 @@ import sys
 # Importing a module registers its commands on ``app``; the order is the order of `--help`.
 from engine.cli import alerts as _alerts
 from engine.cli import compare as _compare
+from engine.cli import backtest as _backtest
 from engine.cli import engine as _engine
 from engine.cli import explain as _explain
 from engine.cli import inspect as _inspect
@@ -44,6 +45,7 @@ _COMMANDS = (
     _strategies,
     _tools,
     _compare,
+    _backtest,
 )
 
 

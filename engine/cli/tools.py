@@ -1,4 +1,4 @@
-"""Offline tools: the exchange simulator and backtests."""
+"""Offline tools: the exchange simulator (backtests are :mod:`engine.cli.backtest`)."""
 
 from __future__ import annotations
 
@@ -7,9 +7,7 @@ from typing import Annotated
 
 import typer
 
-from engine.cli._app import app, fail, guard, run_async, settings
-from engine.cli.targets import check_target
-from engine.database import open_database
+from engine.cli._app import app, fail, guard
 
 
 @app.command()
@@ -87,83 +85,3 @@ def _check_port_free(port: int) -> None:
             probe.bind(("127.0.0.1", port))
         except OSError as exc:
             fail(f"--port {port}: cannot listen on 127.0.0.1:{port}: {exc.strerror}")
-
-
-@app.command()
-def backtest(
-    data: Annotated[Path, typer.Option(help="OHLCV CSV: Date,Open,High,Low,Close,Volume.")],
-    strategy: Annotated[str, typer.Option(help="Strategy kind, e.g. sma_cross.")],
-    param: Annotated[list[str] | None, typer.Option("--param", help="k=v, repeatable.")] = None,
-    seed: Annotated[int, typer.Option(help="Seed of latency, slippage and partial fills.")] = 0,
-    symbol: Annotated[str, typer.Option(help="Symbol the data is for.")] = "BTCUSDT",
-    persist: Annotated[
-        bool,
-        typer.Option(
-            "--persist",
-            help="Record the run in the ledger (decisions, orders, events, fills) through the "
-            "live execution path, to inspect it with SQL.",
-        ),
-    ] = False,
-    account: Annotated[
-        str | None,
-        typer.Option(help="Ledger account for --persist [default: backtest-<kind>-<seed>-<time>]."),
-    ] = None,
-) -> None:
-    """Replay history through a strategy on the paper venue and print a report."""
-    from engine.backtest import (
-        BacktestSettings,
-        ledger_hint,
-        render_report,
-        run_backtest,
-        run_backtest_persisted,
-    )
-    from engine.domain.types import Symbol
-
-    # an empty symbol got as far as a strategy's decision key and failed there, mid-replay
-    symbol = check_target("--symbol", symbol) or ""
-    params: dict[str, str] = {}
-    for item in param or []:
-        key, sep, value = item.partition("=")
-        if not sep or not key:
-            fail(f"--param takes k=v, got {item!r}")
-        params[key.strip()] = value.strip()
-    account = check_target("--account", account)
-    if account is not None and not persist:
-        fail("--account names the ledger account of --persist")
-    bt_settings = BacktestSettings.for_symbol(Symbol(symbol))
-    if not persist:
-        with guard():
-            report = run_backtest(data, strategy, params, seed, settings=bt_settings)
-        # Plain output: rich would re-wrap long lines and colour the numbers.
-        typer.echo(render_report(report))
-        return
-
-    from engine.observability import configure_logging
-
-    # The execution path narrates each order at INFO; the report is what matters here, and
-    # stdout must carry nothing else.
-    configure_logging(json=False, level="WARNING")
-
-    async def go() -> tuple[str, str]:
-        async with open_database(settings()) as db:
-            persisted = await run_backtest_persisted(
-                data,
-                strategy,
-                params,
-                seed,
-                engine=db.engine,
-                account=account,
-                settings=bt_settings,
-            )
-            assert persisted.account is not None
-            hint = f'inspect it: {db.psql} -c "{ledger_hint(persisted.account)}"'
-            if db.embedded:
-                hint += (
-                    "\n(the embedded Postgres runs while a tradectl process uses it: query it "
-                    "while `tradectl run` is up, or set DATABASE_URL)"
-                )
-            return render_report(persisted), hint
-
-    text, hint = run_async(go)
-    typer.echo(text)
-    typer.echo(hint)

@@ -20,7 +20,7 @@ async def test_a_persisted_backtest_limits_orders_to_a_share_of_the_bars_volume(
     report = await run_backtest_persisted(
         BTC_DATA, "sma_cross", dict(SMA), 7, engine=db_engine, account="bt-liq", settings=settings
     )
-    assert not report.trades
+    assert not report.fills
     async with db_engine.connect() as conn:
         decisions = (
             await conn.execute(

@@ -4,10 +4,12 @@ from __future__ import annotations
 
 import asyncio
 import dataclasses
+import functools
 import os
 import re
 import subprocess
 import sys
+from decimal import Decimal
 from pathlib import Path
 from typing import Any
 
@@ -23,6 +25,7 @@ from engine.backtest import (
     run_backtest,
     run_backtest_persisted,
 )
+from engine.backtest.settings import FillAt
 from engine.domain.types import AccountId, ControlKind, ControlScope, Symbol, VenueName
 from engine.ledger.ledger import Ledger
 
@@ -71,7 +74,7 @@ async def assert_report_matches_ledger(
             f.fee_asset,
             f.venue_ts,
         )
-        for f in report.trades
+        for f in report.fills
     ]
     # P&L from SQL alone: cash flows of the fills, the position net of fees paid in the base
     # asset, marked at the last close.
@@ -93,7 +96,7 @@ async def assert_report_matches_ledger(
     net_qty, fill_count = await one(
         engine, "SELECT net_qty, fill_count FROM positions WHERE account = :a", a=account
     )
-    assert fill_count == len(report.trades)
+    assert fill_count == len(report.fills)
     # the positions view nets out fees paid in the base asset: it is the holding
     assert net_qty == report.final_position
 
@@ -130,7 +133,7 @@ def anonymous(report: BacktestReport) -> BacktestReport:
         report,
         account=None,
         rejections=(),
-        trades=tuple(dataclasses.replace(f, client_order_id=None) for f in report.trades),
+        fills=tuple(dataclasses.replace(f, client_order_id=None) for f in report.fills),
     )
 
 
@@ -145,7 +148,7 @@ async def test_persisted_sma_run_is_the_in_memory_run_and_sql_agrees(
     # client order ids differ: a persisted run's strategy id is its account, unique per run.)
     assert report.account == "bt-sma-7"
     assert anonymous(report) == anonymous(in_memory)
-    assert report.trades
+    assert report.fills
     assert report.rejected > 0
     await assert_report_matches_ledger(db_engine, report, "BTC", "USDT")
 
@@ -188,7 +191,7 @@ async def test_decision_trace_shows_each_order_from_decision_to_fills(
     # every order the venue saw or refused has a row; denied decisions never had an order
     assert len(traced) == report.orders + report.rejected - len(denied)
     by_coid = {t.client_order_id: t for t in traced}
-    for fill in report.trades:
+    for fill in report.fills:
         trace = by_coid[fill.client_order_id]
         assert fill.trade_id in {f["trade_id"] for f in trace.fills}
         assert trace.reason.startswith("fast crossed")
@@ -203,8 +206,8 @@ async def test_fair_value_persists_on_a_prediction_market(db_engine: AsyncEngine
     report = await run_backtest_persisted(
         PRES_DATA, "fair_value", dict(FAIR), 7, engine=db_engine, account="bt-pres", settings=PRES
     )
-    assert report.trades
-    assert {f.fee_asset for f in report.trades} == {"USD"}
+    assert report.fills
+    assert {f.fee_asset for f in report.fills} == {"USD"}
     assert 0 < report.final_position <= 200
     await assert_report_matches_ledger(db_engine, report, "PRES-YES", "USD")
 
@@ -220,7 +223,7 @@ async def test_a_halted_account_records_every_order_decision_as_denied(
         BTC_DATA, "sma_cross", dict(SMA), 7, engine=db_engine, account="bt-halted"
     )
     assert report.orders == 0
-    assert not report.trades
+    assert not report.fills
     assert report.rejected == report.decisions - report.holds > 0
     assert all("no trading" in reason for reason in report.rejections)
     denied = await scalar(
@@ -270,3 +273,16 @@ async def test_cli_persist_prints_the_report_account_and_sql_hint(
         db_engine, "SELECT sum(1 + repeats) FROM decisions WHERE account = :a", a=account
     )
     assert f"  decisions       {total} (" in proc.stdout
+
+
+async def test_next_open_fills_persisted_are_the_in_memory_ones(db_engine: AsyncEngine) -> None:
+    settings = BacktestSettings(fill=FillAt.OPEN, latency_ms=Decimal(200))
+    report = await run_backtest_persisted(
+        BTC_DATA, "sma_cross", dict(SMA), 3, engine=db_engine, account="bt-open", settings=settings
+    )
+    in_memory = await asyncio.to_thread(
+        functools.partial(run_backtest, BTC_DATA, "sma_cross", dict(SMA), 3, settings=settings)
+    )
+    assert report.fills
+    assert anonymous(report) == anonymous(in_memory)
+    await assert_report_matches_ledger(db_engine, report, "BTC", "USDT")

@@ -98,9 +98,13 @@ def test_bad_rows_are_reported_with_line_and_column(
 # --- the replay -----------------------------------------------------------------------------
 
 
+#: the chapter's market model: latency, a spread, and a share of each bar's volume shown
+CHAPTER = BacktestSettings(participation=Decimal("0.0001"))
+
+
 @pytest.fixture(scope="module")
 def sma_report() -> BacktestReport:
-    return run_backtest(FIXTURE, "sma_cross", dict(SMA), seed=7)
+    return run_backtest(FIXTURE, "sma_cross", dict(SMA), seed=7, settings=CHAPTER)
 
 
 def test_pnl_equals_the_cash_flows_of_the_fills(sma_report: BacktestReport) -> None:
@@ -108,7 +112,7 @@ def test_pnl_equals_the_cash_flows_of_the_fills(sma_report: BacktestReport) -> N
     cash = Decimal(0)
     base = Decimal(0)
     fees = Decimal(0)
-    for f in r.trades:
+    for f in r.fills:
         cash -= f.side.sign * f.quantity * f.price
         base += f.side.sign * f.quantity
         if f.fee_asset == Asset("BTC"):
@@ -129,7 +133,7 @@ def test_report_counts_are_consistent(sma_report: BacktestReport) -> None:
     assert r.bars == 500
     assert r.decisions == 500  # one per closed bar, none skipped
     assert r.holds + r.orders + r.rejected == r.decisions
-    assert r.filled_qty == sum(f.quantity for f in r.trades)
+    assert r.filled_qty == sum(f.quantity for f in r.fills)
     assert r.fill_rate == r.filled_qty / r.requested_qty
     assert r.orders > 5
     assert r.partially_filled > 0  # the shown size is smaller than some orders
@@ -138,32 +142,39 @@ def test_report_counts_are_consistent(sma_report: BacktestReport) -> None:
     assert r.max_drawdown > 0
     assert r.avg_slippage_bps is not None
     assert r.avg_slippage_bps > 0  # paying half the spread on every taker fill
-    assert {f.side for f in r.trades} == {Side.BUY, Side.SELL}
+    assert {f.side for f in r.fills} == {Side.BUY, Side.SELL}
 
 
 def test_same_seed_same_report_other_seed_other_fills(sma_report: BacktestReport) -> None:
-    again = run_backtest(FIXTURE, "sma_cross", dict(SMA), seed=7)
+    again = run_backtest(FIXTURE, "sma_cross", dict(SMA), seed=7, settings=CHAPTER)
     assert again == sma_report
-    other = run_backtest(FIXTURE, "sma_cross", dict(SMA), seed=8)
-    assert [f.price for f in other.trades] != [f.price for f in sma_report.trades]
+    other = run_backtest(FIXTURE, "sma_cross", dict(SMA), seed=8, settings=CHAPTER)
+    assert [f.price for f in other.fills] != [f.price for f in sma_report.fills]
 
 
 def test_no_latency_no_spread_means_fills_at_the_decision_price() -> None:
-    settings = BacktestSettings(
-        spread_bps=Decimal(0), latency_ms=Decimal(0), participation=Decimal(1)
-    )
+    settings = BacktestSettings(spread_bps=Decimal(0), latency_ms=Decimal(0))
     report = run_backtest(FIXTURE, "sma_cross", dict(SMA), seed=1, settings=settings)
     assert report.partially_filled == 0
-    # a one-tick half spread is all that is left: 0.01 on prices above 16 000
-    assert report.avg_slippage_bps is not None
-    assert abs(report.avg_slippage_bps) < Decimal("0.01")
+    assert report.avg_slippage_bps == 0
+    closes = {b.close_time: b.close for b in read_ohlcv(FIXTURE, BTC)}
+    # each fill at its signal bar's close, stamped with that close's time
+    assert report.fills
+    assert all(f.price == closes[f.venue_ts] for f in report.fills)
+
+
+def test_participation_is_off_by_default_so_orders_fill_whole() -> None:
+    report = run_backtest(FIXTURE, "sma_cross", dict(SMA), seed=1)
+    assert report.orders > 5
+    assert report.partially_filled == 0
+    assert report.fill_rate == 1
 
 
 def test_render_report_shows_the_figures(sma_report: BacktestReport) -> None:
     text = render_report(sma_report)
-    for label in ("total P&L", "fees", "fill rate", "avg slippage", "max drawdown", "trades"):
+    for label in ("total P&L", "fees", "fill rate", "avg slippage", "max drawdown", "fills"):
         assert label in text
-    assert f"{len(sma_report.trades)}" in text
+    assert f"{len(sma_report.fills)}" in text
 
 
 def test_quote_strategy_replays_on_a_prediction_market(tmp_path: Path) -> None:
@@ -185,11 +196,11 @@ def test_quote_strategy_replays_on_a_prediction_market(tmp_path: Path) -> None:
     params = {"fair": "0.5", "edge": "0.05", "qty": "20", "max_inventory": "60"}
     report = run_backtest(path, "fair_value", params, seed=2, settings=settings)
     assert report.orders > 0
-    assert report.trades
-    assert all(f.fee_asset == Asset("USD") for f in report.trades)
+    assert report.fills
+    assert all(f.fee_asset == Asset("USD") for f in report.fills)
     assert abs(report.final_position) <= 60
     assert report.final_position >= 0
-    cash = sum((-f.side.sign * f.quantity * f.price - f.fee for f in report.trades), Decimal(0))
+    cash = sum((-f.side.sign * f.quantity * f.price - f.fee for f in report.fills), Decimal(0))
     assert report.pnl == cash + report.final_position * report.last_price
     assert not math.isnan(float(report.max_drawdown))
 
@@ -225,7 +236,7 @@ def test_fair_value_replays_the_prediction_market_fixture_with_default_settings(
     params = {"fair": "0.55", "edge": "0.03", "qty": "20", "max_inventory": "200"}
     report = run_backtest(PRES_FIXTURE, "fair_value", params, seed=7, settings=settings)
     assert report.bars == 180
-    assert report.trades
-    assert {f.side for f in report.trades} == {Side.BUY, Side.SELL}
-    assert {f.fee_asset for f in report.trades} == {Asset("USD")}
+    assert report.fills
+    assert {f.side for f in report.fills} == {Side.BUY, Side.SELL}
+    assert {f.fee_asset for f in report.fills} == {Asset("USD")}
     assert 0 <= report.final_position <= 200

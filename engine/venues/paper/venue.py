@@ -345,8 +345,8 @@ class PaperVenue:
         self._rules_for(quote.symbol)
         if quote.bid_size < 0 or quote.ask_size < 0:
             raise ValueError(f"quote sizes must be >= 0: {quote!r}")
-        if quote.bid >= quote.ask:
-            raise ValueError(f"quote must have bid < ask: {quote!r}")
+        if quote.bid > quote.ask:  # locked (bid = ask) is a bar replay's zero-spread price
+            raise ValueError(f"quote must have bid <= ask: {quote!r}")
         self._quotes[quote.symbol] = quote
         self._core.on_quote(
             quote.symbol,
@@ -432,6 +432,17 @@ class PaperVenue:
     def all_fills(self) -> tuple[FillReport, ...]:
         """Every fill on every symbol, in the order they happened."""
         return tuple(self._fill_report(f) for f in self._core.fill_log)
+
+    @property
+    def resting(self) -> int:
+        """How many orders rest on the book: none, and a quote can fill nothing."""
+        return len(self._core._open)
+
+    def fills_from(self, start: int) -> tuple[FillReport, ...]:
+        """The fills after the first ``start``: a replay folds them in as they come, without
+        copying the whole log each bar."""
+        log = self._core.fill_log
+        return tuple(self._fill_report(f) for f in log[start:]) if start < len(log) else ()
 
     def balances_now(self) -> dict[Asset, BalanceReport]:
         now = self._now()
