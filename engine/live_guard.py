@@ -22,10 +22,18 @@ from engine.observability import for_humans
 LIVE_STAGES = frozenset({Stage.SMALL_LIVE, Stage.LIVE})
 
 
+#: hosts that are this machine: what runs there is a simulator, not an exchange
+_LOOPBACK = frozenset({"127.0.0.1", "localhost", "::1"})
+
+
 def environment(settings: Settings) -> str:
     """``production`` for real money, else what the venue is (testnet, demo, simulated)."""
     if settings.venue is VenueKind.BINANCE:
         host = urlsplit(settings.binance_rest_url).hostname or ""
+        if host in _LOOPBACK:
+            # the built-in simulator (or a test's); a proxy to the real exchange on this host
+            # would pass as local too, which the README's live-trading section warns about
+            return "local"
         return "testnet" if "testnet" in host else "production"
     if settings.venue is VenueKind.KALSHI:
         return settings.kalshi_environment.value

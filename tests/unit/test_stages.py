@@ -150,6 +150,17 @@ def test_kalshi_production_is_production_and_its_demo_is_not() -> None:
     )
 
 
+def test_binance_on_this_machine_is_the_simulator_and_any_other_host_is_production() -> None:
+    def env(url: str) -> str:
+        return environment(load_settings(venue="binance", binance_rest_url=url))
+
+    assert env("http://127.0.0.1:8765") == "local"
+    assert env("http://localhost:8765") == "local"
+    assert env("https://testnet.binance.vision") == "testnet"
+    assert env("https://api.binance.com") == "production"
+    assert env("https://binance.example.net") == "production"
+
+
 def test_backtest_is_not_a_stage_run_accepts() -> None:
     with pytest.raises(ConfigError, match="backtest is the stage of `tradectl backtest`"):
         staging(load_settings(venue="paper", stage="backtest"))
