@@ -246,7 +246,7 @@ class Execution(Sending, Cancels):
             if result.status is ReserveStatus.RESERVED and result.order is not None:
                 order = result.order
                 with bound_to(order):  # the send task starts with the order's ids bound
-                    log.info(
+                    log.debug(
                         "order.reserved",
                         symbol=order.symbol,
                         side=order.side.value,

@@ -111,7 +111,7 @@ class Sending:
             submitted_at = self.clock()
             # before the call: its answer (or a crash) may never come, and this line says when
             # the order went out
-            log.info("order.submitted")
+            log.debug("order.submitted")
             try:
                 report = await self.venue.submit(request)
             except Definitive as exc:
@@ -156,7 +156,7 @@ class Sending:
             self.gate.on_submitted(order, submitted_at)
             self.crash.hit(CrashPoint.AFTER_SUBMIT_BEFORE_ACK)
             acked = await self.acks.submit(Ack(coid, report, submitted_at))
-            log.info(
+            log.debug(
                 "order.acknowledged", venue_order_id=acked.venue_order_id, state=acked.state.value
             )
             self.committed.remember(acked, report.fills)
