@@ -25,7 +25,7 @@ from typing import Any
 import structlog
 
 from engine.crashpoints import NO_CRASH, CrashPoint, CrashPoints, SimulatedCrash
-from engine.domain.holds import HoldRuns, HoldStep
+from engine.domain.holds import HoldRuns, HoldStep, RepeatCount
 from engine.domain.ids import client_order_id, decision_id
 from engine.domain.intents import Buy, Cancel, Hold, Intent, OrderIntent, Sell, intent_kind
 from engine.domain.risk import Verdict
@@ -217,10 +217,12 @@ class Execution(Sending, Cancels):
         await self.gate.prepare()
         now = self.clock()
         reservations: list[Reservation] = []
+        holds: list[DecisionRecord] = []
+        counts: list[RepeatCount] = []
         for intent in intents:
             self.symbols.add(intent.symbol)
             if isinstance(intent, Hold):
-                await self._hold(intent, now)
+                self._hold(intent, now, holds, counts)
             elif isinstance(intent, Cancel):
                 await self._cancel(intent, now)
             else:
@@ -229,9 +231,14 @@ class Execution(Sending, Cancels):
                 if reservation is not None:
                     reservations.append(reservation)
         denials, self._denials = self._denials, []
+        # The batch's holds and denials in one statement, then the hold counts (which may
+        # name a hold row of this batch): not a write per decision.
+        if holds or denials:
+            await self.ledger.decisions.record_many([*holds, *denials])
         for denial in denials:
-            await self.ledger.decisions.record(denial)
             self.metrics.decided(denial)
+        if counts:
+            await self.ledger.decisions.count_repeats(counts)
         if not reservations:
             return
         try:
@@ -272,17 +279,24 @@ class Execution(Sending, Cancels):
                     blocked_by=list(result.blocked_by),
                 )
 
-    async def _hold(self, intent: Hold, now: datetime) -> None:
+    def _hold(
+        self,
+        intent: Hold,
+        now: datetime,
+        records: list[DecisionRecord],
+        counts: list[RepeatCount],
+    ) -> None:
         """A hold gets a row only when its reason changes to one without a row in the last
-        hour; identical holds are counted on that row (engine.domain.holds)."""
+        hour; identical holds are counted on that row (engine.domain.holds). Both are written
+        with the batch."""
         decision = self._decision(intent, now, (), DecisionOutcome.HOLD)
         self.metrics.decided(decision)
         step = self.holds.hold(
             intent.strategy_id, intent.symbol, intent.reason, decision.decision_id, now
         )
-        await self._write_repeats(step)
+        counts.extend(step.counts)
         if step.record:
-            await self.ledger.decisions.record(decision)
+            records.append(decision)
 
     async def _write_repeats(self, step: HoldStep) -> None:
         if step.counts:
