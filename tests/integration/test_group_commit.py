@@ -10,6 +10,7 @@ from datetime import timedelta
 from typing import Any
 
 import pytest
+from sqlalchemy import text
 from sqlalchemy.ext.asyncio import AsyncEngine
 
 from engine.domain.types import ClientOrderId, OrderState, VenueOrderId, VenueOrderStatus
@@ -17,6 +18,10 @@ from engine.exceptions import LedgerError
 from engine.execution.group_commit import GroupCommit
 from engine.ledger.ledger import Ledger
 from engine.ledger.reports import Ack
+from engine.venues.paper import BTCUSDT, default_paper_venue
+from tests.helpers import eventually
+from tests.integration.test_execution import Clock as ExecClock
+from tests.integration.test_execution import buy, coid_of, make_rig, quote
 from tests.integration.test_ledger import (
     ACCOUNT,
     HOLDER,
@@ -126,3 +131,40 @@ async def test_writes_arriving_during_a_commit_share_the_next_one() -> None:
     assert results[2] == 40
     assert isinstance(results[1], ValueError)
     assert batches == [[1], [2, 3, 4]]
+
+
+async def test_a_stream_report_of_an_order_in_flight_waits_for_its_ack_and_writes_nothing(
+    db_engine: AsyncEngine,
+) -> None:
+    clock = ExecClock()
+    venue = default_paper_venue((BTCUSDT,), seed=3, clock=clock)
+    venue.set_quote(quote(clock, "50000", "50001"))
+    rig = await make_rig(db_engine, venue, clock)
+    stream = asyncio.create_task(rig.fills.run())
+    try:
+        intent = buy(clock)  # a market buy: filled on submit, its reports on the stream at once
+        await rig.execution.process([intent])
+
+        async def stream_drained() -> bool:
+            return all(s._queue.empty() for s in venue._user_streams)
+
+        await eventually(stream_drained)
+    finally:
+        stream.cancel()
+        await asyncio.gather(stream, return_exceptions=True)
+    order = await rig.ledger.orders.get(coid_of(intent))
+    assert order is not None
+    assert order.state is OrderState.FILLED
+    async with db_engine.connect() as conn:
+        causes = (
+            (
+                await conn.execute(
+                    text("SELECT cause FROM order_events WHERE client_order_id = :c ORDER BY id"),
+                    {"c": order.client_order_id},
+                )
+            )
+            .scalars()
+            .all()
+        )
+    # the ACK carried the fill; the stream's copies of it found it committed and wrote nothing
+    assert causes == ["reserved", "ack"]
