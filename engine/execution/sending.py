@@ -77,8 +77,11 @@ class Sending:
         done = self._sending.get(client_order_id) if client_order_id is not None else None
         if done is None:
             return
+        # asyncio.timeout, not wait_for: on 3.11 wait_for loses a cancellation that arrives as
+        # the wait ends (the send finishing while the engine stops), and the stop hangs
         try:
-            await asyncio.wait_for(done.wait(), ACK_WAIT_S)
+            async with asyncio.timeout(ACK_WAIT_S):
+                await done.wait()
         except TimeoutError:
             log.warning("order.ack_wait_timed_out", client_order_id=client_order_id)
 
@@ -86,7 +89,7 @@ class Sending:
         """Steps 4-5 for one reserved order. Only ``BaseException`` (a simulated crash) escapes."""
         coid = order.client_order_id
         self._in_flight.add(coid)
-        self._sending[coid] = asyncio.Event()
+        sent = self._sending[coid] = asyncio.Event()
         try:
             now = self.clock()
             final = self.gate.recheck(order, now)
@@ -174,7 +177,9 @@ class Sending:
             log.exception("order.left_for_resolution")
         finally:
             self._in_flight.discard(coid)
-            self._sending.pop(coid).set()
+            if self._sending.get(coid) is sent:
+                del self._sending[coid]
+            sent.set()
 
     async def _halt_for_auth(self, exc: AuthFailed) -> None:
         await halt_for_auth(
