@@ -78,6 +78,11 @@ class LimitsBook:
     strategies: Mapping[StrategyId, Limits] = field(default_factory=dict)
     #: configured typical order size, used until a strategy has enough orders of its own
     typical_order_qty: Mapping[StrategyId, Decimal] = field(default_factory=dict)
+    #: each strategy's merged limits, built once (the book is immutable): the gate asks for them
+    #: for every order and the utilization gauges for every strategy each refresh
+    _merged: dict[StrategyId, Limits] = field(
+        default_factory=dict, init=False, repr=False, compare=False
+    )
 
     @classmethod
     def empty(cls) -> LimitsBook:
@@ -123,6 +128,12 @@ class LimitsBook:
         )
 
     def for_strategy(self, strategy: StrategyId) -> Limits:
+        merged = self._merged.get(strategy)
+        if merged is None:
+            merged = self._merged[strategy] = self._merge(strategy)
+        return merged
+
+    def _merge(self, strategy: StrategyId) -> Limits:
         own = self.strategies.get(strategy)
         if own is None:
             return self.account
