@@ -216,17 +216,20 @@ async def run_engine(url: URL, orders: int, window: int) -> EngineRun:
     latencies: list[float] = []
     slots = asyncio.Semaphore(window)
     done = asyncio.Event()
-    original_ack = ledger.orders.record_ack
+    original_acks = ledger.orders.record_acks
 
-    async def record_ack(coid: Any, report: Any, *, submitted_at: Any) -> Any:
-        order = await original_ack(coid, report, submitted_at=submitted_at)
-        latencies.append(time.perf_counter() - started.pop(coid))
-        slots.release()
+    async def record_acks(acks: Any) -> Any:
+        # ACKs are group-committed: each order is done when its batch's transaction is
+        orders_ = await original_acks(acks)
+        now = time.perf_counter()
+        for ack in acks:
+            latencies.append(now - started.pop(ack.client_order_id))
+            slots.release()
         if len(latencies) == orders:
             done.set()
-        return order
+        return orders_
 
-    ledger.orders.record_ack = record_ack  # type: ignore[method-assign]
+    ledger.orders.record_acks = record_acks  # type: ignore[method-assign]
     wire: list[float] = []
     original_submit = venue.submit
 

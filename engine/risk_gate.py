@@ -30,6 +30,7 @@ from engine.domain.intents import Buy, DecisionKey, OrderIntent, Sell
 from engine.domain.market import Quote
 from engine.domain.orders import Order
 from engine.domain.risk import (
+    FINAL_GATE_CHECKS,
     AccountView,
     Check,
     Exposure,
@@ -66,6 +67,7 @@ class MarketSource(Protocol):
 
 
 _DEFAULT_LIMITS = Limits()
+_NO_ACCOUNT = AccountView()
 _DEFAULT_VOLUME_WINDOW = _DEFAULT_LIMITS.volume_window
 
 
@@ -77,6 +79,11 @@ class LimitsBook:
     strategies: Mapping[StrategyId, Limits] = field(default_factory=dict)
     #: configured typical order size, used until a strategy has enough orders of its own
     typical_order_qty: Mapping[StrategyId, Decimal] = field(default_factory=dict)
+    #: each strategy's merged limits, built once (the book is immutable): the gate asks for them
+    #: for every order and the utilization gauges for every strategy each refresh
+    _merged: dict[StrategyId, Limits] = field(
+        default_factory=dict, init=False, repr=False, compare=False
+    )
 
     @classmethod
     def empty(cls) -> LimitsBook:
@@ -122,6 +129,12 @@ class LimitsBook:
         )
 
     def for_strategy(self, strategy: StrategyId) -> Limits:
+        merged = self._merged.get(strategy)
+        if merged is None:
+            merged = self._merged[strategy] = self._merge(strategy)
+        return merged
+
+    def _merge(self, strategy: StrategyId) -> Limits:
         own = self.strategies.get(strategy)
         if own is None:
             return self.account
@@ -366,9 +379,7 @@ class RiskGate:
             ask_size=quote.ask_size,
         )
 
-    def _account(
-        self, strategy: StrategyId, symbol: Symbol, *, without: Order | None = None
-    ) -> AccountView:
+    def _account(self, strategy: StrategyId, symbol: Symbol) -> AccountView:
         strategy_exposure: dict[Symbol, Exposure] = {}
         account_exposure: dict[Symbol, Exposure] = {}
         layers = (
@@ -381,13 +392,6 @@ class RiskGate:
                 if sid == strategy:
                     strategy_exposure[sym] = _plus(strategy_exposure.get(sym, Exposure()), exposure)
                 account_exposure[sym] = _plus(account_exposure.get(sym, Exposure()), exposure)
-        if without is not None:
-            # The final gate checks an order that is already counted as resting: take it out
-            # once, or it would be counted against itself.
-            own = without.remaining_qty
-            for book in (strategy_exposure, account_exposure):
-                current = book.get(without.symbol, Exposure())
-                book[without.symbol] = _add(current, without.side, -own)
         marks: dict[Symbol, Decimal] = {}
         for sym in account_exposure:
             q = self.market.quote(sym)
@@ -415,11 +419,7 @@ class RiskGate:
             )
         recent: tuple[datetime, ...] = ()
         if limits.max_orders_per_minute is not None:
-            window = self._submitted[strategy]
-            now = self.clock()
-            while window and now - window[0] > _RATE_WINDOW:
-                window.popleft()
-            recent = tuple(window)
+            recent = self._recent(strategy, self.clock())
         return AccountView(
             strategy_exposure=strategy_exposure,
             account_exposure=account_exposure,
@@ -467,13 +467,21 @@ class RiskGate:
             limit_price=order.limit_price,
         )
         limits = self.limits.for_strategy(order.strategy_id)
+        # Only what can have changed since the order was assessed (FINAL_GATE_CHECKS): the
+        # market, and the order rate (the orders of one batch were assessed against the same
+        # submissions; each submit since counts now). No exposure view to build.
+        account = _NO_ACCOUNT
+        if limits.max_orders_per_minute is not None:
+            account = AccountView(recent_order_times=self._recent(order.strategy_id, now))
         return evaluate(
-            probe,
-            self._market(order.symbol, limits),
-            self._account(order.strategy_id, order.symbol, without=order),
-            limits,
-            now,
+            probe, self._market(order.symbol, limits), account, limits, now, FINAL_GATE_CHECKS
         )
+
+    def _recent(self, strategy: StrategyId, now: datetime) -> tuple[datetime, ...]:
+        window = self._submitted[strategy]
+        while window and now - window[0] > _RATE_WINDOW:
+            window.popleft()
+        return tuple(window)
 
     def on_submitted(self, order: Order, now: datetime) -> None:
         if self.limits.for_strategy(order.strategy_id).max_orders_per_minute is not None:

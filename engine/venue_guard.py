@@ -44,7 +44,8 @@ from engine.venues.metrics import VenueMetrics, outcome_of
 
 if TYPE_CHECKING:
     from engine.domain.intents import OrderIntent
-    from engine.execution.core import Execution, RiskGate
+    from engine.execution.core import Execution
+    from engine.execution.protocols import RiskGate
 
 log = structlog.get_logger("tradectl.venue_guard")
 

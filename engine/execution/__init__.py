@@ -9,8 +9,9 @@ exchange order at most once (see :mod:`engine.execution.core`).
 
 from engine.domain.types import UNRESOLVED
 from engine.execution.config import ExecutionConfig
-from engine.execution.core import Execution, Lease, RiskGate
+from engine.execution.core import Execution
 from engine.execution.fill_path import CommittedFacts, FillPath
+from engine.execution.protocols import Lease, RiskGate
 
 __all__ = [
     "UNRESOLVED",

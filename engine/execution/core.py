@@ -20,17 +20,15 @@ import asyncio
 import dataclasses
 from collections.abc import Callable, Coroutine, Iterable, Sequence
 from datetime import datetime
-from typing import Any, Protocol
+from typing import Any
 
 import structlog
 
 from engine.crashpoints import NO_CRASH, CrashPoint, CrashPoints, SimulatedCrash
-from engine.domain.alerts import rate_limited_alert
-from engine.domain.holds import HoldRuns, HoldStep
+from engine.domain.holds import HoldRuns, HoldStep, RepeatCount
 from engine.domain.ids import client_order_id, decision_id
 from engine.domain.intents import Buy, Cancel, Hold, Intent, OrderIntent, Sell, intent_kind
-from engine.domain.orders import Order
-from engine.domain.risk import RiskAssessment, Verdict
+from engine.domain.risk import Verdict
 from engine.domain.types import (
     UNRESOLVED,
     ClientOrderId,
@@ -40,62 +38,28 @@ from engine.domain.types import (
     utc_now,
 )
 from engine.exceptions import (
-    Ambiguous,
-    AuthFailed,
     DatabaseUnavailable,
-    Definitive,
     LeaseLost,
-    RateLimited,
     VenueError,
 )
 from engine.execution.cancels import Cancels
 from engine.execution.config import ExecutionConfig
 from engine.execution.fill_path import CommittedFacts
 from engine.execution.order_log import bound_to
+from engine.execution.protocols import Lease, RiskGate
+from engine.execution.sending import Sending
 from engine.execution.venue_filters import venue_filters
 from engine.ledger.ledger import Ledger
 from engine.ledger.records import DecisionRecord, Reservation, ReserveStatus
 from engine.metrics import ExecutionMetrics, error
 from engine.outage import AlwaysAvailable, LedgerState, ThrottledLog
 from engine.tasks import wait_event
-from engine.venue_guard import halt_for_auth
-from engine.venues.base import FillReport, InstrumentRules, OrderRequest, Venue
+from engine.venues.base import FillReport, InstrumentRules, Venue
 
 log = structlog.get_logger("tradectl.execution")
 
 
-class RiskGate(Protocol):
-    """Pre-trade checks at the execution boundary (see :mod:`engine.risk_gate`)."""
-
-    async def prepare(self) -> None:
-        """Before a batch: take in every reservation and fill the ledger has."""
-        ...
-
-    def assess(self, intent: OrderIntent, now: datetime) -> RiskAssessment: ...
-
-    def reserved(self) -> None:
-        """After a batch's reserve transaction committed."""
-        ...
-
-    def recheck(self, order: Order, now: datetime) -> RiskAssessment:
-        """The final gate: freshness and limits again on the newest state, before the wire."""
-        ...
-
-    def on_submitted(self, order: Order, now: datetime) -> None: ...
-
-
-class Lease(Protocol):
-    @property
-    def holder(self) -> str: ...
-
-    @property
-    def epoch(self) -> int: ...
-
-    @property
-    def lost(self) -> bool: ...
-
-
-class Execution(Cancels):
+class Execution(Sending, Cancels):
     """One per account. Strategies call :meth:`submit_intent`; :meth:`run` does the rest."""
 
     def __init__(
@@ -139,6 +103,7 @@ class Execution(Cancels):
         # Orders this process is sending right now: the resolver must not look them up and
         # resubmit while the first request may still be on its way.
         self._in_flight: set[ClientOrderId] = set()
+        self._init_sending()
         self._resolve_wakeup = asyncio.Event()
         self.symbols: set[Symbol] = set()
         self.stopped_reason: str | None = None
@@ -252,10 +217,12 @@ class Execution(Cancels):
         await self.gate.prepare()
         now = self.clock()
         reservations: list[Reservation] = []
+        holds: list[DecisionRecord] = []
+        counts: list[RepeatCount] = []
         for intent in intents:
             self.symbols.add(intent.symbol)
             if isinstance(intent, Hold):
-                await self._hold(intent, now)
+                self._hold(intent, now, holds, counts)
             elif isinstance(intent, Cancel):
                 await self._cancel(intent, now)
             else:
@@ -264,9 +231,14 @@ class Execution(Cancels):
                 if reservation is not None:
                     reservations.append(reservation)
         denials, self._denials = self._denials, []
+        # The batch's holds and denials in one statement, then the hold counts (which may
+        # name a hold row of this batch): not a write per decision.
+        if holds or denials:
+            await self.ledger.decisions.record_many([*holds, *denials])
         for denial in denials:
-            await self.ledger.decisions.record(denial)
             self.metrics.decided(denial)
+        if counts:
+            await self.ledger.decisions.count_repeats(counts)
         if not reservations:
             return
         try:
@@ -281,7 +253,7 @@ class Execution(Cancels):
             if result.status is ReserveStatus.RESERVED and result.order is not None:
                 order = result.order
                 with bound_to(order):  # the send task starts with the order's ids bound
-                    log.info(
+                    log.debug(
                         "order.reserved",
                         symbol=order.symbol,
                         side=order.side.value,
@@ -307,17 +279,24 @@ class Execution(Cancels):
                     blocked_by=list(result.blocked_by),
                 )
 
-    async def _hold(self, intent: Hold, now: datetime) -> None:
+    def _hold(
+        self,
+        intent: Hold,
+        now: datetime,
+        records: list[DecisionRecord],
+        counts: list[RepeatCount],
+    ) -> None:
         """A hold gets a row only when its reason changes to one without a row in the last
-        hour; identical holds are counted on that row (engine.domain.holds)."""
+        hour; identical holds are counted on that row (engine.domain.holds). Both are written
+        with the batch."""
         decision = self._decision(intent, now, (), DecisionOutcome.HOLD)
         self.metrics.decided(decision)
         step = self.holds.hold(
             intent.strategy_id, intent.symbol, intent.reason, decision.decision_id, now
         )
-        await self._write_repeats(step)
+        counts.extend(step.counts)
         if step.record:
-            await self.ledger.decisions.record(decision)
+            records.append(decision)
 
     async def _write_repeats(self, step: HoldStep) -> None:
         if step.counts:
@@ -446,103 +425,6 @@ class Execution(Cancels):
             capital_fraction=intent.capital_fraction,
         )
 
-    async def _send(self, order: Order) -> None:
-        """Steps 4-5 for one reserved order. Only ``BaseException`` (a simulated crash) escapes."""
-        coid = order.client_order_id
-        self._in_flight.add(coid)
-        try:
-            now = self.clock()
-            final = self.gate.recheck(order, now)
-            if not final.approved:
-                self.metrics.refused_at_final_gate(order.strategy_id, final.rejections)
-                # Nothing was sent for this id in this attempt. A fresh reservation was never on
-                # the wire, so it can expire at once; a resubmission only reaches here after a
-                # lookup found nothing past the consistency window.
-                reason = f"final gate before submit: {_summary(final)}"
-                await self.ledger.orders.expire(coid, reason)
-                log.info("order.expired", reason=reason)
-                return
-            request = OrderRequest(
-                client_order_id=coid,
-                symbol=order.symbol,
-                side=order.side,
-                type=order.type,
-                quantity=order.requested_qty,
-                limit_price=order.limit_price,
-                time_in_force=order.time_in_force,
-            )
-            submitted_at = self.clock()
-            # before the call: its answer (or a crash) may never come, and this line says when
-            # the order went out
-            log.info("order.submitted")
-            try:
-                report = await self.venue.submit(request)
-            except Definitive as exc:
-                await self.ledger.orders.mark_rejected(
-                    coid, _error_text(exc), submitted_at=submitted_at
-                )
-                log.warning("order.rejected", error=_error_text(exc))
-                return
-            except AuthFailed as exc:
-                await self.ledger.orders.mark_rejected(
-                    coid, _error_text(exc), submitted_at=submitted_at
-                )
-                log.warning("order.rejected", error=_error_text(exc))
-                await self._halt_for_auth(exc)
-                return
-            except (Ambiguous, RateLimited) as exc:
-                # Maybe placed (or, for 429, refused but we take no chances): look it up later.
-                await self.ledger.orders.mark_unknown(
-                    coid, _error_text(exc), submitted_at=submitted_at
-                )
-                log.warning("order.unknown", error=_error_text(exc))
-                self._resolve_wakeup.set()
-                if isinstance(exc, RateLimited):
-                    await self.ledger.alerts.add(
-                        rate_limited_alert(
-                            account=self.config.account,
-                            venue=self.venue.name,
-                            error=_error_text(exc),
-                            retry_after_s=exc.retry_after,
-                        )
-                    )
-                return
-            except Exception as exc:
-                error(self.config.account, "execution")
-                log.exception("order.unknown", error=f"unexpected: {type(exc).__name__}")
-                await self.ledger.orders.mark_unknown(
-                    coid, f"unexpected: {type(exc).__name__}: {exc}", submitted_at=submitted_at
-                )
-                self._resolve_wakeup.set()
-                return
-            self.metrics.acked(order, self.clock())
-            self.gate.on_submitted(order, submitted_at)
-            self.crash.hit(CrashPoint.AFTER_SUBMIT_BEFORE_ACK)
-            acked = await self.ledger.orders.record_ack(coid, report, submitted_at=submitted_at)
-            log.info(
-                "order.acknowledged", venue_order_id=acked.venue_order_id, state=acked.state.value
-            )
-            self.committed.remember(acked, report.fills)
-            if report.fills:
-                self.on_fills(report.fills)
-        except (DatabaseUnavailable, LeaseLost) as exc:
-            # The venue may hold the order; the ledger says PENDING_SUBMIT/UNKNOWN, which the
-            # resolver (or the next start) settles by lookup.
-            if isinstance(exc, DatabaseUnavailable):
-                self.ledger_state.unavailable(exc, where="send")
-            error(self.config.account, "execution")
-            log.error("order.left_for_resolution", error=str(exc))
-        except Exception:
-            error(self.config.account, "execution")
-            log.exception("order.left_for_resolution")
-        finally:
-            self._in_flight.discard(coid)
-
-    async def _halt_for_auth(self, exc: AuthFailed) -> None:
-        await halt_for_auth(
-            self.ledger, self.config.account, exc, where="submit", key=self.credential
-        )
-
     # -- cancels -------------------------------------------------------------------------------
 
     async def _cancel(self, intent: Cancel, now: datetime) -> None:
@@ -571,13 +453,3 @@ def _reraise_crash(group: BaseExceptionGroup[BaseException]) -> None:
     crash = group.subgroup(SimulatedCrash)
     if crash is not None:
         raise crash.exceptions[0] from None
-
-
-def _summary(assessment: RiskAssessment) -> str:
-    failed = assessment.rejections
-    return "; ".join(f"{v.check}: {v.message or v.observed}" for v in failed) or "approved"
-
-
-def _error_text(exc: VenueError) -> str:
-    code = f" (code {exc.code})" if exc.code is not None else ""
-    return f"{type(exc).__name__}: {exc}{code}"

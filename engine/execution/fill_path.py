@@ -91,6 +91,11 @@ class FillPath:
 
     async def apply(self, event: UserEvent) -> None:
         committed = self.execution.committed
+        if isinstance(event, FillReport | OrderReport):
+            # An order still being sent: its ACK (which carries the same facts, usually) is
+            # about to commit; after it this event is most often a no-op instead of a second
+            # write racing the first for the order's row.
+            await self.execution.ack_settled(event.client_order_id)
         if isinstance(event, FillReport):
             if committed.has_fill(event):
                 return  # this process already committed it (e.g. with the ACK)

@@ -99,18 +99,23 @@ def with_outcome(
 class Decisions(LedgerPart):
     """``ledger.decisions``: decisions that reserve no order (reservations record their own)."""
 
-    @retry_transient
     async def record(self, decision: DecisionRecord) -> None:
         """Record a decision that reserves no order (a hold, a risk denial). Idempotent."""
-        require_finite(
-            f"decision {decision.decision_id}",
-            quantity=decision.quantity,
-            limit_price=decision.limit_price,
-            decision_price=decision.decision_price,
-            capital_fraction=decision.capital_fraction,
-        )
+        await self.record_many([decision])
+
+    @retry_transient
+    async def record_many(self, decisions: Sequence[DecisionRecord]) -> None:
+        """Record decisions that reserve no order, in one statement. Idempotent."""
+        for decision in decisions:
+            require_finite(
+                f"decision {decision.decision_id}",
+                quantity=decision.quantity,
+                limit_price=decision.limit_price,
+                decision_price=decision.decision_price,
+                capital_fraction=decision.capital_fraction,
+            )
         async with self._connection() as db:
-            await SQL_RECORD_DECISIONS.run(db, decision_params([decision]))
+            await SQL_RECORD_DECISIONS.run(db, decision_params(decisions))
 
     @retry_transient
     async def count_repeats(self, counts: Sequence[RepeatCount]) -> None:

@@ -29,8 +29,9 @@ Concurrency model, in one place:
 * Filled quantity and average price are always derived from ``fills``; no counter can drift.
 
 Round trips, whatever the batch size (batches travel as arrays through ``unnest``): reserve is
-BEGIN / fence / reserve / COMMIT; an ack, a venue report or a batch of fills is one statement
-(lock, insert fills, derive the state, update, event) in its own implicit transaction; reads
+BEGIN / fence / reserve / COMMIT; a venue report or a batch of fills is one statement (lock,
+insert fills, derive the state, update, event) in its own implicit transaction; a group of ACKs
+(``orders.record_acks``) is BEGIN / one such statement per report status / COMMIT; reads
 are one statement. Statements are :class:`~engine.ledger.statements.Statement` constants,
 written at the top of the concept module that runs them as SQLAlchemy ``text()`` with ``:name``
 parameters, compiled once at import by the asyncpg dialect, and run on the pooled connection's

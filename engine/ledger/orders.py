@@ -1,45 +1,29 @@
-"""Orders: reserve (:mod:`engine.ledger.reservations`), the venue's answers, transitions, and
-lookups."""
+"""Orders: reserve (:mod:`engine.ledger.reservations`), the venue's answers and transitions
+(:mod:`engine.ledger.reports`), and lookups."""
 
 from __future__ import annotations
 
 from collections.abc import Sequence
-from dataclasses import replace
 from datetime import datetime
 from decimal import Decimal
 from typing import Any
 
-import asyncpg
-
 from engine.domain.alerts import rejected_alert
-from engine.domain.orders import Order, allowed_from, target_state
+from engine.domain.orders import Order
 from engine.domain.types import (
     UNRESOLVED,
     ClientOrderId,
     OrderState,
     StrategyId,
     Symbol,
-    VenueOrderStatus,
 )
-from engine.exceptions import LedgerError, StateConflict
+from engine.exceptions import StateConflict
 from engine.ledger.alerts import insert_alert
-from engine.ledger.fence import FENCE_CTES
-from engine.ledger.fills import (
-    INSERT_FILLS,
-    SQL_LOCK_ORDERS,
-    bucket_sql,
-    check_fills,
-    fill_params,
-    fill_totals,
-    log_fill_recorded,
-    report_targets,
-    target_lookup,
-)
 from engine.ledger.listings import Listings
+from engine.ledger.reports import Reporting
 from engine.ledger.reservations import SQL_GET_ORDERS, Reserving
 from engine.ledger.rows import FILL_TOTALS, NON_TERMINAL, ORDER_COLUMNS, SELECT_ORDERS, to_order
-from engine.ledger.statements import Statement, dumps, require_finite, retry_transient
-from engine.venues.base import FillReport, OrderReport
+from engine.ledger.statements import Statement, dumps, retry_transient
 
 SQL_GET_ORDER = Statement(
     f"{SELECT_ORDERS} WHERE o.client_order_id = :client_order_id AND o.account = :account"
@@ -81,246 +65,9 @@ SQL_OPEN_ORDERS_OF_STRATEGY = Statement(
     ORDER BY o.created_at, o.client_order_id"""
 )
 
-# One order's state change (and field updates), its event, and the resulting order: one
-# statement. ``cur`` locks the row and reads its newest state; the update applies only from an
-# allowed state (or the same state, to update fields without an event).
-SQL_UPDATE_ORDER = Statement(
-    f"""
-    WITH {FENCE_CTES},
-    cur AS (
-        SELECT client_order_id, state FROM orders
-        WHERE client_order_id = :client_order_id AND account = :account
-          AND (SELECT ok FROM fence)
-        FOR UPDATE
-    ),
-    upd AS (
-        UPDATE orders o SET
-            state = :to_state,
-            updated_at = :now,
-            venue_order_id = COALESCE(o.venue_order_id, CAST(:venue_order_id AS text)),
-            submitted_at = COALESCE(CAST(:submitted_at AS timestamptz), o.submitted_at),
-            acked_at = COALESCE(o.acked_at, CAST(:acked_at AS timestamptz)),
-            venue_ts = GREATEST(o.venue_ts, CAST(:venue_ts AS timestamptz)),
-            last_error = COALESCE(CAST(:error AS text), o.last_error)
-        FROM cur
-        WHERE o.client_order_id = cur.client_order_id AND o.account = :account
-          AND (cur.state = ANY(CAST(:allowed AS text[])) OR cur.state = :to_state)
-        RETURNING {ORDER_COLUMNS}, cur.state AS from_state
-    ),
-    ev AS (
-        INSERT INTO order_events (account, client_order_id, from_state, to_state, cause,
-                                  detail, venue_ts, recorded_at)
-        SELECT u.account, u.client_order_id, u.from_state, u.state, :cause,
-               CAST(:detail AS jsonb),
-               CAST(:venue_ts AS timestamptz), :now
-        FROM upd u WHERE u.from_state <> u.state
-    )
-    SELECT fence.ok AS fence_ok, cur.state AS current_state, u.*, f.filled_qty, f.avg_price
-    FROM fence
-    LEFT JOIN cur ON true
-    LEFT JOIN upd u ON true
-    LEFT JOIN LATERAL (
-        SELECT sum(x.qty) AS filled_qty, sum(x.qty * x.price) / NULLIF(sum(x.qty), 0) AS avg_price
-        FROM fills x WHERE x.client_order_id = :client_order_id AND x.account = :account
-    ) f ON true
-    """
-)
 
-# The venue's cumulative filled quantity is a fact even before its fills reach us.
-_REPORT_BUCKET = bucket_sql("GREATEST(tot.filled_qty, :venue_filled)", "tot.requested_qty")
-
-
-# One round trip for a venue report (ack, lookup, stream, cancel answer): lock the order, insert
-# the report's fills, derive the state from the fill sum, update the order, append the event.
-#
-# The fill sum comes from this statement's snapshot, which may predate a concurrent writer that
-# held the row lock (and inserted fills) while this statement waited for it. Every transaction
-# that inserts fills of a known order also *updates* that order's row, so such a writer shows as
-# a difference between the locked row version's xmin and the snapshot's: ``stale``. A stale
-# result changes nothing but the fills, and the caller redoes the state in a new transaction.
-def _apply_report_sql(status: VenueOrderStatus) -> str:
-    return f"""
-    WITH {FENCE_CTES},
-    cur AS (
-        SELECT o.client_order_id, o.state, o.requested_qty, o.xmin AS locked_xmin
-        FROM orders o WHERE o.client_order_id = :client_order_id AND o.account = :account
-          AND (SELECT ok FROM fence)
-        FOR UPDATE
-    ),
-    snap AS (
-        SELECT o.xmin AS snap_xmin FROM orders o
-        WHERE o.client_order_id = :client_order_id AND o.account = :account
-    ),
-    ins AS ({INSERT_FILLS} RETURNING client_order_id, qty, price, trade_id),
-    tot AS (
-        SELECT cur.client_order_id, cur.state, cur.requested_qty,
-               cur.locked_xmin IS DISTINCT FROM (SELECT snap_xmin FROM snap) AS stale,
-               s.qty + COALESCE(n.qty, 0) AS filled_qty,
-               s.notional + COALESCE(n.notional, 0) AS notional
-        FROM cur
-        CROSS JOIN (
-            SELECT COALESCE(sum(x.qty), 0) AS qty, COALESCE(sum(x.qty * x.price), 0) AS notional
-            FROM fills x WHERE x.client_order_id = :client_order_id AND x.account = :account
-        ) s
-        CROSS JOIN (SELECT sum(i.qty) AS qty, sum(i.qty * i.price) AS notional FROM ins i) n
-    ),
-    tgt AS (
-        SELECT tot.*, lk.to_state
-        FROM tot JOIN {target_lookup(report_targets(status))}
-          ON lk.from_state = tot.state
-         AND lk.bucket = {_REPORT_BUCKET}
-    ),
-    upd AS (
-        UPDATE orders o SET
-            state = tgt.to_state,
-            updated_at = :now,
-            venue_order_id = COALESCE(o.venue_order_id, CAST(:venue_order_id AS text)),
-            submitted_at = COALESCE(CAST(:submitted_at AS timestamptz), o.submitted_at),
-            acked_at = COALESCE(o.acked_at, CAST(:acked_at AS timestamptz)),
-            venue_ts = GREATEST(o.venue_ts, CAST(:venue_ts AS timestamptz)),
-            last_error = CASE WHEN tgt.to_state IN ('REJECTED', 'EXPIRED')
-                              THEN COALESCE(CAST(:reason AS text), o.last_error)
-                              ELSE o.last_error END
-        FROM tgt
-        WHERE o.client_order_id = tgt.client_order_id AND o.account = :account
-          AND o.state = tgt.state AND NOT tgt.stale
-        RETURNING {ORDER_COLUMNS}, tgt.state AS from_state, tgt.filled_qty, tgt.notional
-    ),
-    ev AS (
-        INSERT INTO order_events (account, client_order_id, from_state, to_state, cause,
-                                  detail, venue_ts, recorded_at)
-        SELECT u.account, u.client_order_id, u.from_state, u.state, :cause,
-               CAST(:detail AS jsonb),
-               CAST(:venue_ts AS timestamptz), :now
-        FROM upd u WHERE u.from_state <> u.state
-    )
-    SELECT fence.ok AS fence_ok, tgt.stale, u.*,
-           u.notional / NULLIF(u.filled_qty, 0) AS avg_price,
-           (SELECT array_agg(i.trade_id) FROM ins i) AS new_trade_ids
-    FROM fence LEFT JOIN tgt ON true LEFT JOIN upd u ON true
-    """
-
-
-SQL_APPLY_REPORT = {status: Statement(_apply_report_sql(status)) for status in VenueOrderStatus}
-
-
-def _log_new_fills(order: Order, fills: list[FillReport], new_trade_ids: list[str] | None) -> None:
-    if new_trade_ids:
-        new = set(new_trade_ids)
-        for fill in fills:
-            if fill.trade_id in new:
-                log_fill_recorded(
-                    order.account, fill, decision_id=order.decision_id, strategy=order.strategy_id
-                )
-
-
-def _with_coid(fill: FillReport, client_order_id: ClientOrderId) -> FillReport:
-    return replace(fill, client_order_id=client_order_id)
-
-
-class Orders(Reserving, Listings):
+class Orders(Reserving, Listings, Reporting):
     """``ledger.orders``: an order's life from its reservation to a terminal state."""
-
-    @retry_transient
-    async def record_ack(
-        self, client_order_id: ClientOrderId, report: OrderReport, *, submitted_at: datetime
-    ) -> Order:
-        """The venue accepted the order: attach its id and times, record any fills it carried,
-        and move to the state the report implies."""
-        order = await self._apply(
-            client_order_id,
-            report,
-            cause="ack",
-            submitted_at=submitted_at,
-            acked_at=self._clock(),
-        )
-        if order is None:
-            raise self._unknown(client_order_id)
-        return order
-
-    @retry_transient
-    async def apply_report(self, report: OrderReport, *, cause: str) -> Order | None:
-        """Apply a lookup / stream / cancel answer: append its fills, attach the venue order id
-        if missing, move to the state it implies (never backwards). ``None`` when the ledger
-        does not know the client order id."""
-        return await self._apply(report.client_order_id, report, cause=cause)
-
-    async def _apply(
-        self,
-        client_order_id: ClientOrderId,
-        report: OrderReport,
-        *,
-        cause: str,
-        submitted_at: datetime | None = None,
-        acked_at: datetime | None = None,
-    ) -> Order | None:
-        # A NaN cumulative quantity would compare as "complete" in SQL and mark it FILLED.
-        require_finite(
-            f"venue report of order {client_order_id}", filled_quantity=report.filled_quantity
-        )
-        check_fills(report.fills)
-        now = self._clock()
-        fills = [
-            f if f.client_order_id is not None else _with_coid(f, client_order_id)
-            for f in report.fills
-        ]
-        detail = {
-            "venue_status": report.status.value,
-            "venue_filled_qty": str(report.filled_quantity),
-            # kept even when the order already has one: a different id means a duplicate
-            "venue_order_id": report.venue_order_id,
-        }
-        if report.reason:
-            detail["reason"] = report.reason
-        fields: dict[str, Any] = {
-            "client_order_id": client_order_id,
-            "now": now,
-            "cause": cause,
-            "detail": dumps(detail),
-            "venue_order_id": report.venue_order_id,
-            "submitted_at": submitted_at,
-            "acked_at": acked_at,
-            "venue_ts": report.venue_ts,
-        }
-        async with self._connection() as db:
-            row = (
-                await SQL_APPLY_REPORT[report.status].run(
-                    db,
-                    self._fenced(
-                        {
-                            **fields,
-                            **fill_params(fills),
-                            "account": self.account,
-                            "venue_filled": report.filled_quantity,
-                            "reason": report.reason,
-                        }
-                    ),
-                )
-            ).one()
-        if not row["fence_ok"]:
-            raise self._fence.refused(f"recording the venue's {cause} of order {client_order_id}")
-        if row["stale"] is None:
-            return None  # not ours; its fills are recorded all the same
-        if not row["stale"]:
-            order = to_order(row)
-            _log_new_fills(order, fills, row["new_trade_ids"])
-            return order
-        # Another writer committed fills of this order while we waited for its lock: decide
-        # the state again from sums read after taking the lock (the fills are already in).
-        async with self._fenced_tx(f"recording the {cause} of order {client_order_id}") as db:
-            locked = (
-                await SQL_LOCK_ORDERS.run(
-                    db, {"account": self.account, "client_order_ids": [client_order_id]}
-                )
-            ).one()
-            totals = await fill_totals(db, self.account, [client_order_id])
-            filled = max(totals[client_order_id], report.filled_quantity)
-            current = OrderState(locked["state"])
-            to = target_state(current, report.status, filled, locked["requested_qty"])
-            error = report.reason if to in (OrderState.REJECTED, OrderState.EXPIRED) else None
-            order = await self._update(db, to=to, error=error, **fields)
-        _log_new_fills(order, fills, row["new_trade_ids"])
-        return order
 
     @retry_transient
     async def mark_unknown(
@@ -430,91 +177,6 @@ class Orders(Reserving, Listings):
                 error=error,
                 submitted_at=submitted_at,
             )
-
-    async def _update(
-        self,
-        db: asyncpg.Connection,
-        *,
-        client_order_id: ClientOrderId,
-        to: OrderState,
-        now: datetime,
-        cause: str,
-        detail: str | None = None,
-        venue_order_id: str | None = None,
-        submitted_at: datetime | None = None,
-        acked_at: datetime | None = None,
-        venue_ts: datetime | None = None,
-        error: str | None = None,
-    ) -> Order:
-        return to_order(
-            await self._update_row(
-                db,
-                client_order_id=client_order_id,
-                to=to,
-                now=now,
-                cause=cause,
-                detail=detail,
-                venue_order_id=venue_order_id,
-                submitted_at=submitted_at,
-                acked_at=acked_at,
-                venue_ts=venue_ts,
-                error=error,
-            )
-        )
-
-    async def _update_row(
-        self,
-        db: asyncpg.Connection,
-        *,
-        client_order_id: ClientOrderId,
-        to: OrderState,
-        now: datetime,
-        cause: str,
-        detail: str | None = None,
-        venue_order_id: str | None = None,
-        submitted_at: datetime | None = None,
-        acked_at: datetime | None = None,
-        venue_ts: datetime | None = None,
-        error: str | None = None,
-    ) -> asyncpg.Record:
-        """The updated order row (with ``from_state``), or StateConflict."""
-        row = (
-            await SQL_UPDATE_ORDER.run(
-                db,
-                self._fenced(
-                    {
-                        "client_order_id": client_order_id,
-                        "account": self.account,
-                        "to_state": to.value,
-                        "allowed": [s.value for s in allowed_from(to)],
-                        "now": now,
-                        "cause": cause,
-                        "detail": detail,
-                        "venue_order_id": venue_order_id,
-                        "submitted_at": submitted_at,
-                        "acked_at": acked_at,
-                        "venue_ts": venue_ts,
-                        "error": error,
-                    }
-                ),
-            )
-        ).one()
-        if not row["fence_ok"]:
-            raise self._fence.refused(f"moving order {client_order_id} to {to.value} ({cause})")
-        if row["current_state"] is None:
-            raise self._unknown(client_order_id)
-        if row["client_order_id"] is None:
-            raise StateConflict(
-                f"order {client_order_id} is {row['current_state']}, which cannot move to "
-                f"{to.value} ({cause}); re-read it and act on its current state"
-            )
-        return row
-
-    def _unknown(self, client_order_id: str) -> LedgerError:
-        return LedgerError(
-            f"order {client_order_id} is not in the ledger of account {self.account}; only "
-            "reserved client order ids can change state"
-        )
 
     async def get(self, client_order_id: ClientOrderId) -> Order | None:
         async with self._connection() as db:

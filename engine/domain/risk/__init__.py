@@ -28,13 +28,21 @@ Resized quantities are not rounded to the instrument's step size: the caller rou
 
 from engine.domain.risk.checks import BPS
 from engine.domain.risk.evaluator import evaluate
-from engine.domain.risk.limits import CHECK_ORDER, HALTING_CHECKS, SIZE_CHECKS, Check, Limits
+from engine.domain.risk.limits import (
+    CHECK_ORDER,
+    FINAL_GATE_CHECKS,
+    HALTING_CHECKS,
+    SIZE_CHECKS,
+    Check,
+    Limits,
+)
 from engine.domain.risk.verdicts import RiskAssessment, Verdict
 from engine.domain.risk.views import ZERO, AccountView, Exposure, MarketView
 
 __all__ = [
     "BPS",
     "CHECK_ORDER",
+    "FINAL_GATE_CHECKS",
     "HALTING_CHECKS",
     "SIZE_CHECKS",
     "ZERO",

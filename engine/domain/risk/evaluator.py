@@ -3,21 +3,28 @@
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from datetime import datetime
 from decimal import ROUND_FLOOR, localcontext
 
 from engine.domain.intents import Buy, Sell
 from engine.domain.risk.checks import CHECKS, MISSING, CheckContext
-from engine.domain.risk.limits import CHECK_ORDER, HALTING_CHECKS, Limits
+from engine.domain.risk.limits import CHECK_ORDER, HALTING_CHECKS, Check, Limits
 from engine.domain.risk.verdicts import RiskAssessment, Verdict
 from engine.domain.risk.views import ZERO, AccountView, MarketView
 from engine.domain.types import VerdictResult, require_aware
 
 
 def evaluate(
-    intent: Buy | Sell, market: MarketView, account: AccountView, limits: Limits, now: datetime
+    intent: Buy | Sell,
+    market: MarketView,
+    account: AccountView,
+    limits: Limits,
+    now: datetime,
+    checks: Sequence[Check] = CHECK_ORDER,
 ) -> RiskAssessment:
-    """Run every configured check on ``intent`` in :data:`CHECK_ORDER`."""
+    """Run every configured check on ``intent`` in :data:`CHECK_ORDER` (or only ``checks``,
+    in their order: the final gate's :data:`FINAL_GATE_CHECKS`)."""
     now = require_aware(now, "now")
     if market.symbol != intent.symbol:
         raise ValueError(f"market view is for {market.symbol}, the intent for {intent.symbol}")
@@ -30,7 +37,7 @@ def evaluate(
     # rounded up past it.
     with localcontext() as decimal_context:
         decimal_context.rounding = ROUND_FLOOR
-        for check in CHECK_ORDER:
+        for check in checks:
             verdict = CHECKS[check](ctx)
             if verdict is None:
                 continue

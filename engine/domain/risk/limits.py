@@ -43,6 +43,18 @@ class Check(StrEnum):
 
 CHECK_ORDER: tuple[Check, ...] = tuple(Check)
 
+#: what the final gate checks again between the reservation and the wire: only what can have
+#: changed since the order was assessed. The market moves (the quote's age, the spread, the
+#: limit against the mid); exposure cannot grow behind the order's back, because every
+#: reservation after it was assessed with it counted (and controls are the venue guard's and
+#: the reserve transaction's).
+FINAL_GATE_CHECKS: tuple[Check, ...] = (
+    Check.PRICE_AGE,
+    Check.MIN_SPREAD,
+    Check.MAX_SPREAD,
+    Check.PRICE_BAND,
+)
+
 #: the checks that can shrink an order instead of rejecting it
 SIZE_CHECKS: frozenset[Check] = frozenset(
     {
