@@ -18,8 +18,8 @@ import sys
 
 # Importing a module registers its commands on ``app``; the order is the order of `--help`.
 from engine.cli import alerts as _alerts
-from engine.cli import compare as _compare
 from engine.cli import backtest as _backtest
+from engine.cli import compare as _compare
 from engine.cli import engine as _engine
 from engine.cli import explain as _explain
 from engine.cli import inspect as _inspect
