@@ -100,6 +100,7 @@ class Engine(StatusTask):
         crash: CrashPoints | None = None,
         account_limits: Limits | None = None,
         readiness: Readiness | None = None,
+        lease: Callable[[Ledger], LeaseKeeper] | None = None,
     ) -> None:
         self.settings = settings
         self.db = db
@@ -109,7 +110,10 @@ class Engine(StatusTask):
         self.clock = clock
         self.account = AccountId(settings.account)
         self.ledger = Ledger(db.engine, account=self.account, venue=self.venue.name, clock=clock)
-        self.lease = LeaseKeeper(self.ledger, ttl=settings.lease_ttl)
+        # a pool's engine takes a free account's lease or none (engine/pool.py); alone: standby
+        self.lease = (
+            lease(self.ledger) if lease else LeaseKeeper(self.ledger, ttl=settings.lease_ttl)
+        )
         self.conflator = Conflator(detect_gaps=session.per_symbol_sequences)
         self.portfolio = Portfolio(db.engine, settings.account)
         self.gate = RiskGate(
@@ -566,7 +570,12 @@ def main(settings: Settings) -> None:
         for sig in (signal.SIGINT, signal.SIGTERM):
             loop.add_signal_handler(sig, stop.set)
         try:
-            await run(settings, stop)
+            if settings.accounts is None:
+                await run(settings, stop)
+            else:
+                from engine.pool import run_pool
+
+                await run_pool(settings, stop)
         except ShutdownStuck as exc:
             # asyncio.run would cancel the stuck task again and wait for it without a bound.
             if json_output():

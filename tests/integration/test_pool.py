@@ -1,0 +1,81 @@
+"""One engine process, several accounts (engine/pool.py, engine/supervisor.py): each account's
+engine is its own, and one that cannot start never stops the others."""
+
+from __future__ import annotations
+
+import asyncio
+
+import pytest
+from sqlalchemy.engine import URL
+from sqlalchemy.ext.asyncio import AsyncEngine
+
+from engine.config import load_settings
+from engine.pool import run_pool
+from tests.helpers import eventually
+from tests.integration.pool_helpers import (
+    FAST,
+    add_accounts,
+    credentials_env,
+    db_env,
+    fills_of,
+    scalar,
+    simulators,
+)
+
+ACCOUNTS = [f"acct-{i}" for i in range(5)]
+BAD = "acct-4"
+
+
+async def test_one_engine_trades_five_accounts_and_a_refused_key_stops_only_its_own(
+    database_url: URL, db_engine: AsyncEngine, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    for name, value in {
+        **db_env(database_url),
+        **FAST,
+        **credentials_env(ACCOUNTS, wrong={BAD}),
+        "TRADECTL_ACCOUNTS": "auto",
+    }.items():
+        monkeypatch.setenv(name, value)
+    async with simulators(ACCOUNTS) as sims:
+        await add_accounts(db_engine, sims)
+        stop = asyncio.Event()
+        pool = asyncio.create_task(run_pool(load_settings(), stop))
+        try:
+            good = [a for a in ACCOUNTS if a != BAD]
+
+            async def all_filled() -> bool:
+                return all([await fills_of(db_engine, a) > 0 for a in good])
+
+            await eventually(all_filled, timeout=60, interval=0.5, message="4 accounts trading")
+            # the fifth: its incident and its alert, the engine's halt for it
+            incident = await scalar(
+                db_engine,
+                "SELECT kind FROM incidents WHERE account = :a AND resolved_at IS NULL",
+                a=BAD,
+            )
+            assert incident == "auth_failed"
+            # the halt written with the incident raises the account's CRITICAL alert
+            alert = await scalar(
+                db_engine, "SELECT level FROM alerts WHERE account = :a ORDER BY id LIMIT 1", a=BAD
+            )
+            assert alert == "CRITICAL"
+            assert await fills_of(db_engine, BAD) == 0
+            # ... and the other four keep trading after it failed
+            before = {a: await fills_of(db_engine, a) for a in good}
+
+            async def all_trade_on() -> bool:
+                return all([await fills_of(db_engine, a) > before[a] for a in good])
+
+            await eventually(all_trade_on, timeout=30, interval=0.5, message="4 trade on")
+            for a in good:
+                assert not await scalar(
+                    db_engine,
+                    "SELECT count(*) FROM incidents WHERE account = :a AND resolved_at IS NULL",
+                    a=a,
+                )
+            assert not pool.done()
+        finally:
+            stop.set()
+            await asyncio.wait_for(pool, timeout=30)
+        # every lease released on the way out
+        assert not await scalar(db_engine, "SELECT count(*) FROM leases WHERE expires_at > now()")
