@@ -7,8 +7,9 @@ Every pool tick (a third of the lease TTL) an engine:
 2. reads the accounts: the enabled ones (``auto``) or the listed ones;
 3. stops the engines of accounts that were disabled (gracefully, releasing the lease);
 4. works out its fair share, ``ceil(accounts / live engines)`` capped at
-   ``TRADECTL_MAX_ACCOUNTS``; above it (an engine joined), it releases the newest of its
-   accounts gracefully: strategies stop, in-flight intents finish, the lease is released, so the
+   ``TRADECTL_MAX_ACCOUNTS``; above it (an engine joined), it releases the newest of the
+   accounts it has run for ``MIN_HOLD_TTLS`` TTLs or more, gracefully: strategies stop,
+   in-flight intents finish, the lease is released, so the
    joining engine takes it at its next tick; below it, it claims accounts whose lease is free or
    expired: the account of an engine that died is taken over once its lease's TTL has run out,
    and the taker's startup (recover, reconcile) runs before any strategy trades.
@@ -48,6 +49,9 @@ log = structlog.get_logger("tradectl.pool")
 
 #: an account released here is left to the other engines for this many TTLs
 RELEASE_COOLDOWN_TTLS = 3.0
+#: an account is kept this many TTLs at least before a fair-share release: a taker that just
+#: reconciled trades for a while rather than handing the account on at once to a joiner
+MIN_HOLD_TTLS = 5.0
 #: first and longest wait before this engine retries an account whose engine failed here
 RETRY_S = 5.0
 RETRY_MAX_S = 300.0
@@ -145,7 +149,12 @@ class Pool:
         else:
             share = len(wanted)
         if len(mine) > share:
-            newest = sorted(mine, key=lambda a: self.supervisor.runs[a].started, reverse=True)
+            settled = now - MIN_HOLD_TTLS * self.settings.lease_ttl_s
+            newest = sorted(
+                (a for a in mine if self.supervisor.runs[a].started <= settled),
+                key=lambda a: self.supervisor.runs[a].started,
+                reverse=True,
+            )
             for account in newest[: len(mine) - share]:
                 log.info("pool.releasing", account=account, share=share, owned=len(mine))
                 self.supervisor.release(account)

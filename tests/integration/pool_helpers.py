@@ -38,8 +38,11 @@ def key_env(account: str) -> tuple[str, str]:
 
 
 @contextlib.asynccontextmanager
-async def simulators(accounts: list[str]) -> AsyncIterator[dict[str, SimulatorHandle]]:
-    """One simulator per account, its market stepping by itself, keys ``key-<account>``."""
+async def simulators(
+    accounts: list[str], *, market_interval: float | None = 0.25
+) -> AsyncIterator[dict[str, SimulatorHandle]]:
+    """One simulator per account, keys ``key-<account>``; the market steps by itself unless
+    ``market_interval`` is None (the test steps it)."""
     async with contextlib.AsyncExitStack() as stack:
         sims = {}
         for i, account in enumerate(accounts):
@@ -47,13 +50,13 @@ async def simulators(accounts: list[str]) -> AsyncIterator[dict[str, SimulatorHa
                 simulator_config(SYMBOLS, seed=100 + i),
                 api_key=f"key-{account}",
                 api_secret=f"secret-{account}",
-                market_interval=0.25,
+                market_interval=market_interval,
             )
             sims[account] = await stack.enter_async_context(run_simulator(config))
         yield sims
 
 
-def credentials_env(accounts: list[str], *, wrong: set[str] = frozenset()) -> dict[str, str]:  # type: ignore[assignment]
+def credentials_env(accounts: list[str], *, wrong: frozenset[str] = frozenset()) -> dict[str, str]:
     env = {}
     for account in accounts:
         key, secret = key_env(account)

@@ -32,7 +32,7 @@ async def test_one_engine_trades_five_accounts_and_a_refused_key_stops_only_its_
     for name, value in {
         **db_env(database_url),
         **FAST,
-        **credentials_env(ACCOUNTS, wrong={BAD}),
+        **credentials_env(ACCOUNTS, wrong=frozenset({BAD})),
         "TRADECTL_ACCOUNTS": "auto",
     }.items():
         monkeypatch.setenv(name, value)
