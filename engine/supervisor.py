@@ -31,7 +31,7 @@ from engine.config import Settings
 from engine.controls import LeaseKeeper
 from engine.database import Database
 from engine.domain.types import AccountId, VenueName, utc_now
-from engine.exceptions import AuthFailed, ConfigError, TradectlError
+from engine.exceptions import AuthFailed, ConfigError, LeaseLost, TradectlError
 from engine.ledger.ledger import Ledger
 from engine.metrics import _metric, error, lease_held
 from engine.readiness import Readiness
@@ -104,7 +104,14 @@ async def run_account(
             settings, db, session, trading.strategies,
             account_limits=trading.account_limits, readiness=readiness, lease=lease,
         )  # fmt: skip
-        await engine.run(stop)
+        try:
+            await engine.run(stop)
+        except TradectlError as exc:
+            if engine.lease.lost:
+                # another engine took the account over (this one stalled past the TTL): the
+                # account trades on there; the lease-lost alert was raised by the lease keeper
+                raise LeaseLost(str(exc)) from exc
+            raise
 
 
 async def record_failure(
@@ -206,6 +213,10 @@ class Supervisor:
             except AccountTaken as exc:
                 log.info("account.taken", note=str(exc))
                 raise
+            except LeaseLost as exc:
+                error(config.account, "lease")
+                log.warning("account.lease_lost", note="another engine runs it now", error=str(exc))
+                raise
             except Exception as exc:
                 run = self.runs.get(config.account)
                 reason = await record_failure(self.base, self.db, config, exc)
@@ -222,7 +233,7 @@ class Supervisor:
             RUNNING.labels(run.account).set(0)
             if not run.task.cancelled() and run.failure is None:
                 exc = run.task.exception()
-                if exc is not None and not isinstance(exc, AccountTaken):
+                if exc is not None and not isinstance(exc, AccountTaken | LeaseLost):
                     run.failure = f"{type(exc).__name__}: {exc}"
         return ended
 

@@ -30,7 +30,7 @@ import signal
 import statistics
 import time
 from dataclasses import dataclass, field
-from datetime import UTC, datetime
+from datetime import UTC, datetime, timedelta
 from decimal import Decimal
 from pathlib import Path
 
@@ -54,8 +54,8 @@ LONG = os.environ.get("FAILOVER_LONG") == "1"
 ACCOUNTS = [f"pool-{i:02d}" for i in range(20 if LONG else 6)]
 ENGINES = 3
 CHAOS_S = 150.0 if LONG else 40.0
-#: between one kill and the next
-KILL_EVERY_S = (8.0, 14.0)
+#: from a settled pool to the next kill
+KILL_AFTER_S = (1.0, 5.0)
 #: before the killed engine's replacement starts
 REPLACE_AFTER_S = (0.0, 5.0)
 TTL_S = float(FAST["TRADECTL_LEASE_TTL_S"])
@@ -90,6 +90,7 @@ class Watcher:
         self.seen: dict[str, Ownership] = {}
         self.violations: list[str] = []
         self.takeovers: list[Takeover] = []
+        self.last_decision: dict[str, datetime] = {}
 
     async def run(self) -> None:
         conn = await invariants.connect(self.url)
@@ -130,6 +131,7 @@ class Watcher:
             "SELECT account, max(decided_at) AS last FROM decisions GROUP BY account"
         )
         last = {r["account"]: r["last"] for r in rows}
+        self.last_decision = last
         for t in self.takeovers:
             if t.seconds is not None or t.superseded:
                 continue
@@ -137,6 +139,13 @@ class Watcher:
             placed = last.get(t.account)
             if own and own.holder != t.dead and placed is not None and placed > t.killed_at:
                 t.seconds = (placed - t.killed_at).total_seconds()
+
+    def settled(self, accounts: int) -> bool:
+        recent = datetime.now(UTC) - timedelta(seconds=3)
+        return (
+            all(t.seconds is not None or t.superseded for t in self.takeovers)
+            and sum(1 for last in self.last_decision.values() if last > recent) == accounts
+        )
 
     def held_by(self, pid: int) -> list[str]:
         return [a for a, o in self.seen.items() if o.holder.split(":")[1:2] == [str(pid)]]
@@ -201,7 +210,15 @@ async def test_a_pool_of_engines_killed_at_random_keeps_every_account_owned_once
             await eventually(all_trading, timeout=90, interval=0.5, message="every account fills")
             deadline = time.monotonic() + CHAOS_S
             while time.monotonic() < deadline:
-                await asyncio.sleep(rng.uniform(*KILL_EVERY_S))
+                # a kill lands on a settled pool: every account trading, every takeover done
+                # (a cascade of kills measures the machine's load, not the failover)
+                await eventually(
+                    lambda: watcher.settled(len(ACCOUNTS)),
+                    timeout=TTL_S + FAILOVER_SLACK_S + 60,
+                    interval=0.2,
+                    message="the pool settling: every account trading, every takeover done",
+                )
+                await asyncio.sleep(rng.uniform(*KILL_AFTER_S))
                 live = [e for e in engines if e.running]
                 victim = rng.choice(live)
                 assert victim.proc is not None
