@@ -107,7 +107,8 @@ async def run_account(
         try:
             await engine.run(stop)
         except TradectlError as exc:
-            if engine.lease.lost:
+            fenced = (engine.execution.stopped_reason or "").startswith("lease lost")
+            if engine.lease.lost or fenced:
                 # another engine took the account over (this one stalled past the TTL): the
                 # account trades on there; the lease-lost alert was raised by the lease keeper
                 raise LeaseLost(str(exc)) from exc
@@ -231,9 +232,13 @@ class Supervisor:
             del self.runs[run.account]
             self.readiness.discard(f"account:{run.account}")
             RUNNING.labels(run.account).set(0)
-            if not run.task.cancelled() and run.failure is None:
-                exc = run.task.exception()
-                if exc is not None and not isinstance(exc, AccountTaken | LeaseLost):
+            if not run.task.cancelled():
+                exc = run.task.exception()  # retrieved always: asyncio logs one never read
+                if (
+                    run.failure is None
+                    and exc is not None
+                    and not isinstance(exc, AccountTaken | LeaseLost)
+                ):
                     run.failure = f"{type(exc).__name__}: {exc}"
         return ended
 

@@ -60,8 +60,10 @@ KILL_AFTER_S = (1.0, 5.0)
 REPLACE_AFTER_S = (0.0, 5.0)
 TTL_S = float(FAST["TRADECTL_LEASE_TTL_S"])
 #: "within the TTL plus a few seconds": the pool's tick (TTL/3), the taker's startup
-#: (recovery, reconciliation) and its first decision window on a loaded machine
-FAILOVER_SLACK_S = 12.0
+#: (recovery, reconciliation) and its first decision window on a loaded machine (a survivor
+#: taking several accounts at once starts them side by side: 10-14 s measured at load 12 on 2
+#: cores, 5-9 s typical)
+FAILOVER_SLACK_S = 15.0
 CONVERGE_TIMEOUT_S = 60.0
 
 
@@ -91,13 +93,14 @@ class Watcher:
         self.violations: list[str] = []
         self.takeovers: list[Takeover] = []
         self.last_decision: dict[str, datetime] = {}
+        self.quiet: list[str] = []
 
     async def run(self) -> None:
         conn = await invariants.connect(self.url)
         try:
             while True:
                 await self.poll(conn)
-                await asyncio.sleep(0.1)
+                await asyncio.sleep(0.25)
         finally:
             await conn.close()
 
@@ -128,7 +131,10 @@ class Watcher:
                 own.history.append((epoch, holder))
             own.epoch, own.holder, own.expires_at = epoch, holder, r["expires_at"]
         rows = await conn.fetch(  # type: ignore[attr-defined]
-            "SELECT account, max(decided_at) AS last FROM decisions GROUP BY account"
+            # trading: the account's engine decides, or records what its orders did
+            "SELECT account, max(t) AS last FROM ("
+            " SELECT account, greatest(decided_at, last_repeat_at) AS t FROM decisions"
+            " UNION ALL SELECT account, recorded_at FROM order_events) x GROUP BY account"
         )
         last = {r["account"]: r["last"] for r in rows}
         self.last_decision = last
@@ -141,10 +147,12 @@ class Watcher:
                 t.seconds = (placed - t.killed_at).total_seconds()
 
     def settled(self, accounts: int) -> bool:
-        recent = datetime.now(UTC) - timedelta(seconds=3)
+        recent = datetime.now(UTC) - timedelta(seconds=5)
+        self.quiet = sorted(a for a, last in self.last_decision.items() if last <= recent)
         return (
             all(t.seconds is not None or t.superseded for t in self.takeovers)
-            and sum(1 for last in self.last_decision.values() if last > recent) == accounts
+            and len(self.last_decision) == accounts
+            and not self.quiet
         )
 
     def held_by(self, pid: int) -> list[str]:
@@ -212,12 +220,18 @@ async def test_a_pool_of_engines_killed_at_random_keeps_every_account_owned_once
             while time.monotonic() < deadline:
                 # a kill lands on a settled pool: every account trading, every takeover done
                 # (a cascade of kills measures the machine's load, not the failover)
-                await eventually(
-                    lambda: watcher.settled(len(ACCOUNTS)),
-                    timeout=TTL_S + FAILOVER_SLACK_S + 60,
-                    interval=0.2,
-                    message="the pool settling: every account trading, every takeover done",
-                )
+                try:
+                    await eventually(
+                        lambda: watcher.settled(len(ACCOUNTS)),
+                        timeout=TTL_S + FAILOVER_SLACK_S + 60,
+                        interval=0.2,
+                    )
+                except AssertionError:
+                    leases = [(a, o.holder, o.epoch) for a, o in watcher.seen.items()]
+                    pytest.fail(
+                        f"the pool never settled: quiet accounts {watcher.quiet}, takeovers "
+                        f"{watcher.takeovers}, leases {leases}"
+                    )
                 await asyncio.sleep(rng.uniform(*KILL_AFTER_S))
                 live = [e for e in engines if e.running]
                 victim = rng.choice(live)
