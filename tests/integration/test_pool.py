@@ -10,10 +10,12 @@ from sqlalchemy.engine import URL
 from sqlalchemy.ext.asyncio import AsyncEngine
 
 from engine.config import load_settings
+from engine.ledger.accounts import Accounts
 from engine.pool import run_pool
 from tests.helpers import eventually
 from tests.integration.pool_helpers import (
     FAST,
+    OPERATOR,
     add_accounts,
     credentials_env,
     db_env,
@@ -73,6 +75,21 @@ async def test_one_engine_trades_five_accounts_and_a_refused_key_stops_only_its_
                     "SELECT count(*) FROM incidents WHERE account = :a AND resolved_at IS NULL",
                     a=a,
                 )
+            assert not pool.done()
+            # disabling an account stops its engine gracefully: the lease released, no incident
+            await Accounts(db_engine).set_enabled("acct-0", False, OPERATOR)
+
+            async def released() -> bool:
+                left = await scalar(
+                    db_engine,
+                    "SELECT count(*) FROM leases WHERE account = 'acct-0' AND expires_at > now()",
+                )
+                return not left
+
+            await eventually(released, timeout=30, interval=0.3, message="acct-0 released")
+            assert not await scalar(
+                db_engine, "SELECT count(*) FROM incidents WHERE account = 'acct-0'"
+            )
             assert not pool.done()
         finally:
             stop.set()
