@@ -53,7 +53,7 @@ from tests.integration.pool_helpers import (
 LONG = os.environ.get("FAILOVER_LONG") == "1"
 ACCOUNTS = [f"pool-{i:02d}" for i in range(20 if LONG else 6)]
 ENGINES = 3
-CHAOS_S = 150.0 if LONG else 40.0
+CHAOS_S = 150.0 if LONG else 30.0
 #: from a settled pool to the next kill
 KILL_AFTER_S = (1.0, 5.0)
 #: before the killed engine's replacement starts

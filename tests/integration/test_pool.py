@@ -4,11 +4,16 @@ engine is its own, and one that cannot start never stops the others."""
 from __future__ import annotations
 
 import asyncio
+import contextlib
+from collections.abc import AsyncIterator
+from typing import Any
 
+import httpx
 import pytest
 from sqlalchemy.engine import URL
 from sqlalchemy.ext.asyncio import AsyncEngine
 
+from engine import ops_http
 from engine.config import load_settings
 from engine.ledger.accounts import Accounts
 from engine.pool import run_pool
@@ -23,19 +28,40 @@ from tests.integration.pool_helpers import (
     scalar,
     simulators,
 )
+from tests.metrics_http import Scrape
 
 ACCOUNTS = [f"acct-{i}" for i in range(5)]
 BAD = "acct-4"
 
 
+@pytest.fixture
+def servers(monkeypatch: pytest.MonkeyPatch) -> list[ops_http.OpsServer]:
+    """The ops server the pool starts (on an ephemeral port)."""
+    started: list[ops_http.OpsServer] = []
+    serving = ops_http.serving
+
+    @contextlib.asynccontextmanager
+    async def recorded(*args: Any, **kwargs: Any) -> AsyncIterator[ops_http.OpsServer]:
+        async with serving(*args, **kwargs) as server:
+            started.append(server)
+            yield server
+
+    monkeypatch.setattr(ops_http, "serving", recorded)
+    return started
+
+
 async def test_one_engine_trades_five_accounts_and_a_refused_key_stops_only_its_own(
-    database_url: URL, db_engine: AsyncEngine, monkeypatch: pytest.MonkeyPatch
+    database_url: URL,
+    db_engine: AsyncEngine,
+    monkeypatch: pytest.MonkeyPatch,
+    servers: list[ops_http.OpsServer],
 ) -> None:
     for name, value in {
         **db_env(database_url),
         **FAST,
         **credentials_env(ACCOUNTS, wrong=frozenset({BAD})),
         "TRADECTL_ACCOUNTS": "auto",
+        "TRADECTL_METRICS_PORT": "0",
     }.items():
         monkeypatch.setenv(name, value)
     async with simulators(ACCOUNTS) as sims:
@@ -76,6 +102,18 @@ async def test_one_engine_trades_five_accounts_and_a_refused_key_stops_only_its_
                     a=a,
                 )
             assert not pool.done()
+            # one ops server for the process: each account's parts, each account's series
+            async with httpx.AsyncClient(base_url=servers[0].url, timeout=5) as client:
+                parts = (await client.get("/readyz")).json()["parts"]
+                scraped = Scrape((await client.get("/metrics")).text)
+            assert parts["pool"] == "ok"
+            assert "account:acct-1" in parts
+            # between retries it is not run at all; while retried, it is starting
+            assert parts.get(f"account:{BAD}", "not running") != "ok"
+            for a in good:
+                assert scraped.value("tradectl_account_running", account=a) == 1
+                assert scraped.value("tradectl_lease_held", account=a) == 1
+            assert scraped.value("tradectl_account_running", account=BAD) == 0
             # disabling an account stops its engine gracefully: the lease released, no incident
             await Accounts(db_engine).set_enabled("acct-0", False, OPERATOR)
 
