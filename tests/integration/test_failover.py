@@ -215,7 +215,8 @@ async def test_a_pool_of_engines_killed_at_random_keeps_every_account_owned_once
                 n = await scalar(db_engine, "SELECT count(DISTINCT account) FROM fills")
                 return int(n) == len(ACCOUNTS)
 
-            await eventually(all_trading, timeout=90, interval=0.5, message="every account fills")
+            await eventually(all_trading, timeout=30 + 6 * len(ACCOUNTS), interval=0.5,
+                             message="every account fills")  # fmt: skip
             deadline = time.monotonic() + CHAOS_S
             while time.monotonic() < deadline:
                 # a kill lands on a settled pool: every account trading, every takeover done
