@@ -18,6 +18,7 @@ from engine.config import load_settings
 from engine.ledger.accounts import Accounts
 from engine.pool import run_pool
 from tests.helpers import eventually
+from tests.integration.alert_receiver import Receiver
 from tests.integration.pool_helpers import (
     FAST,
     OPERATOR,
@@ -56,12 +57,15 @@ async def test_one_engine_trades_five_accounts_and_a_refused_key_stops_only_its_
     monkeypatch: pytest.MonkeyPatch,
     servers: list[ops_http.OpsServer],
 ) -> None:
+    receiver = Receiver()
+    await receiver.start()
     for name, value in {
         **db_env(database_url),
         **FAST,
         **credentials_env(ACCOUNTS, wrong=frozenset({BAD})),
         "TRADECTL_ACCOUNTS": "auto",
         "TRADECTL_METRICS_PORT": "0",
+        "TRADECTL_ALERT_URLS": receiver.url,
     }.items():
         monkeypatch.setenv(name, value)
     async with simulators(ACCOUNTS) as sims:
@@ -87,6 +91,12 @@ async def test_one_engine_trades_five_accounts_and_a_refused_key_stops_only_its_
                 db_engine, "SELECT level FROM alerts WHERE account = :a ORDER BY id LIMIT 1", a=BAD
             )
             assert alert == "CRITICAL"
+            # ... delivered although the account's engine (which delivers its alerts) is down
+
+            def delivered() -> bool:
+                return any(BAD in str(m) for m in receiver.received)
+
+            await eventually(delivered, timeout=30, message="the fifth's alert delivered")
             assert await fills_of(db_engine, BAD) == 0
             # ... and the other four keep trading after it failed
             before = {a: await fills_of(db_engine, a) for a in good}
@@ -132,5 +142,6 @@ async def test_one_engine_trades_five_accounts_and_a_refused_key_stops_only_its_
         finally:
             stop.set()
             await asyncio.wait_for(pool, timeout=30)
+            await receiver.stop()
         # every lease released on the way out
         assert not await scalar(db_engine, "SELECT count(*) FROM leases WHERE expires_at > now()")
