@@ -145,3 +145,33 @@ async def test_one_engine_trades_five_accounts_and_a_refused_key_stops_only_its_
             await receiver.stop()
         # every lease released on the way out
         assert not await scalar(db_engine, "SELECT count(*) FROM leases WHERE expires_at > now()")
+
+
+async def test_a_listed_engine_runs_only_the_accounts_it_names(
+    database_url: URL, db_engine: AsyncEngine, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    accounts = ["list-a", "list-b", "list-c"]
+    for name, value in {
+        **db_env(database_url),
+        **FAST,
+        **credentials_env(accounts),
+        "TRADECTL_ACCOUNTS": "list-a,list-c",
+    }.items():
+        monkeypatch.setenv(name, value)
+    async with simulators(accounts) as sims:
+        await add_accounts(db_engine, sims)
+        stop = asyncio.Event()
+        pool = asyncio.create_task(run_pool(load_settings(), stop))
+        try:
+
+            async def both_filled() -> bool:
+                return all([await fills_of(db_engine, a) > 0 for a in ("list-a", "list-c")])
+
+            await eventually(both_filled, timeout=60, interval=0.5, message="a and c trading")
+            held = await scalar(db_engine, "SELECT string_agg(account, ',' ORDER BY account) "
+                                "FROM leases WHERE expires_at > now()")  # fmt: skip
+            assert held == "list-a,list-c"
+            assert await fills_of(db_engine, "list-b") == 0
+        finally:
+            stop.set()
+            await asyncio.wait_for(pool, timeout=30)
