@@ -170,6 +170,9 @@ def _engine_env(url: URL) -> dict[str, str]:
     env.update(db_env(url))
     env.update(FAST)
     env["TRADECTL_LEASE_TTL_S"] = str(TTL_S)
+    if LONG:
+        # seven accounts per process: the chaos suite's sub-second loops would be most of the CPU
+        env.update({"TRADECTL_RECONCILE_INTERVAL_S": "5", "TRADECTL_RESOLVE_INTERVAL_S": "1"})
     env.update(credentials_env(ACCOUNTS))
     env.update(
         {
