@@ -123,7 +123,9 @@ class Pool:
                 wait = min(RETRY_S * 2 ** (n - 1), RETRY_MAX_S)
                 self._not_before[run.account] = now + wait
                 self._send_alerts(run.config, wait)
-            elif run.stop.is_set():
+                continue
+            self._failures.pop(run.account, None)  # it ran: the next failure waits 5 s again
+            if run.stop.is_set():
                 self._not_before[run.account] = now + RELEASE_COOLDOWN_TTLS * (
                     self.settings.lease_ttl_s
                 )
