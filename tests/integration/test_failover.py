@@ -30,7 +30,7 @@ import signal
 import statistics
 import time
 from dataclasses import dataclass, field
-from datetime import UTC, datetime, timedelta
+from datetime import UTC, datetime
 from decimal import Decimal
 from pathlib import Path
 
@@ -76,6 +76,8 @@ class Ownership:
     epoch: int = 0
     holder: str = ""
     expires_at: datetime | None = None
+    #: when the watcher first saw the current epoch
+    since: datetime | None = None
     history: list[tuple[int, str]] = field(default_factory=list)
 
 
@@ -131,6 +133,7 @@ class Watcher:
                         f"while {own.holder}'s epoch {own.epoch} ran to {own.expires_at}"
                     )
                 own.history.append((epoch, holder))
+                own.since = datetime.now(UTC)
             own.epoch, own.holder, own.expires_at = epoch, holder, r["expires_at"]
         rows = await conn.fetch(  # type: ignore[attr-defined]
             # trading: the account's engine decides, or records what its orders did
@@ -149,11 +152,20 @@ class Watcher:
                 t.seconds = (placed - t.killed_at).total_seconds()
 
     def settled(self, accounts: int) -> bool:
-        recent = datetime.now(UTC) - timedelta(seconds=5)
-        self.quiet = sorted(a for a, last in self.last_decision.items() if last <= recent)
+        # every account held, and trading under its current owner (a strategy that holds
+        # for a while records nothing new, so "recently" would not do)
+        now = datetime.now(UTC)
+        self.quiet = sorted(
+            a
+            for a, own in self.seen.items()
+            if own.expires_at is None
+            or own.expires_at <= now
+            or own.since is None
+            or self.last_decision.get(a, own.since) <= own.since
+        )
         return (
             all(t.seconds is not None or t.superseded for t in self.takeovers)
-            and len(self.last_decision) == accounts
+            and len(self.seen) == accounts
             and not self.quiet
         )
 
