@@ -323,7 +323,11 @@ async def test_a_pool_of_engines_killed_at_random_keeps_every_account_owned_once
     print(report)
     slow = [t for t in watcher.takeovers if (t.seconds or 0) > TTL_S + FAILOVER_SLACK_S]
     assert watcher.takeovers, "no engine was killed while it owned accounts"
-    assert not slow, f"slow failovers: {slow}"
+    violations += [
+        f"{t.account}: trading again {t.seconds:.1f}s after {t.dead} was killed"
+        for t in slow
+        if t.seconds is not None
+    ]
     if violations:
         logs = "\n".join(f"{log}:\n{tail(log, 15)}" for log in engine_logs)
         pytest.fail("\n".join(violations) + "\n" + report + "\n" + logs)
