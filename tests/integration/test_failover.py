@@ -170,7 +170,13 @@ class Watcher:
         )
 
     def held_by(self, pid: int) -> list[str]:
-        return [a for a, o in self.seen.items() if o.holder.split(":")[1:2] == [str(pid)]]
+        # leases it held when killed (one it had released is another engine's to take already)
+        now = datetime.now(UTC)
+        return [
+            a
+            for a, o in self.seen.items()
+            if o.holder.split(":")[1:2] == [str(pid)] and o.expires_at and o.expires_at > now
+        ]
 
 
 def _engine_env(url: URL) -> dict[str, str]:
