@@ -39,6 +39,12 @@ class LogFormat(StrEnum):
     CONSOLE = "console"
 
 
+def _account_name(v: str) -> str:
+    if not v or len(v) > 64 or not v.replace("-", "").replace("_", "").isalnum():
+        raise ValueError("expected 1-64 letters, digits, '-' or '_'")
+    return v
+
+
 class Settings(BaseSettings):
     model_config = SettingsConfigDict(
         env_prefix="TRADECTL_", extra="ignore", validate_default=True, frozen=True
@@ -60,6 +66,11 @@ class Settings(BaseSettings):
     readonly_role: str = "tradectl_readonly"
     data_dir: Path = Path(".data")
     account: str = "paper"
+    #: unset: this process trades TRADECTL_ACCOUNT alone. ``auto``: it is one engine of a pool
+    #: sharing the enabled rows of ``accounts`` (engine/pool.py); ``a,b,c``: those accounts
+    accounts: str | None = None
+    #: the most accounts one pool engine runs at once
+    max_accounts: int = Field(default=16, ge=1, le=1000)
     venue: VenueKind = VenueKind.SIMULATOR
     order_id_prefix: str = "tctl"
     strategies_file: Path = Path("strategies/example.toml")
@@ -169,12 +180,21 @@ class Settings(BaseSettings):
             raise ValueError("expected one of DEBUG, INFO, WARNING, ERROR")
         return level
 
+    @field_validator("accounts")
+    @classmethod
+    def _accounts(cls, v: str | None) -> str | None:
+        if v is None or not v.strip():
+            return None
+        v = v.strip()
+        if v != "auto":
+            for name in v.split(","):
+                _account_name(name.strip())
+        return v
+
     @field_validator("account")
     @classmethod
     def _account(cls, v: str) -> str:
-        if not v or len(v) > 64 or not v.replace("-", "").replace("_", "").isalnum():
-            raise ValueError("expected 1-64 letters, digits, '-' or '_'")
-        return v
+        return _account_name(v)
 
     @property
     def roles(self) -> RoleNames:

@@ -82,7 +82,7 @@ async def inspect_url(engine: AsyncEngine, url: URL, *, embedded: bool, roles: R
 
 @contextlib.asynccontextmanager
 async def open_database(
-    settings: Settings, *, migrate: bool = False, keep_running: bool = False
+    settings: Settings, *, migrate: bool = False, keep_running: bool = False, owner: bool = False
 ) -> AsyncIterator[Database]:
     """Yield the ledger database, at the migrations' head, connected as the engine.
 
@@ -93,12 +93,16 @@ async def open_database(
     to, if another tradectl process already runs it), its superuser creates the roles, the
     owner migrates, the engine role connects, and the server is stopped on exit when no other
     tradectl process still uses it (``keep_running``: left running, for a printed psql command
-    to use after this process has gone; the next engine to stop stops it).
+    to use after this process has gone; the next engine to stop stops it). ``owner``: connected
+    as the owner instead (``TRADECTL_MIGRATE_DATABASE_URL``, else ``DATABASE_URL``), for what
+    only the owner writes (``tradectl accounts``).
     """
     roles = settings.roles
     async with contextlib.AsyncExitStack() as stack:
         engine_secret = settings.database_url
         if engine_secret is None and migrate:
+            engine_secret = settings.migrate_database_url
+        if owner and settings.migrate_database_url is not None:
             engine_secret = settings.migrate_database_url
         if engine_secret is not None:
             url = normalize_url(engine_secret.get_secret_value())
@@ -119,7 +123,7 @@ async def open_database(
             admin = normalize_url(raw)
             await provision_roles(admin, roles)
             await _migrate(admin.set(username=roles.owner), roles)
-            url = admin.set(username=roles.engine)
+            url = admin.set(username=roles.owner if owner else roles.engine)
             embedded = True
         engine = make_engine(url)
         stack.push_async_callback(engine.dispose)

@@ -28,6 +28,10 @@ class Readiness:
     def add(self, part: str, check: Check) -> None:
         self._checks[part] = check
 
+    def discard(self, part: str) -> None:
+        """Stop reporting ``part`` (a pool engine that stopped running an account)."""
+        self._checks.pop(part, None)
+
     def problems(self) -> dict[str, str]:
         """What is not ready, by part; empty when the engine is ready."""
         if not self._checks:

@@ -107,6 +107,7 @@ class Engine(StatusTask):
         account_limits: Limits | None = None,
         readiness: Readiness | None = None,
         protection: VenueProtection | None = None,
+        lease: Callable[[Ledger], LeaseKeeper] | None = None,
     ) -> None:
         self.settings = settings
         #: breakers and the connection-loss time: the TOML's, else the settings'
@@ -118,7 +119,10 @@ class Engine(StatusTask):
         self.clock = clock
         self.account = AccountId(settings.account)
         self.ledger = Ledger(db.engine, account=self.account, venue=self.venue.name, clock=clock)
-        self.lease = LeaseKeeper(self.ledger, ttl=settings.lease_ttl)
+        # a pool's engine takes a free account's lease or none (engine/pool.py); alone: standby
+        self.lease = (
+            lease(self.ledger) if lease else LeaseKeeper(self.ledger, ttl=settings.lease_ttl)
+        )
         self.conflator = Conflator(detect_gaps=session.per_symbol_sequences)
         self.portfolio = Portfolio(db.engine, settings.account)
         self.gate = RiskGate(
@@ -603,7 +607,12 @@ def main(settings: Settings) -> None:
         for sig in (signal.SIGINT, signal.SIGTERM):
             loop.add_signal_handler(sig, stop.set)
         try:
-            await run(settings, stop)
+            if settings.accounts is None:
+                await run(settings, stop)
+            else:
+                from engine.pool import run_pool
+
+                await run_pool(settings, stop)
         except ShutdownStuck as exc:
             # asyncio.run would cancel the stuck task again and wait for it without a bound.
             if json_output():

@@ -25,6 +25,8 @@ from engine.status_view import show_status
 from engine.strategy_config import StrategySpec
 from engine.venue_guard import VenueGuard
 
+#: whether an engine of this process shows the live view (one per process: rich's rule)
+_live_view_taken = False
 #: how often the live view redraws (its data is read from the ledger each time)
 LIVE_REFRESH_S = 1.0
 
@@ -46,14 +48,25 @@ class StatusTask:
     connection: ConnectionMonitor
 
     async def _status_loop(self) -> None:
-        if self.settings.log_format is LogFormat.CONSOLE and sys.stdout.isatty():
+        global _live_view_taken
+        if (
+            self.settings.log_format is LogFormat.CONSOLE
+            and sys.stdout.isatty()
+            and not _live_view_taken
+        ):
             # At a terminal: the live view (engine.status_view); piped, the plain block below.
-            await show_status(
-                self._status_snapshot,
-                interval_s=min(LIVE_REFRESH_S, self.settings.status_interval_s),
-                live=True,
-                out=sys.stdout,
-            )
+            # Rich allows one live view per process: in a pool process (several engines) the
+            # first engine's account has it, the others print the plain block above it.
+            _live_view_taken = True
+            try:
+                await show_status(
+                    self._status_snapshot,
+                    interval_s=min(LIVE_REFRESH_S, self.settings.status_interval_s),
+                    live=True,
+                    out=sys.stdout,
+                )
+            finally:
+                _live_view_taken = False
             return
         while True:
             await asyncio.sleep(self.settings.status_interval_s)

@@ -17,6 +17,7 @@ from __future__ import annotations
 import sys
 
 # Importing a module registers its commands on ``app``; the order is the order of `--help`.
+from engine.cli import accounts as _accounts
 from engine.cli import alerts as _alerts
 from engine.cli import backtest as _backtest
 from engine.cli import compare as _compare
@@ -41,6 +42,7 @@ _COMMANDS = (
     _operate,
     _journal,
     _alerts,
+    _accounts,
     _maintain,
     _strategies,
     _tools,

@@ -97,6 +97,10 @@ ENGINE_ACCESS: dict[str, Access] = {
         "base_asset", "quote_asset", "tick_size", "step_size", "min_notional", "updated_at"
     ),
     "balance_baselines": updates("total", "fill_id", "taken_at"),
+    # configuration the owner writes (`tradectl accounts`): the engine only reads it
+    "accounts": Access(insert=False),
+    # each engine upserts its own heartbeat and deletes nothing (an expired row is just old)
+    "engines": updates("heartbeat_at", "expires_at", "max_accounts", "started_at"),
 }
 
 # pg_ is reserved for the server's own roles

@@ -454,6 +454,9 @@ OPERATOR_ACTIONS = (
     "incident_resolve",
     "request_drop",
     "prune",
+    "account_add",
+    "account_enable",
+    "account_disable",
     "release",
 )
 
@@ -488,6 +491,53 @@ operator_actions = Table(
     CheckConstraint("(scope = 'symbol') = (symbol IS NOT NULL)", name="ck_operator_actions_symbol"),
     CheckConstraint("btrim(reason) <> ''", name="ck_operator_actions_reason"),
     Index("ix_operator_actions_account_acted_at", "account", "acted_at"),
+)
+
+ACCOUNT_VENUES = ("paper", "simulator", "binance", "kalshi", "kalshi_simulator")
+
+# The accounts an engine pool trades: configuration, not facts. Each row names the venue, the
+# environment, where the credentials are (``{"binance_api_key": "env:NAME"}`` or
+# ``"file:/path"``: references only, never a secret: engine/accounts.py refuses anything else),
+# the strategies file and overrides of settings and account limits. The owner (``tradectl
+# accounts``) writes it; engines only read it.
+accounts = Table(
+    "accounts",
+    metadata,
+    Column("account", Text, primary_key=True),
+    Column("venue", Text, nullable=False),
+    #: testnet / production / demo ...: which endpoints of the venue (engine/accounts.py)
+    Column("environment", Text, nullable=False),
+    Column("credentials", JSONB, nullable=False, server_default=text("'{}'::jsonb")),
+    #: unset: the engine's TRADECTL_STRATEGIES_FILE
+    Column("strategies_file", Text, nullable=True),
+    #: TRADECTL_* settings for this account only (``{"lease_ttl_s": 5}``)
+    Column("settings", JSONB, nullable=False, server_default=text("'{}'::jsonb")),
+    #: overrides of the strategies file's ``[account.limits]``
+    Column("limits", JSONB, nullable=False, server_default=text("'{}'::jsonb")),
+    Column("enabled", Boolean, nullable=False, server_default=text("true")),
+    _ts("created_at"),
+    _ts("updated_at"),
+    CheckConstraint(_in("venue", ACCOUNT_VENUES), name="ck_accounts_venue"),
+    CheckConstraint("account ~ '^[A-Za-z0-9_-]{1,64}$'", name="ck_accounts_account"),
+    CheckConstraint(
+        "jsonb_typeof(credentials) = 'object' AND jsonb_typeof(settings) = 'object' "
+        "AND jsonb_typeof(limits) = 'object'",
+        name="ck_accounts_objects",
+    ),
+)
+
+# The engine processes of a pool, each heartbeating its row: how many engines share the
+# enabled accounts (engine/pool.py). A process-level row, the one table without an account:
+# an engine that owns no account yet must still be counted.
+engines = Table(
+    "engines",
+    metadata,
+    Column("holder", Text, primary_key=True),
+    _ts("started_at"),
+    _ts("heartbeat_at"),
+    _ts("expires_at"),
+    Column("max_accounts", Integer, nullable=False),
+    CheckConstraint("max_accounts >= 0", name="ck_engines_max_accounts"),
 )
 
 ALERT_LEVELS = ("CRITICAL", "HIGH", "MEDIUM", "LOW")

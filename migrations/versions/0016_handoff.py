@@ -29,7 +29,7 @@ depends_on: str | Sequence[str] | None = None
 
 KINDS_0006 = ("reconcile", "cancel_all")
 KINDS = (*KINDS_0006, "release")
-ACTIONS_0010 = (
+ACTIONS_0014 = (
     "halt",
     "unhalt",
     "pause",
@@ -42,8 +42,11 @@ ACTIONS_0010 = (
     "incident_resolve",
     "request_drop",
     "prune",
+    "account_add",
+    "account_enable",
+    "account_disable",
 )
-ACTIONS = (*ACTIONS_0010, "release")
+ACTIONS = (*ACTIONS_0014, "release")
 
 
 def _in(column: str, values: Sequence[str]) -> str:
@@ -63,7 +66,7 @@ def downgrade() -> None:
     op.drop_constraint("ck_operator_actions_action", "operator_actions", type_="check")
     op.execute(
         "ALTER TABLE operator_actions ADD CONSTRAINT ck_operator_actions_action "
-        f"CHECK ({_in('action', ACTIONS_0010)}) NOT VALID"
+        f"CHECK ({_in('action', ACTIONS_0014)}) NOT VALID"
     )
     op.drop_constraint("ck_operator_requests_kind", "operator_requests", type_="check")
     op.execute(
