@@ -21,7 +21,6 @@ from collections.abc import Awaitable, Callable
 from datetime import datetime
 from decimal import Decimal
 from functools import partial
-from typing import Any
 
 import structlog
 
@@ -44,11 +43,9 @@ from engine.domain.types import (
     utc_now,
 )
 from engine.exceptions import (
-    Ambiguous,
     ConfigError,
     Definitive,
     NotFound,
-    RateLimited,
     ShutdownStuck,
     TradectlError,
 )
@@ -74,9 +71,9 @@ from engine.settlement import settler_for
 from engine.status_task import StatusTask
 from engine.strategy_config import StartPolicy, StrategySpec, load_trading_config
 from engine.strategy_host import StrategyHost
-from engine.tasks import run_main, stop_tasks, wait_event
+from engine.tasks import named, run_main, stop_tasks, wait_event
 from engine.venue_guard import GuardedGate, VenueGuard
-from engine.venue_session import VenueSession, open_venue
+from engine.venue_session import VenueSession, open_venue, until_the_venue_answers
 
 log = structlog.get_logger("tradectl.runtime")
 
@@ -87,9 +84,6 @@ SHUTDOWN_CANCEL_S = 2.0
 LEASE_RELEASE_S = 1.0
 #: the whole stop: edges cancelled, execution drained, the rest cancelled, lease released
 SHUTDOWN_DEADLINE_S = 2 * SHUTDOWN_CANCEL_S + SHUTDOWN_GRACE_S + LEASE_RELEASE_S
-#: first and longest pause between attempts of a startup step the venue failed transiently
-STARTUP_RETRY_S = 0.5
-STARTUP_RETRY_MAX_S = 30.0
 
 
 class Engine(StatusTask):
@@ -341,13 +335,13 @@ class Engine(StatusTask):
             )
 
     async def startup(self) -> None:
-        await _until_the_venue_answers("checking the venue's symbols", self._check_symbols)
+        await until_the_venue_answers("checking the venue's symbols", self._check_symbols)
         await self.lease.acquire()
         # Renewed from here on: recovery against a slow or rate-limiting venue can outlast the
         # TTL, and a lease lost before trading starts would stop the engine at once.
-        self._lease_task = asyncio.create_task(_named("lease", self.lease.keep), name="lease")
+        self._lease_task = asyncio.create_task(named("lease", self.lease.keep), name="lease")
         await self.execution.recover()
-        await _until_the_venue_answers(
+        await until_the_venue_answers(
             "startup reconciliation", lambda: self.reconciler.reconcile(startup=True)
         )
         await self._refresh_controls()
@@ -451,7 +445,7 @@ class Engine(StatusTask):
             core["settlements"] = partial(self.settler.run, self.settings.reconcile_interval_s)
         edge.update(self.session.extra_tasks)
         tasks = {"lease": self._lease_task} | {
-            name: asyncio.create_task(_named(name, _guard(name, fn, self.health)), name=name)
+            name: asyncio.create_task(named(name, _guard(name, fn, self.health)), name=name)
             for name, fn in (core | edge).items()
         }
         # an operator's stop, or a hand-off that has recorded its result (engine/handoff.py)
@@ -525,26 +519,6 @@ class Engine(StatusTask):
         for_humans("tradectl stopped", "engine.stopped", account=self.account)
 
 
-async def _until_the_venue_answers(what: str, attempt: Callable[[], Awaitable[Any]]) -> None:
-    """Retry a startup step through transient venue failures (5xx, timeouts, 429/418).
-
-    Exiting instead would make a supervisor restart the engine straight into the same outage,
-    and into a longer ban; strategies start only once the step has succeeded anyway.
-    """
-    delay = STARTUP_RETRY_S
-    while True:
-        try:
-            await attempt()
-            return
-        except (Ambiguous, RateLimited) as exc:
-            wait = max(delay, exc.retry_after if isinstance(exc, RateLimited) else 0.0)
-            log.warning(
-                "engine.startup_retry", step=what, error=str(exc), retry_in_s=round(wait, 3)
-            )
-            await asyncio.sleep(wait)
-            delay = min(delay * 2, STARTUP_RETRY_MAX_S)
-
-
 def symbols_of(specs: tuple[StrategySpec, ...]) -> tuple[Symbol, ...]:
     return tuple(sorted({symbol for spec in specs for symbol in spec.symbols}))
 
@@ -553,11 +527,6 @@ def _guard(
     name: str, fn: Callable[[], Awaitable[None]], health: LedgerHealth
 ) -> Callable[[], Awaitable[None]]:
     return lambda: guarded(name, fn, health)
-
-
-async def _named(name: str, fn: Callable[[], Awaitable[None]]) -> None:
-    structlog.contextvars.bind_contextvars(task=name)
-    await fn()
 
 
 async def run(settings: Settings, stop: asyncio.Event | None = None) -> None:

@@ -13,8 +13,10 @@ not end is named instead of hanging the process.
 from __future__ import annotations
 
 import asyncio
-from collections.abc import Coroutine, Mapping
+from collections.abc import Awaitable, Callable, Coroutine, Mapping
 from typing import Any, TypeVar
+
+import structlog
 
 T = TypeVar("T")
 
@@ -58,3 +60,8 @@ def run_main(main: Coroutine[Any, Any, T]) -> T:
         return asyncio.run(main)
     with asyncio.Runner(loop_factory=uvloop.new_event_loop) as runner:
         return runner.run(main)
+
+
+async def named(name: str, fn: Callable[[], Awaitable[None]]) -> None:
+    structlog.contextvars.bind_contextvars(task=name)
+    await fn()

@@ -4,19 +4,21 @@ Binance-protocol simulator (the demo exchange kept in the data dir), Binance its
 
 from __future__ import annotations
 
+import asyncio
 import contextlib
-from collections.abc import AsyncIterator, Callable, Coroutine
+from collections.abc import AsyncIterator, Awaitable, Callable, Coroutine
 from dataclasses import dataclass, field
 from datetime import datetime
 from typing import Any
 
+import structlog
 from pydantic import SecretStr
 
 from engine.config import Settings, VenueKind
 from engine.database import Database
 from engine.demo import simulator_config
 from engine.domain.types import Symbol, VenueName
-from engine.exceptions import ConfigError
+from engine.exceptions import Ambiguous, ConfigError, RateLimited
 from engine.venue_guard import key_hint
 from engine.venues.base import Venue
 from engine.venues.metrics import VenueMetrics
@@ -145,3 +147,30 @@ async def open_venue(
         )
     finally:
         await binance.close()
+
+
+log = structlog.get_logger("tradectl.runtime")
+
+#: first and longest pause between attempts of a startup step the venue failed transiently
+STARTUP_RETRY_S = 0.5
+STARTUP_RETRY_MAX_S = 30.0
+
+
+async def until_the_venue_answers(what: str, attempt: Callable[[], Awaitable[Any]]) -> None:
+    """Retry a startup step through transient venue failures (5xx, timeouts, 429/418).
+
+    Exiting instead would make a supervisor restart the engine straight into the same outage,
+    and into a longer ban; strategies start only once the step has succeeded anyway.
+    """
+    delay = STARTUP_RETRY_S
+    while True:
+        try:
+            await attempt()
+            return
+        except (Ambiguous, RateLimited) as exc:
+            wait = max(delay, exc.retry_after if isinstance(exc, RateLimited) else 0.0)
+            log.warning(
+                "engine.startup_retry", step=what, error=str(exc), retry_in_s=round(wait, 3)
+            )
+            await asyncio.sleep(wait)
+            delay = min(delay * 2, STARTUP_RETRY_MAX_S)
