@@ -208,6 +208,11 @@ class KalshiSimApp:
             raise VenueRefusal(400, "invalid_parameters", "count must be a positive 0.01 step")
         if price is None or not (_CENT <= price <= Decimal("0.99")) or price % _CENT != 0:
             raise VenueRefusal(400, "invalid_price", "price is off the market's price_ranges")
+        if (
+            side is Side.SELL
+            and self.state.no_collateral_needed(ticker, qty, price) > self.state.cash_available()
+        ):
+            raise VenueRefusal(400, "insufficient_balance", "insufficient balance")
         order = NewOrder(
             symbol=ticker,
             client_order_id=coid,
@@ -282,7 +287,7 @@ class KalshiSimApp:
     # -- account and markets ----------------------------------------------------------------------
 
     async def balance(self, request: Request) -> Response:
-        free = self.state.core.balances["USD"].free
+        free = self.state.cash_available()
         return JSONResponse(
             {
                 "balance": int(free * 100),

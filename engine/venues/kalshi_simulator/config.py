@@ -55,8 +55,8 @@ class KalshiSimConfig:
     seed: int = 7
     key_id: str = DEFAULT_KEY_ID
     markets: tuple[MarketSpec, ...] = (MarketSpec(ticker="KXSIM-26DEC31-T50"),)
-    #: starting cash in dollars, and YES contracts held per market (the matching core is
-    #: spot-like: selling YES spends held contracts; opening a NO position is not simulated)
+    #: starting cash in dollars, and YES contracts held per market; selling YES beyond them
+    #: opens a NO position (its NO price paid from cash), as on Kalshi
     cash: Decimal = Decimal("10000")
     contracts: Decimal = Decimal("1000")
     fees: KalshiFees = field(default_factory=KalshiFees)
