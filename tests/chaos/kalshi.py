@@ -96,6 +96,8 @@ class KalshiChaosVenue(ChaosVenue):
         self.steps = 0
         self.maintenance_windows = 0
         self.settled_while_down = False
+        #: the account held NO contracts (a negative position) at some market step
+        self.held_no = False
 
     @property
     def state(self) -> KalshiSimState:
@@ -118,6 +120,7 @@ class KalshiChaosVenue(ChaosVenue):
     def step(self) -> None:
         self.steps += 1
         state, script = self.state, self.script
+        self.held_no = self.held_no or any(state.position(t) < 0 for t in state.markets)
         if self.steps == script.settle_step and state.status[SETTLING] == "active":
             state.settle_market(SETTLING, script.result)
         if script.maintenance is not None:
@@ -168,6 +171,11 @@ class KalshiChaosVenue(ChaosVenue):
             outcome.fault_counts["maintenance_window"] = self.maintenance_windows
         if self.settled_while_down:
             outcome.fault_counts["settled_while_down"] = 1
+        if self.held_no:
+            outcome.fault_counts["held_no_position"] = 1
+        settled_no = sum(1 for row in state.settlements if Decimal(row["no_count_fp"]) > 0)
+        if settled_no:
+            outcome.fault_counts["settled_no_contracts"] = settled_no
         outcome.venue_orders = len(state.core.orders)
         outcome.venue_trades = len(state.core.fill_log)
         outcome.settlements = len(state.settlements)
@@ -240,13 +248,13 @@ def venue_world(state: KalshiSimState, *, prefix: str) -> _VenueWorld:
         )
         for f in state.core.fill_log
     ]
-    initial = dict.fromkeys(state.markets, state.config.contracts)
+    initial = {t: state.config.contracts_of(m) for t, m in state.markets.items()}
     settlements = [
         invariants.Settlement(
             symbol=row["ticker"],
             result=row["market_result"],
             payout=Decimal(row["value"]) / 100,
-            count=Decimal(row["yes_count_fp"]),
+            count=Decimal(row["yes_count_fp"]) - Decimal(row["no_count_fp"]),
         )
         for row in state.settlements
     ]
@@ -280,7 +288,8 @@ class KalshiKind:
         config = KalshiSimConfig(
             seed=seed,
             markets=(
-                MarketSpec(ticker=SETTLING, size=SIZES[1]),
+                # nothing held at start: a strategy going short there holds NO when it settles
+                MarketSpec(ticker=SETTLING, size=SIZES[1], contracts=Decimal(0)),
                 MarketSpec(ticker=TRADING, bid=Decimal("0.60"), ask=Decimal("0.62"), size=SIZES[1]),
             ),
             read_lag_s=script.read_lag_s,

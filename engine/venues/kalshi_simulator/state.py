@@ -105,7 +105,7 @@ class KalshiSimState:
             for m in config.markets
         ]
         balances = {USD: config.cash} | {
-            m.ticker: config.contracts + SHORT_ROOM for m in config.markets
+            m.ticker: config.contracts_of(m) + SHORT_ROOM for m in config.markets
         }
         self.core: MatchingCore[int] = MatchingCore(
             instruments,
