@@ -20,7 +20,7 @@ import structlog
 
 from engine.domain.orders import Order
 from engine.domain.types import UNRESOLVED, ClientOrderId, OrderState, Symbol, TradeId
-from engine.exceptions import NotFound, VenueError
+from engine.exceptions import DatabaseUnavailable, NotFound, VenueError
 from engine.execution.config import ExecutionConfig
 from engine.execution.fill_path import CommittedFacts
 from engine.execution.order_log import bound_to, order_fields
@@ -39,6 +39,9 @@ LISTING_MIN = 5
 LISTING_MARGIN = timedelta(minutes=1)
 #: orders written per transaction when a listing settles them
 LISTING_CHUNK = 1000
+#: a graceful stop waits for the fills of orders the venue answered for this recently
+ANNOUNCED_FILLS_LOOKBACK = timedelta(minutes=1)
+ANNOUNCED_FILLS_POLL_S = 0.05
 
 
 @dataclass(slots=True)
@@ -93,6 +96,23 @@ class Recovery:
             return
         self._owed[order.client_order_id] = _Owed(order=order, venue_filled=report.filled_quantity)
         await self._fetch_owed(order.client_order_id)
+
+    async def wait_for_announced_fills(self) -> None:
+        """Until the ledger holds the fills the venue has announced for recent orders (an
+        answer's filled quantity beyond the fills recorded): a graceful stop waits for this
+        (bounded by its caller) while the user stream is still read. Kalshi's create answer
+        counts an order's fills without carrying them; they follow on the stream, and a stop
+        in between would leave the ledger short of them until the next start."""
+        since = self.clock() - ANNOUNCED_FILLS_LOOKBACK
+        try:
+            # polled: the fills come through the ledger, from the stream task or a fetch
+            while True:
+                if not await self.ledger.orders.owed_fills(since):
+                    return
+                await asyncio.sleep(ANNOUNCED_FILLS_POLL_S)
+        except DatabaseUnavailable as exc:
+            # the next start fetches them (the answers' quantities are recorded): stop anyway
+            log.warning("shutdown.announced_fills_unchecked", error=str(exc))
 
     async def settle_owed_fills(self) -> None:
         for coid in list(self._owed):
