@@ -3,9 +3,12 @@ the Kalshi-protocol simulator (engine/venues/kalshi_simulator), plus what a pred
 adds.
 
 Per seed, from ``random.Random(seed)`` after the lives are planned: the read lag, when the
-settling market (:data:`SETTLING`) closes and settles and to which result (mid-run, at a
-seeded market step; if the lives ended first, while the engine is down before the final life),
-and whether and when a maintenance window (new orders refused, cancels allowed) opens. The
+settling market (:data:`SETTLING`) closes and settles and to which result (a seeded number of
+market steps after our first order on it, so that it settles with positions, NO ones included;
+if the lives ended first, while the engine is down before the final life), and whether and when
+a maintenance window (new orders refused, cancels allowed) opens, counted from our first order.
+Counting from orders, not from the start, keeps the script meaningful however long startups take
+on a loaded machine. The
 other market (:data:`TRADING`) trades to the end. The engine runs as ``TRADECTL_VENUE=kalshi``
 pointed at the simulator (``TRADECTL_KALSHI_REST_URL`` / ``…_WS_URL``, the simulator's test key
 in a 0600 file). Besides Binance's invariants: the ledger's settlements are the venue's (result,
@@ -61,7 +64,8 @@ READ_LAGS = (0.0, 0.3, 0.8, 1.5)
 
 @dataclass(slots=True, kw_only=True)
 class KalshiScript:
-    """What happens to the markets during one seed, in market steps (0.25 s each)."""
+    """What happens to the markets during one seed, in market steps (0.25 s each) counted from
+    the first order of ours on the market (the settlement) or on any market (maintenance)."""
 
     read_lag_s: float
     settle_step: int
@@ -73,11 +77,11 @@ class KalshiScript:
     @classmethod
     def draw(cls, rng: random.Random) -> KalshiScript:
         read_lag = rng.choice(READ_LAGS)
-        settle_step = rng.randint(16, 70)
+        settle_step = rng.randint(8, 60)
         result = rng.choice(("yes", "no"))
         maintenance = None
         if rng.random() < 0.6:
-            start = rng.randint(4, 80)
+            start = rng.randint(2, 60)
             maintenance = (start, start + rng.randint(4, 16))
         return cls(
             read_lag_s=read_lag,
@@ -93,7 +97,9 @@ class KalshiChaosVenue(ChaosVenue):
         self.sim = sim
         self.script = script
         self.key_path = key_path
+        #: market steps since our first order on any market, and on the settling one
         self.steps = 0
+        self.settling_steps = 0
         self.maintenance_windows = 0
         self.settled_while_down = False
         #: the account held NO contracts (a negative position) at some market step
@@ -118,10 +124,14 @@ class KalshiChaosVenue(ChaosVenue):
         return env
 
     def step(self) -> None:
-        self.steps += 1
         state, script = self.state, self.script
+        orders = state.core.orders.values()
+        if self.steps or orders:
+            self.steps += 1
+        if self.settling_steps or any(o.symbol == SETTLING for o in orders):
+            self.settling_steps += 1
         self.held_no = self.held_no or any(state.position(t) < 0 for t in state.markets)
-        if self.steps == script.settle_step and state.status[SETTLING] == "active":
+        if self.settling_steps == script.settle_step and state.status[SETTLING] == "active":
             state.settle_market(SETTLING, script.result)
         if script.maintenance is not None:
             start, end = script.maintenance
