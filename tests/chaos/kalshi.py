@@ -268,11 +268,9 @@ def venue_world(state: KalshiSimState, *, prefix: str) -> _VenueWorld:
         )
         for row in state.settlements
     ]
-    settled = {s.symbol: s.count for s in settlements}
-    change = {
-        t: (settled.get(t) if t in settled else state.position(t)) - initial[t]  # type: ignore[operator]
-        for t in state.markets
-    }
+    held = {t: state.position(t) for t in state.markets}
+    held |= {s.symbol: s.count for s in settlements if s.count is not None}
+    change = {t: held[t] - initial[t] for t in state.markets}
     cash = state.core.balances[USD]
     return _VenueWorld(
         prefix=prefix,
