@@ -135,6 +135,10 @@ class Settings(BaseSettings):
     #: the RSA private key as PEM text, or a path to a PEM file (one of the two)
     kalshi_private_key: SecretStr | None = None
     kalshi_private_key_path: Path | None = None
+    #: the Trade API's REST root and WebSocket URL instead of the environment's (another
+    #: Kalshi-protocol server, e.g. ``tradectl simulator --protocol kalshi``); both or neither
+    kalshi_rest_url: str | None = None
+    kalshi_ws_url: str | None = None
     #: seconds the built-in Kalshi simulator hides a write from reads
     kalshi_read_lag_s: float = Field(default=0.5, ge=0)
     #: seconds after start at which the built-in Kalshi simulator settles its markets (YES or

@@ -496,11 +496,12 @@ class Engine(StatusTask):
         # 1. No new decisions.
         edges = {n: t for n, t in tasks.items() if n in edge_names}
         stuck = await stop_tasks(edges, deadline_s=SHUTDOWN_CANCEL_S)
-        # 2. Let execution finish the intents it already holds (bounded).
+        # 2. Let execution finish the intents it already holds, their fills in (bounded).
         if not stuck:
             with contextlib.suppress(TimeoutError):
                 async with asyncio.timeout(SHUTDOWN_GRACE_S):
                     await self.execution.drain()
+                    await self.execution.wait_for_announced_fills()
                     # the counts of the holds still running (engine.domain.holds)
                     with contextlib.suppress(TradectlError):
                         await self.execution.flush_holds()

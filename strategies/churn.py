@@ -5,12 +5,15 @@ exercises submits, immediate and later fills, partial fills, and cancels in a st
 it places depends only on the window (a checksum of the interval key) and on its inventory:
 
 - side: buy while the position plus pending buys is below ``max_position`` and either the
-  window says "buy" or nothing is held to sell; otherwise sell what is held (never short);
+  window says "buy" or a sell would take the position below ``min_position``; otherwise sell
+  (never below ``min_position``: 0, never short, unless told; on a prediction market a short
+  YES position is a NO position);
 - style, cycling through the windows: an IOC at the far touch (takes and ends), a GTC at the far
   touch (takes what is shown, rests the rest), a GTC at the near touch (rests until the market
   moves through it, or the next window cancels it).
 
-Params (:class:`Params`): ``qty`` (base units per order, > 0), ``max_position`` (> 0). Not a
+Params (:class:`Params`): ``qty`` (base units per order, > 0), ``max_position`` (> 0),
+``min_position`` (<= 0, default 0). Not a
 trading idea: a load generator whose every decision a replay reproduces.
 """
 
@@ -52,6 +55,13 @@ class Params(BaseModel):
         allow_inf_nan=False,
         description="largest position",
     )
+    min_position: Decimal = Field(
+        Decimal(0),
+        le=0,
+        gt=Decimal("-1e18"),
+        allow_inf_nan=False,
+        description="smallest position (below 0: sells go short)",
+    )
 
 
 class Churn:
@@ -65,6 +75,7 @@ class Churn:
         *,
         qty: Decimal,
         max_position: Decimal,
+        min_position: Decimal = _ZERO,
     ) -> None:
         if not symbols:
             raise ParamError("symbols", "churn needs at least one symbol")
@@ -72,10 +83,13 @@ class Churn:
             raise ParamError("qty", f"must be > 0, got {qty}")
         if max_position <= 0:
             raise ParamError("max_position", f"must be > 0, got {max_position}")
+        if min_position > 0:
+            raise ParamError("min_position", f"must be <= 0, got {min_position}")
         self._strategy_id = strategy_id
         self._symbols = tuple(symbols)
         self.qty = qty
         self.max_position = max_position
+        self.min_position = min_position
 
     @property
     def strategy_id(self) -> StrategyId:
@@ -115,7 +129,7 @@ class Churn:
         window = zlib.crc32(f"{symbol}|{snapshot.interval_key}".encode())
         position = snapshot.position(symbol)
         room = self.max_position - position - snapshot.pending(symbol, Side.BUY)
-        held = position - snapshot.pending(symbol, Side.SELL)
+        held = position - snapshot.pending(symbol, Side.SELL) - self.min_position
         wants_buy = window % 2 == 0 or held < self.qty
         style = window // 2 % 3
         if wants_buy and room >= self.qty:
@@ -154,4 +168,10 @@ class Churn:
 
 def create(strategy_id: StrategyId, symbols: Sequence[Symbol], params: Mapping[str, str]) -> Churn:
     parsed = parse_params(Params, params)
-    return Churn(strategy_id, symbols, qty=parsed.qty, max_position=parsed.max_position)
+    return Churn(
+        strategy_id,
+        symbols,
+        qty=parsed.qty,
+        max_position=parsed.max_position,
+        min_position=parsed.min_position,
+    )

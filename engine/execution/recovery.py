@@ -20,7 +20,7 @@ import structlog
 
 from engine.domain.orders import Order
 from engine.domain.types import UNRESOLVED, ClientOrderId, OrderState, Symbol, TradeId
-from engine.exceptions import NotFound, VenueError
+from engine.exceptions import DatabaseUnavailable, NotFound, VenueError
 from engine.execution.config import ExecutionConfig
 from engine.execution.fill_path import CommittedFacts
 from engine.execution.order_log import bound_to, order_fields
@@ -39,6 +39,12 @@ LISTING_MIN = 5
 LISTING_MARGIN = timedelta(minutes=1)
 #: orders written per transaction when a listing settles them
 LISTING_CHUNK = 1000
+#: a graceful stop waits for the fills of orders the venue answered for this recently, this
+#: long at most: the stream brings them in milliseconds; what faults hold back longer, the next
+#: start fetches (the answers' quantities are recorded), and the stop stays short
+ANNOUNCED_FILLS_LOOKBACK = timedelta(minutes=1)
+ANNOUNCED_FILLS_WAIT_S = 1.5
+ANNOUNCED_FILLS_POLL_S = 0.05
 
 
 @dataclass(slots=True)
@@ -93,6 +99,32 @@ class Recovery:
             return
         self._owed[order.client_order_id] = _Owed(order=order, venue_filled=report.filled_quantity)
         await self._fetch_owed(order.client_order_id)
+
+    async def wait_for_announced_fills(self) -> bool:
+        """Until the ledger holds the fills the venue has announced for recent orders (an
+        answer's filled quantity beyond the fills recorded): a graceful stop waits for this
+        (bounded by its caller) while the user stream is still read. Kalshi's create answer
+        counts an order's fills without carrying them; they follow on the stream, and a stop
+        in between would leave the ledger short of them until the next start (which fetches
+        what is still missing after ``ANNOUNCED_FILLS_WAIT_S``). True when they are all in."""
+        since = self.clock() - ANNOUNCED_FILLS_LOOKBACK
+        owed: list[tuple[Order, Decimal]] = []
+        try:
+            async with asyncio.timeout(ANNOUNCED_FILLS_WAIT_S):
+                # polled: the fills come through the ledger, from the stream task or a fetch
+                while True:
+                    owed = await self.ledger.orders.owed_fills(since)
+                    if not owed:
+                        return True
+                    await asyncio.sleep(ANNOUNCED_FILLS_POLL_S)
+        except TimeoutError:
+            log.info(
+                "shutdown.announced_fills_missing",
+                client_order_ids=[order.client_order_id for order, _ in owed],
+            )
+        except DatabaseUnavailable as exc:
+            log.warning("shutdown.announced_fills_unchecked", error=str(exc))
+        return False
 
     async def settle_owed_fills(self) -> None:
         for coid in list(self._owed):

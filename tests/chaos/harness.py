@@ -1,5 +1,8 @@
 """One chaos run per seed: the engine as a subprocess against a simulator that outlives it.
 
+The venue is a :class:`ChaosVenueKind`: :data:`BINANCE` here (the Binance-protocol simulator),
+or ``tests/chaos/kalshi.py``'s Kalshi-protocol simulator with its market settlements.
+
 For a seed, everything random comes from ``random.Random(seed)`` (the fault plan's variation,
 which crash point and when, the random kill delays) and from the simulator's own seed (which
 request each fault hits, the market walk). A run:
@@ -28,13 +31,13 @@ import random
 import signal
 import sys
 import time
-import uuid
 from collections import Counter
-from collections.abc import AsyncIterator, Mapping
+from collections.abc import AsyncIterator, Callable, Mapping
+from contextlib import AbstractAsyncContextManager
 from dataclasses import dataclass, field
 from decimal import Decimal
 from pathlib import Path
-from typing import BinaryIO
+from typing import BinaryIO, Protocol
 
 import httpx
 from sqlalchemy.engine import URL
@@ -51,6 +54,7 @@ from engine.venues.simulator import (
     run_simulator,
 )
 from tests.chaos import invariants
+from tests.chaos.databases import dump_ledger, seed_database
 from tests.helpers import eventually
 
 ROOT = Path(__file__).resolve().parents[2]
@@ -80,9 +84,9 @@ GRACEFUL_STOP_S = SHUTDOWN_DEADLINE_S + 2.0
 GRACEFUL_SHARE = 0.35
 
 
-def replay_command(seed: int) -> str:
+def replay_command(seed: int, venue: str = "binance") -> str:
     return (
-        f"CHAOS_SEEDS=1 CHAOS_SEED_START={seed} CHAOS_REGRESSION=0 "
+        f"CHAOS_VENUE={venue} CHAOS_SEEDS=1 CHAOS_SEED_START={seed} CHAOS_REGRESSION=0 "
         ".venv/bin/python -m pytest tests/chaos -q"
     )
 
@@ -107,11 +111,14 @@ class Life:
 @dataclass(slots=True, kw_only=True)
 class SeedOutcome:
     seed: int
+    venue: str = "binance"
     violations: list[str] = field(default_factory=list)
     fault_counts: dict[str, int] = field(default_factory=dict)
     lives: list[Life] = field(default_factory=list)
     venue_orders: int = 0
     venue_trades: int = 0
+    #: markets the venue settled during the seed (Kalshi)
+    settlements: int = 0
     seconds: float = 0.0
     workdir: Path | None = None
 
@@ -127,14 +134,14 @@ class SeedOutcome:
             for life in self.lives
         )
         lines = [
-            f"seed {self.seed}: {len(self.violations)} violation(s); lives: {lives}; "
-            f"{self.venue_orders} venue orders, {self.venue_trades} trades; logs in "
-            f"{self.workdir}",
+            f"{self.venue} seed {self.seed}: {len(self.violations)} violation(s); lives: "
+            f"{lives}; {self.venue_orders} venue orders, {self.venue_trades} trades, "
+            f"{self.settlements} settlements; logs in {self.workdir}",
             *(f"  - {v}" for v in self.violations[:40]),
         ]
         if len(self.violations) > 40:
             lines.append(f"  ... and {len(self.violations) - 40} more")
-        lines.append(f"replay: {replay_command(self.seed)}")
+        lines.append(f"replay: {replay_command(self.seed, self.venue)}")
         return "\n".join(lines)
 
 
@@ -173,63 +180,14 @@ def plan_lives(rng: random.Random) -> list[Life]:
     return lives
 
 
-# -- databases -----------------------------------------------------------------------------------
-
-
-async def _admin(server: URL, sql: str) -> None:
-    conn = await invariants.connect(server)
-    try:
-        await conn.execute(sql)
-    finally:
-        await conn.close()
-
-
-@contextlib.asynccontextmanager
-async def seed_database(server: URL, template: str, seed: int) -> AsyncIterator[URL]:
-    """A fresh database at the migrations' head for one seed (copied from the template)."""
-    name = f"tradectl_chaos_{seed}_{uuid.uuid4().hex[:6]}"
-    await _admin(server, f'CREATE DATABASE "{name}" TEMPLATE "{template}"')
-    try:
-        yield server.set(database=name)
-    finally:
-        await _admin(server, f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')
-
-
-async def dump_ledger(url: URL, target: Path) -> None:
-    """The seed's ledger as text, kept with the logs (the database itself is dropped)."""
-    queries = {
-        "orders": "SELECT client_order_id, strategy_id, symbol, side, type, time_in_force, "
-        "requested_qty, limit_price, state, venue_order_id, last_error FROM orders "
-        "ORDER BY created_at",
-        "order_events": "SELECT client_order_id, from_state, to_state, cause, recorded_at "
-        "FROM order_events ORDER BY id",
-        "fills": "SELECT symbol, trade_id, client_order_id, venue_order_id, side, qty, price, fee "
-        "FROM fills ORDER BY id",
-        "decisions": "SELECT strategy_id, symbol, intent, side, quantity, limit_price, outcome, "
-        "reason, decided_at FROM decisions ORDER BY decided_at",
-        "incidents": "SELECT kind, scope, message FROM incidents ORDER BY id",
-        "controls": "SELECT scope, target, kind, active, reason FROM controls ORDER BY id",
-    }
-    conn = await invariants.connect(url)
-    try:
-        parts = []
-        for name, sql in queries.items():
-            rows = await conn.fetch(sql)
-            parts.append(f"== {name} ({len(rows)})")
-            parts.extend(" | ".join(str(v) for v in row.values()) for row in rows)
-    finally:
-        await conn.close()
-    _write(target, "\n".join(parts) + "\n")
-
-
 # -- the market and the engine process ------------------------------------------------------------
 
 
 class MarketClock:
     """Steps the simulator's market until frozen: the chaos run decides when the world is quiet."""
 
-    def __init__(self, sim: SimulatorHandle) -> None:
-        self._sim = sim
+    def __init__(self, step: Callable[[], None]) -> None:
+        self._step = step
         self._frozen = asyncio.Event()
         self._task = asyncio.create_task(self._run(), name="chaos-market")
 
@@ -238,7 +196,7 @@ class MarketClock:
             with contextlib.suppress(TimeoutError):
                 await asyncio.wait_for(self._frozen.wait(), timeout=MARKET_STEP_S)
             if not self._frozen.is_set():
-                self._sim.step()
+                self._step()
 
     async def freeze(self) -> None:
         self._frozen.set()
@@ -336,7 +294,8 @@ def tail(log: Path, lines: int = 25) -> str:
     return "\n".join("    | " + line for line in text.splitlines()[-lines:])
 
 
-def engine_env(sim: SimulatorHandle, database_url: URL, crash_point: str | None) -> dict[str, str]:
+def base_env(database_url: URL, crash_point: str | None) -> dict[str, str]:
+    """The engine's environment without the venue's part: ours, the chaos timings, the arm."""
     env = {
         k: v
         for k, v in os.environ.items()
@@ -345,15 +304,8 @@ def engine_env(sim: SimulatorHandle, database_url: URL, crash_point: str | None)
     env.update(
         {
             "DATABASE_URL": database_url.render_as_string(hide_password=False),
-            "TRADECTL_VENUE": "binance",
-            "TRADECTL_BINANCE_REST_URL": sim.rest_url,
-            "TRADECTL_BINANCE_WS_API_URL": sim.ws_api_url,
-            "TRADECTL_BINANCE_STREAM_URL": sim.stream_url,
-            "TRADECTL_BINANCE_API_KEY": DEFAULT_API_KEY,
-            "TRADECTL_BINANCE_API_SECRET": DEFAULT_API_SECRET,
             "TRADECTL_ACCOUNT": ACCOUNT,
             "TRADECTL_ORDER_ID_PREFIX": PREFIX,
-            "TRADECTL_STRATEGIES_FILE": str(STRATEGIES_FILE),
             "TRADECTL_LEASE_TTL_S": "2",
             "TRADECTL_CONSISTENCY_WINDOW_S": "0.5",
             "TRADECTL_RESOLVE_INTERVAL_S": "0.3",
@@ -368,32 +320,121 @@ def engine_env(sim: SimulatorHandle, database_url: URL, crash_point: str | None)
     return env
 
 
+def engine_env(sim: SimulatorHandle, database_url: URL, crash_point: str | None) -> dict[str, str]:
+    env = base_env(database_url, crash_point)
+    env.update(
+        {
+            "TRADECTL_VENUE": "binance",
+            "TRADECTL_BINANCE_REST_URL": sim.rest_url,
+            "TRADECTL_BINANCE_WS_API_URL": sim.ws_api_url,
+            "TRADECTL_BINANCE_STREAM_URL": sim.stream_url,
+            "TRADECTL_BINANCE_API_KEY": DEFAULT_API_KEY,
+            "TRADECTL_BINANCE_API_SECRET": DEFAULT_API_SECRET,
+            "TRADECTL_STRATEGIES_FILE": str(STRATEGIES_FILE),
+        }
+    )
+    return env
+
+
+# -- the venue of a run ---------------------------------------------------------------------------
+
+
+class ChaosVenue(Protocol):
+    """One seed's running simulator, as the run drives and observes it."""
+
+    def engine_env(self, database_url: URL, crash_point: str | None) -> dict[str, str]: ...
+
+    def step(self) -> None:
+        """One market step (the :class:`MarketClock` calls it until the world is frozen)."""
+
+    async def quiet(self) -> None:
+        """Before the final life, with the engine down: the faults stop."""
+
+    async def observe(self, database_url: URL) -> invariants.World: ...
+
+    def record(self, outcome: SeedOutcome, workdir: Path) -> None:
+        """The venue's counts into the outcome, its ground truth into the workdir."""
+
+
+class ChaosVenueKind(Protocol):
+    name: str
+    faults_file: Path
+
+    def open(
+        self, seed: int, plan: FaultPlan, rng: random.Random
+    ) -> AbstractAsyncContextManager[ChaosVenue]: ...
+
+
+class BinanceChaosVenue:
+    def __init__(self, sim: SimulatorHandle, initial: Mapping[str, Decimal]) -> None:
+        self.sim = sim
+        self.initial = initial
+
+    def engine_env(self, database_url: URL, crash_point: str | None) -> dict[str, str]:
+        return engine_env(self.sim, database_url, crash_point)
+
+    def step(self) -> None:
+        self.sim.step()
+
+    async def quiet(self) -> None:
+        await _set_faults(self.sim.admin_url, FaultPlan())
+
+    async def observe(self, database_url: URL) -> invariants.World:
+        return await invariants.observe(
+            self.sim.state, self.initial, database_url, account=ACCOUNT, prefix=PREFIX
+        )
+
+    def record(self, outcome: SeedOutcome, workdir: Path) -> None:
+        state = self.sim.state
+        _write(workdir / "venue.json", json.dumps(state.ground_truth(), indent=1))
+        outcome.fault_counts = dict(state.fault_counts())
+        outcome.venue_orders = len(state.orders())
+        outcome.venue_trades = len(state.trades())
+
+
+class BinanceKind:
+    name = "binance"
+    faults_file = FAULTS_FILE
+
+    @contextlib.asynccontextmanager
+    async def open(
+        self, seed: int, plan: FaultPlan, rng: random.Random
+    ) -> AsyncIterator[ChaosVenue]:
+        config = dataclasses.replace(
+            simulator_config(SYMBOLS, seed=seed), market_interval=None, faults=plan
+        )
+        initial = {asset: Decimal(amount) for asset, amount in config.balances.items()}
+        async with run_simulator(config) as sim:
+            yield BinanceChaosVenue(sim, initial)
+
+
+BINANCE: ChaosVenueKind = BinanceKind()
+
+
 # -- one seed ------------------------------------------------------------------------------------
 
 
-async def run_seed(seed: int, *, server: URL, template: str, workdir: Path) -> SeedOutcome:
+async def run_seed(
+    seed: int, *, server: URL, template: str, workdir: Path, kind: ChaosVenueKind = BINANCE
+) -> SeedOutcome:
     started = time.monotonic()
     rng = random.Random(seed)
-    outcome = SeedOutcome(seed=seed, workdir=workdir)
+    outcome = SeedOutcome(seed=seed, venue=kind.name, workdir=workdir)
     _mkdir(workdir)
-    plan = seeded_plan(FaultPlan.load(FAULTS_FILE), rng)
+    plan = seeded_plan(FaultPlan.load(kind.faults_file), rng)
     outcome.lives = plan_lives(rng)
-    config = dataclasses.replace(
-        simulator_config(SYMBOLS, seed=seed), market_interval=None, faults=plan
-    )
-    initial = {asset: Decimal(amount) for asset, amount in config.balances.items()}
     async with (
         seed_database(server, template, seed) as database_url,
-        run_simulator(config) as sim,
+        kind.open(seed, plan, rng) as venue,
     ):
-        market = MarketClock(sim)
+        market = MarketClock(venue.step)
         try:
             for life in outcome.lives:
-                await _faulty_life(life, sim, database_url, workdir, outcome)
-            await _set_faults(sim, FaultPlan())
+                await _faulty_life(life, venue, database_url, workdir, outcome)
+            await venue.quiet()
             final = Life(index=len(outcome.lives), mode="final")
             outcome.lives.append(final)
-            await _final_life(final, sim, market, database_url, workdir, initial, outcome)
+            await _final_life(final, venue, market, database_url, workdir, outcome)
         except EngineDied as exc:
             outcome.violations.append(str(exc))
         finally:
@@ -401,20 +442,17 @@ async def run_seed(seed: int, *, server: URL, template: str, workdir: Path) -> S
                 await market.freeze()
         with contextlib.suppress(Exception):
             await dump_ledger(database_url, workdir / "ledger.txt")
-        _write(workdir / "venue.json", json.dumps(sim.state.ground_truth(), indent=1))
-        outcome.fault_counts = dict(sim.state.fault_counts())
-        outcome.venue_orders = len(sim.state.orders())
-        outcome.venue_trades = len(sim.state.trades())
+        venue.record(outcome, workdir)
     outcome.seconds = time.monotonic() - started
     return outcome
 
 
 async def _faulty_life(
-    life: Life, sim: SimulatorHandle, database_url: URL, workdir: Path, outcome: SeedOutcome
+    life: Life, venue: ChaosVenue, database_url: URL, workdir: Path, outcome: SeedOutcome
 ) -> None:
     armed = life.detail if life.mode == "crash_point" else None
     life.log = workdir / f"life{life.index}-{life.mode}.log"
-    engine = EngineProcess(engine_env(sim, database_url, armed), life.log)
+    engine = EngineProcess(venue.engine_env(database_url, armed), life.log)
     await engine.start()
     try:
         if armed is not None:
@@ -448,15 +486,14 @@ async def _faulty_life(
 
 async def _final_life(
     life: Life,
-    sim: SimulatorHandle,
+    venue: ChaosVenue,
     market: MarketClock,
     database_url: URL,
     workdir: Path,
-    initial: Mapping[str, Decimal],
     outcome: SeedOutcome,
 ) -> None:
     life.log = workdir / f"life{life.index}-final.log"
-    engine = EngineProcess(engine_env(sim, database_url, None), life.log)
+    engine = EngineProcess(venue.engine_env(database_url, None), life.log)
     await engine.start()
     try:
         await engine.wait_ready()
@@ -467,13 +504,13 @@ async def _final_life(
         async def caught_up() -> bool:
             if not engine.running:
                 raise EngineDied(f"engine exited with {engine.returncode}", life.log)  # type: ignore[arg-type]
-            world = await _observe(sim, database_url, initial)
+            world = await venue.observe(database_url)
             return not invariants.converged(world)
 
         try:
             await eventually(caught_up, timeout=CONVERGE_TIMEOUT_S, interval=0.1)
         except AssertionError:
-            world = await _observe(sim, database_url, initial)
+            world = await venue.observe(database_url)
             outcome.violations.extend(
                 f"not converged after {CONVERGE_TIMEOUT_S:g}s: {v}"
                 for v in invariants.converged(world)
@@ -481,7 +518,7 @@ async def _final_life(
         await _graceful_stop(engine, life, database_url, outcome)
     finally:
         await engine.close()
-    world = await _observe(sim, database_url, initial)
+    world = await venue.observe(database_url)
     outcome.violations.extend(invariants.check(world))
 
 
@@ -511,16 +548,8 @@ async def _graceful_stop(
         outcome.violations.append(f"life {life.index}: graceful stop left the lease held")
 
 
-async def _observe(
-    sim: SimulatorHandle, database_url: URL, initial: Mapping[str, Decimal]
-) -> invariants.World:
-    return await invariants.observe(
-        sim.state, initial, database_url, account=ACCOUNT, prefix=PREFIX
-    )
-
-
-async def _set_faults(sim: SimulatorHandle, plan: FaultPlan) -> None:
-    async with httpx.AsyncClient(base_url=sim.admin_url, timeout=10) as client:
+async def _set_faults(admin_url: str, plan: FaultPlan) -> None:
+    async with httpx.AsyncClient(base_url=admin_url, timeout=10) as client:
         response = await client.put("/faults", json=plan.to_mapping())
         response.raise_for_status()
 

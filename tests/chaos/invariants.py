@@ -27,7 +27,8 @@ VENUE_OPEN = frozenset({VenueOrderStatus.NEW, VenueOrderStatus.PARTIALLY_FILLED}
 
 @dataclass(frozen=True, slots=True, kw_only=True)
 class VenueOrder:
-    order_id: int
+    #: the venue's id (Binance: a number, Kalshi: a UUID)
+    order_id: int | str
     client_order_id: str
     symbol: str
     status: VenueOrderStatus
@@ -67,6 +68,17 @@ class Incident:
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)
+class Settlement:
+    """A market's settlement, as the venue made it (``count``: the YES contracts it settled)
+    or as the ledger recorded it (``count`` None: the ledger derives it from the fills)."""
+
+    symbol: str
+    result: str
+    payout: Decimal
+    count: Decimal | None = None
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
 class World:
     prefix: str
     venue_orders: Sequence[VenueOrder]
@@ -82,6 +94,14 @@ class World:
     #: per asset, what moved the venue balance outside trading (deposits, withdrawals, manual
     #: trades); the chaos world injects none, so no balance drift is ever justified there
     external_changes: Mapping[str, Decimal] = field(default_factory=dict)
+    #: a venue whose markets settle (Kalshi): its settlements and the ledger's, what the account
+    #: held of each market before tradectl traded, and how its cash moved (free + locked)
+    settles: bool = False
+    venue_settlements: Sequence[Settlement] = ()
+    ledger_settlements: Sequence[Settlement] = ()
+    initial_holdings: Mapping[str, Decimal] = field(default_factory=dict)
+    quote_asset: str = ""
+    quote_change: Decimal = ZERO
 
 
 def check(world: World) -> list[str]:
@@ -92,18 +112,78 @@ def check(world: World) -> list[str]:
         *_positions_match(world),
         *_states_agree(world),
         *_incidents_justified(world),
+        *_settlements_match(world),
+        *_cash_matches(world),
     ]
 
 
 def converged(world: World) -> list[str]:
     """What must hold before the final engine is stopped: the states agree (nothing
-    non-terminal the venue has closed, nothing unresolved) and no fill is missing."""
-    return [*_states_agree(world), *_fills_match(world)]
+    non-terminal the venue has closed, nothing unresolved), no fill is missing and every
+    settlement is recorded."""
+    return [*_states_agree(world), *_fills_match(world), *_settlements_match(world)]
+
+
+def _net_fills(world: World) -> dict[str, Decimal]:
+    net: dict[str, Decimal] = defaultdict(Decimal)
+    for t in world.ledger_fills:
+        net[t.symbol] += t.qty if t.side == "BUY" else -t.qty
+    return net
+
+
+def _settlements_match(world: World) -> list[str]:
+    """One ledger settlement per venue settlement, same result and payout, and the position
+    it settled (held before tradectl plus the ledger's fills) is what the venue settled."""
+    if not world.settles:
+        return []
+    out: list[str] = []
+    venue = {s.symbol: s for s in world.venue_settlements}
+    ledger = {s.symbol: s for s in world.ledger_settlements}
+    net = _net_fills(world)
+    for symbol in sorted(venue.keys() - ledger.keys()):
+        out.append(f"settlement missing: the venue settled {symbol} ({venue[symbol].result})")
+    for symbol in sorted(ledger.keys() - venue.keys()):
+        out.append(f"phantom settlement: the ledger settled {symbol}, the venue did not")
+    for symbol in sorted(venue.keys() & ledger.keys()):
+        v, s = venue[symbol], ledger[symbol]
+        if (v.result, v.payout) != (s.result, s.payout):
+            out.append(
+                f"settlement {symbol}: venue {v.result} pays {v.payout}, ledger {s.result} "
+                f"pays {s.payout}"
+            )
+        held = world.initial_holdings.get(symbol, ZERO) + net.get(symbol, ZERO)
+        if v.count is not None and held != v.count:
+            out.append(
+                f"settled position {symbol}: the ledger held {held}, the venue settled {v.count}"
+            )
+    return out
+
+
+def _cash_matches(world: World) -> list[str]:
+    """The venue's cash moved by exactly the ledger's fills (notional and fees) and the
+    payouts of its settlements."""
+    if not world.settles:
+        return []
+    net = _net_fills(world)
+    expected = ZERO
+    for t in world.ledger_fills:
+        expected += t.qty * t.price if t.side == "SELL" else -t.qty * t.price
+        expected -= t.fee
+    for s in world.ledger_settlements:
+        expected += (world.initial_holdings.get(s.symbol, ZERO) + net.get(s.symbol, ZERO)) * (
+            s.payout
+        )
+    if expected != world.quote_change:
+        return [
+            f"balance {world.quote_asset}: the ledger's fills and settlements move it by "
+            f"{expected}, the venue's moved by {world.quote_change}"
+        ]
+    return []
 
 
 def _one_venue_order_per_id(world: World) -> list[str]:
     out: list[str] = []
-    by_id: dict[str, list[int]] = defaultdict(list)
+    by_id: dict[str, list[int | str]] = defaultdict(list)
     for order in world.venue_orders:
         by_id[order.client_order_id].append(order.order_id)
     ledger = {o.client_order_id: o for o in world.ledger_orders}
@@ -261,6 +341,17 @@ def venue_view(
 async def connect(url: URL) -> Any:
     kwargs: Any = asyncpg_connect_kwargs(url)
     return await asyncpg.connect(**kwargs)
+
+
+async def ledger_settlements(url: URL, account: str) -> list[Settlement]:
+    conn = await connect(url)
+    try:
+        rows = await conn.fetch(
+            "SELECT symbol, result, payout FROM settlements WHERE account = $1", account
+        )
+    finally:
+        await conn.close()
+    return [Settlement(symbol=r["symbol"], result=r["result"], payout=r["payout"]) for r in rows]
 
 
 async def ledger_view(

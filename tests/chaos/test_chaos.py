@@ -14,5 +14,13 @@ pytestmark = pytest.mark.chaos
 def test_seed_converges_to_the_venue_ground_truth(
     chaos_seed: int, chaos_campaign: Campaign
 ) -> None:
-    outcome = chaos_campaign.outcomes[chaos_seed]
+    outcome = chaos_campaign.outcomes["binance", chaos_seed]
     assert outcome.ok, outcome.describe()
+
+
+def test_kalshi_seed_converges_to_the_venue_ground_truth_and_settlements(
+    kalshi_seed: int, chaos_campaign: Campaign
+) -> None:
+    outcome = chaos_campaign.outcomes["kalshi", kalshi_seed]
+    assert outcome.ok, outcome.describe()
+    assert outcome.settlements >= 1, f"seed {kalshi_seed}: no market settled"

@@ -9,6 +9,7 @@ from engine.domain.types import OrderState, VenueOrderStatus
 from tests.chaos.invariants import (
     Incident,
     LedgerOrder,
+    Settlement,
     Trade,
     VenueOrder,
     World,
@@ -171,3 +172,77 @@ def test_an_external_trade_incident_needs_a_venue_trade_tradectl_did_not_place()
     manual = trade("9", coid="web-1")
     justified = world(open_incidents=[incident], venue_trades=[trade(), manual])
     assert not [v for v in check(justified) if v.startswith("unjustified")]
+
+
+def settled_world(**changes: object) -> World:
+    """A Kalshi account that held 100 YES of KX-A, bought 10 more at 0.40 (fee 0.03) and saw
+    the market settle YES: 110 contracts pay 110.00."""
+    fill = Trade(
+        symbol="KX-A",
+        trade_id="f-1",
+        side="BUY",
+        qty=D(10),
+        price=D("0.40"),
+        fee=D("0.03"),
+        client_order_id="tctl-k",
+        venue_order_id="uuid-1",
+    )
+    base = World(
+        prefix="tctl",
+        venue_orders=[
+            VenueOrder(
+                order_id="uuid-1",
+                client_order_id="tctl-k",
+                symbol="KX-A",
+                status=VenueOrderStatus.FILLED,
+                executed_qty=D(10),
+            )
+        ],
+        venue_trades=[fill],
+        base_assets={"KX-A": "KX-A"},
+        base_change={"KX-A": D(10)},
+        ledger_orders=[
+            LedgerOrder(
+                client_order_id="tctl-k",
+                symbol="KX-A",
+                state=OrderState.FILLED,
+                venue_order_id="uuid-1",
+            )
+        ],
+        ledger_fills=[fill],
+        ledger_positions={"KX-A": D(10)},
+        settles=True,
+        venue_settlements=[Settlement(symbol="KX-A", result="yes", payout=D(1), count=D(110))],
+        ledger_settlements=[Settlement(symbol="KX-A", result="yes", payout=D("1.0000"))],
+        initial_holdings={"KX-A": D(100)},
+        quote_asset="USD",
+        quote_change=D("-4.03") + D(110),
+    )
+    return dataclasses.replace(base, **changes)  # type: ignore[arg-type]
+
+
+def test_a_ledger_settled_like_the_venue_has_no_violation() -> None:
+    assert check(settled_world()) == []
+    assert converged(settled_world()) == []
+
+
+def test_a_venue_settlement_the_ledger_has_not_recorded_is_missing_until_converged() -> None:
+    violations = converged(settled_world(ledger_settlements=[]))
+    assert any(v.startswith("settlement missing: the venue settled KX-A") for v in violations)
+
+
+def test_a_settlement_recorded_with_another_result_is_reported() -> None:
+    wrong = [Settlement(symbol="KX-A", result="no", payout=D(0))]
+    violations = check(settled_world(ledger_settlements=wrong))
+    assert any(v.startswith("settlement KX-A:") for v in violations)
+
+
+def test_a_settled_position_the_venue_counted_differently_is_reported() -> None:
+    venue = [Settlement(symbol="KX-A", result="yes", payout=D(1), count=D(105))]
+    violations = check(settled_world(venue_settlements=venue))
+    assert any(v.startswith("settled position KX-A:") for v in violations)
+
+
+def test_cash_must_move_by_the_fills_and_the_payout() -> None:
+    violations = check(settled_world(quote_change=D("-4.03")))  # the payout never arrived
+    assert any(v.startswith("balance USD:") for v in violations)

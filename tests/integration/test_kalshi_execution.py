@@ -5,6 +5,7 @@ adapter over the Kalshi simulator's sockets."""
 
 from __future__ import annotations
 
+import asyncio
 from dataclasses import dataclass
 from datetime import timedelta
 from decimal import Decimal
@@ -180,4 +181,37 @@ async def test_many_lost_creates_are_settled_by_one_listing_of_the_market(
             assert [order.venue_order_id] == sim.state.venue_orders_by_client_id()[coid]
         assert all(sim.state.submissions.count(c) == 1 for c in coids)
         assert sim.state.requests["GET /portfolio/orders"] == 1  # one listing, no scan each
+        await engine.venue.close()
+
+
+async def test_a_stop_waits_for_the_fills_a_create_answer_announced(
+    db_engine: AsyncEngine,
+) -> None:
+    """Kalshi's create answer says "filled 3" without the fills (the stream brings them, and
+    the read lag hides them from REST for a while): a graceful stop waits for them rather than
+    leave the ledger short (chaos kalshi seed 3), for a bounded while only."""
+    async with run_kalshi_simulator(KalshiSimConfig(seed=8, read_lag_s=1.0)) as sim:
+        engine = await start_engine(db_engine, sim)
+        intent = buy("0.47")  # crosses the ask: filled in the answer
+        coid = client_order_id(PREFIX, intent.key)
+        await engine.execution.process([intent])
+        order = await engine.ledger.orders.get(coid)
+        assert order is not None
+        assert order.state is OrderState.FILLED
+        assert order.filled_qty == 0  # no stream is read here, REST lags: the fills are out
+
+        waiting = asyncio.create_task(engine.execution.wait_for_announced_fills())
+        # several polls of the ledger, all inside the read lag: nothing can bring the fills
+        done, _ = await asyncio.wait({waiting}, timeout=0.3)
+        assert not done
+        # bounded: it gives up (the next start fetches them)
+        assert await asyncio.wait_for(waiting, timeout=30) is False
+
+        async def fills_in() -> bool:
+            await engine.execution.sync_fills([MARKET])  # what the stream would have brought
+            current = await engine.ledger.orders.get(coid)
+            return current is not None and current.filled_qty == 3
+
+        await eventually(fills_in, message="the fills never came")
+        assert await engine.execution.wait_for_announced_fills() is True
         await engine.venue.close()

@@ -46,12 +46,16 @@ def kalshi_config(settings: Settings) -> KalshiConfig:
             "TRADECTL_KALSHI_PRIVATE_KEY_PATH"
         )
     production = settings.kalshi_environment is KalshiEnvironment.PRODUCTION
+    if (settings.kalshi_rest_url is None) != (settings.kalshi_ws_url is None):
+        raise ConfigError(
+            "set both TRADECTL_KALSHI_REST_URL and TRADECTL_KALSHI_WS_URL, or neither"
+        )
     return KalshiConfig(
         key_id=settings.kalshi_key_id.get_secret_value(),
         private_key=settings.kalshi_private_key,
         private_key_path=settings.kalshi_private_key_path,
-        rest_url=PRODUCTION_REST_URL if production else DEMO_REST_URL,
-        ws_url=PRODUCTION_WS_URL if production else DEMO_WS_URL,
+        rest_url=settings.kalshi_rest_url or (PRODUCTION_REST_URL if production else DEMO_REST_URL),
+        ws_url=settings.kalshi_ws_url or (PRODUCTION_WS_URL if production else DEMO_WS_URL),
     )
 
 

@@ -384,7 +384,9 @@ class KalshiVenue:
 
     async def balances(self) -> Sequence[BalanceReport]:
         """Cash (``USD``: available, and what resting bids hold) and each market's YES
-        position as its own asset (resting asks hold contracts)."""
+        position as its own asset (resting asks hold contracts; a NO position is negative).
+        Our ledger books buying NO as selling YES (the YES price received, where Kalshi took
+        the NO price): USD counts $1 per NO contract held, which its settlement pays or not."""
         balance = await self.rest.balance()
         positions: list[schemas.MarketPosition] = []
         cursor = ""
@@ -407,7 +409,7 @@ class KalshiVenue:
             finite(balance.balance_dollars, "balance_dollars")
             if balance.balance_dollars is not None
             else Decimal(balance.balance) / 100
-        )
+        ) + no_contracts(positions)
         reports = [
             BalanceReport(
                 venue=self.name,
@@ -579,3 +581,8 @@ def _kalshi_status(status: VenueOrderStatus) -> str:
     if status in (VenueOrderStatus.NEW, VenueOrderStatus.PARTIALLY_FILLED):
         return "resting"
     return "canceled"
+
+
+def no_contracts(positions: Sequence[schemas.MarketPosition]) -> Decimal:
+    """NO contracts held over all markets (Kalshi's negative positions)."""
+    return sum((-p.position_fp for p in positions if p.position_fp < 0), Decimal(0))

@@ -118,6 +118,7 @@ class KalshiSimApp:
                 return error(401, "authentication_error", "invalid signature or key")
             short = path.removeprefix(PREFIX)
             self.state.requests[f"{method} {short}"] += 1
+            short = fault_path(short)
             faults = self.state.faults
             slow = faults.roll(FaultKind.LATENCY, method=method, path=short)
             if slow is not None:
@@ -207,6 +208,11 @@ class KalshiSimApp:
             raise VenueRefusal(400, "invalid_parameters", "count must be a positive 0.01 step")
         if price is None or not (_CENT <= price <= Decimal("0.99")) or price % _CENT != 0:
             raise VenueRefusal(400, "invalid_price", "price is off the market's price_ranges")
+        if (
+            side is Side.SELL
+            and self.state.no_collateral_needed(ticker, qty, price) > self.state.cash_available()
+        ):
+            raise VenueRefusal(400, "insufficient_balance", "insufficient balance")
         order = NewOrder(
             symbol=ticker,
             client_order_id=coid,
@@ -222,6 +228,8 @@ class KalshiSimApp:
             if exc.kind is RefusalKind.DUPLICATE:
                 raise VenueRefusal(409, "order_already_exists", "client_order_id is open") from None
             raise VenueRefusal(400, "insufficient_balance", "insufficient balance") from None
+        if self.state.faults.roll(FaultKind.DUPLICATE_CREATE_409) is not None:
+            raise VenueRefusal(409, "order_already_exists", "client_order_id is open")
         answer: dict[str, Any] = {
             "order_id": self.state.uuid_of(placed),
             "client_order_id": coid,
@@ -279,7 +287,7 @@ class KalshiSimApp:
     # -- account and markets ----------------------------------------------------------------------
 
     async def balance(self, request: Request) -> Response:
-        free = self.state.core.balances["USD"].free
+        free = self.state.cash_available()
         return JSONResponse(
             {
                 "balance": int(free * 100),
@@ -463,6 +471,15 @@ async def _json(request: Request) -> dict[str, Any]:
     if not isinstance(body, dict):
         raise VenueRefusal(400, "invalid_parameters", "body is not an object")
     return body
+
+
+_ORDER_ID_SEGMENT = re.compile(r"(/orders/)[^/]+$")
+
+
+def fault_path(path: str) -> str:
+    """The path a fault rule names: an order id in it is written ``{order_id}``
+    (``DELETE /portfolio/events/orders/{order_id}``), so a rule can target cancels."""
+    return _ORDER_ID_SEGMENT.sub(r"\1{order_id}", path)
 
 
 def _ms(rfc3339: str) -> int:

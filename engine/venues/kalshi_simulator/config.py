@@ -29,6 +29,8 @@ class MarketSpec:
     size: Decimal = Decimal("500")
     event_ticker: str = "SIM-EVENT"
     close_time: str = "2099-01-01T00:00:00Z"
+    #: YES contracts the account holds at start (``None``: the config's ``contracts``)
+    contracts: Decimal | None = None
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)
@@ -55,8 +57,8 @@ class KalshiSimConfig:
     seed: int = 7
     key_id: str = DEFAULT_KEY_ID
     markets: tuple[MarketSpec, ...] = (MarketSpec(ticker="KXSIM-26DEC31-T50"),)
-    #: starting cash in dollars, and YES contracts held per market (the matching core is
-    #: spot-like: selling YES spends held contracts; opening a NO position is not simulated)
+    #: starting cash in dollars, and YES contracts held per market; selling YES beyond them
+    #: opens a NO position (its NO price paid from cash), as on Kalshi
     cash: Decimal = Decimal("10000")
     contracts: Decimal = Decimal("1000")
     fees: KalshiFees = field(default_factory=KalshiFees)
@@ -68,6 +70,9 @@ class KalshiSimConfig:
     #: fault). Most requests cost 10 tokens, a cancel 2, as on the venue.
     tier: Tier | None = None
     faults: FaultPlan = field(default_factory=FaultPlan)
+
+    def contracts_of(self, market: MarketSpec) -> Decimal:
+        return self.contracts if market.contracts is None else market.contracts
 
     def __post_init__(self) -> None:
         if self.read_lag_s < 0:

@@ -34,6 +34,10 @@ from engine.venues.matching import (
 from engine.venues.simulator.faults import FaultInjector, FaultKind
 
 USD = "USD"
+#: YES contracts the matching core holds per market on top of the account's own: a sell of YES
+#: the account does not hold still finds contracts to sell, and opens (or adds to) a NO
+#: position, the account's position being the core's holding minus this
+SHORT_ROOM = Decimal(1_000_000)
 _CENT = Decimal("0.01")
 _TICK = Decimal("0.0001")
 
@@ -104,7 +108,9 @@ class KalshiSimState:
             )
             for m in config.markets
         ]
-        balances = {USD: config.cash} | {m.ticker: config.contracts for m in config.markets}
+        balances = {USD: config.cash} | {
+            m.ticker: config.contracts_of(m) + SHORT_ROOM for m in config.markets
+        }
         self.core: MatchingCore[int] = MatchingCore(
             instruments,
             balances,
@@ -281,8 +287,9 @@ class KalshiSimState:
 
     def settle_market(self, ticker: str, result: str) -> dict[str, Any]:
         """The market closes (if still open), is determined ``result`` (``yes`` / ``no``) and
-        settles: the account's YES contracts leave it and pay $1 each on ``yes``, nothing on
-        ``no``. Both steps go out on ``market_lifecycle_v2``. Returns the settlement row."""
+        settles: the account's net position leaves it, YES contracts paying $1 each on ``yes``,
+        NO contracts (a net short YES) $1 each on ``no``. Both steps go out on
+        ``market_lifecycle_v2``. Returns the settlement row."""
         if self.status[ticker] == "active":
             self.close_market(ticker)
         value = 100 if result == "yes" else 0
@@ -297,18 +304,21 @@ class KalshiSimState:
                 "settlement_value": dollars(Decimal(value) / 100),
             },
         )
-        revenue = held * value  # cents
-        self.core.balances[ticker].free = Decimal(0)
-        self.core.balances[USD].free += revenue / 100
+        yes, no = max(held, Decimal(0)), max(-held, Decimal(0))
+        revenue = (yes if result == "yes" else no) * 100  # cents
+        # the core counts a NO contract as a YES sold (its price received, not 1 - price paid):
+        # settling it there is the signed position times the YES value
+        self.core.balances[ticker].free = SHORT_ROOM - self.core.balances[ticker].locked
+        self.core.balances[USD].free += held * value / 100
         self.status[ticker] = "finalized"
         row = {
             "ticker": ticker,
             "event_ticker": self.markets[ticker].event_ticker,
             "exchange_index": 0,
             "market_result": result,
-            "yes_count_fp": count(held),
+            "yes_count_fp": count(yes),
             "yes_total_cost_dollars": "0.0000",
-            "no_count_fp": "0.00",
+            "no_count_fp": count(no),
             "no_total_cost_dollars": "0.0000",
             "revenue": int(revenue),
             "settled_time": iso(now),
@@ -407,8 +417,30 @@ class KalshiSimState:
         return out
 
     def position(self, ticker: str) -> Decimal:
+        """The account's net contracts: positive YES, negative NO."""
         bal = self.core.balances[ticker]
-        return bal.free + bal.locked
+        return bal.free + bal.locked - SHORT_ROOM
+
+    # -- NO positions: Kalshi's cash where the core's model differs -----------------------------
+
+    def no_contracts(self) -> Decimal:
+        return sum((max(-self.position(t), Decimal(0)) for t in self.markets), Decimal(0))
+
+    def cash_available(self) -> Decimal:
+        """``balance``: the core's free cash less $1 per NO contract held. The core received
+        the YES price for each YES sold short; Kalshi charged the NO price (1 - YES price)
+        instead: the two differ by the contract's $1 until it settles."""
+        return self.core.balances[USD].free - self.no_contracts()
+
+    def no_collateral_needed(self, ticker: str, quantity: Decimal, price: Decimal) -> Decimal:
+        """What a sell of ``quantity`` YES at ``price`` must find in cash: the NO price of
+        the part that opens NO (beyond the YES held and not already offered)."""
+        offered = sum(
+            (o.remaining for o in self.core.open_orders(ticker) if o.side is Side.SELL),
+            Decimal(0),
+        )
+        uncovered = quantity - max(self.position(ticker) - offered, Decimal(0))
+        return max(uncovered, Decimal(0)) * (1 - price)
 
     # -- events to subscribers ------------------------------------------------------------------
 
@@ -540,7 +572,10 @@ class KalshiSimState:
             "balances": {
                 a: {"free": str(b.free), "locked": str(b.locked)}
                 for a, b in self.core.balances.items()
+                if a == USD
             },
+            "cash_available": str(self.cash_available()),
+            "positions": {t: str(self.position(t)) for t in self.markets},
             "venue_orders_by_client_id": self.venue_orders_by_client_id(),
             "settlements": list(self.settlements),
             "submissions": len(self.submissions),

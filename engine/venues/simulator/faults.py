@@ -55,6 +55,9 @@ class FaultKind(StrEnum):
     #: on cancel, part of the open remainder (``fraction``, default 0.5) fills just before the
     #: cancel lands: the cancel answer is CANCELED with ``executedQty > 0``
     PARTIAL_FILL_CANCEL_RACE = "partial_fill_cancel_race"
+    #: Kalshi: the create takes effect and the answer is the 409 a retried create gets (the
+    #: client order id is open already): the client must look the order up, not call it refused
+    DUPLICATE_CREATE_409 = "duplicate_create_409"
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)

@@ -53,3 +53,25 @@ def test_a_bad_pem_is_refused_without_echoing_it() -> None:
         KalshiVenue(kalshi_config(settings))
     assert "not-a-key-at-all" not in str(raised.value)
     assert "not-a-key-at-all" not in repr(settings)
+
+
+def test_another_kalshi_protocol_server_is_named_by_both_urls(
+    key_pair: tuple[rsa.RSAPrivateKey, str],
+) -> None:
+    urls = {
+        "kalshi_rest_url": "http://127.0.0.1:9/trade-api/v2",
+        "kalshi_ws_url": "ws://127.0.0.1:9/trade-api/ws/v2",
+    }
+    config = kalshi_config(
+        load_settings(venue="kalshi", kalshi_key_id="kid", kalshi_private_key=key_pair[1], **urls)
+    )
+    assert (config.rest_url, config.ws_url) == tuple(urls.values())
+    with pytest.raises(ConfigError, match="TRADECTL_KALSHI_WS_URL"):
+        kalshi_config(
+            load_settings(
+                venue="kalshi",
+                kalshi_key_id="kid",
+                kalshi_private_key=key_pair[1],
+                kalshi_rest_url=urls["kalshi_rest_url"],
+            )
+        )
