@@ -174,7 +174,7 @@ async def test_a_refused_market_stream_halts_the_account_and_the_engine_keeps_ru
 ) -> None:
     async with running(database_url, "kalshi-md-auth") as run:
         run.sim.state.refuse_streams = True
-        assert run.sim.state.drop_streams("ticker") == 1
+        assert run.sim.state.drop_streams("orderbook_delta") == 1
         await _halted_by_stream(run, "the market stream")
         await _still_serves(run, "m1")
 
