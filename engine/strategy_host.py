@@ -31,7 +31,7 @@ from typing import Protocol
 
 import structlog
 
-from engine.domain.intents import DecisionKey, Intent, with_decision_price
+from engine.domain.intents import DecisionKey, Hold, Intent, with_decision_price
 from engine.domain.market import Bar, Quote
 from engine.domain.stage import Staging
 from engine.domain.types import Side, StrategyId, Symbol, utc_now
@@ -134,10 +134,13 @@ def assign_keys(
     symbols: Iterable[Symbol],
     version: str | None = None,
     config_hash: str | None = None,
+    stamp_holds: bool = True,
 ) -> tuple[Intent, ...]:
     """Give each intent its canonical key: same window, same strategy, numbered per
     ``(symbol, side)`` in the order the strategy returned them. Raises ``ValueError`` on an
-    intent that is not an intent or names a symbol the strategy does not trade."""
+    intent that is not an intent or names a symbol the strategy does not trade.
+
+    ``stamp_holds=False`` leaves holds without the version stamp (a sink that records none)."""
     allowed = frozenset(symbols)
     counters: dict[tuple[Symbol, Side | None], int] = {}
     out: list[Intent] = []
@@ -164,10 +167,9 @@ def assign_keys(
                 side=key.side,
                 sequence=sequence,
             )
-        if (
-            canonical is key
-            and intent.strategy_version == version
-            and intent.config_hash == config_hash
+        if canonical is key and (
+            (intent.strategy_version == version and intent.config_hash == config_hash)
+            or (not stamp_holds and type(intent) is Hold)
         ):
             out.append(intent)
         else:
@@ -207,6 +209,7 @@ class StrategyHost:
         is_paused: PauseCheck,
         clock: Callable[[], datetime] = utc_now,
         may_trade: Callable[[], bool] = lambda: True,
+        records_holds: bool = True,
     ) -> None:
         self._conflator = conflator
         self._portfolio = portfolio
@@ -217,6 +220,9 @@ class StrategyHost:
         #: False while the ledger is away or not reconciled since (engine.outage): no strategy
         #: decides, but bar histories keep filling so each resumes with a full window
         self._may_trade = may_trade
+        #: False when the sink only counts holds (an in-memory backtest): they reach it
+        #: unstamped, which saves a copy of every hold on every bar
+        self._stamp_holds = records_holds
         self._hosted: dict[StrategyId, HostedStrategy] = {}
         self._history: dict[StrategyId, dict[Symbol, deque[Bar]]] = {}
         # Failed here but the persistent pause not seen yet: never call it in between.
@@ -321,7 +327,8 @@ class StrategyHost:
             now=self._clock(),
             md_ts=md_ts,
             interval_key=interval_key,
-            quotes=MappingProxyType(dict(quotes)),
+            # a fresh dict from the conflator, never kept by it: no copy
+            quotes=MappingProxyType(quotes),
             bars=MappingProxyType({s: tuple(h) for s, h in self._history[sid].items()}),
             closed_bar=closed_bar,
             inventory=MappingProxyType(dict(inventory)),
@@ -337,6 +344,7 @@ class StrategyHost:
                 symbols=strategy.symbols,
                 version=hosted.version,
                 config_hash=hosted.config_hash,
+                stamp_holds=self._stamp_holds,
             )
         except Exception as exc:
             await self._fail(sid, exc)

@@ -295,6 +295,35 @@ def test_assign_keys_numbers_intents_per_symbol_and_side() -> None:
         assign_keys(intents, strategy_id=sid, interval_key="w", symbols=[ETH])
 
 
+def test_holds_stay_unstamped_only_for_a_sink_that_records_none() -> None:
+    sid = StrategyId("s")
+    hold = Hold(
+        key=DecisionKey(strategy_id=sid, symbol=BTC, interval_key="w", side=None),
+        reason="no cross",
+        md_ts=T0,
+    )
+    buy = Buy(
+        key=DecisionKey(strategy_id=sid, symbol=BTC, interval_key="w", side=Side.BUY),
+        reason="cross",
+        md_ts=T0,
+        quantity=Decimal(1),
+    )
+    stamped = assign_keys(
+        [hold, buy], strategy_id=sid, interval_key="w", symbols=[BTC], version="7"
+    )
+    assert [i.strategy_version for i in stamped] == ["7", "7"]
+    counted = assign_keys(
+        [hold, buy],
+        strategy_id=sid,
+        interval_key="w",
+        symbols=[BTC],
+        version="7",
+        stamp_holds=False,
+    )
+    assert counted[0] is hold
+    assert counted[1].strategy_version == "7"
+
+
 async def test_order_intents_carry_the_close_the_bar_strategy_saw_as_decision_price() -> None:
     intents = await run_sma_over_bars()
     orders = [(i, CLOSES[n]) for n, i in enumerate(intents) if isinstance(i, Buy | Sell)]
