@@ -236,10 +236,10 @@ class Replay:
             # the bar's volume is what the risk gate's liquidity check reads; the host keeps its
             # own bar history, so in memory (no gate) nothing else would read it
             self.conflator.publish(bar)
-        update = (
-            Update(quotes=frozenset(), closed_bars=(bar,)) if self._bar_mode else self._quote_update
-        )
-        await self.host.handle(self.hosted, update)
+        if self._bar_mode:
+            await self.host.handle_bar(self.hosted, bar)
+        else:
+            await self.host.handle(self.hosted, self._quote_update)
 
     def _arrive(self, bar: Bar, price: Decimal, at: datetime) -> None:
         """The quote the decided orders meet after the latency: ``price`` (the signal bar's
@@ -290,6 +290,8 @@ class Replay:
         if isinstance(intent, Hold | Cancel):
             if isinstance(intent, Hold):
                 self._holds += 1
+                if self.account is None:
+                    return  # in memory a hold is only counted
             await self._path.decided(intent)
             return
         coid = client_order_id(ORDER_ID_PREFIX, intent.key)
