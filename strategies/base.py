@@ -20,7 +20,7 @@ from operator import attrgetter
 from types import MappingProxyType
 from typing import Protocol, runtime_checkable
 
-from engine.domain.intents import DecisionKey, Intent
+from engine.domain.intents import Buy, Cancel, DecisionKey, Hold, Intent, Sell
 from engine.domain.market import Bar, Quote
 from engine.domain.types import ClientOrderId, OrderState, Side, StrategyId, Symbol
 
@@ -161,6 +161,7 @@ class Snapshot:
 
 Decision = Intent | Sequence[Intent]
 _CLOSE = attrgetter("close")
+_INTENT_TYPES = frozenset({Buy, Sell, Hold, Cancel})
 _ZERO = Decimal(0)
 _new = object.__new__
 _SNAPSHOT_FIELDS = (
@@ -218,6 +219,8 @@ class Strategy(Protocol):
 
 def as_intents(decision: Decision) -> tuple[Intent, ...]:
     """A strategy may answer with one intent or several; the host handles a tuple."""
+    if type(decision) in _INTENT_TYPES:  # the usual answer, without the ABC check
+        return (decision,)  # type: ignore[return-value]
     if isinstance(decision, Sequence):
         return tuple(decision)
     return (decision,)
