@@ -521,6 +521,8 @@ class PaperVenue:
 
     def _publish(self, ev: Event[datetime]) -> None:
         """Each core event as the paper venue's reports, the moment it happens."""
+        if not (self._user_streams or self._market_streams or self._dropping):
+            return  # nobody listens (a replay reads the core): no reports built for nothing
         if isinstance(ev, Accepted | Closed):
             self._emit(self._report(ev.order))
         elif isinstance(ev, Filled):
