@@ -31,7 +31,7 @@ from typing import Protocol
 
 import structlog
 
-from engine.domain.intents import DecisionKey, Intent, with_decision_price
+from engine.domain.intents import Buy, DecisionKey, Hold, Intent, Sell, with_decision_price
 from engine.domain.market import Bar, Quote
 from engine.domain.stage import Staging
 from engine.domain.types import Side, StrategyId, Symbol, utc_now
@@ -134,10 +134,13 @@ def assign_keys(
     symbols: Iterable[Symbol],
     version: str | None = None,
     config_hash: str | None = None,
+    stamp_holds: bool = True,
 ) -> tuple[Intent, ...]:
     """Give each intent its canonical key: same window, same strategy, numbered per
     ``(symbol, side)`` in the order the strategy returned them. Raises ``ValueError`` on an
-    intent that is not an intent or names a symbol the strategy does not trade."""
+    intent that is not an intent or names a symbol the strategy does not trade.
+
+    ``stamp_holds=False`` leaves holds without the version stamp (a sink that records none)."""
     allowed = frozenset(symbols)
     counters: dict[tuple[Symbol, Side | None], int] = {}
     out: list[Intent] = []
@@ -164,10 +167,9 @@ def assign_keys(
                 side=key.side,
                 sequence=sequence,
             )
-        if (
-            canonical is key
-            and intent.strategy_version == version
-            and intent.config_hash == config_hash
+        if canonical is key and (
+            (intent.strategy_version == version and intent.config_hash == config_hash)
+            or (not stamp_holds and type(intent) is Hold)
         ):
             out.append(intent)
         else:
@@ -207,6 +209,7 @@ class StrategyHost:
         is_paused: PauseCheck,
         clock: Callable[[], datetime] = utc_now,
         may_trade: Callable[[], bool] = lambda: True,
+        records_holds: bool = True,
     ) -> None:
         self._conflator = conflator
         self._portfolio = portfolio
@@ -217,6 +220,9 @@ class StrategyHost:
         #: False while the ledger is away or not reconciled since (engine.outage): no strategy
         #: decides, but bar histories keep filling so each resumes with a full window
         self._may_trade = may_trade
+        #: False when the sink only counts holds (an in-memory backtest): they reach it
+        #: unstamped, which saves a copy of every hold on every bar
+        self._stamp_holds = records_holds
         self._hosted: dict[StrategyId, HostedStrategy] = {}
         self._history: dict[StrategyId, dict[Symbol, deque[Bar]]] = {}
         # Failed here but the persistent pause not seen yet: never call it in between.
@@ -267,16 +273,14 @@ class StrategyHost:
 
     async def handle(self, hosted: HostedStrategy, update: Update) -> None:
         """Decide on one update: every closed bar in order, then the latest quotes."""
-        sid = hosted.strategy_id
-        mode = hosted.strategy.mode
-        history = self._history[sid]
         for bar in update.closed_bars:
-            history[bar.symbol].append(bar)
-            if mode is DecisionMode.BAR and await self._may_run(sid):
-                await self._decide(
-                    hosted, md_ts=bar.close_time, interval_key=bar_interval_key(bar), closed_bar=bar
-                )
-        if mode is DecisionMode.QUOTE and update.quotes and await self._may_run(sid):
+            await self.handle_bar(hosted, bar)
+        sid = hosted.strategy_id
+        if (
+            hosted.strategy.mode is DecisionMode.QUOTE
+            and update.quotes
+            and await self._may_run(sid)
+        ):
             quotes = self._conflator.quotes(hosted.strategy.symbols)
             if quotes:
                 md_ts = max(md_time(q) for q in quotes.values())
@@ -287,6 +291,16 @@ class StrategyHost:
                     closed_bar=None,
                     quotes=quotes,
                 )
+
+    async def handle_bar(self, hosted: HostedStrategy, bar: Bar) -> None:
+        """One closed bar: into the history, and a bar strategy decides on it. (A replay calls
+        this directly: no :class:`Update` per bar.)"""
+        sid = hosted.strategy_id
+        self._history[sid][bar.symbol].append(bar)
+        if hosted.strategy.mode is DecisionMode.BAR and await self._may_run(sid):
+            await self._decide(
+                hosted, md_ts=bar.close_time, interval_key=bar_interval_key(bar), closed_bar=bar
+            )
 
     async def _may_run(self, sid: StrategyId) -> bool:
         if not self._may_trade():
@@ -316,18 +330,19 @@ class StrategyHost:
         staging = hosted.staging
         if staging is not None:
             inventory, open_orders = full_size_view(staging, inventory, open_orders)
-        snapshot = Snapshot(
-            strategy_id=sid,
-            now=self._clock(),
-            md_ts=md_ts,
-            interval_key=interval_key,
-            quotes=MappingProxyType(dict(quotes)),
-            bars=MappingProxyType({s: tuple(h) for s, h in self._history[sid].items()}),
-            closed_bar=closed_bar,
-            inventory=MappingProxyType(dict(inventory)),
-            open_orders=tuple(open_orders),
-            params=hosted.params,
-            limits=hosted.limits,
+        snapshot = Snapshot.assemble(
+            sid,
+            self._clock(),
+            md_ts,
+            interval_key,
+            # a fresh dict from the conflator, never kept by it: no copy
+            MappingProxyType(quotes),
+            MappingProxyType({s: tuple(h) for s, h in self._history[sid].items()}),
+            closed_bar,
+            MappingProxyType(dict(inventory)),
+            tuple(open_orders),
+            hosted.params,
+            hosted.limits,
         )
         try:
             intents = assign_keys(
@@ -337,16 +352,18 @@ class StrategyHost:
                 symbols=strategy.symbols,
                 version=hosted.version,
                 config_hash=hosted.config_hash,
+                stamp_holds=self._stamp_holds,
             )
         except Exception as exc:
             await self._fail(sid, exc)
             return
         self.decisions[sid] += 1
         for intent in intents:
-            price = seen_price(intent.symbol, quotes, closed_bar)
             if staging is not None:
                 intent = staging.apply(intent)
-            await self._sink(with_decision_price(intent, price))
+            if isinstance(intent, Buy | Sell):  # only orders carry a decision price
+                intent = with_decision_price(intent, seen_price(intent.symbol, quotes, closed_bar))
+            await self._sink(intent)
 
     async def _fail(self, sid: StrategyId, exc: Exception) -> None:
         self._failed.add(sid)

@@ -12,7 +12,7 @@ with :meth:`Snapshot.key`, and the host rewrites any key into the canonical one 
 from __future__ import annotations
 
 from collections.abc import Mapping, Sequence
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, fields
 from datetime import datetime, timedelta
 from decimal import Decimal, InvalidOperation
 from enum import StrEnum
@@ -20,7 +20,7 @@ from operator import attrgetter
 from types import MappingProxyType
 from typing import Protocol, runtime_checkable
 
-from engine.domain.intents import DecisionKey, Intent
+from engine.domain.intents import Buy, Cancel, DecisionKey, Hold, Intent, Sell
 from engine.domain.market import Bar, Quote
 from engine.domain.types import ClientOrderId, OrderState, Side, StrategyId, Symbol
 
@@ -109,8 +109,40 @@ class Snapshot:
     params: Mapping[str, str] = field(default_factory=lambda: MappingProxyType({}))
     limits: StrategyLimits = field(default_factory=StrategyLimits)
 
+    @classmethod
+    def assemble(
+        cls,
+        strategy_id: StrategyId,
+        now: datetime,
+        md_ts: datetime,
+        interval_key: str,
+        quotes: Mapping[Symbol, Quote],
+        bars: Mapping[Symbol, tuple[Bar, ...]],
+        closed_bar: Bar | None,
+        inventory: Mapping[Symbol, Decimal],
+        open_orders: tuple[OpenOrder, ...],
+        params: Mapping[str, str],
+        limits: StrategyLimits,
+    ) -> Snapshot:
+        """The same frozen snapshot as ``Snapshot(...)``, in less than half the time: the
+        generated ``__init__`` parses keywords and calls ``object.__setattr__`` per field, which
+        a backtest pays on every bar. For the host, which passes every field."""
+        snapshot = _new(cls)
+        _SET_STRATEGY_ID(snapshot, strategy_id)
+        _SET_NOW(snapshot, now)
+        _SET_MD_TS(snapshot, md_ts)
+        _SET_INTERVAL_KEY(snapshot, interval_key)
+        _SET_QUOTES(snapshot, quotes)
+        _SET_BARS(snapshot, bars)
+        _SET_CLOSED_BAR(snapshot, closed_bar)
+        _SET_INVENTORY(snapshot, inventory)
+        _SET_OPEN_ORDERS(snapshot, open_orders)
+        _SET_PARAMS(snapshot, params)
+        _SET_LIMITS(snapshot, limits)
+        return snapshot
+
     def position(self, symbol: Symbol) -> Decimal:
-        return self.inventory.get(symbol, Decimal(0))
+        return self.inventory.get(symbol, _ZERO)
 
     def pending(self, symbol: Symbol, side: Side) -> Decimal:
         """Remaining quantity of the open orders on ``symbol`` and ``side``."""
@@ -124,17 +156,44 @@ class Snapshot:
         return tuple(map(_CLOSE, self.bars.get(symbol, ())))
 
     def key(self, symbol: Symbol, side: Side | None, sequence: int = 0) -> DecisionKey:
-        return DecisionKey(
-            strategy_id=self.strategy_id,
-            symbol=symbol,
-            interval_key=self.interval_key,
-            side=side,
-            sequence=sequence,
-        )
+        return DecisionKey.of(self.strategy_id, symbol, self.interval_key, side, sequence)
 
 
 Decision = Intent | Sequence[Intent]
 _CLOSE = attrgetter("close")
+_INTENT_TYPES = frozenset({Buy, Sell, Hold, Cancel})
+_ZERO = Decimal(0)
+_new = object.__new__
+_SNAPSHOT_FIELDS = (
+    "strategy_id",
+    "now",
+    "md_ts",
+    "interval_key",
+    "quotes",
+    "bars",
+    "closed_bar",
+    "inventory",
+    "open_orders",
+    "params",
+    "limits",
+)
+# A field added to Snapshot without a setter here would be left unset by assemble: refuse to
+# import rather than build half-initialised snapshots.
+if tuple(f.name for f in fields(Snapshot)) != _SNAPSHOT_FIELDS:
+    raise RuntimeError("Snapshot's fields changed: update Snapshot.assemble and _SNAPSHOT_FIELDS")
+(
+    _SET_STRATEGY_ID,
+    _SET_NOW,
+    _SET_MD_TS,
+    _SET_INTERVAL_KEY,
+    _SET_QUOTES,
+    _SET_BARS,
+    _SET_CLOSED_BAR,
+    _SET_INVENTORY,
+    _SET_OPEN_ORDERS,
+    _SET_PARAMS,
+    _SET_LIMITS,
+) = (Snapshot.__dict__[name].__set__ for name in _SNAPSHOT_FIELDS)
 
 
 @runtime_checkable
@@ -160,6 +219,8 @@ class Strategy(Protocol):
 
 def as_intents(decision: Decision) -> tuple[Intent, ...]:
     """A strategy may answer with one intent or several; the host handles a tuple."""
+    if type(decision) in _INTENT_TYPES:  # the usual answer, without the ABC check
+        return (decision,)  # type: ignore[return-value]
     if isinstance(decision, Sequence):
         return tuple(decision)
     return (decision,)

@@ -86,7 +86,7 @@ class SmaCross:
         # The previous bar's sums from this bar's, one close out and one in: two sums per bar
         # instead of four (exact: decimal sums of prices are exact well within 28 digits).
         fast_sum = sum(closes[-self.fast :], _ZERO)
-        slow_sum = sum(closes[-self.slow :], _ZERO)
+        slow_sum = sum(closes[-self.slow : -self.fast], fast_sum)  # the fast window is its tail
         last = closes[-1]
         fast_now = fast_sum / self.fast
         slow_now = slow_sum / self.slow

@@ -118,6 +118,8 @@ class Replay:
             on_strategy_failure=self._strategy_failed,
             is_paused=self._never_paused,
             clock=self._clock,
+            # in memory the holds are only counted; --persist records them, stamped
+            records_holds=ledger is not None,
         )
         self.host.add(self.hosted)
         self._path: ExecutionPath
@@ -178,12 +180,14 @@ class Replay:
         try:
             await self._path.start()
             at_open = self.settings.fill is FillAt.OPEN
+            persisted = self.account is not None
             total = len(self.bars)
             for done, bar in enumerate(self.bars):
                 if self.progress is not None and not done % PROGRESS_EVERY:
                     self.progress(done, total)
                 self._now = bar.open_time
-                await self._path.heartbeat()
+                if persisted:  # in memory the heartbeat does nothing: not awaited per bar
+                    await self._path.heartbeat()
                 if at_open and self._pending:
                     # the previous bar's decisions reach the market at this bar's open
                     self._arrive(bar, bar.open, bar.open_time)
@@ -232,10 +236,10 @@ class Replay:
             # the bar's volume is what the risk gate's liquidity check reads; the host keeps its
             # own bar history, so in memory (no gate) nothing else would read it
             self.conflator.publish(bar)
-        update = (
-            Update(quotes=frozenset(), closed_bars=(bar,)) if self._bar_mode else self._quote_update
-        )
-        await self.host.handle(self.hosted, update)
+        if self._bar_mode:
+            await self.host.handle_bar(self.hosted, bar)
+        else:
+            await self.host.handle(self.hosted, self._quote_update)
 
     def _arrive(self, bar: Bar, price: Decimal, at: datetime) -> None:
         """The quote the decided orders meet after the latency: ``price`` (the signal bar's
@@ -276,15 +280,8 @@ class Replay:
         else:
             size_factor = Decimal(repr(round(self._rng.uniform(0.25, 1.0), 6)))
             size = self.rules.round_quantity(bar.volume * participation * size_factor)
-        return Quote(
-            symbol=self.symbol,
-            bid=bid,
-            bid_size=size,
-            ask=ask,
-            ask_size=size,
-            venue_ts=self._now,
-            received_at=self._now,
-        )
+        # our own checked values: the quick constructor (a quote on every bar)
+        return Quote.from_decoded(self.symbol, bid, size, ask, size, self._now, self._now, None)
 
     # -- execution -------------------------------------------------------------------------
 
@@ -293,6 +290,8 @@ class Replay:
         if isinstance(intent, Hold | Cancel):
             if isinstance(intent, Hold):
                 self._holds += 1
+                if self.account is None:
+                    return  # in memory a hold is only counted
             await self._path.decided(intent)
             return
         coid = client_order_id(ORDER_ID_PREFIX, intent.key)
@@ -318,6 +317,8 @@ class Replay:
     # -- accounting ------------------------------------------------------------------------
 
     def _fold_fills(self) -> None:
+        if self.venue.fill_count == self._fills_seen:
+            return  # the usual bar: nothing filled since
         fills = self.venue.fills_from(self._fills_seen)
         for fill in fills:
             self._position = apply_fill(

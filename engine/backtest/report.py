@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 from collections.abc import Mapping
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from datetime import datetime, timedelta
 from decimal import Decimal
 
@@ -14,6 +14,10 @@ from engine.venues.base import FillReport
 
 @dataclass(frozen=True, slots=True, kw_only=True)
 class BacktestReport:
+    """The per-bar and per-fill series are left out of the repr: Python 3.11's ``asyncio.run``
+    formats its result twice on the way out (restoring the SIGINT handler), which for 250,000
+    bars cost seconds."""
+
     strategy: str
     params: Mapping[str, str]
     symbol: Symbol
@@ -28,15 +32,15 @@ class BacktestReport:
     rejected: int
     #: orders that filled only in part (the rest expired, was canceled, or still rests)
     partially_filled: int
-    fills: tuple[FillReport, ...]
+    fills: tuple[FillReport, ...] = field(repr=False)
     #: closed round trips: the report's trades
-    trades: tuple[RoundTrip, ...]
+    trades: tuple[RoundTrip, ...] = field(repr=False)
     #: the round trip still open at the end (valued at the last close), if any
     open_trade: RoundTrip | None
     performance: Performance
     #: the equity marked at each bar's close, and those closes
-    equity_times: tuple[datetime, ...]
-    equity: tuple[Decimal, ...]
+    equity_times: tuple[datetime, ...] = field(repr=False)
+    equity: tuple[Decimal, ...] = field(repr=False)
     #: the fill model and the instrument as run (``fill=close spread_bps=0 ...``)
     model: Mapping[str, str]
     #: the bar interval (median step) and the gaps in the data

@@ -7,8 +7,8 @@ interval must produce the same key after a restart, and the client order id is d
 
 from __future__ import annotations
 
-from dataclasses import dataclass, replace
-from datetime import datetime, timedelta
+from dataclasses import dataclass, fields, replace
+from datetime import UTC, datetime, timedelta
 from decimal import Decimal
 
 from engine.domain.types import (
@@ -43,12 +43,60 @@ class DecisionKey:
         if self.sequence < 0:
             raise ValueError(f"decision key sequence must be >= 0, got {self.sequence}")
 
+    @classmethod
+    def of(
+        cls,
+        strategy_id: StrategyId,
+        symbol: Symbol,
+        interval_key: str,
+        side: Side | None,
+        sequence: int,
+    ) -> DecisionKey:
+        """``DecisionKey(...)`` in half the time (a strategy builds one on every bar): the
+        same checks, without the generated ``__init__``'s keyword parsing and frozen writes."""
+        if not strategy_id or not symbol or not interval_key or sequence < 0:
+            return cls(  # raises, with the constructor's message
+                strategy_id=strategy_id,
+                symbol=symbol,
+                interval_key=interval_key,
+                side=side,
+                sequence=sequence,
+            )
+        key = _new(cls)
+        _SET_KEY_STRATEGY_ID(key, strategy_id)
+        _SET_KEY_SYMBOL(key, symbol)
+        _SET_KEY_INTERVAL_KEY(key, interval_key)
+        _SET_KEY_SIDE(key, side)
+        _SET_KEY_SEQUENCE(key, sequence)
+        return key
+
     def canonical(self) -> str:
         """The stable text form hashed into ids; changing it changes every id."""
         side = self.side.value if self.side is not None else "-"
         return "|".join(
             (self.strategy_id, self.symbol, self.interval_key, side, str(self.sequence))
         )
+
+
+_new = object.__new__
+if tuple(f.name for f in fields(DecisionKey)) != (
+    "strategy_id",
+    "symbol",
+    "interval_key",
+    "side",
+    "sequence",
+):
+    raise RuntimeError("DecisionKey's fields changed: update DecisionKey.of")
+(
+    _SET_KEY_STRATEGY_ID,
+    _SET_KEY_SYMBOL,
+    _SET_KEY_INTERVAL_KEY,
+    _SET_KEY_SIDE,
+    _SET_KEY_SEQUENCE,
+) = (
+    DecisionKey.__dict__[name].__set__
+    for name in ("strategy_id", "symbol", "interval_key", "side", "sequence")
+)
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)
@@ -66,7 +114,8 @@ class _Intent:
     capital_fraction: Decimal | None = None
 
     def __post_init__(self) -> None:
-        require_aware(self.md_ts, "md_ts")
+        if self.md_ts.tzinfo is not UTC:  # UTC itself is aware: the usual case, checked quickly
+            require_aware(self.md_ts, "md_ts")
         if not self.reason:
             raise ValueError("an intent needs a reason")
 

@@ -194,15 +194,14 @@ def position_from_fills(
 def unrealized(position: Position, mark: Decimal) -> Decimal:
     """P&L of the open quantity if it were closed at ``mark`` (no exit fees assumed)."""
     _check(mark, "mark")
-    with localcontext(_CONTEXT):
-        return position.quantity * mark - position.cost_basis
+    # the context's own methods: the same rounding as ``with localcontext``, without entering
+    # one (a backtest marks its position on every bar)
+    return _CONTEXT.subtract(_CONTEXT.multiply(position.quantity, mark), position.cost_basis)
 
 
 def total_pnl(position: Position, mark: Decimal) -> Decimal:
     """Realized plus unrealized at ``mark``: the cash-flow P&L, in the quote asset."""
-    open_pnl = unrealized(position, mark)
-    with localcontext(_CONTEXT):
-        return position.realized_pnl + open_pnl
+    return _CONTEXT.add(position.realized_pnl, unrealized(position, mark))
 
 
 def settle(position: Position, outcome: Decimal) -> Position:

@@ -125,6 +125,21 @@ def test_decision_keys_refuse_negative_sequences() -> None:
         key(sequence=-1)
 
 
+def test_the_quick_key_constructor_builds_the_same_key_and_refuses_the_same() -> None:
+    quick = DecisionKey.of(StrategyId("s"), Symbol("BTCUSDT"), "w", Side.BUY, 2)
+    assert quick == DecisionKey(
+        strategy_id=StrategyId("s"),
+        symbol=Symbol("BTCUSDT"),
+        interval_key="w",
+        side=Side.BUY,
+        sequence=2,
+    )
+    with pytest.raises(ValueError, match="non-empty"):
+        DecisionKey.of(StrategyId("s"), Symbol(""), "w", None, 0)
+    with pytest.raises(ValueError, match="sequence"):
+        DecisionKey.of(StrategyId("s"), Symbol("BTCUSDT"), "w", None, -1)
+
+
 # --- intents -------------------------------------------------------------------------------------
 
 

@@ -20,7 +20,7 @@ from engine.strategy_host import (
     assign_keys,
     seen_price,
 )
-from strategies.base import DecisionMode, Snapshot
+from strategies.base import DecisionMode, Snapshot, StrategyLimits
 from strategies.sma_cross import SmaCross
 from tests.helpers import eventually
 
@@ -293,6 +293,65 @@ def test_assign_keys_numbers_intents_per_symbol_and_side() -> None:
     assert [k.reason for k in keyed] == ["a", "b", "c"]
     with pytest.raises(ValueError, match="not one of"):
         assign_keys(intents, strategy_id=sid, interval_key="w", symbols=[ETH])
+
+
+def test_the_quick_snapshot_constructor_builds_the_same_snapshot() -> None:
+    bar = Bar(
+        symbol=BTC,
+        interval="1m",
+        open_time=T0,
+        close_time=T0 + timedelta(minutes=1),
+        open=Decimal(1),
+        high=Decimal(2),
+        low=Decimal(1),
+        close=Decimal(2),
+        volume=Decimal(5),
+        closed=True,
+        received_at=T0,
+    )
+    fields = {
+        "strategy_id": StrategyId("s"),
+        "now": T0,
+        "md_ts": T0,
+        "interval_key": "w",
+        "quotes": {},
+        "bars": {BTC: (bar,)},
+        "closed_bar": bar,
+        "inventory": {BTC: Decimal(3)},
+        "open_orders": (),
+        "params": {"fast": "2"},
+        "limits": StrategyLimits(max_position=Decimal(4)),
+    }
+    assert Snapshot.assemble(**fields) == Snapshot(**fields)  # type: ignore[arg-type]
+
+
+def test_holds_stay_unstamped_only_for_a_sink_that_records_none() -> None:
+    sid = StrategyId("s")
+    hold = Hold(
+        key=DecisionKey(strategy_id=sid, symbol=BTC, interval_key="w", side=None),
+        reason="no cross",
+        md_ts=T0,
+    )
+    buy = Buy(
+        key=DecisionKey(strategy_id=sid, symbol=BTC, interval_key="w", side=Side.BUY),
+        reason="cross",
+        md_ts=T0,
+        quantity=Decimal(1),
+    )
+    stamped = assign_keys(
+        [hold, buy], strategy_id=sid, interval_key="w", symbols=[BTC], version="7"
+    )
+    assert [i.strategy_version for i in stamped] == ["7", "7"]
+    counted = assign_keys(
+        [hold, buy],
+        strategy_id=sid,
+        interval_key="w",
+        symbols=[BTC],
+        version="7",
+        stamp_holds=False,
+    )
+    assert counted[0] is hold
+    assert counted[1].strategy_version == "7"
 
 
 async def test_order_intents_carry_the_close_the_bar_strategy_saw_as_decision_price() -> None:

@@ -438,6 +438,11 @@ class PaperVenue:
         """How many orders rest on the book: none, and a quote can fill nothing."""
         return len(self._core._open)
 
+    @property
+    def fill_count(self) -> int:
+        """How many fills there have been, on every symbol."""
+        return len(self._core.fill_log)
+
     def fills_from(self, start: int) -> tuple[FillReport, ...]:
         """The fills after the first ``start``: a replay folds them in as they come, without
         copying the whole log each bar."""
@@ -516,6 +521,8 @@ class PaperVenue:
 
     def _publish(self, ev: Event[datetime]) -> None:
         """Each core event as the paper venue's reports, the moment it happens."""
+        if not (self._user_streams or self._market_streams or self._dropping):
+            return  # nobody listens (a replay reads the core): no reports built for nothing
         if isinstance(ev, Accepted | Closed):
             self._emit(self._report(ev.order))
         elif isinstance(ev, Filled):
