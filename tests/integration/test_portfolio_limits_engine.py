@@ -372,5 +372,10 @@ async def test_a_position_losing_while_nobody_trades_stores_its_peak_and_halts_t
         [reason] = await eventually(halted, message="the crossed daily loss should halt")
         assert reason.startswith("daily_loss: daily loss ")
         assert reason.endswith("exceeds 50: halting")
-        [incident] = [i for i in await engine.ledger.incidents.read() if i.kind == "loss_limit"]
+
+        # the halt and its incident are two writes: the control can be seen first
+        async def loss_incidents() -> list[Any]:
+            return [i for i in await engine.ledger.incidents.read() if i.kind == "loss_limit"]
+
+        [incident] = await eventually(loss_incidents, message="the halt should raise an incident")
         assert incident.severity == "critical"
