@@ -145,6 +145,13 @@ OPERATOR_WAKEUPS = _metric(
     "connection (re)connected (via)",
     ("account", "via"),
 )
+RECONCILE_PASSES = _metric(
+    Counter,
+    "tradectl_reconcile_passes_total",
+    "Periodic reconciliation passes by outcome: done, failed, or deferred (the venue's read "
+    "budget was low: orders, cancels and lookups keep it)",
+    ("account", "outcome"),
+)
 SETTLEMENTS = _metric(
     Counter,
     "tradectl_settlements_recorded",
@@ -185,6 +192,10 @@ _ERRORS = _Children(ERRORS)
 def error(account: str, component: str) -> None:
     """An error path was taken (logged): counted per account and component."""
     _ERRORS(account, component).inc()
+
+
+def reconcile_pass(account: str, outcome: str) -> None:
+    RECONCILE_PASSES.labels(account, outcome).inc()
 
 
 def lease_held(account: str, held: bool) -> None:

@@ -23,7 +23,7 @@ from engine.domain.types import Asset, ControlKind, ControlScope, OrderState, St
 from engine.exceptions import DatabaseUnavailable, VenueError
 from engine.execution import Execution
 from engine.ledger.ledger import Ledger
-from engine.metrics import balance_differences, error
+from engine.metrics import balance_differences, error, reconcile_pass
 from engine.settlement import Settler
 from engine.tasks import wait_event
 
@@ -75,6 +75,10 @@ STARTUP_CONFIRMATIONS = 3
 #: looks per pass when fills keep arriving during the check
 COMPARE_ATTEMPTS = 5
 MIN_RECHECK_S = 0.2
+#: a periodic pass waits while less than this fraction of the venue's read budget is left:
+#: orders, cancels, lookups and a taking-over engine's startup need it more, and a pass that
+#: ran anyway would stall them all at the budget's edge until its window rolls over
+MIN_READ_HEADROOM = 0.4
 
 
 @dataclass(slots=True)
@@ -98,8 +102,10 @@ class Reconciler:
         settle_s: float = 10.0,
         monotonic: Callable[[], float] = time.monotonic,
         settler: Settler | None = None,
+        read_headroom: Callable[[], float] = lambda: 1.0,
     ) -> None:
         self.ledger = ledger
+        self._read_headroom = read_headroom
         #: a venue whose markets settle: its settlements are recorded before balances compare
         self.settler = settler
         self.execution = execution
@@ -136,15 +142,24 @@ class Reconciler:
             self._wake.clear()
             if not self.execution.ledger_state.available:
                 continue  # the pass that ends an outage is run by engine.outage
+            asked = self.requested > self.completed_through
+            if not asked and (headroom := self._read_headroom()) < MIN_READ_HEADROOM:
+                reconcile_pass(self.ledger.account, "deferred")
+                log.debug("reconcile.deferred", read_headroom=round(headroom, 3))
+                continue
             try:
                 await self.reconcile()
+                reconcile_pass(self.ledger.account, "done")
             except DatabaseUnavailable as exc:
                 self.execution.ledger_state.unavailable(exc, where="reconcile")
+                reconcile_pass(self.ledger.account, "failed")
             except VenueError as exc:
                 log.warning("reconcile.pass_failed", error=str(exc))
+                reconcile_pass(self.ledger.account, "failed")
             except Exception:
                 error(self.ledger.account, "reconcile")
                 log.exception("reconcile.pass_failed")
+                reconcile_pass(self.ledger.account, "failed")
 
     async def reconcile(
         self, *, startup: bool = False, accept_balances: bool = False

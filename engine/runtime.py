@@ -24,7 +24,7 @@ from functools import partial
 
 import structlog
 
-from engine import ops_http
+from engine import ops_http, task_dump
 from engine.account_gauges import AccountGauges
 from engine.alert_watch import AlertWatch
 from engine.alerting import delivery_for
@@ -182,6 +182,7 @@ class Engine(StatusTask):
             balance_tolerance=settings.balance_tolerance,
             settle_s=settings.balance_settle_s,
             settler=self.settler,
+            read_headroom=session.metrics.read_headroom,
         )
         self.guard.serve(self.execution)
         #: the connection-loss protocol and the reconnect gate (engine/connection.py)
@@ -576,6 +577,7 @@ def main(settings: Settings) -> None:
         loop = asyncio.get_running_loop()
         for sig in (signal.SIGINT, signal.SIGTERM):
             loop.add_signal_handler(sig, stop.set)
+        task_dump.install(loop)
         try:
             if settings.accounts is None:
                 await run(settings, stop)

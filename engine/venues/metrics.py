@@ -10,7 +10,7 @@ engine's ``/readyz`` reads that, so readiness and ``tradectl_stream_connected`` 
 from __future__ import annotations
 
 import time
-from collections.abc import AsyncIterator, Mapping
+from collections.abc import AsyncIterator, Callable, Mapping
 from contextlib import asynccontextmanager
 from typing import Any, Protocol
 
@@ -52,11 +52,19 @@ REQUESTS = _metric(
     "Requests sent to the venue (REST and WebSocket API), by endpoint and outcome",
     ("account", "venue", "endpoint", "outcome"),
 )
+#: the budgets (``tradectl_venue_rate_limit_headroom`` limits) that reads draw on
+READ_BUDGETS = ("request_weight_1m", "read_tokens")
 RATE_LIMIT_HEADROOM = _metric(
     Gauge,
     "tradectl_venue_rate_limit_headroom",
     "Fraction of the venue's request-weight or order-count budget left in its window "
     "(0 while the venue's back-off is in force)",
+    ("account", "venue", "limit"),
+)
+RATE_LIMIT_WAITS = _metric(
+    Counter,
+    "tradectl_venue_rate_limit_waits",
+    "Requests our own budget held back until the venue's window rolled over, by limit",
     ("account", "venue", "limit"),
 )
 STREAM_RECONNECTS = _metric(
@@ -142,6 +150,8 @@ class VenueMetrics:
         self.observers: list[VenueObserver] = []
         #: connections established per stream in this process (more than one: it reconnected)
         self.connections: dict[str, int] = {}
+        #: the REST client's budget, read live (its windows roll with the clock)
+        self.budget: Callable[[], Mapping[str, float]] | None = None
 
     def __repr__(self) -> str:
         return f"VenueMetrics(account={self.account!r}, venue={self.venue!r})"
@@ -150,6 +160,17 @@ class VenueMetrics:
         REQUESTS.labels(self.account, self.venue, endpoint, outcome_of(exc)).inc()
         for observer in self.observers:
             observer.request(endpoint, exc)
+
+    def read_headroom(self) -> float:
+        """The fraction left of the venue budget that reads spend (Binance's request weight,
+        Kalshi's read tokens); 1.0 for a venue that reports none."""
+        if self.budget is None:
+            return 1.0
+        budget = self.budget()
+        return min((budget[k] for k in READ_BUDGETS if k in budget), default=1.0)
+
+    def rate_limit_wait(self, limit: str) -> None:
+        RATE_LIMIT_WAITS.labels(self.account, self.venue, limit).inc()
 
     def rate_limit_headroom(self, headroom: Mapping[str, float]) -> None:
         for limit, fraction in headroom.items():

@@ -133,13 +133,18 @@ async def chaos_campaign(
     async def one(kind: ChaosVenueKind, seed: int) -> None:
         async with limit:
             workdir: Path = root / f"{kind.name}-seed{seed}"
-            campaign.outcomes[kind.name, seed] = await run_seed(
-                seed,
-                server=pg_server_url,
-                template=template_database,
-                workdir=workdir,
-                kind=kind,
-            )
+            try:
+                outcome = await run_seed(
+                    seed,
+                    server=pg_server_url,
+                    template=template_database,
+                    workdir=workdir,
+                    kind=kind,
+                )
+            except Exception as exc:  # setting one seed up failed: that seed fails, not all
+                outcome = SeedOutcome(seed=seed, venue=kind.name, workdir=workdir)
+                outcome.violations.append(f"harness error: {type(exc).__name__}: {exc}")
+            campaign.outcomes[kind.name, seed] = outcome
 
     started = time.monotonic()
     async with asyncio.TaskGroup() as group:

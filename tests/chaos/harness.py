@@ -234,22 +234,27 @@ class EngineProcess:
         return b"tradectl running" in self.log.read_bytes()
 
     async def wait_ready_or_exit(self) -> None:
-        await eventually(
-            lambda: self.ready() or not self.running,
-            timeout=READY_TIMEOUT_S,
-            interval=0.05,
-            message=f"engine never printed 'tradectl running' (log {self.log})",
-        )
+        try:
+            await eventually(
+                lambda: self.ready() or not self.running, timeout=READY_TIMEOUT_S, interval=0.05
+            )
+        except AssertionError:
+            # the seed's failure, not the campaign's; the log gets where each task stood
+            await self.dump_tasks()
+            raise EngineDied(
+                f"engine never printed 'tradectl running' within {READY_TIMEOUT_S:.0f}s", self.log
+            ) from None
 
     async def wait_ready(self) -> None:
-        await eventually(
-            lambda: self.ready() or not self.running,
-            timeout=READY_TIMEOUT_S,
-            interval=0.05,
-            message=f"engine never printed 'tradectl running' (log {self.log})",
-        )
+        await self.wait_ready_or_exit()
         if not self.ready():
             raise EngineDied(f"engine exited with {self.returncode} before it was ready", self.log)
+
+    async def dump_tasks(self) -> None:
+        """SIGUSR1: the engine logs every task's stack (engine/task_dump.py)."""
+        self.send(signal.SIGUSR1)
+        with contextlib.suppress(AssertionError):
+            await eventually(lambda: b"engine.tasks_dumped" in self.log.read_bytes(), timeout=5)
 
     def send(self, sig: signal.Signals) -> None:
         if self.running:
@@ -437,6 +442,8 @@ async def run_seed(
             await _final_life(final, venue, market, database_url, workdir, outcome)
         except EngineDied as exc:
             outcome.violations.append(str(exc))
+        except Exception as exc:  # a harness error fails this seed, not all seeds
+            outcome.violations.append(f"harness error: {type(exc).__name__}: {exc}")
         finally:
             with contextlib.suppress(Exception):
                 await market.freeze()

@@ -4,8 +4,10 @@ the registry is process-global."""
 
 from __future__ import annotations
 
+import asyncio
+import contextlib
 import uuid
-from collections.abc import Iterator
+from collections.abc import Awaitable, Iterator
 from datetime import timedelta
 from decimal import Decimal
 
@@ -37,6 +39,7 @@ from engine.portfolio import Portfolio
 from engine.reconcile import Reconciler
 from engine.risk_gate import LimitsBook, RiskGate
 from engine.venues.paper import BTCUSDT, PaperVenue, default_paper_venue
+from tests.helpers import eventually
 from tests.integration.test_execution import PREFIX, Clock, quote
 from tests.metrics_http import metrics_server, scrape
 
@@ -250,6 +253,46 @@ async def test_the_reconciler_reports_expected_minus_venue_balance_per_asset(
     assert m.value("tradectl_balance_difference", account=account, asset="BTC") == pytest.approx(
         -0.012
     )
+
+
+async def test_a_periodic_pass_waits_while_the_venue_read_budget_is_low_unless_asked_for(
+    db_engine: AsyncEngine, venue: PaperVenue, clock: Clock, account: AccountId, metrics_url: str
+) -> None:
+    r = Rig(db_engine, venue, clock, account, LimitsBook.empty())
+    await r.lease.acquire()
+    headroom = [0.1]
+    reconciler = Reconciler(
+        ledger=r.ledger,
+        execution=r.execution,
+        prefix=PREFIX,
+        balance_tolerance="1e-8",
+        monotonic=lambda: clock().timestamp(),
+        read_headroom=lambda: headroom[0],
+    )
+    await reconciler.reconcile(startup=True)
+
+    async def passes(outcome: str) -> float:
+        m = await scrape(metrics_url)
+        # no series yet: none of that outcome
+        return m.value("tradectl_reconcile_passes_total", account=account, outcome=outcome) or 0
+
+    periodic = asyncio.create_task(reconciler.run_periodic(0.01))
+    try:
+        await eventually(lambda: _at_least(passes("deferred"), 3))
+        assert await passes("done") == 0
+        # a pass someone asked for (a stream came back, a write failed) runs all the same
+        ticket = reconciler.request()
+        await eventually(lambda: reconciler.completed_through >= ticket)
+        headroom[0] = 1.0
+        await eventually(lambda: _at_least(passes("done"), 2))
+    finally:
+        periodic.cancel()
+        with contextlib.suppress(asyncio.CancelledError):
+            await periodic
+
+
+async def _at_least(value: Awaitable[float], n: float) -> bool:
+    return await value >= n
 
 
 async def _insert_fill(db_engine: AsyncEngine, account: str, fill_id: int, trade_id: str) -> None:

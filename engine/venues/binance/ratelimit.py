@@ -15,7 +15,11 @@ import time
 from collections.abc import Awaitable, Callable, Mapping
 from dataclasses import dataclass
 
+import structlog
+
 from engine.exceptions import RateLimited
+
+log = structlog.get_logger("tradectl.venue")
 
 WEIGHT_HEADER = "x-mbx-used-weight-1m"
 ORDER_COUNT_HEADER = "x-mbx-order-count-10s"
@@ -76,6 +80,8 @@ class RateBudget:
         self._orders_used = 0
         self._blocked_until = 0.0
         self._orders_blocked_until = 0.0
+        #: told (the limit) each time a request waits for the next window
+        self.on_wait: Callable[[str], None] | None = None
 
     # -- accounting -------------------------------------------------------------------------
 
@@ -133,6 +139,19 @@ class RateBudget:
                 if endpoint.is_order:
                     self._orders_used += 1
                 return
+            # said out loud: to someone watching, a request held to the next window (up to a
+            # minute) looks like an engine that stopped
+            limit = "orders_10s" if wait < 10 and endpoint.is_order else "request_weight_1m"
+            log.warning(
+                "binance.rate_budget_wait",
+                endpoint=f"{endpoint.method} {endpoint.path}",
+                limit=limit,
+                weight_used=self._weight_used,
+                orders_used=self._orders_used,
+                wait_s=round(wait, 3),
+            )
+            if self.on_wait is not None:
+                self.on_wait(limit)
             await self._sleep(wait)
 
     def observe(self, headers: Mapping[str, str]) -> None:

@@ -105,6 +105,8 @@ class BinanceRestClient:
         self.budget = budget
         self._venue = venue_name
         self.metrics = metrics or VenueMetrics(account=UNASSIGNED, venue=venue_name)
+        self.metrics.budget = budget.headroom
+        budget.on_wait = self.metrics.rate_limit_wait
         self._http = httpx.AsyncClient(
             base_url=base_url.rstrip("/"),
             timeout=timeout,

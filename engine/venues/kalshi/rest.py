@@ -62,6 +62,7 @@ class KalshiRestClient:
         self._signer = signer
         self._metrics = metrics
         self.budget = budget
+        metrics.budget = budget.headroom
         self._venue = venue_name
         base = base_url.rstrip("/")
         #: signatures cover the path from the root, e.g. ``/trade-api/v2``

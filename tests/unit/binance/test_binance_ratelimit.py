@@ -1,6 +1,7 @@
 from __future__ import annotations
 
 import pytest
+import structlog
 
 from engine.exceptions import RateLimited
 from engine.venues.binance.ratelimit import (
@@ -10,6 +11,7 @@ from engine.venues.binance.ratelimit import (
     Limits,
     RateBudget,
 )
+from engine.venues.metrics import VenueMetrics
 
 from .conftest import FakeTime
 
@@ -111,3 +113,35 @@ def test_headroom_is_zero_while_the_venue_back_off_is_in_force(fake_time: FakeTi
     assert b.headroom() == {"request_weight_1m": 0.0, "orders_10s": 0.0}
     fake_time.now += 10
     assert b.headroom() == {"request_weight_1m": 1.0, "orders_10s": 1.0}
+
+
+async def test_a_request_held_to_the_next_window_is_logged_and_counted(
+    fake_time: FakeTime,
+) -> None:
+    fake_time.now = 1_000_040.0
+    b = budget(fake_time, weight_per_minute=100, headroom=0.9)
+    waits: list[str] = []
+    b.on_wait = waits.append
+    for _ in range(4):
+        await b.acquire(ACCOUNT)
+    assert waits == []
+    with structlog.testing.capture_logs() as logs:
+        await b.acquire(ACCOUNT)
+    assert waits == ["request_weight_1m"]
+    [line] = [e for e in logs if e["event"] == "binance.rate_budget_wait"]
+    assert line["wait_s"] == 40.0
+    assert line["weight_used"] == 80
+
+
+async def test_the_read_headroom_is_read_live_as_the_window_rolls_over(
+    fake_time: FakeTime,
+) -> None:
+    fake_time.now = 1_000_040.0
+    b = budget(fake_time, weight_per_minute=1000)
+    metrics = VenueMetrics(account="acct-headroom", venue="binance")
+    assert metrics.read_headroom() == 1.0  # no budget: nothing holds a pass back
+    metrics.budget = b.headroom
+    b.observe({"x-mbx-used-weight-1m": "700"})
+    assert metrics.read_headroom() == pytest.approx(0.3)
+    fake_time.now += 40  # the next minute: the venue's count starts again
+    assert metrics.read_headroom() == 1.0
