@@ -33,11 +33,9 @@ from engine.domain.market import MarketEvent, Quote
 from engine.domain.types import (
     Asset,
     ClientOrderId,
-    OrderType,
     Symbol,
     TradeId,
     VenueName,
-    VenueOrderId,
     require_aware,
     utc_now,
 )
@@ -59,7 +57,6 @@ from engine.venues.matching import (
     BalancesMoved,
     Closed,
     Event,
-    Expiry,
     FeeAsset,
     Fill,
     Filled,
@@ -73,30 +70,24 @@ from engine.venues.matching import (
     ReservePolicy,
 )
 from engine.venues.metrics import MARKET, UNASSIGNED, USER, VenueMetrics
+from engine.venues.paper.answers import (
+    CODE_CANCEL_REJECTED,
+    CODE_MANDATORY_PARAM,
+    CODE_NEW_ORDER_REJECTED,
+    CODE_NO_SUCH_ORDER,
+    CODE_UNKNOWN_SYMBOL,
+    MSG_DUPLICATE,
+    MSG_INSUFFICIENT,
+    fill_report,
+    order_report,
+    validate,
+)
 from engine.venues.paper.ground_truth import PaperOrders
 from engine.venues.paper.streams import PaperStream, QuoteStream, public_trade
 
 __all__ = ["PaperOrders", "PaperVenue"]
 
-# Binance's codes, so that code reading ``exc.code`` behaves the same on paper and live.
-CODE_UNKNOWN_SYMBOL = -1121
-CODE_MANDATORY_PARAM = -1102
-CODE_PARAM_NOT_REQUIRED = -1106
-CODE_FILTER_FAILURE = -1013
-CODE_NEW_ORDER_REJECTED = -2010
-CODE_CANCEL_REJECTED = -2011
-CODE_NO_SUCH_ORDER = -2013
-
 PAPER = VenueName("paper")
-
-MSG_DUPLICATE = "Duplicate order sent."
-MSG_INSUFFICIENT = "Account has insufficient balance for requested action."
-
-_REASONS = {
-    Expiry.FOK_UNFILLABLE: "fill or kill: not fully fillable",
-    Expiry.MARKET_EXHAUSTED: "no more liquidity at touch",
-    Expiry.LIMIT_EXHAUSTED: "no more liquidity at limit",
-}
 
 
 def _instrument(rules: InstrumentRules, fees_in_quote: bool) -> InstrumentSpec:
@@ -493,31 +484,7 @@ class PaperVenue:
         return rules
 
     def _validate(self, order: OrderRequest, rules: InstrumentRules) -> None:
-        """The paper venue's own checks, worded its way; the core then refuses a duplicate open
-        client id and an order the free balance cannot pay for."""
-        if order.type is OrderType.LIMIT and order.limit_price is None:
-            raise Definitive("a LIMIT order needs a limit price", code=CODE_MANDATORY_PARAM)
-        if order.type is OrderType.MARKET and order.limit_price is not None:
-            raise Definitive("a MARKET order takes no limit price", code=CODE_PARAM_NOT_REQUIRED)
-        if order.quantity <= 0 or (order.limit_price is not None and order.limit_price <= 0):
-            raise Definitive(
-                f"Filter failure: quantity {order.quantity} and price {order.limit_price} "
-                "must be positive",
-                code=CODE_FILTER_FAILURE,
-            )
-        problems = rules.violations(order.quantity, order.limit_price)
-        if order.type is OrderType.MARKET:
-            touch = self._core.touch.get(order.symbol)
-            if touch is None:
-                raise Definitive(
-                    f"no quote for {order.symbol}: a MARKET order needs a price to fill at",
-                    code=CODE_NEW_ORDER_REJECTED,
-                )
-            notional = order.quantity * touch.price_for(order.side)
-            if notional < rules.min_notional:
-                problems.append(f"notional {notional} below min_notional {rules.min_notional}")
-        if problems:
-            raise Definitive(f"Filter failure: {'; '.join(problems)}", code=CODE_FILTER_FAILURE)
+        validate(order, rules, self._core.touch.get(order.symbol))
 
     def _publish(self, ev: Event[datetime]) -> None:
         """Each core event as the paper venue's reports, the moment it happens."""
@@ -544,40 +511,10 @@ class PaperVenue:
                 )
 
     def _fill_report(self, fill: Fill[datetime]) -> FillReport:
-        return FillReport(
-            venue=self._name,
-            symbol=Symbol(fill.symbol),
-            trade_id=TradeId(str(fill.trade_id)),
-            client_order_id=ClientOrderId(fill.client_order_id),
-            venue_order_id=VenueOrderId(str(fill.order_id)),
-            side=fill.side,
-            quantity=fill.quantity,
-            price=fill.price,
-            fee=fill.fee,
-            fee_asset=Asset(fill.fee_asset),
-            liquidity=fill.liquidity,
-            venue_ts=fill.at,
-            received_at=fill.at,
-        )
+        return fill_report(self._name, fill)
 
     def _report(self, placed: Order[datetime], *, with_fills: bool = False) -> OrderReport:
-        return OrderReport(
-            venue=self._name,
-            symbol=Symbol(placed.symbol),
-            client_order_id=ClientOrderId(placed.client_order_id),
-            venue_order_id=VenueOrderId(str(placed.order_id)),
-            side=placed.side,
-            type=placed.type,
-            status=placed.status,
-            quantity=placed.quantity,
-            limit_price=placed.price,
-            filled_quantity=placed.filled,
-            cumulative_quote=placed.cumulative_quote,
-            venue_ts=placed.updated,
-            received_at=self._now(),
-            fills=tuple(self._fill_report(f) for f in placed.fills) if with_fills else (),
-            reason=_REASONS.get(placed.expiry) if placed.expiry is not None else None,
-        )
+        return order_report(self._name, placed, self._now(), with_fills=with_fills)
 
     def _emit(self, event: UserEvent) -> None:
         if self._dropping:
