@@ -142,6 +142,7 @@ class Engine(StatusTask):
                 account=self.account,
                 order_id_prefix=settings.order_id_prefix,
                 consistency_window=settings.consistency_window,
+                late_accept=session.late_accept,
                 resolve_interval_s=settings.resolve_interval_s,
                 max_batch=settings.max_batch,
             ),

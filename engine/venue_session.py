@@ -8,7 +8,7 @@ import asyncio
 import contextlib
 from collections.abc import AsyncIterator, Awaitable, Callable, Coroutine
 from dataclasses import dataclass, field
-from datetime import datetime
+from datetime import datetime, timedelta
 from typing import Any
 
 import structlog
@@ -41,6 +41,8 @@ class VenueSession:
     account: str | None = None
     #: the key an auth failure tells the operator to check (never the key itself)
     credential: str = "the venue API key"
+    #: how long after it was sent a request may still be accepted (ExecutionConfig.late_accept)
+    late_accept: timedelta = timedelta(0)
 
 
 @contextlib.asynccontextmanager
@@ -75,6 +77,7 @@ async def open_venue(
                 driver=kalshi.driver,
                 description=kalshi.description,
                 credential=f"{key_hint('TRADECTL_KALSHI_KEY_ID', key_id)} and its private key",
+                late_accept=kalshi.venue.late_accept,
             )
         return
     from engine.venues.binance import BinanceConfig, BinanceVenue
@@ -118,6 +121,7 @@ async def open_venue(
                     description=f"the built-in Binance-protocol simulator at {sim.rest_url}",
                     account=exchange.account if exchange else None,
                     credential="the simulator's built-in API key",
+                    late_accept=binance.late_accept,
                 )
             finally:
                 await binance.close()
@@ -144,6 +148,7 @@ async def open_venue(
             credential=key_hint(
                 "TRADECTL_BINANCE_API_KEY", settings.binance_api_key.get_secret_value()
             ),
+            late_accept=binance.late_accept,
         )
     finally:
         await binance.close()

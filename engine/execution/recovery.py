@@ -67,10 +67,14 @@ class Recovery:
     symbols: set[Symbol]
     _owed: dict[ClientOrderId, _Owed]
     _in_flight: set[ClientOrderId]
+    sent_until: dict[ClientOrderId, datetime]
     _resolve_wakeup: asyncio.Event
     # the send and cancel steps live with the rest of the protocol, in Execution
     _send: Callable[[Order], Coroutine[Any, Any, None]]
     cancel_order: Callable[..., Coroutine[Any, Any, None]]
+    #: when this process took the account over (startup recovery): a send by the process before
+    #: it may have gone out up to then, whatever the ledger recorded of it
+    _took_over_at: datetime | None = None
 
     async def recover(self) -> None:
         """Startup: resolve every non-terminal order, then fetch missing fills.
@@ -78,6 +82,7 @@ class Recovery:
         Resolution comes first because it attaches venue order ids, which fills fetched by trade
         id (Binance ``myTrades`` carries no client order id) are matched on.
         """
+        self._took_over_at = self.clock()
         await self.resolve_unresolved()
         await self.sync_fills()
         # a lookup can show fills the trades query had not; a second pass settles them
@@ -283,6 +288,7 @@ class Recovery:
         except VenueError as exc:
             log.info("order.lookup_failed", error=str(exc))
             return None
+        self.sent_until.pop(coid, None)  # the venue has it: no send of it is outstanding
         updated = await self.ledger.orders.apply_report(report, cause="lookup")
         self.metrics.fills(report.fills, updated)
         if updated is None:
@@ -297,10 +303,15 @@ class Recovery:
 
     async def _not_found(self, order: Order) -> None:
         now = self.clock()
-        since = order.submitted_at or order.created_at
-        if now - since < self.config.consistency_window:
-            return  # it may still appear: look again later
+        sent = order.submitted_at or order.created_at
+        # The last moment a send of it may have been signed: the last send recorded, when this
+        # process's last send of it gave up, or, for an order a previous process had (it may
+        # have sent or resent it without recording that before it died), the takeover.
         coid = order.client_order_id
+        signed = max(sent, self._took_over_at or sent, self.sent_until.get(coid, sent))
+        if now - sent < self.config.consistency_window or now - signed < self.config.late_accept:
+            return  # it may still appear, or a send still on its way may: look again later
+        self.sent_until.pop(coid, None)
         if order.state is OrderState.PENDING_CANCEL:
             reason = "venue never had the order; cancel requested"
             await self.ledger.orders.expire(coid, reason)

@@ -70,6 +70,10 @@ class Sending:
         )
         #: orders being sent now, set once the send has its answer recorded (or gave up)
         self._sending: dict[ClientOrderId, asyncio.Event] = {}
+        #: for an order whose send ended without a recorded answer: when that send gave up, the
+        #: latest its request can have been signed (a rate-budget wait can sign it long after
+        #: ``submitted_at``); the resolver resends only ``late_accept`` after that
+        self.sent_until: dict[ClientOrderId, datetime] = {}
 
     async def ack_settled(self, client_order_id: ClientOrderId | None) -> None:
         """Return once an order this process is sending has its answer committed (at once
@@ -90,6 +94,7 @@ class Sending:
         coid = order.client_order_id
         self._in_flight.add(coid)
         sent = self._sending[coid] = asyncio.Event()
+        answered = False
         try:
             now = self.clock()
             final = self.gate.recheck(order, now)
@@ -101,6 +106,7 @@ class Sending:
                 reason = f"final gate before submit: {_summary(final)}"
                 await self.ledger.orders.expire(coid, reason)
                 log.info("order.expired", reason=reason)
+                answered = True
                 return
             request = OrderRequest(
                 client_order_id=coid,
@@ -122,11 +128,13 @@ class Sending:
                     coid, _error_text(exc), submitted_at=submitted_at
                 )
                 log.warning("order.rejected", error=_error_text(exc))
+                answered = True
                 return
             except AuthFailed as exc:
                 await self.ledger.orders.mark_rejected(
                     coid, _error_text(exc), submitted_at=submitted_at
                 )
+                answered = True
                 log.warning("order.rejected", error=_error_text(exc))
                 await self._halt_for_auth(exc)
                 return
@@ -159,6 +167,7 @@ class Sending:
             self.gate.on_submitted(order, submitted_at)
             self.crash.hit(CrashPoint.AFTER_SUBMIT_BEFORE_ACK)
             acked = await self.acks.submit(Ack(coid, report, submitted_at))
+            answered = True
             log.debug(
                 "order.acknowledged", venue_order_id=acked.venue_order_id, state=acked.state.value
             )
@@ -176,6 +185,10 @@ class Sending:
             error(self.config.account, "execution")
             log.exception("order.left_for_resolution")
         finally:
+            if answered:
+                self.sent_until.pop(coid, None)
+            else:
+                self.sent_until[coid] = self.clock()
             self._in_flight.discard(coid)
             if self._sending.get(coid) is sent:
                 del self._sending[coid]

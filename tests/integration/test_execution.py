@@ -77,7 +77,12 @@ def quote(clock: Clock, bid: str, ask: str, size: str = "1") -> Quote:
 
 
 async def make_rig(
-    db_engine: AsyncEngine, venue: PaperVenue, clock: Clock, crash: CrashPoints | None = None
+    db_engine: AsyncEngine,
+    venue: PaperVenue,
+    clock: Clock,
+    crash: CrashPoints | None = None,
+    *,
+    late_accept: timedelta = timedelta(0),
 ) -> Rig:
     ledger = Ledger(db_engine, account=ACCOUNT, venue=venue.name, clock=clock)
     lease = LeaseKeeper(ledger, ttl=timedelta(seconds=3))
@@ -94,7 +99,10 @@ async def make_rig(
         gate=gate,
         lease=lease,
         config=ExecutionConfig(
-            account=ACCOUNT, order_id_prefix=PREFIX, consistency_window=timedelta(seconds=3)
+            account=ACCOUNT,
+            order_id_prefix=PREFIX,
+            consistency_window=timedelta(seconds=3),
+            late_accept=late_accept,
         ),
         clock=clock,
         crash=crash or CrashPoints(),
@@ -361,6 +369,52 @@ async def test_an_order_the_venue_never_saw_is_resent_with_the_same_id_after_the
     clock.advance(5)
     await rig.execution.resolve_unresolved()
     order = await rig.ledger.orders.get(coid_of(intent))
+    assert order is not None
+    assert order.state is OrderState.FILLED
+    assert venue.all_orders().attempts[coid_of(intent)] == 1
+    await assert_invariants(db_engine, venue)
+
+
+async def test_an_unseen_order_is_not_resent_while_its_first_request_may_still_be_accepted(
+    db_engine: AsyncEngine, venue: PaperVenue, clock: Clock
+) -> None:
+    # Binance accepts a request up to recvWindow after it was signed: a submit that timed out
+    # may still land then, and a resend before that would make two orders of one id
+    rig = await make_rig(db_engine, venue, clock, late_accept=timedelta(seconds=10))
+    venue.fail_next_submit_before_accept()
+    intent = buy(clock)
+    await rig.execution.process([intent])
+    clock.advance(5)  # past the consistency window, inside late_accept
+    await rig.execution.resolve_unresolved()
+    assert venue.all_orders().attempts[coid_of(intent)] == 0
+    order = await rig.ledger.orders.get(coid_of(intent))
+    assert order is not None
+    assert order.state is OrderState.UNKNOWN
+
+    clock.advance(6)
+    await rig.execution.resolve_unresolved()
+    assert venue.all_orders().attempts[coid_of(intent)] == 1
+    await assert_invariants(db_engine, venue)
+
+
+async def test_a_taken_over_order_waits_late_accept_from_the_takeover_before_a_resend(
+    db_engine: AsyncEngine, venue: PaperVenue, clock: Clock
+) -> None:
+    # the dead process may have sent it at any moment before it died, recorded or not
+    first = await make_rig(
+        db_engine, venue, clock, CrashPoints(CrashPoint.AFTER_RESERVE.value, mode="raise")
+    )
+    intent = buy(clock)
+    with pytest.raises(SimulatedCrash):
+        await first.execution.process([intent])
+    clock.advance(5)  # past the lease TTL and the consistency window since the reservation
+    second = await make_rig(db_engine, venue, clock, late_accept=timedelta(seconds=10))
+    await converge(second)
+    assert venue.all_orders().attempts[coid_of(intent)] == 0
+
+    clock.advance(11)  # late_accept after the takeover, inside the intent's 30 s
+    await second.execution.resolve_unresolved()
+    order = await second.ledger.orders.get(coid_of(intent))
     assert order is not None
     assert order.state is OrderState.FILLED
     assert venue.all_orders().attempts[coid_of(intent)] == 1

@@ -5,7 +5,7 @@ from __future__ import annotations
 import asyncio
 from collections.abc import AsyncIterator, Callable, Sequence
 from dataclasses import dataclass, field, replace
-from datetime import datetime
+from datetime import datetime, timedelta
 from pathlib import Path
 from typing import Literal
 
@@ -151,6 +151,12 @@ class BinanceVenue:
     @property
     def name(self) -> VenueName:
         return self.config.venue_name
+
+    @property
+    def late_accept(self) -> timedelta:
+        """How long after we signed it the venue may still accept a request: ``recvWindow``,
+        plus a second for the error in our estimate of the venue's clock."""
+        return timedelta(milliseconds=self.config.recv_window_ms, seconds=1)
 
     # -- orders -------------------------------------------------------------------------------
 

@@ -14,7 +14,7 @@ from __future__ import annotations
 import asyncio
 from collections.abc import AsyncIterator, Callable, Mapping, Sequence
 from dataclasses import dataclass, replace
-from datetime import datetime
+from datetime import datetime, timedelta
 from decimal import Decimal
 
 import httpx
@@ -125,6 +125,13 @@ class KalshiVenue:
     @property
     def name(self) -> VenueName:
         return self.config.venue_name
+
+    @property
+    def late_accept(self) -> timedelta:
+        """How long a create request may still land after we sent it. Kalshi states no window
+        for a signed request's age, so the bound is our own: the request timeout (the client has
+        given up on it by then), plus a second."""
+        return timedelta(seconds=self.config.request_timeout_s + 1)
 
     # -- orders -------------------------------------------------------------------------------
 
