@@ -36,6 +36,7 @@ from engine.ledger.ledger import Ledger
 from engine.metrics import _metric, error, lease_held
 from engine.readiness import Readiness
 from engine.runtime import Engine, symbols_of
+from engine.tasks import wait_event
 from engine.venue_guard import halt_for_auth
 from engine.venue_session import open_venue
 
@@ -160,8 +161,7 @@ async def deliver_alerts_while(
     delivery = delivery_for(ledger.alerts, base, clock=utc_now)
     sender = asyncio.create_task(delivery.run(), name=f"alerts:{config.account}")
     try:
-        with contextlib.suppress(TimeoutError):
-            await asyncio.wait_for(stop.wait(), timeout=seconds)
+        await wait_event(stop, seconds)
     finally:
         sender.cancel()
         with contextlib.suppress(BaseException):

@@ -23,6 +23,7 @@ from starlette.types import Receive, Scope, Send
 from starlette.websockets import WebSocket, WebSocketDisconnect
 
 from engine.domain.types import OrderType, Side, TimeInForce
+from engine.tasks import wait_event
 from engine.venues.kalshi.ratelimit import CANCEL_COST, DEFAULT_COST
 from engine.venues.kalshi.signing import (
     KEY_HEADER,
@@ -153,8 +154,7 @@ class KalshiSimApp:
         return budget.bucket(write=write).try_take(cost)
 
     async def _sleep(self, seconds: float) -> None:
-        with contextlib.suppress(TimeoutError):
-            await asyncio.wait_for(self.stopping.wait(), timeout=seconds)
+        await wait_event(self.stopping, seconds)
 
     async def _drop(self, request: Request, rule: FaultRule) -> Response:
         """The request took effect; its answer never arrives (reset, or held until given up)."""

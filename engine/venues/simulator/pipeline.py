@@ -8,7 +8,6 @@ the request, drop-the-response, 5xx/-1007 after processing.
 from __future__ import annotations
 
 import asyncio
-import contextlib
 import time
 from collections.abc import Awaitable, Callable
 from typing import Any
@@ -17,6 +16,7 @@ from urllib.parse import parse_qsl
 from starlette.requests import Request
 from starlette.responses import JSONResponse, Response
 
+from engine.tasks import wait_event
 from engine.venues.simulator.auth import Authenticator
 from engine.venues.simulator.faults import FaultKind, FaultRule
 from engine.venues.simulator.ratelimits import Block, RateLimits
@@ -205,8 +205,7 @@ class RestPipeline:
         )
 
     async def _sleep(self, seconds: float) -> None:
-        with contextlib.suppress(TimeoutError):
-            await asyncio.wait_for(self.stopping.wait(), timeout=seconds)
+        await wait_event(self.stopping, seconds)
 
     async def _drop(self, request: Request, rule: FaultRule) -> Response:
         raw_receive, raw_send = request.scope[RAW]

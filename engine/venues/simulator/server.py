@@ -15,6 +15,7 @@ from typing import Any
 
 import uvicorn
 
+from engine.tasks import wait_event
 from engine.venues.simulator.app import SimulatorApp
 from engine.venues.simulator.config import SimulatorConfig
 from engine.venues.simulator.state import Clock, SimulatorState
@@ -68,8 +69,7 @@ class SimulatorHandle:
 
 async def _ticker(state: SimulatorState, interval: float, stopping: asyncio.Event) -> None:
     while not stopping.is_set():
-        with contextlib.suppress(TimeoutError):
-            await asyncio.wait_for(stopping.wait(), timeout=interval)
+        await wait_event(stopping, interval)
         if not stopping.is_set():
             state.step()
 

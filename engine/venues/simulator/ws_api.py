@@ -171,7 +171,9 @@ class _UserConnection:
                     if held is None:
                         item, flag = await self.queue.get()
                     else:
-                        item, flag = await asyncio.wait_for(self.queue.get(), self.HOLD_SECONDS)
+                        # asyncio.timeout, not wait_for (engine/tasks.py: a cancel is never lost)
+                        async with asyncio.timeout(self.HOLD_SECONDS):
+                            item, flag = await self.queue.get()
                 except TimeoutError:
                     assert held is not None
                     await self.websocket.send_text(json.dumps(held))
