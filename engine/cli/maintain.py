@@ -69,8 +69,9 @@ def prune(
     reason: ReasonOpt = None,
     by: ByOpt = None,
 ) -> None:
-    """Remove old holds and delivered alerts of the account (TRADECTL_ACCOUNT). Orders, order
-    events, fills and every other decision are never touched. Recorded in the operator journal
+    """Remove old holds and delivered alerts of the account (TRADECTL_ACCOUNT); with
+    --all-accounts, also departed pool engines' heartbeat rows. Orders, order events, fills and
+    every other decision are never touched. Recorded in the operator journal
     with its reason (a dry run records nothing)."""
     # a dry run changes nothing, so it needs no reason and leaves no journal row
     operator = None if dry_run else check_operator(reason, by)

@@ -1,9 +1,10 @@
 """Retention: what ``tradectl prune`` may delete, and nothing else.
 
 Only rows that are commentary, never facts the books rest on: holds (the decisions to do
-nothing; engine.domain.holds already keeps them to a row per reason per hour) and alerts already
-delivered. Orders, order events, fills, balances, controls, incidents and every decision that
-became an order or was denied stay for good: they are the ledger.
+nothing; engine.domain.holds already keeps them to a row per reason per hour), alerts already
+delivered, and the heartbeat rows of pool engines that stopped long ago. Orders, order events,
+fills, balances, controls, incidents and every decision that became an order or was denied stay
+for good: they are the ledger.
 
 Every statement is scoped to one account (or, asked for explicitly, to every account).
 """
@@ -35,11 +36,20 @@ _ALERTS = """
     WHERE a.delivered_at IS NOT NULL AND a.created_at < :before
       AND (CAST(:account AS text) IS NULL OR a.account = :account)
 """
+# The heartbeat rows of pool engines long gone (each start adds one). An engine belongs to no
+# account: only a prune of every account removes them.
+_ENGINES = """
+    FROM engines e
+    WHERE e.expires_at < :before AND CAST(:account AS text) IS NULL
+"""
 #: what prune removes: name -> (table, the FROM/WHERE above); a table the ledger lacks is skipped
 PRUNABLE: dict[str, tuple[str, str]] = {
     "holds": ("decisions", _HOLDS),
     "delivered alerts": ("alerts", _ALERTS),
+    "departed engines": ("engines", _ENGINES),
 }
+#: rows of no account: pruned, and reported, only by a prune of every account
+EVERY_ACCOUNT_ONLY = frozenset({"departed engines"})
 
 
 @dataclass(frozen=True, slots=True)
@@ -64,6 +74,8 @@ async def prune(
     with database_errors(engine.url):
         async with engine.begin() as conn:
             for what, (table, where) in PRUNABLE.items():
+                if account is not None and what in EVERY_ACCOUNT_ONLY:
+                    continue
                 exists = await conn.execute(text("SELECT to_regclass(:t)"), {"t": table})
                 if exists.scalar() is None:
                     continue

@@ -109,6 +109,30 @@ async def test_prune_removes_delivered_alerts_when_the_ledger_has_an_outbox(
     assert left == 2
 
 
+async def test_prune_of_every_account_removes_engines_gone_before_the_cut(
+    cli_env: None, db_engine: AsyncEngine
+) -> None:
+    async with db_engine.begin() as conn:
+        await conn.execute(
+            text(
+                "INSERT INTO engines (holder, started_at, heartbeat_at, expires_at, max_accounts)"
+                " VALUES ('gone', '2026-01-01Z', '2026-01-01Z', '2026-01-01Z', 4),"
+                " ('recent', '2026-03-01Z', '2026-03-01Z', '2026-03-01Z', 4)"
+            )
+        )
+    # one account's prune leaves engine rows alone: they belong to no account
+    code, out = await invoke("prune", "--before", "2026-02-01", "--reason", "housekeeping")
+    assert code == 0, out
+    code, out = await invoke(
+        "prune", "--before", "2026-02-01", "--all-accounts", "--reason", "housekeeping"
+    )
+    assert code == 0, out
+    assert "1 departed engines" in out
+    async with db_engine.connect() as conn:
+        left = (await conn.execute(text("SELECT holder FROM engines"))).scalars().all()
+    assert left == ["recent"]
+
+
 @pytest.mark.parametrize(
     ("before", "message"),
     [("yesterday", "is not a date"), ("2999-01-01", "is in the future")],
