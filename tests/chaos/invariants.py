@@ -373,7 +373,9 @@ async def ledger_view(
             account,
         )
         incidents = await conn.fetch(
-            "SELECT id, kind, message, details FROM incidents WHERE resolved_at IS NULL ORDER BY id"
+            "SELECT id, kind, message, details FROM incidents"
+            " WHERE account = $1 AND resolved_at IS NULL ORDER BY id",
+            account,
         )
     finally:
         await conn.close()
