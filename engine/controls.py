@@ -10,12 +10,13 @@ import asyncio
 import os
 import socket
 import uuid
-from datetime import timedelta
+from datetime import datetime, timedelta
 from typing import Any, Protocol
 
 import structlog
 
 from engine.domain.alerts import halted_alert, lease_lost_alert
+from engine.domain.risk.loss_marks import TradingDay
 from engine.domain.types import ControlKind, ControlScope, utc_now
 from engine.exceptions import DatabaseUnavailable, LeaseLost, VenueError
 from engine.handoff import HandOff
@@ -160,9 +161,12 @@ class LeaseKeeper:
             await self.ledger.leases.release(self._holder, self._epoch)
 
 
-async def halt_for_loss(ledger: Ledger, reason: str) -> int:
+async def halt_for_loss(
+    ledger: Ledger, reason: str, *, day: TradingDay | None = None, now: datetime | None = None
+) -> int:
     """A loss limit was crossed: a persistent account HALT (it survives restarts until an
-    operator runs `tradectl unhalt`) and one incident per trading day. Returns the incident id."""
+    operator runs `tradectl unhalt`) and one incident per trading day (the account's
+    ``day_timezone`` / ``day_start``, UTC midnight by default). Returns the incident id."""
     await ledger.controls.set(
         ControlScope.ACCOUNT,
         ledger.account,
@@ -171,7 +175,11 @@ async def halt_for_loss(ledger: Ledger, reason: str) -> int:
         set_by="risk",
         alert=halted_alert(account=ledger.account, reason=reason),
     )
-    day = utc_now().date().isoformat()
+    # the date the trading day began on, in its own zone: a day starting 17:00 New York is one
+    # day, though it spans two UTC dates
+    trading = day or TradingDay()
+    started = trading.start(now or utc_now()).astimezone(trading.zone)
+    day_label = started.date().isoformat()
     incident = await ledger.incidents.open(
         kind="loss_limit",
         scope=f"account:{ledger.account}",
@@ -180,8 +188,8 @@ async def halt_for_loss(ledger: Ledger, reason: str) -> int:
             f"trading halted for account {ledger.account}: {reason}. Review the positions "
             "(`tradectl status`), then `tradectl unhalt --reason '…'` when trading may go on"
         ),
-        details={"reason": reason, "day": day},
-        dedupe_key=f"loss_limit:{ledger.account}:{day}",
+        details={"reason": reason, "day": day_label},
+        dedupe_key=f"loss_limit:{ledger.account}:{day_label}",
     )
     error(ledger.account, "risk")
     log.error("account.halted_loss_limit", reason=reason, incident=incident.id)

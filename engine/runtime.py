@@ -309,7 +309,8 @@ class Engine(StatusTask):
             if reason is not None:
                 # The gate already rejects every order while the loss is over the limit; the
                 # HALT makes it stick across restarts until an operator lifts it.
-                await halt_for_loss(self.ledger, reason)
+                day = self.gate.limits.account.trading_day
+                await halt_for_loss(self.ledger, reason, day=day, now=self.clock())
             if self._controls_wake.is_set() or time.monotonic() >= next_read:
                 self._controls_wake.clear()
                 next_read = time.monotonic() + self.settings.operator_poll_s

@@ -4,8 +4,9 @@ against the real Postgres fixtures and the in-process paper venue."""
 from __future__ import annotations
 
 import asyncio
-from datetime import timedelta
+from datetime import datetime, time, timedelta
 from decimal import Decimal
+from zoneinfo import ZoneInfo
 
 import pytest
 from sqlalchemy import text
@@ -14,6 +15,7 @@ from sqlalchemy.ext.asyncio import AsyncEngine
 from engine.controls import LeaseKeeper, OperatorDesk, halt_for_loss
 from engine.domain.intents import Buy, Cancel, DecisionKey
 from engine.domain.risk import Check, Limits
+from engine.domain.risk.loss_marks import TradingDay
 from engine.domain.types import (
     Asset,
     ControlKind,
@@ -194,6 +196,25 @@ async def test_crossing_the_daily_loss_halts_opens_an_incident_and_the_halt_surv
     await again.execution.process([order(clock, A, "0.001", i="after")])
     assert len(await again.ledger.orders.open(A)) == 0
     assert [i.id for i in await again.ledger.incidents.read()] == [incident]
+
+
+async def test_the_loss_halt_incident_is_one_per_trading_day_in_the_accounts_zone(
+    db_engine: AsyncEngine, venue: PaperVenue, clock: Clock
+) -> None:
+    ledger = Ledger(db_engine, account=ACCOUNT, venue=venue.name, clock=clock)
+    day = TradingDay(boundary=time(17), zone=ZoneInfo("America/New_York"))
+
+    async def halt(at: str) -> int:
+        now = datetime.fromisoformat(at)
+        return await halt_for_loss(ledger, "daily_loss: over", day=day, now=now)
+
+    # 18:00 and 22:00 in New York: one trading day that spans two UTC dates
+    first = await halt("2026-11-30T23:00:00+00:00")
+    assert await halt("2026-12-01T03:00:00+00:00") == first
+    # 18:00 the next evening: the next trading day
+    assert await halt("2026-12-01T23:00:00+00:00") != first
+    days = sorted(i.details["day"] for i in await ledger.incidents.read())
+    assert days == ["2026-11-30", "2026-12-01"]
 
 
 async def test_an_unknown_venue_order_and_a_balance_drift_pause_the_right_scope_once(
