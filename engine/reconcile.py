@@ -168,6 +168,16 @@ class Reconciler:
                 if not self._unconfirmed():
                     break
                 await asyncio.sleep(self._until_confirmable())
+                # A market that settled while we waited moves its balances as a drift would:
+                # record it first, as every periodic pass does (the lifecycle stream is not
+                # read before startup ends).
+                if self.settler is not None:
+                    try:
+                        settled = await self.settler.sync()
+                    except VenueError as exc:
+                        log.info("reconcile.settlements_skipped", reason=str(exc))
+                        continue  # not known whether one is missing: confirm nothing now
+                    report.settlements_recorded += [str(s) for s in settled]
                 await self._balances(report, accept=False)
         if (
             report.fills_added
