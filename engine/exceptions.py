@@ -86,6 +86,10 @@ class NotFound(VenueError):
     """The venue does not know the order (Binance -2013 on lookup)."""
 
 
+class ReadsBehind(VenueError):
+    """The venue's reads do not cover a moment yet (they lag its writes): read again later."""
+
+
 class RateLimited(VenueError):
     """Too many requests; nothing should be sent to the venue for ``retry_after`` seconds."""
 

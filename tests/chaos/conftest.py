@@ -85,13 +85,7 @@ _campaigns: list[Campaign] = []
 
 #: Kalshi seeds that fail on main today, each with the bug it shows (an open issue, not a pass):
 #: they still run and report XFAIL, and the campaign summary still counts them as failing.
-KALSHI_KNOWN_FAILING: dict[int, str] = {
-    0: (
-        "false balance_drift after a restart: the ledger expects a contract balance that "
-        "leaves out a fill it holds (KXCHAOS-T 1004 vs the venue's 1000 after BUY 4 / SELL 4); "
-        "passes on the kchaos branch alone, fails since the session-4 merge (issue 13 stays open)"
-    ),
-}
+KALSHI_KNOWN_FAILING: dict[int, str] = {}
 
 
 def pytest_generate_tests(metafunc: pytest.Metafunc) -> None:

@@ -198,6 +198,35 @@ async def test_an_order_hidden_by_read_lag_is_ambiguous_until_visible_never_not_
         await eventually(visible, message="the order never became visible")
 
 
+async def test_balances_come_back_only_once_the_fills_listing_covers_them() -> None:
+    """A fill the balances hold must be listed by the fills read after them: else the balance
+    check bakes it into a baseline and counts it again when it lands (chaos kalshi seed 0)."""
+    async with kalshi_on_simulator(faults(read_lag_s=1.0)) as rig:
+        held_before = rig.sim.state.position(MARKET)
+        taker = replace(
+            resting_bid("taker"), limit_price=Decimal("0.47"), time_in_force=TimeInForce.IOC
+        )
+        assert (await rig.venue.submit(taker)).filled_quantity == 3
+
+        balances = {b.asset: b.total for b in await rig.venue.balances()}
+        fills = await rig.venue.trades_since(MARKET, None)
+
+        assert balances[MARKET] == held_before + 3
+        assert sum(f.quantity for f in fills) == 3
+
+
+async def test_a_resting_bid_hidden_by_read_lag_still_counts_in_the_usd_total() -> None:
+    """The cash a resting bid holds leaves ``balance`` at once; the orders listing that adds it
+    back lags: the total must not dip by it (a baseline taken then stays short for good)."""
+    async with kalshi_on_simulator(faults(read_lag_s=1.0)) as rig:
+        cash = rig.sim.state.config.cash
+        await rig.venue.submit(resting_bid("hidden"))  # 3 at 0.30 hold 0.90
+
+        usd = next(b for b in await rig.venue.balances() if b.asset == "USD")
+
+        assert (usd.free, usd.locked) == (cash - Decimal("0.90"), Decimal("0.90"))
+
+
 async def test_a_429_without_retry_after_is_rate_limited() -> None:
     config = faults({"kind": "rate_limit_429", "max_count": 1})
     async with kalshi_on_simulator(config) as rig:

@@ -22,6 +22,7 @@ from engine.execution import Execution, ExecutionConfig
 from engine.ledger.ledger import Ledger
 from engine.marketdata.conflator import Conflator
 from engine.portfolio import Portfolio
+from engine.reconcile import Reconciler
 from engine.risk_gate import LimitsBook, RiskGate
 from engine.venues.kalshi import KalshiVenue
 from engine.venues.kalshi_simulator import KalshiSimConfig, KalshiSimHandle, run_kalshi_simulator
@@ -214,4 +215,34 @@ async def test_a_stop_waits_for_the_fills_a_create_answer_announced(
 
         await eventually(fills_in, message="the fills never came")
         assert await engine.execution.wait_for_announced_fills() is True
+        await engine.venue.close()
+
+
+async def test_a_first_balance_check_under_read_lag_bakes_no_lagging_fill_into_the_baseline(
+    db_engine: AsyncEngine,
+) -> None:
+    """The first check of an account takes the venue's balances as the baseline. Its fills are
+    not in the ledger yet and REST still hides them (the read lag): a baseline taken then holds
+    them, and they count a second time when they land (chaos kalshi seed 0: a false drift)."""
+    async with run_kalshi_simulator(KalshiSimConfig(seed=8, read_lag_s=1.0)) as sim:
+        engine = await start_engine(db_engine, sim)
+        reconciler = Reconciler(
+            ledger=engine.ledger,
+            execution=engine.execution,
+            prefix=PREFIX,
+            balance_tolerance="0",
+            settle_s=0,
+        )
+        await engine.execution.process([buy("0.47")])  # filled in the answer; no stream here
+
+        await reconciler.reconcile()  # the first check: no baseline yet
+
+        async def fills_in() -> bool:
+            await engine.execution.sync_fills([MARKET])
+            return await engine.ledger.balances.fill_watermark() > 0
+
+        await eventually(fills_in, message="the fills never came")
+        looks = [await reconciler.reconcile() for _ in range(2)]  # a drift is confirmed by two
+        assert all(r.balances_checked for r in looks), [r.balances_note for r in looks]
+        assert [r.balance_drifts for r in looks] == [[], []]
         await engine.venue.close()

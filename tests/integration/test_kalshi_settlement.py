@@ -24,14 +24,15 @@ from engine import runtime
 from engine.config import load_settings
 from engine.domain.intents import Buy, DecisionKey
 from engine.domain.positions import PositionFill, position_from_fills, settle
-from engine.domain.types import Asset, OrderState, Side, TimeInForce, utc_now
+from engine.domain.types import Asset, OrderState, Side, Symbol, TimeInForce, utc_now
+from engine.reconcile import Reconciler
 from engine.runtime import open_venue
 from engine.settlement import Settler
 from engine.venues.base import MarketLifecycle, SettlesMarkets
 from engine.venues.kalshi_simulator import KalshiSimConfig, KalshiSimHandle, run_kalshi_simulator
 from tests.contract.test_kalshi_simulator_contract import MARKET
 from tests.helpers import ROOT, eventually
-from tests.integration.test_kalshi_execution import STRATEGY, start_engine
+from tests.integration.test_kalshi_execution import PREFIX, STRATEGY, buy, start_engine
 from tests.metrics_http import Scrape, metrics_server, scrape
 
 RECONCILE_S = 1.0
@@ -144,6 +145,49 @@ async def test_a_settlement_the_venue_reports_differently_opens_an_incident_and_
     assert (incident.details["venue_result"], incident.details["ledger_result"]) == ("no", "yes")
     [kept] = await rows(db_engine, "SELECT result FROM settlements")
     assert kept["result"] == "yes"
+
+
+async def test_a_market_settling_during_the_startup_check_is_recorded_not_confirmed_as_drift(
+    db_engine: AsyncEngine,
+) -> None:
+    """The startup check looks again at a suspected drift before strategies start; a market
+    that settled after the pass listed settlements moves its balances as a drift would, so
+    each look records settlements first (chaos kalshi seed 1: a false drift of the payout)."""
+    async with run_kalshi_simulator(KalshiSimConfig(seed=15)) as sim:
+        engine = await start_engine(db_engine, sim)
+        await engine.execution.process([buy("0.47")])  # 3 contracts, filled in the answer
+        await engine.execution.sync_fills([MARKET])
+
+        class SettledJustAfterTheListing(Settler):
+            armed = False
+
+            async def sync(self) -> list[Symbol]:
+                recorded = await super().sync()
+                if self.armed and not sim.state.settlements:
+                    sim.state.settle_market(MARKET, "yes")
+                return recorded
+
+        settler = SettledJustAfterTheListing(
+            ledger=engine.ledger, venue=engine.venue, execution=engine.execution
+        )
+        reconciler = Reconciler(
+            ledger=engine.ledger,
+            execution=engine.execution,
+            prefix=PREFIX,
+            balance_tolerance="0",
+            settle_s=0.2,
+            settler=settler,
+        )
+
+        assert (await reconciler.reconcile()).balances_checked  # the baseline, 3 contracts
+        settler.armed = True
+
+        report = await reconciler.reconcile(startup=True)
+
+        assert report.balance_drifts == []
+        assert report.settlements_recorded == [MARKET]
+        await engine.venue.close()
+    assert await scalar(db_engine, "SELECT count(*) FROM incidents") == 0
 
 
 # -- the whole engine ------------------------------------------------------------------------------

@@ -38,6 +38,9 @@ class KalshiConfig:
     #: an order this process sent counts as visible to reads only once the venue's
     #: ``user_data_timestamp`` is this far past its send time (our clock may run behind)
     read_margin: timedelta = timedelta(milliseconds=500)
+    #: how long a balance read waits for the venue's other reads (fills, orders) to cover it;
+    #: past this the balance check skips the pass instead of comparing an uncovered snapshot
+    balance_read_wait: timedelta = timedelta(seconds=5)
     tier: Tier = field(default_factory=Tier)
     stream: StreamSettings = field(default_factory=StreamSettings)
 

@@ -22,7 +22,6 @@ import structlog
 
 from engine.domain.market import MarketEvent
 from engine.domain.types import (
-    Asset,
     ClientOrderId,
     OrderType,
     Side,
@@ -49,6 +48,7 @@ from engine.venues.base import (
 from engine.venues.binance.parsing import record_malformed, skip_reason
 from engine.venues.binance.rest import format_decimal
 from engine.venues.kalshi import parsing, schemas, settlements
+from engine.venues.kalshi.balances import balance_snapshot
 from engine.venues.kalshi.config import KalshiConfig
 from engine.venues.kalshi.marketdata import CHANNELS, PARAMS, KalshiMarketData
 from engine.venues.kalshi.ratelimit import KalshiBudget
@@ -64,7 +64,7 @@ from engine.venues.metrics import (
     USER_STREAM,
     VenueMetrics,
 )
-from engine.venues.validation import finite, ms_timestamp, non_negative
+from engine.venues.validation import ms_timestamp, non_negative
 
 log = structlog.get_logger(__name__)
 
@@ -390,57 +390,16 @@ class KalshiVenue:
     # -- account and markets ------------------------------------------------------------------
 
     async def balances(self) -> Sequence[BalanceReport]:
-        """Cash (``USD``: available, and what resting bids hold) and each market's YES
-        position as its own asset (resting asks hold contracts; a NO position is negative).
-        Our ledger books buying NO as selling YES (the YES price received, where Kalshi took
-        the NO price): USD counts $1 per NO contract held, which its settlement pays or not."""
-        balance = await self.rest.balance()
-        positions: list[schemas.MarketPosition] = []
-        cursor = ""
-        while True:
-            page = await self.rest.positions(cursor)
-            positions.extend(page.market_positions)
-            if not page.cursor or not page.market_positions:
-                break
-            cursor = page.cursor
-        held_cash = Decimal(0)
-        held: dict[str, Decimal] = {}
-        for o in await self.open_orders():
-            left = o.quantity - o.filled_quantity
-            if o.side is Side.BUY and o.limit_price is not None:
-                held_cash += left * o.limit_price
-            else:
-                held[o.symbol] = held.get(o.symbol, Decimal(0)) + left
-        now = self._now()
-        cash = (
-            finite(balance.balance_dollars, "balance_dollars")
-            if balance.balance_dollars is not None
-            else Decimal(balance.balance) / 100
-        ) + no_contracts(positions)
-        reports = [
-            BalanceReport(
-                venue=self.name,
-                asset=parsing.USD,
-                free=cash,
-                locked=held_cash,
-                venue_ts=None,
-                received_at=now,
-            )
-        ]
-        for p in positions:
-            total = finite(p.position_fp, "position_fp")
-            locked = held.get(p.ticker, Decimal(0))
-            reports.append(
-                BalanceReport(
-                    venue=self.name,
-                    asset=Asset(p.ticker),
-                    free=total - locked,
-                    locked=locked,
-                    venue_ts=None,
-                    received_at=now,
-                )
-            )
-        return reports
+        """One snapshot the venue's later reads cover (see :mod:`.balances`); ``ReadsBehind``
+        when they do not catch up in time."""
+        return await balance_snapshot(
+            self.rest,
+            venue=self.name,
+            open_orders=self.open_orders,
+            now=self._now,
+            read_margin=self.config.read_margin,
+            wait=self.config.balance_read_wait,
+        )
 
     async def instrument_rules(self, symbol: Symbol) -> InstrumentRules:
         cached = self._rules.get(symbol)
@@ -588,8 +547,3 @@ def _kalshi_status(status: VenueOrderStatus) -> str:
     if status in (VenueOrderStatus.NEW, VenueOrderStatus.PARTIALLY_FILLED):
         return "resting"
     return "canceled"
-
-
-def no_contracts(positions: Sequence[schemas.MarketPosition]) -> Decimal:
-    """NO contracts held over all markets (Kalshi's negative positions)."""
-    return sum((-p.position_fp for p in positions if p.position_fp < 0), Decimal(0))
