@@ -180,7 +180,8 @@ if __name__ == "__main__":
     parser.add_argument("--symbols", type=int, default=200)
     parser.add_argument("--strategies", type=int, default=4)
     parser.add_argument("--warmup", type=float, default=15.0)
-    parser.add_argument("--seconds", type=float, default=30.0)
+    # a whole bar interval (1m): every window holds exactly one bar close, when all decide
+    parser.add_argument("--seconds", type=float, default=60.0)
     args = parser.parse_args()
     configure_logging(json=True, level="WARNING")
     print(json.dumps(run_main(main(args.symbols, args.strategies, args.warmup, args.seconds))))
