@@ -22,6 +22,7 @@ from engine.domain.positions import Position, PositionFill, apply_fill, settle, 
 from engine.domain.risk import Exposure
 from engine.domain.types import Asset, ClientOrderId, OrderState, Side, StrategyId, Symbol
 from engine.ledger.db import database_errors
+from engine.shared_read import SharedRead
 from strategies.base import OpenOrder
 
 _NON_TERMINAL = "('PENDING_SUBMIT', 'UNKNOWN', 'OPEN', 'PARTIALLY_FILLED', 'PENDING_CANCEL')"
@@ -45,11 +46,13 @@ _EXPOSURE = text(
     GROUP BY strategy_id, symbol
     """
 )
+# Every strategy's at once: the strategies deciding on one bar share one read (SharedRead)
 _OPEN_ORDERS = text(
     f"""
-    SELECT client_order_id, symbol, side, requested_qty, filled_qty, limit_price, state
+    SELECT strategy_id, client_order_id, symbol, side, requested_qty, filled_qty, limit_price,
+           state
     FROM order_status
-    WHERE account = :account AND strategy_id = :strategy AND state IN {_NON_TERMINAL}
+    WHERE account = :account AND state IN {_NON_TERMINAL}
     ORDER BY client_order_id
     """
 )
@@ -116,6 +119,7 @@ class Portfolio:
         self._pnl: dict[Symbol, _SymbolPnl] = {}
         self._pnl_generation = 0
         self._pnl_day: datetime | None = None
+        self._open_orders = SharedRead(self._read_open_orders)
 
     @contextlib.asynccontextmanager
     async def _connect(self) -> AsyncIterator[AsyncConnection]:
@@ -284,19 +288,23 @@ class Portfolio:
         }
 
     async def open_orders(self, strategy_id: StrategyId) -> Sequence[OpenOrder]:
+        """The strategy's non-terminal orders, from a read that began after this call."""
+        return (await self._open_orders()).get(strategy_id, ())
+
+    async def _read_open_orders(self) -> dict[StrategyId, tuple[OpenOrder, ...]]:
+        by_strategy: dict[StrategyId, list[OpenOrder]] = defaultdict(list)
         async with self._connect() as conn:
-            result = await conn.execute(
-                _OPEN_ORDERS, {"account": self._account, "strategy": strategy_id}
-            )
-            return [
-                OpenOrder(
-                    client_order_id=ClientOrderId(coid),
-                    symbol=Symbol(symbol),
-                    side=Side(side),
-                    quantity=Decimal(qty),
-                    filled_quantity=Decimal(filled),
-                    limit_price=None if price is None else Decimal(price),
-                    state=OrderState(state),
+            result = await conn.execute(_OPEN_ORDERS, {"account": self._account})
+            for sid, coid, symbol, side, qty, filled, price, state in result:
+                by_strategy[StrategyId(sid)].append(
+                    OpenOrder(
+                        client_order_id=ClientOrderId(coid),
+                        symbol=Symbol(symbol),
+                        side=Side(side),
+                        quantity=Decimal(qty),
+                        filled_quantity=Decimal(filled),
+                        limit_price=None if price is None else Decimal(price),
+                        state=OrderState(state),
+                    )
                 )
-                for coid, symbol, side, qty, filled, price, state in result
-            ]
+        return {sid: tuple(orders) for sid, orders in by_strategy.items()}

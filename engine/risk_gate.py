@@ -19,7 +19,7 @@ from __future__ import annotations
 
 import dataclasses
 from collections import defaultdict, deque
-from collections.abc import Callable, Mapping
+from collections.abc import Callable, Iterable, Mapping
 from dataclasses import dataclass, field
 from datetime import datetime, timedelta
 from decimal import Decimal
@@ -379,15 +379,18 @@ class RiskGate:
             ask_size=quote.ask_size,
         )
 
-    def _account(self, strategy: StrategyId, symbol: Symbol) -> AccountView:
-        strategy_exposure: dict[Symbol, Exposure] = {}
-        account_exposure: dict[Symbol, Exposure] = {}
-        layers = (
+    def _layers(self) -> tuple[Iterable[tuple[tuple[StrategyId, Symbol], Exposure]], ...]:
+        """The exposure as read, the reservations committed since, the batch's approvals."""
+        return (
             self._by_strategy.items(),
             ((key, exposure) for _, key, exposure in self._committed),
             self._pending.items(),
         )
-        for layer in layers:
+
+    def _account(self, strategy: StrategyId, symbol: Symbol) -> AccountView:
+        strategy_exposure: dict[Symbol, Exposure] = {}
+        account_exposure: dict[Symbol, Exposure] = {}
+        for layer in self._layers():
             for (sid, sym), exposure in layer:
                 if sid == strategy:
                     strategy_exposure[sym] = _plus(strategy_exposure.get(sym, Exposure()), exposure)
@@ -499,11 +502,21 @@ class RiskGate:
             ratio = float(value / limit) if limit else 0.0
             used[(strategy, check)] = max(used.get((strategy, check), 0.0), ratio)
 
-        view: AccountView | None = None
-        for strategy in self.limits.strategies:
+        # Each strategy's exposure grouped in one pass, the marks and P&L read once: a view
+        # built per strategy walked every strategy's exposure, for hundreds of them each second.
+        by_strategy: dict[StrategyId, dict[Symbol, Exposure]] = {}
+        for layer in self._layers():
+            for (sid, sym), exposure in layer:
+                mine = by_strategy.setdefault(sid, {})
+                mine[sym] = _plus(mine.get(sym, _NO_EXPOSURE), exposure)
+        strategies = tuple(self.limits.strategies)
+        # the account's figures as the last strategy's view had them (its marks cover every
+        # symbol the account is exposed in)
+        view = self._account(strategies[-1] if strategies else StrategyId(""), Symbol(""))
+        now = self.clock()
+        for strategy in strategies:
             limits = self.limits.for_strategy(strategy)
-            view = self._account(strategy, Symbol(""))
-            for symbol, exposure in view.strategy_exposure.items():
+            for symbol, exposure in by_strategy.get(strategy, {}).items():
                 gross, mark = exposure.gross(), view.marks.get(symbol)
                 if (qty_limit := limits.position_qty_limit(symbol)) is not None:
                     put(strategy, Check.POSITION_QTY, gross, qty_limit)
@@ -511,11 +524,9 @@ class RiskGate:
                 if notional_limit is not None and mark is not None:
                     put(strategy, Check.POSITION_NOTIONAL, gross * mark, notional_limit)
             if limits.max_orders_per_minute is not None:
-                recent = Decimal(len(view.recent_order_times))
+                recent = Decimal(len(self._recent(strategy, now)))
                 put(strategy, Check.ORDER_RATE, recent, limits.max_orders_per_minute)
         account = self.limits.account
-        if view is None:
-            view = self._account(StrategyId(""), Symbol(""))
         if account.max_account_exposure is not None:
             gross_notional = sum(
                 (e.gross() * view.marks[s] for s, e in view.account_exposure.items()
@@ -532,6 +543,9 @@ class RiskGate:
             drawdown = (view.peak_equity or view.equity) - view.equity
             put("*", Check.DRAWDOWN, max(drawdown, _ZERO), account.max_drawdown)
         return used
+
+
+_NO_EXPOSURE = Exposure()
 
 
 def _plus(a: Exposure, b: Exposure) -> Exposure:

@@ -263,7 +263,12 @@ class StrategyHost:
         hosted = self._hosted[strategy_id]
         consumer = f"strategy:{strategy_id}"
         sub = self._conflator.subscribe(
-            consumer, hosted.strategy.symbols, bar_interval=hosted.bar_interval
+            consumer,
+            hosted.strategy.symbols,
+            bar_interval=hosted.bar_interval,
+            # handle() decides on quotes only in QUOTE mode: a bar strategy woken by each quote
+            # would do nothing with it
+            quotes=hosted.strategy.mode is DecisionMode.QUOTE,
         )
         try:
             while True:

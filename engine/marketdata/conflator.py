@@ -160,6 +160,8 @@ class Conflator:
         self._gaps: dict[Symbol, int] = {}
         self._out_of_order: dict[Symbol, int] = {}
         self._subs_by_symbol: dict[Symbol, list[Subscription]] = {}
+        #: the subscriptions woken by a symbol's quotes (a bar-only consumer is not in it)
+        self._quote_subs_by_symbol: dict[Symbol, list[Subscription]] = {}
         self._builders: dict[Symbol, list[BarBuilder]] = {}
         self._subs: dict[str, Subscription] = {}
         #: rolling traded volume per symbol (the liquidity check's input)
@@ -174,7 +176,11 @@ class Conflator:
         *,
         bar_interval: str | None = None,
         max_bar_backlog: int | None = None,
+        quotes: bool = True,
     ) -> Subscription:
+        """``quotes=False``: woken by closed bars only, never by a quote (a strategy deciding
+        once a bar reads the latest quotes when it decides; hundreds of them woken by every
+        quote of their symbols were most of an idle engine's CPU)."""
         if consumer in self._subs:
             raise ValueError(f"consumer {consumer!r} is already subscribed")
         wanted = frozenset(symbols)
@@ -189,6 +195,9 @@ class Conflator:
         self._subs[consumer] = sub
         for symbol in wanted:
             self._subs_by_symbol.setdefault(symbol, []).append(sub)
+            if not quotes:
+                continue
+            self._quote_subs_by_symbol.setdefault(symbol, []).append(sub)
             # A consumer that arrives after data is already known starts from it at once.
             if symbol in self._quotes:
                 sub._quote_changed(symbol)
@@ -200,6 +209,9 @@ class Conflator:
             return
         for symbol in sub.symbols:
             self._subs_by_symbol[symbol].remove(sub)
+            quoted = self._quote_subs_by_symbol.get(symbol, [])
+            if sub in quoted:
+                quoted.remove(sub)
 
     # --- bars built from quotes ---------------------------------------------------------
 
@@ -266,7 +278,7 @@ class Conflator:
             self._sequence[symbol] = seq
         self._quotes[symbol] = quote
         self._touch(symbol, quote.received_at)
-        for sub in self._subs_by_symbol.get(symbol, ()):
+        for sub in self._quote_subs_by_symbol.get(symbol, ()):
             sub._quote_changed(symbol)
         builders = self._builders.get(symbol)
         if builders:

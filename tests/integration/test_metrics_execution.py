@@ -373,6 +373,36 @@ async def test_risk_utilization_reports_each_configured_limit_with_resting_order
     assert m.value("tradectl_orders", account=account, state="OPEN") == 1
 
 
+async def test_risk_utilization_of_each_strategy_counts_only_its_own_orders(
+    db_engine: AsyncEngine, venue: PaperVenue, clock: Clock, account: AccountId, metrics_url: str
+) -> None:
+    per_strategy = Limits(max_position_qty=Decimal("0.04"))
+    limits = LimitsBook(account=Limits(), strategies={A: per_strategy, B: per_strategy})
+    r = Rig(db_engine, venue, clock, account, limits)
+    await r.lease.acquire()
+    await r.execution.process(
+        [buy(clock, A, "0.01", price="40000"), buy(clock, B, "0.03", price="40000")]
+    )
+    gauges = AccountGauges(
+        ledger=r.ledger,
+        monitoring=Monitoring(db_engine, account=account, venue=venue.name, clock=clock),
+        gate=r.gate,
+        mark=lambda symbol: None,
+        clock=clock,
+        ledger_state=LedgerHealth(),
+    )
+    await gauges.refresh()
+    m = await scrape(metrics_url)
+    for strategy, share in ((A, 0.25), (B, 0.75)):
+        used = m.value(
+            "tradectl_risk_utilization",
+            account=account,
+            strategy=strategy,
+            limit="max_position_qty",
+        )
+        assert used == pytest.approx(share)
+
+
 async def test_risk_utilization_reports_the_account_symbol_category_and_equity_limits(
     db_engine: AsyncEngine, venue: PaperVenue, clock: Clock, account: AccountId, metrics_url: str
 ) -> None:

@@ -98,6 +98,27 @@ async def test_waiting_consumer_wakes_on_publish() -> None:
     assert (await asyncio.wait_for(waiter, 1)).quotes == {BTC}
 
 
+def test_bar_only_consumer_is_woken_by_closed_bars_not_quotes() -> None:
+    conflator = Conflator()
+    conflator.publish(quote("100"))  # known before it subscribed: still no wake-up
+    sub = conflator.subscribe("bars-only", [BTC], quotes=False)
+    conflator.publish(quote("101"))
+    assert not sub.pending
+    conflator.publish(bar(0))
+    update = sub.take()
+    assert update.quotes == frozenset()
+    assert [b.open_time for b in update.closed_bars] == [bar(0).open_time]
+    assert conflator.quote(BTC) == quote("101")  # the latest quote is there to read
+
+
+def test_unsubscribed_bar_only_consumer_is_forgotten() -> None:
+    conflator = Conflator()
+    sub = conflator.subscribe("bars-only", [BTC], quotes=False)
+    conflator.unsubscribe("bars-only")
+    conflator.publish(bar(0))
+    assert not sub.pending
+
+
 def test_bar_backlog_is_bounded_and_drops_are_counted() -> None:
     conflator = Conflator(max_bar_backlog=3)
     sub = conflator.subscribe("behind", [BTC])
