@@ -130,7 +130,7 @@ class SmaCross:
         return self._hold(snapshot, f"no cross: fast {trend} slow ({averages})")
 
     def _hold(self, snapshot: Snapshot, reason: str) -> Hold:
-        return Hold(key=snapshot.key(self._symbol, None), reason=reason, md_ts=snapshot.md_ts)
+        return snapshot.hold(self._symbol, reason)
 
 
 _ZERO = Decimal(0)

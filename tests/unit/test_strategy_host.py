@@ -295,7 +295,7 @@ def test_assign_keys_numbers_intents_per_symbol_and_side() -> None:
         assign_keys(intents, strategy_id=sid, interval_key="w", symbols=[ETH])
 
 
-def test_the_quick_snapshot_constructor_builds_the_same_snapshot() -> None:
+def test_the_quick_snapshot_constructor_and_its_hold_build_the_same_objects() -> None:
     bar = Bar(
         symbol=BTC,
         interval="1m",
@@ -323,6 +323,8 @@ def test_the_quick_snapshot_constructor_builds_the_same_snapshot() -> None:
         "limits": StrategyLimits(max_position=Decimal(4)),
     }
     assert Snapshot.assemble(**fields) == Snapshot(**fields)  # type: ignore[arg-type]
+    snapshot = Snapshot(**fields)  # type: ignore[arg-type]
+    assert snapshot.hold(BTC, "why") == Hold(key=snapshot.key(BTC, None), reason="why", md_ts=T0)
 
 
 def test_holds_stay_unstamped_only_for_a_sink_that_records_none() -> None:
