@@ -141,6 +141,23 @@ def assign_keys(
     intent that is not an intent or names a symbol the strategy does not trade.
 
     ``stamp_holds=False`` leaves holds without the version stamp (a sink that records none)."""
+    if type(intents) is tuple and len(intents) == 1:
+        # The usual decision, one intent already keyed by Snapshot.key/hold and nothing to
+        # stamp: returned as it is, with the checks of the loop below.
+        intent = intents[0]
+        key = getattr(intent, "key", None)
+        if (
+            type(key) is DecisionKey
+            and key.sequence == 0
+            and key.strategy_id == strategy_id
+            and key.interval_key == interval_key
+            and key.symbol in symbols
+            and (
+                (not stamp_holds and type(intent) is Hold)
+                or (intent.strategy_version == version and intent.config_hash == config_hash)
+            )
+        ):
+            return intents
     allowed = frozenset(symbols)
     counters: dict[tuple[Symbol, Side | None], int] = {}
     out: list[Intent] = []
@@ -286,21 +303,20 @@ class StrategyHost:
                 md_ts = max(md_time(q) for q in quotes.values())
                 await self._decide(
                     hosted,
-                    md_ts=md_ts,
-                    interval_key=window_interval_key(md_ts, hosted.decision_window),
-                    closed_bar=None,
-                    quotes=quotes,
+                    md_ts,
+                    window_interval_key(md_ts, hosted.decision_window),
+                    None,
+                    quotes,
                 )
 
     async def handle_bar(self, hosted: HostedStrategy, bar: Bar) -> None:
         """One closed bar: into the history, and a bar strategy decides on it. (A replay calls
         this directly: no :class:`Update` per bar.)"""
-        sid = hosted.strategy_id
+        strategy = hosted.strategy
+        sid = strategy.strategy_id
         self._history[sid][bar.symbol].append(bar)
-        if hosted.strategy.mode is DecisionMode.BAR and await self._may_run(sid):
-            await self._decide(
-                hosted, md_ts=bar.close_time, interval_key=bar_interval_key(bar), closed_bar=bar
-            )
+        if strategy.mode is DecisionMode.BAR and await self._may_run(sid):
+            await self._decide(hosted, bar.close_time, bar.open_time.isoformat(), bar)
 
     async def _may_run(self, sid: StrategyId) -> bool:
         if not self._may_trade():
@@ -312,17 +328,16 @@ class StrategyHost:
             return False
         return not paused
 
-    async def _decide(
+    async def _decide(  # positional: called once per bar in a backtest
         self,
         hosted: HostedStrategy,
-        *,
         md_ts: datetime,
         interval_key: str,
         closed_bar: Bar | None,
         quotes: Mapping[Symbol, Quote] | None = None,
     ) -> None:
         strategy = hosted.strategy
-        sid = hosted.strategy_id
+        sid = strategy.strategy_id
         if quotes is None:
             quotes = self._conflator.quotes(strategy.symbols)
         inventory = await self._portfolio.inventory(sid)
@@ -361,7 +376,8 @@ class StrategyHost:
         for intent in intents:
             if staging is not None:
                 intent = staging.apply(intent)
-            if isinstance(intent, Buy | Sell):  # only orders carry a decision price
+            if type(intent) is not Hold and isinstance(intent, Buy | Sell):
+                # only orders carry a decision price
                 intent = with_decision_price(intent, seen_price(intent.symbol, quotes, closed_bar))
             await self._sink(intent)
 
