@@ -197,10 +197,11 @@ class Replay:
                     self._walk_bar(bar, from_open=not at_open or self._now == bar.open_time)
                     await self._path.settle()
                 self._now = bar.close_time
-                self._fold_fills()
+                if self.venue.fill_count != self._fills_seen:
+                    self._fold_fills()
                 self._mark(bar.close)
                 await self._decide(bar)
-                if not at_open:
+                if self._pending and not at_open:  # most bars decide to hold: nothing to send
                     self._arrive(bar, bar.close, bar.close_time)
                     await self._submit_pending()
             self._fold_fills()
