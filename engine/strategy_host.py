@@ -345,6 +345,12 @@ class StrategyHost:
         staging = hosted.staging
         if staging is not None:
             inventory, open_orders = full_size_view(staging, inventory, open_orders)
+        history = self._history[sid]
+        if len(history) == 1:  # one symbol (most strategies): no comprehension per decision
+            ((symbol, bars),) = history.items()
+            bar_view = {symbol: tuple(bars)}
+        else:
+            bar_view = {s: tuple(h) for s, h in history.items()}
         snapshot = Snapshot.assemble(
             sid,
             self._clock(),
@@ -352,7 +358,7 @@ class StrategyHost:
             interval_key,
             # a fresh dict from the conflator, never kept by it: no copy
             MappingProxyType(quotes),
-            MappingProxyType({s: tuple(h) for s, h in self._history[sid].items()}),
+            MappingProxyType(bar_view),
             closed_bar,
             MappingProxyType(dict(inventory)),
             tuple(open_orders),
