@@ -288,6 +288,9 @@ class Replay:
 
     async def _execute(self, intent: Intent) -> None:
         """The host's sink. Orders wait for the latency; holds and cancels act at once."""
+        if type(intent) is Hold and self.account is None:
+            self._holds += 1
+            return  # in memory a hold is only counted (the usual bar: checked first)
         if isinstance(intent, Hold | Cancel):
             if isinstance(intent, Hold):
                 self._holds += 1
