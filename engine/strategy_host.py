@@ -46,6 +46,9 @@ FailureHandler = Callable[[StrategyId, BaseException], Awaitable[None]]
 PauseCheck = Callable[[StrategyId], Awaitable[bool]]
 
 DEFAULT_DECISION_WINDOW = timedelta(seconds=1)
+# an enum member looked up on its class costs a few attribute lookups: once per decision adds up
+_BAR = DecisionMode.BAR
+_QUOTE = DecisionMode.QUOTE
 
 
 class PortfolioProvider(Protocol):
@@ -242,6 +245,7 @@ class StrategyHost:
         self._stamp_holds = records_holds
         self._hosted: dict[StrategyId, HostedStrategy] = {}
         self._history: dict[StrategyId, dict[Symbol, deque[Bar]]] = {}
+        self._symbols: dict[StrategyId, tuple[Symbol, ...]] = {}
         # Failed here but the persistent pause not seen yet: never call it in between.
         self._failed: set[StrategyId] = set()
         self.decisions: dict[StrategyId, int] = {}
@@ -256,6 +260,9 @@ class StrategyHost:
         self._hosted[sid] = hosted
         depth = max(hosted.strategy.bar_history, 1)
         self._history[sid] = {s: deque(maxlen=depth) for s in hosted.strategy.symbols}
+        # read once: a strategy's symbols are fixed when it is added (its history is keyed by
+        # them), and a property building the tuple was called twice per decision
+        self._symbols[sid] = tuple(hosted.strategy.symbols)
         self.decisions[sid] = 0
         self.failures[sid] = 0
 
@@ -293,12 +300,8 @@ class StrategyHost:
         for bar in update.closed_bars:
             await self.handle_bar(hosted, bar)
         sid = hosted.strategy_id
-        if (
-            hosted.strategy.mode is DecisionMode.QUOTE
-            and update.quotes
-            and await self._may_run(sid)
-        ):
-            quotes = self._conflator.quotes(hosted.strategy.symbols)
+        if hosted.strategy.mode is _QUOTE and update.quotes and await self._may_run(sid):
+            quotes = self._conflator.quotes(self._symbols[sid])
             if quotes:
                 md_ts = max(md_time(q) for q in quotes.values())
                 await self._decide(
@@ -315,7 +318,7 @@ class StrategyHost:
         strategy = hosted.strategy
         sid = strategy.strategy_id
         self._history[sid][bar.symbol].append(bar)
-        if strategy.mode is DecisionMode.BAR and await self._may_run(sid):
+        if strategy.mode is _BAR and await self._may_run(sid):
             await self._decide(hosted, bar.close_time, bar.open_time.isoformat(), bar)
 
     async def _may_run(self, sid: StrategyId) -> bool:
@@ -339,7 +342,7 @@ class StrategyHost:
         strategy = hosted.strategy
         sid = strategy.strategy_id
         if quotes is None:
-            quotes = self._conflator.quotes(strategy.symbols)
+            quotes = self._conflator.quotes(self._symbols[sid])
         inventory = await self._portfolio.inventory(sid)
         open_orders = await self._portfolio.open_orders(sid)
         staging = hosted.staging
@@ -370,7 +373,7 @@ class StrategyHost:
                 as_intents(strategy.decide(snapshot)),
                 strategy_id=sid,
                 interval_key=interval_key,
-                symbols=strategy.symbols,
+                symbols=self._symbols[sid],
                 version=hosted.version,
                 config_hash=hosted.config_hash,
                 stamp_holds=self._stamp_holds,
