@@ -145,7 +145,9 @@ class Replay:
         self._decision_price: dict[ClientOrderId, Decimal] = {}
         self._submitted: set[ClientOrderId] = set()
         self._pending: list[tuple[Buy | Sell, ClientOrderId]] = []
-        self._decision_mid = _ZERO
+        #: the closing quote decided on: its mid is the orders' decision price (taken only when
+        #: an order is decided, not on every bar)
+        self._decision_quote: Quote | None = None
         self._holds = 0
         self._equity_peak = settings.capital
         self._max_drawdown = _ZERO
@@ -228,7 +230,7 @@ class Replay:
 
     async def _decide(self, bar: Bar) -> None:
         closing = self._quote(bar.close, bar)
-        self._decision_mid = closing.mid
+        self._decision_quote = closing
         if self.venue.resting:
             self.venue.set_quote(closing)
             await self._path.settle()
@@ -302,7 +304,8 @@ class Replay:
         if coid in self._submitted:
             return  # the same decision key again: reserved once, as the ledger would
         self._submitted.add(coid)
-        self._decision_price[coid] = self._decision_mid
+        assert self._decision_quote is not None  # the host decides after the closing quote
+        self._decision_price[coid] = self._decision_quote.mid
         self._pending.append((intent, coid))
 
     async def _submit_pending(self) -> None:
