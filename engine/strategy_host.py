@@ -46,6 +46,9 @@ FailureHandler = Callable[[StrategyId, BaseException], Awaitable[None]]
 PauseCheck = Callable[[StrategyId], Awaitable[bool]]
 
 DEFAULT_DECISION_WINDOW = timedelta(seconds=1)
+# an enum member looked up on its class costs a few attribute lookups: once per decision adds up
+_BAR = DecisionMode.BAR
+_QUOTE = DecisionMode.QUOTE
 
 
 class PortfolioProvider(Protocol):
@@ -141,6 +144,23 @@ def assign_keys(
     intent that is not an intent or names a symbol the strategy does not trade.
 
     ``stamp_holds=False`` leaves holds without the version stamp (a sink that records none)."""
+    if type(intents) is tuple and len(intents) == 1:
+        # The usual decision, one intent already keyed by Snapshot.key/hold and nothing to
+        # stamp: returned as it is, with the checks of the loop below.
+        intent = intents[0]
+        key = getattr(intent, "key", None)
+        if (
+            type(key) is DecisionKey
+            and key.sequence == 0
+            and key.strategy_id == strategy_id
+            and key.interval_key == interval_key
+            and key.symbol in symbols
+            and (
+                (not stamp_holds and type(intent) is Hold)
+                or (intent.strategy_version == version and intent.config_hash == config_hash)
+            )
+        ):
+            return intents
     allowed = frozenset(symbols)
     counters: dict[tuple[Symbol, Side | None], int] = {}
     out: list[Intent] = []
@@ -225,6 +245,7 @@ class StrategyHost:
         self._stamp_holds = records_holds
         self._hosted: dict[StrategyId, HostedStrategy] = {}
         self._history: dict[StrategyId, dict[Symbol, deque[Bar]]] = {}
+        self._symbols: dict[StrategyId, tuple[Symbol, ...]] = {}
         # Failed here but the persistent pause not seen yet: never call it in between.
         self._failed: set[StrategyId] = set()
         self.decisions: dict[StrategyId, int] = {}
@@ -239,6 +260,9 @@ class StrategyHost:
         self._hosted[sid] = hosted
         depth = max(hosted.strategy.bar_history, 1)
         self._history[sid] = {s: deque(maxlen=depth) for s in hosted.strategy.symbols}
+        # read once: a strategy's symbols are fixed when it is added (its history is keyed by
+        # them), and a property building the tuple was called twice per decision
+        self._symbols[sid] = tuple(hosted.strategy.symbols)
         self.decisions[sid] = 0
         self.failures[sid] = 0
 
@@ -281,31 +305,26 @@ class StrategyHost:
         for bar in update.closed_bars:
             await self.handle_bar(hosted, bar)
         sid = hosted.strategy_id
-        if (
-            hosted.strategy.mode is DecisionMode.QUOTE
-            and update.quotes
-            and await self._may_run(sid)
-        ):
-            quotes = self._conflator.quotes(hosted.strategy.symbols)
+        if hosted.strategy.mode is _QUOTE and update.quotes and await self._may_run(sid):
+            quotes = self._conflator.quotes(self._symbols[sid])
             if quotes:
                 md_ts = max(md_time(q) for q in quotes.values())
                 await self._decide(
                     hosted,
-                    md_ts=md_ts,
-                    interval_key=window_interval_key(md_ts, hosted.decision_window),
-                    closed_bar=None,
-                    quotes=quotes,
+                    md_ts,
+                    window_interval_key(md_ts, hosted.decision_window),
+                    None,
+                    quotes,
                 )
 
     async def handle_bar(self, hosted: HostedStrategy, bar: Bar) -> None:
         """One closed bar: into the history, and a bar strategy decides on it. (A replay calls
         this directly: no :class:`Update` per bar.)"""
-        sid = hosted.strategy_id
+        strategy = hosted.strategy
+        sid = strategy.strategy_id
         self._history[sid][bar.symbol].append(bar)
-        if hosted.strategy.mode is DecisionMode.BAR and await self._may_run(sid):
-            await self._decide(
-                hosted, md_ts=bar.close_time, interval_key=bar_interval_key(bar), closed_bar=bar
-            )
+        if strategy.mode is _BAR and await self._may_run(sid):
+            await self._decide(hosted, bar.close_time, bar.open_time.isoformat(), bar)
 
     async def _may_run(self, sid: StrategyId) -> bool:
         if not self._may_trade():
@@ -317,24 +336,29 @@ class StrategyHost:
             return False
         return not paused
 
-    async def _decide(
+    async def _decide(  # positional: called once per bar in a backtest
         self,
         hosted: HostedStrategy,
-        *,
         md_ts: datetime,
         interval_key: str,
         closed_bar: Bar | None,
         quotes: Mapping[Symbol, Quote] | None = None,
     ) -> None:
         strategy = hosted.strategy
-        sid = hosted.strategy_id
+        sid = strategy.strategy_id
         if quotes is None:
-            quotes = self._conflator.quotes(strategy.symbols)
+            quotes = self._conflator.quotes(self._symbols[sid])
         inventory = await self._portfolio.inventory(sid)
         open_orders = await self._portfolio.open_orders(sid)
         staging = hosted.staging
         if staging is not None:
             inventory, open_orders = full_size_view(staging, inventory, open_orders)
+        history = self._history[sid]
+        if len(history) == 1:  # one symbol (most strategies): no comprehension per decision
+            ((symbol, bars),) = history.items()
+            bar_view = {symbol: tuple(bars)}
+        else:
+            bar_view = {s: tuple(h) for s, h in history.items()}
         snapshot = Snapshot.assemble(
             sid,
             self._clock(),
@@ -342,7 +366,7 @@ class StrategyHost:
             interval_key,
             # a fresh dict from the conflator, never kept by it: no copy
             MappingProxyType(quotes),
-            MappingProxyType({s: tuple(h) for s, h in self._history[sid].items()}),
+            MappingProxyType(bar_view),
             closed_bar,
             MappingProxyType(dict(inventory)),
             tuple(open_orders),
@@ -354,7 +378,7 @@ class StrategyHost:
                 as_intents(strategy.decide(snapshot)),
                 strategy_id=sid,
                 interval_key=interval_key,
-                symbols=strategy.symbols,
+                symbols=self._symbols[sid],
                 version=hosted.version,
                 config_hash=hosted.config_hash,
                 stamp_holds=self._stamp_holds,
@@ -366,7 +390,8 @@ class StrategyHost:
         for intent in intents:
             if staging is not None:
                 intent = staging.apply(intent)
-            if isinstance(intent, Buy | Sell):  # only orders carry a decision price
+            if type(intent) is not Hold and isinstance(intent, Buy | Sell):
+                # only orders carry a decision price
                 intent = with_decision_price(intent, seen_price(intent.symbol, quotes, closed_bar))
             await self._sink(intent)
 

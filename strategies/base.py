@@ -158,6 +158,14 @@ class Snapshot:
     def key(self, symbol: Symbol, side: Side | None, sequence: int = 0) -> DecisionKey:
         return DecisionKey.of(self.strategy_id, symbol, self.interval_key, side, sequence)
 
+    def hold(self, symbol: Symbol, reason: str) -> Hold:
+        """This decision's :class:`Hold` on ``symbol``: the same as ``Hold(key=self.key(symbol,
+        None), reason=reason, md_ts=self.md_ts)``, built in less than half the time (a strategy
+        holds on most bars)."""
+        return Hold.of(
+            DecisionKey.of(self.strategy_id, symbol, self.interval_key, None, 0), reason, self.md_ts
+        )
+
 
 Decision = Intent | Sequence[Intent]
 _CLOSE = attrgetter("close")

@@ -163,7 +163,7 @@ class Churn:
         )
 
     def _hold(self, snapshot: Snapshot, symbol: Symbol, reason: str) -> Hold:
-        return Hold(key=snapshot.key(symbol, None), reason=f"churn: {reason}", md_ts=snapshot.md_ts)
+        return snapshot.hold(symbol, f"churn: {reason}")
 
 
 def create(strategy_id: StrategyId, symbols: Sequence[Symbol], params: Mapping[str, str]) -> Churn:

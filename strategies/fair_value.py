@@ -155,7 +155,7 @@ class FairValue:
         )
 
     def _hold(self, snapshot: Snapshot, symbol: Symbol, reason: str) -> Hold:
-        return Hold(key=snapshot.key(symbol, None), reason=reason, md_ts=snapshot.md_ts)
+        return snapshot.hold(symbol, reason)
 
 
 def _size(qty: Decimal, price: Decimal, snapshot: Snapshot) -> Decimal:

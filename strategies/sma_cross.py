@@ -95,9 +95,9 @@ class SmaCross:
         crossed_up = fast_prev <= slow_prev and fast_now > slow_now
         crossed_down = fast_prev >= slow_prev and fast_now < slow_now
         averages = f"fast SMA{self.fast}={fast_now:.8f} slow SMA{self.slow}={slow_now:.8f}"
-        position = snapshot.position(symbol)
 
         if crossed_up:
+            position = snapshot.position(symbol)
             room = self.qty
             cap = snapshot.limits.max_position
             if cap is not None:
@@ -114,7 +114,7 @@ class SmaCross:
                 quantity=room,
             )
         if crossed_down:
-            held = position - snapshot.pending(symbol, Side.SELL)
+            held = snapshot.position(symbol) - snapshot.pending(symbol, Side.SELL)
             size = _cap_order(min(self.qty, held), snapshot, closes[-1])
             if size <= 0:
                 return self._hold(
@@ -130,7 +130,7 @@ class SmaCross:
         return self._hold(snapshot, f"no cross: fast {trend} slow ({averages})")
 
     def _hold(self, snapshot: Snapshot, reason: str) -> Hold:
-        return Hold(key=snapshot.key(self._symbol, None), reason=reason, md_ts=snapshot.md_ts)
+        return snapshot.hold(self._symbol, reason)
 
 
 _ZERO = Decimal(0)

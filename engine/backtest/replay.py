@@ -145,7 +145,9 @@ class Replay:
         self._decision_price: dict[ClientOrderId, Decimal] = {}
         self._submitted: set[ClientOrderId] = set()
         self._pending: list[tuple[Buy | Sell, ClientOrderId]] = []
-        self._decision_mid = _ZERO
+        #: the closing quote decided on: its mid is the orders' decision price (taken only when
+        #: an order is decided, not on every bar)
+        self._decision_quote: Quote | None = None
         self._holds = 0
         self._equity_peak = settings.capital
         self._max_drawdown = _ZERO
@@ -197,10 +199,11 @@ class Replay:
                     self._walk_bar(bar, from_open=not at_open or self._now == bar.open_time)
                     await self._path.settle()
                 self._now = bar.close_time
-                self._fold_fills()
+                if self.venue.fill_count != self._fills_seen:
+                    self._fold_fills()
                 self._mark(bar.close)
                 await self._decide(bar)
-                if not at_open:
+                if self._pending and not at_open:  # most bars decide to hold: nothing to send
                     self._arrive(bar, bar.close, bar.close_time)
                     await self._submit_pending()
             self._fold_fills()
@@ -227,7 +230,7 @@ class Replay:
 
     async def _decide(self, bar: Bar) -> None:
         closing = self._quote(bar.close, bar)
-        self._decision_mid = closing.mid
+        self._decision_quote = closing
         if self.venue.resting:
             self.venue.set_quote(closing)
             await self._path.settle()
@@ -287,6 +290,9 @@ class Replay:
 
     async def _execute(self, intent: Intent) -> None:
         """The host's sink. Orders wait for the latency; holds and cancels act at once."""
+        if type(intent) is Hold and self.account is None:
+            self._holds += 1
+            return  # in memory a hold is only counted (the usual bar: checked first)
         if isinstance(intent, Hold | Cancel):
             if isinstance(intent, Hold):
                 self._holds += 1
@@ -298,7 +304,8 @@ class Replay:
         if coid in self._submitted:
             return  # the same decision key again: reserved once, as the ledger would
         self._submitted.add(coid)
-        self._decision_price[coid] = self._decision_mid
+        assert self._decision_quote is not None  # the host decides after the closing quote
+        self._decision_price[coid] = self._decision_quote.mid
         self._pending.append((intent, coid))
 
     async def _submit_pending(self) -> None:

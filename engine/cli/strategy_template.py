@@ -83,7 +83,7 @@ class {cls}:
         return self._hold(snapshot, f"close {{last}} within [{{low}}, {{high}}]")
 
     def _hold(self, snapshot: Snapshot, reason: str) -> Hold:
-        return Hold(key=snapshot.key(self.symbols[0], None), reason=reason, md_ts=snapshot.md_ts)
+        return snapshot.hold(self.symbols[0], reason)
 '''
 
 _TEST = '''"""Tests of {cls} through tradectl's harness (strategies.testing): no engine needed."""

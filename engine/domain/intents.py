@@ -196,6 +196,45 @@ class Cancel(_Intent):
 class Hold(_Intent):
     """The strategy looked and chose to do nothing; recorded so "why no trade?" has an answer."""
 
+    @classmethod
+    def of(cls, key: DecisionKey, reason: str, md_ts: datetime) -> Hold:
+        """``Hold(key=..., reason=..., md_ts=...)`` in a third of the time (most strategies
+        hold on most bars, so a backtest builds one per bar): the same checks, without the
+        generated ``__init__``'s keyword parsing and a frozen write per field."""
+        if md_ts.tzinfo is not UTC or not reason:
+            return cls(key=key, reason=reason, md_ts=md_ts)  # checks, raises as the constructor
+        hold = _new(cls)
+        _SET_HOLD_KEY(hold, key)
+        _SET_HOLD_REASON(hold, reason)
+        _SET_HOLD_MD_TS(hold, md_ts)
+        _SET_HOLD_STRATEGY_VERSION(hold, None)
+        _SET_HOLD_CONFIG_HASH(hold, None)
+        _SET_HOLD_STAGE(hold, None)
+        _SET_HOLD_CAPITAL_FRACTION(hold, None)
+        return hold
+
+
+_HOLD_FIELDS = (
+    "key",
+    "reason",
+    "md_ts",
+    "strategy_version",
+    "config_hash",
+    "stage",
+    "capital_fraction",
+)
+if tuple(f.name for f in fields(Hold)) != _HOLD_FIELDS:
+    raise RuntimeError("Hold's fields changed: update Hold.of")
+(
+    _SET_HOLD_KEY,
+    _SET_HOLD_REASON,
+    _SET_HOLD_MD_TS,
+    _SET_HOLD_STRATEGY_VERSION,
+    _SET_HOLD_CONFIG_HASH,
+    _SET_HOLD_STAGE,
+    _SET_HOLD_CAPITAL_FRACTION,
+) = (_Intent.__dict__[name].__set__ for name in _HOLD_FIELDS)
+
 
 OrderIntent = Buy | Sell
 Intent = Buy | Sell | Cancel | Hold

@@ -140,6 +140,18 @@ def test_the_quick_key_constructor_builds_the_same_key_and_refuses_the_same() ->
         DecisionKey.of(StrategyId("s"), Symbol("BTCUSDT"), "w", None, -1)
 
 
+def test_the_quick_hold_constructor_builds_the_same_hold_and_refuses_the_same() -> None:
+    k = key(side=None)
+    at = datetime(2026, 1, 1, tzinfo=UTC)
+    assert Hold.of(k, "flat", at) == Hold(key=k, reason="flat", md_ts=at)
+    other_zone = datetime(2026, 1, 1, tzinfo=timezone(timedelta(hours=2)))
+    assert Hold.of(k, "flat", other_zone) == Hold(key=k, reason="flat", md_ts=other_zone)
+    with pytest.raises(ValueError, match="reason"):
+        Hold.of(k, "", at)
+    with pytest.raises(ValueError, match="md_ts"):
+        Hold.of(k, "flat", datetime(2026, 1, 1))  # naive on purpose
+
+
 # --- intents -------------------------------------------------------------------------------------
 
 

@@ -295,7 +295,24 @@ def test_assign_keys_numbers_intents_per_symbol_and_side() -> None:
         assign_keys(intents, strategy_id=sid, interval_key="w", symbols=[ETH])
 
 
-def test_the_quick_snapshot_constructor_builds_the_same_snapshot() -> None:
+def test_a_single_intent_is_kept_only_when_its_key_and_stamp_are_already_canonical() -> None:
+    sid = StrategyId("s")
+    hold = Hold.of(DecisionKey.of(sid, BTC, "w", None, 0), "flat", T0)
+    args = {"strategy_id": sid, "symbols": (BTC,)}
+    assert assign_keys((hold,), interval_key="w", stamp_holds=False, **args)[0] is hold
+    stamped = assign_keys((hold,), interval_key="w", version="7", **args)[0]
+    assert (stamped.key, stamped.strategy_version) == (hold.key, "7")
+    rekeyed = assign_keys((hold,), interval_key="v", stamp_holds=False, **args)[0]
+    assert (rekeyed.key.interval_key, rekeyed.reason) == ("v", "flat")
+    second = Hold.of(DecisionKey.of(sid, BTC, "w", None, 1), "flat", T0)
+    assert assign_keys((second,), interval_key="w", stamp_holds=False, **args)[0].key == hold.key
+    with pytest.raises(ValueError, match="not one of"):
+        assign_keys((hold,), strategy_id=sid, interval_key="w", symbols=(ETH,))
+    with pytest.raises(ValueError, match="not an intent"):
+        assign_keys(("hold",), interval_key="w", **args)  # type: ignore[arg-type]
+
+
+def test_the_quick_snapshot_constructor_and_its_hold_build_the_same_objects() -> None:
     bar = Bar(
         symbol=BTC,
         interval="1m",
@@ -323,6 +340,8 @@ def test_the_quick_snapshot_constructor_builds_the_same_snapshot() -> None:
         "limits": StrategyLimits(max_position=Decimal(4)),
     }
     assert Snapshot.assemble(**fields) == Snapshot(**fields)  # type: ignore[arg-type]
+    snapshot = Snapshot(**fields)  # type: ignore[arg-type]
+    assert snapshot.hold(BTC, "why") == Hold(key=snapshot.key(BTC, None), reason="why", md_ts=T0)
 
 
 def test_holds_stay_unstamped_only_for_a_sink_that_records_none() -> None:
