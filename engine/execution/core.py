@@ -103,6 +103,7 @@ class Execution(Sending, Cancels):
         # Orders this process is sending right now: the resolver must not look them up and
         # resubmit while the first request may still be on its way.
         self._in_flight: set[ClientOrderId] = set()
+        self._look_again_at: dict[ClientOrderId, datetime] = {}
         self._init_sending()
         self._resolve_wakeup = asyncio.Event()
         self.symbols: set[Symbol] = set()

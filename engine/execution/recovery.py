@@ -75,6 +75,10 @@ class Recovery:
     #: when this process took the account over (startup recovery): a send by the process before
     #: it may have gone out up to then, whatever the ledger recorded of it
     _took_over_at: datetime | None = None
+    #: an order the venue did not have, not to be resent yet: the next lookup is when a resend
+    #: may become due (each lookup costs venue weight; a look every resolver pass while a late
+    #: original may still land spent a minute's budget and froze every request)
+    _look_again_at: dict[ClientOrderId, datetime]
 
     async def recover(self) -> None:
         """Startup: resolve every non-terminal order, then fetch missing fills.
@@ -177,10 +181,12 @@ class Recovery:
         Where a symbol has many, one listing of its orders settles what it finds (a venue that
         can list: :class:`~engine.venues.base.ListsOrders`); the rest are looked up one by one,
         which is also what decides an order the venue does not have."""
+        now = self.clock()
         orders = [
             o
             for o in await self.ledger.orders.unresolved()
             if o.client_order_id not in self._in_flight
+            and self._look_again_at.get(o.client_order_id, now) <= now
         ]
         rest = await self._resolve_listed(orders)
         for order in rest:
@@ -288,7 +294,9 @@ class Recovery:
         except VenueError as exc:
             log.info("order.lookup_failed", error=str(exc))
             return None
-        self.sent_until.pop(coid, None)  # the venue has it: no send of it is outstanding
+        # the venue has it: no send of it is outstanding, no later lookup is owed
+        self.sent_until.pop(coid, None)
+        self._look_again_at.pop(coid, None)
         updated = await self.ledger.orders.apply_report(report, cause="lookup")
         self.metrics.fills(report.fills, updated)
         if updated is None:
@@ -309,9 +317,16 @@ class Recovery:
         # have sent or resent it without recording that before it died), the takeover.
         coid = order.client_order_id
         signed = max(sent, self._took_over_at or sent, self.sent_until.get(coid, sent))
-        if now - sent < self.config.consistency_window or now - signed < self.config.late_accept:
-            return  # it may still appear, or a send still on its way may: look again later
+        if now - sent < self.config.consistency_window:
+            # it may still appear: look again when the window ends
+            self._look_again_at[coid] = sent + self.config.consistency_window
+            return
+        if now - signed < self.config.late_accept:
+            # a send of it may still land: look again when none can
+            self._look_again_at[coid] = signed + self.config.late_accept
+            return
         self.sent_until.pop(coid, None)
+        self._look_again_at.pop(coid, None)
         if order.state is OrderState.PENDING_CANCEL:
             reason = "venue never had the order; cancel requested"
             await self.ledger.orders.expire(coid, reason)
