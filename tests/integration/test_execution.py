@@ -148,6 +148,17 @@ async def converge(rig: Rig) -> None:
     await rig.execution.recover()
 
 
+async def crashed_after_reserve(db_engine: AsyncEngine, venue: PaperVenue, clock: Clock) -> Buy:
+    """An engine that reserved an order and died before sending it (or recording a send)."""
+    first = await make_rig(
+        db_engine, venue, clock, CrashPoints(CrashPoint.AFTER_RESERVE.value, mode="raise")
+    )
+    intent = buy(clock)
+    with pytest.raises(SimulatedCrash):
+        await first.execution.process([intent])
+    return intent
+
+
 async def assert_invariants(db_engine: AsyncEngine, venue: PaperVenue) -> None:
     """The chaos invariants from ARCHITECTURE.md, checked from the venue's truth and plain SQL."""
     attempts: Counter[str] = Counter()
@@ -401,12 +412,7 @@ async def test_a_taken_over_order_waits_late_accept_from_the_takeover_before_a_r
     db_engine: AsyncEngine, venue: PaperVenue, clock: Clock
 ) -> None:
     # the dead process may have sent it at any moment before it died, recorded or not
-    first = await make_rig(
-        db_engine, venue, clock, CrashPoints(CrashPoint.AFTER_RESERVE.value, mode="raise")
-    )
-    intent = buy(clock)
-    with pytest.raises(SimulatedCrash):
-        await first.execution.process([intent])
+    intent = await crashed_after_reserve(db_engine, venue, clock)
     clock.advance(5)  # past the lease TTL and the consistency window since the reservation
     second = await make_rig(db_engine, venue, clock, late_accept=timedelta(seconds=10))
     await converge(second)
@@ -491,12 +497,7 @@ async def test_a_crash_in_the_submit_path_converges_after_restart(
 async def test_a_crash_right_after_reserve_resubmits_while_the_intent_is_valid(
     db_engine: AsyncEngine, venue: PaperVenue, clock: Clock
 ) -> None:
-    first = await make_rig(
-        db_engine, venue, clock, CrashPoints(CrashPoint.AFTER_RESERVE.value, mode="raise")
-    )
-    intent = buy(clock)
-    with pytest.raises(SimulatedCrash):
-        await first.execution.process([intent])
+    intent = await crashed_after_reserve(db_engine, venue, clock)
     clock.advance(5)  # past the lease TTL and the consistency window, inside the 30 s intent TTL
     second = await make_rig(db_engine, venue, clock)
     await converge(second)

@@ -7,9 +7,10 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import uuid
-from collections.abc import Awaitable, Iterator
+from collections.abc import Awaitable, Callable, Iterator
 from datetime import timedelta
 from decimal import Decimal
+from typing import Any
 
 import pytest
 from sqlalchemy import text
@@ -27,6 +28,7 @@ from engine.domain.types import (
     ControlScope,
     Side,
     StrategyId,
+    Symbol,
     TimeInForce,
 )
 from engine.exceptions import DatabaseUnavailable, LeaseLost
@@ -98,6 +100,28 @@ class Rig:
             config=ExecutionConfig(account=account, order_id_prefix=PREFIX),
             clock=clock,
             crash=crash or CrashPoints(),
+        )
+        self._clock = clock
+        self._monitoring = Monitoring(db_engine, account=account, venue=venue.name, clock=clock)
+
+    def gauges(self, mark: Callable[[Symbol], Decimal | None]) -> AccountGauges:
+        return AccountGauges(
+            ledger=self.ledger,
+            monitoring=self._monitoring,
+            gate=self.gate,
+            mark=mark,
+            clock=self._clock,
+            ledger_state=LedgerHealth(),
+        )
+
+    def reconciler(self, **options: Any) -> Reconciler:
+        return Reconciler(
+            ledger=self.ledger,
+            execution=self.execution,
+            prefix=PREFIX,
+            balance_tolerance="1e-8",
+            monotonic=lambda: self._clock().timestamp(),
+            **options,
         )
 
 
@@ -234,14 +258,7 @@ async def test_the_reconciler_reports_expected_minus_venue_balance_per_asset(
 ) -> None:
     r = Rig(db_engine, venue, clock, account, LimitsBook.empty())
     await r.lease.acquire()
-    reconciler = Reconciler(
-        ledger=r.ledger,
-        execution=r.execution,
-        prefix=PREFIX,
-        balance_tolerance="1e-8",
-        settle_s=5,
-        monotonic=lambda: clock().timestamp(),
-    )
+    reconciler = r.reconciler(settle_s=5)
     await r.execution.process([buy(clock, A, "0.01", price="50001")])
     await reconciler.reconcile(startup=True)  # the baseline
     await reconciler.reconcile()  # compared with it: they agree
@@ -261,14 +278,7 @@ async def test_a_periodic_pass_waits_while_the_venue_read_budget_is_low_unless_a
     r = Rig(db_engine, venue, clock, account, LimitsBook.empty())
     await r.lease.acquire()
     headroom = [0.1]
-    reconciler = Reconciler(
-        ledger=r.ledger,
-        execution=r.execution,
-        prefix=PREFIX,
-        balance_tolerance="1e-8",
-        monotonic=lambda: clock().timestamp(),
-        read_headroom=lambda: headroom[0],
-    )
+    reconciler = r.reconciler(read_headroom=lambda: headroom[0])
     await reconciler.reconcile(startup=True)
 
     async def passes(outcome: str) -> float:
@@ -317,14 +327,7 @@ async def test_pnl_folds_a_fill_committed_after_a_higher_fill_id_once(
     r = Rig(db_engine, venue, clock, account, LimitsBook.empty())
     await r.lease.acquire()
     await r.execution.process([buy(clock, A, "0.01", price="50001")])
-    gauges = AccountGauges(
-        ledger=r.ledger,
-        monitoring=Monitoring(db_engine, account=account, venue=venue.name, clock=clock),
-        gate=r.gate,
-        mark=lambda symbol: Decimal(50000),
-        clock=clock,
-        ledger_state=LedgerHealth(),
-    )
+    gauges = r.gauges(mark=lambda symbol: Decimal(50000))
     labels = {"account": account, "strategy": A, "symbol": "BTCUSDT"}
 
     async def realized() -> float | None:
@@ -354,14 +357,7 @@ async def test_risk_utilization_reports_each_configured_limit_with_resting_order
     await r.lease.acquire()
     # a buy resting far below the market: nothing is held, the worst case counts it
     await r.execution.process([buy(clock, A, "0.01", price="40000")])
-    gauges = AccountGauges(
-        ledger=r.ledger,
-        monitoring=Monitoring(db_engine, account=account, venue=venue.name, clock=clock),
-        gate=r.gate,
-        mark=lambda symbol: None,
-        clock=clock,
-        ledger_state=LedgerHealth(),
-    )
+    gauges = r.gauges(mark=lambda symbol: None)
     await gauges.refresh()
     m = await scrape(metrics_url)
     used = {"account": account, "strategy": A}
@@ -383,14 +379,7 @@ async def test_risk_utilization_of_each_strategy_counts_only_its_own_orders(
     await r.execution.process(
         [buy(clock, A, "0.01", price="40000"), buy(clock, B, "0.03", price="40000")]
     )
-    gauges = AccountGauges(
-        ledger=r.ledger,
-        monitoring=Monitoring(db_engine, account=account, venue=venue.name, clock=clock),
-        gate=r.gate,
-        mark=lambda symbol: None,
-        clock=clock,
-        ledger_state=LedgerHealth(),
-    )
+    gauges = r.gauges(mark=lambda symbol: None)
     await gauges.refresh()
     m = await scrape(metrics_url)
     for strategy, share in ((A, 0.25), (B, 0.75)):
@@ -421,14 +410,7 @@ async def test_risk_utilization_reports_the_account_symbol_category_and_equity_l
     await r.lease.acquire()
     await r.ledger.balances.record(await venue.balances())  # 100000 USDT: 1 % is 1000
     await r.execution.process([buy(clock, A, "0.01", price="40000")])
-    gauges = AccountGauges(
-        ledger=r.ledger,
-        monitoring=Monitoring(db_engine, account=account, venue=venue.name, clock=clock),
-        gate=r.gate,
-        mark=lambda symbol: None,
-        clock=clock,
-        ledger_state=LedgerHealth(),
-    )
+    gauges = r.gauges(mark=lambda symbol: None)
     await gauges.refresh()
     m = await scrape(metrics_url)
 

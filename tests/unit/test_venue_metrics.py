@@ -2,18 +2,24 @@
 
 from __future__ import annotations
 
+import asyncio
+import contextlib
 import uuid
 from collections.abc import AsyncIterator
 
 import httpx
 import pytest
 from prometheus_client.parser import text_string_to_metric_families
+from pydantic import SecretStr
 
 from engine.domain.types import Symbol
 from engine.ops_http import serving
 from engine.readiness import Readiness
+from engine.venues.binance import BinanceConfig, BinanceVenue
+from engine.venues.binance.ratelimit import ACCOUNT
 from engine.venues.metrics import VenueMetrics
 from engine.venues.paper import default_paper_venue
+from tests.helpers import eventually
 
 BTC = Symbol("BTCUSDT")
 
@@ -83,3 +89,31 @@ async def test_two_accounts_on_one_venue_never_share_a_series(
     mine = {"venue": "simulator", "source": "rest"}
     assert await value(scrape, name, account=name_a, **mine) == 2
     assert await value(scrape, name, account=name_b, **mine) == 1
+
+
+async def test_a_request_the_binance_budget_holds_is_counted_per_account(
+    scrape: httpx.AsyncClient,
+) -> None:
+    metrics = VenueMetrics(account="acct-budget-wait", venue="binance")
+    venue = BinanceVenue(BinanceConfig(api_key="k", api_secret=SecretStr("s")), metrics=metrics)
+    name = "tradectl_venue_rate_limit_waits_total"
+    labels = {"account": "acct-budget-wait", "venue": "binance", "limit": "request_weight_1m"}
+    held = None
+    try:
+        budget = venue.rest.budget
+        budget.observe({"x-mbx-used-weight-1m": "5999"})  # the venue says: nearly spent
+        assert await value(scrape, name, **labels) is None
+        held = asyncio.create_task(budget.acquire(ACCOUNT))  # waits for the next minute
+
+        async def counted() -> bool:
+            return await value(scrape, name, **labels) == 1
+
+        await eventually(counted)
+        # the live headroom reaches the reconciler through the same metrics object
+        assert metrics.read_headroom() < 0.01
+    finally:
+        if held is not None:
+            held.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await held
+        await venue.close()
