@@ -182,9 +182,18 @@ class Recovery:
         can list: :class:`~engine.venues.base.ListsOrders`); the rest are looked up one by one,
         which is also what decides an order the venue does not have."""
         now = self.clock()
+        unresolved = await self.ledger.orders.unresolved()
+        if self._look_again_at or self.sent_until:
+            # an order the stream or a listing settled meanwhile owes no later lookup, and no
+            # send of it is outstanding
+            pending = {o.client_order_id for o in unresolved}
+            for coid in self._look_again_at.keys() - pending:
+                del self._look_again_at[coid]
+            for coid in self.sent_until.keys() - pending:
+                del self.sent_until[coid]
         orders = [
             o
-            for o in await self.ledger.orders.unresolved()
+            for o in unresolved
             if o.client_order_id not in self._in_flight
             and self._look_again_at.get(o.client_order_id, now) <= now
         ]
