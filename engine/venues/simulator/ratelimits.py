@@ -8,19 +8,25 @@ from dataclasses import dataclass
 
 
 class RateLimits:
-    """Sliding windows for request weight (1 minute) and new orders (10 s and 1 day)."""
+    """Request weight per wall-clock minute, as Binance counts it (``X-MBX-USED-WEIGHT-1M``
+    starts again from zero at each minute, which is what the engine's budget plans on); sliding
+    windows for new orders (10 s and 1 day)."""
 
     def __init__(self) -> None:
-        self._weight: deque[tuple[float, int]] = deque()
+        self._minute = -1
+        self._weight_used = 0
         self._orders_10s: deque[float] = deque()
         self._orders_1d: deque[float] = deque()
 
+    def _roll(self) -> None:
+        minute = int(time.time() // 60)
+        if minute != self._minute:
+            self._minute, self._weight_used = minute, 0
+
     def add_weight(self, weight: int) -> int:
-        now = time.monotonic()
-        self._weight.append((now, weight))
-        while self._weight and self._weight[0][0] < now - 60:
-            self._weight.popleft()
-        return sum(w for _, w in self._weight)
+        self._roll()
+        self._weight_used += weight
+        return self._weight_used
 
     def add_order(self) -> tuple[int, int]:
         now = time.monotonic()
@@ -33,8 +39,8 @@ class RateLimits:
         return len(self._orders_10s), len(self._orders_1d)
 
     def used_weight(self) -> int:
-        now = time.monotonic()
-        return sum(w for t, w in self._weight if t >= now - 60)
+        self._roll()
+        return self._weight_used
 
 
 @dataclass(slots=True)
