@@ -68,8 +68,9 @@ from engine.readiness import Readiness, watch_engine
 from engine.reconcile import Reconciler
 from engine.risk_gate import LimitsBook, RiskGate
 from engine.settlement import settler_for
+from engine.startup_steps import StartupSteps, apply_start_policies
 from engine.status_task import StatusTask
-from engine.strategy_config import StartPolicy, StrategySpec, load_trading_config
+from engine.strategy_config import StrategySpec, load_trading_config
 from engine.strategy_host import StrategyHost
 from engine.tasks import named, run_main, stop_tasks, wait_event
 from engine.venue_guard import GuardedGate, VenueGuard
@@ -338,34 +339,28 @@ class Engine(StatusTask):
             )
 
     async def startup(self) -> None:
-        await until_the_venue_answers("checking the venue's symbols", self._check_symbols)
-        await self.lease.acquire()
+        step = StartupSteps(self.account)
+        with step("symbols"):
+            await until_the_venue_answers("checking the venue's symbols", self._check_symbols)
+        with step("lease"):
+            await self.lease.acquire()
         # Renewed from here on: recovery against a slow or rate-limiting venue can outlast the
         # TTL, and a lease lost before trading starts would stop the engine at once.
         self._lease_task = asyncio.create_task(named("lease", self.lease.keep), name="lease")
-        await self.execution.recover()
-        await until_the_venue_answers(
-            "startup reconciliation", lambda: self.reconciler.reconcile(startup=True)
-        )
-        await self._refresh_controls()
-        await self._apply_start_policies()
-        await self.portfolio.refresh()
-        await self.gate.load_history()
+        with step("recover"):
+            await self.execution.recover()
+        with step("reconcile"):
+            await until_the_venue_answers(
+                "startup reconciliation", lambda: self.reconciler.reconcile(startup=True)
+            )
+        with step("load"):
+            await self._refresh_controls()
+            await apply_start_policies(self.strategies, self.execution)
+            await self.portfolio.refresh()
+            await self.gate.load_history()
+        step.done()
         self.health.started()
         self._started = True
-
-    async def _apply_start_policies(self) -> None:
-        """``on_start = "cancel"``: the strategy's orders resting from a previous session are
-        cancelled now, after reconciliation has shown what rests, before it decides again."""
-        for spec in self.strategies:
-            if spec.on_start is not StartPolicy.CANCEL:
-                continue
-            sent = await self.execution.cancel_all(
-                cause="on_start = cancel: resting from a previous session",
-                strategy_id=spec.strategy_id,
-            )
-            if sent:
-                log.info("start_policy.cancelled", strategy=spec.strategy_id, orders=sent)
 
     async def _catch_up(self) -> None:
         """After an outage, before trading again: the same epoch (LeaseLost if another engine

@@ -83,6 +83,11 @@ async def test_a_trading_engine_moves_its_metrics_and_shows_halts_and_incidents(
         )
         assert before.total("tradectl_fills_total", **a) == 0
         assert trading.value("tradectl_lease_held", **a) == 1
+        # how long its startup took, step by step: the steps add up to no more than the whole
+        steps = trading.labels("tradectl_startup_seconds", "step", **a)
+        assert steps == {"symbols", "lease", "recover", "reconcile", "load", "total"}
+        step_s = {s: trading.value("tradectl_startup_seconds", **a, step=s) or 0 for s in steps}
+        assert 0 < sum(v for s, v in step_s.items() if s != "total") <= step_s["total"]
         # a fill's symbol, its fee and how it compares with its limit price
         assert trading.labels("tradectl_fills_total", "symbol", **fv) == {"PRES-YES"}
         assert trading.total("tradectl_fees_total", **fv) > 0
