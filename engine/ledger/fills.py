@@ -4,6 +4,7 @@ with the one-statement venue report path in :mod:`engine.ledger.orders`)."""
 from __future__ import annotations
 
 import functools
+import itertools
 from collections.abc import Callable, Sequence
 from datetime import UTC, datetime
 from decimal import Decimal
@@ -336,8 +337,21 @@ async def fill_totals(
     return {coid: total for coid, total in map(tuple, result)}
 
 
+#: trade ids a ``Fills`` remembers as committed: a few hours of a busy account's fills
+RECORDED_KEPT = 50_000
+
+
 class Fills(LedgerPart):
     """``ledger.fills``: record fills and move their orders by the fill sums."""
+
+    def __init__(self, *args: Any, **kwargs: Any) -> None:
+        super().__init__(*args, **kwargs)
+        #: fills this process saw committed (inserted, or already there), oldest first. The
+        #: same trade comes back many times (the ACK, the user stream, a lookup, and every
+        #: reconciliation's ten-minute look back, hundreds of trades for a busy account); an
+        #: append of fills the ledger holds would lock their orders and take the fence for
+        #: nothing. Fills are never updated or deleted, so a remembered one stays true.
+        self._recorded: dict[tuple[str, str, str], None] = {}
 
     @retry_transient
     async def append(self, fills: Sequence[FillReport]) -> list[FillReport]:
@@ -351,6 +365,9 @@ class Fills(LedgerPart):
         if not fills:
             return []
         check_fills(fills)
+        fills = [f for f in fills if (f.venue, f.symbol, f.trade_id) not in self._recorded]
+        if not fills:
+            return []
         now = self._clock()
         coids = sorted({f.client_order_id for f in fills if f.client_order_id is not None})
         #: per new fill, its order's (decision id, strategy) when the fill names a known order
@@ -375,6 +392,8 @@ class Fills(LedgerPart):
                     inserted[venue, symbol, trade_id] = (decision, strategy)
                 else:
                     stale.append(coid)
+        # committed (one statement, its own transaction): inserted now or held already
+        self._remember(fills)
         if stale:
             await self._refresh_fill_states(sorted(stale), now)
         new = [f for f in fills if (f.venue, f.symbol, f.trade_id) in inserted]
@@ -382,6 +401,14 @@ class Fills(LedgerPart):
             decision, strategy = inserted[fill.venue, fill.symbol, fill.trade_id]
             log_fill_recorded(self.account, fill, decision_id=decision, strategy=strategy)
         return new
+
+    def _remember(self, fills: Sequence[FillReport]) -> None:
+        for f in fills:
+            self._recorded[f.venue, f.symbol, f.trade_id] = None
+        excess = len(self._recorded) - RECORDED_KEPT
+        if excess > 0:
+            for key in list(itertools.islice(self._recorded, excess)):
+                del self._recorded[key]
 
     async def _refresh_fill_states(self, client_order_ids: Sequence[str], now: datetime) -> None:
         """The slow path of append: lock, then read the sums, then move."""

@@ -598,6 +598,44 @@ async def test_fills_are_idempotent_and_drive_the_order_state(ledger: Ledger, ep
     assert order.avg_price == Decimal(160)
 
 
+async def test_a_fill_already_recorded_is_not_written_again_nor_waits_for_its_order(
+    ledger: Ledger, epoch: int, database_url: URL
+) -> None:
+    # the stream, a lookup and every reconciliation's look back bring the same trades again:
+    # appending one the ledger holds must not lock its order (the execution path may hold it)
+    coid = await reserve_one(ledger, epoch)
+    await ledger.orders.record_ack(coid, report(coid, VenueOrderStatus.NEW), submitted_at=T0)
+    first = fill(coid, "1", "0.2", price="100")
+    assert await ledger.fills.append([first]) == [first]
+    conn = await asyncpg.connect(**asyncpg_connect_kwargs(database_url))  # type: ignore[arg-type]
+    try:
+        tx = conn.transaction()
+        await tx.start()
+        await conn.execute("SELECT 1 FROM orders WHERE client_order_id = $1 FOR UPDATE", coid)
+        async with asyncio.timeout(5):
+            assert await ledger.fills.append([first]) == []
+        # a new fill of the same order does wait for the lock, and lands once it is let go
+        second = fill(coid, "2", "0.3", price="200")
+        appending = asyncio.create_task(ledger.fills.append([first, second]))
+
+        async def waits_for_the_lock() -> bool:
+            waiting = await conn.fetchval(
+                "SELECT count(*) FROM pg_stat_activity"
+                " WHERE datname = current_database() AND wait_event_type = 'Lock'"
+            )
+            return bool(waiting)
+
+        await eventually(waits_for_the_lock, timeout=5, interval=0.02)
+        assert not appending.done()
+        await tx.rollback()
+        assert await asyncio.wait_for(appending, 5) == [second]
+    finally:
+        await conn.close()
+    order = await ledger.orders.get(coid)
+    assert order is not None
+    assert order.state is OrderState.FILLED
+
+
 async def test_a_fill_before_the_ack_moves_a_pending_submit_to_partially_filled(
     ledger: Ledger, epoch: int
 ) -> None:
