@@ -39,6 +39,9 @@ LISTING_MIN = 5
 LISTING_MARGIN = timedelta(minutes=1)
 #: orders written per transaction when a listing settles them
 LISTING_CHUNK = 1000
+#: single lookups in flight at once (different orders; each order still one at a time): a
+#: takeover's few orders each wait a venue round trip, side by side rather than in a row
+LOOKUPS_AT_ONCE = 8
 #: a graceful stop waits for the fills of orders the venue answered for this recently, this
 #: long at most: the stream brings them in milliseconds; what faults hold back longer, the next
 #: start fetches (the answers' quantities are recorded), and the stop stays short
@@ -198,9 +201,29 @@ class Recovery:
             and self._look_again_at.get(o.client_order_id, now) <= now
         ]
         rest = await self._resolve_listed(orders)
-        for order in rest:
-            await self._resolve_one(order)
+        await self._resolve_each(rest)
         return len(orders)
+
+    async def _resolve_each(self, orders: Sequence[Order]) -> None:
+        """Look each order up, ``LOOKUPS_AT_ONCE`` at a time. The first failure (the database
+        gone, the lease lost) stops the others and is raised as itself, as a lookup in a row
+        would raise it."""
+        if len(orders) <= 1:
+            for order in orders:
+                await self._resolve_one(order)
+            return
+        slots = asyncio.Semaphore(LOOKUPS_AT_ONCE)
+
+        async def one(order: Order) -> None:
+            async with slots:
+                await self._resolve_one(order)
+
+        try:
+            async with asyncio.TaskGroup() as group:
+                for order in orders:
+                    group.create_task(one(order))
+        except BaseExceptionGroup as failed:
+            raise failed.exceptions[0] from None
 
     async def _resolve_listed(self, orders: list[Order]) -> list[Order]:
         """Settle orders from a listing of their symbol; return those it did not settle."""

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import asyncio
 import dataclasses
 from collections import Counter
 from dataclasses import dataclass
@@ -25,6 +26,7 @@ from engine.domain.types import (
     OrderState,
     Side,
     StrategyId,
+    Symbol,
     TimeInForce,
 )
 from engine.execution import Execution, ExecutionConfig, FillPath
@@ -32,8 +34,9 @@ from engine.ledger.ledger import Ledger
 from engine.marketdata.conflator import Conflator
 from engine.portfolio import Portfolio
 from engine.risk_gate import LimitsBook, RiskGate
-from engine.venues.base import FillReport, UserEvent
+from engine.venues.base import FillReport, OrderReport, UserEvent
 from engine.venues.paper import BTCUSDT, PaperVenue, default_paper_venue
+from tests.helpers import eventually
 
 ACCOUNT = AccountId("acct-1")
 PREFIX = "tst"
@@ -362,6 +365,49 @@ async def test_a_timeout_after_the_venue_accepted_becomes_unknown_then_resolves_
     assert order is not None
     assert order.state is OrderState.FILLED
     assert venue.all_orders().attempts[coid_of(intent)] == 1
+    await assert_invariants(db_engine, venue)
+
+
+async def test_unresolved_orders_are_looked_up_side_by_side_and_all_resolve(
+    db_engine: AsyncEngine, venue: PaperVenue, clock: Clock, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    # a takeover finds a few orders its predecessor left UNKNOWN: each lookup waits a venue
+    # round trip, and they wait together rather than in a row
+    rig = await make_rig(db_engine, venue, clock)
+    intents = [buy(clock, interval=f"i{n}") for n in range(3)]
+    for intent in intents:
+        venue.fail_next_submit_after_accept()
+        await rig.execution.process([intent])
+    for intent in intents:
+        order = await rig.ledger.orders.get(coid_of(intent))
+        assert order is not None
+        assert order.state is OrderState.UNKNOWN
+    looking: set[str] = set()
+    most = 0
+    answer = asyncio.Event()
+    find_order = venue.find_order
+
+    async def slow_find_order(symbol: Symbol, coid: ClientOrderId) -> OrderReport:
+        nonlocal most
+        looking.add(coid)
+        most = max(most, len(looking))
+        await answer.wait()
+        looking.discard(coid)
+        return await find_order(symbol, coid)
+
+    monkeypatch.setattr(venue, "find_order", slow_find_order)
+    clock.advance(60)
+    resolving = asyncio.create_task(rig.execution.resolve_unresolved())
+    await eventually(lambda: len(looking) == len(intents), timeout=5)
+    answer.set()
+    assert await asyncio.wait_for(resolving, 5) == len(intents)
+    assert most == len(intents)
+    await rig.execution.sync_fills()
+    for intent in intents:
+        order = await rig.ledger.orders.get(coid_of(intent))
+        assert order is not None
+        assert order.state is OrderState.FILLED
+        assert venue.all_orders().attempts[coid_of(intent)] == 1
     await assert_invariants(db_engine, venue)
 
 
