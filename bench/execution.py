@@ -328,6 +328,7 @@ async def run_engine(url: URL, orders: int, window: int) -> EngineRun:
         asyncio.create_task(fills.run(), name="fills"),
     ]
     md_ts = utc_now()
+    gc.freeze()  # as `tradectl run` does once the engine is ready (engine/heap.py)
     t0 = time.perf_counter()
     cpu0 = time.process_time()
     gc.callbacks.append(gc_meter)
@@ -357,6 +358,7 @@ async def run_engine(url: URL, orders: int, window: int) -> EngineRun:
     elapsed = time.perf_counter() - t0
     cpu = time.process_time() - cpu0
     gc.callbacks.remove(gc_meter)
+    gc.unfreeze()
     for task in tasks:
         task.cancel()
     await asyncio.gather(*tasks, return_exceptions=True)
