@@ -476,8 +476,15 @@ class RiskGate:
         account = _NO_ACCOUNT
         if limits.max_orders_per_minute is not None:
             account = AccountView(recent_order_times=self._recent(order.strategy_id, now))
+        # Its passes are not stored (the ACK is): only a refusal's verdicts need their text.
         return evaluate(
-            probe, self._market(order.symbol, limits), account, limits, now, FINAL_GATE_CHECKS
+            probe,
+            self._market(order.symbol, limits),
+            account,
+            limits,
+            now,
+            FINAL_GATE_CHECKS,
+            explain=False,
         )
 
     def _recent(self, strategy: StrategyId, now: datetime) -> tuple[datetime, ...]:

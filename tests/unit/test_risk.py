@@ -124,6 +124,38 @@ def test_later_checks_see_the_resized_quantity() -> None:
     assert assessment.quantity == D("1.5")
 
 
+@pytest.mark.parametrize(
+    ("intent", "market"),
+    [
+        (order(qty="5", limit="100"), quote()),  # resized twice, approved
+        (order(qty="1", limit="100"), quote()),  # every check passes
+        (order(qty="1", limit="130"), quote()),  # outside the price band
+        (order(qty="1"), quote(received_at=NOW - timedelta(seconds=9))),  # a stale quote
+        (order(qty="1"), quote(bid="101", ask="99")),  # a crossed book
+    ],
+)
+def test_an_unexplained_assessment_decides_the_same_and_keeps_only_what_did_not_pass(
+    intent: Buy | Sell, market: MarketView
+) -> None:
+    limits = Limits(
+        max_order_qty=D(2),
+        max_order_notional=D(150),
+        resizable=frozenset({Check.ORDER_QTY, Check.ORDER_NOTIONAL}),
+        max_price_age=timedelta(seconds=5),
+        min_spread_bps=D(0),
+        max_spread_bps=D(1000),
+        price_band_bps=D(500),
+    )
+    full = evaluate(intent, market, AccountView(), limits, NOW)
+    quiet = evaluate(intent, market, AccountView(), limits, NOW, explain=False)
+    assert (quiet.approved, quiet.quantity, quiet.halt_reason) == (
+        full.approved,
+        full.quantity,
+        full.halt_reason,
+    )
+    assert quiet.verdicts == tuple(v for v in full.verdicts if v.result is not PASS)
+
+
 def test_only_size_checks_may_resize() -> None:
     with pytest.raises(ValueError, match="only size checks can resize"):
         Limits(resizable=frozenset({Check.PRICE_AGE}))

@@ -37,6 +37,9 @@ class CheckContext:
     limits: Limits
     now: datetime
     qty: Decimal
+    #: False: a check that passes says nothing (``None``), so no verdict text is built for a
+    #: result nobody stores (the final gate keeps only what refuses an order)
+    explain: bool = True
 
     @property
     def side(self) -> Side:
@@ -86,7 +89,11 @@ def _reject(check: Check, limit: object, observed: object, message: str) -> Verd
     return _verdict(check, VerdictResult.REJECT, limit, observed, message)
 
 
-def _pass(check: Check, limit: object, observed: object, message: str = "") -> Verdict:
+def _pass(
+    ctx: CheckContext, check: Check, limit: object, observed: object, message: str = ""
+) -> Verdict | None:
+    if not ctx.explain:
+        return None
     return _verdict(check, VerdictResult.PASS, limit, observed, message)
 
 
@@ -97,13 +104,13 @@ def _size(
     observed: object,
     max_qty: Decimal,
     basis: str = "",
-) -> Verdict:
+) -> Verdict | None:
     """PASS when the quantity fits ``max_qty``; else RESIZE down to it when allowed, else REJECT.
     ``basis`` names the inputs the limit was applied to (kept in the verdict's message)."""
     max_qty = max(max_qty, ZERO)
     suffix = f" ({basis})" if basis else ""
     if ctx.qty <= max_qty:
-        return _pass(check, limit, observed, basis)
+        return _pass(ctx, check, limit, observed, basis)
     if check in ctx.limits.resizable and max_qty > 0:
         cut = ctx.qty - max_qty
         return Verdict(
@@ -138,7 +145,9 @@ def _age(
             _seconds(age),
             f"{what} is {_seconds(age)} old, limit {_seconds(limit)}",
         )
-    return _pass(check, _seconds(limit), _seconds(age))
+    if not ctx.explain:
+        return None  # two durations formatted for a verdict nobody keeps
+    return _pass(ctx, check, _seconds(limit), _seconds(age))
 
 
 def _input_age(ctx: CheckContext) -> Verdict | None:
@@ -175,7 +184,7 @@ def _daily_loss(ctx: CheckContext) -> Verdict | None:
     loss = -pnl
     if loss > limit:
         return _reject(Check.DAILY_LOSS, limit, loss, f"daily loss {loss} exceeds {limit}: halting")
-    return _pass(Check.DAILY_LOSS, limit, loss)
+    return _pass(ctx, Check.DAILY_LOSS, limit, loss)
 
 
 def _drawdown(ctx: CheckContext) -> Verdict | None:
@@ -193,7 +202,7 @@ def _drawdown(ctx: CheckContext) -> Verdict | None:
             drawdown,
             f"drawdown {drawdown} from peak {peak} exceeds {limit}: halting",
         )
-    return _pass(Check.DRAWDOWN, limit, drawdown)
+    return _pass(ctx, Check.DRAWDOWN, limit, drawdown)
 
 
 def _order_rate(ctx: CheckContext) -> Verdict | None:
@@ -209,7 +218,7 @@ def _order_rate(ctx: CheckContext) -> Verdict | None:
             recent,
             f"{recent} orders in the last minute; one more exceeds {limit}",
         )
-    return _pass(Check.ORDER_RATE, limit, recent)
+    return _pass(ctx, Check.ORDER_RATE, limit, recent)
 
 
 def _spread_bps(ctx: CheckContext) -> Decimal | None:
@@ -233,7 +242,7 @@ def _min_spread(ctx: CheckContext) -> Verdict | None:
             spread,
             f"spread {spread} bps below {limit}: crossed or stale book?",
         )
-    return _pass(Check.MIN_SPREAD, limit, spread)
+    return _pass(ctx, Check.MIN_SPREAD, limit, spread)
 
 
 def _max_spread(ctx: CheckContext) -> Verdict | None:
@@ -245,7 +254,7 @@ def _max_spread(ctx: CheckContext) -> Verdict | None:
         return _reject(Check.MAX_SPREAD, limit, MISSING, f"no two-sided quote for {ctx.symbol}")
     if spread > limit:
         return _reject(Check.MAX_SPREAD, limit, spread, f"spread {spread} bps wider than {limit}")
-    return _pass(Check.MAX_SPREAD, limit, spread)
+    return _pass(ctx, Check.MAX_SPREAD, limit, spread)
 
 
 def _price_band(ctx: CheckContext) -> Verdict | None:
@@ -255,7 +264,7 @@ def _price_band(ctx: CheckContext) -> Verdict | None:
     price = ctx.intent.limit_price
     if price is None:
         return _pass(
-            Check.PRICE_BAND, limit, "market order", "no limit price: executes at the touch"
+            ctx, Check.PRICE_BAND, limit, "market order", "no limit price: executes at the touch"
         )
     mid = ctx.market.mid
     if mid is None or mid <= 0:
@@ -273,7 +282,7 @@ def _price_band(ctx: CheckContext) -> Verdict | None:
             distance,
             f"limit price {price} is {distance} bps from mid {mid}",
         )
-    return _pass(Check.PRICE_BAND, limit, distance)
+    return _pass(ctx, Check.PRICE_BAND, limit, distance)
 
 
 def _fat_finger(ctx: CheckContext) -> Verdict | None:
