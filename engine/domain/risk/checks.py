@@ -9,14 +9,14 @@ the previous size checks left in ``CheckContext.qty``.
 
 from __future__ import annotations
 
-from collections.abc import Callable, Mapping
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
 from datetime import datetime, timedelta
 from decimal import Decimal
 from types import MappingProxyType
 
 from engine.domain.intents import Buy, Sell
-from engine.domain.risk.limits import Check, Limits
+from engine.domain.risk.limits import CHECK_ORDER, Check, Limits
 from engine.domain.risk.verdicts import Verdict
 from engine.domain.risk.views import NO_EXPOSURE, ZERO, AccountView, Exposure, MarketView
 from engine.domain.types import Side, Symbol, VerdictResult, require_aware
@@ -532,3 +532,50 @@ CHECKS: Mapping[Check, Callable[[CheckContext], Verdict | None]] = MappingProxyT
         Check.ACCOUNT_EXPOSURE: _account_exposure,
     }
 )
+
+
+def _category_limit(limits: Limits, symbol: Symbol, net: bool) -> object:
+    category = limits.categories.get(symbol)
+    if category is None:
+        return None
+    return (limits.max_category_net if net else limits.max_category_gross).get(category)
+
+
+#: for each check, the limit whose absence makes it say nothing (return ``None``) for a symbol:
+#: exactly the first test of each function above
+_CONFIGURED: Mapping[Check, Callable[[Limits, Symbol], object]] = MappingProxyType(
+    {
+        Check.INPUT_AGE: lambda lim, sym: lim.max_input_age,
+        Check.PRICE_AGE: lambda lim, sym: lim.max_price_age,
+        Check.BALANCE_AGE: lambda lim, sym: lim.max_balance_age,
+        Check.DAILY_LOSS: lambda lim, sym: lim.max_daily_loss,
+        Check.DRAWDOWN: lambda lim, sym: lim.max_drawdown,
+        Check.ORDER_RATE: lambda lim, sym: lim.max_orders_per_minute,
+        Check.MIN_SPREAD: lambda lim, sym: lim.min_spread_bps,
+        Check.MAX_SPREAD: lambda lim, sym: lim.max_spread_bps,
+        Check.PRICE_BAND: lambda lim, sym: lim.price_band_bps,
+        Check.FAT_FINGER: lambda lim, sym: lim.fat_finger_multiple,
+        Check.ORDER_QTY: lambda lim, sym: lim.max_order_qty,
+        Check.ORDER_NOTIONAL: lambda lim, sym: lim.max_order_notional,
+        Check.VOLUME_FRACTION: lambda lim, sym: lim.max_volume_fraction,
+        Check.DEPTH_FRACTION: lambda lim, sym: lim.max_depth_fraction,
+        Check.POSITION_QTY: lambda lim, sym: lim.position_qty_limit(sym),
+        Check.POSITION_NOTIONAL: lambda lim, sym: lim.position_notional_limit(sym),
+        Check.SYMBOL_QTY: lambda lim, sym: lim.max_symbol_position.get(sym),
+        Check.SYMBOL_NOTIONAL: lambda lim, sym: lim.max_symbol_notional.get(sym),
+        Check.POSITION_EQUITY: lambda lim, sym: lim.max_position_equity_pct,
+        Check.CATEGORY_GROSS: lambda lim, sym: _category_limit(lim, sym, net=False),
+        Check.CATEGORY_NET: lambda lim, sym: _category_limit(lim, sym, net=True),
+        Check.ACCOUNT_EXPOSURE: lambda lim, sym: lim.max_account_exposure,
+    }
+)
+
+
+def applicable_checks(
+    limits: Limits, symbol: Symbol, checks: Sequence[Check] = CHECK_ORDER
+) -> tuple[Check, ...]:
+    """``checks`` less those ``limits`` do not configure for ``symbol`` (which would say
+    nothing): a caller that evaluates many orders of one symbol under the same limits computes
+    this once and passes it to :func:`~engine.domain.risk.evaluator.evaluate`, instead of
+    calling every unconfigured check for every order."""
+    return tuple(c for c in checks if _CONFIGURED[c](limits, symbol) is not None)
