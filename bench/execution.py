@@ -16,7 +16,13 @@ Prints one JSON line::
 * ``p50_ms`` / ``p99_ms``: latency from handing the intent to execution to the ACK commit;
   ``wire_p50_ms`` / ``wire_p99_ms``: to the order's submit reaching the venue (the reservation
   included). ``--latency`` runs one intent at a time, which is what these mean alone.
-* ``cpu_us_per_order``: this process's CPU (engine, paper venue, driver) per order;
+* ``cpu_us_per_order``: this process's CPU (engine, paper venue, driver) per order, split
+  into ``venue_cpu_us_per_order`` (the in-process paper venue's own work: every resume of its
+  coroutines the engine awaited, timed with this thread's CPU clock, so time spent elsewhere
+  while a call is suspended is not counted), ``driver_cpu_us_per_order`` (the bench building
+  intents: a strategy's cost) and ``engine_cpu_us_per_order`` (the rest: what a live engine
+  would spend per order, its garbage collection included); ``gc_ms`` is the time the
+  collector ran during the timed run, ``gc_collections`` how often it ran;
   ``statements_per_order``, ``commits_per_order`` (transactions that wrote) and
   ``wal_fsyncs_per_order`` (from ``pg_stat_io``, when the server has it).
 
@@ -30,6 +36,7 @@ import argparse
 import asyncio
 import contextlib
 import contextvars
+import gc
 import json
 import os
 import statistics
@@ -37,7 +44,7 @@ import sys
 import tempfile
 import time
 import uuid
-from collections.abc import AsyncIterator, Iterator
+from collections.abc import AsyncIterator, Awaitable, Callable, Coroutine, Generator, Iterator
 from dataclasses import dataclass, field
 from datetime import timedelta
 from decimal import Decimal
@@ -130,6 +137,70 @@ class Recorder:
             LedgerPart._tx = original_tx  # type: ignore[method-assign]
 
 
+# -- CPU accounting: whose work is it ---------------------------------------------------------
+
+
+class CpuMeter:
+    """This thread's CPU seconds spent inside the coroutines it wraps, resume by resume.
+
+    The bench runs the paper venue in the engine's process and thread; a real venue's matching
+    runs elsewhere. Timing each resume (``send``/``throw``) of the venue's coroutine with the
+    thread CPU clock counts exactly the venue's own code (and what it calls synchronously),
+    not the engine's work that runs while the venue's call is suspended.
+    """
+
+    def __init__(self) -> None:
+        self.seconds = 0.0
+
+    def wrap(self, call: Callable[..., Coroutine[Any, Any, Any]]) -> Callable[..., Any]:
+        meter = self
+
+        class _Timed:
+            def __init__(self, coro: Coroutine[Any, Any, Any]) -> None:
+                self._coro = coro
+
+            def __await__(self) -> Generator[Any, Any, Any]:
+                coro, clock = self._coro, time.thread_time
+                sent: Any = None
+                thrown: BaseException | None = None
+                while True:
+                    t0 = clock()
+                    try:
+                        step = coro.send(sent) if thrown is None else coro.throw(thrown)
+                    except StopIteration as stop:
+                        meter.seconds += clock() - t0
+                        return stop.value
+                    except BaseException:
+                        meter.seconds += clock() - t0
+                        raise
+                    meter.seconds += clock() - t0
+                    try:
+                        sent, thrown = (yield step), None
+                    except BaseException as exc:  # delivered into the venue's coroutine
+                        sent, thrown = None, exc
+
+        def timed(*args: Any, **kwargs: Any) -> Awaitable[Any]:
+            return _Timed(call(*args, **kwargs))
+
+        return timed
+
+
+class GcMeter:
+    """Wall time the cyclic garbage collector ran (it stops the whole thread)."""
+
+    def __init__(self) -> None:
+        self.seconds = 0.0
+        self.collections = 0
+        self._started = 0.0
+
+    def __call__(self, phase: str, info: dict[str, Any]) -> None:
+        if phase == "start":
+            self._started = time.perf_counter()
+        else:
+            self.seconds += time.perf_counter() - self._started
+            self.collections += 1
+
+
 # -- databases --------------------------------------------------------------------------------
 
 
@@ -170,6 +241,10 @@ async def drop_database(admin: URL, url: URL) -> None:
 class EngineRun:
     elapsed: float
     cpu: float
+    venue_cpu: float
+    driver_cpu: float
+    gc_s: float
+    gc_collections: int
     ack_latencies: list[float]
     wire_latencies: list[float]
 
@@ -240,15 +315,26 @@ async def run_engine(url: URL, orders: int, window: int) -> EngineRun:
         return await original_submit(order)
 
     venue.submit = submit  # type: ignore[method-assign]
+    # Every venue call the engine can make on this path, measured as the venue's CPU; the
+    # latency hook above is the bench's (driver) and stays outside the measurement.
+    venue_meter = CpuMeter()
+    original_submit = venue_meter.wrap(original_submit)
+    for name in ("cancel", "find_order", "instrument_rules"):
+        setattr(venue, name, venue_meter.wrap(getattr(venue, name)))
+    driver_cpu = 0.0
+    gc_meter = GcMeter()
     tasks = [
         asyncio.create_task(execution.run(), name="execution"),
         asyncio.create_task(fills.run(), name="fills"),
     ]
     md_ts = utc_now()
+    gc.freeze()  # as `tradectl run` does once the engine is ready (engine/heap.py)
     t0 = time.perf_counter()
     cpu0 = time.process_time()
+    gc.callbacks.append(gc_meter)
     for i in range(orders):
         await slots.acquire()
+        d0 = time.thread_time()
         side = Side.BUY if i % 2 == 0 else Side.SELL
         key = DecisionKey(
             strategy_id=StrategyId("bench"), symbol=BTCUSDT, interval_key=f"i{i}", side=side
@@ -256,6 +342,7 @@ async def run_engine(url: URL, orders: int, window: int) -> EngineRun:
         kind = Buy if side is Side.BUY else Sell
         intent = kind(key=key, reason="bench", md_ts=md_ts, quantity=Decimal("0.001"))
         started[client_order_id(PREFIX, key)] = time.perf_counter()
+        driver_cpu += time.thread_time() - d0
         await execution.submit_intent(intent)
     waiter = asyncio.create_task(done.wait())
     await asyncio.wait([waiter, *tasks], return_when=asyncio.FIRST_COMPLETED)
@@ -270,12 +357,23 @@ async def run_engine(url: URL, orders: int, window: int) -> EngineRun:
             raise RuntimeError(f"{task.get_name()} stopped early") from task.exception()
     elapsed = time.perf_counter() - t0
     cpu = time.process_time() - cpu0
+    gc.callbacks.remove(gc_meter)
+    gc.unfreeze()
     for task in tasks:
         task.cancel()
     await asyncio.gather(*tasks, return_exceptions=True)
     await venue.close()
     await engine.dispose()
-    return EngineRun(elapsed=elapsed, cpu=cpu, ack_latencies=latencies, wire_latencies=wire)
+    return EngineRun(
+        elapsed=elapsed,
+        cpu=cpu,
+        venue_cpu=venue_meter.seconds,
+        driver_cpu=driver_cpu,
+        gc_s=gc_meter.seconds,
+        gc_collections=gc_meter.collections,
+        ack_latencies=latencies,
+        wire_latencies=wire,
+    )
 
 
 # -- the floor --------------------------------------------------------------------------------
@@ -408,6 +506,13 @@ async def main(orders: int, window: int) -> dict[str, Any]:
         "wire_p50_ms": _ms(run.wire_latencies, 50),
         "wire_p99_ms": _ms(run.wire_latencies, 99),
         "cpu_us_per_order": round(run.cpu / orders * 1e6, 1),
+        "engine_cpu_us_per_order": round(
+            (run.cpu - run.venue_cpu - run.driver_cpu) / orders * 1e6, 1
+        ),
+        "venue_cpu_us_per_order": round(run.venue_cpu / orders * 1e6, 1),
+        "driver_cpu_us_per_order": round(run.driver_cpu / orders * 1e6, 1),
+        "gc_ms": round(run.gc_s * 1000, 1),
+        "gc_collections": run.gc_collections,
         "statements": sum(len(u.statements) for u in units),
         "statements_per_order": round(sum(len(u.statements) for u in units) / orders, 3),
         "transactions": sum(1 for u in units if len(u.statements) > 1),

@@ -30,6 +30,7 @@ from engine.domain.intents import Buy, DecisionKey, OrderIntent, Sell
 from engine.domain.market import Quote
 from engine.domain.orders import Order
 from engine.domain.risk import (
+    CHECK_ORDER,
     FINAL_GATE_CHECKS,
     AccountView,
     Check,
@@ -37,6 +38,7 @@ from engine.domain.risk import (
     Limits,
     MarketView,
     RiskAssessment,
+    applicable_checks,
     evaluate,
 )
 from engine.domain.risk.loss_marks import LossMarks, advance
@@ -172,6 +174,9 @@ class RiskGate:
         self.portfolio = portfolio
         self.clock = clock
         self._by_strategy: dict[tuple[StrategyId, Symbol], Exposure] = {}
+        #: per (strategy, symbol): the checks its limits configure, for the assessment and the
+        #: final gate (the book is immutable; an unconfigured check would say nothing)
+        self._checks: dict[tuple[StrategyId, Symbol, bool], tuple[Check, ...]] = {}
         # Approved in the current batch, not yet committed.
         self._pending: dict[tuple[StrategyId, Symbol], Exposure] = defaultdict(Exposure)
         # Committed reservations the snapshot may not contain yet: (sequence, key, exposure).
@@ -446,6 +451,7 @@ class RiskGate:
             self._account(intent.strategy_id, intent.symbol),
             limits,
             now,
+            self._checks_for(intent.strategy_id, intent.symbol, final=False),
         )
         if result.approved:
             key = (intent.strategy_id, intent.symbol)
@@ -476,9 +482,28 @@ class RiskGate:
         account = _NO_ACCOUNT
         if limits.max_orders_per_minute is not None:
             account = AccountView(recent_order_times=self._recent(order.strategy_id, now))
+        # Its passes are not stored (the ACK is): only a refusal's verdicts need their text.
         return evaluate(
-            probe, self._market(order.symbol, limits), account, limits, now, FINAL_GATE_CHECKS
+            probe,
+            self._market(order.symbol, limits),
+            account,
+            limits,
+            now,
+            self._checks_for(order.strategy_id, order.symbol, final=True),
+            explain=False,
         )
+
+    def _checks_for(
+        self, strategy: StrategyId, symbol: Symbol, *, final: bool
+    ) -> tuple[Check, ...]:
+        found = self._checks.get((strategy, symbol, final))
+        if found is None:
+            found = self._checks[(strategy, symbol, final)] = applicable_checks(
+                self.limits.for_strategy(strategy),
+                symbol,
+                FINAL_GATE_CHECKS if final else CHECK_ORDER,
+            )
+        return found
 
     def _recent(self, strategy: StrategyId, now: datetime) -> tuple[datetime, ...]:
         window = self._submitted[strategy]

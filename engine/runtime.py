@@ -51,6 +51,7 @@ from engine.exceptions import (
 )
 from engine.execution import Execution, ExecutionConfig, FillPath
 from engine.handoff import HandOff, first_set
+from engine.heap import frozen_once_ready
 from engine.ledger.ledger import Ledger
 from engine.ledger.monitoring import Monitoring
 from engine.live_guard import confirm_live, staging
@@ -562,7 +563,8 @@ async def _run_engine(settings: Settings, stop: asyncio.Event, readiness: Readin
                 account_limits=config.account_limits, readiness=readiness,
                 protection=config.protection.resolve(settings),
             )  # fmt: skip
-            await engine.run(stop)
+            with frozen_once_ready() as ready:
+                await engine.run(stop, on_ready=ready)
 
 
 def main(settings: Settings) -> None:

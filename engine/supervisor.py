@@ -32,6 +32,7 @@ from engine.controls import LeaseKeeper
 from engine.database import Database
 from engine.domain.types import AccountId, VenueName, utc_now
 from engine.exceptions import AuthFailed, ConfigError, LeaseLost, TradectlError
+from engine.heap import frozen_once_ready
 from engine.ledger.ledger import Ledger
 from engine.metrics import _metric, error, lease_held
 from engine.readiness import Readiness
@@ -106,7 +107,8 @@ async def run_account(
             account_limits=trading.account_limits, readiness=readiness, lease=lease,
         )  # fmt: skip
         try:
-            await engine.run(stop)
+            with frozen_once_ready() as ready:
+                await engine.run(stop, on_ready=ready)
         except TradectlError as exc:
             fenced = (engine.execution.stopped_reason or "").startswith("lease lost")
             if engine.lease.lost or fenced:

@@ -17,6 +17,7 @@ behind intents or market data.
 from __future__ import annotations
 
 import asyncio
+import contextvars
 import dataclasses
 from collections.abc import Callable, Coroutine, Iterable, Sequence
 from datetime import datetime
@@ -45,7 +46,7 @@ from engine.exceptions import (
 from engine.execution.cancels import Cancels
 from engine.execution.config import ExecutionConfig
 from engine.execution.fill_path import CommittedFacts
-from engine.execution.order_log import bound_to
+from engine.execution.order_log import order_context
 from engine.execution.protocols import Lease, RiskGate
 from engine.execution.sending import Sending
 from engine.execution.venue_filters import venue_filters
@@ -253,15 +254,17 @@ class Execution(Sending, Cancels):
         for result in results:
             if result.status is ReserveStatus.RESERVED and result.order is not None:
                 order = result.order
-                with bound_to(order):  # the send task starts with the order's ids bound
-                    log.debug(
-                        "order.reserved",
-                        symbol=order.symbol,
-                        side=order.side.value,
-                        qty=order.requested_qty,
-                        limit_price=order.limit_price,
-                    )
-                    self._spawn(sends, self._send(order))
+                # the send task runs with the order's ids bound, as does this line
+                context = order_context(order)
+                context.run(
+                    log.debug,
+                    "order.reserved",
+                    symbol=order.symbol,
+                    side=order.side.value,
+                    qty=order.requested_qty,
+                    limit_price=order.limit_price,
+                )
+                self._spawn(sends, self._send(order), context)
             elif result.status is ReserveStatus.EXISTING and result.order is not None:
                 # Already reserved by an earlier run: continue from the stored state, which for
                 # an unresolved order means a lookup, never a blind resend.
@@ -307,7 +310,12 @@ class Execution(Sending, Cancels):
         """Write every hold count not written yet (at a stop)."""
         await self._write_repeats(HoldStep(record=False, counts=self.holds.flush(self.clock())))
 
-    def _spawn(self, group: asyncio.TaskGroup, work: Coroutine[Any, Any, None]) -> None:
+    def _spawn(
+        self,
+        group: asyncio.TaskGroup,
+        work: Coroutine[Any, Any, None],
+        context: contextvars.Context | None = None,
+    ) -> None:
         self._outstanding += 1
 
         async def tracked() -> None:
@@ -329,7 +337,7 @@ class Execution(Sending, Cancels):
                     async with self._idle:
                         self._idle.notify_all()
 
-        group.create_task(tracked())
+        group.create_task(tracked(), context=context)
 
     async def rules_for(self, symbol: Symbol) -> InstrumentRules | None:
         """The venue's trading rules for ``symbol``, fetched once; ``None`` while unavailable."""

@@ -11,6 +11,7 @@ docs/architecture.md, "Logs".
 
 from __future__ import annotations
 
+import contextvars
 from contextlib import AbstractContextManager
 from typing import Any
 
@@ -31,3 +32,13 @@ def order_fields(order: Order) -> dict[str, str]:
 def bound_to(order: Order) -> AbstractContextManager[Any]:
     """The order's ids on every line logged inside the block (and in tasks created in it)."""
     return structlog.contextvars.bound_contextvars(**order_fields(order))
+
+
+def order_context(order: Order) -> contextvars.Context:
+    """A copy of the current context with the order's ids bound: for a task about the order
+    (``create_task(..., context=order_context(order))``) and lines logged for it with
+    ``.run``. What :func:`bound_to` gives, without walking, unbinding and restoring every
+    bound variable around each order of a batch."""
+    context = contextvars.copy_context()
+    context.run(structlog.contextvars.bind_contextvars, **order_fields(order))
+    return context

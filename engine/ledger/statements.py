@@ -106,8 +106,13 @@ def require_finite(what: str, **values: Decimal | None) -> None:
             )
 
 
+# One encoder: json.dumps with options builds a new encoder per call, and the hot path dumps
+# twice per order (the decision's verdicts, the ACK event's detail).
+_COMPACT = json.JSONEncoder(default=str, separators=(",", ":"))
+
+
 def dumps(value: Any) -> str:
-    return json.dumps(value, default=str, separators=(",", ":"))
+    return _COMPACT.encode(value)
 
 
 def from_json(value: Any) -> Any:

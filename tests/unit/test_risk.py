@@ -13,6 +13,7 @@ from hypothesis import strategies as st
 from engine.domain.intents import Buy, DecisionKey, Sell
 from engine.domain.risk import (
     CHECK_ORDER,
+    FINAL_GATE_CHECKS,
     SIZE_CHECKS,
     AccountView,
     Check,
@@ -21,6 +22,7 @@ from engine.domain.risk import (
     MarketView,
     RiskAssessment,
     Verdict,
+    applicable_checks,
     evaluate,
 )
 from engine.domain.types import Side, StrategyId, Symbol, VerdictResult
@@ -122,6 +124,38 @@ def test_later_checks_see_the_resized_quantity() -> None:
     assert notional.resized_qty == D("1.5")
     assert assessment.approved
     assert assessment.quantity == D("1.5")
+
+
+@pytest.mark.parametrize(
+    ("intent", "market"),
+    [
+        (order(qty="5", limit="100"), quote()),  # resized twice, approved
+        (order(qty="1", limit="100"), quote()),  # every check passes
+        (order(qty="1", limit="130"), quote()),  # outside the price band
+        (order(qty="1"), quote(received_at=NOW - timedelta(seconds=9))),  # a stale quote
+        (order(qty="1"), quote(bid="101", ask="99")),  # a crossed book
+    ],
+)
+def test_an_unexplained_assessment_decides_the_same_and_keeps_only_what_did_not_pass(
+    intent: Buy | Sell, market: MarketView
+) -> None:
+    limits = Limits(
+        max_order_qty=D(2),
+        max_order_notional=D(150),
+        resizable=frozenset({Check.ORDER_QTY, Check.ORDER_NOTIONAL}),
+        max_price_age=timedelta(seconds=5),
+        min_spread_bps=D(0),
+        max_spread_bps=D(1000),
+        price_band_bps=D(500),
+    )
+    full = evaluate(intent, market, AccountView(), limits, NOW)
+    quiet = evaluate(intent, market, AccountView(), limits, NOW, explain=False)
+    assert (quiet.approved, quiet.quantity, quiet.halt_reason) == (
+        full.approved,
+        full.quantity,
+        full.halt_reason,
+    )
+    assert quiet.verdicts == tuple(v for v in full.verdicts if v.result is not PASS)
 
 
 def test_only_size_checks_may_resize() -> None:
@@ -536,3 +570,53 @@ def test_the_approved_quantity_never_exceeds_the_intent_nor_any_configured_limit
             after = account.account_exposure[BTC].worst_case(intent.side) + qty
             others = account.account_exposure[ETH].gross() * account.marks[ETH]
             assert after <= 0 or others + after * price <= limits.max_account_exposure
+
+
+# --- the checks a caller may skip --------------------------------------------------------------
+
+ONE_LIMIT: dict[Check, dict[str, Any]] = {
+    Check.INPUT_AGE: {"max_input_age": timedelta(seconds=5)},
+    Check.PRICE_AGE: {"max_price_age": timedelta(seconds=5)},
+    Check.BALANCE_AGE: {"max_balance_age": timedelta(seconds=5)},
+    Check.DAILY_LOSS: {"max_daily_loss": D(100)},
+    Check.DRAWDOWN: {"max_drawdown": D(100)},
+    Check.ORDER_RATE: {"max_orders_per_minute": 10},
+    Check.MIN_SPREAD: {"min_spread_bps": D(1)},
+    Check.MAX_SPREAD: {"max_spread_bps": D(100)},
+    Check.PRICE_BAND: {"price_band_bps": D(100)},
+    Check.FAT_FINGER: {"fat_finger_multiple": D(5)},
+    Check.ORDER_QTY: {"max_order_qty": D(1)},
+    Check.ORDER_NOTIONAL: {"max_order_notional": D(100)},
+    Check.VOLUME_FRACTION: {"max_volume_fraction": D("0.1")},
+    Check.DEPTH_FRACTION: {"max_depth_fraction": D("0.1")},
+    Check.POSITION_QTY: {"max_position_qty_by_symbol": {BTC: D(1)}},
+    Check.POSITION_NOTIONAL: {"max_position_notional_by_symbol": {BTC: D(100)}},
+    Check.SYMBOL_QTY: {"max_symbol_position": {BTC: D(1)}},
+    Check.SYMBOL_NOTIONAL: {"max_symbol_notional": {BTC: D(100)}},
+    Check.POSITION_EQUITY: {"max_position_equity_pct": D(10)},
+    Check.CATEGORY_GROSS: {"categories": {BTC: "l1"}, "max_category_gross": {"l1": D(100)}},
+    Check.CATEGORY_NET: {"categories": {BTC: "l1"}, "max_category_net": {"l1": D(100)}},
+    Check.ACCOUNT_EXPOSURE: {"max_account_exposure": D(100)},
+}
+
+
+def test_every_check_has_a_one_limit_example() -> None:
+    assert set(ONE_LIMIT) == set(CHECK_ORDER)
+
+
+@pytest.mark.parametrize("check", CHECK_ORDER, ids=lambda c: c.value)
+def test_a_check_is_applicable_exactly_where_it_has_something_to_say(check: Check) -> None:
+    limits = Limits(**ONE_LIMIT[check])
+    # what evaluating every check says: one verdict, from this check, for BTC; none for ETH
+    # when the limit is per symbol (or per category, which ETH is not in)
+    for symbol in (BTC, ETH):
+        intent = order(symbol=symbol)
+        market = MarketView(symbol=symbol, bid=D(99), ask=D(101), received_at=NOW)
+        said = tuple(
+            Check(v.check) for v in evaluate(intent, market, AccountView(), limits, NOW).verdicts
+        )
+        assert applicable_checks(limits, symbol) == said
+    assert applicable_checks(limits, BTC) == (check,)
+    assert applicable_checks(limits, BTC, FINAL_GATE_CHECKS) == (
+        (check,) if check in FINAL_GATE_CHECKS else ()
+    )

@@ -26,7 +26,7 @@ Resized quantities are not rounded to the instrument's step size: the caller rou
 ``InstrumentRules.round_quantity``, which never increases them.
 """
 
-from engine.domain.risk.checks import BPS
+from engine.domain.risk.checks import BPS, applicable_checks
 from engine.domain.risk.evaluator import evaluate
 from engine.domain.risk.limits import (
     CHECK_ORDER,
@@ -53,5 +53,6 @@ __all__ = [
     "MarketView",
     "RiskAssessment",
     "Verdict",
+    "applicable_checks",
     "evaluate",
 ]

@@ -9,14 +9,14 @@ the previous size checks left in ``CheckContext.qty``.
 
 from __future__ import annotations
 
-from collections.abc import Callable, Mapping
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
 from datetime import datetime, timedelta
 from decimal import Decimal
 from types import MappingProxyType
 
 from engine.domain.intents import Buy, Sell
-from engine.domain.risk.limits import Check, Limits
+from engine.domain.risk.limits import CHECK_ORDER, Check, Limits
 from engine.domain.risk.verdicts import Verdict
 from engine.domain.risk.views import NO_EXPOSURE, ZERO, AccountView, Exposure, MarketView
 from engine.domain.types import Side, Symbol, VerdictResult, require_aware
@@ -37,6 +37,9 @@ class CheckContext:
     limits: Limits
     now: datetime
     qty: Decimal
+    #: False: a check that passes says nothing (``None``), so no verdict text is built for a
+    #: result nobody stores (the final gate keeps only what refuses an order)
+    explain: bool = True
 
     @property
     def side(self) -> Side:
@@ -86,7 +89,11 @@ def _reject(check: Check, limit: object, observed: object, message: str) -> Verd
     return _verdict(check, VerdictResult.REJECT, limit, observed, message)
 
 
-def _pass(check: Check, limit: object, observed: object, message: str = "") -> Verdict:
+def _pass(
+    ctx: CheckContext, check: Check, limit: object, observed: object, message: str = ""
+) -> Verdict | None:
+    if not ctx.explain:
+        return None
     return _verdict(check, VerdictResult.PASS, limit, observed, message)
 
 
@@ -97,13 +104,13 @@ def _size(
     observed: object,
     max_qty: Decimal,
     basis: str = "",
-) -> Verdict:
+) -> Verdict | None:
     """PASS when the quantity fits ``max_qty``; else RESIZE down to it when allowed, else REJECT.
     ``basis`` names the inputs the limit was applied to (kept in the verdict's message)."""
     max_qty = max(max_qty, ZERO)
     suffix = f" ({basis})" if basis else ""
     if ctx.qty <= max_qty:
-        return _pass(check, limit, observed, basis)
+        return _pass(ctx, check, limit, observed, basis)
     if check in ctx.limits.resizable and max_qty > 0:
         cut = ctx.qty - max_qty
         return Verdict(
@@ -138,7 +145,9 @@ def _age(
             _seconds(age),
             f"{what} is {_seconds(age)} old, limit {_seconds(limit)}",
         )
-    return _pass(check, _seconds(limit), _seconds(age))
+    if not ctx.explain:
+        return None  # two durations formatted for a verdict nobody keeps
+    return _pass(ctx, check, _seconds(limit), _seconds(age))
 
 
 def _input_age(ctx: CheckContext) -> Verdict | None:
@@ -175,7 +184,7 @@ def _daily_loss(ctx: CheckContext) -> Verdict | None:
     loss = -pnl
     if loss > limit:
         return _reject(Check.DAILY_LOSS, limit, loss, f"daily loss {loss} exceeds {limit}: halting")
-    return _pass(Check.DAILY_LOSS, limit, loss)
+    return _pass(ctx, Check.DAILY_LOSS, limit, loss)
 
 
 def _drawdown(ctx: CheckContext) -> Verdict | None:
@@ -193,7 +202,7 @@ def _drawdown(ctx: CheckContext) -> Verdict | None:
             drawdown,
             f"drawdown {drawdown} from peak {peak} exceeds {limit}: halting",
         )
-    return _pass(Check.DRAWDOWN, limit, drawdown)
+    return _pass(ctx, Check.DRAWDOWN, limit, drawdown)
 
 
 def _order_rate(ctx: CheckContext) -> Verdict | None:
@@ -209,7 +218,7 @@ def _order_rate(ctx: CheckContext) -> Verdict | None:
             recent,
             f"{recent} orders in the last minute; one more exceeds {limit}",
         )
-    return _pass(Check.ORDER_RATE, limit, recent)
+    return _pass(ctx, Check.ORDER_RATE, limit, recent)
 
 
 def _spread_bps(ctx: CheckContext) -> Decimal | None:
@@ -233,7 +242,7 @@ def _min_spread(ctx: CheckContext) -> Verdict | None:
             spread,
             f"spread {spread} bps below {limit}: crossed or stale book?",
         )
-    return _pass(Check.MIN_SPREAD, limit, spread)
+    return _pass(ctx, Check.MIN_SPREAD, limit, spread)
 
 
 def _max_spread(ctx: CheckContext) -> Verdict | None:
@@ -245,7 +254,7 @@ def _max_spread(ctx: CheckContext) -> Verdict | None:
         return _reject(Check.MAX_SPREAD, limit, MISSING, f"no two-sided quote for {ctx.symbol}")
     if spread > limit:
         return _reject(Check.MAX_SPREAD, limit, spread, f"spread {spread} bps wider than {limit}")
-    return _pass(Check.MAX_SPREAD, limit, spread)
+    return _pass(ctx, Check.MAX_SPREAD, limit, spread)
 
 
 def _price_band(ctx: CheckContext) -> Verdict | None:
@@ -255,7 +264,7 @@ def _price_band(ctx: CheckContext) -> Verdict | None:
     price = ctx.intent.limit_price
     if price is None:
         return _pass(
-            Check.PRICE_BAND, limit, "market order", "no limit price: executes at the touch"
+            ctx, Check.PRICE_BAND, limit, "market order", "no limit price: executes at the touch"
         )
     mid = ctx.market.mid
     if mid is None or mid <= 0:
@@ -273,7 +282,7 @@ def _price_band(ctx: CheckContext) -> Verdict | None:
             distance,
             f"limit price {price} is {distance} bps from mid {mid}",
         )
-    return _pass(Check.PRICE_BAND, limit, distance)
+    return _pass(ctx, Check.PRICE_BAND, limit, distance)
 
 
 def _fat_finger(ctx: CheckContext) -> Verdict | None:
@@ -523,3 +532,50 @@ CHECKS: Mapping[Check, Callable[[CheckContext], Verdict | None]] = MappingProxyT
         Check.ACCOUNT_EXPOSURE: _account_exposure,
     }
 )
+
+
+def _category_limit(limits: Limits, symbol: Symbol, net: bool) -> object:
+    category = limits.categories.get(symbol)
+    if category is None:
+        return None
+    return (limits.max_category_net if net else limits.max_category_gross).get(category)
+
+
+#: for each check, the limit whose absence makes it say nothing (return ``None``) for a symbol:
+#: exactly the first test of each function above
+_CONFIGURED: Mapping[Check, Callable[[Limits, Symbol], object]] = MappingProxyType(
+    {
+        Check.INPUT_AGE: lambda lim, sym: lim.max_input_age,
+        Check.PRICE_AGE: lambda lim, sym: lim.max_price_age,
+        Check.BALANCE_AGE: lambda lim, sym: lim.max_balance_age,
+        Check.DAILY_LOSS: lambda lim, sym: lim.max_daily_loss,
+        Check.DRAWDOWN: lambda lim, sym: lim.max_drawdown,
+        Check.ORDER_RATE: lambda lim, sym: lim.max_orders_per_minute,
+        Check.MIN_SPREAD: lambda lim, sym: lim.min_spread_bps,
+        Check.MAX_SPREAD: lambda lim, sym: lim.max_spread_bps,
+        Check.PRICE_BAND: lambda lim, sym: lim.price_band_bps,
+        Check.FAT_FINGER: lambda lim, sym: lim.fat_finger_multiple,
+        Check.ORDER_QTY: lambda lim, sym: lim.max_order_qty,
+        Check.ORDER_NOTIONAL: lambda lim, sym: lim.max_order_notional,
+        Check.VOLUME_FRACTION: lambda lim, sym: lim.max_volume_fraction,
+        Check.DEPTH_FRACTION: lambda lim, sym: lim.max_depth_fraction,
+        Check.POSITION_QTY: lambda lim, sym: lim.position_qty_limit(sym),
+        Check.POSITION_NOTIONAL: lambda lim, sym: lim.position_notional_limit(sym),
+        Check.SYMBOL_QTY: lambda lim, sym: lim.max_symbol_position.get(sym),
+        Check.SYMBOL_NOTIONAL: lambda lim, sym: lim.max_symbol_notional.get(sym),
+        Check.POSITION_EQUITY: lambda lim, sym: lim.max_position_equity_pct,
+        Check.CATEGORY_GROSS: lambda lim, sym: _category_limit(lim, sym, net=False),
+        Check.CATEGORY_NET: lambda lim, sym: _category_limit(lim, sym, net=True),
+        Check.ACCOUNT_EXPOSURE: lambda lim, sym: lim.max_account_exposure,
+    }
+)
+
+
+def applicable_checks(
+    limits: Limits, symbol: Symbol, checks: Sequence[Check] = CHECK_ORDER
+) -> tuple[Check, ...]:
+    """``checks`` less those ``limits`` do not configure for ``symbol`` (which would say
+    nothing): a caller that evaluates many orders of one symbol under the same limits computes
+    this once and passes it to :func:`~engine.domain.risk.evaluator.evaluate`, instead of
+    calling every unconfigured check for every order."""
+    return tuple(c for c in checks if _CONFIGURED[c](limits, symbol) is not None)

@@ -22,14 +22,25 @@ def evaluate(
     limits: Limits,
     now: datetime,
     checks: Sequence[Check] = CHECK_ORDER,
+    *,
+    explain: bool = True,
 ) -> RiskAssessment:
     """Run every configured check on ``intent`` in :data:`CHECK_ORDER` (or only ``checks``,
-    in their order: the final gate's :data:`FINAL_GATE_CHECKS`)."""
+    in their order: the final gate's :data:`FINAL_GATE_CHECKS`).
+
+    ``explain=False`` leaves the passes out of the verdicts (their text is never built): for
+    an assessment whose passes nobody stores, such as the final gate's."""
     now = require_aware(now, "now")
     if market.symbol != intent.symbol:
         raise ValueError(f"market view is for {market.symbol}, the intent for {intent.symbol}")
     ctx = CheckContext(
-        intent=intent, market=market, account=account, limits=limits, now=now, qty=intent.quantity
+        intent=intent,
+        market=market,
+        account=account,
+        limits=limits,
+        now=now,
+        qty=intent.quantity,
+        explain=explain,
     )
     verdicts: list[Verdict] = []
     halt: list[str] = []
