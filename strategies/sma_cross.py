@@ -11,7 +11,7 @@ Params (:class:`Params`): ``fast`` (bars, >= 1, default 10), ``slow`` (bars, > f
 
 from __future__ import annotations
 
-from collections.abc import Mapping, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from decimal import Decimal
 
 from pydantic import BaseModel, ConfigDict, Field, ValidationInfo, field_validator
@@ -80,21 +80,20 @@ class SmaCross:
 
     def decide(self, snapshot: Snapshot) -> Intent:
         symbol = self._symbol
-        closes = snapshot.closes(symbol)
-        if len(closes) < self.slow + 1:
-            return self._hold(snapshot, f"warming up: {len(closes)}/{self.slow + 1} closed bars")
-        # The previous bar's sums from this bar's, one close out and one in: two sums per bar
-        # instead of four (exact: decimal sums of prices are exact well within 28 digits).
-        fast_sum = sum(closes[-self.fast :], _ZERO)
-        slow_sum = sum(closes[-self.slow : -self.fast], fast_sum)  # the fast window is its tail
-        last = closes[-1]
-        fast_now = fast_sum / self.fast
-        slow_now = slow_sum / self.slow
-        fast_prev = (fast_sum - last + closes[-self.fast - 1]) / self.fast
-        slow_prev = (slow_sum - last + closes[-self.slow - 1]) / self.slow
+        fast, slow = self.fast, self.slow
+        # the host keeps the averages' running sums (Snapshot.sma): no window summed per bar
+        fast_now = snapshot.sma(symbol, fast)
+        slow_now = snapshot.sma(symbol, slow)
+        fast_prev = snapshot.sma(symbol, fast, 1)
+        slow_prev = snapshot.sma(symbol, slow, 1)
+        if fast_now is None or slow_now is None or fast_prev is None or slow_prev is None:
+            bars = len(snapshot.bars.get(symbol, ()))
+            return self._hold(snapshot, lambda: f"warming up: {bars}/{slow + 1} closed bars")
         crossed_up = fast_prev <= slow_prev and fast_now > slow_now
         crossed_down = fast_prev >= slow_prev and fast_now < slow_now
-        averages = f"fast SMA{self.fast}={fast_now:.8f} slow SMA{self.slow}={slow_now:.8f}"
+
+        def averages() -> str:
+            return f"fast SMA{fast}={fast_now:.8f} slow SMA{slow}={slow_now:.8f}"
 
         if crossed_up:
             position = snapshot.position(symbol)
@@ -102,38 +101,48 @@ class SmaCross:
             cap = snapshot.limits.max_position
             if cap is not None:
                 room = min(room, cap - position - snapshot.pending(symbol, Side.BUY))
-            room = _cap_order(room, snapshot, closes[-1])
+            room = _cap_order(room, snapshot, snapshot.bars[symbol][-1].close)
             if room <= 0:
                 return self._hold(
-                    snapshot, f"fast crossed above slow ({averages}) but at max position {position}"
+                    snapshot,
+                    lambda: (
+                        f"fast crossed above slow ({averages()}) but at max position {position}"
+                    ),
                 )
             return Buy(
                 key=snapshot.key(symbol, Side.BUY),
-                reason=f"fast crossed above slow: {averages}",
+                reason=f"fast crossed above slow: {averages()}",
                 md_ts=snapshot.md_ts,
                 quantity=room,
             )
         if crossed_down:
             held = snapshot.position(symbol) - snapshot.pending(symbol, Side.SELL)
-            size = _cap_order(min(self.qty, held), snapshot, closes[-1])
+            size = _cap_order(min(self.qty, held), snapshot, snapshot.bars[symbol][-1].close)
             if size <= 0:
                 return self._hold(
-                    snapshot, f"fast crossed below slow ({averages}) but nothing held to sell"
+                    snapshot,
+                    lambda: f"fast crossed below slow ({averages()}) but nothing held to sell",
                 )
             return Sell(
                 key=snapshot.key(symbol, Side.SELL),
-                reason=f"fast crossed below slow: {averages}",
+                reason=f"fast crossed below slow: {averages()}",
                 md_ts=snapshot.md_ts,
                 quantity=size,
             )
-        trend = "above" if fast_now > slow_now else "below" if fast_now < slow_now else "at"
-        return self._hold(snapshot, f"no cross: fast {trend} slow ({averages})")
+        # a callable reason: formatted only where holds are recorded (not in a backtest)
+        return self._hold(
+            snapshot, lambda: f"no cross: fast {_trend(fast_now, slow_now)} slow ({averages()})"
+        )
 
-    def _hold(self, snapshot: Snapshot, reason: str) -> Hold:
+    def _hold(self, snapshot: Snapshot, reason: str | Callable[[], str]) -> Hold:
         return snapshot.hold(self._symbol, reason)
 
 
 _ZERO = Decimal(0)
+
+
+def _trend(fast: Decimal, slow: Decimal) -> str:
+    return "above" if fast > slow else "below" if fast < slow else "at"
 
 
 def _cap_order(qty: Decimal, snapshot: Snapshot, price: Decimal) -> Decimal:
