@@ -178,6 +178,9 @@ class Snapshot:
             if history is not None:
                 held = history.get(symbol)
                 if held is not None:
+                    averages = held.averages.get(window)  # RollingCloses.sma, inlined
+                    if averages is not None and 0 <= ago < len(averages):
+                        return averages[-1 - ago]
                     return held.sma(window, ago)
         return sma_of(self.closes(symbol), window, ago)
 

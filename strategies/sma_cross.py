@@ -11,12 +11,13 @@ Params (:class:`Params`): ``fast`` (bars, >= 1, default 10), ``slow`` (bars, > f
 
 from __future__ import annotations
 
-from collections.abc import Callable, Mapping, Sequence
+from collections.abc import Mapping, Sequence
 from decimal import Decimal
+from functools import partial
 
 from pydantic import BaseModel, ConfigDict, Field, ValidationInfo, field_validator
 
-from engine.domain.intents import Buy, Hold, Intent, Sell
+from engine.domain.intents import Buy, Intent, Sell
 from engine.domain.types import Side, StrategyId, Symbol
 from strategies.base import DecisionMode, ParamError, Snapshot
 from strategies.params import parse_params
@@ -88,14 +89,11 @@ class SmaCross:
         slow_prev = snapshot.sma(symbol, slow, 1)
         if fast_now is None or slow_now is None or fast_prev is None or slow_prev is None:
             bars = len(snapshot.bars.get(symbol, ()))
-            return self._hold(snapshot, lambda: f"warming up: {bars}/{slow + 1} closed bars")
-        crossed_up = fast_prev <= slow_prev and fast_now > slow_now
-        crossed_down = fast_prev >= slow_prev and fast_now < slow_now
-
-        def averages() -> str:
-            return f"fast SMA{fast}={fast_now:.8f} slow SMA{slow}={slow_now:.8f}"
-
-        if crossed_up:
+            return snapshot.hold(symbol, partial(_warming_up, bars, slow + 1))
+        # Reasons of holds are callables (partial, not closures: no cell per local on every
+        # bar), formatted only where holds are recorded: not in an in-memory backtest.
+        if fast_prev <= slow_prev and fast_now > slow_now:
+            averages = _averages(fast, slow, fast_now, slow_now)
             position = snapshot.position(symbol)
             room = self.qty
             cap = snapshot.limits.max_position
@@ -103,46 +101,47 @@ class SmaCross:
                 room = min(room, cap - position - snapshot.pending(symbol, Side.BUY))
             room = _cap_order(room, snapshot, snapshot.bars[symbol][-1].close)
             if room <= 0:
-                return self._hold(
-                    snapshot,
-                    lambda: (
-                        f"fast crossed above slow ({averages()}) but at max position {position}"
-                    ),
+                return snapshot.hold(
+                    symbol,
+                    f"fast crossed above slow ({averages}) but at max position {position}",
                 )
             return Buy(
                 key=snapshot.key(symbol, Side.BUY),
-                reason=f"fast crossed above slow: {averages()}",
+                reason=f"fast crossed above slow: {averages}",
                 md_ts=snapshot.md_ts,
                 quantity=room,
             )
-        if crossed_down:
+        if fast_prev >= slow_prev and fast_now < slow_now:
+            averages = _averages(fast, slow, fast_now, slow_now)
             held = snapshot.position(symbol) - snapshot.pending(symbol, Side.SELL)
             size = _cap_order(min(self.qty, held), snapshot, snapshot.bars[symbol][-1].close)
             if size <= 0:
-                return self._hold(
-                    snapshot,
-                    lambda: f"fast crossed below slow ({averages()}) but nothing held to sell",
+                return snapshot.hold(
+                    symbol, f"fast crossed below slow ({averages}) but nothing held to sell"
                 )
             return Sell(
                 key=snapshot.key(symbol, Side.SELL),
-                reason=f"fast crossed below slow: {averages()}",
+                reason=f"fast crossed below slow: {averages}",
                 md_ts=snapshot.md_ts,
                 quantity=size,
             )
-        # a callable reason: formatted only where holds are recorded (not in a backtest)
-        return self._hold(
-            snapshot, lambda: f"no cross: fast {_trend(fast_now, slow_now)} slow ({averages()})"
-        )
-
-    def _hold(self, snapshot: Snapshot, reason: str | Callable[[], str]) -> Hold:
-        return snapshot.hold(self._symbol, reason)
+        return snapshot.hold(symbol, partial(_no_cross, fast, slow, fast_now, slow_now))
 
 
 _ZERO = Decimal(0)
 
 
-def _trend(fast: Decimal, slow: Decimal) -> str:
-    return "above" if fast > slow else "below" if fast < slow else "at"
+def _averages(fast: int, slow: int, fast_now: Decimal, slow_now: Decimal) -> str:
+    return f"fast SMA{fast}={fast_now:.8f} slow SMA{slow}={slow_now:.8f}"
+
+
+def _no_cross(fast: int, slow: int, fast_now: Decimal, slow_now: Decimal) -> str:
+    trend = "above" if fast_now > slow_now else "below" if fast_now < slow_now else "at"
+    return f"no cross: fast {trend} slow ({_averages(fast, slow, fast_now, slow_now)})"
+
+
+def _warming_up(bars: int, needed: int) -> str:
+    return f"warming up: {bars}/{needed} closed bars"
 
 
 def _cap_order(qty: Decimal, snapshot: Snapshot, price: Decimal) -> Decimal:
