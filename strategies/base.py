@@ -132,24 +132,28 @@ class Snapshot:
         rolling: RollingView | None = None,
         explain: bool = True,
     ) -> Snapshot:
-        """The same frozen snapshot as ``Snapshot(...)``, in less than half the time: the
+        """The same frozen snapshot as ``Snapshot(...)``, in a fraction of the time: the
         generated ``__init__`` parses keywords and calls ``object.__setattr__`` per field, which
-        a backtest pays on every bar. For the host, which passes every field."""
-        snapshot = _new(cls)
-        _SET_STRATEGY_ID(snapshot, strategy_id)
-        _SET_NOW(snapshot, now)
-        _SET_MD_TS(snapshot, md_ts)
-        _SET_INTERVAL_KEY(snapshot, interval_key)
-        _SET_QUOTES(snapshot, quotes)
-        _SET_BARS(snapshot, bars)
-        _SET_CLOSED_BAR(snapshot, closed_bar)
-        _SET_INVENTORY(snapshot, inventory)
-        _SET_OPEN_ORDERS(snapshot, open_orders)
-        _SET_PARAMS(snapshot, params)
-        _SET_LIMITS(snapshot, limits)
-        _SET_ROLLING(snapshot, rolling)
-        _SET_EXPLAIN(snapshot, explain)
-        return snapshot
+        a backtest pays on every bar. For the host, which passes every field.
+
+        Built as a :class:`_Unfrozen` (the same slots, plain attribute writes, which the
+        interpreter does quickly) whose class then becomes ``Snapshot``: frozen from then on."""
+        snapshot = _new(_Unfrozen)
+        snapshot.strategy_id = strategy_id
+        snapshot.now = now
+        snapshot.md_ts = md_ts
+        snapshot.interval_key = interval_key
+        snapshot.quotes = quotes
+        snapshot.bars = bars
+        snapshot.closed_bar = closed_bar
+        snapshot.inventory = inventory
+        snapshot.open_orders = open_orders
+        snapshot.params = params
+        snapshot.limits = limits
+        snapshot.rolling = rolling
+        snapshot.explain = explain
+        snapshot.__class__ = cls  # type: ignore[assignment]
+        return snapshot  # type: ignore[return-value]
 
     def position(self, symbol: Symbol) -> Decimal:
         return self.inventory.get(symbol, _ZERO)
@@ -253,21 +257,25 @@ _SNAPSHOT_FIELDS = (
 # import rather than build half-initialised snapshots.
 if tuple(f.name for f in fields(Snapshot)) != _SNAPSHOT_FIELDS:
     raise RuntimeError("Snapshot's fields changed: update Snapshot.assemble and _SNAPSHOT_FIELDS")
-(
-    _SET_STRATEGY_ID,
-    _SET_NOW,
-    _SET_MD_TS,
-    _SET_INTERVAL_KEY,
-    _SET_QUOTES,
-    _SET_BARS,
-    _SET_CLOSED_BAR,
-    _SET_INVENTORY,
-    _SET_OPEN_ORDERS,
-    _SET_PARAMS,
-    _SET_LIMITS,
-    _SET_ROLLING,
-    _SET_EXPLAIN,
-) = (Snapshot.__dict__[name].__set__ for name in _SNAPSHOT_FIELDS)
+
+
+class _Unfrozen:
+    """A snapshot under construction: :class:`Snapshot`'s slots in its order, writable."""
+
+    __slots__ = _SNAPSHOT_FIELDS
+    strategy_id: StrategyId
+    now: datetime
+    md_ts: datetime
+    interval_key: str
+    quotes: Mapping[Symbol, Quote]
+    bars: Mapping[Symbol, tuple[Bar, ...]]
+    closed_bar: Bar | None
+    inventory: Mapping[Symbol, Decimal]
+    open_orders: tuple[OpenOrder, ...]
+    params: Mapping[str, str]
+    limits: StrategyLimits
+    rolling: RollingView | None
+    explain: bool
 
 
 @runtime_checkable
