@@ -384,6 +384,7 @@ class StrategyHost:
         try:
             intents = self._intents(
                 hosted,
+                sid,
                 bar.close_time,
                 interval_key_of(bar.open_time),
                 bar,
@@ -431,6 +432,7 @@ class StrategyHost:
         try:
             intents = self._intents(
                 hosted,
+                sid,
                 md_ts,
                 interval_key,
                 closed_bar,
@@ -448,6 +450,7 @@ class StrategyHost:
     def _intents(  # positional: called once per bar in a backtest
         self,
         hosted: HostedStrategy,
+        sid: StrategyId,
         md_ts: datetime,
         interval_key: str,
         closed_bar: Bar | None,
@@ -458,7 +461,6 @@ class StrategyHost:
         """The strategy's decision on a snapshot, keyed. Raises what the strategy raised (or
         ``ValueError`` on an intent it may not return): the strategy's failure."""
         strategy = hosted.strategy
-        sid = strategy.strategy_id
         history = self._history[sid]
         if len(history) == 1:  # one symbol (most strategies): no comprehension per decision
             ((symbol, held),) = history.items()

@@ -183,8 +183,11 @@ class Snapshot:
                 held = history.get(symbol)
                 if held is not None:
                     averages = held.averages.get(window)  # RollingCloses.sma, inlined
-                    if averages is not None and 0 <= ago < len(averages):
-                        return averages[-1 - ago]
+                    if averages is not None and ago >= 0:
+                        try:
+                            return averages[-1 - ago]
+                        except IndexError:  # warming up
+                            return None
                     return held.sma(window, ago)
         return sma_of(self.closes(symbol), window, ago)
 
