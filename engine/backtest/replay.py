@@ -296,8 +296,10 @@ class Replay:
         self._now = at + timedelta(milliseconds=latency_ms)
         arrival = self._quote(price + step, bar)
         self.venue.set_quote(arrival)
-        # The engine's market view moves too: the final gate before the wire checks this one.
-        self.conflator.publish(arrival)
+        if self.account is not None:
+            # The engine's market view moves too: the final gate before the wire checks this
+            # one (in memory there is no gate, and the host reads the closing quote it is given)
+            self.conflator.publish(arrival)
 
     def _quote(self, mid: Decimal, bar: Bar, at: datetime | None = None) -> Quote:
         """The quote at ``mid`` (stamped ``at``, default now), on the tick grid."""
