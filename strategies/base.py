@@ -11,9 +11,9 @@ with :meth:`Snapshot.key`, and the host rewrites any key into the canonical one 
 
 from __future__ import annotations
 
-from collections.abc import Mapping, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field, fields
-from datetime import datetime, timedelta
+from datetime import UTC, datetime, timedelta
 from decimal import Decimal, InvalidOperation
 from enum import StrEnum
 from operator import attrgetter
@@ -23,6 +23,7 @@ from typing import Protocol, runtime_checkable
 from engine.domain.intents import Buy, Cancel, DecisionKey, Hold, Intent, Sell
 from engine.domain.market import Bar, Quote
 from engine.domain.types import ClientOrderId, OrderState, Side, StrategyId, Symbol
+from strategies.indicators import RollingView, sma_of
 
 
 class DecisionMode(StrEnum):
@@ -108,6 +109,11 @@ class Snapshot:
     open_orders: tuple[OpenOrder, ...] = ()
     params: Mapping[str, str] = field(default_factory=lambda: MappingProxyType({}))
     limits: StrategyLimits = field(default_factory=StrategyLimits)
+    #: the host's running averages, behind :meth:`sma` (``None``: computed from ``bars``)
+    rolling: RollingView | None = None
+    #: whether anything records holds: ``False`` in an in-memory backtest, which only counts
+    #: them (:meth:`hold` then builds none and formats no reason)
+    explain: bool = True
 
     @classmethod
     def assemble(
@@ -123,23 +129,31 @@ class Snapshot:
         open_orders: tuple[OpenOrder, ...],
         params: Mapping[str, str],
         limits: StrategyLimits,
+        rolling: RollingView | None = None,
+        explain: bool = True,
     ) -> Snapshot:
-        """The same frozen snapshot as ``Snapshot(...)``, in less than half the time: the
+        """The same frozen snapshot as ``Snapshot(...)``, in a fraction of the time: the
         generated ``__init__`` parses keywords and calls ``object.__setattr__`` per field, which
-        a backtest pays on every bar. For the host, which passes every field."""
-        snapshot = _new(cls)
-        _SET_STRATEGY_ID(snapshot, strategy_id)
-        _SET_NOW(snapshot, now)
-        _SET_MD_TS(snapshot, md_ts)
-        _SET_INTERVAL_KEY(snapshot, interval_key)
-        _SET_QUOTES(snapshot, quotes)
-        _SET_BARS(snapshot, bars)
-        _SET_CLOSED_BAR(snapshot, closed_bar)
-        _SET_INVENTORY(snapshot, inventory)
-        _SET_OPEN_ORDERS(snapshot, open_orders)
-        _SET_PARAMS(snapshot, params)
-        _SET_LIMITS(snapshot, limits)
-        return snapshot
+        a backtest pays on every bar. For the host, which passes every field.
+
+        Built as a :class:`_Unfrozen` (the same slots, plain attribute writes, which the
+        interpreter does quickly) whose class then becomes ``Snapshot``: frozen from then on."""
+        snapshot = _new(_Unfrozen)
+        snapshot.strategy_id = strategy_id
+        snapshot.now = now
+        snapshot.md_ts = md_ts
+        snapshot.interval_key = interval_key
+        snapshot.quotes = quotes
+        snapshot.bars = bars
+        snapshot.closed_bar = closed_bar
+        snapshot.inventory = inventory
+        snapshot.open_orders = open_orders
+        snapshot.params = params
+        snapshot.limits = limits
+        snapshot.rolling = rolling
+        snapshot.explain = explain
+        snapshot.__class__ = cls  # type: ignore[assignment]
+        return snapshot  # type: ignore[return-value]
 
     def position(self, symbol: Symbol) -> Decimal:
         return self.inventory.get(symbol, _ZERO)
@@ -155,19 +169,74 @@ class Snapshot:
         # map over attrgetter: this runs on every bar of a backtest
         return tuple(map(_CLOSE, self.bars.get(symbol, ())))
 
+    def sma(self, symbol: Symbol, window: int, ago: int = 0) -> Decimal | None:
+        """The simple moving average of the last ``window`` closes of ``symbol`` as of ``ago``
+        bars before the newest (``ago=1``: the previous bar's average), or ``None`` while the
+        history is shorter. ``window + ago`` must not exceed the strategy's ``bar_history``.
+
+        The same value as averaging :meth:`closes` by hand, without summing the window on every
+        bar: the host keeps a running sum per window (:mod:`strategies.indicators`)."""
+        rolling = self.rolling
+        if rolling is not None:
+            history = rolling.history  # None once the decision is over
+            if history is not None:
+                held = history.get(symbol)
+                if held is not None:
+                    averages = held.averages.get(window)  # RollingCloses.sma, inlined
+                    if averages is not None and ago >= 0:
+                        try:
+                            return averages[-1 - ago]
+                        except IndexError:  # warming up
+                            return None
+                    return held.sma(window, ago)
+        return sma_of(self.closes(symbol), window, ago)
+
     def key(self, symbol: Symbol, side: Side | None, sequence: int = 0) -> DecisionKey:
         return DecisionKey.of(self.strategy_id, symbol, self.interval_key, side, sequence)
 
-    def hold(self, symbol: Symbol, reason: str) -> Hold:
+    def hold(self, symbol: Symbol, reason: str | Callable[[], str]) -> Hold:
         """This decision's :class:`Hold` on ``symbol``: the same as ``Hold(key=self.key(symbol,
         None), reason=reason, md_ts=self.md_ts)``, built in less than half the time (a strategy
-        holds on most bars)."""
+        holds on most bars).
+
+        ``reason`` may be a callable returning the text (``lambda: f"..."``): it is called only
+        when the reason is recorded. When nothing records holds (``explain`` is false: an
+        in-memory backtest, which only counts them) the answer is the symbol's unrecorded hold,
+        built once: its key names no bar (interval key :data:`UNRECORDED`) and its reason is
+        :data:`UNEXPLAINED`."""
+        if not self.explain:
+            return unrecorded_hold(self.strategy_id, symbol)
+        if not isinstance(reason, str):
+            reason = reason()
         return Hold.of(
             DecisionKey.of(self.strategy_id, symbol, self.interval_key, None, 0), reason, self.md_ts
         )
 
 
+def unrecorded_hold(strategy_id: StrategyId, symbol: Symbol) -> Hold:
+    """The hold :meth:`Snapshot.hold` answers when nothing records holds: one per strategy and
+    symbol, so a backtest builds no hold per bar."""
+    hold = _UNRECORDED_HOLDS.get((strategy_id, symbol))
+    if hold is None:
+        if len(_UNRECORDED_HOLDS) >= 4096:  # strategy ids come from configs: a bound anyway
+            _UNRECORDED_HOLDS.clear()
+        hold = Hold(
+            key=DecisionKey(
+                strategy_id=strategy_id, symbol=symbol, interval_key=UNRECORDED, side=None
+            ),
+            reason=UNEXPLAINED,
+            md_ts=_EPOCH,
+        )
+        _UNRECORDED_HOLDS[strategy_id, symbol] = hold
+    return hold
+
+
 Decision = Intent | Sequence[Intent]
+#: the reason and the interval key of an unrecorded hold (:meth:`Snapshot.hold`)
+UNEXPLAINED = "hold (reason not recorded)"
+UNRECORDED = "unrecorded"
+_UNRECORDED_HOLDS: dict[tuple[StrategyId, Symbol], Hold] = {}
+_EPOCH = datetime(1970, 1, 1, tzinfo=UTC)
 _CLOSE = attrgetter("close")
 _INTENT_TYPES = frozenset({Buy, Sell, Hold, Cancel})
 _ZERO = Decimal(0)
@@ -184,24 +253,32 @@ _SNAPSHOT_FIELDS = (
     "open_orders",
     "params",
     "limits",
+    "rolling",
+    "explain",
 )
 # A field added to Snapshot without a setter here would be left unset by assemble: refuse to
 # import rather than build half-initialised snapshots.
 if tuple(f.name for f in fields(Snapshot)) != _SNAPSHOT_FIELDS:
     raise RuntimeError("Snapshot's fields changed: update Snapshot.assemble and _SNAPSHOT_FIELDS")
-(
-    _SET_STRATEGY_ID,
-    _SET_NOW,
-    _SET_MD_TS,
-    _SET_INTERVAL_KEY,
-    _SET_QUOTES,
-    _SET_BARS,
-    _SET_CLOSED_BAR,
-    _SET_INVENTORY,
-    _SET_OPEN_ORDERS,
-    _SET_PARAMS,
-    _SET_LIMITS,
-) = (Snapshot.__dict__[name].__set__ for name in _SNAPSHOT_FIELDS)
+
+
+class _Unfrozen:
+    """A snapshot under construction: :class:`Snapshot`'s slots in its order, writable."""
+
+    __slots__ = _SNAPSHOT_FIELDS
+    strategy_id: StrategyId
+    now: datetime
+    md_ts: datetime
+    interval_key: str
+    quotes: Mapping[Symbol, Quote]
+    bars: Mapping[Symbol, tuple[Bar, ...]]
+    closed_bar: Bar | None
+    inventory: Mapping[Symbol, Decimal]
+    open_orders: tuple[OpenOrder, ...]
+    params: Mapping[str, str]
+    limits: StrategyLimits
+    rolling: RollingView | None
+    explain: bool
 
 
 @runtime_checkable

@@ -13,10 +13,11 @@ from __future__ import annotations
 
 from collections.abc import Mapping, Sequence
 from decimal import Decimal
+from functools import partial
 
 from pydantic import BaseModel, ConfigDict, Field, ValidationInfo, field_validator
 
-from engine.domain.intents import Buy, Hold, Intent, Sell
+from engine.domain.intents import Buy, Intent, Sell
 from engine.domain.types import Side, StrategyId, Symbol
 from strategies.base import DecisionMode, ParamError, Snapshot
 from strategies.params import parse_params
@@ -80,32 +81,29 @@ class SmaCross:
 
     def decide(self, snapshot: Snapshot) -> Intent:
         symbol = self._symbol
-        closes = snapshot.closes(symbol)
-        if len(closes) < self.slow + 1:
-            return self._hold(snapshot, f"warming up: {len(closes)}/{self.slow + 1} closed bars")
-        # The previous bar's sums from this bar's, one close out and one in: two sums per bar
-        # instead of four (exact: decimal sums of prices are exact well within 28 digits).
-        fast_sum = sum(closes[-self.fast :], _ZERO)
-        slow_sum = sum(closes[-self.slow : -self.fast], fast_sum)  # the fast window is its tail
-        last = closes[-1]
-        fast_now = fast_sum / self.fast
-        slow_now = slow_sum / self.slow
-        fast_prev = (fast_sum - last + closes[-self.fast - 1]) / self.fast
-        slow_prev = (slow_sum - last + closes[-self.slow - 1]) / self.slow
-        crossed_up = fast_prev <= slow_prev and fast_now > slow_now
-        crossed_down = fast_prev >= slow_prev and fast_now < slow_now
-        averages = f"fast SMA{self.fast}={fast_now:.8f} slow SMA{self.slow}={slow_now:.8f}"
-
-        if crossed_up:
+        fast, slow = self.fast, self.slow
+        # the host keeps the averages' running sums (Snapshot.sma): no window summed per bar
+        fast_now = snapshot.sma(symbol, fast)
+        slow_now = snapshot.sma(symbol, slow)
+        fast_prev = snapshot.sma(symbol, fast, 1)
+        slow_prev = snapshot.sma(symbol, slow, 1)
+        if fast_now is None or slow_now is None or fast_prev is None or slow_prev is None:
+            bars = len(snapshot.bars.get(symbol, ()))
+            return snapshot.hold(symbol, partial(_warming_up, bars, slow + 1))
+        # Reasons of holds are callables (partial, not closures: no cell per local on every
+        # bar), formatted only where holds are recorded: not in an in-memory backtest.
+        if fast_prev <= slow_prev and fast_now > slow_now:
+            averages = _averages(fast, slow, fast_now, slow_now)
             position = snapshot.position(symbol)
             room = self.qty
             cap = snapshot.limits.max_position
             if cap is not None:
                 room = min(room, cap - position - snapshot.pending(symbol, Side.BUY))
-            room = _cap_order(room, snapshot, closes[-1])
+            room = _cap_order(room, snapshot, snapshot.bars[symbol][-1].close)
             if room <= 0:
-                return self._hold(
-                    snapshot, f"fast crossed above slow ({averages}) but at max position {position}"
+                return snapshot.hold(
+                    symbol,
+                    f"fast crossed above slow ({averages}) but at max position {position}",
                 )
             return Buy(
                 key=snapshot.key(symbol, Side.BUY),
@@ -113,12 +111,13 @@ class SmaCross:
                 md_ts=snapshot.md_ts,
                 quantity=room,
             )
-        if crossed_down:
+        if fast_prev >= slow_prev and fast_now < slow_now:
+            averages = _averages(fast, slow, fast_now, slow_now)
             held = snapshot.position(symbol) - snapshot.pending(symbol, Side.SELL)
-            size = _cap_order(min(self.qty, held), snapshot, closes[-1])
+            size = _cap_order(min(self.qty, held), snapshot, snapshot.bars[symbol][-1].close)
             if size <= 0:
-                return self._hold(
-                    snapshot, f"fast crossed below slow ({averages}) but nothing held to sell"
+                return snapshot.hold(
+                    symbol, f"fast crossed below slow ({averages}) but nothing held to sell"
                 )
             return Sell(
                 key=snapshot.key(symbol, Side.SELL),
@@ -126,14 +125,23 @@ class SmaCross:
                 md_ts=snapshot.md_ts,
                 quantity=size,
             )
-        trend = "above" if fast_now > slow_now else "below" if fast_now < slow_now else "at"
-        return self._hold(snapshot, f"no cross: fast {trend} slow ({averages})")
-
-    def _hold(self, snapshot: Snapshot, reason: str) -> Hold:
-        return snapshot.hold(self._symbol, reason)
+        return snapshot.hold(symbol, partial(_no_cross, fast, slow, fast_now, slow_now))
 
 
 _ZERO = Decimal(0)
+
+
+def _averages(fast: int, slow: int, fast_now: Decimal, slow_now: Decimal) -> str:
+    return f"fast SMA{fast}={fast_now:.8f} slow SMA{slow}={slow_now:.8f}"
+
+
+def _no_cross(fast: int, slow: int, fast_now: Decimal, slow_now: Decimal) -> str:
+    trend = "above" if fast_now > slow_now else "below" if fast_now < slow_now else "at"
+    return f"no cross: fast {trend} slow ({_averages(fast, slow, fast_now, slow_now)})"
+
+
+def _warming_up(bars: int, needed: int) -> str:
+    return f"warming up: {bars}/{needed} closed bars"
 
 
 def _cap_order(qty: Decimal, snapshot: Snapshot, price: Decimal) -> Decimal:

@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import math
 import random
-from collections.abc import Callable, Mapping, Sequence
+from collections.abc import Callable, Iterator, Mapping, Sequence
 from datetime import datetime, timedelta
 from decimal import ROUND_HALF_EVEN, Decimal
 from types import MappingProxyType
@@ -35,7 +35,7 @@ from engine.domain.types import (
     VenueOrderStatus,
 )
 from engine.marketdata.conflator import Conflator, Update
-from engine.strategy_host import HostedStrategy, StrategyHost
+from engine.strategy_host import HostedStrategy, StrategyFailed, StrategyHost
 from engine.venues.base import OrderReport
 from engine.venues.paper import PaperVenue
 from strategies.base import DecisionMode, OpenOrder
@@ -183,6 +183,9 @@ class Replay:
             await self._path.start()
             at_open = self.settings.fill is FillAt.OPEN
             persisted = self.account is not None
+            # in memory a bar strategy decides synchronously: the portfolio is ours, nothing on
+            # the hold path awaits (with orders resting, the venue's book is read: awaited)
+            sync = not persisted and self._bar_mode
             total = len(self.bars)
             for done, bar in enumerate(self.bars):
                 if self.progress is not None and not done % PROGRESS_EVERY:
@@ -202,7 +205,16 @@ class Replay:
                 if self.venue.fill_count != self._fills_seen:
                     self._fold_fills()
                 self._mark(bar.close)
-                await self._decide(bar)
+                if sync and not self.venue.resting:
+                    try:
+                        intents = self._decide_now(bar)
+                    except StrategyFailed as failed:
+                        await self.host.strategy_failed(self.hosted.strategy_id, failed.error)
+                        raise  # the failure handler raised already; never reached
+                    for intent in intents:  # most bars: none (a hold, counted)
+                        await self._execute(intent)
+                else:
+                    await self._decide(bar)
                 if self._pending and not at_open:  # most bars decide to hold: nothing to send
                     self._arrive(bar, bar.close, bar.close_time)
                     await self._submit_pending()
@@ -244,6 +256,27 @@ class Replay:
         else:
             await self.host.handle(self.hosted, self._quote_update)
 
+    def _decide_now(self, bar: Bar) -> tuple[Intent, ...]:
+        """:meth:`_decide` with nothing resting, in memory: the host decides synchronously on
+        what it would have read (the closing quote, the position, no open orders). Returns the
+        intents to execute; a lone hold is counted here and none returned (the usual bar)."""
+        if self.settings.participation is None:
+            # nothing random in the quote: built only if the decision reads it (an order's
+            # decision price, a strategy looking at quotes), not on every bar
+            closing = _ClosingQuotes(self, bar)
+            quotes: Mapping[Symbol, Quote] = closing
+        else:  # the quote's size draws from the run's random stream: drawn now, in order
+            quote = self._quote(bar.close, bar)
+            quotes = {self.symbol: quote}
+        intents = self.host.decide_bar_now(
+            self.hosted, bar, quotes, {self.symbol: self._position.quantity}, ()
+        )
+        if len(intents) == 1 and type(intents[0]) is Hold and self.account is None:
+            self._holds += 1
+            return ()
+        self._decision_quote = quotes[self.symbol]
+        return intents
+
     def _arrive(self, bar: Bar, price: Decimal, at: datetime) -> None:
         """The quote the decided orders meet after the latency: ``price`` (the signal bar's
         close, or the next bar's open) moved by a random-walk step over the latency."""
@@ -263,10 +296,15 @@ class Replay:
         self._now = at + timedelta(milliseconds=latency_ms)
         arrival = self._quote(price + step, bar)
         self.venue.set_quote(arrival)
-        # The engine's market view moves too: the final gate before the wire checks this one.
-        self.conflator.publish(arrival)
+        if self.account is not None:
+            # The engine's market view moves too: the final gate before the wire checks this
+            # one (in memory there is no gate, and the host reads the closing quote it is given)
+            self.conflator.publish(arrival)
 
-    def _quote(self, mid: Decimal, bar: Bar) -> Quote:
+    def _quote(self, mid: Decimal, bar: Bar, at: datetime | None = None) -> Quote:
+        """The quote at ``mid`` (stamped ``at``, default now), on the tick grid."""
+        if at is None:
+            at = self._now
         tick = self.rules.tick_size
         if self.settings.spread_bps == 0:  # a locked quote: both sides trade at the price
             bid = ask = max(_to_tick(mid, tick), tick)
@@ -284,7 +322,7 @@ class Replay:
             size_factor = Decimal(repr(round(self._rng.uniform(0.25, 1.0), 6)))
             size = self.rules.round_quantity(bar.volume * participation * size_factor)
         # our own checked values: the quick constructor (a quote on every bar)
-        return Quote.from_decoded(self.symbol, bid, size, ask, size, self._now, self._now, None)
+        return Quote.from_decoded(self.symbol, bid, size, ask, size, at, at, None)
 
     # -- execution -------------------------------------------------------------------------
 
@@ -450,6 +488,33 @@ class Replay:
             "tick_size": plain(self.rules.tick_size),
             "lot_step": plain(self.rules.step_size),
         }
+
+
+class _ClosingQuotes(Mapping[Symbol, Quote]):
+    """The snapshot's quotes on a bar decided in memory: the bar's closing quote, built on
+    first read (most bars nothing reads it). Only without a participation cap, whose quote
+    sizes draw from the run's random stream and must be drawn in order."""
+
+    __slots__ = ("_at", "_bar", "_quote", "_replay")
+
+    def __init__(self, replay: Replay, bar: Bar) -> None:
+        self._replay = replay
+        self._bar = bar
+        self._at = bar.close_time
+        self._quote: Quote | None = None
+
+    def __getitem__(self, symbol: Symbol) -> Quote:
+        if symbol != self._replay.symbol:
+            raise KeyError(symbol)
+        if self._quote is None:
+            self._quote = self._replay._quote(self._bar.close, self._bar, self._at)
+        return self._quote
+
+    def __iter__(self) -> Iterator[Symbol]:
+        return iter((self._replay.symbol,))
+
+    def __len__(self) -> int:
+        return 1
 
 
 def _to_tick(price: Decimal, tick: Decimal) -> Decimal:

@@ -1,0 +1,126 @@
+from __future__ import annotations
+
+from datetime import UTC, datetime, timedelta
+from decimal import Decimal
+
+import pytest
+
+from engine.domain.intents import DecisionKey, Hold
+from engine.domain.market import Bar
+from engine.domain.types import StrategyId, Symbol
+from strategies.base import UNEXPLAINED, UNRECORDED, Snapshot
+from strategies.indicators import RollingCloses, RollingView, sma_of
+
+BTC = Symbol("BTCUSDT")
+T0 = datetime(2026, 11, 22, 10, 0, tzinfo=UTC)
+CLOSES = ["10.5", "11", "9.25", "12", "12.75", "8", "9.5", "13", "14.25", "10"]
+
+
+def bar(n: int, close: str) -> Bar:
+    c = Decimal(close)
+    opened = T0 + timedelta(minutes=n)
+    return Bar(
+        symbol=BTC,
+        interval="1m",
+        open_time=opened,
+        close_time=opened + timedelta(minutes=1),
+        open=c,
+        high=c,
+        low=c,
+        close=c,
+        volume=Decimal(1),
+        closed=True,
+        received_at=opened + timedelta(minutes=1),
+    )
+
+
+def by_hand(closes: list[Decimal], n: int, ago: int) -> Decimal | None:
+    window = closes[len(closes) - ago - n : len(closes) - ago]
+    return sum(window, Decimal(0)) / n if len(closes) - ago >= n else None
+
+
+def test_running_averages_equal_the_averages_of_the_closes_bar_by_bar() -> None:
+    rolling = RollingCloses(depth=5)
+    rolling.sma(3)  # tracked from the first bar
+    seen: list[Decimal] = []
+    for n, close in enumerate(CLOSES):
+        rolling.append(bar(n, close))
+        seen.append(Decimal(close))
+        held = seen[-5:]
+        for window in (1, 3, 5):
+            for ago in range(5 - window + 1):
+                assert rolling.sma(window, ago) == by_hand(held, window, ago), (n, window, ago)
+
+
+def test_a_window_asked_for_late_is_seeded_from_the_bars_held() -> None:
+    rolling = RollingCloses(depth=4)
+    for n, close in enumerate(CLOSES[:6]):
+        rolling.append(bar(n, close))
+    held = [Decimal(c) for c in CLOSES[2:6]]
+    assert rolling.sma(2, 1) == by_hand(held, 2, 1)
+    rolling.append(bar(6, CLOSES[6]))
+    assert rolling.sma(2) == by_hand([*held[1:], Decimal(CLOSES[6])], 2, 0)
+
+
+def test_an_average_longer_than_the_history_is_refused() -> None:
+    with pytest.raises(ValueError, match=r"1\.\.4 bars"):
+        RollingCloses(depth=4).sma(5)
+    with pytest.raises(ValueError, match="ago"):
+        RollingCloses(depth=4).sma(2, -1)
+
+
+def snapshot(
+    rolling: RollingView | None, bars: tuple[Bar, ...], *, explain: bool = True
+) -> Snapshot:
+    return Snapshot.assemble(
+        StrategyId("s"),
+        T0,
+        T0,
+        "w",
+        {},
+        {BTC: bars},
+        bars[-1],
+        {},
+        (),
+        {},
+        Snapshot(strategy_id=StrategyId("s"), now=T0, md_ts=T0, interval_key="w").limits,
+        rolling,
+        explain,
+    )
+
+
+def test_snapshot_sma_reads_the_hosts_averages_while_deciding_and_its_bars_after() -> None:
+    rolling = RollingCloses(depth=4)
+    for n, close in enumerate(CLOSES[:5]):
+        rolling.append(bar(n, close))
+    view = RollingView({BTC: rolling})
+    snap = snapshot(view, tuple(rolling.bars))
+    expected = sma_of(snap.closes(BTC), 3, 1)
+    assert expected is not None
+    assert snap.sma(BTC, 3, 1) == expected
+    assert snapshot(None, tuple(rolling.bars)).sma(BTC, 3, 1) == expected
+    view.close()  # the decision is over; the host moves on
+    rolling.append(bar(5, CLOSES[5]))
+    assert snap.sma(BTC, 3, 1) == expected
+    assert snap.sma(BTC, 4, 1) is None  # its own four bars hold no average one bar back
+
+
+def test_a_callable_hold_reason_is_formatted_only_when_holds_are_recorded() -> None:
+    bars = (bar(0, "10"),)
+    calls: list[int] = []
+
+    def reason() -> str:
+        calls.append(1)
+        return "no cross"
+
+    recorded = snapshot(None, bars).hold(BTC, reason)
+    assert recorded == Hold(
+        key=DecisionKey(strategy_id=StrategyId("s"), symbol=BTC, interval_key="w", side=None),
+        reason="no cross",
+        md_ts=T0,
+    )
+    assert calls == [1]
+    counted = snapshot(None, bars, explain=False).hold(BTC, reason)
+    assert calls == [1]
+    assert (counted.key.interval_key, counted.reason) == (UNRECORDED, UNEXPLAINED)
+    assert snapshot(None, bars, explain=False).hold(BTC, "x") is counted  # built once
