@@ -335,6 +335,54 @@ async def test_an_auth_failure_on_a_read_halts_the_account_and_the_engine_keeps_
         assert not run.task.done()
 
 
+async def test_a_refused_user_stream_subscription_halts_the_account_and_the_engine_keeps_running(
+    database_url: URL,
+) -> None:
+    # Binance's user stream is a signed WebSocket API subscription (it replaces the listen key):
+    # a key revoked between two subscriptions is refused there. No periodic REST read, so the
+    # halt can only come from the stream.
+    async with running(database_url, "auth-stream", reconcile_interval_s=3600) as run:
+        engine, sim = run.engine, run.sim
+        real = sim.state.config
+        sim.state.config = dataclasses.replace(real, api_key="revoked")
+        sim.state.set_faults(
+            FaultPlan.from_mapping([{"kind": "ws_disconnect_user", "probability": 1.0}])
+        )
+        sim.state.deposit("USDT", Decimal(1))  # a user event: the connection drops before it
+
+        async def halted() -> bool:
+            return any(c.kind is ControlKind.HALT for c in await engine.ledger.controls.active())
+
+        await eventually(halted, message="a refused subscription should halt the account")
+        [incident] = [i for i in await engine.ledger.incidents.read() if i.kind == "auth_failed"]
+        assert incident.severity == "critical"
+        # the stream's own report or the guard's view of its request: the same place
+        assert incident.details["where"] in (
+            "the user stream",
+            "WS userDataStream.subscribe.signature",
+        )
+        assert incident.details["code"] == -2015
+        assert "the simulator's built-in API key" in incident.message
+        assert not run.task.done(), "the engine must keep running"
+
+        # halted: a new order is denied by the halt, named in its stored verdict, never sent
+        sim.state.config = real
+        sim.state.set_faults(FaultPlan())
+        await engine.execution.submit_intent(_buy("s1"))
+        assert await eventually(lambda: _outcome(run, "s1")) == (
+            DecisionOutcome.DENIED.value,
+            ["control"],
+        )
+        control = await _verdict(run, "s1", "control")
+        assert control["limit"] == "no halt covering the order"
+        assert control["observed"].startswith(f"halt account:{run.account} #")
+        assert await engine.ledger.orders.get(client_order_id("tctl", _buy("s1").key)) is None
+        passes = engine.reconciler.completed_through
+        engine.reconciler.request()
+        await eventually(lambda: engine.reconciler.completed_through > passes)
+        assert not run.task.done()
+
+
 async def test_a_lost_connection_disconnects_the_account_and_its_return_applies_the_policy(
     database_url: URL,
 ) -> None:
