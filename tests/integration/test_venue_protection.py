@@ -62,6 +62,12 @@ def _config(on_disconnect: str = "keep", toml: dict[str, Any] | None = None) -> 
                 "on_disconnect": on_disconnect,
                 "params": {"fair": "0.5", "edge": "0.01", "qty": "1", "max_inventory": "1"},
             },
+            {  # on_disconnect left out: "keep"
+                "id": "keeper",
+                "kind": "fair_value",
+                "symbols": [BTC],
+                "params": {"fair": "0.5", "edge": "0.01", "qty": "1", "max_inventory": "1"},
+            },
         ],
     }
     return parse_trading_config(raw, source=Path("<test>"))
@@ -395,13 +401,16 @@ async def test_a_lost_connection_disconnects_the_account_and_its_return_applies_
     ) as run:
         engine, sim = run.engine, run.sim
         resting = _buy("d1", strategy=holder)
+        kept = _buy("k1", strategy=StrategyId("keeper"))
         await engine.execution.submit_intent(resting)
+        await engine.execution.submit_intent(kept)
 
         async def state_of(intent: Buy) -> OrderState | None:
             order = await engine.ledger.orders.get(client_order_id("tctl", intent.key))
             return None if order is None else order.state
 
         await eventually(lambda: _is(state_of(resting), OrderState.OPEN))
+        await eventually(lambda: _is(state_of(kept), OrderState.OPEN))
 
         # The venue goes away (its state kept): past disconnect_after_s the account is
         # disconnected, an incident is open, and new orders are denied.
@@ -428,7 +437,8 @@ async def test_a_lost_connection_disconnects_the_account_and_its_return_applies_
         assert "DISCONNECTED" in engine.connection.status_line()
 
         # It returns on the same address: reconciled, then on_disconnect = "cancel" cancels the
-        # strategy's resting order, the incident is resolved, and trading resumes.
+        # strategy's resting order (the "keep" strategy's stays, on the venue too), the incident
+        # is resolved, and trading resumes.
         async with run_simulator(sim.state.config, port=sim.port, state=sim.state):
             await eventually(
                 lambda: engine.connection.may_trade(),
@@ -436,6 +446,10 @@ async def test_a_lost_connection_disconnects_the_account_and_its_return_applies_
                 message="trading should resume after the return and its reconciliation",
             )
             assert await state_of(resting) is OrderState.CANCELED
+            assert await state_of(kept) is OrderState.OPEN
+            on_venue = {o.client_order_id: o.status for o in sim.state.orders()}
+            assert on_venue[client_order_id("tctl", kept.key)] == "NEW"
+            assert on_venue[client_order_id("tctl", resting.key)] == "CANCELED"
             assert not await incidents()
             assert not run.task.done()
 
