@@ -197,12 +197,22 @@ async def test_the_orders_breaker_opens_under_5xx_denies_circuit_open_and_closes
     database_url: URL, metrics_url: str
 ) -> None:
     # the orders breaker's thresholds from the strategies file; the others keep the settings'
-    orders = {"failure_threshold": 2, "recovery_timeout": "1s", "success_threshold": 1}
+    # open for 3 s: long enough for the denial and the cancel below on a busy machine
+    orders = {"failure_threshold": 2, "recovery_timeout": "3s", "success_threshold": 1}
     async with running(database_url, "breaker", toml={"breakers": {"orders": orders}}) as run:
         engine, account = run.engine, run.account
         reads = engine.guard.breakers[EndpointClass.READS].config
         assert (reads.failure_threshold, reads.recovery_timeout_s) == (5, 30.0)
         labels = {"account": account, "venue": "simulator", "endpoint": "orders"}
+        # a bid resting before the venue's trouble: its cancel must still go out later
+        await engine.execution.submit_intent(_buy("i0"))
+        rests = client_order_id("tctl", _buy("i0").key)
+
+        async def state_of(coid: str) -> OrderState | None:
+            order = await engine.ledger.orders.get(coid)
+            return None if order is None else order.state
+
+        await eventually(lambda: _is(state_of(rests), OrderState.OPEN))
         run.sim.state.set_faults(
             FaultPlan.from_mapping(
                 [{"kind": "http_5xx", "endpoints": ["POST /api/v3/order"], "probability": 1.0}]
@@ -231,6 +241,13 @@ async def test_the_orders_breaker_opens_under_5xx_denies_circuit_open_and_closes
         assert (await scrape(metrics_url)).total(
             "tradectl_decisions_skipped_total", account=account, check="circuit_open"
         ) >= skipped_before + 1
+
+        # Cancels still go out while it is open: they only make exposure smaller.
+        resting = await engine.ledger.orders.get(rests)
+        assert resting is not None
+        assert engine.guard.state(EndpointClass.ORDERS).value == "open"
+        await engine.execution.cancel_order(resting, cause="test: the orders breaker is open")
+        assert await state_of(rests) is OrderState.CANCELED
 
         # The venue recovers; after the recovery time a probe goes through and closes it.
         run.sim.state.set_faults(FaultPlan())
