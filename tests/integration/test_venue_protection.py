@@ -43,6 +43,7 @@ from engine.venues.binance.stream import StreamSettings
 from engine.venues.metrics import VenueMetrics
 from engine.venues.simulator import FaultPlan, SimulatorHandle, run_simulator
 from tests.helpers import eventually
+from tests.integration.silent_link import SilentLink
 from tests.metrics_http import metrics_server, scrape
 
 BTC = Symbol("BTCUSDT")
@@ -79,6 +80,8 @@ class Running:
     sim: SimulatorHandle
     task: asyncio.Task[None]
     account: str
+    #: the streams' path to the venue, when the test can make it go silent
+    link: SilentLink | None = None
 
 
 @pytest.fixture
@@ -93,8 +96,11 @@ async def running(
     account: str,
     on_disconnect: str = "keep",
     toml: dict[str, Any] | None = None,
+    silent_link: bool = False,
     **overrides: object,
 ) -> AsyncIterator[Running]:
+    """An engine on the simulator; with ``silent_link`` its WebSocket streams go through a
+    :class:`SilentLink` and ping every 0.2 s (REST goes straight to the venue)."""
     settings = load_settings(
         database_url=database_url.render_as_string(hide_password=False),
         account=account,
@@ -105,20 +111,28 @@ async def running(
         **overrides,
     )
     config = simulator_config((BTC,), seed=11)
-    async with (
-        open_database(settings) as db,
-        run_simulator(config) as sim,
-    ):
+    async with contextlib.AsyncExitStack() as stack:
+        db = await stack.enter_async_context(open_database(settings))
+        sim = await stack.enter_async_context(run_simulator(config))
+        link = None
+        ws_api_url, stream_url = sim.ws_api_url, sim.stream_url
+        stream = StreamSettings(backoff_initial_s=0.1, backoff_max_s=0.5)
+        if silent_link:
+            link = await stack.enter_async_context(SilentLink(sim.host, sim.port).running())
+            ws_api_url, stream_url = link.url(ws_api_url), link.url(stream_url)
+            stream = dataclasses.replace(
+                stream, ping_interval_s=0.2, ping_timeout_s=0.4, open_timeout_s=1.0
+            )
         metrics = VenueMetrics(account=account, venue="simulator")
         venue = BinanceVenue(
             BinanceConfig(
                 api_key=config.api_key,
                 api_secret=SecretStr(config.api_secret),
                 rest_url=sim.rest_url,
-                ws_api_url=sim.ws_api_url,
-                stream_url=sim.stream_url,
+                ws_api_url=ws_api_url,
+                stream_url=stream_url,
                 venue_name=VenueName("simulator"),
-                stream=StreamSettings(backoff_initial_s=0.1, backoff_max_s=0.5),
+                stream=stream,
             ),
             metrics=metrics,
         )
@@ -140,7 +154,7 @@ async def running(
             await eventually(
                 lambda: engine.conflator.quote(BTC) is not None, message="no quote arrived"
             )
-            yield Running(engine, sim, task, account)
+            yield Running(engine, sim, task, account, link)
         finally:
             stop.set()
             with contextlib.suppress(Exception):
@@ -473,3 +487,43 @@ async def test_a_lost_connection_disconnects_the_account_and_its_return_applies_
 
 async def _is(value: Awaitable[object], expected: object) -> bool:
     return await value == expected
+
+
+async def test_a_link_gone_silent_is_found_by_its_unanswered_pings_and_disconnects_the_account(
+    database_url: URL,
+) -> None:
+    # No close, no error: the streams' path stops carrying bytes, so only the keepalive pings
+    # can tell. REST still answers, so the return's reconciliation is quick.
+    async with running(
+        database_url,
+        "silent",
+        toml={"connection": {"disconnect_after": "1s"}},
+        silent_link=True,
+    ) as run:
+        engine, link = run.engine, run.link
+        assert link is not None
+        link.silent = True
+        await eventually(
+            lambda: engine.connection.reason is not None,
+            timeout=20,
+            message="unanswered pings should make the account disconnected",
+        )
+        await engine.execution.submit_intent(_buy("h1"))
+        assert await eventually(lambda: _outcome(run, "h1")) == (
+            DecisionOutcome.DENIED.value,
+            ["disconnected"],
+        )
+        stored = await _verdict(run, "h1", "disconnected")
+        assert (stored["limit"], stored["observed"]) == ("connected", "disconnected")
+        assert "(disconnect_after 1s)" in stored["message"]
+        assert not run.task.done()
+
+        link.silent = False
+        await eventually(
+            lambda: engine.connection.may_trade(),
+            timeout=30,
+            message="trading should resume once the link carries the streams again",
+        )
+        await engine.execution.submit_intent(_buy("h2"))
+        outcome = await eventually(lambda: _outcome(run, "h2"))
+        assert outcome[0] == DecisionOutcome.RESERVED.value
