@@ -13,6 +13,10 @@ module watches those reports:
 - When a connection that made the account ``disconnected`` returns, each strategy's
   ``on_disconnect`` policy applies after that pass: ``cancel`` cancels its resting orders,
   ``keep`` leaves them. Then the incident is resolved and the strategies resume.
+- An incident an earlier process left open (it was stopped or killed while disconnected) is
+  resolved once this process has every stream up and a reconciliation pass that began after
+  that has completed: the loss it reported is over. (Resting orders at a start follow the
+  strategy's ``on_start``.)
 """
 
 from __future__ import annotations
@@ -82,6 +86,10 @@ class ConnectionMonitor:
         #: the connection that returned had made the account disconnected: apply the policies
         self._returned_from_loss = False
         self._incident_written = False
+        #: an earlier process's open incident: looked for once every stream is up, resolved
+        #: when the reconciliation pass asked for then has completed (0: none pending)
+        self._leftover_looked = False
+        self._leftover_ticket = 0
         self._connections = dict(metrics.connections)
         self.reconnects = 0
         self._monotonic = monotonic
@@ -148,6 +156,8 @@ class ConnectionMonitor:
             self.reason = None
             self._returned_from_loss = True
             self.reconnected()
+        if self.reason is None:
+            await self._leftover(connections)
         if not self.held:
             return
         if self.reconciler.completed_through >= self._hold_ticket:
@@ -181,6 +191,22 @@ class ConnectionMonitor:
             dedupe_key=f"venue_disconnected:{self.account}",
         )
         self._incident_written = True
+
+    async def _leftover(self, connections: dict[str, int]) -> None:
+        if not self._leftover_looked:
+            if any(connections.get(s, 0) == 0 for s in self.streams):
+                return  # not every stream is up yet
+            open_ = await self.ledger.incidents.read()  # a ledger outage: looked at again
+            self._leftover_looked = True
+            if any(i.kind == "venue_disconnected" for i in open_):
+                self._leftover_ticket = self.reconciler.request()
+        if self._leftover_ticket and self.reconciler.completed_through >= self._leftover_ticket:
+            self._leftover_ticket = 0
+            resolved = await self.ledger.incidents.resolve_by_key(
+                f"venue_disconnected:{self.account}",
+                "a later engine process connected every stream and reconciled",
+            )
+            log.info("connection.leftover_incident_resolved", incident=resolved)
 
     async def _release(self) -> None:
         ticket = self._hold_ticket

@@ -185,6 +185,9 @@ class RiskGate:
         self._refreshed_at = float("-inf")
         self._seen_generation = -1
         self._submitted: dict[StrategyId, deque[datetime]] = defaultdict(deque)
+        # Orders the current batch approved, per strategy: sent together after every check, so
+        # none is in _submitted yet; the order rate counts them.
+        self._batch_orders: dict[StrategyId, list[datetime]] = defaultdict(list)
         self._typical: dict[tuple[StrategyId, Symbol], tuple[Decimal, int]] = {}
         self._balances_at: datetime | None = None
         self._slow_refreshed_at = float("-inf")
@@ -333,6 +336,7 @@ class RiskGate:
         "open" to "position" on the same side; cancels and expiries release it).
         """
         self._pending.clear()
+        self._batch_orders.clear()
         await self._refresh_slow()
         unchanged = self.portfolio.generation == self._seen_generation
         if unchanged or monotonic() - self._refreshed_at < self.refresh_interval_s:
@@ -427,7 +431,7 @@ class RiskGate:
             )
         recent: tuple[datetime, ...] = ()
         if limits.max_orders_per_minute is not None:
-            recent = self._recent(strategy, self.clock())
+            recent = (*self._recent(strategy, self.clock()), *self._batch_orders[strategy])
         return AccountView(
             strategy_exposure=strategy_exposure,
             account_exposure=account_exposure,
@@ -456,6 +460,8 @@ class RiskGate:
         if result.approved:
             key = (intent.strategy_id, intent.symbol)
             self._pending[key] = _add(self._pending[key], intent.side, result.quantity)
+            if limits.max_orders_per_minute is not None:
+                self._batch_orders[intent.strategy_id].append(now)
         if result.halt_reason is not None:
             self.halt_reason = result.halt_reason
         return result
@@ -477,16 +483,13 @@ class RiskGate:
         )
         limits = self.limits.for_strategy(order.strategy_id)
         # Only what can have changed since the order was assessed (FINAL_GATE_CHECKS): the
-        # market, and the order rate (the orders of one batch were assessed against the same
-        # submissions; each submit since counts now). No exposure view to build.
-        account = _NO_ACCOUNT
-        if limits.max_orders_per_minute is not None:
-            account = AccountView(recent_order_times=self._recent(order.strategy_id, now))
-        # Its passes are not stored (the ACK is): only a refusal's verdicts need their text.
+        # market. No exposure view to build; the order rate was counted at the assessment,
+        # the batch's own approvals included. Its passes are not stored (the ACK is): only a
+        # refusal's verdicts need their text.
         return evaluate(
             probe,
             self._market(order.symbol, limits),
-            account,
+            _NO_ACCOUNT,
             limits,
             now,
             self._checks_for(order.strategy_id, order.symbol, final=True),

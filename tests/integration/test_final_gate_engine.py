@@ -4,7 +4,9 @@ check named (the paper-venue version: test_final_gate.py)."""
 
 from __future__ import annotations
 
+import re
 from datetime import datetime, timedelta
+from decimal import Decimal
 
 from sqlalchemy.engine import URL
 
@@ -59,5 +61,10 @@ async def test_the_final_gate_expires_an_order_whose_quote_went_stale_through_th
             return order.last_error
 
         reason = await eventually(expired, message="the final gate should expire the order")
-        assert reason.startswith("final gate before submit: price_age")
+        # the age it saw (past the 6 s jump) and the limit it held it to
+        found = re.fullmatch(
+            r"final gate before submit: price_age: quote is ([0-9.]+)s old, limit 5s", reason
+        )
+        assert found is not None, reason
+        assert Decimal(found[1]) >= 6
         assert run.state.orders() == []

@@ -1,6 +1,7 @@
 """The liquidity checks on live market data: the simulator's trade and book-ticker streams,
 read by the Binance adapter over real sockets into the conflator, limit an order through the
-real gate; the stored verdicts keep the volume and the touch size they used."""
+real gate (rejected, or resized where the strategy asks for it); the stored verdicts keep the
+volume and the touch size they used."""
 
 from __future__ import annotations
 
@@ -27,6 +28,7 @@ from tests.helpers import eventually
 BTCUSDT = Symbol("BTCUSDT")
 ACCOUNT = "liquidity"
 STRATEGY = StrategyId("liq")
+RESIZING = StrategyId("liq-resize")
 HOUR = timedelta(hours=1)
 
 
@@ -47,7 +49,19 @@ async def test_volume_and_depth_from_the_simulator_streams_reject_an_order_too_l
                         "volume_window": "1h",
                         "max_depth_fraction": "0.25",
                     },
-                }
+                },
+                {
+                    "id": RESIZING,
+                    "kind": "sma_cross",
+                    "symbols": [BTCUSDT],
+                    "bar_interval": "1m",
+                    "params": {"fast": 3, "slow": 8, "qty": "0.001"},
+                    "limits": {
+                        "max_volume_fraction": "0.5",
+                        "volume_window": "1h",
+                        "resize": ["max_volume_fraction"],
+                    },
+                },
             ]
         },
         source=Path("<test>"),
@@ -100,7 +114,7 @@ async def test_volume_and_depth_from_the_simulator_streams_reject_an_order_too_l
             [
                 Buy(
                     key=DecisionKey(
-                        strategy_id=STRATEGY, symbol=BTCUSDT, interval_key="big", side=Side.BUY
+                        strategy_id=sid, symbol=BTCUSDT, interval_key="big", side=Side.BUY
                     ),
                     reason="test",
                     md_ts=utc_now(),
@@ -108,15 +122,25 @@ async def test_volume_and_depth_from_the_simulator_streams_reject_an_order_too_l
                     limit_price=touch.bid,
                     time_in_force=TimeInForce.GTC,
                 )
+                for sid in (STRATEGY, RESIZING)
             ]
         )
-        async with db_engine.connect() as conn:
-            (verdicts,) = (
-                await conn.execute(
-                    text("SELECT verdicts FROM decisions WHERE strategy_id = :s"), {"s": STRATEGY}
-                )
-            ).one()
-        by_check = {v["check"]: v for v in verdicts}
+
+        async def verdicts_of(sid: StrategyId) -> dict[str, dict[str, str]]:
+            async with db_engine.connect() as conn:
+                (verdicts,) = (
+                    await conn.execute(
+                        text("SELECT verdicts FROM decisions WHERE strategy_id = :s"), {"s": sid}
+                    )
+                ).one()
+            return {v["check"]: v for v in verdicts}
+
+        # configured to resize: the order shrinks to half the hour's volume and goes out
+        shrunk = (await verdicts_of(RESIZING))["max_volume_fraction"]
+        assert (shrunk["result"], shrunk["limit"], shrunk["observed"]) == ("resize", "0.5", "1")
+        [order] = await ledger.orders.open(RESIZING)
+        assert 0 < order.requested_qty <= volume / 2  # the lot step may round it down
+        by_check = await verdicts_of(STRATEGY)
         share = by_check["max_volume_fraction"]
         assert (share["result"], share["limit"], share["observed"]) == ("reject", "0.5", "1")
         assert f"volume {volume.normalize():f} over 3600s" in share["message"]

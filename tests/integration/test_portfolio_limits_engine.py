@@ -93,6 +93,7 @@ async def running(
     crash: CrashPoints | None = None,
     on_start: str = "keep",
     strategies: list[dict[str, Any]] | None = None,
+    **overrides: object,
 ) -> AsyncIterator[Running]:
     settings = load_settings(
         database_url=database_url.render_as_string(hide_password=False),
@@ -101,6 +102,7 @@ async def running(
         status_interval_s=3600,
         resolve_interval_s=0.2,
         consistency_window_s=0.2,
+        **overrides,
     )
     trading = _trading(account_limits, instruments, on_start, strategies or [])
     config = SimulatorConfig(seed=11, market_interval=None)
