@@ -8,17 +8,17 @@ from decimal import Decimal
 
 import pytest
 
-from engine.domain.market import Bar, MarketEvent, Quote
+from engine.domain.market import MarketEvent, Quote
 from engine.domain.types import Symbol, VenueName
 from engine.exceptions import AuthFailed
 from engine.marketdata.bars import BarBuilder, floor_time, interval_name, parse_interval
 from engine.marketdata.conflator import Conflator
 from engine.marketdata.feed import MarketDataFeed
+from tests.bars import BTC, T0
+from tests.bars import flat_bar as bar
 from tests.helpers import eventually
 
-BTC = Symbol("BTCUSDT")
 ETH = Symbol("ETHUSDT")
-T0 = datetime(2026, 11, 22, 10, 0, tzinfo=UTC)
 
 
 def quote(
@@ -39,24 +39,6 @@ def quote(
         venue_ts=at,
         received_at=received or at,
         sequence=seq,
-    )
-
-
-def bar(minute: int, close: str = "100", symbol: Symbol = BTC) -> Bar:
-    open_time = T0 + timedelta(minutes=minute)
-    c = Decimal(close)
-    return Bar(
-        symbol=symbol,
-        interval="1m",
-        open_time=open_time,
-        close_time=open_time + timedelta(minutes=1),
-        open=c,
-        high=c,
-        low=c,
-        close=c,
-        volume=Decimal(1),
-        closed=True,
-        received_at=open_time + timedelta(minutes=1),
     )
 
 

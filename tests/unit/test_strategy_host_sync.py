@@ -2,15 +2,14 @@
 
 from __future__ import annotations
 
-from datetime import UTC, datetime, timedelta
+from datetime import UTC, datetime
 from decimal import Decimal
 from types import MappingProxyType
 
 import pytest
 
 from engine.domain.intents import Buy, Hold, Intent, Sell
-from engine.domain.market import Bar
-from engine.domain.types import StrategyId, Symbol
+from engine.domain.types import StrategyId
 from engine.marketdata.conflator import Conflator
 from engine.strategy_host import (
     HostedStrategy,
@@ -21,28 +20,10 @@ from engine.strategy_host import (
 )
 from strategies.base import UNRECORDED
 from strategies.sma_cross import SmaCross
+from tests.bars import BTC, T0
+from tests.bars import flat_bar as bar
 
-BTC = Symbol("BTCUSDT")
-T0 = datetime(2026, 11, 22, 10, 0, tzinfo=UTC)
 CLOSES = ["10", "10", "10", "12", "12", "9", "9", "13", "8", "8", "15"]
-
-
-def bar(minute: int, close: str) -> Bar:
-    opened = T0 + timedelta(minutes=minute)
-    c = Decimal(close)
-    return Bar(
-        symbol=BTC,
-        interval="1m",
-        open_time=opened,
-        close_time=opened + timedelta(minutes=1),
-        open=c,
-        high=c,
-        low=c,
-        close=c,
-        volume=Decimal(1),
-        closed=True,
-        received_at=opened + timedelta(minutes=1),
-    )
 
 
 def host(sink: list[Intent], *, records_holds: bool = True) -> tuple[StrategyHost, HostedStrategy]:

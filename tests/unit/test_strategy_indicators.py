@@ -1,37 +1,18 @@
 from __future__ import annotations
 
-from datetime import UTC, datetime, timedelta
 from decimal import Decimal
 
 import pytest
 
 from engine.domain.intents import DecisionKey, Hold
 from engine.domain.market import Bar
-from engine.domain.types import StrategyId, Symbol
+from engine.domain.types import StrategyId
 from strategies.base import UNEXPLAINED, UNRECORDED, Snapshot
 from strategies.indicators import RollingCloses, RollingView, sma_of
+from tests.bars import BTC, T0
+from tests.bars import flat_bar as bar
 
-BTC = Symbol("BTCUSDT")
-T0 = datetime(2026, 11, 22, 10, 0, tzinfo=UTC)
 CLOSES = ["10.5", "11", "9.25", "12", "12.75", "8", "9.5", "13", "14.25", "10"]
-
-
-def bar(n: int, close: str) -> Bar:
-    c = Decimal(close)
-    opened = T0 + timedelta(minutes=n)
-    return Bar(
-        symbol=BTC,
-        interval="1m",
-        open_time=opened,
-        close_time=opened + timedelta(minutes=1),
-        open=c,
-        high=c,
-        low=c,
-        close=c,
-        volume=Decimal(1),
-        closed=True,
-        received_at=opened + timedelta(minutes=1),
-    )
 
 
 def by_hand(closes: list[Decimal], n: int, ago: int) -> Decimal | None:
