@@ -43,7 +43,8 @@ def _apply_reports_sql(status: VenueOrderStatus) -> str:
         ORDER BY o.client_order_id
         FOR UPDATE
     ),
-    snap AS (
+    -- MATERIALIZED: inlined, the planner re-ran this scan once per order of the batch
+    snap AS MATERIALIZED (
         SELECT o.client_order_id, o.xmin AS snap_xmin FROM orders o
         WHERE o.client_order_id = ANY(CAST(:r_client_order_id AS text[]))
           AND o.account = :account
@@ -54,20 +55,27 @@ def _apply_reports_sql(status: VenueOrderStatus) -> str:
                array_agg(trade_id) AS trade_ids
         FROM ins GROUP BY client_order_id
     ),
+    -- The batch's earlier fills, one grouped scan keyed by client order id. A LATERAL sum per
+    -- order let a generic plan built while the table was small scan every fill of the account
+    -- per order (through the account-first unique index), quadratic until the first ANALYZE.
+    prior AS (
+        SELECT x.client_order_id, sum(x.qty) AS qty, sum(x.qty * x.price) AS notional
+        FROM fills x
+        WHERE x.client_order_id = ANY(CAST(:r_client_order_id AS text[]))
+          AND x.account = :account
+        GROUP BY x.client_order_id
+    ),
     tot AS (
         SELECT cur.client_order_id, cur.state, cur.requested_qty, r.venue_filled,
                cur.locked_xmin IS DISTINCT FROM s.snap_xmin AS stale,
-               s2.qty + COALESCE(n.qty, 0) AS filled_qty,
-               s2.notional + COALESCE(n.notional, 0) AS notional,
+               COALESCE(p.qty, 0) + COALESCE(n.qty, 0) AS filled_qty,
+               COALESCE(p.notional, 0) + COALESCE(n.notional, 0) AS notional,
                n.trade_ids
         FROM cur
         JOIN r ON r.client_order_id = cur.client_order_id
         LEFT JOIN snap s ON s.client_order_id = cur.client_order_id
         LEFT JOIN n ON n.client_order_id = cur.client_order_id
-        CROSS JOIN LATERAL (
-            SELECT COALESCE(sum(x.qty), 0) AS qty, COALESCE(sum(x.qty * x.price), 0) AS notional
-            FROM fills x WHERE x.client_order_id = cur.client_order_id AND x.account = :account
-        ) s2
+        LEFT JOIN prior p ON p.client_order_id = cur.client_order_id
     ),
     tgt AS (
         SELECT tot.*, lk.to_state
