@@ -4,6 +4,11 @@ Prints one JSON line::
 
     {"orders": N, "orders_per_s": …, "floor_orders_per_s": …, "ratio": …, "p50_ms": …, …}
 
+Steady state: ``--warmup`` orders (500) run first, untimed, then both databases are
+``ANALYZE``d, as autovacuum has a live ledger's tables within its first minute; the floor
+replays the warm-up's transactions untimed too. ``--warmup 0`` measures a fresh ledger's
+first seconds instead (plans made for empty tables).
+
 * ``orders_per_s``: the real engine path (risk gate, ledger, execution coroutine, fill path)
   with ``synchronous_commit`` on, keeping ``--window`` intents outstanding (a strategy fleet that
   produces intents as fast as the engine acknowledges them, so reservations batch up).
@@ -247,9 +252,22 @@ class EngineRun:
     gc_collections: int
     ack_latencies: list[float]
     wire_latencies: list[float]
+    fsyncs_at_start: int | None
 
 
-async def run_engine(url: URL, orders: int, window: int) -> EngineRun:
+async def _analyze(url: URL) -> None:
+    conn = await asyncpg.connect(**asyncpg_connect_kwargs(url))  # type: ignore[arg-type]
+    try:
+        await conn.execute("ANALYZE")
+    finally:
+        await conn.close()
+
+
+async def run_engine(
+    url: URL, orders: int, window: int, warmup: int, recorder: Recorder
+) -> tuple[EngineRun, int]:
+    """The timed run, after ``warmup`` orders and an ANALYZE; also the index of the first
+    recorded transaction of the timed part."""
     engine = make_engine(url, pool_size=POOL)
     account = AccountId("bench")
     venue = default_paper_venue((BTCUSDT,), seed=1)
@@ -288,6 +306,7 @@ async def run_engine(url: URL, orders: int, window: int) -> EngineRun:
     fills = FillPath(ledger=ledger, execution=execution)
 
     started: dict[str, float] = {}
+    timing = warmup == 0
     latencies: list[float] = []
     slots = asyncio.Semaphore(window)
     done = asyncio.Event()
@@ -300,7 +319,7 @@ async def run_engine(url: URL, orders: int, window: int) -> EngineRun:
         for ack in acks:
             latencies.append(now - started.pop(ack.client_order_id))
             slots.release()
-        if len(latencies) == orders:
+        if timing and len(latencies) == orders:
             done.set()
         return orders_
 
@@ -328,11 +347,32 @@ async def run_engine(url: URL, orders: int, window: int) -> EngineRun:
         asyncio.create_task(fills.run(), name="fills"),
     ]
     md_ts = utc_now()
-    gc.freeze()  # as `tradectl run` does once the engine is ready (engine/heap.py)
-    t0 = time.perf_counter()
-    cpu0 = time.process_time()
-    gc.callbacks.append(gc_meter)
-    for i in range(orders):
+    total = warmup + orders
+    t0 = cpu0 = 0.0
+    first_timed_unit = 0
+    fsyncs_at_start: int | None = None
+    for i in range(total):
+        if i == warmup:
+            # Steady state, as a live ledger is: warm code paths, prepared statements, and
+            # tables with planner statistics (autovacuum analyzes a fresh ledger's tables
+            # within its first minute; a bench of a few seconds would otherwise measure only
+            # the plans made for empty tables).
+            for _ in range(window):
+                await slots.acquire()
+            await _drained(venue, tasks)
+            await _analyze(url)
+            fsyncs_at_start = await _wal_fsyncs(url)
+            first_timed_unit = len(recorder.units)
+            timing = True
+            latencies.clear()
+            wire.clear()
+            venue_meter.seconds = driver_cpu = 0.0
+            for _ in range(window):
+                slots.release()
+            gc.freeze()  # as `tradectl run` does once the engine is ready (engine/heap.py)
+            gc.callbacks.append(gc_meter)
+            t0 = time.perf_counter()
+            cpu0 = time.process_time()
         await slots.acquire()
         d0 = time.thread_time()
         side = Side.BUY if i % 2 == 0 else Side.SELL
@@ -346,12 +386,7 @@ async def run_engine(url: URL, orders: int, window: int) -> EngineRun:
         await execution.submit_intent(intent)
     waiter = asyncio.create_task(done.wait())
     await asyncio.wait([waiter, *tasks], return_when=asyncio.FIRST_COMPLETED)
-    # The order is not done until the user stream's copy of its events is applied too:
-    # a fill path that lags behind would be throughput borrowed from later.
-    while any(not stream._queue.empty() for stream in venue._user_streams):
-        if any(task.done() for task in tasks):
-            break
-        await asyncio.sleep(0.001)
+    await _drained(venue, tasks)
     for task in tasks:
         if task.done():
             raise RuntimeError(f"{task.get_name()} stopped early") from task.exception()
@@ -364,7 +399,7 @@ async def run_engine(url: URL, orders: int, window: int) -> EngineRun:
     await asyncio.gather(*tasks, return_exceptions=True)
     await venue.close()
     await engine.dispose()
-    return EngineRun(
+    run = EngineRun(
         elapsed=elapsed,
         cpu=cpu,
         venue_cpu=venue_meter.seconds,
@@ -373,7 +408,18 @@ async def run_engine(url: URL, orders: int, window: int) -> EngineRun:
         gc_collections=gc_meter.collections,
         ack_latencies=latencies,
         wire_latencies=wire,
+        fsyncs_at_start=fsyncs_at_start,
     )
+    return run, first_timed_unit
+
+
+async def _drained(venue: Any, tasks: list[asyncio.Task[None]]) -> None:
+    # The order is not done until the user stream's copy of its events is applied too:
+    # a fill path that lags behind would be throughput borrowed from later.
+    while any(not stream._queue.empty() for stream in venue._user_streams):
+        if any(task.done() for task in tasks):
+            return
+        await asyncio.sleep(0.001)
 
 
 # -- the floor --------------------------------------------------------------------------------
@@ -396,7 +442,9 @@ def _writes(unit: Unit) -> bool:
     )
 
 
-async def run_floor(url: URL, units: list[Unit]) -> float:
+async def run_floor(url: URL, units: list[Unit], first_timed: int) -> float:
+    """Seconds to replay ``units[first_timed:]``, after the warm-up's units and an ANALYZE,
+    as the engine's run was timed."""
     conns = [
         await asyncpg.connect(**asyncpg_connect_kwargs(url))  # type: ignore[arg-type]
         for _ in range(POOL)
@@ -412,7 +460,7 @@ async def run_floor(url: URL, units: list[Unit]) -> float:
         for i in ids:
             last[i] = done
         plan.append((unit, after, done))
-    queue = iter(plan)
+    queue = iter(plan[:first_timed])
 
     async def replay(conn: asyncpg.Connection, unit: Unit) -> None:
         if len(unit.statements) == 1:
@@ -436,6 +484,9 @@ async def run_floor(url: URL, units: list[Unit]) -> float:
                     continue
             done.set()
 
+    await asyncio.gather(*(worker(c) for c in conns))
+    await _analyze(url)
+    queue = iter(plan[first_timed:])
     t0 = time.perf_counter()
     await asyncio.gather(*(worker(c) for c in conns))
     elapsed = time.perf_counter() - t0
@@ -468,19 +519,18 @@ def _ms(values: list[float], cut: int) -> float:
     return round(statistics.quantiles(values, n=100)[cut - 1] * 1000, 3)
 
 
-async def main(orders: int, window: int) -> dict[str, Any]:
+async def main(orders: int, window: int, warmup: int) -> dict[str, Any]:
     async with server() as admin:
         engine_db = await fresh_database(admin)
         floor_db = await fresh_database(admin)
         try:
             recorder = Recorder()
-            fsyncs_before = await _wal_fsyncs(engine_db)
             with recorder.installed():
-                run = await run_engine(engine_db, orders, window)
+                run, first_timed = await run_engine(engine_db, orders, window, warmup, recorder)
             fsyncs_after = await _wal_fsyncs(engine_db)
-            # The lease setup ran before timing started; replay only what the orders cost.
-            units = recorder.units
-            floor_elapsed = await run_floor(floor_db, units)
+            floor_elapsed = await run_floor(floor_db, recorder.units, first_timed)
+            # the statement counts are the timed orders'
+            units = recorder.units[first_timed:]
             floor_pending = await _scalar(
                 floor_db, "SELECT count(*) FROM orders WHERE state = 'PENDING_SUBMIT'"
             )
@@ -491,12 +541,13 @@ async def main(orders: int, window: int) -> dict[str, Any]:
     floor_per_s = orders / floor_elapsed
     fsyncs = (
         None
-        if fsyncs_before is None or fsyncs_after is None
-        else round((fsyncs_after - fsyncs_before) / orders, 3)
+        if run.fsyncs_at_start is None or fsyncs_after is None
+        else round((fsyncs_after - run.fsyncs_at_start) / orders, 3)
     )
     return {
         "orders": orders,
         "window": window,
+        "warmup": warmup,
         "orders_per_s": round(orders_per_s, 1),
         "floor_orders_per_s": round(floor_per_s, 1),
         "ratio": round(orders_per_s / floor_per_s, 3),
@@ -526,6 +577,12 @@ if __name__ == "__main__":
     parser.add_argument("--orders", type=int, default=2000)
     parser.add_argument("--window", type=int, default=32, help="intents kept outstanding")
     parser.add_argument(
+        "--warmup",
+        type=int,
+        default=500,
+        help="orders before timing starts (then ANALYZE, as autovacuum would)",
+    )
+    parser.add_argument(
         "--latency", action="store_true", help="one intent at a time (500 unless --orders)"
     )
     parser.add_argument(
@@ -540,4 +597,4 @@ if __name__ == "__main__":
     # is in the number; on stderr, stdout carries the result line only
     configure_logging(json=True, level=args.log_level)
     # the engine's own event loop (uvloop where installed), as `tradectl run` uses
-    print(json.dumps(run_main(main(args.orders, args.window))))
+    print(json.dumps(run_main(main(args.orders, args.window, args.warmup))))
