@@ -14,7 +14,7 @@ import contextlib
 from collections import defaultdict
 from collections.abc import AsyncIterator, Callable, Mapping, Sequence
 from datetime import datetime, time
-from decimal import Context, Decimal, Inexact, InvalidOperation, localcontext
+from decimal import Context, Decimal, InvalidOperation, localcontext
 from typing import Any
 
 from sqlalchemy import text
@@ -89,8 +89,9 @@ _FOLD_SYMBOLS = text(
     + " AND f.symbol = ANY(CAST(:symbols AS text[])) ORDER BY f.symbol, f.venue_ts, f.id"
 )
 
-# Sums of exact decimals (quantities of up to 38 digits): never rounded
-_EXACT = Context(prec=120, traps=[Inexact, InvalidOperation])
+# Sums of the ledger's exact decimals: exact while the digits from the largest to the smallest
+# quantity fit in 120 (the domain folds at 60), rather than raise and stop every refresh
+_EXACT = Context(prec=120, traps=[InvalidOperation])
 
 
 def _plus(a: Exposure, b: Exposure) -> Exposure:
