@@ -311,3 +311,19 @@ async def test_a_fill_sorting_before_the_folded_ones_folds_its_symbol_again(
     assert kept._pnl == full._pnl
     # in venue order the sell closed against the first buy alone: 50 - 10
     assert kept._pnl[Symbol("BTCUSDT")].position.realized_pnl == Decimal(40)  # type: ignore[union-attr]
+
+
+async def test_after_forget_the_next_refresh_reads_the_whole_history_again(
+    db_engine: AsyncEngine,
+) -> None:
+    await instruments(db_engine)
+    async with db_engine.begin() as conn:
+        for _ in range(5):
+            await fill(conn, "acct", fee="0.5", fee_asset="BTC")
+    portfolio = await refreshed(Portfolio(db_engine, "acct"))
+    before = portfolio.fills_read
+    portfolio.forget()
+    assert portfolio.dirty
+    await refreshed(portfolio)
+    assert portfolio.fills_read - before == 5 + 5  # exposure's and the P&L's full reads
+    assert held(portfolio) == {(StrategyId("s1"), Symbol("BTCUSDT")): Decimal("2.5")}
