@@ -19,9 +19,10 @@ committed one was visible to that snapshot, whose read (every id above the old w
 yet seen) returned it. M is then complete: ids up to it need never be read again. Above the
 watermark the ids already read are kept to skip them. A transaction that runs for long (in any
 database of the server: snapshots are server-wide) holds the watermark back: the reads stay
-correct, they only cover the rows since it began.
+correct, they only cover the rows since it began (after a first load, the whole history:
+its ids are all "seen" until the first watermark passes them, two reads later as a rule).
 
-Not covered: a unfenced writer whose insert waits (``ON CONFLICT`` on another open transaction's
+Not covered: an unfenced writer whose insert waits (``ON CONFLICT`` on another open transaction's
 row) between taking its id and its xid for longer than one refresh; and a database restored
 to an earlier state. Both are what :meth:`engine.portfolio.Portfolio.forget` is for (an outage
 and a takeover read everything again).
@@ -51,7 +52,7 @@ class Watermark:
 
     def params(self, prefix: str) -> dict[str, object]:
         """The next read's parameters: ``id > :{prefix}_after AND id NOT IN :{prefix}_seen``."""
-        return {f"{prefix}_after": self.complete, f"{prefix}_seen": sorted(self.seen)}
+        return {f"{prefix}_after": self.complete, f"{prefix}_seen": list(self.seen)}
 
     def advance(self, xmin: int, xmax: int, ids: Iterable[int]) -> None:
         """After a read at the snapshot ``(xmin, xmax)`` that returned ``ids``."""
