@@ -1,44 +1,41 @@
-"""Positions and resting exposure per strategy and symbol, read from the ledger.
+"""Positions and resting exposure per strategy and symbol, from the ledger.
 
-The ledger is the truth; this is a cache of it, refreshed by one query when something changed
-(a reservation, a fill), so the risk gate can stay synchronous and pure while it sees every fill
+The ledger is the truth; this is a cache of it, refreshed when something changed (a
+reservation, a fill), so the risk gate can stay synchronous and pure while it sees every fill
 and every open order recorded before the batch it checks. Resting orders count: a position limit
-that ignores them can be exceeded by the orders themselves.
+that ignores them can be exceeded by the orders themselves. The fills are read once and then
+only the new ones (engine.ledger.watermark): a refresh costs what changed, not the history.
 """
 
 from __future__ import annotations
 
+import asyncio
 import contextlib
 from collections import defaultdict
 from collections.abc import AsyncIterator, Callable, Mapping, Sequence
-from dataclasses import dataclass
 from datetime import datetime, time
-from decimal import Decimal
+from decimal import Context, Decimal, InvalidOperation, localcontext
+from typing import Any
 
 from sqlalchemy import text
 from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine
 
-from engine.domain.positions import Position, PositionFill, apply_fill, settle, total_pnl
+from engine.domain.positions import total_pnl
 from engine.domain.risk import Exposure
-from engine.domain.types import Asset, ClientOrderId, OrderState, Side, StrategyId, Symbol
+from engine.domain.types import ClientOrderId, OrderState, Side, StrategyId, Symbol
 from engine.ledger.db import database_errors
+from engine.ledger.watermark import SNAPSHOT, Watermark
+from engine.pnl_book import PnlBook, SymbolPnl
 from engine.shared_read import SharedRead
 from strategies.base import OpenOrder
 
 _NON_TERMINAL = "('PENDING_SUBMIT', 'UNKNOWN', 'OPEN', 'PARTIALLY_FILLED', 'PENDING_CANCEL')"
 
-_EXPOSURE = text(
+# The resting part: only the non-terminal orders (ix_orders_non_terminal), each with the sum of
+# its own fills (ix_fills_client_order_id_account): no history is scanned.
+_OPEN_EXPOSURE = text(
     f"""
-    SELECT strategy_id, symbol, sum(net_qty) AS net_qty, 0 AS open_buy, 0 AS open_sell
-    FROM positions p
-    WHERE account = :account
-      -- a settled market's contracts are gone (paid out): they are no position any more
-      AND NOT EXISTS (
-          SELECT 1 FROM settlements s WHERE s.account = p.account AND s.symbol = p.symbol
-      )
-    GROUP BY strategy_id, symbol
-    UNION ALL
-    SELECT strategy_id, symbol, 0,
+    SELECT strategy_id, symbol,
            COALESCE(sum(remaining_qty) FILTER (WHERE side = 'BUY'), 0),
            COALESCE(sum(remaining_qty) FILTER (WHERE side = 'SELL'), 0)
     FROM order_status
@@ -57,46 +54,44 @@ _OPEN_ORDERS = text(
     """
 )
 
-
-# A settled market (engine.settlement) closes its position at the payout: its settlement
-# comes with every fill row of the symbol, and is applied after the last one.
-_PNL_FILLS = text(
+# The fills not read yet (engine.ledger.watermark): the position keeps only fills of orders the
+# ledger knows (the ``positions`` view joins orders), the P&L every fill. The instrument as
+# joined now: engines record their venue's instruments at startup, before any fill.
+_NEW_FILLS = text(
     """
-    SELECT f.symbol, f.side, f.qty, f.price, f.fee, f.fee_asset, f.venue_ts,
-           i.base_asset, i.quote_asset, s.payout, s.settled_at
+    SELECT f.id, f.venue, f.symbol, f.side, f.qty, f.price, f.fee, f.fee_asset, f.venue_ts,
+           i.base_asset, i.quote_asset, o.strategy_id
     FROM fills f
+    LEFT JOIN orders o ON o.client_order_id = f.client_order_id AND o.account = f.account
     LEFT JOIN instruments i ON i.venue = f.venue AND i.symbol = f.symbol
-    LEFT JOIN settlements s
-        ON s.account = f.account AND s.venue = f.venue AND s.symbol = f.symbol
-    WHERE f.account = :account
-    ORDER BY f.symbol, f.venue_ts, f.id
+    WHERE f.account = :account AND f.id > :f_after
+      AND f.id NOT IN (SELECT unnest(CAST(:f_seen AS bigint[])))
     """
 )
+_NEW_SETTLEMENTS = text(
+    """
+    SELECT id, venue, symbol, payout, settled_at FROM settlements
+    WHERE account = :account AND id > :s_after
+      AND id NOT IN (SELECT unnest(CAST(:s_seen AS bigint[])))
+    """
+)
+# The P&L fold of some symbols (or all) from every fill, in the fold's order.
+_FOLD_COLUMNS = """
+    SELECT f.id, f.venue, f.symbol, f.side, f.qty, f.price, f.fee, f.fee_asset, f.venue_ts,
+           i.base_asset, i.quote_asset
+    FROM fills f
+    LEFT JOIN instruments i ON i.venue = f.venue AND i.symbol = f.symbol
+    WHERE f.account = :account
+"""
+_FOLD_ALL = text(_FOLD_COLUMNS + " ORDER BY f.symbol, f.venue_ts, f.id")
+_FOLD_SYMBOLS = text(
+    _FOLD_COLUMNS
+    + " AND f.symbol = ANY(CAST(:symbols AS text[])) ORDER BY f.symbol, f.venue_ts, f.id"
+)
 
-
-@dataclass(frozen=True, slots=True, kw_only=True)
-class _SymbolPnl:
-    #: every fill folded (``None`` when the symbol's assets are unknown: no instrument row)
-    position: Position | None
-    #: realized P&L of the fills before the trading day began
-    realized_before_today: Decimal
-
-
-def _settled(
-    position: Position | None,
-    before: Decimal,
-    settlement: tuple[Decimal, datetime] | None,
-    day: datetime,
-) -> _SymbolPnl:
-    """The symbol's fold, closed at its settlement payout when its market settled: the payout
-    minus the cost is realized then (today's P&L when it settled today, else before it)."""
-    if position is None or settlement is None:
-        return _SymbolPnl(position=position, realized_before_today=before)
-    payout, settled_at = settlement
-    position = settle(position, payout)
-    if settled_at < day:
-        before = position.realized_pnl
-    return _SymbolPnl(position=position, realized_before_today=before)
+# Sums of the ledger's exact decimals: exact while the digits from the largest to the smallest
+# quantity fit in 120 (the domain folds at 60), rather than raise and stop every refresh
+_EXACT = Context(prec=120, traps=[InvalidOperation])
 
 
 def _plus(a: Exposure, b: Exposure) -> Exposure:
@@ -108,6 +103,10 @@ def _plus(a: Exposure, b: Exposure) -> Exposure:
 
 
 class Portfolio:
+    """What the account holds, kept from the fills read since the last refresh (the history is
+    read once, at the first refresh and after :meth:`forget`), and what rests on the venue,
+    read at every refresh. A refresh's cost is its new fills', not the history's."""
+
     def __init__(self, engine: AsyncEngine, account: str) -> None:
         self._engine = engine
         self._account = account
@@ -116,10 +115,28 @@ class Portfolio:
         # read, so a refresh that began before a write can never hide that write.
         self._generation = 1
         self._clean_generation = 0
-        self._pnl: dict[Symbol, _SymbolPnl] = {}
+        self._pnl: dict[Symbol, SymbolPnl] = {}
         self._pnl_generation = 0
         self._pnl_day: datetime | None = None
         self._open_orders = SharedRead(self._read_open_orders)
+        # one reader at a time of the fills, so no fill is counted twice
+        self._lock = asyncio.Lock()
+        #: fill rows read from the ledger so far (the bench and tests read it)
+        self.fills_read = 0
+        self.forget()
+
+    def forget(self) -> None:
+        """Read the whole history again at the next refresh (after an outage, a takeover: a
+        restored database, or a writer the watermark's argument does not cover)."""
+        self._fills = Watermark()
+        self._settlement_ids = Watermark()
+        #: (strategy, symbol) -> net quantity of the fills read (base-asset fees netted)
+        self._held: dict[tuple[StrategyId, Symbol], Decimal] = {}
+        #: (venue, symbol) -> (payout, settled_at)
+        self._settlements: dict[tuple[str, str], tuple[Decimal, datetime]] = {}
+        self._book: PnlBook | None = None
+        self._pnl_generation = 0
+        self._generation += 1
 
     @contextlib.asynccontextmanager
     async def _connect(self) -> AsyncIterator[AsyncConnection]:
@@ -134,21 +151,95 @@ class Portfolio:
 
     async def refresh(self) -> None:
         generation = self._generation
-        rows: dict[tuple[StrategyId, Symbol], Exposure] = defaultdict(Exposure)
-        async with self._connect() as conn:
-            result = await conn.execute(_EXPOSURE, {"account": self._account})
-            for strategy, symbol, net, open_buy, open_sell in result:
+        await self._read(day=None, exposure=True)
+        self._clean_generation = generation
+        if self._book is not None:
+            # the P&L kept is as fresh as the exposure: refresh_pnl has nothing more to read
+            self._pnl_generation = generation
+
+    async def _read(self, *, day: datetime | None, exposure: bool) -> None:
+        """One snapshot (REPEATABLE READ): the fills and settlements not read yet, the open
+        orders (``exposure``), and the P&L fold (for ``day``, or the day it is kept for)."""
+        async with self._lock:
+            try:
+                async with self._connect() as conn:
+                    await conn.execution_options(
+                        isolation_level="REPEATABLE READ", postgresql_readonly=True
+                    )
+                    async with conn.begin():
+                        await self._read_in(conn, day=day, exposure=exposure)
+            except BaseException:
+                # half applied, or a read that may have missed rows: start over
+                self.forget()
+                raise
+
+    async def _read_in(
+        self, conn: AsyncConnection, *, day: datetime | None, exposure: bool
+    ) -> None:
+        account = {"account": self._account}
+        xmin, xmax = (await conn.execute(SNAPSHOT)).one()
+        fills = (await conn.execute(_NEW_FILLS, {**account, **self._fills.params("f")})).all()
+        settlements = (
+            await conn.execute(_NEW_SETTLEMENTS, {**account, **self._settlement_ids.params("s")})
+        ).all()
+        self.fills_read += len(fills)
+        with localcontext(_EXACT):
+            for row in fills:
+                if row.strategy_id is None:
+                    continue
+                key = (StrategyId(row.strategy_id), Symbol(row.symbol))
+                qty = row.qty if row.side == Side.BUY.value else -row.qty
+                if row.fee_asset is not None and row.fee_asset == row.base_asset:
+                    qty -= row.fee
+                self._held[key] = self._held.get(key, Decimal(0)) + qty
+        for _, venue, symbol, payout, settled_at in settlements:
+            self._settlements[(venue, symbol)] = (payout, settled_at)
+        day = day or self._pnl_day
+        if day is not None:
+            await self._fold(conn, day, fills, settlements)
+        if exposure:
+            rows: dict[tuple[StrategyId, Symbol], Exposure] = {}
+            settled = {symbol for _, symbol in self._settlements}
+            for key, net in self._held.items():
+                # a settled market's contracts are gone (paid out): no position any more
+                if key[1] not in settled:
+                    rows[key] = Exposure(position=net)
+            result = await conn.execute(_OPEN_EXPOSURE, account)
+            for strategy, symbol, open_buy, open_sell in result:
                 key = (StrategyId(strategy), Symbol(symbol))
                 rows[key] = _plus(
-                    rows[key],
-                    Exposure(
-                        position=Decimal(net),
-                        open_buy_qty=Decimal(open_buy),
-                        open_sell_qty=Decimal(open_sell),
-                    ),
+                    rows.get(key, Exposure()),
+                    Exposure(open_buy_qty=Decimal(open_buy), open_sell_qty=Decimal(open_sell)),
                 )
-        self._by_strategy = dict(rows)
-        self._clean_generation = generation
+            self._by_strategy = rows
+        self._fills.advance(xmin, xmax, (row.id for row in fills))
+        self._settlement_ids.advance(xmin, xmax, (row.id for row in settlements))
+
+    async def _fold(
+        self, conn: AsyncConnection, day: datetime, fills: Sequence[Any], settlements: Any
+    ) -> None:
+        account = {"account": self._account}
+        book = self._book
+        if book is None or book.day != day:
+            # the first P&L, or a new trading day (what was before it changed): every fill
+            book = PnlBook(day, self._settlements)
+            result = (await conn.execute(_FOLD_ALL, account)).all()
+            self.fills_read += len(result)
+            book.refold(result)
+        else:
+            stale = book.stale(fills)
+            if stale:
+                result = (
+                    await conn.execute(_FOLD_SYMBOLS, {**account, "symbols": sorted(stale)})
+                ).all()
+                self.fills_read += len(result)
+                book.refold(result)
+            book.append(fills, stale)
+            for row in settlements:
+                book.settled_now(Symbol(row.symbol))
+        self._book = book
+        self._pnl = book.result
+        self._pnl_day = day
 
     # -- P&L for the loss limits ---------------------------------------------------------------
 
@@ -168,46 +259,8 @@ class Portfolio:
         if self._pnl_generation == self._generation and self._pnl_day == day:
             return
         generation = self._generation
-        by_symbol: dict[Symbol, _SymbolPnl] = {}
-        async with self._connect() as conn:
-            result = await conn.execute(_PNL_FILLS, {"account": self._account})
-            current: Symbol | None = None
-            position: Position | None = None
-            before = Decimal(0)
-            settlement: tuple[Decimal, datetime] | None = None
-            for row in result:
-                symbol, side, qty, price, fee, fee_asset, venue_ts, base, quote = row[:9]
-                if symbol != current:
-                    if current is not None:
-                        by_symbol[current] = _settled(position, before, settlement, day)
-                    current, before = Symbol(symbol), Decimal(0)
-                    settlement = None if row.payout is None else (row.payout, row.settled_at)
-                    position = (
-                        None
-                        if base is None
-                        else Position(
-                            base_asset=Asset(base), quote_asset=Asset(quote), symbol=current
-                        )
-                    )
-                if position is None:
-                    continue
-                position = apply_fill(
-                    position,
-                    PositionFill(
-                        side=Side(side),
-                        qty=qty,
-                        price=price,
-                        fee=fee,
-                        fee_asset=None if fee_asset is None else Asset(fee_asset),
-                    ),
-                )
-                if venue_ts < day:
-                    before = position.realized_pnl
-            if current is not None:
-                by_symbol[current] = _settled(position, before, settlement, day)
-        self._pnl = by_symbol
+        await self._read(day=day, exposure=False)
         self._pnl_generation = generation
-        self._pnl_day = day
 
     def pnl(
         self, mark: Callable[[Symbol], Decimal | None], now: datetime

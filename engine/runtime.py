@@ -371,7 +371,7 @@ class Engine(StatusTask):
         await self.reconciler.reconcile()
         await self.execution.settle_owed_fills()
         await self._refresh_controls()
-        self.portfolio.mark_dirty()
+        self.portfolio.forget()
         await self.portfolio.refresh()
         await self.gate.load_history()
 
