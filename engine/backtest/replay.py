@@ -12,6 +12,7 @@ import random
 from collections.abc import Callable, Iterator, Mapping, Sequence
 from datetime import datetime, timedelta
 from decimal import ROUND_HALF_EVEN, Decimal
+from operator import attrgetter
 from types import MappingProxyType
 
 from engine.backtest.data import BarSeries
@@ -42,6 +43,7 @@ from strategies.base import DecisionMode, OpenOrder
 from strategies.registry import resolve
 
 _ZERO = Decimal(0)
+_CLOSE_TIME = attrgetter("close_time")
 _BPS = Decimal(10_000)
 #: how often (in bars) a replay reports its progress
 PROGRESS_EVERY = 2048
@@ -421,7 +423,7 @@ class Replay:
         pnl = total_pnl(self._position, last)
         rejected, rejections = await self._path.rejections()
         trips, open_trip = round_trips(fills, self.rules.quote_asset, last, self.rules.step_size)
-        times = tuple(b.close_time for b in self.bars)
+        times = tuple(map(_CLOSE_TIME, self.bars))
         perf = performance(
             times=times,
             equity=self._equity,
