@@ -439,7 +439,13 @@ class Replay:
         self._equity.append(equity)
         if self._position.quantity:
             self._exposed += 1
-        self._track_drawdown(equity)
+        # _track_drawdown inlined (a bar held: every other bar of a long/flat strategy)
+        if equity > self._equity_peak:
+            self._equity_peak = equity
+        drawdown = self._equity_peak - equity
+        if drawdown > self._max_drawdown:
+            self._max_drawdown = drawdown
+            self._max_drawdown_pct = drawdown / self._equity_peak * 100
 
     def _remark(self, price: Decimal) -> None:
         """The last close again, after the last bar's own fills."""
