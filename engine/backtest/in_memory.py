@@ -44,7 +44,9 @@ class PaperPath:
                 self._reject(request, "quantity rounds to zero at the step size")
                 continue
             try:
-                await self.venue.submit(request)
+                # in one process nothing else runs meanwhile: no turn of the event loop, and
+                # the fills are read from the venue (Replay._fold_fills), not from a report
+                self.venue.submit_now(request)
             except Definitive as exc:
                 self._reject(request, str(exc))
 

@@ -21,6 +21,7 @@ from __future__ import annotations
 
 import itertools
 import math
+import operator
 from collections.abc import Sequence
 from dataclasses import dataclass
 from datetime import datetime, timedelta
@@ -160,19 +161,31 @@ def performance(
     """The figures of :mod:`this module <engine.backtest.metrics>` from the equity marked at
     each bar's close (``times`` are the closes), the bars that closed holding a position, and
     the closed round trips."""
-    values = [float(e) for e in equity]
+    # One value per bar: mapped with builtins rather than per-element Python code (a backtest
+    # of 250,000 bars spent a tenth of its time here), the same float operations in the same
+    # order, so the same figures to the last bit.
+    values = list(map(float, equity))
     start, end = values[0], values[-1]
     span = times[-1] - times[0]
     years = span / _YEAR
     growth = end / start
     cagr = (growth ** (1 / years) - 1) * 100 if years > 0 and growth > 0 else None
-    returns = [b / a - 1 for a, b in itertools.pairwise(values) if a != 0]
+    if 0.0 in values:  # never for a real equity curve: the readable form, skipping zeros
+        returns = [b / a - 1 for a, b in itertools.pairwise(values) if a != 0]
+    else:
+        returns = list(
+            map(operator.sub, map(operator.truediv, values[1:], values[:-1]), itertools.repeat(1))
+        )
     per_year = (len(returns) / years) if years > 0 else None
     vol = sharpe = sortino = None
     if len(returns) > 1 and per_year is not None:
         mean = math.fsum(returns) / len(returns)
-        var = math.fsum((r - mean) ** 2 for r in returns) / (len(returns) - 1)
-        down = math.fsum(min(r, 0.0) ** 2 for r in returns) / len(returns)
+        var = math.fsum(
+            map(pow, map(operator.sub, returns, itertools.repeat(mean)), itertools.repeat(2))
+        ) / (len(returns) - 1)
+        down = math.fsum(
+            map(pow, map(min, returns, itertools.repeat(0.0)), itertools.repeat(2))
+        ) / len(returns)
         scale = math.sqrt(per_year)
         vol = math.sqrt(var) * scale * 100
         sharpe = mean / math.sqrt(var) * scale if var > 0 else None
@@ -240,7 +253,9 @@ def _drawdowns(
             peak, peak_at = v, t
         else:
             under = True
-            deepest = max(deepest, (1 - v / peak) * 100)
+            depth = (1 - v / peak) * 100
+            if depth > deepest:  # max(), without a call per bar under water
+                deepest = depth
     if under:
         durations.append(times[-1] - peak_at)
     return deepest, max(durations, default=timedelta(0)), durations

@@ -12,6 +12,7 @@ import random
 from collections.abc import Callable, Iterator, Mapping, Sequence
 from datetime import datetime, timedelta
 from decimal import ROUND_HALF_EVEN, Decimal
+from operator import attrgetter
 from types import MappingProxyType
 
 from engine.backtest.data import BarSeries
@@ -42,6 +43,7 @@ from strategies.base import DecisionMode, OpenOrder
 from strategies.registry import resolve
 
 _ZERO = Decimal(0)
+_CLOSE_TIME = attrgetter("close_time")
 _BPS = Decimal(10_000)
 #: how often (in bars) a replay reports its progress
 PROGRESS_EVERY = 2048
@@ -186,48 +188,94 @@ class Replay:
             # in memory a bar strategy decides synchronously: the portfolio is ours, nothing on
             # the hold path awaits (with orders resting, the venue's book is read: awaited)
             sync = not persisted and self._bar_mode
-            total = len(self.bars)
-            for done, bar in enumerate(self.bars):
-                if self.progress is not None and not done % PROGRESS_EVERY:
-                    self.progress(done, total)
-                self._now = bar.open_time
-                if persisted:  # in memory the heartbeat does nothing: not awaited per bar
-                    await self._path.heartbeat()
-                if at_open and self._pending:
-                    # the previous bar's decisions reach the market at this bar's open
-                    self._arrive(bar, bar.open, bar.open_time)
-                    await self._submit_pending()
-                    await self._path.settle()
-                if self.venue.resting:  # else no quote along the bar could fill anything
-                    self._walk_bar(bar, from_open=not at_open or self._now == bar.open_time)
-                    await self._path.settle()
-                self._now = bar.close_time
-                if self.venue.fill_count != self._fills_seen:
-                    self._fold_fills()
-                self._mark(bar.close)
-                if sync and not self.venue.resting:
-                    try:
-                        intents = self._decide_now(bar)
-                    except StrategyFailed as failed:
-                        await self.host.strategy_failed(self.hosted.strategy_id, failed.error)
-                        raise  # the failure handler raised already; never reached
-                    for intent in intents:  # most bars: none (a hold, counted)
-                        await self._execute(intent)
-                else:
-                    await self._decide(bar)
-                if self._pending and not at_open:  # most bars decide to hold: nothing to send
-                    self._arrive(bar, bar.close, bar.close_time)
-                    await self._submit_pending()
+            if sync and not at_open:
+                await self._run_at_close()
+            else:
+                await self._run_bars(at_open=at_open, persisted=persisted, sync=sync)
             self._fold_fills()
             self._remark(self.bars[-1].close)
             if self.progress is not None:
-                self.progress(total, total)
+                self.progress(len(self.bars), len(self.bars))
             return await self._report()
         finally:
             try:
                 await self._path.close()
             finally:
                 await self.venue.close()
+
+    async def _run_bars(self, *, at_open: bool, persisted: bool, sync: bool) -> None:
+        """Every bar in order: the resting orders meet its path, the strategy decides at its
+        close, the decided orders arrive (at the close, or at the next bar's open)."""
+        total = len(self.bars)
+        for done, bar in enumerate(self.bars):
+            if self.progress is not None and not done % PROGRESS_EVERY:
+                self.progress(done, total)
+            self._now = bar.open_time
+            if persisted:  # in memory the heartbeat does nothing: not awaited per bar
+                await self._path.heartbeat()
+            if at_open and self._pending:
+                # the previous bar's decisions reach the market at this bar's open
+                self._arrive(bar, bar.open, bar.open_time)
+                await self._submit_pending()
+                await self._path.settle()
+            if self.venue.resting:  # else no quote along the bar could fill anything
+                self._walk_bar(bar, from_open=not at_open or self._now == bar.open_time)
+                await self._path.settle()
+            self._now = bar.close_time
+            if self.venue.fill_count != self._fills_seen:
+                self._fold_fills()
+            self._mark(bar.close)
+            if sync and not self.venue.resting:
+                try:
+                    intents = self._decide_now(bar)
+                except StrategyFailed as failed:
+                    await self.host.strategy_failed(self.hosted.strategy_id, failed.error)
+                    raise  # the failure handler raised already; never reached
+                for intent in intents:  # most bars: none (a hold, counted)
+                    await self._execute(intent)
+            else:
+                await self._decide(bar)
+            if self._pending and not at_open:  # most bars decide to hold: nothing to send
+                self._arrive(bar, bar.close, bar.close_time)
+                await self._submit_pending()
+
+    async def _run_at_close(self) -> None:
+        """:meth:`run`'s loop for the usual in-memory run (a bar strategy, orders at the signal
+        bar's close): the same steps, with what every bar reads held in locals, and the
+        flat-and-unfilled bar's equity carried without a call (most bars of a long/flat
+        strategy). Any change here must be made in :meth:`_run_bars` too."""
+        venue = self.venue
+        progress = self.progress
+        total = len(self.bars)
+        equity = self._equity
+        decide_now = self._decide_now
+        for done, bar in enumerate(self.bars):
+            if progress is not None and not done % PROGRESS_EVERY:
+                progress(done, total)
+            if venue.resting:  # else no quote along the bar could fill anything
+                self._now = bar.open_time
+                self._walk_bar(bar, from_open=True)
+                await self._path.settle()
+            self._now = bar.close_time
+            if venue.fill_count != self._fills_seen:
+                self._fold_fills()
+            if self._position.quantity or self._marked_fills != self._fills_seen or not equity:
+                self._mark(bar.close)
+            else:  # flat and nothing filled since: _mark's carried equity
+                equity.append(equity[-1])
+            if not venue.resting:
+                try:
+                    intents = decide_now(bar)
+                except StrategyFailed as failed:
+                    await self.host.strategy_failed(self.hosted.strategy_id, failed.error)
+                    raise  # the failure handler raised already; never reached
+                for intent in intents:  # most bars: none (a hold, counted)
+                    await self._execute(intent)
+            else:
+                await self._decide(bar)
+            if self._pending:  # most bars decide to hold: nothing to send
+                self._arrive(bar, bar.close, bar.close_time)
+                await self._submit_pending()
 
     def _walk_bar(self, bar: Bar, *, from_open: bool) -> None:
         """Quotes along the bar's path, so resting orders meet its whole range (after an
@@ -391,7 +439,13 @@ class Replay:
         self._equity.append(equity)
         if self._position.quantity:
             self._exposed += 1
-        self._track_drawdown(equity)
+        # _track_drawdown inlined (a bar held: every other bar of a long/flat strategy)
+        if equity > self._equity_peak:
+            self._equity_peak = equity
+        drawdown = self._equity_peak - equity
+        if drawdown > self._max_drawdown:
+            self._max_drawdown = drawdown
+            self._max_drawdown_pct = drawdown / self._equity_peak * 100
 
     def _remark(self, price: Decimal) -> None:
         """The last close again, after the last bar's own fills."""
@@ -421,7 +475,7 @@ class Replay:
         pnl = total_pnl(self._position, last)
         rejected, rejections = await self._path.rejections()
         trips, open_trip = round_trips(fills, self.rules.quote_asset, last, self.rules.step_size)
-        times = tuple(b.close_time for b in self.bars)
+        times = tuple(map(_CLOSE_TIME, self.bars))
         perf = performance(
             times=times,
             equity=self._equity,

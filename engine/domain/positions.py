@@ -201,7 +201,15 @@ def unrealized(position: Position, mark: Decimal) -> Decimal:
 
 def total_pnl(position: Position, mark: Decimal) -> Decimal:
     """Realized plus unrealized at ``mark``: the cash-flow P&L, in the quote asset."""
-    return _CONTEXT.add(position.realized_pnl, unrealized(position, mark))
+    # unrealized() inlined, the same checks and operations (a backtest marks every bar held)
+    if type(mark) is not Decimal or not mark.is_finite() or mark < 0:
+        _check(mark, "mark")  # raises as unrealized() would
+    return _ADD(
+        position.realized_pnl, _SUBTRACT(_MULTIPLY(position.quantity, mark), position.cost_basis)
+    )
+
+
+_ADD, _SUBTRACT, _MULTIPLY = _CONTEXT.add, _CONTEXT.subtract, _CONTEXT.multiply
 
 
 def settle(position: Position, outcome: Decimal) -> Position:

@@ -628,3 +628,50 @@ async def test_orders_since_lists_a_symbols_orders_from_a_time_in_any_status(
         ("resting", VenueOrderStatus.NEW),
         ("filled", VenueOrderStatus.FILLED),
     ]
+
+
+async def test_submit_now_places_and_fills_as_submit_does_without_a_report() -> None:
+    awaited, direct = make_venue(), make_venue()
+    for v in (awaited, direct):
+        v.set_quote(quote("100.00", "100.10"))
+    orders = [limit("a", Side.BUY, "0.5", "101.00"), limit("b", Side.SELL, "0.2", "100.50")]
+
+    for order in orders:
+        await awaited.submit(order)
+        assert direct.submit_now(order) is None  # type: ignore[func-returns-value]
+
+    assert direct.all_fills() == awaited.all_fills()
+    assert [r.status for r in direct.all_orders().orders] == [
+        r.status for r in awaited.all_orders().orders
+    ]
+    for asset in (BTC, USDT):
+        assert free_locked(direct, asset) == free_locked(awaited, asset)
+
+
+async def test_submit_now_refuses_and_fails_like_submit(venue: PaperVenue) -> None:
+    venue.set_quote(quote("100.00", "100.10"))
+    with pytest.raises(Definitive, match="insufficient balance"):
+        venue.submit_now(limit("big", Side.BUY, "1000", "101.00"))
+    venue.fail_next_submit_before_accept()
+    with pytest.raises(Ambiguous):
+        venue.submit_now(limit("lost", Side.BUY, "0.1", "99.00"))
+    venue.fail_next_submit_after_accept()
+    with pytest.raises(Ambiguous):
+        venue.submit_now(limit("amb", Side.BUY, "0.1", "99.00"))
+    assert venue.all_orders().attempts[ClientOrderId("amb")] == 1
+    assert venue.all_orders().attempts[ClientOrderId("lost")] == 0
+    await venue.close()
+    with pytest.raises(Definitive, match="closed"):
+        venue.submit_now(limit("late", Side.BUY, "0.1", "99.00"))
+
+
+async def test_fills_from_and_all_fills_report_each_fill_once(venue: PaperVenue) -> None:
+    venue.set_quote(quote("100.00", "100.10"))
+    await venue.submit(limit("a", Side.BUY, "0.5", "101.00"))
+    (first,) = venue.fills_from(0)
+    await venue.submit(limit("b", Side.BUY, "0.1", "101.00"))
+
+    assert venue.fills_from(2) == ()
+    (second,) = venue.fills_from(1)
+    assert venue.all_fills() == (first, second)
+    assert venue.all_fills()[0] is first  # built once: a fill never changes

@@ -263,3 +263,13 @@ def test_settlement_realizes_exactly_the_pnl_at_the_settlement_price(
     settled = settle(position, outcome)
     assert settled.quantity == 0
     assert settled.realized_pnl == total_pnl(position, outcome)
+
+
+@pytest.mark.parametrize("mark", [Decimal("NaN"), Decimal("sNaN"), Decimal("-1"), 1.5])
+def test_a_mark_total_pnl_cannot_price_is_refused_as_unrealized_refuses_it(mark: object) -> None:
+    position = fold(buy("1", "100"))
+    with pytest.raises(ValueError, match=r"^mark must be") as by_unrealized:
+        unrealized(position, mark)  # type: ignore[arg-type]
+    with pytest.raises(ValueError, match=r"^mark must be") as by_total:
+        total_pnl(position, mark)  # type: ignore[arg-type]
+    assert str(by_total.value) == str(by_unrealized.value)

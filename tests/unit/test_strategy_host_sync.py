@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from datetime import UTC, datetime
+from datetime import UTC, datetime, timedelta
 from decimal import Decimal
 from types import MappingProxyType
 
@@ -99,3 +99,11 @@ def test_a_strategy_raising_in_the_synchronous_path_is_reported_for_the_failure_
 )
 def test_the_quick_interval_key_is_the_isoformat_it_replaces(at: datetime) -> None:
     assert interval_key_of(at) == at.isoformat()
+
+
+def test_the_interval_key_of_consecutive_bars_across_days_is_their_isoformat() -> None:
+    start = datetime(2024, 2, 28, 22, tzinfo=UTC)  # over a leap day and a month's end
+    times = [start + timedelta(minutes=30 * n) for n in range(150)]
+    assert [interval_key_of(at) for at in times] == [at.isoformat() for at in times]
+    # back to an earlier day, as a second replay would
+    assert interval_key_of(start) == start.isoformat()

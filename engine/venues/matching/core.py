@@ -144,6 +144,8 @@ class MatchingCore(Generic[T]):
         )
         self.touch[symbol] = touch
         events = self._events()
+        if not self._open:  # nothing rests (a replay's arrival quote): nothing to cross
+            return events
         for side in (Side.BUY, Side.SELL):
             sign = -1 if side is Side.BUY else 1
             crossing = sorted(

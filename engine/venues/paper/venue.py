@@ -159,6 +159,7 @@ class PaperVenue:
         self._quotes: dict[Symbol, Quote] = {}
         self._walks: dict[Symbol, RandomWalk] = {}
         self._submits: Counter[ClientOrderId] = Counter()
+        self._fill_reports: list[FillReport] = []
 
         self._user_streams: list[PaperStream[UserEvent]] = []
         self._market_streams: list[PaperStream[MarketEvent]] = []
@@ -183,6 +184,25 @@ class PaperVenue:
         insufficient balance) raise :class:`Definitive` and change nothing.
         """
         await self._io()
+        report = self._report(self._accept(order), with_fills=True)
+        if self._fail_after_accept:
+            self._fail_after_accept -= 1
+            raise Ambiguous("timeout: the venue accepted the order but the response was lost")
+        return report
+
+    def submit_now(self, order: OrderRequest) -> None:
+        """:meth:`submit` for a caller in this process that reads the outcome from the venue
+        itself (an in-memory replay, which folds the fills in from :meth:`fills_from`): placed
+        and matched without a turn of the event loop and without the report nobody reads.
+        Refuses and fails (fault hooks) exactly as :meth:`submit` does."""
+        self._check_open()
+        self._accept(order)
+        if self._fail_after_accept:
+            self._fail_after_accept -= 1
+            raise Ambiguous("timeout: the venue accepted the order but the response was lost")
+
+    def _accept(self, order: OrderRequest) -> Order[datetime]:
+        """The order placed and matched, or refused: :meth:`submit` after the network."""
         if self._fail_before_accept:
             self._fail_before_accept -= 1
             raise Ambiguous("timeout: submit request lost before reaching the venue (injected)")
@@ -209,11 +229,7 @@ class PaperVenue:
                 f"{MSG_INSUFFICIENT} Needs {exc.needed} {exc.asset}, free {exc.free} {exc.asset}",
                 code=CODE_NEW_ORDER_REJECTED,
             ) from None
-        report = self._report(placed, with_fills=True)
-        if self._fail_after_accept:
-            self._fail_after_accept -= 1
-            raise Ambiguous("timeout: the venue accepted the order but the response was lost")
-        return report
+        return placed
 
     async def find_order(self, symbol: Symbol, client_order_id: ClientOrderId) -> OrderReport:
         await self._io()
@@ -422,7 +438,7 @@ class PaperVenue:
 
     def all_fills(self) -> tuple[FillReport, ...]:
         """Every fill on every symbol, in the order they happened."""
-        return tuple(self._fill_report(f) for f in self._core.fill_log)
+        return tuple(self._logged_fills(0))
 
     @property
     def resting(self) -> int:
@@ -437,8 +453,15 @@ class PaperVenue:
     def fills_from(self, start: int) -> tuple[FillReport, ...]:
         """The fills after the first ``start``: a replay folds them in as they come, without
         copying the whole log each bar."""
-        log = self._core.fill_log
-        return tuple(self._fill_report(f) for f in log[start:]) if start < len(log) else ()
+        return tuple(self._logged_fills(start)) if start < len(self._core.fill_log) else ()
+
+    def _logged_fills(self, start: int) -> list[FillReport]:
+        """The reports of the fill log from ``start``, each built once (a fill never changes:
+        a replay folds every fill in as it comes and reports them all at the end)."""
+        log, reports = self._core.fill_log, self._fill_reports
+        if len(reports) < len(log):
+            reports.extend(self._fill_report(f) for f in log[len(reports) :])
+        return reports[start:]
 
     def balances_now(self) -> dict[Asset, BalanceReport]:
         now = self._now()
