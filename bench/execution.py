@@ -360,7 +360,8 @@ async def run_engine(
             for _ in range(window):
                 await slots.acquire()
             await _drained(venue, tasks)
-            await _analyze(url)
+            if warmup:  # --warmup 0: a fresh ledger's tables, never analyzed
+                await _analyze(url)
             fsyncs_at_start = await _wal_fsyncs(url)
             first_timed_unit = len(recorder.units)
             timing = True
@@ -485,7 +486,8 @@ async def run_floor(url: URL, units: list[Unit], first_timed: int) -> float:
             done.set()
 
     await asyncio.gather(*(worker(c) for c in conns))
-    await _analyze(url)
+    if first_timed:
+        await _analyze(url)
     queue = iter(plan[first_timed:])
     t0 = time.perf_counter()
     await asyncio.gather(*(worker(c) for c in conns))
