@@ -443,7 +443,7 @@ def _writes(unit: Unit) -> bool:
     )
 
 
-async def run_floor(url: URL, units: list[Unit], first_timed: int) -> float:
+async def run_floor(url: URL, units: list[Unit], first_timed: int, *, analyze: bool) -> float:
     """Seconds to replay ``units[first_timed:]``, after the warm-up's units and an ANALYZE,
     as the engine's run was timed."""
     conns = [
@@ -486,7 +486,7 @@ async def run_floor(url: URL, units: list[Unit], first_timed: int) -> float:
             done.set()
 
     await asyncio.gather(*(worker(c) for c in conns))
-    if first_timed:
+    if analyze:
         await _analyze(url)
     queue = iter(plan[first_timed:])
     t0 = time.perf_counter()
@@ -530,7 +530,9 @@ async def main(orders: int, window: int, warmup: int) -> dict[str, Any]:
             with recorder.installed():
                 run, first_timed = await run_engine(engine_db, orders, window, warmup, recorder)
             fsyncs_after = await _wal_fsyncs(engine_db)
-            floor_elapsed = await run_floor(floor_db, recorder.units, first_timed)
+            floor_elapsed = await run_floor(
+                floor_db, recorder.units, first_timed, analyze=warmup > 0
+            )
             # the statement counts are the timed orders'
             units = recorder.units[first_timed:]
             floor_pending = await _scalar(
