@@ -1,6 +1,5 @@
 from __future__ import annotations
 
-from datetime import UTC, datetime, timedelta
 from decimal import Decimal
 from types import MappingProxyType
 
@@ -11,33 +10,13 @@ from engine.domain.market import Bar
 from engine.domain.types import ClientOrderId, OrderState, Side, StrategyId, Symbol
 from strategies.base import OpenOrder, ParamError, Snapshot, StrategyLimits
 from strategies.sma_cross import SmaCross, create
+from tests.bars import BTC, flat_bar
 
-BTC = Symbol("BTCUSDT")
 SID = StrategyId("sma")
-T0 = datetime(2026, 1, 1, tzinfo=UTC)
 
 
 def bars(*closes: int | str) -> tuple[Bar, ...]:
-    out = []
-    for i, c in enumerate(closes):
-        price = Decimal(c)
-        open_time = T0 + timedelta(minutes=i)
-        out.append(
-            Bar(
-                symbol=BTC,
-                interval="1m",
-                open_time=open_time,
-                close_time=open_time + timedelta(minutes=1),
-                open=price,
-                high=price,
-                low=price,
-                close=price,
-                volume=Decimal(1),
-                closed=True,
-                received_at=open_time + timedelta(minutes=1),
-            )
-        )
-    return tuple(out)
+    return tuple(flat_bar(i, str(c)) for i, c in enumerate(closes))
 
 
 def snapshot(
