@@ -19,6 +19,7 @@ from engine.domain.types import (
     VerdictResult,
 )
 from engine.ledger.alerts import alert_cte, alert_params
+from engine.ledger.control_gate import covers
 from engine.ledger.decisions import with_outcome
 from engine.ledger.journal import record_action
 from engine.ledger.operator_channel import notify_operator
@@ -45,19 +46,12 @@ CLEAR_ACTIONS = {
     ControlKind.REDUCE_ONLY: "reduce_only_off",
 }
 
-# Only the global controls and this account's own: a strategy or symbol paused in another
-# account is that account's business.
-COVERING_CONTROLS = """
+# Which controls cover a batch: engine/ledger/control_gate.py (one rule for these statements and
+# the reservation gate).
+COVERING_CONTROLS = f"""
     SELECT c.id, c.scope, c.account, c.target, c.kind, c.active, c.reason, c.set_by, c.set_at
     FROM controls c
-    WHERE c.active AND (
-        c.scope = 'global'
-        OR (c.account = :account AND (
-            c.scope = 'account'
-            OR (c.scope = 'strategy' AND c.target = ANY(CAST(:strategy_ids AS text[])))
-            OR (c.scope = 'symbol' AND c.target = ANY(CAST(:symbols AS text[])))
-        ))
-    )
+    WHERE {covers(":account", "CAST(:strategy_ids AS text[])", "CAST(:symbols AS text[])")}
 """
 
 SQL_COVERING_CONTROLS = Statement(f"{COVERING_CONTROLS} ORDER BY c.id")

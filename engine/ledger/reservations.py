@@ -9,7 +9,7 @@ from typing import Any
 
 from engine.domain.orders import Order
 from engine.domain.types import ClientOrderId, DecisionOutcome, OrderState
-from engine.ledger.controls import CONTROLS_LOCK_KEY, COVERING_CONTROLS, apply_controls
+from engine.ledger.controls import CONTROLS_LOCK_KEY, apply_controls
 from engine.ledger.decisions import INSERT_DECISIONS, decision_params, with_outcome
 from engine.ledger.leases import lease_lost
 from engine.ledger.part import LedgerPart
@@ -17,9 +17,9 @@ from engine.ledger.records import Reservation, ReserveResult, ReserveStatus
 from engine.ledger.rows import SELECT_ORDERS, to_order
 from engine.ledger.statements import Statement, require_finite, retry_transient
 
-# The fence. Joining the lock CTE forces the lock before the row is updated; the controls are
-# read by a *later* statement, whose snapshot therefore includes any control committed before
-# the lock was granted.
+# The fence of the controlled path (a transaction of its own). Joining the lock CTE forces the
+# lock before the row is updated; the controls are read by a *later* statement, whose snapshot
+# therefore includes any control committed before the lock was granted.
 SQL_FENCE = Statement(
     """
     WITH lk AS (SELECT pg_advisory_xact_lock_shared(:lock_key))
@@ -36,13 +36,9 @@ SQL_GET_ORDERS = Statement(
     WHERE o.client_order_id = ANY(CAST(:client_order_ids AS text[])) AND o.account = :account"""
 )
 
-# The reservation itself. With :guard set it writes nothing when any control covers the batch
-# (the common, uncontrolled case then costs one statement); the caller then reads the controls,
-# decides per reservation, and runs it again with :guard off and only the allowed orders.
-SQL_RESERVE = Statement(
-    f"""
-    WITH ctl AS ({COVERING_CONTROLS} LIMIT 1),
-    go AS (SELECT NOT (CAST(:guard AS boolean) AND EXISTS (SELECT 1 FROM ctl)) AS ok),
+# The reservation's rows, written only where ``go.ok``: the decisions, the PENDING_SUBMIT orders
+# (not one that exists: it was reserved before) and their first events.
+_RESERVE_ROWS = f"""
     d AS (
         {INSERT_DECISIONS}, go WHERE go.ok
         ON CONFLICT (account, decision_id) DO NOTHING
@@ -70,8 +66,39 @@ SQL_RESERVE = Statement(
         INSERT INTO order_events (account, client_order_id, from_state, to_state, cause,
                                   recorded_at)
         SELECT :account, client_order_id, NULL, 'PENDING_SUBMIT', 'reserved', :now FROM o
-    )
-    SELECT (SELECT ok FROM go) AS ok, ARRAY(SELECT client_order_id FROM o) AS inserted
+    )"""
+
+# The usual reservation, whole, in one statement committed on its own (one round trip): the
+# gate takes the controls lock and reads the controls after it (engine/ledger/control_gate.py),
+# joining it orders the lock before the lease row's fence update (as SQL_FENCE does), and the
+# rows are written only when the lease is ours and no control covers the batch. ``fenced``
+# false: the lease is lost; ``ok`` false with ``fenced``: a control covers the batch, nothing
+# was written, and the caller decides per reservation in a transaction (SQL_RESERVE).
+SQL_RESERVE_GATED = Statement(
+    f"""
+    WITH gate AS (
+        SELECT reservation_gate(:lock_key, :account, CAST(:strategy_ids AS text[]),
+                                CAST(:symbols AS text[])) AS covered
+    ),
+    fence AS (
+        UPDATE leases SET heartbeat_at = :now FROM gate
+        WHERE account = :account AND holder = :holder AND epoch = :epoch AND expires_at > :now
+        RETURNING gate.covered
+    ),
+    go AS (SELECT EXISTS (SELECT 1 FROM fence WHERE NOT fence.covered) AS ok),
+    {_RESERVE_ROWS}
+    SELECT EXISTS (SELECT 1 FROM fence) AS fenced, (SELECT ok FROM go) AS ok,
+           ARRAY(SELECT client_order_id FROM o) AS inserted
+    """
+)
+
+# The controlled path's reservation, after SQL_FENCE and the per-reservation decision: the
+# allowed orders and every decision (the refused ones stored as denied).
+SQL_RESERVE = Statement(
+    f"""
+    WITH go AS (SELECT true AS ok),
+    {_RESERVE_ROWS}
+    SELECT ARRAY(SELECT client_order_id FROM o) AS inserted
     """
 )
 
@@ -117,54 +144,45 @@ class Reserving(LedgerPart):
         reserved_decisions = [
             with_outcome(r.decision, DecisionOutcome.RESERVED) for r in reservations
         ]
-        async with self._tx() as db:
-            fenced = (
-                await SQL_FENCE.run(
-                    db,
-                    {
-                        "lock_key": CONTROLS_LOCK_KEY,
-                        "account": self.account,
-                        "holder": holder,
-                        "epoch": epoch,
-                        "now": now,
-                    },
-                )
-            ).first()
-            if fenced is None:
-                raise lease_lost(self.account, holder, epoch)
+        fence = {"lock_key": CONTROLS_LOCK_KEY, "holder": holder, "epoch": epoch, "now": now}
+        blocked: dict[ClientOrderId, list[str]] = {}
+        async with self._connection() as db:
             row = (
-                await SQL_RESERVE.run(
+                await SQL_RESERVE_GATED.run(
                     db,
                     {
                         **scope,
-                        "guard": True,
-                        "now": now,
-                        "epoch": epoch,
+                        **fence,
                         **decision_params(reserved_decisions),
                         **_order_params(reservations),
                     },
                 )
             ).one()
-            blocked: dict[ClientOrderId, list[str]] = {}
+            if not row["fenced"]:
+                raise lease_lost(self.account, holder, epoch)
             if row["ok"]:
                 inserted = set(row["inserted"])
             else:
-                allowed, blocked, decisions = await apply_controls(
-                    db, self.account, reservations, scope
-                )
-                row = (
-                    await SQL_RESERVE.run(
-                        db,
-                        {
-                            **scope,
-                            "guard": False,
-                            "now": now,
-                            "epoch": epoch,
-                            **decision_params(decisions),
-                            **_order_params(allowed),
-                        },
+                async with db.transaction():
+                    if (
+                        await SQL_FENCE.run(db, {**fence, "account": self.account})
+                    ).first() is None:
+                        raise lease_lost(self.account, holder, epoch)
+                    allowed, blocked, decisions = await apply_controls(
+                        db, self.account, reservations, scope
                     )
-                ).one()
+                    row = (
+                        await SQL_RESERVE.run(
+                            db,
+                            {
+                                "account": self.account,
+                                "now": now,
+                                "epoch": epoch,
+                                **decision_params(decisions),
+                                **_order_params(allowed),
+                            },
+                        )
+                    ).one()
                 inserted = set(row["inserted"])
             # Anything not inserted now was reserved before: report the stored order. A blocked
             # reservation that was reserved before is EXISTING too: it may be on the venue.

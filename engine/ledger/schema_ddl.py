@@ -1,11 +1,13 @@
-"""What the schema holds beyond its tables: the views and the position fold, and the triggers
-that make the append-only tables refuse a rewrite. ``create_all`` builds the whole schema from
-:mod:`engine.ledger.schema` and this module (tests compare it with the migrations)."""
+"""What the schema holds beyond its tables: the views and the position fold, the triggers that
+make the append-only tables refuse a rewrite, and the reservation gate. ``create_all`` builds
+the whole schema from :mod:`engine.ledger.schema` and this module (tests compare it with the
+migrations)."""
 
 from __future__ import annotations
 
 from sqlalchemy.engine import Connection
 
+from engine.ledger.control_gate import DROP_RESERVATION_GATE, RESERVATION_GATE_FUNCTION
 from engine.ledger.schema import metadata
 from engine.ledger.views import POSITION_FOLD_FUNCTION, VIEWS
 
@@ -43,10 +45,12 @@ POST_CREATE_DDL: tuple[str, ...] = (
     *(sql for _, sql in VIEWS),
     APPEND_ONLY_FUNCTION,
     *(stmt for table in APPEND_ONLY_TABLES for stmt in _append_only_triggers(table)),
+    RESERVATION_GATE_FUNCTION,
 )
 
 #: Statements that undo POST_CREATE_DDL, in order (before the tables are dropped).
 PRE_DROP_DDL: tuple[str, ...] = (
+    DROP_RESERVATION_GATE,
     *(
         f"DROP TRIGGER IF EXISTS {table}_{suffix} ON {table}"
         for table in APPEND_ONLY_TABLES

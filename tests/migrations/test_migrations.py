@@ -193,7 +193,7 @@ async def test_the_alembic_cli_takes_the_url_from_x_or_database_url(
     bogus = {"DATABASE_URL": "postgresql://nobody@127.0.0.1:1/nothing"}
     await asyncio.to_thread(_alembic, "-x", f"url={url}", "upgrade", "head", env=bogus)
     current = await asyncio.to_thread(_alembic, "current", env={"DATABASE_URL": url})
-    assert "0016 (head)" in current
+    assert "0017 (head)" in current
 
 
 # -- 0003: the account in every identity --------------------------------------------------------
