@@ -41,6 +41,7 @@ from engine.ledger.controls import CONTROLS_LOCK_KEY
 from engine.ledger.db import asyncpg_connect_kwargs, make_engine
 from engine.ledger.ledger import Ledger
 from engine.ledger.records import DecisionRecord, Reservation, ReserveStatus
+from engine.ledger.statements import Statement
 from engine.venues.base import BalanceReport, FillReport, OrderReport
 from tests.helpers import eventually
 
@@ -233,6 +234,28 @@ async def test_a_batch_is_reserved_in_one_go_and_reports_each_order(
     stored = [await ledger.orders.get(r.client_order_id) for r in batch]
     assert [o.side for o in stored if o] == [Side.BUY, Side.SELL]
     assert [o for o in stored] == [r.order for r in results]
+
+
+async def test_a_batch_no_control_covers_is_reserved_by_one_statement_outside_a_transaction(
+    ledger: Ledger, epoch: int, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """One round trip from a decision to its reservation: no BEGIN, fence or COMMIT of its own
+    (the lock, the fence and the controls read are in the statement: reservation_gate)."""
+    ran: list[tuple[str, bool]] = []
+    original = Statement.run
+
+    async def run(self: Statement, db: Any, params: Any = None) -> Any:
+        ran.append((self.sql, db.is_in_transaction()))
+        return await original(self, db, params)
+
+    monkeypatch.setattr(Statement, "run", run)
+    results = await ledger.orders.reserve(
+        [reservation(1), reservation(2)], holder=HOLDER, epoch=epoch
+    )
+    assert [r.status for r in results] == [ReserveStatus.RESERVED] * 2
+    [(sql, in_transaction)] = ran
+    assert "reservation_gate(" in sql
+    assert not in_transaction
 
 
 async def test_reserve_with_a_stale_epoch_raises_lease_lost_and_writes_nothing(
