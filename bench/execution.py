@@ -79,10 +79,11 @@ from engine.ledger.embedded import embedded_postgres  # noqa: E402
 from engine.ledger.ledger import Ledger  # noqa: E402
 from engine.ledger.part import LedgerPart  # noqa: E402
 from engine.ledger.statements import Statement  # noqa: E402
+from engine.limits_book import LimitsBook  # noqa: E402
 from engine.marketdata.conflator import Conflator  # noqa: E402
 from engine.observability import configure_logging  # noqa: E402
 from engine.portfolio import Portfolio  # noqa: E402
-from engine.risk_gate import LimitsBook, RiskGate  # noqa: E402
+from engine.risk_gate import RiskGate  # noqa: E402
 from engine.tasks import run_main  # noqa: E402
 from engine.venues.paper import BTCUSDT, default_paper_venue  # noqa: E402
 

@@ -55,10 +55,11 @@ from engine.domain.types import AccountId, Side, StrategyId, utc_now  # noqa: E4
 from engine.execution import Execution, ExecutionConfig, FillPath  # noqa: E402
 from engine.ledger.db import asyncpg_connect_kwargs, make_engine, normalize_url  # noqa: E402
 from engine.ledger.ledger import Ledger  # noqa: E402
+from engine.limits_book import LimitsBook  # noqa: E402
 from engine.marketdata.conflator import Conflator  # noqa: E402
 from engine.observability import configure_logging  # noqa: E402
 from engine.portfolio import Portfolio  # noqa: E402
-from engine.risk_gate import LimitsBook, RiskGate  # noqa: E402
+from engine.risk_gate import RiskGate  # noqa: E402
 from engine.tasks import run_main  # noqa: E402
 from engine.venues.paper import BTCUSDT, default_paper_venue  # noqa: E402
 

@@ -19,8 +19,7 @@ from __future__ import annotations
 
 import dataclasses
 from collections import defaultdict, deque
-from collections.abc import Callable, Iterable, Mapping
-from dataclasses import dataclass, field
+from collections.abc import Callable, Iterable
 from datetime import datetime, timedelta
 from decimal import Decimal
 from time import monotonic
@@ -45,9 +44,9 @@ from engine.domain.risk.loss_marks import LossMarks, advance
 from engine.domain.risk.utilisation import account_utilisation
 from engine.domain.types import Asset, Side, StrategyId, Symbol, utc_now
 from engine.ledger.ledger import Ledger
+from engine.limits_book import LimitsBook
 from engine.marketdata.volume import VolumeTracker
 from engine.portfolio import Portfolio
-from engine.strategy_config import StrategySpec
 
 _ZERO = Decimal(0)
 _RATE_WINDOW = timedelta(minutes=1)
@@ -68,84 +67,7 @@ class MarketSource(Protocol):
     def volumes(self) -> VolumeTracker: ...
 
 
-_DEFAULT_LIMITS = Limits()
 _NO_ACCOUNT = AccountView()
-_DEFAULT_VOLUME_WINDOW = _DEFAULT_LIMITS.volume_window
-
-
-@dataclass(frozen=True, slots=True, kw_only=True)
-class LimitsBook:
-    """Account-wide limits, and per-strategy limits that override them field by field."""
-
-    account: Limits = field(default_factory=Limits)
-    strategies: Mapping[StrategyId, Limits] = field(default_factory=dict)
-    #: configured typical order size, used until a strategy has enough orders of its own
-    typical_order_qty: Mapping[StrategyId, Decimal] = field(default_factory=dict)
-    #: each strategy's merged limits, built once (the book is immutable): the gate asks for them
-    #: for every order and the utilization gauges for every strategy each refresh
-    _merged: dict[StrategyId, Limits] = field(
-        default_factory=dict, init=False, repr=False, compare=False
-    )
-
-    @classmethod
-    def empty(cls) -> LimitsBook:
-        return cls()
-
-    @classmethod
-    def from_specs(
-        cls, specs: tuple[StrategySpec, ...], account: Limits | None = None
-    ) -> LimitsBook:
-        per: dict[StrategyId, Limits] = {}
-        for spec in specs:
-            lim = spec.limits
-            per[spec.strategy_id] = Limits(
-                max_order_qty=lim.max_order_qty,
-                max_order_notional=lim.max_order_notional,
-                max_position_qty=lim.max_position,
-                max_position_notional=lim.max_position_notional,
-                max_orders_per_minute=lim.max_orders_per_minute,
-                max_price_age=lim.max_quote_age,
-                max_input_age=lim.max_input_age,
-                price_band_bps=lim.price_band_bps,
-                min_spread_bps=lim.min_spread_bps,
-                max_spread_bps=lim.max_spread_bps,
-                fat_finger_multiple=lim.fat_finger_multiple,
-                max_volume_fraction=lim.max_volume_fraction,
-                max_depth_fraction=lim.max_depth_fraction,
-                volume_window=lim.volume_window or _DEFAULT_VOLUME_WINDOW,
-                resizable=frozenset(Check(c) for c in lim.resize),
-            )
-        return cls(
-            account=account or Limits(),
-            strategies=per,
-            typical_order_qty={
-                s.strategy_id: s.limits.typical_order_qty
-                for s in specs
-                if s.limits.typical_order_qty is not None
-            },
-        )
-
-    def any(self, predicate: Callable[[Limits], bool]) -> bool:
-        return predicate(self.account) or any(
-            predicate(self.for_strategy(s)) for s in self.strategies
-        )
-
-    def for_strategy(self, strategy: StrategyId) -> Limits:
-        merged = self._merged.get(strategy)
-        if merged is None:
-            merged = self._merged[strategy] = self._merge(strategy)
-        return merged
-
-    def _merge(self, strategy: StrategyId) -> Limits:
-        own = self.strategies.get(strategy)
-        if own is None:
-            return self.account
-        overrides = {
-            f.name: value
-            for f in dataclasses.fields(own)
-            if (value := getattr(own, f.name)) != getattr(_DEFAULT_LIMITS, f.name)
-        }
-        return dataclasses.replace(self.account, **overrides)
 
 
 def _add(exposure: Exposure, side: Side, qty: Decimal) -> Exposure:
@@ -179,8 +101,11 @@ class RiskGate:
         self._checks: dict[tuple[StrategyId, Symbol, bool], tuple[Check, ...]] = {}
         # Approved in the current batch, not yet committed.
         self._pending: dict[tuple[StrategyId, Symbol], Exposure] = defaultdict(Exposure)
-        # Committed reservations the snapshot may not contain yet: (sequence, key, exposure).
+        # Committed reservations the snapshot may not contain yet: (sequence, key, exposure),
+        # and their sum per key (what each assessment adds: not the list, which grows by an
+        # entry per order between two refreshes).
         self._committed: list[tuple[int, tuple[StrategyId, Symbol], Exposure]] = []
+        self._committed_sum: dict[tuple[StrategyId, Symbol], Exposure] = {}
         self._sequence = 0
         self._refreshed_at = float("-inf")
         self._seen_generation = -1
@@ -353,6 +278,9 @@ class RiskGate:
         self._by_strategy = self.portfolio.snapshot()
         # Committed before the read began: the snapshot has them.
         self._committed = [c for c in self._committed if c[0] > started]
+        self._committed_sum = {}
+        for _, key, exposure in self._committed:
+            self._committed_sum[key] = _plus(self._committed_sum.get(key, _NO_EXPOSURE), exposure)
 
     def reserved(self) -> None:
         """The batch's reserve transaction is over: its approvals are now committed (or were
@@ -360,6 +288,7 @@ class RiskGate:
         for key, exposure in self._pending.items():
             self._sequence += 1
             self._committed.append((self._sequence, key, exposure))
+            self._committed_sum[key] = _plus(self._committed_sum.get(key, _NO_EXPOSURE), exposure)
         self._pending.clear()
         self.portfolio.mark_dirty()
 
@@ -392,7 +321,7 @@ class RiskGate:
         """The exposure as read, the reservations committed since, the batch's approvals."""
         return (
             self._by_strategy.items(),
-            ((key, exposure) for _, key, exposure in self._committed),
+            self._committed_sum.items(),
             self._pending.items(),
         )
 

@@ -54,6 +54,7 @@ from engine.handoff import HandOff, first_set
 from engine.heap import frozen_once_ready
 from engine.ledger.ledger import Ledger
 from engine.ledger.monitoring import Monitoring
+from engine.limits_book import LimitsBook
 from engine.live_guard import confirm_live, staging
 from engine.loss_halt import lift_expired_loss_halt
 from engine.marketdata.conflator import Conflator
@@ -67,7 +68,7 @@ from engine.portfolio import Portfolio
 from engine.protection_config import VenueProtection, protection_from_settings
 from engine.readiness import Readiness, watch_engine
 from engine.reconcile import Reconciler
-from engine.risk_gate import LimitsBook, RiskGate
+from engine.risk_gate import RiskGate
 from engine.settlement import settler_for
 from engine.startup_steps import StartupSteps, apply_start_policies
 from engine.status_task import StatusTask

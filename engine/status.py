@@ -15,8 +15,8 @@ from engine.domain.types import AccountId, Symbol, VenueName, utc_now
 from engine.ledger.db import database_errors
 from engine.ledger.loss_marks import LossMarksPart
 from engine.ledger.pnl import PnlRow, balance_rows, pnl_rows
+from engine.limits_book import LimitsBook
 from engine.portfolio import Portfolio
-from engine.risk_gate import LimitsBook
 
 _ORDERS_BY_STATE = text(
     "SELECT state, count(*) FROM orders WHERE account = :account GROUP BY state ORDER BY state"

@@ -24,9 +24,10 @@ from engine.domain.types import AccountId, ClientOrderId, StrategyId
 from engine.exceptions import TradectlError
 from engine.execution import Execution, ExecutionConfig, FillPath
 from engine.ledger.ledger import Ledger
+from engine.limits_book import LimitsBook
 from engine.marketdata.conflator import Conflator
 from engine.portfolio import Portfolio
-from engine.risk_gate import LimitsBook, RiskGate
+from engine.risk_gate import RiskGate
 from engine.venues.base import InstrumentRules
 from engine.venues.paper import PaperVenue
 from strategies.base import StrategyLimits

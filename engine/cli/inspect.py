@@ -28,7 +28,7 @@ from engine.database import open_database
 from engine.exceptions import ConfigError
 
 if TYPE_CHECKING:
-    from engine.risk_gate import LimitsBook
+    from engine.limits_book import LimitsBook
 
 
 @app.command()
@@ -84,7 +84,7 @@ def status(
 
 
 def _limits(config: Settings) -> tuple[LimitsBook | None, str | None]:
-    from engine.risk_gate import LimitsBook
+    from engine.limits_book import LimitsBook
     from engine.strategy_config import load_trading_config
 
     try:

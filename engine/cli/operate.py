@@ -274,10 +274,11 @@ async def _operate_here(
     """No engine holds the lease: become the account's writer for this one operation."""
     from engine.controls import LeaseKeeper, OperatorDesk
     from engine.execution import Execution, ExecutionConfig
+    from engine.limits_book import LimitsBook
     from engine.marketdata.conflator import Conflator
     from engine.portfolio import Portfolio
     from engine.reconcile import Reconciler
-    from engine.risk_gate import LimitsBook, RiskGate
+    from engine.risk_gate import RiskGate
     from engine.runtime import symbols_of
     from engine.strategy_config import load_strategy_config
     from engine.venue_session import open_venue

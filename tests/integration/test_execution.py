@@ -31,9 +31,10 @@ from engine.domain.types import (
 )
 from engine.execution import Execution, ExecutionConfig, FillPath
 from engine.ledger.ledger import Ledger
+from engine.limits_book import LimitsBook
 from engine.marketdata.conflator import Conflator
 from engine.portfolio import Portfolio
-from engine.risk_gate import LimitsBook, RiskGate
+from engine.risk_gate import RiskGate
 from engine.venues.base import FillReport, OrderReport, UserEvent
 from engine.venues.paper import BTCUSDT, PaperVenue, default_paper_venue
 from tests.helpers import eventually

@@ -11,7 +11,8 @@ from sqlalchemy.ext.asyncio import AsyncEngine
 from engine.crashpoints import CrashPoint, CrashPoints
 from engine.domain.risk import Limits
 from engine.domain.types import OrderState
-from engine.risk_gate import LimitsBook, RiskGate
+from engine.limits_book import LimitsBook
+from engine.risk_gate import RiskGate
 from engine.venues.paper import BTCUSDT, default_paper_venue
 from tests.integration.test_execution import STRATEGY, Clock, buy, coid_of, make_rig, quote
 

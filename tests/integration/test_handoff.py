@@ -24,9 +24,10 @@ from engine.domain.types import AccountId, Side, StrategyId, utc_now
 from engine.execution import Execution, ExecutionConfig
 from engine.handoff import HandOff
 from engine.ledger.ledger import Ledger
+from engine.limits_book import LimitsBook
 from engine.marketdata.conflator import Conflator
 from engine.portfolio import Portfolio
-from engine.risk_gate import LimitsBook, RiskGate
+from engine.risk_gate import RiskGate
 from engine.venues.paper import BTCUSDT, default_paper_venue
 from engine.venues.simulator import run_simulator
 from tests.chaos.harness import SYMBOLS, EngineProcess, engine_env

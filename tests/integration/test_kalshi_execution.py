@@ -20,10 +20,11 @@ from engine.domain.market import Quote
 from engine.domain.types import AccountId, OrderState, Side, StrategyId, TimeInForce, utc_now
 from engine.execution import Execution, ExecutionConfig
 from engine.ledger.ledger import Ledger
+from engine.limits_book import LimitsBook
 from engine.marketdata.conflator import Conflator
 from engine.portfolio import Portfolio
 from engine.reconcile import Reconciler
-from engine.risk_gate import LimitsBook, RiskGate
+from engine.risk_gate import RiskGate
 from engine.venues.kalshi import KalshiVenue
 from engine.venues.kalshi_simulator import KalshiSimConfig, KalshiSimHandle, run_kalshi_simulator
 from engine.venues.simulator.faults import FaultPlan

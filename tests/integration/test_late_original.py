@@ -20,9 +20,10 @@ from engine.domain.market import Quote
 from engine.domain.types import AccountId, OrderState, Symbol, VenueName, utc_now
 from engine.execution import Execution, ExecutionConfig
 from engine.ledger.ledger import Ledger
+from engine.limits_book import LimitsBook
 from engine.marketdata.conflator import Conflator
 from engine.portfolio import Portfolio
-from engine.risk_gate import LimitsBook, RiskGate
+from engine.risk_gate import RiskGate
 from engine.venues.binance import BinanceConfig, BinanceVenue
 from engine.venues.metrics import VenueMetrics
 from engine.venues.simulator import FaultPlan, SimulatorConfig, run_simulator

@@ -18,9 +18,10 @@ from engine.domain.intents import Buy, DecisionKey
 from engine.domain.types import Side, StrategyId, Symbol, TimeInForce, utc_now
 from engine.execution import Execution, ExecutionConfig
 from engine.ledger.ledger import Ledger
+from engine.limits_book import LimitsBook
 from engine.marketdata.conflator import Conflator
 from engine.portfolio import Portfolio
-from engine.risk_gate import LimitsBook, RiskGate
+from engine.risk_gate import RiskGate
 from engine.strategy_config import parse_trading_config
 from tests.contract.test_binance_simulator_contract import binance_on_simulator
 from tests.helpers import eventually

@@ -35,11 +35,12 @@ from engine.exceptions import DatabaseUnavailable, LeaseLost
 from engine.execution import Execution, ExecutionConfig
 from engine.ledger.ledger import Ledger
 from engine.ledger.monitoring import Monitoring
+from engine.limits_book import LimitsBook
 from engine.marketdata.conflator import Conflator
 from engine.outage import LedgerHealth
 from engine.portfolio import Portfolio
 from engine.reconcile import Reconciler
-from engine.risk_gate import LimitsBook, RiskGate
+from engine.risk_gate import RiskGate
 from engine.venues.paper import BTCUSDT, PaperVenue, default_paper_venue
 from tests.helpers import eventually
 from tests.integration.test_execution import PREFIX, Clock, quote

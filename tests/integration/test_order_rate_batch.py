@@ -8,7 +8,8 @@ from sqlalchemy import text
 from sqlalchemy.ext.asyncio import AsyncEngine
 
 from engine.domain.risk import Limits
-from engine.risk_gate import LimitsBook, RiskGate
+from engine.limits_book import LimitsBook
+from engine.risk_gate import RiskGate
 from engine.venues.paper import BTCUSDT, default_paper_venue
 from tests.integration.test_execution import STRATEGY, Clock, buy, make_rig, quote
 

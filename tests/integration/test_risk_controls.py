@@ -28,10 +28,11 @@ from engine.domain.types import (
 from engine.execution import Execution, ExecutionConfig
 from engine.ledger.ledger import Ledger
 from engine.ledger.records import OperatorRequestKind
+from engine.limits_book import LimitsBook
 from engine.marketdata.conflator import Conflator
 from engine.portfolio import Portfolio
 from engine.reconcile import Reconciler
-from engine.risk_gate import LimitsBook, RiskGate
+from engine.risk_gate import RiskGate
 from engine.venues.paper import BTCUSDT, PaperVenue, default_paper_venue
 from tests.integration.test_execution import ACCOUNT, PREFIX, Clock, quote
 
