@@ -16,7 +16,9 @@ never overflow. The operator listener's one ``LISTEN`` connection stays outside 
 first use, on the loop that uses it (a pool used from another loop is dropped and made again),
 and closed by ``await engine.dispose()`` (SQLAlchemy's ``engine_disposed`` event, run inside
 the greenlet ``AsyncEngine.dispose`` spawns); like SQLAlchemy's pool, it is made again if the
-engine is used after that. ``Database`` disposes its engine on exit.
+engine is used after that. ``Database`` disposes its engine on exit. Dispose before the loop
+ends: connections of a loop already closed can no longer be closed (Python warns of their
+sockets), though the engine still works on the next loop (SQLAlchemy's pool did not).
 
 **No session state, no reset round trip.** ``Pool.release()`` would run ``Connection.reset()``
 (``RESET ALL``, ``UNLISTEN *``, ``pg_advisory_unlock_all()``…: a round trip per check-in). The
@@ -174,7 +176,7 @@ class LedgerConnections:
             if not db.is_closed() and db.is_in_transaction():
                 db.terminate()
             # a closed connection was already given back (its holder reconnects on next use)
-            await _give_back(pool, proxy)
+            await _give_back(proxy)
 
     def on_dispose(self, _engine: Engine) -> None:
         """``engine_disposed``: close the pool (inside ``AsyncEngine.dispose``'s greenlet)."""
@@ -195,23 +197,19 @@ class LedgerConnections:
             pool.terminate()
 
 
-async def _give_back(pool: asyncpg.Pool, proxy: Any) -> None:
+async def _give_back(proxy: Any) -> None:
     """``Pool.release(proxy)`` without its ``asyncio.shield``: the shield runs the release as a
     task, two more turns of the event loop and a task per check-in (a third of the checkout's
     cost, measured), there to keep a cancelled caller from abandoning a reset that awaits the
     server. With :func:`_no_reset` and no transaction left open the release does no I/O and
     cannot be interrupted; if it has to wait (a statement being cancelled) and is cancelled, it
-    closes the connection, never leaks it. Written against asyncpg 0.32's pool (what
-    ``Pool.release`` does before the shield); anything else takes the public path."""
-    con = getattr(proxy, "_con", None)
-    holder = getattr(proxy, "_holder", None)
+    closes the connection, never leaks it. This is what ``Pool.release`` does before the
+    shield, in asyncpg's pool internals (``_con``, ``_holder``; the same since 0.18)."""
+    con = proxy._con
     if con is None:
         return  # closed already, and so released (its holder reconnects on next use)
-    if holder is None or not hasattr(holder, "release") or not hasattr(con, "_on_release"):
-        await pool.release(proxy)
-        return
     con._on_release()
-    await holder.release(None)
+    await proxy._holder.release(None)
 
 
 async def _close(pool: asyncpg.Pool) -> None:
