@@ -158,3 +158,46 @@ async def test_an_unreachable_database_fails_the_checkout_as_database_unavailabl
             assert "s3cret-pw" not in str(info.value)
     finally:
         await engine.dispose()
+
+
+async def test_a_checkout_cancelled_mid_statement_in_a_transaction_leaves_the_pool_usable(
+    database_url: URL,
+) -> None:
+    engine = make_engine(database_url, pool_size=2)  # one ledger connection
+    try:
+        connections = ledger_connections(engine)
+        started = asyncio.Event()
+
+        async def stuck() -> None:
+            async with connections.connection() as db, db.transaction():
+                started.set()
+                await db.execute("SELECT pg_sleep(30)")
+
+        task = asyncio.create_task(stuck())
+        await started.wait()
+        await eventually(lambda: _sleeping(database_url), message="the statement never started")
+        task.cancel()
+        with pytest.raises(asyncio.CancelledError):
+            await task
+        ledger = Ledger(engine, account=ACCOUNT, venue=VENUE)
+        # the one connection came back (rolled back, or closed and made again), not stuck
+        async with asyncio.timeout(10):
+            assert await ledger.orders.get(ClientOrderId("nope")) is None
+        async with connections.connection() as db:
+            assert not db.is_in_transaction()
+    finally:
+        await engine.dispose()
+
+
+async def _sleeping(database_url: URL) -> bool:
+    conn = await asyncpg.connect(**asyncpg_connect_kwargs(database_url))  # type: ignore[arg-type]
+    try:
+        return bool(
+            await conn.fetchval(
+                "SELECT count(*) > 0 FROM pg_stat_activity "
+                "WHERE datname = $1 AND query LIKE 'SELECT pg_sleep%' AND state = 'active'",
+                database_url.database,
+            )
+        )
+    finally:
+        await conn.close()
