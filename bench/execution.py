@@ -69,6 +69,7 @@ from engine.domain.market import Quote  # noqa: E402
 from engine.domain.risk import Limits  # noqa: E402
 from engine.domain.types import AccountId, Side, StrategyId, utc_now  # noqa: E402
 from engine.execution import Execution, ExecutionConfig, FillPath  # noqa: E402
+from engine.ledger.connections import CORE_POOL_SIZE  # noqa: E402
 from engine.ledger.db import (  # noqa: E402
     asyncpg_connect_kwargs,
     make_engine,
@@ -88,6 +89,9 @@ from engine.tasks import run_main  # noqa: E402
 from engine.venues.paper import BTCUSDT, default_paper_venue  # noqa: E402
 
 POOL = 8
+#: the connections the ledger's statements run on (the rest are SQLAlchemy's, for the portfolio):
+#: the floor replays them on as many
+LEDGER_CONNECTIONS = POOL - CORE_POOL_SIZE
 PREFIX = "bench"
 
 
@@ -449,7 +453,7 @@ async def run_floor(url: URL, units: list[Unit], first_timed: int, *, analyze: b
     as the engine's run was timed."""
     conns = [
         await asyncpg.connect(**asyncpg_connect_kwargs(url))  # type: ignore[arg-type]
-        for _ in range(POOL)
+        for _ in range(LEDGER_CONNECTIONS)
     ]
     # Each transaction waits for the last earlier one that named any of its orders: the engine
     # never acknowledges an order before its reservation has committed, nor may the floor.

@@ -126,6 +126,7 @@ async def open_database(
             url = admin.set(username=roles.owner if owner else roles.engine)
             embedded = True
         engine = make_engine(url)
+        # closes the ledger's asyncpg pool too (engine/ledger/connections.py)
         stack.push_async_callback(engine.dispose)
         await ensure_at_head(engine)
         yield Database(

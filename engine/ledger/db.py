@@ -86,22 +86,31 @@ def asyncpg_connect_kwargs(url: str | URL) -> dict[str, object]:
 
 
 def make_engine(url: str | URL, *, pool_size: int = 8) -> AsyncEngine:
+    """The engine, with at most ``pool_size`` connections (at least two): the ledger's asyncpg
+    pool takes all but :data:`~engine.ledger.connections.CORE_POOL_SIZE` of them, SQLAlchemy's
+    pool (migrations' checks, status, the Core readers) the rest (engine/ledger/connections.py).
+    """
+    # connections.py classifies its failures with this module's is_connection_error
+    from engine.ledger.connections import CONNECT_ARGS, CORE_POOL_SIZE, ledger_connections
+
     parsed = url if isinstance(url, URL) else normalize_url(url)
-    return create_async_engine(
+    core = max(1, min(CORE_POOL_SIZE, pool_size - 1))
+    engine = create_async_engine(
         parsed,
-        pool_size=pool_size,
+        pool_size=core,
         # No overflow: an overflow connection is closed after each use, and every new connection
-        # prepares each statement and introspects its types again, which under a burst of acks
+        # prepares each statement and introspects its types again, which under a burst of reads
         # cost more than waiting for a pooled connection.
         max_overflow=0,
         # No pool_pre_ping: with asyncpg it costs BEGIN/SELECT/ROLLBACK (three round trips) on
-        # every checkout, doubling the cost of a ledger transaction. A connection that died with
-        # the server fails its next statement as DatabaseUnavailable (the pool then drops every
-        # connection), and the caller retries, as it must for any outage.
+        # every checkout. A connection that died with the server fails its next statement as
+        # DatabaseUnavailable (the pool then drops every connection), and the caller retries, as
+        # it must for any outage.
         pool_recycle=1800,
-        # The ledger's transactions are short; a stuck statement must not hold the account.
-        connect_args={"command_timeout": 30, "server_settings": {"application_name": "tradectl"}},
+        connect_args=CONNECT_ARGS,
     )
+    ledger_connections(engine, max_size=max(1, pool_size - core))
+    return engine
 
 
 def alembic_config(url: str | URL) -> object:

@@ -34,9 +34,9 @@ insert fills, derive the state, update, event) in its own implicit transaction; 
 (``orders.record_acks``) is BEGIN / one such statement per report status / COMMIT; reads
 are one statement. Statements are :class:`~engine.ledger.statements.Statement` constants,
 written at the top of the concept module that runs them as SQLAlchemy ``text()`` with ``:name``
-parameters, compiled once at import by the asyncpg dialect, and run on the pooled connection's
-asyncpg driver, so a call costs little more than raw asyncpg (the engine, its pool and URL
-handling stay SQLAlchemy's).
+parameters, compiled once at import by the asyncpg dialect, and run on a plain asyncpg connection
+of the engine's ledger pool (engine/ledger/connections.py), so a call costs little more than raw
+asyncpg (the engine, its URL handling and migrations stay SQLAlchemy's).
 
 Timestamps written here come from the injected clock, so tests control time and all rows of one
 process agree; the lease logic tolerates clock skew between processes because safety rests on the
@@ -72,7 +72,7 @@ class Ledger:
     """The durable ledger of one account on one venue. Safe to share between coroutines.
 
     Each concept is one attribute (``ledger.orders.reserve(...)``, ``ledger.fills.append(...)``);
-    all of them share this ledger's engine (and its connection pool), account, venue and clock.
+    all of them share this ledger's engine (and its ledger pool), account, venue and clock.
     """
 
     def __init__(

@@ -12,7 +12,8 @@ from sqlalchemy.ext.asyncio import AsyncEngine
 
 from engine.domain.types import AccountId, VenueName
 from engine.exceptions import LedgerError
-from engine.ledger.db import is_connection_error, translate_error
+from engine.ledger.connections import ledger_connections
+from engine.ledger.db import translate_error
 from engine.ledger.fence import Fence
 
 
@@ -30,6 +31,7 @@ class LedgerPart:
         fence: Fence | None = None,
     ) -> None:
         self._engine = engine
+        self._connections = ledger_connections(engine)
         self.account = account
         self.venue = venue
         self._clock = clock
@@ -38,25 +40,12 @@ class LedgerPart:
 
     @asynccontextmanager
     async def _connection(self) -> AsyncIterator[asyncpg.Connection]:
-        """A pooled connection's asyncpg driver, outside any transaction (each statement is
-        then its own transaction: the right thing for reads and one-statement writes)."""
+        """A connection of the engine's ledger pool (engine/ledger/connections.py), outside any
+        transaction (each statement is then its own transaction: the right thing for reads and
+        one-statement writes)."""
         with self._translated():
-            async with self._engine.connect() as conn:
-                # Checked out and connected by connect(): reading it needs no I/O (and no
-                # greenlet hop, which get_raw_connection() would cost on every call).
-                db = conn.sync_connection.connection.driver_connection  # type: ignore[union-attr]
-                assert isinstance(db, asyncpg.Connection)
-                try:
-                    yield db
-                except BaseException as exc:
-                    if is_connection_error(exc):
-                        await conn.invalidate()
-                    raise
-                finally:
-                    # A transaction left open (cancelled mid-commit, say) must not reach the
-                    # next user of this pooled connection: drop the connection instead.
-                    if not db.is_closed() and db.is_in_transaction():
-                        await conn.invalidate()
+            async with self._connections.connection() as db:
+                yield db
 
     @asynccontextmanager
     async def _tx(self) -> AsyncIterator[asyncpg.Connection]:

@@ -16,6 +16,7 @@ from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine
 
 from engine.domain.risk import Exposure
 from engine.domain.types import StrategyId, Symbol
+from engine.ledger.db import make_engine
 from engine.portfolio import Portfolio
 
 NOW = datetime(2026, 11, 30, 12, tzinfo=UTC)
@@ -153,16 +154,22 @@ async def test_a_fill_committed_late_with_a_lower_id_is_counted_at_the_next_refr
 ) -> None:
     await instruments(db_engine)
     portfolio = await refreshed(Portfolio(db_engine, "acct"))
-    async with db_engine.connect() as late, db_engine.connect() as early:
-        await late.begin()
-        late_id = await fill(late, "acct", qty="2")  # its transaction stays open
-        async with early.begin():
-            early_id = await fill(early, "acct", qty="5")
-        assert late_id < early_id
-        await refreshed(portfolio)
-        await refreshed(portfolio)  # the watermark may not pass the open transaction
-        assert held(portfolio) == {(StrategyId("s1"), Symbol("BTCUSDT")): Decimal(5)}
-        await late.commit()
+    # two writers of their own: the engine's Core pool (engine/ledger/connections.py) is the
+    # portfolio's
+    writers = make_engine(db_engine.url)
+    try:
+        async with writers.connect() as late, writers.connect() as early:
+            await late.begin()
+            late_id = await fill(late, "acct", qty="2")  # its transaction stays open
+            async with early.begin():
+                early_id = await fill(early, "acct", qty="5")
+            assert late_id < early_id
+            await refreshed(portfolio)
+            await refreshed(portfolio)  # the watermark may not pass the open transaction
+            assert held(portfolio) == {(StrategyId("s1"), Symbol("BTCUSDT")): Decimal(5)}
+            await late.commit()
+    finally:
+        await writers.dispose()
     await refreshed(portfolio)
     assert held(portfolio) == {(StrategyId("s1"), Symbol("BTCUSDT")): Decimal(7)}
     assert portfolio.pnl(lambda s: Decimal(100), NOW) == (Decimal(0), Decimal(0))

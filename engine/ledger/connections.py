@@ -1,0 +1,236 @@
+"""The ledger's connections: a plain asyncpg pool per engine, checked out without SQLAlchemy.
+
+SQLAlchemy's ``AsyncEngine.connect()`` costs a greenlet hop on checkout and on check-in (0.08 ms
+and 0.13 ms of a 1.3 ms reservation, measured). The ledger's parts run asyncpg anyway
+(engine/ledger/statements.py), so they take connections from an ``asyncpg`` pool instead; the
+SQLAlchemy engine stays for migrations, ``status`` and the few Core readers (the portfolio, the
+P&L reports, retention, backtests), with a pool of its own.
+
+**Bound.** Connections per process do not grow: :func:`engine.ledger.db.make_engine`'s
+``pool_size`` is the engine's total and is split, :data:`CORE_POOL_SIZE` for SQLAlchemy's pool
+and the rest (at least one) for this one; both open connections lazily (``min_size=0``) and
+never overflow. The operator listener's one ``LISTEN`` connection stays outside both, as before.
+
+**Attached to the engine.** The pool belongs to the ``AsyncEngine`` the parts were built with
+(:func:`ledger_connections`), so ``Ledger(engine, …)`` works with any engine. It is created on
+first use, on the loop that uses it (a pool used from another loop is dropped and made again),
+and closed by ``await engine.dispose()`` (SQLAlchemy's ``engine_disposed`` event, run inside
+the greenlet ``AsyncEngine.dispose`` spawns); like SQLAlchemy's pool, it is made again if the
+engine is used after that. ``Database`` disposes its engine on exit. Dispose before the loop
+ends: connections of a loop already closed can no longer be closed (Python warns of their
+sockets), though the engine still works on the next loop (SQLAlchemy's pool did not).
+
+**No session state, no reset round trip.** ``Pool.release()`` would run ``Connection.reset()``
+(``RESET ALL``, ``UNLISTEN *``, ``pg_advisory_unlock_all()``…: a round trip per check-in). The
+ledger sets no session state: its advisory locks are transaction-level
+(``pg_advisory_xact_lock``), it never ``LISTEN``s on these connections (the operator listener
+has its own), never ``SET``s a setting. So ``reset`` is a no-op; what it would have covered is
+enforced on check-in instead: a connection still in a transaction (cancelled mid-commit, say)
+is closed, never handed on, and so is one that failed with a connection error, so the next
+checkout connects anew once the database is back.
+
+**As SQLAlchemy's connections were.** The same connect arguments (the dialect's, from the URL:
+host, port, socket directory, query options), ``command_timeout`` and ``application_name``
+(:data:`CONNECT_ARGS`), the same JSON codecs SQLAlchemy's asyncpg dialect installs (``json`` /
+``jsonb`` decoded on read), a checkout that gives up after :data:`ACQUIRE_TIMEOUT_S` (the
+ledger's callers see :class:`~engine.exceptions.DatabaseUnavailable`), no connection replaced
+after a number of queries (a reconnect and re-prepare on the hot path), and idle ones closed
+after :data:`IDLE_S`, as ``pool_recycle`` did.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import json
+import weakref
+from collections.abc import AsyncIterator
+from typing import Any
+
+import asyncpg
+from sqlalchemy import event
+from sqlalchemy import exc as sa_exc
+from sqlalchemy.engine import Engine
+from sqlalchemy.ext.asyncio import AsyncEngine
+from sqlalchemy.util import await_only
+
+from engine.ledger.db import is_connection_error
+
+#: what every connection of the engine passes to asyncpg.connect (SQLAlchemy's and the ledger's):
+#: the ledger's transactions are short, a stuck statement must not hold the account
+CONNECT_ARGS: dict[str, Any] = {
+    "command_timeout": 30,
+    "server_settings": {"application_name": "tradectl"},
+}
+#: SQLAlchemy's share of ``make_engine``'s ``pool_size``: the Core readers take one connection
+#: each for a short read (the portfolio one per account at a time, status one per interval)
+CORE_POOL_SIZE = 2
+#: the ledger's pool when the engine did not come from ``make_engine`` (an engine of a test)
+DEFAULT_SIZE = 6
+#: how long a checkout waits for a free connection (SQLAlchemy's ``pool_timeout``)
+ACQUIRE_TIMEOUT_S = 30.0
+#: an idle connection is closed after this (``make_engine``'s ``pool_recycle`` before)
+IDLE_S = 1800.0
+#: how long disposing waits for checked-out connections before closing them under their users
+CLOSE_TIMEOUT_S = 5.0
+#: asyncpg replaces a connection after this many queries (its default, 50,000, would reconnect
+#: and re-prepare every statement about once a minute per connection at full speed)
+_MAX_QUERIES = 2**62
+
+
+async def _no_reset(_conn: object) -> None:
+    """Release without ``Connection.reset()``'s round trip (module docstring)."""
+
+
+def _json_decoder(value: bytes) -> Any:
+    return json.loads(value.decode())
+
+
+def _jsonb_encoder(value: str) -> bytes:
+    return b"\x01" + value.encode()  # jsonb's binary format: a version byte, then the text
+
+
+def _jsonb_decoder(value: bytes) -> Any:
+    return json.loads(value[1:].decode())
+
+
+async def _init(conn: asyncpg.Connection) -> None:
+    # The codecs SQLAlchemy's asyncpg dialect installs on its connections (on_connect): the
+    # ledger read json/jsonb through them before it had a pool of its own.
+    await conn.set_type_codec(
+        "json", encoder=str.encode, decoder=_json_decoder, schema="pg_catalog", format="binary"
+    )
+    await conn.set_type_codec(
+        "jsonb",
+        encoder=_jsonb_encoder,
+        decoder=_jsonb_decoder,
+        schema="pg_catalog",
+        format="binary",
+    )
+
+
+def connect_kwargs(engine: Engine) -> dict[str, Any]:
+    """What SQLAlchemy passes to ``asyncpg.connect`` for this engine's URL (its dialect's
+    reading of host, port, socket and query options), plus :data:`CONNECT_ARGS`."""
+    _, kwargs = engine.dialect.create_connect_args(engine.url)
+    # SQLAlchemy's own statement cache options, not asyncpg's
+    kwargs.pop("prepared_statement_cache_size", None)
+    kwargs.pop("prepared_statement_name_func", None)
+    return {**kwargs, **CONNECT_ARGS}
+
+
+class LedgerConnections:
+    """One engine's asyncpg pool for the ledger: made on first use, on the running loop."""
+
+    def __init__(self, connect: dict[str, Any], max_size: int) -> None:
+        self._connect = connect
+        self.max_size = max_size
+        self._pool: asyncpg.Pool | None = None
+        self._loop: asyncio.AbstractEventLoop | None = None
+
+    async def _current(self) -> asyncpg.Pool:
+        loop = asyncio.get_running_loop()
+        pool = self._pool
+        if pool is not None and self._loop is loop:
+            return pool
+        if pool is not None:
+            # made on a loop that is gone (or another one): its connections cannot be used or
+            # closed gracefully from here
+            self._pool = None
+            with contextlib.suppress(Exception):
+                pool.terminate()
+        pool = asyncpg.create_pool(
+            min_size=0,
+            max_size=self.max_size,
+            max_queries=_MAX_QUERIES,
+            max_inactive_connection_lifetime=IDLE_S,
+            init=_init,
+            reset=_no_reset,
+            **self._connect,
+        )
+        self._pool, self._loop = pool, loop
+        # min_size=0: initializing connects nothing, so it never suspends and no other
+        # checkout can find this pool half initialized
+        await pool
+        return pool
+
+    @contextlib.asynccontextmanager
+    async def connection(self) -> AsyncIterator[asyncpg.Connection]:
+        """A connection outside any transaction; closed instead of handed on when it failed
+        with a connection error or is still in a transaction at the end."""
+        pool = await self._current()
+        async with asyncio.timeout(ACQUIRE_TIMEOUT_S):
+            proxy = await pool.acquire()
+        # The connection itself, not the proxy: the proxy adds a Python call to every method
+        # (the hot path calls a few per transaction), and once the server drops the connection
+        # it is detached (released on close), so the checks below could not ask it anything.
+        db = proxy._con  # type: ignore[attr-defined]
+        assert isinstance(db, asyncpg.Connection)
+        try:
+            yield db
+        except BaseException as exc:
+            if is_connection_error(exc):
+                db.terminate()
+            raise
+        finally:
+            if not db.is_closed() and db.is_in_transaction():
+                db.terminate()
+            # a closed connection was already given back (its holder reconnects on next use)
+            await _give_back(proxy)
+
+    def on_dispose(self, _engine: Engine) -> None:
+        """``engine_disposed``: close the pool (inside ``AsyncEngine.dispose``'s greenlet)."""
+        pool, self._pool = self._pool, None
+        if pool is None:
+            return
+        try:
+            running = asyncio.get_running_loop()
+        except RuntimeError:
+            running = None
+        if running is not self._loop:
+            with contextlib.suppress(Exception):
+                pool.terminate()
+            return
+        try:
+            await_only(_close(pool))
+        except sa_exc.MissingGreenlet:  # a sync Engine.dispose() on the loop's thread
+            pool.terminate()
+
+
+async def _give_back(proxy: Any) -> None:
+    """``Pool.release(proxy)`` without its ``asyncio.shield``: the shield runs the release as a
+    task, two more turns of the event loop and a task per check-in (a third of the checkout's
+    cost, measured), there to keep a cancelled caller from abandoning a reset that awaits the
+    server. With :func:`_no_reset` and no transaction left open the release does no I/O and
+    cannot be interrupted; if it has to wait (a statement being cancelled) and is cancelled, it
+    closes the connection, never leaks it. This is what ``Pool.release`` does before the
+    shield, in asyncpg's pool internals (``_con``, ``_holder``; the same since 0.18)."""
+    con = proxy._con
+    if con is None:
+        return  # closed already, and so released (its holder reconnects on next use)
+    con._on_release()
+    await proxy._holder.release(None)
+
+
+async def _close(pool: asyncpg.Pool) -> None:
+    """Close gracefully; a connection still checked out after CLOSE_TIMEOUT_S is closed under
+    its user, whose statement then fails as a lost connection."""
+    try:
+        async with asyncio.timeout(CLOSE_TIMEOUT_S):
+            await pool.close()
+    except TimeoutError:
+        pool.terminate()
+
+
+_BY_ENGINE: weakref.WeakKeyDictionary[Engine, LedgerConnections] = weakref.WeakKeyDictionary()
+
+
+def ledger_connections(engine: AsyncEngine, *, max_size: int | None = None) -> LedgerConnections:
+    """The engine's ledger pool (``max_size`` when it is made here: ``make_engine`` does)."""
+    sync = engine.sync_engine
+    found = _BY_ENGINE.get(sync)
+    if found is None:
+        found = LedgerConnections(connect_kwargs(sync), max_size or DEFAULT_SIZE)
+        _BY_ENGINE[sync] = found
+        event.listen(sync, "engine_disposed", found.on_dispose)
+    return found

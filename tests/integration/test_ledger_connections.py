@@ -1,0 +1,203 @@
+"""The ledger's own asyncpg pool (engine/ledger/connections.py): bounded by the engine's
+``pool_size``, closed with the engine, never handing on a connection in a transaction or one the
+server dropped."""
+
+from __future__ import annotations
+
+import asyncio
+from collections.abc import Awaitable
+
+import asyncpg
+import pytest
+from sqlalchemy import text
+from sqlalchemy.engine import URL
+
+from engine.domain.types import AccountId, ClientOrderId, VenueName
+from engine.exceptions import DatabaseUnavailable
+from engine.ledger.connections import ledger_connections
+from engine.ledger.db import asyncpg_connect_kwargs, is_connection_error, make_engine
+from engine.ledger.ledger import Ledger
+from tests.helpers import eventually
+
+ACCOUNT = AccountId("acct-1")
+VENUE = VenueName("binance")
+
+
+async def _is_true(coro: Awaitable[object]) -> bool:
+    return bool(await coro)
+
+
+async def _backends(database_url: URL) -> int:
+    """The engine's connections to this test's database (``application_name`` tradectl)."""
+    conn = await asyncpg.connect(**asyncpg_connect_kwargs(database_url))  # type: ignore[arg-type]
+    try:
+        return int(
+            await conn.fetchval(
+                "SELECT count(*) FROM pg_stat_activity "
+                "WHERE datname = $1 AND application_name = 'tradectl'",
+                database_url.database,
+            )
+        )
+    finally:
+        await conn.close()
+
+
+async def _none_left(database_url: URL) -> bool:
+    return await _backends(database_url) == 0
+
+
+async def test_the_ledger_and_core_readers_together_stay_within_the_engines_pool_size(
+    database_url: URL,
+) -> None:
+    engine = make_engine(database_url, pool_size=4)
+    try:
+        ledger = Ledger(engine, account=ACCOUNT, venue=VENUE)
+        found = await asyncio.gather(
+            *(ledger.orders.get(ClientOrderId(f"nope-{i}")) for i in range(40))
+        )
+        assert found == [None] * 40
+        assert await _backends(database_url) == 2  # the ledger's share: 4 - 2 for SQLAlchemy
+
+        async def core_read() -> int:
+            async with engine.connect() as conn:
+                await conn.execute(text("SELECT pg_sleep(0.05)"))
+                return await _backends(database_url)
+
+        during = await asyncio.gather(*(core_read() for _ in range(6)))
+        assert max(during) == 4
+    finally:
+        await engine.dispose()
+
+
+async def test_disposing_the_engine_closes_the_ledgers_connections_and_it_reconnects_on_use(
+    database_url: URL,
+) -> None:
+    engine = make_engine(database_url)
+    try:
+        ledger = Ledger(engine, account=ACCOUNT, venue=VENUE)
+        assert await ledger.orders.get(ClientOrderId("nope")) is None
+        assert await _backends(database_url) == 1
+        await engine.dispose()
+        await eventually(
+            lambda: _none_left(database_url), message="disposed connections stayed open"
+        )
+        # as SQLAlchemy's own pool: the engine is usable again after dispose
+        assert await ledger.orders.get(ClientOrderId("nope")) is None
+    finally:
+        await engine.dispose()
+    await eventually(lambda: _none_left(database_url), message="connections left open")
+
+
+async def test_a_connection_still_in_a_transaction_is_closed_not_handed_on(
+    database_url: URL,
+) -> None:
+    engine = make_engine(database_url, pool_size=2)  # one ledger connection
+    try:
+        connections = ledger_connections(engine)
+        async with connections.connection() as db:
+            first = await db.fetchval("SELECT pg_backend_pid()")
+        async with connections.connection() as db:
+            # released without a reset round trip, and reused
+            assert await db.fetchval("SELECT pg_backend_pid()") == first
+            await db.execute("BEGIN")  # as a commit cancelled half way would leave it
+        async with connections.connection() as db:
+            assert not db.is_in_transaction()
+            assert await db.fetchval("SELECT pg_backend_pid()") != first
+    finally:
+        await engine.dispose()
+
+
+async def test_a_connection_that_failed_with_a_connection_error_is_dropped_for_a_new_one(
+    database_url: URL,
+) -> None:
+    engine = make_engine(database_url, pool_size=2)  # one ledger connection
+    try:
+        connections = ledger_connections(engine)
+        killer = await asyncpg.connect(**asyncpg_connect_kwargs(database_url))  # type: ignore[arg-type]
+        pid = 0
+
+        async def killed_mid_statement() -> None:
+            nonlocal pid
+            async with connections.connection() as db:
+                pid = await db.fetchval("SELECT pg_backend_pid()")
+                sleeping = asyncio.create_task(db.execute("SELECT pg_sleep(30)"))
+                await eventually(
+                    lambda: _is_true(
+                        killer.fetchval(
+                            "SELECT state = 'active' FROM pg_stat_activity WHERE pid = $1", pid
+                        )
+                    ),
+                    message="the statement never started",
+                )
+                assert await killer.fetchval("SELECT pg_terminate_backend($1)", pid)
+                await sleeping
+
+        try:
+            with pytest.raises(
+                (asyncpg.AdminShutdownError, asyncpg.ConnectionDoesNotExistError)
+            ) as info:
+                await killed_mid_statement()
+        finally:
+            await killer.close()
+        assert is_connection_error(info.value)
+        ledger = Ledger(engine, account=ACCOUNT, venue=VENUE)
+        assert await ledger.orders.get(ClientOrderId("nope")) is None
+        async with connections.connection() as db:
+            assert await db.fetchval("SELECT pg_backend_pid()") != pid
+    finally:
+        await engine.dispose()
+
+
+async def test_an_unreachable_database_fails_the_checkout_as_database_unavailable() -> None:
+    engine = make_engine("postgresql://tradectl:s3cret-pw@127.0.0.1:1/ledger")
+    try:
+        ledger = Ledger(engine, account=ACCOUNT, venue=VENUE)
+        for _ in range(2):  # the failed checkout left the pool usable, failing the same way
+            with pytest.raises(DatabaseUnavailable) as info:
+                await ledger.orders.get(ClientOrderId("x"))
+            assert "s3cret-pw" not in str(info.value)
+    finally:
+        await engine.dispose()
+
+
+async def test_a_checkout_cancelled_mid_statement_in_a_transaction_leaves_the_pool_usable(
+    database_url: URL,
+) -> None:
+    engine = make_engine(database_url, pool_size=2)  # one ledger connection
+    try:
+        connections = ledger_connections(engine)
+        started = asyncio.Event()
+
+        async def stuck() -> None:
+            async with connections.connection() as db, db.transaction():
+                started.set()
+                await db.execute("SELECT pg_sleep(30)")
+
+        task = asyncio.create_task(stuck())
+        await started.wait()
+        await eventually(lambda: _sleeping(database_url), message="the statement never started")
+        task.cancel()
+        with pytest.raises(asyncio.CancelledError):
+            await task
+        ledger = Ledger(engine, account=ACCOUNT, venue=VENUE)
+        # the one connection came back (rolled back, or closed and made again), not stuck
+        async with asyncio.timeout(10):
+            assert await ledger.orders.get(ClientOrderId("nope")) is None
+        async with connections.connection() as db:
+            assert not db.is_in_transaction()
+    finally:
+        await engine.dispose()
+
+
+async def _sleeping(database_url: URL) -> bool:
+    conn = await asyncpg.connect(**asyncpg_connect_kwargs(database_url))  # type: ignore[arg-type]
+    try:
+        return bool(
+            await conn.fetchval(
+                "SELECT count(*) > 0 FROM pg_stat_activity "
+                "WHERE datname = $1 AND query LIKE 'SELECT pg_sleep%' AND state = 'active'",
+                database_url.database,
+            )
+        )
+    finally:
+        await conn.close()
