@@ -45,7 +45,7 @@ import contextlib
 import json
 import weakref
 from collections.abc import AsyncIterator
-from typing import Any
+from typing import Any, cast
 
 import asyncpg
 from sqlalchemy import event
@@ -164,8 +164,10 @@ class LedgerConnections:
         # The connection itself, not the proxy: the proxy adds a Python call to every method
         # (the hot path calls a few per transaction), and once the server drops the connection
         # it is detached (released on close), so the checks below could not ask it anything.
-        db = proxy._con  # type: ignore[attr-defined]
-        assert isinstance(db, asyncpg.Connection)
+        db = getattr(proxy, "_con", None)
+        if not isinstance(db, asyncpg.Connection):
+            # asyncpg's internals moved (a version after 0.32): the public proxy, a bit slower
+            db = cast(asyncpg.Connection, proxy)
         try:
             yield db
         except BaseException as exc:
@@ -176,7 +178,7 @@ class LedgerConnections:
             if not db.is_closed() and db.is_in_transaction():
                 db.terminate()
             # a closed connection was already given back (its holder reconnects on next use)
-            await _give_back(proxy)
+            await _give_back(pool, proxy)
 
     def on_dispose(self, _engine: Engine) -> None:
         """``engine_disposed``: close the pool (inside ``AsyncEngine.dispose``'s greenlet)."""
@@ -197,7 +199,7 @@ class LedgerConnections:
             pool.terminate()
 
 
-async def _give_back(proxy: Any) -> None:
+async def _give_back(pool: asyncpg.Pool, proxy: Any) -> None:
     """``Pool.release(proxy)`` without its ``asyncio.shield``: the shield runs the release as a
     task, two more turns of the event loop and a task per check-in (a third of the checkout's
     cost, measured), there to keep a cancelled caller from abandoning a reset that awaits the
@@ -205,11 +207,16 @@ async def _give_back(proxy: Any) -> None:
     cannot be interrupted; if it has to wait (a statement being cancelled) and is cancelled, it
     closes the connection, never leaks it. This is what ``Pool.release`` does before the
     shield, in asyncpg's pool internals (``_con``, ``_holder``; the same since 0.18)."""
+    holder = getattr(proxy, "_holder", None)
+    if holder is None or not hasattr(holder, "release"):
+        # asyncpg's internals moved (a version after 0.32): its public release, a bit slower
+        await pool.release(proxy)
+        return
     con = proxy._con
     if con is None:
         return  # closed already, and so released (its holder reconnects on next use)
     con._on_release()
-    await proxy._holder.release(None)
+    await holder.release(None)
 
 
 async def _close(pool: asyncpg.Pool) -> None:
