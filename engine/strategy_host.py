@@ -23,14 +23,22 @@ import asyncio
 import dataclasses
 from collections.abc import Awaitable, Callable, Iterable, Iterator, Mapping, Sequence
 from dataclasses import dataclass, field
-from datetime import UTC, datetime, timedelta
+from datetime import datetime, timedelta
 from decimal import Decimal
 from types import MappingProxyType
 from typing import Protocol
 
 import structlog
 
-from engine.domain.intents import Buy, DecisionKey, Hold, Intent, Sell, with_decision_price
+from engine.domain.intents import (
+    Buy,
+    DecisionKey,
+    Hold,
+    Intent,
+    Sell,
+    interval_key_of,
+    with_decision_price,
+)
 from engine.domain.market import Bar, Quote
 from engine.domain.stage import Staging
 from engine.domain.types import Side, StrategyId, Symbol, utc_now
@@ -45,7 +53,7 @@ from strategies.base import (
     StrategyLimits,
     as_intents,
 )
-from strategies.indicators import RollingCloses, RollingView
+from strategies.indicators import RollingCloses, history_bars
 
 log = structlog.get_logger(__name__)
 
@@ -131,32 +139,6 @@ def seen_price(
 
 def bar_interval_key(bar: Bar) -> str:
     return interval_key_of(bar.open_time)
-
-
-def interval_key_of(at: datetime) -> str:
-    """``at.isoformat()``: the key every decision of a bar strategy carries (client order ids
-    derive from it, so its text never changes). A whole second in UTC, the usual bar open, is
-    formatted from its fields: three times quicker than ``isoformat`` on an aware datetime,
-    which a backtest paid on every bar. The date part is kept from the previous call while the
-    day is the same (consecutive bars: a quarter less again)."""
-    global _last_day
-    if at.tzinfo is UTC and not at.microsecond:
-        day, prefix = _last_day  # one tuple, replaced whole: a consistent pair in any thread
-        ordinal = at.toordinal()
-        if ordinal != day:
-            prefix = "%04d-%02d-%02dT" % (at.year, at.month, at.day)  # noqa: UP031
-            _last_day = (ordinal, prefix)
-        return "%s%02d:%02d:%02d+00:00" % (  # noqa: UP031 (quicker than f-specs)
-            prefix,
-            at.hour,
-            at.minute,
-            at.second,
-        )
-    return at.isoformat()
-
-
-#: the ordinal of the last UTC day :func:`interval_key_of` formatted, and its text
-_last_day: tuple[int, str] = (0, "")
 
 
 def window_interval_key(md_ts: datetime, window: timedelta) -> str:
@@ -364,7 +346,7 @@ class StrategyHost:
         sid = strategy.strategy_id
         self._history[sid][bar.symbol].append(bar)
         if strategy.mode is _BAR and await self._may_run(sid):
-            await self._decide(hosted, bar.close_time, interval_key_of(bar.open_time), bar)
+            await self._decide(hosted, bar.close_time, bar.open_time, bar)
 
     def decide_bar_now(
         self,
@@ -395,7 +377,7 @@ class StrategyHost:
                 hosted,
                 sid,
                 bar.close_time,
-                interval_key_of(bar.open_time),
+                bar.open_time,  # the interval key's time: formatted only if read
                 bar,
                 quotes,
                 MappingProxyType(inventory),  # the caller's own, fresh: not copied
@@ -427,7 +409,7 @@ class StrategyHost:
         self,
         hosted: HostedStrategy,
         md_ts: datetime,
-        interval_key: str,
+        interval_key: str | datetime,
         closed_bar: Bar | None,
         quotes: Mapping[Symbol, Quote] | None = None,
     ) -> None:
@@ -461,22 +443,17 @@ class StrategyHost:
         hosted: HostedStrategy,
         sid: StrategyId,
         md_ts: datetime,
-        interval_key: str,
+        interval_key: str | datetime,
         closed_bar: Bar | None,
         quotes: Mapping[Symbol, Quote],
         inventory: Mapping[Symbol, Decimal],
         open_orders: Sequence[OpenOrder],
     ) -> tuple[Intent, ...]:
         """The strategy's decision on a snapshot, keyed. Raises what the strategy raised (or
-        ``ValueError`` on an intent it may not return): the strategy's failure."""
-        strategy = hosted.strategy
-        history = self._history[sid]
-        if len(history) == 1:  # one symbol (most strategies): no comprehension per decision
-            ((symbol, held),) = history.items()
-            bar_view = {symbol: tuple(held.bars)}
-        else:
-            bar_view = {s: tuple(h.bars) for s, h in history.items()}
-        rolling = RollingView(history)
+        ``ValueError`` on an intent it may not return): the strategy's failure.
+
+        ``interval_key`` may be the bar's open time, formatted only if read (an unrecorded hold
+        names no window)."""
         snapshot = Snapshot.assemble(
             sid,
             self._clock(),
@@ -485,19 +462,16 @@ class StrategyHost:
             # a fresh dict from the conflator, never kept by it: no copy (a mapping that is not
             # a dict, such as a replay's closing quote, is read-only already)
             MappingProxyType(quotes) if isinstance(quotes, dict) else quotes,
-            MappingProxyType(bar_view),
+            # a view of the history as of now: no copy of the window unless the strategy reads it
+            history_bars(self._history[sid]),
             closed_bar,
             inventory,
             tuple(open_orders),
             hosted.params,
             hosted.limits,
-            rolling,
             self._stamp_holds,
         )
-        try:
-            decision = strategy.decide(snapshot)
-        finally:
-            rolling.close()  # the host moves the averages on: a kept snapshot reads its bars
+        decision = hosted.strategy.decide(snapshot)
         if type(decision) is Hold and not self._stamp_holds:
             # the usual bar of a backtest: the unrecorded hold, checked as assign_keys would
             key = decision.key
@@ -506,13 +480,13 @@ class StrategyHost:
                 and key.sequence == 0
                 and key.strategy_id == sid
                 and key.symbol in self._symbols[sid]
-                and (key.interval_key is UNRECORDED or key.interval_key == interval_key)
+                and (key.interval_key is UNRECORDED or key.interval_key == snapshot.interval_key)
             ):
                 return (decision,)
         return assign_keys(
             as_intents(decision),
             strategy_id=sid,
-            interval_key=interval_key,
+            interval_key=snapshot.interval_key,
             symbols=self._symbols[sid],
             version=hosted.version,
             config_hash=hosted.config_hash,
