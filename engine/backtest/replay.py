@@ -124,6 +124,7 @@ class Replay:
             records_holds=ledger is not None,
         )
         self.host.add(self.hosted)
+        self._decide_bar = self.host.bar_decider(self.hosted)
         self._path: ExecutionPath
         if ledger is None:
             self._path = PaperPath(self.venue, self.rules, self._clock)
@@ -143,6 +144,8 @@ class Replay:
         self._position = Position(
             base_asset=self.rules.base_asset, quote_asset=self.rules.quote_asset, symbol=self.symbol
         )
+        #: what the strategy holds, as its snapshots show it: replaced when a fill changes it
+        self._inventory: Mapping[Symbol, Decimal] = MappingProxyType({self.symbol: _ZERO})
         self._fills_seen = 0
         self._decision_price: dict[ClientOrderId, Decimal] = {}
         self._submitted: set[ClientOrderId] = set()
@@ -316,9 +319,7 @@ class Replay:
         else:  # the quote's size draws from the run's random stream: drawn now, in order
             quote = self._quote(bar.close, bar)
             quotes = {self.symbol: quote}
-        intents = self.host.decide_bar_now(
-            self.hosted, bar, quotes, {self.symbol: self._position.quantity}, ()
-        )
+        intents = self._decide_bar(bar, quotes, self._inventory, ())
         if len(intents) == 1 and type(intents[0]) is Hold and self.account is None:
             self._holds += 1
             return ()
@@ -428,6 +429,7 @@ class Replay:
                 fill.fee if fill.fee_asset == self.rules.quote_asset else fill.fee * fill.price
             )
         self._fills_seen += len(fills)
+        self._inventory = MappingProxyType({self.symbol: self._position.quantity})
 
     def _mark(self, price: Decimal) -> None:
         if not self._position.quantity and self._marked_fills == self._fills_seen and self._equity:

@@ -11,6 +11,7 @@ from dataclasses import dataclass, fields, replace
 from datetime import UTC, datetime, timedelta
 from decimal import Decimal
 
+from engine.domain.records import replacer
 from engine.domain.types import (
     ClientOrderId,
     OrderType,
@@ -245,7 +246,9 @@ def with_decision_price(intent: Intent, price: Decimal | None) -> Intent:
     has one (a strategy's own target price wins over the mid it saw)."""
     if not isinstance(intent, Buy | Sell) or intent.decision_price is not None or price is None:
         return intent
-    return replace(intent, decision_price=price)
+    if type(price) is Decimal and price.is_finite() and price >= 0:  # what the order checks
+        return replacer(type(intent))(intent, decision_price=price)
+    return replace(intent, decision_price=price)  # raises, as the constructor
 
 
 def intent_kind(intent: Intent) -> str:

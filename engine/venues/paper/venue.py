@@ -155,6 +155,7 @@ class PaperVenue:
             RateFees(maker=maker_fee, taker=taker_fee),
             reserve=ReservePolicy.LIMIT_ORDERS,
             listener=self._publish,
+            listening=self._listened,
         )
         self._quotes: dict[Symbol, Quote] = {}
         self._walks: dict[Symbol, RandomWalk] = {}
@@ -509,10 +510,13 @@ class PaperVenue:
     def _validate(self, order: OrderRequest, rules: InstrumentRules) -> None:
         validate(order, rules, self._core.touch.get(order.symbol))
 
+    def _listened(self) -> bool:
+        """Whether anybody hears the core's events (a stream, or the count of dropped ones)."""
+        return bool(self._user_streams or self._market_streams or self._dropping)
+
     def _publish(self, ev: Event[datetime]) -> None:
-        """Each core event as the paper venue's reports, the moment it happens."""
-        if not (self._user_streams or self._market_streams or self._dropping):
-            return  # nobody listens (a replay reads the core): no reports built for nothing
+        """Each core event as the paper venue's reports, the moment it happens (the core makes
+        none while nobody listens: a replay reads the core)."""
         if isinstance(ev, Accepted | Closed):
             self._emit(self._report(ev.order))
         elif isinstance(ev, Filled):
