@@ -329,17 +329,16 @@ class StrategyHost:
                     explain,
                 )
                 decision = strategy.decide(snapshot)
-                key = getattr(decision, "key", None)
+                key = decision.key if type(decision) is Hold and not explain else None
                 if (
-                    type(decision) is Hold
-                    and not explain
-                    and type(key) is DecisionKey
+                    type(key) is DecisionKey
+                    and key.interval_key is UNRECORDED
                     and key.sequence == 0
                     and key.strategy_id == sid
                     and key.symbol in symbols
-                    and key.interval_key is UNRECORDED
                 ):
-                    intents: tuple[Intent, ...] = (decision,)  # the usual bar of a backtest
+                    # the usual bar of a backtest (a key only when the decision is a Hold)
+                    intents: tuple[Intent, ...] = (decision,)  # type: ignore[assignment]
                 else:
                     intents = assign_keys(
                         as_intents(decision),

@@ -15,6 +15,7 @@ from __future__ import annotations
 from collections import deque
 from collections.abc import Iterator, Mapping
 from decimal import Decimal
+from typing import Any
 
 from engine.domain.market import Bar
 from engine.domain.types import Symbol
@@ -26,7 +27,7 @@ class RollingCloses:
     """One symbol's closed bars as the host holds them (the newest ``depth``), with the moving
     averages of every window a strategy asked for."""
 
-    __slots__ = ("_closes", "_sums", "_trim_at", "averages", "count", "depth", "held")
+    __slots__ = ("_closes", "_trim_at", "_windows", "averages", "count", "depth", "held")
 
     def __init__(self, depth: int) -> None:
         self.depth = depth
@@ -39,8 +40,9 @@ class RollingCloses:
         #: window -> its averages at the newest bars, newest last (as many as the depth holds)
         self.averages: dict[int, deque[Decimal]] = {}
         self._closes: deque[Decimal] = deque(maxlen=depth)
-        #: window -> the running sum of its newest closes (once the history holds that many)
-        self._sums: dict[int, Decimal] = {}
+        #: per window tracked, ``[window, the running sum of its newest closes (once the history
+        #: holds that many), its averages]``: a list, quicker to walk and update on every bar
+        self._windows: list[list[Any]] = []
         # a copy of ``depth`` bars every ``depth + 32`` appends: nothing per bar on average
         self._trim_at = 2 * depth + 32
 
@@ -53,16 +55,16 @@ class RollingCloses:
         closes = self._closes
         close = bar.close
         held = len(closes)
-        sums = self._sums
-        for n, averages in self.averages.items():
+        for window in self._windows:
+            n = window[0]
             if held >= n:  # a full window before: its oldest close leaves, this one comes in
-                total = sums[n] - closes[-n] + close
+                total = window[1] - closes[-n] + close
             elif held == n - 1:  # the first full window
                 total = sum(closes, close)
             else:
                 continue
-            sums[n] = total
-            averages.append(total / n)
+            window[1] = total
+            window[2].append(total / n)
         closes.append(close)
         bars = self.held
         if len(bars) >= self._trim_at:
@@ -89,10 +91,9 @@ class RollingCloses:
             raise ValueError(f"an average over {n} bars needs 1..{depth} bars of history")
         closes = list(self._closes)
         totals = [sum(closes[end - n : end], _ZERO) for end in range(n, len(closes) + 1)]
-        if totals:
-            self._sums[n] = totals[-1]
         averages = deque((total / n for total in totals), maxlen=depth - n + 1)
         self.averages[n] = averages
+        self._windows.append([n, totals[-1] if totals else None, averages])
         return averages
 
 

@@ -9,12 +9,13 @@ from __future__ import annotations
 
 import math
 import random
-from collections.abc import Callable, Iterator, Mapping, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from datetime import datetime, timedelta
-from decimal import ROUND_HALF_EVEN, Decimal
+from decimal import Decimal
 from operator import attrgetter
 from types import MappingProxyType
 
+from engine.backtest.closing import ClosingQuotes, to_tick
 from engine.backtest.data import BarSeries
 from engine.backtest.errors import BacktestError
 from engine.backtest.execution_path import ORDER_ID_PREFIX, ExecutionPath
@@ -251,7 +252,10 @@ class Replay:
         progress = self.progress
         total = len(self.bars)
         equity = self._equity
-        decide_now = self._decide_now
+        decide, symbol, quote = self._decide_bar, self.symbol, self._quote
+        # no participation cap: the closing quote made only if read (see _decide_now)
+        lazy = self.settings.participation is None
+        holds = 0
         for done, bar in enumerate(self.bars):
             if progress is not None and not done % PROGRESS_EVERY:
                 progress(done, total)
@@ -266,19 +270,27 @@ class Replay:
                 self._mark(bar.close)
             else:  # flat and nothing filled since: _mark's carried equity
                 equity.append(equity[-1])
-            if not venue.resting:
+            if not venue.resting:  # _decide_now, inlined
+                quotes = (
+                    ClosingQuotes(symbol, quote, bar) if lazy else {symbol: quote(bar.close, bar)}
+                )
                 try:
-                    intents = decide_now(bar)
+                    intents = decide(bar, quotes, self._inventory, ())
                 except StrategyFailed as failed:
                     await self.host.strategy_failed(self.hosted.strategy_id, failed.error)
                     raise  # the failure handler raised already; never reached
-                for intent in intents:  # most bars: none (a hold, counted)
-                    await self._execute(intent)
+                if len(intents) == 1 and type(intents[0]) is Hold:
+                    holds += 1  # most bars: a hold, only counted
+                else:
+                    self._decision_quote = quotes[symbol]
+                    for intent in intents:
+                        await self._execute(intent)
             else:
                 await self._decide(bar)
             if self._pending:  # most bars decide to hold: nothing to send
                 self._arrive(bar, bar.close, bar.close_time)
                 await self._submit_pending()
+        self._holds += holds
 
     def _walk_bar(self, bar: Bar, *, from_open: bool) -> None:
         """Quotes along the bar's path, so resting orders meet its whole range (after an
@@ -314,7 +326,7 @@ class Replay:
         if self.settings.participation is None:
             # nothing random in the quote: built only if the decision reads it (an order's
             # decision price, a strategy looking at quotes), not on every bar
-            closing = _ClosingQuotes(self, bar)
+            closing = ClosingQuotes(self.symbol, self._quote, bar)
             quotes: Mapping[Symbol, Quote] = closing
         else:  # the quote's size draws from the run's random stream: drawn now, in order
             quote = self._quote(bar.close, bar)
@@ -342,7 +354,7 @@ class Replay:
             step = Decimal(repr(round(z * share, 12))) * rel_range * price
         else:  # no latency: the orders meet the price itself
             latency_ms, step = 0.0, _ZERO
-        self._now = at + timedelta(milliseconds=latency_ms)
+        self._now = at + timedelta(milliseconds=latency_ms) if latency_ms else at
         arrival = self._quote(price + step, bar)
         self.venue.set_quote(arrival)
         if self.account is not None:
@@ -356,11 +368,11 @@ class Replay:
             at = self._now
         tick = self.rules.tick_size
         if self.settings.spread_bps == 0:  # a locked quote: both sides trade at the price
-            bid = ask = max(_to_tick(mid, tick), tick)
+            bid = ask = max(to_tick(mid, tick), tick)
         else:
             half = max(mid * self.settings.spread_bps / _BPS / 2, tick)
-            bid = _to_tick(mid - half, tick)
-            ask = _to_tick(mid + half, tick)
+            bid = to_tick(mid - half, tick)
+            ask = to_tick(mid + half, tick)
             if ask <= bid:
                 ask = bid + tick
             bid = max(bid, tick)
@@ -544,37 +556,6 @@ class Replay:
             "tick_size": plain(self.rules.tick_size),
             "lot_step": plain(self.rules.step_size),
         }
-
-
-class _ClosingQuotes(Mapping[Symbol, Quote]):
-    """The snapshot's quotes on a bar decided in memory: the bar's closing quote, built on
-    first read (most bars nothing reads it). Only without a participation cap, whose quote
-    sizes draw from the run's random stream and must be drawn in order."""
-
-    __slots__ = ("_at", "_bar", "_quote", "_replay")
-
-    def __init__(self, replay: Replay, bar: Bar) -> None:
-        self._replay = replay
-        self._bar = bar
-        self._at = bar.close_time
-        self._quote: Quote | None = None
-
-    def __getitem__(self, symbol: Symbol) -> Quote:
-        if symbol != self._replay.symbol:
-            raise KeyError(symbol)
-        if self._quote is None:
-            self._quote = self._replay._quote(self._bar.close, self._bar, self._at)
-        return self._quote
-
-    def __iter__(self) -> Iterator[Symbol]:
-        return iter((self._replay.symbol,))
-
-    def __len__(self) -> int:
-        return 1
-
-
-def _to_tick(price: Decimal, tick: Decimal) -> Decimal:
-    return (price / tick).to_integral_value(rounding=ROUND_HALF_EVEN) * tick
 
 
 def _open_order(report: OrderReport) -> OpenOrder:

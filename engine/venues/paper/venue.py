@@ -207,7 +207,8 @@ class PaperVenue:
         if self._fail_before_accept:
             self._fail_before_accept -= 1
             raise Ambiguous("timeout: submit request lost before reaching the venue (injected)")
-        self._submits[order.client_order_id] += 1
+        # get, not Counter's __missing__: a Python call per new id (a replay: every order)
+        self._submits[order.client_order_id] = self._submits.get(order.client_order_id, 0) + 1
         if self._rejections:
             reason, code = self._rejections.popleft()
             raise Definitive(reason, code=code)
