@@ -212,7 +212,8 @@ class Snapshot:
         counts them) the answer is the symbol's unrecorded hold, built once: its key names no
         bar (interval key :data:`UNRECORDED`) and its reason is :data:`UNEXPLAINED`."""
         if not self.explain:
-            return unrecorded_hold(self.strategy_id, symbol)
+            held = _UNRECORDED_HOLDS.get((self.strategy_id, symbol))  # unrecorded_hold, inlined
+            return held if held is not None else unrecorded_hold(self.strategy_id, symbol)
         if not isinstance(reason, str):
             reason = reason(*args)
         return Hold.of(

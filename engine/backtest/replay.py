@@ -249,6 +249,8 @@ class Replay:
         flat-and-unfilled bar's equity carried without a call (most bars of a long/flat
         strategy). Any change here must be made in :meth:`_run_bars` too."""
         venue = self.venue
+        # venue.resting and venue.fill_count without a property call per bar
+        open_orders, fill_log = venue.book()
         progress = self.progress
         total = len(self.bars)
         equity = self._equity
@@ -259,18 +261,18 @@ class Replay:
         for done, bar in enumerate(self.bars):
             if progress is not None and not done % PROGRESS_EVERY:
                 progress(done, total)
-            if venue.resting:  # else no quote along the bar could fill anything
+            if open_orders:  # else no quote along the bar could fill anything
                 self._now = bar.open_time
                 self._walk_bar(bar, from_open=True)
                 await self._path.settle()
             self._now = bar.close_time
-            if venue.fill_count != self._fills_seen:
+            if len(fill_log) != self._fills_seen:
                 self._fold_fills()
             if self._position.quantity or self._marked_fills != self._fills_seen or not equity:
                 self._mark(bar.close)
             else:  # flat and nothing filled since: _mark's carried equity
                 equity.append(equity[-1])
-            if not venue.resting:  # _decide_now, inlined
+            if not open_orders:  # _decide_now, inlined
                 quotes = (
                     ClosingQuotes(symbol, quote, bar) if lazy else {symbol: quote(bar.close, bar)}
                 )

@@ -25,7 +25,7 @@ from __future__ import annotations
 
 import asyncio
 from collections import Counter, deque
-from collections.abc import Callable, Iterable, Mapping, Sequence
+from collections.abc import Callable, Iterable, Mapping, Sequence, Sized
 from datetime import datetime
 from decimal import Decimal
 
@@ -446,6 +446,12 @@ class PaperVenue:
     def resting(self) -> int:
         """How many orders rest on the book: none, and a quote can fill nothing."""
         return len(self._core._open)
+
+    def book(self) -> tuple[Sized, Sized]:
+        """The open orders and the fill log as they change (read-only, sized): what
+        :attr:`resting` and :attr:`fill_count` count, for a replay that asks on every bar (the
+        paper venue never replaces them)."""
+        return self._core._open, self._core.fill_log
 
     @property
     def fill_count(self) -> int:
