@@ -29,6 +29,7 @@ from engine.domain.ids import client_order_id
 from engine.domain.intents import Buy, Cancel, Hold, Intent, Sell
 from engine.domain.market import Bar, Quote
 from engine.domain.positions import Position, PositionFill, apply_fill, total_pnl, unrealized
+from engine.domain.records import builder
 from engine.domain.types import (
     ClientOrderId,
     OrderState,
@@ -44,6 +45,7 @@ from strategies.base import DecisionMode, OpenOrder
 from strategies.registry import resolve
 
 _ZERO = Decimal(0)
+_POSITION_FILL = builder(PositionFill)
 _CLOSE_TIME = attrgetter("close_time")
 _BPS = Decimal(10_000)
 #: how often (in bars) a replay reports its progress
@@ -431,13 +433,8 @@ class Replay:
         for fill in fills:
             self._position = apply_fill(
                 self._position,
-                PositionFill(
-                    side=fill.side,
-                    qty=fill.quantity,
-                    price=fill.price,
-                    fee=fill.fee,
-                    fee_asset=fill.fee_asset,
-                ),
+                # PositionFill(side=, qty=, price=, fee=, fee_asset=), without keyword parsing
+                _POSITION_FILL(fill.side, fill.quantity, fill.price, fill.fee, fill.fee_asset),
             )
             self._fees += (
                 fill.fee if fill.fee_asset == self.rules.quote_asset else fill.fee * fill.price
@@ -446,22 +443,25 @@ class Replay:
         self._inventory = MappingProxyType({self.symbol: self._position.quantity})
 
     def _mark(self, price: Decimal) -> None:
-        if not self._position.quantity and self._marked_fills == self._fills_seen and self._equity:
+        position, equities = self._position, self._equity
+        if not position.quantity and self._marked_fills == self._fills_seen and equities:
             # flat and nothing filled since: the equity is the last one, drawdown unchanged
-            self._equity.append(self._equity[-1])
+            equities.append(equities[-1])
             return
         self._marked_fills = self._fills_seen
-        equity = self.settings.capital + total_pnl(self._position, price)
-        self._equity.append(equity)
-        if self._position.quantity:
+        equity = self.settings.capital + total_pnl(position, price)
+        equities.append(equity)
+        if position.quantity:
             self._exposed += 1
         # _track_drawdown inlined (a bar held: every other bar of a long/flat strategy)
-        if equity > self._equity_peak:
-            self._equity_peak = equity
-        drawdown = self._equity_peak - equity
+        peak = self._equity_peak
+        if equity > peak:
+            self._equity_peak = peak = equity
+            return  # a new peak: no drawdown
+        drawdown = peak - equity
         if drawdown > self._max_drawdown:
             self._max_drawdown = drawdown
-            self._max_drawdown_pct = drawdown / self._equity_peak * 100
+            self._max_drawdown_pct = drawdown / peak * 100
 
     def _remark(self, price: Decimal) -> None:
         """The last close again, after the last bar's own fills."""

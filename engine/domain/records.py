@@ -1,11 +1,13 @@
-"""``dataclasses.replace`` for the frozen, slotted records a backtest copies on every order.
+"""``dataclasses.replace``, and construction, for the frozen slotted records a backtest makes
+on every order.
 
 ``replace`` looks the fields up, gathers keyword arguments, and runs the generated ``__init__``
 (a frozen write per field) and ``__post_init__``: several microseconds for an intent or a
 position, paid a few times per order. :func:`replacer` makes, once per class, a function that
 copies the slots and sets the changes directly, as the dataclass machinery generates its own
 methods: a fraction of the time. It runs no ``__post_init__``: the caller answers for the new
-values passing the class's checks (the old ones did).
+values passing the class's checks (the old ones did). :func:`builder` makes the same kind of
+function for construction, every field given in order (its ``__post_init__`` still runs).
 """
 
 from __future__ import annotations
@@ -41,6 +43,24 @@ def replacer(cls: type[R]) -> Callable[..., R]:
     exec(source, scope)  # generated from the field names, as dataclasses makes its methods
     made = _MADE[cls] = scope["replace"]
     return made  # type: ignore[no-any-return]
+
+
+def builder(cls: type[R]) -> Callable[..., R]:
+    """``cls(**fields)`` as ``build(*fields)``, every field given in the order the dataclass
+    declares them: the same record, without the keyword parsing and the frozen write per field
+    of the generated ``__init__`` (``__post_init__``, if any, runs as it would)."""
+    if not dataclasses.is_dataclass(cls) or "__slots__" not in cls.__dict__:
+        raise TypeError(f"{cls.__name__} is not a dataclass with slots")
+    names = [f.name for f in dataclasses.fields(cls)]
+    setters = {f"_set_{n}": _slot(cls, n).__set__ for n in names}
+    body = "\n".join(f"    _set_{n}(new, {n})" for n in names)
+    check = "    new.__post_init__()\n" if hasattr(cls, "__post_init__") else ""
+    source = (
+        f"def build({', '.join(names)}, /):\n    new = _new(_cls)\n{body}\n{check}    return new\n"
+    )
+    scope: dict[str, Any] = {"_new": object.__new__, "_cls": cls, **setters}
+    exec(source, scope)  # generated from the field names, as dataclasses makes its methods
+    return scope["build"]  # type: ignore[no-any-return]
 
 
 def _slot(cls: type, name: str) -> Any:

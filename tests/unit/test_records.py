@@ -8,7 +8,7 @@ import pytest
 
 from engine.domain.intents import Buy, DecisionKey, Hold
 from engine.domain.positions import Position
-from engine.domain.records import replacer
+from engine.domain.records import builder, replacer
 from engine.domain.types import Asset, Side, StrategyId, Symbol
 
 T0 = datetime(2026, 11, 22, 10, tzinfo=UTC)
@@ -36,3 +36,12 @@ def test_the_quick_replace_refuses_another_class_and_unknown_fields() -> None:
         replacer(Hold)(hold, quantity=Decimal(1))
     with pytest.raises(TypeError, match="not a dataclass with slots"):
         replacer(int)
+
+
+def test_the_quick_builder_makes_what_the_constructor_makes_and_still_checks() -> None:
+    key = dataclasses.replace(KEY, side=None)
+    assert builder(Hold)(key, "x", T0, None, None, None, None) == Hold(
+        key=key, reason="x", md_ts=T0
+    )
+    with pytest.raises(ValueError, match="needs a reason"):  # Hold's __post_init__ ran
+        builder(Hold)(key, "", T0, None, None, None, None)

@@ -23,6 +23,7 @@ from collections.abc import Callable, Iterable, Mapping
 from decimal import Decimal
 from typing import Generic, TypeVar
 
+from engine.domain.records import builder
 from engine.domain.types import Liquidity, OrderType, Side, TimeInForce, VenueOrderStatus
 from engine.venues.matching.balances import Balance, ReservePolicy
 from engine.venues.matching.events import (
@@ -40,6 +41,8 @@ from engine.venues.matching.refusals import RefusalKind, Refused
 from engine.venues.matching.touch import Touch
 
 T = TypeVar("T")
+
+_FILL = builder(Fill)
 
 _ZERO = Decimal(0)
 _ONE = Decimal(1)
@@ -313,19 +316,20 @@ class MatchingCore(Generic[T]):
             else:
                 base.free -= qty
             quote.free += notional - fee
-        fill: Fill[T] = Fill(
-            trade_id=self.next_trade_id(order.symbol),
-            symbol=order.symbol,
-            order_id=order.order_id,
-            client_order_id=order.client_order_id,
-            side=order.side,
-            price=price,
-            quantity=qty,
-            quote_quantity=notional,
-            fee=fee,
-            fee_asset=fee_asset,
-            liquidity=liquidity,
-            at=now,
+        # Fill's fields in order, without the keyword constructor (a backtest: every order)
+        fill: Fill[T] = _FILL(
+            self.next_trade_id(order.symbol),  # trade_id
+            order.symbol,
+            order.order_id,
+            order.client_order_id,
+            order.side,
+            price,
+            qty,  # quantity
+            notional,  # quote_quantity
+            fee,
+            fee_asset,
+            liquidity,
+            now,  # at
         )
         order.fills.append(fill)
         self.fills[order.symbol].append(fill)

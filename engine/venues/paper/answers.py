@@ -5,6 +5,7 @@ from __future__ import annotations
 
 from datetime import datetime
 
+from engine.domain.records import builder
 from engine.domain.types import (
     Asset,
     ClientOrderId,
@@ -65,21 +66,27 @@ def validate(order: OrderRequest, rules: InstrumentRules, touch: Touch | None) -
 
 
 def fill_report(venue: VenueName, fill: Fill[datetime]) -> FillReport:
-    return FillReport(
-        venue=venue,
-        symbol=Symbol(fill.symbol),
-        trade_id=TradeId(str(fill.trade_id)),
-        client_order_id=ClientOrderId(fill.client_order_id),
-        venue_order_id=VenueOrderId(str(fill.order_id)),
-        side=fill.side,
-        quantity=fill.quantity,
-        price=fill.price,
-        fee=fill.fee,
-        fee_asset=Asset(fill.fee_asset),
-        liquidity=fill.liquidity,
-        venue_ts=fill.at,
-        received_at=fill.at,
+    # FillReport's fields in order (a backtest reports every fill): venue, symbol, trade_id,
+    # client_order_id, venue_order_id, side, quantity, price, fee, fee_asset, liquidity,
+    # venue_ts, received_at
+    return _FILL_REPORT(
+        venue,
+        Symbol(fill.symbol),
+        TradeId(str(fill.trade_id)),
+        ClientOrderId(fill.client_order_id),
+        VenueOrderId(str(fill.order_id)),
+        fill.side,
+        fill.quantity,
+        fill.price,
+        fill.fee,
+        Asset(fill.fee_asset),
+        fill.liquidity,
+        fill.at,
+        fill.at,
     )
+
+
+_FILL_REPORT = builder(FillReport)
 
 
 def order_report(

@@ -30,6 +30,7 @@ from datetime import datetime
 from decimal import Decimal
 
 from engine.domain.market import MarketEvent, Quote
+from engine.domain.records import builder
 from engine.domain.types import (
     Asset,
     ClientOrderId,
@@ -88,6 +89,7 @@ from engine.venues.paper.streams import PaperStream, QuoteStream, public_trade
 __all__ = ["PaperOrders", "PaperVenue"]
 
 PAPER = VenueName("paper")
+_NEW_ORDER = builder(NewOrder)
 
 
 def _instrument(rules: InstrumentRules, fees_in_quote: bool) -> InstrumentSpec:
@@ -213,14 +215,14 @@ class PaperVenue:
             reason, code = self._rejections.popleft()
             raise Definitive(reason, code=code)
         self._validate(order, self._rules_for(order.symbol))
-        request = NewOrder(
-            symbol=order.symbol,
-            client_order_id=order.client_order_id,
-            side=order.side,
-            type=order.type,
-            quantity=order.quantity,
-            price=order.limit_price,
-            time_in_force=order.time_in_force,
+        request = _NEW_ORDER(  # NewOrder's fields in order: no keyword parsing on every order
+            order.symbol,
+            order.client_order_id,
+            order.side,
+            order.type,
+            order.quantity,
+            order.limit_price,  # price
+            order.time_in_force,
         )
         try:
             placed, _ = self._core.place(request, clock=self._now)
