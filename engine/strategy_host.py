@@ -137,6 +137,11 @@ def window_interval_key(md_ts: datetime, window: timedelta) -> str:
     return floor_time(md_ts, window).isoformat()
 
 
+def always() -> bool:
+    """The default ``may_trade``: trading is never stopped."""
+    return True
+
+
 class StrategyHost:
     def __init__(
         self,
@@ -147,7 +152,7 @@ class StrategyHost:
         on_strategy_failure: FailureHandler,
         is_paused: PauseCheck,
         clock: Callable[[], datetime] = utc_now,
-        may_trade: Callable[[], bool] = lambda: True,
+        may_trade: Callable[[], bool] = always,
         records_holds: bool = True,
     ) -> None:
         self._conflator = conflator
@@ -285,7 +290,8 @@ class StrategyHost:
             ((only_symbol, only_history),) = history.items()
         symbols = self._symbols[sid]
         bar_mode = strategy.mode is _BAR
-        may_trade = self._may_trade
+        # None: trading is never stopped (no call per bar to learn it)
+        may_trade = self._may_trade if self._may_trade is not always else None
         failed = self._failed
         decisions = self.decisions
         clock = self._clock
@@ -307,7 +313,7 @@ class StrategyHost:
                 only_history.append(bar)
             else:
                 history[symbol].append(bar)
-            if not bar_mode or not may_trade() or sid in failed:
+            if not bar_mode or (may_trade is not None and not may_trade()) or sid in failed:
                 return ()
             if staging is not None:
                 inventory, open_orders = full_size_view(staging, inventory, open_orders)

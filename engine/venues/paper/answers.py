@@ -87,25 +87,28 @@ def fill_report(venue: VenueName, fill: Fill[datetime]) -> FillReport:
 
 
 _FILL_REPORT = builder(FillReport)
+_ORDER_REPORT = builder(OrderReport)
 
 
 def order_report(
     venue: VenueName, placed: Order[datetime], received_at: datetime, *, with_fills: bool = False
 ) -> OrderReport:
-    return OrderReport(
-        venue=venue,
-        symbol=Symbol(placed.symbol),
-        client_order_id=ClientOrderId(placed.client_order_id),
-        venue_order_id=VenueOrderId(str(placed.order_id)),
-        side=placed.side,
-        type=placed.type,
-        status=placed.status,
-        quantity=placed.quantity,
-        limit_price=placed.price,
-        filled_quantity=placed.filled,
-        cumulative_quote=placed.cumulative_quote,
-        venue_ts=placed.updated,
-        received_at=received_at,
-        fills=tuple(fill_report(venue, f) for f in placed.fills) if with_fills else (),
-        reason=_REASONS.get(placed.expiry) if placed.expiry is not None else None,
+    # OrderReport's fields in order (a backtest reports every order it placed)
+    return _ORDER_REPORT(
+        venue,
+        Symbol(placed.symbol),
+        ClientOrderId(placed.client_order_id),
+        VenueOrderId(str(placed.order_id)),
+        placed.side,
+        placed.type,
+        placed.status,
+        placed.quantity,
+        placed.price,  # limit_price
+        placed.filled,  # filled_quantity
+        placed.cumulative_quote,
+        placed.updated,  # venue_ts
+        received_at,
+        tuple(fill_report(venue, f) for f in placed.fills) if with_fills else (),  # fills
+        _REASONS.get(placed.expiry) if placed.expiry is not None else None,  # reason
+        None,  # cancel_client_order_id
     )
