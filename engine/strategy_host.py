@@ -20,22 +20,30 @@ they propagate (out of :meth:`StrategyHost.run`, for the supervisor).
 from __future__ import annotations
 
 import asyncio
-import dataclasses
 from collections.abc import Awaitable, Callable, Iterable, Iterator, Mapping, Sequence
 from dataclasses import dataclass, field
-from datetime import UTC, datetime, timedelta
+from datetime import datetime, timedelta
 from decimal import Decimal
 from types import MappingProxyType
 from typing import Protocol
 
 import structlog
 
-from engine.domain.intents import Buy, DecisionKey, Hold, Intent, Sell, with_decision_price
+from engine.domain.intents import (
+    Buy,
+    DecisionKey,
+    Hold,
+    Intent,
+    Sell,
+    interval_key_of,
+    with_decision_price,
+)
 from engine.domain.market import Bar, Quote
 from engine.domain.stage import Staging
-from engine.domain.types import Side, StrategyId, Symbol, utc_now
+from engine.domain.types import StrategyId, Symbol, utc_now
 from engine.marketdata.bars import floor_time
 from engine.marketdata.conflator import Conflator, Update
+from engine.strategy_answers import assign_keys, full_size_view, seen_price
 from strategies.base import (
     UNRECORDED,
     DecisionMode,
@@ -45,13 +53,18 @@ from strategies.base import (
     StrategyLimits,
     as_intents,
 )
-from strategies.indicators import RollingCloses, RollingView
+from strategies.indicators import OneSymbolBars, RollingCloses, history_bars
 
 log = structlog.get_logger(__name__)
 
 IntentSink = Callable[[Intent], Awaitable[None]]
 FailureHandler = Callable[[StrategyId, BaseException], Awaitable[None]]
 PauseCheck = Callable[[StrategyId], Awaitable[bool]]
+#: :meth:`StrategyHost.bar_decider`'s answer: ``(bar, quotes, inventory, open_orders) -> intents``
+BarDecider = Callable[
+    [Bar, Mapping[Symbol, Quote], Mapping[Symbol, Decimal], Sequence[OpenOrder]],
+    tuple[Intent, ...],
+]
 
 DEFAULT_DECISION_WINDOW = timedelta(seconds=1)
 # an enum member looked up on its class costs a few attribute lookups: once per decision adds up
@@ -116,144 +129,17 @@ def md_time(quote: Quote) -> datetime:
     return quote.venue_ts if quote.venue_ts is not None else quote.received_at
 
 
-def seen_price(
-    symbol: Symbol, quotes: Mapping[Symbol, Quote], closed_bar: Bar | None
-) -> Decimal | None:
-    """The price the strategy saw for ``symbol``: the mid of its quote, else the close of the
-    bar it decided on. Stored as the decision price, which execution quality measures from."""
-    quote = quotes.get(symbol)
-    if quote is not None:
-        return quote.mid
-    if closed_bar is not None and closed_bar.symbol == symbol:
-        return closed_bar.close
-    return None
-
-
 def bar_interval_key(bar: Bar) -> str:
     return interval_key_of(bar.open_time)
-
-
-def interval_key_of(at: datetime) -> str:
-    """``at.isoformat()``: the key every decision of a bar strategy carries (client order ids
-    derive from it, so its text never changes). A whole second in UTC, the usual bar open, is
-    formatted from its fields: three times quicker than ``isoformat`` on an aware datetime,
-    which a backtest paid on every bar. The date part is kept from the previous call while the
-    day is the same (consecutive bars: a quarter less again)."""
-    global _last_day
-    if at.tzinfo is UTC and not at.microsecond:
-        day, prefix = _last_day  # one tuple, replaced whole: a consistent pair in any thread
-        ordinal = at.toordinal()
-        if ordinal != day:
-            prefix = "%04d-%02d-%02dT" % (at.year, at.month, at.day)  # noqa: UP031
-            _last_day = (ordinal, prefix)
-        return "%s%02d:%02d:%02d+00:00" % (  # noqa: UP031 (quicker than f-specs)
-            prefix,
-            at.hour,
-            at.minute,
-            at.second,
-        )
-    return at.isoformat()
-
-
-#: the ordinal of the last UTC day :func:`interval_key_of` formatted, and its text
-_last_day: tuple[int, str] = (0, "")
 
 
 def window_interval_key(md_ts: datetime, window: timedelta) -> str:
     return floor_time(md_ts, window).isoformat()
 
 
-def assign_keys(
-    intents: Iterable[Intent],
-    *,
-    strategy_id: StrategyId,
-    interval_key: str,
-    symbols: Iterable[Symbol],
-    version: str | None = None,
-    config_hash: str | None = None,
-    stamp_holds: bool = True,
-) -> tuple[Intent, ...]:
-    """Give each intent its canonical key: same window, same strategy, numbered per
-    ``(symbol, side)`` in the order the strategy returned them. Raises ``ValueError`` on an
-    intent that is not an intent or names a symbol the strategy does not trade.
-
-    ``stamp_holds=False`` leaves holds without the version stamp (a sink that records none)."""
-    if type(intents) is tuple and len(intents) == 1:
-        # The usual decision, one intent already keyed by Snapshot.key/hold and nothing to
-        # stamp: returned as it is, with the checks of the loop below.
-        intent = intents[0]
-        key = getattr(intent, "key", None)
-        if (
-            type(key) is DecisionKey
-            and key.sequence == 0
-            and key.strategy_id == strategy_id
-            and key.symbol in symbols
-        ):
-            if not stamp_holds and type(intent) is Hold:
-                # a hold nothing records: Snapshot.hold's unrecorded one passes as it is
-                if key.interval_key == interval_key or key.interval_key is UNRECORDED:
-                    return intents
-            elif (
-                key.interval_key == interval_key
-                and intent.strategy_version == version
-                and intent.config_hash == config_hash
-            ):
-                return intents
-    allowed = frozenset(symbols)
-    counters: dict[tuple[Symbol, Side | None], int] = {}
-    out: list[Intent] = []
-    for intent in intents:
-        key = getattr(intent, "key", None)
-        if not isinstance(key, DecisionKey):
-            raise ValueError(f"decide returned {intent!r}, not an intent")
-        if key.symbol not in allowed:
-            raise ValueError(f"intent for {key.symbol!r}, which is not one of {sorted(allowed)}")
-        slot = (key.symbol, key.side)
-        sequence = counters.get(slot, 0)
-        counters[slot] = sequence + 1
-        if (
-            key.sequence == sequence
-            and key.strategy_id == strategy_id
-            and key.interval_key == interval_key
-        ):
-            canonical = key  # the usual case (Snapshot.key): no new key on every decision
-        else:
-            canonical = DecisionKey(
-                strategy_id=strategy_id,
-                symbol=key.symbol,
-                interval_key=interval_key,
-                side=key.side,
-                sequence=sequence,
-            )
-        if canonical is key and (
-            (intent.strategy_version == version and intent.config_hash == config_hash)
-            or (not stamp_holds and type(intent) is Hold)
-        ):
-            out.append(intent)
-        else:
-            out.append(
-                dataclasses.replace(
-                    intent, key=canonical, strategy_version=version, config_hash=config_hash
-                )
-            )
-    return tuple(out)
-
-
-def full_size_view(
-    staging: Staging, inventory: Mapping[Symbol, Decimal], open_orders: Sequence[OpenOrder]
-) -> tuple[dict[Symbol, Decimal], list[OpenOrder]]:
-    """What a staged strategy sees of its position and orders: the real ones at full size."""
-    return (
-        {s: staging.to_strategy(q) for s, q in inventory.items()},
-        [
-            dataclasses.replace(
-                o,
-                quantity=staging.to_strategy(o.quantity),
-                filled_quantity=staging.to_strategy(o.filled_quantity),
-            )
-            for o in open_orders
-        ],
-    )
+def always() -> bool:
+    """The default ``may_trade``: trading is never stopped."""
+    return True
 
 
 class StrategyHost:
@@ -266,7 +152,7 @@ class StrategyHost:
         on_strategy_failure: FailureHandler,
         is_paused: PauseCheck,
         clock: Callable[[], datetime] = utc_now,
-        may_trade: Callable[[], bool] = lambda: True,
+        may_trade: Callable[[], bool] = always,
         records_holds: bool = True,
     ) -> None:
         self._conflator = conflator
@@ -288,6 +174,7 @@ class StrategyHost:
         self._symbols: dict[StrategyId, tuple[Symbol, ...]] = {}
         # Failed here but the persistent pause not seen yet: never call it in between.
         self._failed: set[StrategyId] = set()
+        self._deciders: dict[StrategyId, BarDecider] = {}
         self.decisions: dict[StrategyId, int] = {}
         self.failures: dict[StrategyId, int] = {}
 
@@ -364,7 +251,7 @@ class StrategyHost:
         sid = strategy.strategy_id
         self._history[sid][bar.symbol].append(bar)
         if strategy.mode is _BAR and await self._may_run(sid):
-            await self._decide(hosted, bar.close_time, interval_key_of(bar.open_time), bar)
+            await self._decide(hosted, bar.close_time, bar.open_time, bar)
 
     def decide_bar_now(
         self,
@@ -378,35 +265,105 @@ class StrategyHost:
         intents itself (an in-memory replay): no coroutine per bar where nothing awaits.
 
         The caller answers for what the awaited path asks: ``quotes``, ``inventory`` and
-        ``open_orders`` are what the conflator and the portfolio would give (fresh mappings
-        the host keeps for the snapshot: the caller must not change them), and the strategy
-        is not paused (``is_paused`` is not consulted). Returns the intents to sink, in order
-        (none while trading is stopped or after a failure); raises :class:`StrategyFailed`
-        when the strategy does (then await :meth:`strategy_failed`)."""
+        ``open_orders`` are what the conflator and the portfolio would give (mappings nobody
+        changes afterwards, which the snapshot keeps: a dict is only wrapped read-only), and
+        the strategy is not paused (``is_paused`` is not consulted). Returns the intents to
+        sink, in order (none while trading is stopped or after a failure); raises
+        :class:`StrategyFailed` when the strategy does (then await :meth:`strategy_failed`)."""
+        return self.bar_decider(hosted)(bar, quotes, inventory, open_orders)
+
+    def bar_decider(self, hosted: HostedStrategy) -> BarDecider:
+        """:meth:`decide_bar_now` of one strategy as a function, with everything it reads on
+        every bar looked up once (for a replay, which calls it on every bar). The same
+        snapshot, checks and answer as the awaited path's :meth:`_intents`: a change to one is
+        a change to both."""
+        sid = hosted.strategy_id
+        decider = self._deciders.get(sid)
+        if decider is not None:
+            return decider
         strategy = hosted.strategy
-        sid = strategy.strategy_id
-        self._history[sid][bar.symbol].append(bar)
-        if strategy.mode is not _BAR or not self._may_trade() or sid in self._failed:
-            return ()
-        if hosted.staging is not None:
-            inventory, open_orders = full_size_view(hosted.staging, inventory, open_orders)
-        try:
-            intents = self._intents(
-                hosted,
-                sid,
-                bar.close_time,
-                interval_key_of(bar.open_time),
-                bar,
-                quotes,
-                MappingProxyType(inventory),  # the caller's own, fresh: not copied
-                open_orders,
-            )
-        except Exception as exc:
-            raise StrategyFailed(exc) from exc
-        self.decisions[sid] += 1
-        if hosted.staging is None and len(intents) == 1 and type(intents[0]) is Hold:
-            return intents  # the usual bar: nothing to size or price
-        return tuple(self._finish(hosted, intents, quotes, bar))
+        history = self._history[sid]
+        # one symbol (most strategies): its history without a lookup, its bars view directly
+        only_symbol = Symbol("")  # no symbol is empty
+        only_history: RollingCloses | None = None
+        if len(history) == 1:
+            ((only_symbol, only_history),) = history.items()
+        symbols = self._symbols[sid]
+        bar_mode = strategy.mode is _BAR
+        # None: trading is never stopped (no call per bar to learn it)
+        may_trade = self._may_trade if self._may_trade is not always else None
+        failed = self._failed
+        decisions = self.decisions
+        clock = self._clock
+        explain = self._stamp_holds
+        staging = hosted.staging
+        params, limits = hosted.params, hosted.limits
+        assemble = Snapshot.assemble
+        finish = self._finish
+        one_symbol_bars = OneSymbolBars
+
+        def decide(
+            bar: Bar,
+            quotes: Mapping[Symbol, Quote],
+            inventory: Mapping[Symbol, Decimal],
+            open_orders: Sequence[OpenOrder],
+        ) -> tuple[Intent, ...]:
+            symbol = bar.symbol
+            if only_history is not None and symbol == only_symbol:
+                only_history.append(bar)
+            else:
+                history[symbol].append(bar)
+            if not bar_mode or (may_trade is not None and not may_trade()) or sid in failed:
+                return ()
+            if staging is not None:
+                inventory, open_orders = full_size_view(staging, inventory, open_orders)
+            try:
+                snapshot = assemble(
+                    sid,
+                    clock(),
+                    bar.close_time,
+                    bar.open_time,  # the interval key's time: formatted only if read
+                    MappingProxyType(quotes) if type(quotes) is dict else quotes,
+                    one_symbol_bars(only_symbol, only_history)
+                    if only_history is not None
+                    else history_bars(history),
+                    bar,
+                    MappingProxyType(inventory) if type(inventory) is dict else inventory,
+                    tuple(open_orders),
+                    params,
+                    limits,
+                    explain,
+                )
+                decision = strategy.decide(snapshot)
+                key = decision.key if type(decision) is Hold and not explain else None
+                if (
+                    type(key) is DecisionKey
+                    and key.interval_key is UNRECORDED
+                    and key.sequence == 0
+                    and key.strategy_id == sid
+                    and key.symbol in symbols
+                ):
+                    # the usual bar of a backtest (a key only when the decision is a Hold)
+                    intents: tuple[Intent, ...] = (decision,)  # type: ignore[assignment]
+                else:
+                    intents = assign_keys(
+                        as_intents(decision),
+                        strategy_id=sid,
+                        interval_key=snapshot.interval_key,
+                        symbols=symbols,
+                        version=hosted.version,
+                        config_hash=hosted.config_hash,
+                        stamp_holds=explain,
+                    )
+            except Exception as exc:
+                raise StrategyFailed(exc) from exc
+            decisions[sid] += 1
+            if staging is None and len(intents) == 1 and type(intents[0]) is Hold:
+                return intents  # the usual bar: nothing to size or price
+            return tuple(finish(hosted, intents, quotes, bar))
+
+        self._deciders[sid] = decide
+        return decide
 
     async def strategy_failed(self, strategy_id: StrategyId, exc: BaseException) -> None:
         """What the host does when a strategy fails: pause it, log, tell the failure handler
@@ -427,7 +384,7 @@ class StrategyHost:
         self,
         hosted: HostedStrategy,
         md_ts: datetime,
-        interval_key: str,
+        interval_key: str | datetime,
         closed_bar: Bar | None,
         quotes: Mapping[Symbol, Quote] | None = None,
     ) -> None:
@@ -461,22 +418,17 @@ class StrategyHost:
         hosted: HostedStrategy,
         sid: StrategyId,
         md_ts: datetime,
-        interval_key: str,
+        interval_key: str | datetime,
         closed_bar: Bar | None,
         quotes: Mapping[Symbol, Quote],
         inventory: Mapping[Symbol, Decimal],
         open_orders: Sequence[OpenOrder],
     ) -> tuple[Intent, ...]:
         """The strategy's decision on a snapshot, keyed. Raises what the strategy raised (or
-        ``ValueError`` on an intent it may not return): the strategy's failure."""
-        strategy = hosted.strategy
-        history = self._history[sid]
-        if len(history) == 1:  # one symbol (most strategies): no comprehension per decision
-            ((symbol, held),) = history.items()
-            bar_view = {symbol: tuple(held.bars)}
-        else:
-            bar_view = {s: tuple(h.bars) for s, h in history.items()}
-        rolling = RollingView(history)
+        ``ValueError`` on an intent it may not return): the strategy's failure.
+
+        ``interval_key`` may be the bar's open time, formatted only if read (an unrecorded hold
+        names no window)."""
         snapshot = Snapshot.assemble(
             sid,
             self._clock(),
@@ -485,19 +437,16 @@ class StrategyHost:
             # a fresh dict from the conflator, never kept by it: no copy (a mapping that is not
             # a dict, such as a replay's closing quote, is read-only already)
             MappingProxyType(quotes) if isinstance(quotes, dict) else quotes,
-            MappingProxyType(bar_view),
+            # a view of the history as of now: no copy of the window unless the strategy reads it
+            history_bars(self._history[sid]),
             closed_bar,
             inventory,
             tuple(open_orders),
             hosted.params,
             hosted.limits,
-            rolling,
             self._stamp_holds,
         )
-        try:
-            decision = strategy.decide(snapshot)
-        finally:
-            rolling.close()  # the host moves the averages on: a kept snapshot reads its bars
+        decision = hosted.strategy.decide(snapshot)
         if type(decision) is Hold and not self._stamp_holds:
             # the usual bar of a backtest: the unrecorded hold, checked as assign_keys would
             key = decision.key
@@ -506,13 +455,13 @@ class StrategyHost:
                 and key.sequence == 0
                 and key.strategy_id == sid
                 and key.symbol in self._symbols[sid]
-                and (key.interval_key is UNRECORDED or key.interval_key == interval_key)
+                and (key.interval_key is UNRECORDED or key.interval_key == snapshot.interval_key)
             ):
                 return (decision,)
         return assign_keys(
             as_intents(decision),
             strategy_id=sid,
-            interval_key=interval_key,
+            interval_key=snapshot.interval_key,
             symbols=self._symbols[sid],
             version=hosted.version,
             config_hash=hosted.config_hash,

@@ -18,12 +18,12 @@ from decimal import Decimal, InvalidOperation
 from enum import StrEnum
 from operator import attrgetter
 from types import MappingProxyType
-from typing import Protocol, runtime_checkable
+from typing import Any, Protocol, runtime_checkable
 
-from engine.domain.intents import Buy, Cancel, DecisionKey, Hold, Intent, Sell
+from engine.domain.intents import Buy, Cancel, DecisionKey, Hold, Intent, Sell, interval_key_of
 from engine.domain.market import Bar, Quote
 from engine.domain.types import ClientOrderId, OrderState, Side, StrategyId, Symbol
-from strategies.indicators import RollingView, sma_of
+from strategies.indicators import HistoryBars, OneSymbolBars, RollingCloses, sma_of
 
 
 class DecisionMode(StrEnum):
@@ -101,6 +101,7 @@ class Snapshot:
     #: latest quote per symbol (absent until the first quote arrives)
     quotes: Mapping[Symbol, Quote] = field(default_factory=lambda: MappingProxyType({}))
     #: the newest closed bars per symbol, oldest first, at most the strategy's ``bar_history``
+    #: (the host's is a view that makes each tuple when first read: :class:`HistoryBars`)
     bars: Mapping[Symbol, tuple[Bar, ...]] = field(default_factory=lambda: MappingProxyType({}))
     #: the bar whose closing triggered this decision, if one did
     closed_bar: Bar | None = None
@@ -109,8 +110,6 @@ class Snapshot:
     open_orders: tuple[OpenOrder, ...] = ()
     params: Mapping[str, str] = field(default_factory=lambda: MappingProxyType({}))
     limits: StrategyLimits = field(default_factory=StrategyLimits)
-    #: the host's running averages, behind :meth:`sma` (``None``: computed from ``bars``)
-    rolling: RollingView | None = None
     #: whether anything records holds: ``False`` in an in-memory backtest, which only counts
     #: them (:meth:`hold` then builds none and formats no reason)
     explain: bool = True
@@ -121,7 +120,7 @@ class Snapshot:
         strategy_id: StrategyId,
         now: datetime,
         md_ts: datetime,
-        interval_key: str,
+        interval_key: str | datetime,
         quotes: Mapping[Symbol, Quote],
         bars: Mapping[Symbol, tuple[Bar, ...]],
         closed_bar: Bar | None,
@@ -129,12 +128,15 @@ class Snapshot:
         open_orders: tuple[OpenOrder, ...],
         params: Mapping[str, str],
         limits: StrategyLimits,
-        rolling: RollingView | None = None,
         explain: bool = True,
     ) -> Snapshot:
         """The same frozen snapshot as ``Snapshot(...)``, in a fraction of the time: the
         generated ``__init__`` parses keywords and calls ``object.__setattr__`` per field, which
         a backtest pays on every bar. For the host, which passes every field.
+
+        ``interval_key`` may be the bar's open time: the key's text (:func:`interval_key_of`)
+        is then made when :attr:`interval_key` is first read (a hold nobody records names no
+        window: on most bars of a backtest nothing reads it).
 
         Built as a :class:`_Unfrozen` (the same slots, plain attribute writes, which the
         interpreter does quickly) whose class then becomes ``Snapshot``: frozen from then on."""
@@ -150,7 +152,6 @@ class Snapshot:
         snapshot.open_orders = open_orders
         snapshot.params = params
         snapshot.limits = limits
-        snapshot.rolling = rolling
         snapshot.explain = explain
         snapshot.__class__ = cls  # type: ignore[assignment]
         return snapshot  # type: ignore[return-value]
@@ -175,39 +176,46 @@ class Snapshot:
         history is shorter. ``window + ago`` must not exceed the strategy's ``bar_history``.
 
         The same value as averaging :meth:`closes` by hand, without summing the window on every
-        bar: the host keeps a running sum per window (:mod:`strategies.indicators`)."""
-        rolling = self.rolling
-        if rolling is not None:
-            history = rolling.history  # None once the decision is over
-            if history is not None:
-                held = history.get(symbol)
-                if held is not None:
-                    averages = held.averages.get(window)  # RollingCloses.sma, inlined
-                    if averages is not None and ago >= 0:
-                        try:
-                            return averages[-1 - ago]
-                        except IndexError:  # warming up
-                            return None
-                    return held.sma(window, ago)
+        bar: the host keeps a running sum per window (:mod:`strategies.indicators`), read here
+        while the host's history is still this snapshot's (during the decision)."""
+        bars = self.bars
+        held: RollingCloses | None
+        if type(bars) is OneSymbolBars:  # HistoryBars.current, inlined: the usual case
+            held = bars.rolling
+            if held.count != bars.count or symbol != bars.symbol:
+                held = None
+        elif isinstance(bars, HistoryBars):
+            held = bars.current(symbol)
+        else:
+            held = None
+        if held is not None:
+            averages = held.averages.get(window)  # RollingCloses.sma, inlined
+            if averages is not None and ago >= 0:
+                try:
+                    return averages[-1 - ago]
+                except IndexError:  # warming up
+                    return None
+            return held.sma(window, ago)
         return sma_of(self.closes(symbol), window, ago)
 
     def key(self, symbol: Symbol, side: Side | None, sequence: int = 0) -> DecisionKey:
         return DecisionKey.of(self.strategy_id, symbol, self.interval_key, side, sequence)
 
-    def hold(self, symbol: Symbol, reason: str | Callable[[], str]) -> Hold:
+    def hold(self, symbol: Symbol, reason: str | Callable[..., str], *args: object) -> Hold:
         """This decision's :class:`Hold` on ``symbol``: the same as ``Hold(key=self.key(symbol,
         None), reason=reason, md_ts=self.md_ts)``, built in less than half the time (a strategy
         holds on most bars).
 
-        ``reason`` may be a callable returning the text (``lambda: f"..."``): it is called only
-        when the reason is recorded. When nothing records holds (``explain`` is false: an
-        in-memory backtest, which only counts them) the answer is the symbol's unrecorded hold,
-        built once: its key names no bar (interval key :data:`UNRECORDED`) and its reason is
-        :data:`UNEXPLAINED`."""
+        ``reason`` may be a callable returning the text, called with ``args`` (``hold(symbol,
+        explain, fast_now, slow_now)``, or ``lambda: f"..."``) only when the reason is recorded.
+        When nothing records holds (``explain`` is false: an in-memory backtest, which only
+        counts them) the answer is the symbol's unrecorded hold, built once: its key names no
+        bar (interval key :data:`UNRECORDED`) and its reason is :data:`UNEXPLAINED`."""
         if not self.explain:
-            return unrecorded_hold(self.strategy_id, symbol)
+            held = _UNRECORDED_HOLDS.get((self.strategy_id, symbol))  # unrecorded_hold, inlined
+            return held if held is not None else unrecorded_hold(self.strategy_id, symbol)
         if not isinstance(reason, str):
-            reason = reason()
+            reason = reason(*args)
         return Hold.of(
             DecisionKey.of(self.strategy_id, symbol, self.interval_key, None, 0), reason, self.md_ts
         )
@@ -253,7 +261,6 @@ _SNAPSHOT_FIELDS = (
     "open_orders",
     "params",
     "limits",
-    "rolling",
     "explain",
 )
 # A field added to Snapshot without a setter here would be left unset by assemble: refuse to
@@ -269,7 +276,7 @@ class _Unfrozen:
     strategy_id: StrategyId
     now: datetime
     md_ts: datetime
-    interval_key: str
+    interval_key: str | datetime
     quotes: Mapping[Symbol, Quote]
     bars: Mapping[Symbol, tuple[Bar, ...]]
     closed_bar: Bar | None
@@ -277,8 +284,33 @@ class _Unfrozen:
     open_orders: tuple[OpenOrder, ...]
     params: Mapping[str, str]
     limits: StrategyLimits
-    rolling: RollingView | None
     explain: bool
+
+
+class _IntervalKeySlot:
+    """:attr:`Snapshot.interval_key`'s slot, which :meth:`Snapshot.assemble` may fill with the
+    bar's open time: the text is made on the first read and kept. Anything else reads as
+    stored, and writes go to the slot as before (the dataclass's own, which stays frozen)."""
+
+    __slots__ = ("_slot",)
+
+    def __init__(self, slot: Any) -> None:
+        self._slot = slot
+
+    def __get__(self, snapshot: object, owner: type | None = None) -> Any:
+        if snapshot is None:
+            return self
+        value = self._slot.__get__(snapshot, owner)
+        if type(value) is datetime:
+            value = interval_key_of(value)
+            self._slot.__set__(snapshot, value)
+        return value
+
+    def __set__(self, snapshot: object, value: object) -> None:
+        self._slot.__set__(snapshot, value)
+
+
+setattr(Snapshot, "interval_key", _IntervalKeySlot(Snapshot.__dict__["interval_key"]))  # noqa: B010
 
 
 @runtime_checkable

@@ -13,8 +13,9 @@ strategy computing it from the closes gets.
 from __future__ import annotations
 
 from collections import deque
-from collections.abc import Mapping
+from collections.abc import Iterator, Mapping
 from decimal import Decimal
+from typing import Any
 
 from engine.domain.market import Bar
 from engine.domain.types import Symbol
@@ -26,33 +27,51 @@ class RollingCloses:
     """One symbol's closed bars as the host holds them (the newest ``depth``), with the moving
     averages of every window a strategy asked for."""
 
-    __slots__ = ("_closes", "_sums", "averages", "bars")
+    __slots__ = ("_closes", "_trim_at", "_windows", "averages", "count", "depth", "held")
 
     def __init__(self, depth: int) -> None:
-        #: the bar history itself: the host's window, oldest first
-        self.bars: deque[Bar] = deque(maxlen=depth)
+        self.depth = depth
+        #: the newest bars, oldest first: at least the newest ``depth`` (fewer while warming up),
+        #: and a few more. When it grows long it is replaced by a new list of its newest bars,
+        #: so a list handed out is only ever appended to (what :class:`HistoryBars` relies on)
+        self.held: list[Bar] = []
+        #: how many bars were ever appended: a snapshot's history is current while it is equal
+        self.count = 0
         #: window -> its averages at the newest bars, newest last (as many as the depth holds)
         self.averages: dict[int, deque[Decimal]] = {}
         self._closes: deque[Decimal] = deque(maxlen=depth)
-        #: window -> the running sum of its newest closes (once the history holds that many)
-        self._sums: dict[int, Decimal] = {}
+        #: per window tracked, ``[window, the running sum of its newest closes (once the history
+        #: holds that many), its averages]``: a list, quicker to walk and update on every bar
+        self._windows: list[list[Any]] = []
+        # a copy of ``depth`` bars every ``depth + 32`` appends: nothing per bar on average
+        self._trim_at = 2 * depth + 32
+
+    @property
+    def bars(self) -> tuple[Bar, ...]:
+        """The newest ``depth`` bars, oldest first."""
+        return tuple(self.held[-self.depth :])
 
     def append(self, bar: Bar) -> None:
         closes = self._closes
         close = bar.close
         held = len(closes)
-        sums = self._sums
-        for n, averages in self.averages.items():
+        for window in self._windows:
+            n = window[0]
             if held >= n:  # a full window before: its oldest close leaves, this one comes in
-                total = sums[n] - closes[-n] + close
+                total = window[1] - closes[-n] + close
             elif held == n - 1:  # the first full window
                 total = sum(closes, close)
             else:
                 continue
-            sums[n] = total
-            averages.append(total / n)
+            window[1] = total
+            window[2].append(total / n)
         closes.append(close)
-        self.bars.append(bar)
+        bars = self.held
+        if len(bars) >= self._trim_at:
+            # a new list: snapshots that hold the old one keep the bars they were given
+            bars = self.held = bars[-self.depth :]
+        bars.append(bar)
+        self.count += 1
 
     def sma(self, window: int, ago: int = 0) -> Decimal | None:
         """The average of the ``window`` closes ending ``ago`` bars before the newest; ``None``
@@ -72,25 +91,109 @@ class RollingCloses:
             raise ValueError(f"an average over {n} bars needs 1..{depth} bars of history")
         closes = list(self._closes)
         totals = [sum(closes[end - n : end], _ZERO) for end in range(n, len(closes) + 1)]
-        if totals:
-            self._sums[n] = totals[-1]
         averages = deque((total / n for total in totals), maxlen=depth - n + 1)
         self.averages[n] = averages
+        self._windows.append([n, totals[-1] if totals else None, averages])
         return averages
 
 
-class RollingView:
-    """A snapshot's handle on the host's running averages, valid while its decision runs: the
-    host closes it when ``decide`` returns, and a snapshot kept past that (against the contract,
-    but possible) computes from its own bars instead of reading averages that moved on."""
+class HistoryBars(Mapping[Symbol, tuple[Bar, ...]]):
+    """:attr:`Snapshot.bars <strategies.base.Snapshot.bars>` as the host hands it: each
+    symbol's newest closed bars as of the decision, oldest first, copied into a tuple only when
+    read (most strategies read only their averages: no copy of the window on every bar).
 
-    __slots__ = ("history",)
+    A view, not a copy, yet it never changes: it keeps each symbol's list of bars and its length
+    at the decision, and the host only appends to a list it has handed out (it starts a new one
+    to trim). :meth:`current` gives the host's running averages while no bar came since."""
+
+    __slots__ = ()
+
+    def current(self, symbol: Symbol) -> RollingCloses | None:
+        """The host's history of ``symbol`` while no bar has come since this view was taken
+        (its averages are this decision's), else ``None``."""
+        raise NotImplementedError
+
+    def __repr__(self) -> str:
+        return f"{type(self).__name__}({dict(self)!r})"
+
+
+class ManySymbolBars(HistoryBars):
+    """:class:`HistoryBars` of a strategy trading several symbols."""
+
+    __slots__ = ("_counts", "_ends", "_lists", "_tuples", "history")
 
     def __init__(self, history: Mapping[Symbol, RollingCloses]) -> None:
-        self.history: Mapping[Symbol, RollingCloses] | None = history
+        self.history = history
+        self._lists = {s: h.held for s, h in history.items()}
+        self._ends = {s: len(held) for s, held in self._lists.items()}
+        self._counts = {s: h.count for s, h in history.items()}
+        self._tuples: dict[Symbol, tuple[Bar, ...]] = {}
 
-    def close(self) -> None:
-        self.history = None
+    def current(self, symbol: Symbol) -> RollingCloses | None:
+        rolling = self.history.get(symbol)
+        if rolling is None or rolling.count != self._counts[symbol]:
+            return None
+        return rolling
+
+    def __getitem__(self, symbol: Symbol) -> tuple[Bar, ...]:
+        bars = self._tuples.get(symbol)
+        if bars is None:
+            held = self._lists[symbol]  # KeyError: not one of the strategy's symbols
+            end = self._ends[symbol]
+            depth = self.history[symbol].depth
+            bars = self._tuples[symbol] = tuple(held[max(end - depth, 0) : end])
+        return bars
+
+    def __iter__(self) -> Iterator[Symbol]:
+        return iter(self._lists)
+
+    def __len__(self) -> int:
+        return len(self._lists)
+
+
+class OneSymbolBars(HistoryBars):
+    """:class:`HistoryBars` of a strategy trading one symbol (most): a handful of attributes,
+    taken on every bar, instead of a dict of each."""
+
+    __slots__ = ("_bars", "count", "end", "held", "rolling", "symbol")
+
+    def __init__(self, symbol: Symbol, rolling: RollingCloses) -> None:
+        self.symbol = symbol
+        #: the host's history, and its count and list of bars at the decision
+        self.rolling = rolling
+        self.count = rolling.count
+        held = self.held = rolling.held
+        self.end = len(held)
+        self._bars: tuple[Bar, ...] | None = None
+
+    def current(self, symbol: Symbol) -> RollingCloses | None:
+        rolling = self.rolling
+        if symbol != self.symbol or rolling.count != self.count:
+            return None
+        return rolling
+
+    def __getitem__(self, symbol: Symbol) -> tuple[Bar, ...]:
+        if symbol != self.symbol:
+            raise KeyError(symbol)
+        bars = self._bars
+        if bars is None:
+            end = self.end
+            bars = self._bars = tuple(self.held[max(end - self.rolling.depth, 0) : end])
+        return bars
+
+    def __iter__(self) -> Iterator[Symbol]:
+        return iter((self.symbol,))
+
+    def __len__(self) -> int:
+        return 1
+
+
+def history_bars(history: Mapping[Symbol, RollingCloses]) -> HistoryBars:
+    """The snapshot's bars over the host's ``history`` of one strategy, as of now."""
+    if len(history) == 1:
+        ((symbol, rolling),) = history.items()
+        return OneSymbolBars(symbol, rolling)
+    return ManySymbolBars(history)
 
 
 def sma_of(closes: tuple[Decimal, ...], n: int, ago: int = 0) -> Decimal | None:

@@ -13,7 +13,6 @@ from __future__ import annotations
 
 from collections.abc import Mapping, Sequence
 from decimal import Decimal
-from functools import partial
 
 from pydantic import BaseModel, ConfigDict, Field, ValidationInfo, field_validator
 
@@ -89,9 +88,9 @@ class SmaCross:
         slow_prev = snapshot.sma(symbol, slow, 1)
         if fast_now is None or slow_now is None or fast_prev is None or slow_prev is None:
             bars = len(snapshot.bars.get(symbol, ()))
-            return snapshot.hold(symbol, partial(_warming_up, bars, slow + 1))
-        # Reasons of holds are callables (partial, not closures: no cell per local on every
-        # bar), formatted only where holds are recorded: not in an in-memory backtest.
+            return snapshot.hold(symbol, _warming_up, bars, slow + 1)
+        # Reasons of holds are functions and their arguments (no closure or partial built on
+        # every bar), formatted only where holds are recorded: not in an in-memory backtest.
         if fast_prev <= slow_prev and fast_now > slow_now:
             averages = _averages(fast, slow, fast_now, slow_now)
             position = snapshot.position(symbol)
@@ -125,7 +124,7 @@ class SmaCross:
                 md_ts=snapshot.md_ts,
                 quantity=size,
             )
-        return snapshot.hold(symbol, partial(_no_cross, fast, slow, fast_now, slow_now))
+        return snapshot.hold(symbol, _no_cross, fast, slow, fast_now, slow_now)
 
 
 _ZERO = Decimal(0)

@@ -9,6 +9,7 @@ from datetime import datetime
 
 from engine.backtest.execution_path import MAX_REJECTION_SAMPLES
 from engine.domain.intents import Buy, Cancel, Hold, Sell
+from engine.domain.records import builder
 from engine.domain.types import ClientOrderId, OrderType
 from engine.exceptions import Definitive, NotFound
 from engine.venues.base import InstrumentRules, OrderRequest
@@ -70,12 +71,15 @@ def _request(intent: Buy | Sell, coid: ClientOrderId, rules: InstrumentRules) ->
     price = (
         None if intent.limit_price is None else rules.round_price(intent.limit_price, intent.side)
     )
-    return OrderRequest(
-        client_order_id=coid,
-        symbol=intent.symbol,
-        side=intent.side,
-        type=OrderType.MARKET if price is None else OrderType.LIMIT,
-        quantity=rules.round_quantity(intent.quantity),
-        limit_price=price,
-        time_in_force=intent.time_in_force,
+    return _ORDER_REQUEST(  # OrderRequest's fields in order: no keyword parsing per order
+        coid,
+        intent.symbol,
+        intent.side,
+        OrderType.MARKET if price is None else OrderType.LIMIT,
+        rules.round_quantity(intent.quantity),
+        price,  # limit_price
+        intent.time_in_force,
     )
+
+
+_ORDER_REQUEST = builder(OrderRequest)

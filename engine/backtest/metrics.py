@@ -27,6 +27,7 @@ from dataclasses import dataclass
 from datetime import datetime, timedelta
 from decimal import Decimal
 
+from engine.domain.records import builder
 from engine.domain.types import Asset
 from engine.venues.base import FillReport
 
@@ -52,6 +53,9 @@ class RoundTrip:
         return None if self.exit_time is None else self.exit_time - self.entry_time
 
 
+_ROUND_TRIP = builder(RoundTrip)
+
+
 @dataclass(slots=True)
 class _Open:
     direction: int
@@ -72,16 +76,16 @@ class _Open:
             exit_value = self.exit_value
             exit_price = self.exit_value / self.exit_qty if self.exit_qty else None
         pnl = self.direction * (exit_value - self.entry_value) - self.fees
-        return RoundTrip(
-            direction=self.direction,
-            quantity=self.qty,
-            entry_time=self.entry_time,
-            exit_time=exit_time,
-            entry_price=entry_price,
-            exit_price=exit_price,
-            fees=self.fees,
-            pnl=pnl,
-            return_pct=pnl / self.entry_value * 100,
+        return _ROUND_TRIP(  # RoundTrip's fields in order (a backtest has thousands)
+            self.direction,
+            self.qty,  # quantity
+            self.entry_time,
+            exit_time,
+            entry_price,
+            exit_price,
+            self.fees,
+            pnl,
+            pnl / self.entry_value * 100,  # return_pct
         )
 
 

@@ -9,12 +9,13 @@ from __future__ import annotations
 
 import math
 import random
-from collections.abc import Callable, Iterator, Mapping, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from datetime import datetime, timedelta
-from decimal import ROUND_HALF_EVEN, Decimal
+from decimal import Decimal
 from operator import attrgetter
 from types import MappingProxyType
 
+from engine.backtest.closing import ClosingQuotes, to_tick
 from engine.backtest.data import BarSeries
 from engine.backtest.errors import BacktestError
 from engine.backtest.execution_path import ORDER_ID_PREFIX, ExecutionPath
@@ -28,6 +29,7 @@ from engine.domain.ids import client_order_id
 from engine.domain.intents import Buy, Cancel, Hold, Intent, Sell
 from engine.domain.market import Bar, Quote
 from engine.domain.positions import Position, PositionFill, apply_fill, total_pnl, unrealized
+from engine.domain.records import builder
 from engine.domain.types import (
     ClientOrderId,
     OrderState,
@@ -43,6 +45,7 @@ from strategies.base import DecisionMode, OpenOrder
 from strategies.registry import resolve
 
 _ZERO = Decimal(0)
+_POSITION_FILL = builder(PositionFill)
 _CLOSE_TIME = attrgetter("close_time")
 _BPS = Decimal(10_000)
 #: how often (in bars) a replay reports its progress
@@ -124,6 +127,7 @@ class Replay:
             records_holds=ledger is not None,
         )
         self.host.add(self.hosted)
+        self._decide_bar = self.host.bar_decider(self.hosted)
         self._path: ExecutionPath
         if ledger is None:
             self._path = PaperPath(self.venue, self.rules, self._clock)
@@ -143,6 +147,8 @@ class Replay:
         self._position = Position(
             base_asset=self.rules.base_asset, quote_asset=self.rules.quote_asset, symbol=self.symbol
         )
+        #: what the strategy holds, as its snapshots show it: replaced when a fill changes it
+        self._inventory: Mapping[Symbol, Decimal] = MappingProxyType({self.symbol: _ZERO})
         self._fills_seen = 0
         self._decision_price: dict[ClientOrderId, Decimal] = {}
         self._submitted: set[ClientOrderId] = set()
@@ -245,37 +251,50 @@ class Replay:
         flat-and-unfilled bar's equity carried without a call (most bars of a long/flat
         strategy). Any change here must be made in :meth:`_run_bars` too."""
         venue = self.venue
+        # venue.resting and venue.fill_count without a property call per bar
+        open_orders, fill_log = venue.book()
         progress = self.progress
         total = len(self.bars)
         equity = self._equity
-        decide_now = self._decide_now
+        decide, symbol, quote = self._decide_bar, self.symbol, self._quote
+        # no participation cap: the closing quote made only if read (see _decide_now)
+        lazy = self.settings.participation is None
+        holds = 0
         for done, bar in enumerate(self.bars):
             if progress is not None and not done % PROGRESS_EVERY:
                 progress(done, total)
-            if venue.resting:  # else no quote along the bar could fill anything
+            if open_orders:  # else no quote along the bar could fill anything
                 self._now = bar.open_time
                 self._walk_bar(bar, from_open=True)
                 await self._path.settle()
             self._now = bar.close_time
-            if venue.fill_count != self._fills_seen:
+            if len(fill_log) != self._fills_seen:
                 self._fold_fills()
             if self._position.quantity or self._marked_fills != self._fills_seen or not equity:
                 self._mark(bar.close)
             else:  # flat and nothing filled since: _mark's carried equity
                 equity.append(equity[-1])
-            if not venue.resting:
+            if not open_orders:  # _decide_now, inlined
+                quotes = (
+                    ClosingQuotes(symbol, quote, bar) if lazy else {symbol: quote(bar.close, bar)}
+                )
                 try:
-                    intents = decide_now(bar)
+                    intents = decide(bar, quotes, self._inventory, ())
                 except StrategyFailed as failed:
                     await self.host.strategy_failed(self.hosted.strategy_id, failed.error)
                     raise  # the failure handler raised already; never reached
-                for intent in intents:  # most bars: none (a hold, counted)
-                    await self._execute(intent)
+                if len(intents) == 1 and type(intents[0]) is Hold:
+                    holds += 1  # most bars: a hold, only counted
+                else:
+                    self._decision_quote = quotes[symbol]
+                    for intent in intents:
+                        await self._execute(intent)
             else:
                 await self._decide(bar)
             if self._pending:  # most bars decide to hold: nothing to send
                 self._arrive(bar, bar.close, bar.close_time)
                 await self._submit_pending()
+        self._holds += holds
 
     def _walk_bar(self, bar: Bar, *, from_open: bool) -> None:
         """Quotes along the bar's path, so resting orders meet its whole range (after an
@@ -311,14 +330,12 @@ class Replay:
         if self.settings.participation is None:
             # nothing random in the quote: built only if the decision reads it (an order's
             # decision price, a strategy looking at quotes), not on every bar
-            closing = _ClosingQuotes(self, bar)
+            closing = ClosingQuotes(self.symbol, self._quote, bar)
             quotes: Mapping[Symbol, Quote] = closing
         else:  # the quote's size draws from the run's random stream: drawn now, in order
             quote = self._quote(bar.close, bar)
             quotes = {self.symbol: quote}
-        intents = self.host.decide_bar_now(
-            self.hosted, bar, quotes, {self.symbol: self._position.quantity}, ()
-        )
+        intents = self._decide_bar(bar, quotes, self._inventory, ())
         if len(intents) == 1 and type(intents[0]) is Hold and self.account is None:
             self._holds += 1
             return ()
@@ -341,7 +358,7 @@ class Replay:
             step = Decimal(repr(round(z * share, 12))) * rel_range * price
         else:  # no latency: the orders meet the price itself
             latency_ms, step = 0.0, _ZERO
-        self._now = at + timedelta(milliseconds=latency_ms)
+        self._now = at + timedelta(milliseconds=latency_ms) if latency_ms else at
         arrival = self._quote(price + step, bar)
         self.venue.set_quote(arrival)
         if self.account is not None:
@@ -355,11 +372,11 @@ class Replay:
             at = self._now
         tick = self.rules.tick_size
         if self.settings.spread_bps == 0:  # a locked quote: both sides trade at the price
-            bid = ask = max(_to_tick(mid, tick), tick)
+            bid = ask = max(to_tick(mid, tick), tick)
         else:
             half = max(mid * self.settings.spread_bps / _BPS / 2, tick)
-            bid = _to_tick(mid - half, tick)
-            ask = _to_tick(mid + half, tick)
+            bid = to_tick(mid - half, tick)
+            ask = to_tick(mid + half, tick)
             if ask <= bid:
                 ask = bid + tick
             bid = max(bid, tick)
@@ -416,36 +433,35 @@ class Replay:
         for fill in fills:
             self._position = apply_fill(
                 self._position,
-                PositionFill(
-                    side=fill.side,
-                    qty=fill.quantity,
-                    price=fill.price,
-                    fee=fill.fee,
-                    fee_asset=fill.fee_asset,
-                ),
+                # PositionFill(side=, qty=, price=, fee=, fee_asset=), without keyword parsing
+                _POSITION_FILL(fill.side, fill.quantity, fill.price, fill.fee, fill.fee_asset),
             )
             self._fees += (
                 fill.fee if fill.fee_asset == self.rules.quote_asset else fill.fee * fill.price
             )
         self._fills_seen += len(fills)
+        self._inventory = MappingProxyType({self.symbol: self._position.quantity})
 
     def _mark(self, price: Decimal) -> None:
-        if not self._position.quantity and self._marked_fills == self._fills_seen and self._equity:
+        position, equities = self._position, self._equity
+        if not position.quantity and self._marked_fills == self._fills_seen and equities:
             # flat and nothing filled since: the equity is the last one, drawdown unchanged
-            self._equity.append(self._equity[-1])
+            equities.append(equities[-1])
             return
         self._marked_fills = self._fills_seen
-        equity = self.settings.capital + total_pnl(self._position, price)
-        self._equity.append(equity)
-        if self._position.quantity:
+        equity = self.settings.capital + total_pnl(position, price)
+        equities.append(equity)
+        if position.quantity:
             self._exposed += 1
         # _track_drawdown inlined (a bar held: every other bar of a long/flat strategy)
-        if equity > self._equity_peak:
-            self._equity_peak = equity
-        drawdown = self._equity_peak - equity
+        peak = self._equity_peak
+        if equity > peak:
+            self._equity_peak = peak = equity
+            return  # a new peak: no drawdown
+        drawdown = peak - equity
         if drawdown > self._max_drawdown:
             self._max_drawdown = drawdown
-            self._max_drawdown_pct = drawdown / self._equity_peak * 100
+            self._max_drawdown_pct = drawdown / peak * 100
 
     def _remark(self, price: Decimal) -> None:
         """The last close again, after the last bar's own fills."""
@@ -542,37 +558,6 @@ class Replay:
             "tick_size": plain(self.rules.tick_size),
             "lot_step": plain(self.rules.step_size),
         }
-
-
-class _ClosingQuotes(Mapping[Symbol, Quote]):
-    """The snapshot's quotes on a bar decided in memory: the bar's closing quote, built on
-    first read (most bars nothing reads it). Only without a participation cap, whose quote
-    sizes draw from the run's random stream and must be drawn in order."""
-
-    __slots__ = ("_at", "_bar", "_quote", "_replay")
-
-    def __init__(self, replay: Replay, bar: Bar) -> None:
-        self._replay = replay
-        self._bar = bar
-        self._at = bar.close_time
-        self._quote: Quote | None = None
-
-    def __getitem__(self, symbol: Symbol) -> Quote:
-        if symbol != self._replay.symbol:
-            raise KeyError(symbol)
-        if self._quote is None:
-            self._quote = self._replay._quote(self._bar.close, self._bar, self._at)
-        return self._quote
-
-    def __iter__(self) -> Iterator[Symbol]:
-        return iter((self._replay.symbol,))
-
-    def __len__(self) -> int:
-        return 1
-
-
-def _to_tick(price: Decimal, tick: Decimal) -> Decimal:
-    return (price / tick).to_integral_value(rounding=ROUND_HALF_EVEN) * tick
 
 
 def _open_order(report: OrderReport) -> OpenOrder:

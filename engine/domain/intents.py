@@ -11,6 +11,7 @@ from dataclasses import dataclass, fields, replace
 from datetime import UTC, datetime, timedelta
 from decimal import Decimal
 
+from engine.domain.records import replacer
 from engine.domain.types import (
     ClientOrderId,
     OrderType,
@@ -245,9 +246,37 @@ def with_decision_price(intent: Intent, price: Decimal | None) -> Intent:
     has one (a strategy's own target price wins over the mid it saw)."""
     if not isinstance(intent, Buy | Sell) or intent.decision_price is not None or price is None:
         return intent
-    return replace(intent, decision_price=price)
+    if type(price) is Decimal and price.is_finite() and price >= 0:  # what the order checks
+        return replacer(type(intent))(intent, decision_price=price)
+    return replace(intent, decision_price=price)  # raises, as the constructor
 
 
 def intent_kind(intent: Intent) -> str:
     """The stored name of an intent's kind: ``buy`` / ``sell`` / ``cancel`` / ``hold``."""
     return type(intent).__name__.lower()
+
+
+def interval_key_of(at: datetime) -> str:
+    """``at.isoformat()``: the key every decision of a bar strategy carries (client order ids
+    derive from it, so its text never changes). A whole second in UTC, the usual bar open, is
+    formatted from its fields: three times quicker than ``isoformat`` on an aware datetime,
+    which a backtest paid on every bar. The date part is kept from the previous call while the
+    day is the same (consecutive bars: a quarter less again)."""
+    global _last_day
+    if at.tzinfo is UTC and not at.microsecond:
+        day, prefix = _last_day  # one tuple, replaced whole: a consistent pair in any thread
+        ordinal = at.toordinal()
+        if ordinal != day:
+            prefix = "%04d-%02d-%02dT" % (at.year, at.month, at.day)  # noqa: UP031
+            _last_day = (ordinal, prefix)
+        return "%s%02d:%02d:%02d+00:00" % (  # noqa: UP031 (quicker than f-specs)
+            prefix,
+            at.hour,
+            at.minute,
+            at.second,
+        )
+    return at.isoformat()
+
+
+#: the ordinal of the last UTC day :func:`interval_key_of` formatted, and its text
+_last_day: tuple[int, str] = (0, "")

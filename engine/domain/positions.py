@@ -25,6 +25,7 @@ from decimal import Context, Decimal, DivisionByZero, InvalidOperation, Overflow
 from types import MappingProxyType
 from typing import Protocol
 
+from engine.domain.records import replacer
 from engine.domain.types import Asset, Side, Symbol
 
 ZERO = Decimal(0)
@@ -108,10 +109,10 @@ def _check(value: Decimal, what: str, *, positive: bool = False) -> None:
 
 
 def _trade(
-    position: Position, signed_qty: Decimal, price: Decimal
+    q: Decimal, cost: Decimal, signed_qty: Decimal, price: Decimal
 ) -> tuple[Decimal, Decimal, Decimal]:
-    """Fold a trade of ``signed_qty`` at ``price``: ``(quantity, cost_basis, realized_delta)``."""
-    q, cost = position.quantity, position.cost_basis
+    """Fold a trade of ``signed_qty`` at ``price`` into a position of ``q`` that cost ``cost``:
+    ``(quantity, cost_basis, realized_delta)``."""
     if signed_qty == 0:
         return q, cost, ZERO
     if q == 0 or _sign(q) == _sign(signed_qty):
@@ -143,8 +144,9 @@ def apply_fill(position: Position, fill: FillLike) -> Position:
 
 
 def _apply_fill(position: Position, fill: FillLike) -> Position:
-    q, cost, realized = _trade(position, fill.side.sign * fill.qty, fill.price)
-    position = replace(position, quantity=q, cost_basis=cost)
+    q, cost, realized = _trade(
+        position.quantity, position.cost_basis, fill.side.sign * fill.qty, fill.price
+    )
     realized_pnl = position.realized_pnl + realized
     quote_fees, base_fees = position.quote_fees, position.base_fees
     other_fees = position.other_fees
@@ -156,7 +158,7 @@ def _apply_fill(position: Position, fill: FillLike) -> Position:
         elif fill.fee_asset == position.base_asset:
             # The fee units leave the position like a sale at the fill price whose proceeds
             # the venue keeps.
-            q, cost, fee_realized = _trade(position, -fill.fee, fill.price)
+            q, cost, fee_realized = _trade(q, cost, -fill.fee, fill.price)
             realized_pnl += fee_realized - fill.fee * fill.price
             base_fees += fill.fee
         else:
@@ -165,7 +167,8 @@ def _apply_fill(position: Position, fill: FillLike) -> Position:
             fees[fill.fee_asset] = fees.get(fill.fee_asset, ZERO) + fill.fee
             other_fees = MappingProxyType(fees)
 
-    return replace(
+    # Position checks nothing itself: the quick copy (a backtest folds every fill)
+    return _REPLACE_POSITION(
         position,
         quantity=q,
         cost_basis=cost,
@@ -175,6 +178,9 @@ def _apply_fill(position: Position, fill: FillLike) -> Position:
         other_fees=other_fees,
         fill_count=position.fill_count + 1,
     )
+
+
+_REPLACE_POSITION = replacer(Position)
 
 
 def position_from_fills(

@@ -122,6 +122,8 @@ def utc_now() -> datetime:
 
 def require_aware(ts: datetime, what: str) -> datetime:
     """Refuse naive datetimes: every timestamp in tradectl is aware UTC."""
+    if ts.tzinfo is UTC:  # the usual case (a paper venue's clock reads it on every order)
+        return ts
     if ts.tzinfo is None or ts.utcoffset() is None:
         raise ValueError(f"{what} must be an aware UTC datetime, got naive {ts!r}")
     return ts.astimezone(UTC)

@@ -155,3 +155,31 @@ def test_an_order_the_free_balance_cannot_cover_with_its_fee_is_refused() -> Non
     assert exc.value.needed is not None
     assert exc.value.needed > D("4.20")
     assert c.orders == {}
+
+
+def test_a_core_nobody_listens_to_makes_no_events_and_trades_the_same() -> None:
+    heard: list[Event[int]] = []
+    listened = {"on": False}
+    quiet = MatchingCore(
+        [YES],
+        {"USD": D(100)},
+        KalshiFees(),
+        reserve=ReservePolicy.LIMIT_ORDERS,
+        listener=heard.append,
+        listening=lambda: listened["on"],
+    )
+    loud = core()
+    for c in (quiet, loud):
+        clock = Clock()
+        c.on_quote(
+            "PRES-YES", bid=D("0.40"), bid_size=D(50), ask=D("0.42"), ask_size=D(30), clock=clock
+        )
+        placed, events = c.place(buy(100, "0.45", "a"), clock=clock)
+        assert (events == []) is (c is quiet)
+        assert placed.fills[0].quantity == D(30)
+    assert heard == []
+    assert quiet.balances == loud.balances
+    assert quiet.fill_log == loud.fill_log
+    listened["on"] = True  # somebody listens again: events as before
+    quiet.cancel(quiet.open_orders()[0].order_id, clock=Clock())
+    assert [type(e) for e in heard if not hasattr(e, "lines")] == [Closed]

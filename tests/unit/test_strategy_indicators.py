@@ -1,16 +1,19 @@
 from __future__ import annotations
 
+from collections.abc import Mapping
 from decimal import Decimal
 
 import pytest
 
 from engine.domain.intents import DecisionKey, Hold
 from engine.domain.market import Bar
-from engine.domain.types import StrategyId
+from engine.domain.types import StrategyId, Symbol
 from strategies.base import UNEXPLAINED, UNRECORDED, Snapshot
-from strategies.indicators import RollingCloses, RollingView, sma_of
+from strategies.indicators import RollingCloses, history_bars, sma_of
 from tests.bars import BTC, T0
 from tests.bars import flat_bar as bar
+
+ETH = Symbol("ETHUSDT")
 
 CLOSES = ["10.5", "11", "9.25", "12", "12.75", "8", "9.5", "13", "14.25", "10"]
 
@@ -50,22 +53,19 @@ def test_an_average_longer_than_the_history_is_refused() -> None:
         RollingCloses(depth=4).sma(2, -1)
 
 
-def snapshot(
-    rolling: RollingView | None, bars: tuple[Bar, ...], *, explain: bool = True
-) -> Snapshot:
+def snapshot(bars: Mapping[Symbol, tuple[Bar, ...]], *, explain: bool = True) -> Snapshot:
     return Snapshot.assemble(
         StrategyId("s"),
         T0,
         T0,
         "w",
         {},
-        {BTC: bars},
-        bars[-1],
+        bars,
+        bars[BTC][-1],
         {},
         (),
         {},
         Snapshot(strategy_id=StrategyId("s"), now=T0, md_ts=T0, interval_key="w").limits,
-        rolling,
         explain,
     )
 
@@ -74,16 +74,36 @@ def test_snapshot_sma_reads_the_hosts_averages_while_deciding_and_its_bars_after
     rolling = RollingCloses(depth=4)
     for n, close in enumerate(CLOSES[:5]):
         rolling.append(bar(n, close))
-    view = RollingView({BTC: rolling})
-    snap = snapshot(view, tuple(rolling.bars))
+    rolling.sma(3)
+    snap = snapshot(history_bars({BTC: rolling}))
     expected = sma_of(snap.closes(BTC), 3, 1)
     assert expected is not None
     assert snap.sma(BTC, 3, 1) == expected
-    assert snapshot(None, tuple(rolling.bars)).sma(BTC, 3, 1) == expected
-    view.close()  # the decision is over; the host moves on
-    rolling.append(bar(5, CLOSES[5]))
+    assert snapshot({BTC: rolling.bars}).sma(BTC, 3, 1) == expected
+    rolling.append(bar(5, CLOSES[5]))  # the decision is over; the host moves on
     assert snap.sma(BTC, 3, 1) == expected
     assert snap.sma(BTC, 4, 1) is None  # its own four bars hold no average one bar back
+
+
+@pytest.mark.parametrize("symbols", [(BTC,), (BTC, ETH)])
+def test_the_hosts_bars_view_keeps_the_bars_of_its_decision(symbols: tuple[Symbol, ...]) -> None:
+    depth = 3
+    history = {s: RollingCloses(depth) for s in symbols}
+    seen: dict[Symbol, list[Bar]] = {s: [] for s in symbols}
+    views = []
+    for n in range(40):  # well past the host's trimming of its lists
+        for s in symbols:
+            b = bar(n, str(10 + n % 7), symbol=s)
+            history[s].append(b)
+            seen[s].append(b)
+        views.append((history_bars(history), {s: tuple(seen[s][-depth:]) for s in symbols}))
+    for view, expected in views:
+        assert dict(view) == expected
+        assert list(view) == list(symbols)
+        assert len(view) == len(symbols)
+        assert view.get(Symbol("XRPUSDT")) is None
+    assert [view.current(BTC) for view, _ in views[:-1]] == [None] * 39
+    assert views[-1][0].current(BTC) is history[BTC]
 
 
 def test_a_callable_hold_reason_is_formatted_only_when_holds_are_recorded() -> None:
@@ -94,14 +114,40 @@ def test_a_callable_hold_reason_is_formatted_only_when_holds_are_recorded() -> N
         calls.append(1)
         return "no cross"
 
-    recorded = snapshot(None, bars).hold(BTC, reason)
+    recorded = snapshot({BTC: bars}).hold(BTC, reason)
     assert recorded == Hold(
         key=DecisionKey(strategy_id=StrategyId("s"), symbol=BTC, interval_key="w", side=None),
         reason="no cross",
         md_ts=T0,
     )
     assert calls == [1]
-    counted = snapshot(None, bars, explain=False).hold(BTC, reason)
+    counted = snapshot({BTC: bars}, explain=False).hold(BTC, reason)
     assert calls == [1]
     assert (counted.key.interval_key, counted.reason) == (UNRECORDED, UNEXPLAINED)
-    assert snapshot(None, bars, explain=False).hold(BTC, "x") is counted  # built once
+    assert snapshot({BTC: bars}, explain=False).hold(BTC, "x") is counted  # built once
+
+
+def test_a_hold_reason_function_gets_its_arguments_only_when_recorded() -> None:
+    bars = {BTC: (bar(0, "10"),)}
+    calls: list[tuple[int, str]] = []
+
+    def reason(n: int, word: str) -> str:
+        calls.append((n, word))
+        return f"{word} {n}"
+
+    assert snapshot(bars, explain=False).hold(BTC, reason, 3, "seen").reason == UNEXPLAINED
+    assert calls == []
+    assert snapshot(bars).hold(BTC, reason, 3, "seen").reason == "seen 3"
+    assert calls == [(3, "seen")]
+
+
+def test_a_snapshot_given_the_bar_open_time_reads_its_interval_key_as_text() -> None:
+    bars = {BTC: (bar(0, "10"),)}
+    snap = Snapshot.assemble(
+        StrategyId("s"), T0, T0, T0, {}, bars, None, {}, (), {}, snapshot(bars).limits, True
+    )
+    assert snap.interval_key == T0.isoformat()
+    assert snap.hold(BTC, "x").key.interval_key == T0.isoformat()
+    assert snap == Snapshot.assemble(
+        StrategyId("s"), T0, T0, T0.isoformat(), {}, bars, None, {}, (), {}, snap.limits, True
+    )

@@ -23,6 +23,7 @@ from collections.abc import Callable, Iterable, Mapping
 from decimal import Decimal
 from typing import Generic, TypeVar
 
+from engine.domain.records import builder
 from engine.domain.types import Liquidity, OrderType, Side, TimeInForce, VenueOrderStatus
 from engine.venues.matching.balances import Balance, ReservePolicy
 from engine.venues.matching.events import (
@@ -41,6 +42,8 @@ from engine.venues.matching.touch import Touch
 
 T = TypeVar("T")
 
+_FILL = builder(Fill)
+
 _ZERO = Decimal(0)
 _ONE = Decimal(1)
 
@@ -56,10 +59,18 @@ class MatchingCore(Generic[T]):
         *,
         reserve: ReservePolicy = ReservePolicy.EVERY_ORDER,
         listener: Callable[[Event[T]], None] | None = None,
+        listening: Callable[[], bool] | None = None,
     ) -> None:
         """``listener`` hears each event the moment it happens, before the call returns: a shell
-        that stamps its own messages from its clock reads it in the order events occur."""
+        that stamps its own messages from its clock reads it in the order events occur.
+
+        ``listening``, when given, is asked at each command whether anybody wants its events:
+        when not, none are built (the command returns no events). For a shell that reads
+        events only through ``listener`` and knows when nobody listens (a paper venue in a
+        replay, which reads the core's state instead): no order copies and balance lines built
+        for nothing on every order."""
         self._listener = listener
+        self._listening = listening
         self.instruments: dict[str, InstrumentSpec] = {i.symbol: i for i in instruments}
         self.fees = fees
         self.reserve = reserve
@@ -214,9 +225,10 @@ class MatchingCore(Generic[T]):
             bal = self.balances[asset]
             bal.free -= needed
             bal.locked += needed
-        events.append(Accepted(order=placed.snapshot()))
-        if locks:
-            events.append(self._moved(asset))
+        if events.wanted:
+            events.append(Accepted(order=placed.snapshot()))
+            if locks:
+                events.append(self._moved(asset))
         if fok_short:
             self._close(placed, VenueOrderStatus.EXPIRED, clock, events, Expiry.FOK_UNFILLABLE)
             return placed, events
@@ -304,19 +316,20 @@ class MatchingCore(Generic[T]):
             else:
                 base.free -= qty
             quote.free += notional - fee
-        fill: Fill[T] = Fill(
-            trade_id=self.next_trade_id(order.symbol),
-            symbol=order.symbol,
-            order_id=order.order_id,
-            client_order_id=order.client_order_id,
-            side=order.side,
-            price=price,
-            quantity=qty,
-            quote_quantity=notional,
-            fee=fee,
-            fee_asset=fee_asset,
-            liquidity=liquidity,
-            at=now,
+        # Fill's fields in order, without the keyword constructor (a backtest: every order)
+        fill: Fill[T] = _FILL(
+            self.next_trade_id(order.symbol),  # trade_id
+            order.symbol,
+            order.order_id,
+            order.client_order_id,
+            order.side,
+            price,
+            qty,  # quantity
+            notional,  # quote_quantity
+            fee,
+            fee_asset,
+            liquidity,
+            now,  # at
         )
         order.fills.append(fill)
         self.fills[order.symbol].append(fill)
@@ -327,8 +340,9 @@ class MatchingCore(Generic[T]):
             self._open.pop((order.symbol, order.client_order_id), None)
         else:
             order.status = VenueOrderStatus.PARTIALLY_FILLED
-        events.append(Filled(order=order.snapshot(), fill=fill))
-        events.append(self._moved(spec.base_asset, spec.quote_asset))
+        if events.wanted:
+            events.append(Filled(order=order.snapshot(), fill=fill))
+            events.append(self._moved(spec.base_asset, spec.quote_asset))
 
     def _close(
         self,
@@ -350,12 +364,14 @@ class MatchingCore(Generic[T]):
             bal.locked -= released
             bal.free += released
             order.locked = _ZERO
-        events.append(Closed(order=order.snapshot()))
-        if released:
-            events.append(self._moved(asset))
+        if events.wanted:
+            events.append(Closed(order=order.snapshot()))
+            if released:
+                events.append(self._moved(asset))
 
     def _events(self) -> _Events[T]:
-        return _Events(self._listener)
+        listening = self._listening
+        return _Events(self._listener, wanted=listening is None or listening())
 
     def _moved(self, *assets: str) -> BalancesMoved:
         return BalancesMoved(
@@ -409,11 +425,13 @@ class MatchingCore(Generic[T]):
 
 
 class _Events(list[Event[T]]):
-    """One call's events, each also handed to the listener as it is appended."""
+    """One call's events, each also handed to the listener as it is appended; none are made
+    unless ``wanted``."""
 
-    def __init__(self, listener: Callable[[Event[T]], None] | None) -> None:
+    def __init__(self, listener: Callable[[Event[T]], None] | None, *, wanted: bool) -> None:
         super().__init__()
         self._listener = listener
+        self.wanted = wanted
 
     def append(self, event: Event[T]) -> None:
         super().append(event)

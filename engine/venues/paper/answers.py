@@ -5,6 +5,7 @@ from __future__ import annotations
 
 from datetime import datetime
 
+from engine.domain.records import builder
 from engine.domain.types import (
     Asset,
     ClientOrderId,
@@ -65,40 +66,49 @@ def validate(order: OrderRequest, rules: InstrumentRules, touch: Touch | None) -
 
 
 def fill_report(venue: VenueName, fill: Fill[datetime]) -> FillReport:
-    return FillReport(
-        venue=venue,
-        symbol=Symbol(fill.symbol),
-        trade_id=TradeId(str(fill.trade_id)),
-        client_order_id=ClientOrderId(fill.client_order_id),
-        venue_order_id=VenueOrderId(str(fill.order_id)),
-        side=fill.side,
-        quantity=fill.quantity,
-        price=fill.price,
-        fee=fill.fee,
-        fee_asset=Asset(fill.fee_asset),
-        liquidity=fill.liquidity,
-        venue_ts=fill.at,
-        received_at=fill.at,
+    # FillReport's fields in order (a backtest reports every fill): venue, symbol, trade_id,
+    # client_order_id, venue_order_id, side, quantity, price, fee, fee_asset, liquidity,
+    # venue_ts, received_at
+    return _FILL_REPORT(
+        venue,
+        Symbol(fill.symbol),
+        TradeId(str(fill.trade_id)),
+        ClientOrderId(fill.client_order_id),
+        VenueOrderId(str(fill.order_id)),
+        fill.side,
+        fill.quantity,
+        fill.price,
+        fill.fee,
+        Asset(fill.fee_asset),
+        fill.liquidity,
+        fill.at,
+        fill.at,
     )
+
+
+_FILL_REPORT = builder(FillReport)
+_ORDER_REPORT = builder(OrderReport)
 
 
 def order_report(
     venue: VenueName, placed: Order[datetime], received_at: datetime, *, with_fills: bool = False
 ) -> OrderReport:
-    return OrderReport(
-        venue=venue,
-        symbol=Symbol(placed.symbol),
-        client_order_id=ClientOrderId(placed.client_order_id),
-        venue_order_id=VenueOrderId(str(placed.order_id)),
-        side=placed.side,
-        type=placed.type,
-        status=placed.status,
-        quantity=placed.quantity,
-        limit_price=placed.price,
-        filled_quantity=placed.filled,
-        cumulative_quote=placed.cumulative_quote,
-        venue_ts=placed.updated,
-        received_at=received_at,
-        fills=tuple(fill_report(venue, f) for f in placed.fills) if with_fills else (),
-        reason=_REASONS.get(placed.expiry) if placed.expiry is not None else None,
+    # OrderReport's fields in order (a backtest reports every order it placed)
+    return _ORDER_REPORT(
+        venue,
+        Symbol(placed.symbol),
+        ClientOrderId(placed.client_order_id),
+        VenueOrderId(str(placed.order_id)),
+        placed.side,
+        placed.type,
+        placed.status,
+        placed.quantity,
+        placed.price,  # limit_price
+        placed.filled,  # filled_quantity
+        placed.cumulative_quote,
+        placed.updated,  # venue_ts
+        received_at,
+        tuple(fill_report(venue, f) for f in placed.fills) if with_fills else (),  # fills
+        _REASONS.get(placed.expiry) if placed.expiry is not None else None,  # reason
+        None,  # cancel_client_order_id
     )

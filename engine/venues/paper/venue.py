@@ -25,11 +25,12 @@ from __future__ import annotations
 
 import asyncio
 from collections import Counter, deque
-from collections.abc import Callable, Iterable, Mapping, Sequence
+from collections.abc import Callable, Iterable, Mapping, Sequence, Sized
 from datetime import datetime
 from decimal import Decimal
 
 from engine.domain.market import MarketEvent, Quote
+from engine.domain.records import builder
 from engine.domain.types import (
     Asset,
     ClientOrderId,
@@ -88,6 +89,7 @@ from engine.venues.paper.streams import PaperStream, QuoteStream, public_trade
 __all__ = ["PaperOrders", "PaperVenue"]
 
 PAPER = VenueName("paper")
+_NEW_ORDER = builder(NewOrder)
 
 
 def _instrument(rules: InstrumentRules, fees_in_quote: bool) -> InstrumentSpec:
@@ -155,6 +157,7 @@ class PaperVenue:
             RateFees(maker=maker_fee, taker=taker_fee),
             reserve=ReservePolicy.LIMIT_ORDERS,
             listener=self._publish,
+            listening=self._listened,
         )
         self._quotes: dict[Symbol, Quote] = {}
         self._walks: dict[Symbol, RandomWalk] = {}
@@ -206,19 +209,20 @@ class PaperVenue:
         if self._fail_before_accept:
             self._fail_before_accept -= 1
             raise Ambiguous("timeout: submit request lost before reaching the venue (injected)")
-        self._submits[order.client_order_id] += 1
+        # get, not Counter's __missing__: a Python call per new id (a replay: every order)
+        self._submits[order.client_order_id] = self._submits.get(order.client_order_id, 0) + 1
         if self._rejections:
             reason, code = self._rejections.popleft()
             raise Definitive(reason, code=code)
         self._validate(order, self._rules_for(order.symbol))
-        request = NewOrder(
-            symbol=order.symbol,
-            client_order_id=order.client_order_id,
-            side=order.side,
-            type=order.type,
-            quantity=order.quantity,
-            price=order.limit_price,
-            time_in_force=order.time_in_force,
+        request = _NEW_ORDER(  # NewOrder's fields in order: no keyword parsing on every order
+            order.symbol,
+            order.client_order_id,
+            order.side,
+            order.type,
+            order.quantity,
+            order.limit_price,  # price
+            order.time_in_force,
         )
         try:
             placed, _ = self._core.place(request, clock=self._now)
@@ -445,6 +449,12 @@ class PaperVenue:
         """How many orders rest on the book: none, and a quote can fill nothing."""
         return len(self._core._open)
 
+    def book(self) -> tuple[Sized, Sized]:
+        """The open orders and the fill log as they change (read-only, sized): what
+        :attr:`resting` and :attr:`fill_count` count, for a replay that asks on every bar (the
+        paper venue never replaces them)."""
+        return self._core._open, self._core.fill_log
+
     @property
     def fill_count(self) -> int:
         """How many fills there have been, on every symbol."""
@@ -509,10 +519,13 @@ class PaperVenue:
     def _validate(self, order: OrderRequest, rules: InstrumentRules) -> None:
         validate(order, rules, self._core.touch.get(order.symbol))
 
+    def _listened(self) -> bool:
+        """Whether anybody hears the core's events (a stream, or the count of dropped ones)."""
+        return bool(self._user_streams or self._market_streams or self._dropping)
+
     def _publish(self, ev: Event[datetime]) -> None:
-        """Each core event as the paper venue's reports, the moment it happens."""
-        if not (self._user_streams or self._market_streams or self._dropping):
-            return  # nobody listens (a replay reads the core): no reports built for nothing
+        """Each core event as the paper venue's reports, the moment it happens (the core makes
+        none while nobody listens: a replay reads the core)."""
         if isinstance(ev, Accepted | Closed):
             self._emit(self._report(ev.order))
         elif isinstance(ev, Filled):

@@ -1,0 +1,47 @@
+"""A replay's closing quote: what a bar strategy deciding in memory is shown as its quotes."""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Iterator, Mapping
+from datetime import datetime
+from decimal import ROUND_HALF_EVEN, Decimal
+
+from engine.domain.market import Bar, Quote
+from engine.domain.types import Symbol
+
+
+class ClosingQuotes(Mapping[Symbol, Quote]):
+    """The snapshot's quotes on a bar decided in memory: the bar's closing quote, made by
+    ``make(mid, bar, at)`` on first read (most bars nothing reads it). Only without a
+    participation cap, whose quote sizes draw from the run's random stream and must be drawn
+    in order."""
+
+    __slots__ = ("_bar", "_make", "_quote", "_symbol")
+
+    def __init__(
+        self, symbol: Symbol, make: Callable[[Decimal, Bar, datetime], Quote], bar: Bar
+    ) -> None:
+        self._symbol = symbol
+        self._make = make
+        self._bar = bar
+        self._quote: Quote | None = None
+
+    def __getitem__(self, symbol: Symbol) -> Quote:
+        if symbol != self._symbol:
+            raise KeyError(symbol)
+        quote = self._quote
+        if quote is None:
+            bar = self._bar
+            quote = self._quote = self._make(bar.close, bar, bar.close_time)
+        return quote
+
+    def __iter__(self) -> Iterator[Symbol]:
+        return iter((self._symbol,))
+
+    def __len__(self) -> int:
+        return 1
+
+
+def to_tick(price: Decimal, tick: Decimal) -> Decimal:
+    """``price`` on the grid of ``tick``, half to even."""
+    return (price / tick).to_integral_value(rounding=ROUND_HALF_EVEN) * tick
