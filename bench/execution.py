@@ -69,7 +69,7 @@ from engine.domain.market import Quote  # noqa: E402
 from engine.domain.risk import Limits  # noqa: E402
 from engine.domain.types import AccountId, Side, StrategyId, utc_now  # noqa: E402
 from engine.execution import Execution, ExecutionConfig, FillPath  # noqa: E402
-from engine.ledger.connections import CORE_POOL_SIZE  # noqa: E402
+from engine.ledger.connections import split_pool  # noqa: E402
 from engine.ledger.db import (  # noqa: E402
     asyncpg_connect_kwargs,
     make_engine,
@@ -91,7 +91,7 @@ from engine.venues.paper import BTCUSDT, default_paper_venue  # noqa: E402
 POOL = 8
 #: the connections the ledger's statements run on (the rest are SQLAlchemy's, for the portfolio):
 #: the floor replays them on as many
-LEDGER_CONNECTIONS = POOL - CORE_POOL_SIZE
+_, LEDGER_CONNECTIONS = split_pool(POOL)
 PREFIX = "bench"
 
 

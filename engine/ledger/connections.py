@@ -65,6 +65,15 @@ CONNECT_ARGS: dict[str, Any] = {
 #: SQLAlchemy's share of ``make_engine``'s ``pool_size``: the Core readers take one connection
 #: each for a short read (the portfolio one per account at a time, status one per interval)
 CORE_POOL_SIZE = 2
+
+
+def split_pool(pool_size: int) -> tuple[int, int]:
+    """``make_engine``'s ``pool_size`` as (SQLAlchemy's connections, the ledger's): each at
+    least one, :data:`CORE_POOL_SIZE` for SQLAlchemy when there are enough."""
+    core = max(1, min(CORE_POOL_SIZE, pool_size - 1))
+    return core, max(1, pool_size - core)
+
+
 #: the ledger's pool when the engine did not come from ``make_engine`` (an engine of a test)
 DEFAULT_SIZE = 6
 #: how long a checkout waits for a free connection (SQLAlchemy's ``pool_timeout``)

@@ -91,10 +91,10 @@ def make_engine(url: str | URL, *, pool_size: int = 8) -> AsyncEngine:
     pool (migrations' checks, status, the Core readers) the rest (engine/ledger/connections.py).
     """
     # connections.py classifies its failures with this module's is_connection_error
-    from engine.ledger.connections import CONNECT_ARGS, CORE_POOL_SIZE, ledger_connections
+    from engine.ledger.connections import CONNECT_ARGS, ledger_connections, split_pool
 
     parsed = url if isinstance(url, URL) else normalize_url(url)
-    core = max(1, min(CORE_POOL_SIZE, pool_size - 1))
+    core, ledger = split_pool(pool_size)
     engine = create_async_engine(
         parsed,
         pool_size=core,
@@ -109,7 +109,7 @@ def make_engine(url: str | URL, *, pool_size: int = 8) -> AsyncEngine:
         pool_recycle=1800,
         connect_args=CONNECT_ARGS,
     )
-    ledger_connections(engine, max_size=max(1, pool_size - core))
+    ledger_connections(engine, max_size=ledger)
     return engine
 
 
