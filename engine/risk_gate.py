@@ -266,15 +266,18 @@ class RiskGate:
 
         For the same reason a refresh that is due runs in the background, off the path from a
         decision to the wire (inline it was the slowest part of one batch in a few dozen): the
-        batches meanwhile use the snapshot they have. A background refresh that failed is
-        raised here, by the next batch. The first snapshot, and every one when
-        ``refresh_interval_s`` is 0, is read inline.
+        batches meanwhile use the snapshot they have. After a background refresh failed, the
+        next batch reads inline, and its failure (the ledger still away) is raised here; one
+        that no longer fails (a dropped connection since replaced) goes unnoticed, rather than
+        sending a healthy ledger through an outage. The first snapshot, and every one when
+        ``refresh_interval_s`` is 0, is read inline too.
         """
         self._pending.clear()
         self._batch_orders.clear()
-        failed, self._refresh_failed = self._refresh_failed, None
-        if failed is not None:
-            raise failed
+        if self._refresh_failed is not None:
+            self._refresh_failed = None
+            await self._refresh(force=True)
+            return
         if self._refreshing is not None and not self._refreshing.done():
             return
         self._refreshing = None
@@ -298,10 +301,16 @@ class RiskGate:
         except Exception as exc:
             self._refresh_failed = exc
 
-    async def _refresh(self) -> None:
-        await self._refresh_slow()
+    def background(self) -> dict[str, asyncio.Task[None]]:
+        """The refresh running in the background, for a stop to cancel: nothing of it may land
+        after the account was handed over (it saves the loss marks)."""
+        task = self._refreshing
+        return {} if task is None or task.done() else {"risk-refresh": task}
+
+    async def _refresh(self, *, force: bool = False) -> None:
+        await self._refresh_slow(force=force)
         unchanged = self.portfolio.generation == self._seen_generation
-        if unchanged or monotonic() - self._refreshed_at < self.refresh_interval_s:
+        if not force and (unchanged or monotonic() - self._refreshed_at < self.refresh_interval_s):
             return
         started = self._sequence
         self._seen_generation = self.portfolio.generation

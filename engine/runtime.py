@@ -505,10 +505,9 @@ class Engine(StatusTask):
                     # the counts of the holds still running (engine.domain.holds)
                     with contextlib.suppress(TradectlError):
                         await self.execution.flush_holds()
-        # 3. Everything else.
-        stuck += await stop_tasks(
-            {n: t for n, t in tasks.items() if n not in edges}, deadline_s=SHUTDOWN_CANCEL_S
-        )
+        # 3. Everything else, the risk gate's background read included.
+        rest = {n: t for n, t in tasks.items() if n not in edges}
+        stuck += await stop_tasks({**rest, **self.gate.background()}, deadline_s=SHUTDOWN_CANCEL_S)
         await self._release_lease()
         if stuck:
             error(self.account, "shutdown")

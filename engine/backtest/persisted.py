@@ -28,6 +28,7 @@ from engine.limits_book import LimitsBook
 from engine.marketdata.conflator import Conflator
 from engine.portfolio import Portfolio
 from engine.risk_gate import RiskGate
+from engine.tasks import stop_tasks
 from engine.venues.base import InstrumentRules
 from engine.venues.paper import PaperVenue
 from strategies.base import StrategyLimits
@@ -42,6 +43,9 @@ class LedgerTarget:
     engine: AsyncEngine
     account: AccountId
 
+
+#: how long closing waits for the risk gate's background read once cancelled
+_STOP_S = 5.0
 
 _ACCOUNT_IN_USE = text(
     "SELECT EXISTS (SELECT 1 FROM decisions WHERE account = :account)"
@@ -173,6 +177,7 @@ class LedgerPath:
                 await self.execution.flush_holds()
             await self.events.aclose()
         finally:
+            await stop_tasks(self.gate.background(), deadline_s=_STOP_S)
             if not self.lease.lost:
                 with contextlib.suppress(TradectlError):
                     await self.lease.release()

@@ -153,7 +153,10 @@ class Execution(Sending, Cancels):
                             self._drop(batch)
                     except DatabaseUnavailable as exc:
                         # The reserve transaction (or a read before it) failed: nothing of
-                        # this batch was reserved, so nothing of it may be sent.
+                        # this batch was reserved, so nothing of it may be sent (a statement
+                        # the client gave up on is cancelled by the server first: ledger/
+                        # connections.py; an order whose commit answer was lost is found by
+                        # the post-outage reconcile, as after a crash).
                         self.ledger_state.unavailable(exc, where="execution")
                         self._drop(batch)
                     except LeaseLost as exc:

@@ -57,11 +57,19 @@ from sqlalchemy.util import await_only
 from engine.ledger.db import is_connection_error
 
 #: what every connection of the engine passes to asyncpg.connect (SQLAlchemy's and the ledger's):
-#: the ledger's transactions are short, a stuck statement must not hold the account
+#: the ledger's transactions are short, a stuck statement must not hold the account. READ
+#: COMMITTED pinned: the reservation reads the controls committed while it waited for their lock
+#: (engine/ledger/control_gate.py), which a server or role defaulting to REPEATABLE READ would hide.
 CONNECT_ARGS: dict[str, Any] = {
     "command_timeout": 30,
-    "server_settings": {"application_name": "tradectl"},
+    "server_settings": {
+        "application_name": "tradectl",
+        "default_transaction_isolation": "read committed",
+    },
 }
+#: the share of ``command_timeout`` after which the server cancels a ledger statement itself
+#: (``statement_timeout``), so that it ends, rolled back, before the client gives up on it
+STATEMENT_TIMEOUT_SHARE = 0.8
 #: SQLAlchemy's share of ``make_engine``'s ``pool_size``: the Core readers take one connection
 #: each for a short read (the portfolio one per account at a time, status one per interval)
 CORE_POOL_SIZE = 2
@@ -128,6 +136,22 @@ def connect_kwargs(engine: Engine) -> dict[str, Any]:
     return {**kwargs, **CONNECT_ARGS}
 
 
+def ledger_connect_kwargs(engine: Engine) -> dict[str, Any]:
+    """:func:`connect_kwargs` plus a server-side ``statement_timeout`` shorter than the client's
+    ``command_timeout``. A client that gives up closes the connection, and the server notices
+    only at its next read: a reservation waiting for a lock would go on and commit after the
+    engine dropped its batch as "never reserved" (the one-statement reservation commits on its
+    own). Cancelled by the server first, it is rolled back and the client hears so."""
+    kwargs = connect_kwargs(engine)
+    timeout_s = kwargs.get("command_timeout")
+    if timeout_s:
+        kwargs["server_settings"] = {
+            **kwargs.get("server_settings", {}),
+            "statement_timeout": str(int(timeout_s * STATEMENT_TIMEOUT_SHARE * 1000)),
+        }
+    return kwargs
+
+
 class LedgerConnections:
     """One engine's asyncpg pool for the ledger: made on first use, on the running loop."""
 
@@ -181,11 +205,11 @@ class LedgerConnections:
             yield db
         except BaseException as exc:
             if is_connection_error(exc):
-                db.terminate()
+                _terminate(db)
             raise
         finally:
-            if not db.is_closed() and db.is_in_transaction():
-                db.terminate()
+            if _in_transaction(db):
+                _terminate(db)
             # a closed connection was already given back (its holder reconnects on next use)
             await _give_back(pool, proxy)
 
@@ -206,6 +230,23 @@ class LedgerConnections:
             await_only(_close(pool))
         except sa_exc.MissingGreenlet:  # a sync Engine.dispose() on the loop's thread
             pool.terminate()
+
+
+# On the public proxy's path (asyncpg's internals moved), a connection the server dropped is
+# detached from its proxy, released already, and every method of the proxy raises
+# InterfaceError: that must not replace the error the caller is handling.
+
+
+def _terminate(db: asyncpg.Connection) -> None:
+    with contextlib.suppress(asyncpg.InterfaceError):
+        db.terminate()
+
+
+def _in_transaction(db: asyncpg.Connection) -> bool:
+    try:
+        return not db.is_closed() and db.is_in_transaction()
+    except asyncpg.InterfaceError:
+        return False  # detached: closed and released
 
 
 async def _give_back(pool: asyncpg.Pool, proxy: Any) -> None:
@@ -246,7 +287,7 @@ def ledger_connections(engine: AsyncEngine, *, max_size: int | None = None) -> L
     sync = engine.sync_engine
     found = _BY_ENGINE.get(sync)
     if found is None:
-        found = LedgerConnections(connect_kwargs(sync), max_size or DEFAULT_SIZE)
+        found = LedgerConnections(ledger_connect_kwargs(sync), max_size or DEFAULT_SIZE)
         _BY_ENGINE[sync] = found
         event.listen(sync, "engine_disposed", found.on_dispose)
     return found

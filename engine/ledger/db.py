@@ -200,6 +200,9 @@ _CONNECTION_ERRORS: tuple[type[BaseException], ...] = (
     asyncpg.ConnectionDoesNotExistError,
     asyncpg.AdminShutdownError,
     asyncpg.CrashShutdownError,
+    # statement_timeout (engine/ledger/connections.py) or an operator's pg_cancel_backend: the
+    # database did not answer in time; the statement was rolled back, nothing of it is written
+    asyncpg.QueryCanceledError,
 )
 
 

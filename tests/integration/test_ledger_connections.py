@@ -5,7 +5,10 @@ server dropped."""
 from __future__ import annotations
 
 import asyncio
+import builtins
 from collections.abc import Awaitable
+from datetime import timedelta
+from typing import Any
 
 import asyncpg
 import pytest
@@ -14,10 +17,13 @@ from sqlalchemy.engine import URL
 
 from engine.domain.types import AccountId, ClientOrderId, VenueName
 from engine.exceptions import DatabaseUnavailable
+from engine.ledger import connections as connections_module
 from engine.ledger.connections import ledger_connections
+from engine.ledger.controls import CONTROLS_LOCK_KEY
 from engine.ledger.db import asyncpg_connect_kwargs, is_connection_error, make_engine
 from engine.ledger.ledger import Ledger
 from tests.helpers import eventually
+from tests.integration.test_ledger import HOLDER, Clock, reservation
 
 ACCOUNT = AccountId("acct-1")
 VENUE = VenueName("binance")
@@ -107,9 +113,25 @@ async def test_a_connection_still_in_a_transaction_is_closed_not_handed_on(
         await engine.dispose()
 
 
+_real_getattr = builtins.getattr
+
+
+def _without_internals(obj: Any, name: str, *default: Any) -> Any:
+    """asyncpg as if a later version had moved the proxy's ``_con``/``_holder``: the pool's
+    fallback to the public proxy and ``Pool.release``."""
+    if name in ("_con", "_holder") and type(obj).__name__ == "PoolConnectionProxy":
+        return default[0] if default else None
+    return _real_getattr(obj, name, *default)
+
+
+@pytest.mark.parametrize("internals", [True, False], ids=["internals", "public-proxy"])
 async def test_a_connection_that_failed_with_a_connection_error_is_dropped_for_a_new_one(
-    database_url: URL,
+    database_url: URL, monkeypatch: pytest.MonkeyPatch, internals: bool
 ) -> None:
+    if not internals:
+        # The proxy is detached once the server drops its connection: asking it anything
+        # raises InterfaceError, which must not replace the connection error.
+        monkeypatch.setattr(connections_module, "getattr", _without_internals, raising=False)
     engine = make_engine(database_url, pool_size=2)  # one ledger connection
     try:
         connections = ledger_connections(engine)
@@ -146,6 +168,71 @@ async def test_a_connection_that_failed_with_a_connection_error_is_dropped_for_a
             assert await db.fetchval("SELECT pg_backend_pid()") != pid
     finally:
         await engine.dispose()
+
+
+async def test_a_reservation_the_client_gives_up_on_is_rolled_back_by_the_server(
+    database_url: URL, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The one-statement reservation commits on its own. A client that gives up on it (its
+    ``command_timeout``) closes the connection, but a backend waiting for a lock notices only
+    later and would commit what the engine dropped as never reserved: the server's
+    ``statement_timeout``, shorter, ends it first, rolled back."""
+    monkeypatch.setitem(connections_module.CONNECT_ARGS, "command_timeout", 1)
+    engine = make_engine(database_url)
+    blocker = await asyncpg.connect(**asyncpg_connect_kwargs(database_url))  # type: ignore[arg-type]
+    try:
+        ledger = Ledger(engine, account=ACCOUNT, venue=VENUE, clock=Clock())
+        epoch = await ledger.leases.acquire(HOLDER, timedelta(seconds=30))
+        assert epoch is not None
+        tx = blocker.transaction()
+        await tx.start()
+        # an operator's control being set holds the lock (or anything slow: an I/O stall)
+        await blocker.execute("SELECT pg_advisory_xact_lock($1)", CONTROLS_LOCK_KEY)
+        with pytest.raises(DatabaseUnavailable, match="statement timeout"):
+            await ledger.orders.reserve([reservation(1)], holder=HOLDER, epoch=epoch)
+        await tx.commit()  # the lock is free: a backend still waiting would reserve now
+
+        async def nobody_waits() -> bool:
+            return not await blocker.fetchval(
+                "SELECT count(*) FROM pg_stat_activity WHERE datname = $1 "
+                "AND pid <> pg_backend_pid() AND query LIKE '%reservation_gate(%' "
+                "AND state <> 'idle'",
+                database_url.database,
+            )
+
+        await eventually(nobody_waits, message="the reservation statement never ended")
+        assert await blocker.fetchval("SELECT count(*) FROM orders") == 0
+        assert await blocker.fetchval("SELECT count(*) FROM decisions") == 0
+    finally:
+        await blocker.close()
+        await engine.dispose()
+
+
+async def test_the_ledger_reads_committed_where_the_database_defaults_otherwise(
+    database_url: URL,
+) -> None:
+    """The reservation must see controls committed while it waited for their lock, which
+    needs READ COMMITTED whatever the server's or the role's default."""
+    admin = await asyncpg.connect(**asyncpg_connect_kwargs(database_url))  # type: ignore[arg-type]
+    try:
+        await admin.execute(
+            f'ALTER DATABASE "{database_url.database}" '
+            "SET default_transaction_isolation = 'repeatable read'"
+        )
+        engine = make_engine(database_url)
+        try:
+            async with ledger_connections(engine).connection() as db:
+                assert await db.fetchval("SHOW transaction_isolation") == "read committed"
+            async with engine.connect() as conn:
+                isolation = (await conn.execute(text("SHOW transaction_isolation"))).scalar()
+                assert isolation == "read committed"
+        finally:
+            await engine.dispose()
+    finally:
+        await admin.execute(
+            f'ALTER DATABASE "{database_url.database}" RESET default_transaction_isolation'
+        )
+        await admin.close()
 
 
 async def test_an_unreachable_database_fails_the_checkout_as_database_unavailable() -> None:
