@@ -44,6 +44,7 @@ import contextvars
 import gc
 import json
 import os
+import re
 import statistics
 import sys
 import tempfile
@@ -431,14 +432,19 @@ async def _drained(venue: Any, tasks: list[asyncio.Task[None]]) -> None:
 # -- the floor --------------------------------------------------------------------------------
 
 
+_ORDER_ID = re.compile(rf"{PREFIX}-[A-Za-z0-9_-]+")
+
+
 def _order_ids(unit: Unit) -> set[str]:
-    """The client order ids a transaction names (they carry the bench prefix)."""
-    mark = f"{PREFIX}-"
+    """The client order ids a transaction names (they carry the bench prefix), as a value,
+    in an array, or inside a JSON parameter (the reservation's rows)."""
     ids: set[str] = set()
     for _, args in unit.statements:
         for arg in args:
             values = arg if isinstance(arg, list) else [arg]
-            ids.update(v for v in values if isinstance(v, str) and v.startswith(mark))
+            for v in values:
+                if isinstance(v, str):
+                    ids.update(_ORDER_ID.findall(v))
     return ids
 
 

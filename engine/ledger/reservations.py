@@ -5,7 +5,6 @@ from __future__ import annotations
 
 from collections.abc import Sequence
 from datetime import datetime
-from typing import Any
 
 from engine.domain.orders import Order
 from engine.domain.types import ClientOrderId, DecisionOutcome, OrderState
@@ -15,7 +14,7 @@ from engine.ledger.leases import lease_lost
 from engine.ledger.part import LedgerPart
 from engine.ledger.records import Reservation, ReserveResult, ReserveStatus
 from engine.ledger.rows import SELECT_ORDERS, to_order
-from engine.ledger.statements import Statement, require_finite, retry_transient
+from engine.ledger.statements import Statement, dumps, require_finite, retry_transient
 
 # The fence of the controlled path (a transaction of its own). Joining the lock CTE forces the
 # lock before the row is updated; the controls are read by a *later* statement, whose snapshot
@@ -50,14 +49,11 @@ _RESERVE_ROWS = f"""
         SELECT r.client_order_id, r.decision_id, r.strategy_id, :account, r.venue, r.symbol,
                r.side, r.type, r.time_in_force, r.requested_qty, r.limit_price,
                'PENDING_SUBMIT', :now, r.expires_at, :epoch, :now
-        FROM unnest(
-            CAST(:o_client_order_id AS text[]), CAST(:o_decision_id AS text[]),
-            CAST(:o_strategy_id AS text[]), CAST(:o_venue AS text[]), CAST(:o_symbol AS text[]),
-            CAST(:o_side AS text[]), CAST(:o_type AS text[]),
-            CAST(:o_time_in_force AS text[]), CAST(:o_requested_qty AS numeric[]),
-            CAST(:o_limit_price AS numeric[]), CAST(:o_expires_at AS timestamptz[])
-        ) AS r(client_order_id, decision_id, strategy_id, venue, symbol, side, type,
-               time_in_force, requested_qty, limit_price, expires_at), go
+        FROM json_to_recordset(CAST(:orders AS json)) AS r(
+            client_order_id text, decision_id text, strategy_id text, venue text, symbol text,
+            side text, type text, time_in_force text, requested_qty numeric,
+            limit_price numeric, expires_at timestamptz
+        ), go
         WHERE go.ok
         ON CONFLICT (account, client_order_id) DO NOTHING
         RETURNING client_order_id
@@ -103,19 +99,27 @@ SQL_RESERVE = Statement(
 )
 
 
-def _order_params(reservations: Sequence[Reservation]) -> dict[str, list[Any]]:
+def _order_params(reservations: Sequence[Reservation]) -> dict[str, str]:
+    # one JSON parameter, as the decisions' (engine/ledger/decisions.py says why)
     return {
-        "o_client_order_id": [r.client_order_id for r in reservations],
-        "o_decision_id": [r.decision.decision_id for r in reservations],
-        "o_strategy_id": [r.decision.strategy_id for r in reservations],
-        "o_venue": [r.venue for r in reservations],
-        "o_symbol": [r.decision.symbol for r in reservations],
-        "o_side": [r.decision.side.value if r.decision.side else None for r in reservations],
-        "o_type": [r.type.value for r in reservations],
-        "o_time_in_force": [r.time_in_force.value for r in reservations],
-        "o_requested_qty": [r.quantity for r in reservations],
-        "o_limit_price": [r.limit_price for r in reservations],
-        "o_expires_at": [r.expires_at for r in reservations],
+        "orders": dumps(
+            [
+                {
+                    "client_order_id": r.client_order_id,
+                    "decision_id": r.decision.decision_id,
+                    "strategy_id": r.decision.strategy_id,
+                    "venue": r.venue,
+                    "symbol": r.decision.symbol,
+                    "side": r.decision.side.value if r.decision.side else None,
+                    "type": r.type.value,
+                    "time_in_force": r.time_in_force.value,
+                    "requested_qty": r.quantity,
+                    "limit_price": r.limit_price,
+                    "expires_at": r.expires_at,
+                }
+                for r in reservations
+            ]
+        )
     }
 
 

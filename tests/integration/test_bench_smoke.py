@@ -65,6 +65,15 @@ def test_the_execution_bench_acknowledges_every_order_and_replays_its_floor(
     assert line["floor_pending"] == 0
 
 
+def test_the_latency_timeline_stamps_every_step_of_each_order(pg_server_url: URL) -> None:
+    (line,) = _bench("latency_timeline.py", ["--orders", "30", "--warmup", "5"], pg_server_url)
+    assert line["orders"] == 30
+    # every interval was measured: a step whose hook no longer runs leaves its p50 at 0
+    assert all(float(p50) > 0 for p50 in line["steps_p50_ms"].values()), line
+    assert float(line["statement_first_step_cpu_p50_ms"]) > 0
+    assert float(line["ack_statement_first_step_cpu_p50_ms"]) > 0
+
+
 def test_the_recovery_bench_makes_unknown_and_open_orders_ready(pg_server_url: URL) -> None:
     (line,) = _bench("recovery.py", ["--orders", "200", "--latency-ms", "1"], pg_server_url)
     assert line["orders"] == 200
