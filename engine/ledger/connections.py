@@ -24,10 +24,11 @@ sockets), though the engine still works on the next loop (SQLAlchemy's pool did 
 (``RESET ALL``, ``UNLISTEN *``, ``pg_advisory_unlock_all()``…: a round trip per check-in). The
 ledger sets no session state: its advisory locks are transaction-level
 (``pg_advisory_xact_lock``), it never ``LISTEN``s on these connections (the operator listener
-has its own), never ``SET``s a setting. So ``reset`` is a no-op; what it would have covered is
-enforced on check-in instead: a connection still in a transaction (cancelled mid-commit, say)
-is closed, never handed on, and so is one that failed with a connection error, so the next
-checkout connects anew once the database is back.
+has its own), and the only settings it makes are made once at connect and meant to last
+(:func:`_settings`; ``RESET ALL`` would undo them). So ``reset`` has nothing to do; what it
+covered is enforced on check-in instead: a connection still in a transaction (cancelled
+mid-commit, say) is closed, never handed on, and so is one that failed with a connection
+error, so the next checkout connects anew once the database is back.
 
 **As SQLAlchemy's connections were.** The same connect arguments (the dialect's, from the URL:
 host, port, socket directory, query options), ``command_timeout`` and ``application_name``
@@ -42,6 +43,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import functools
 import json
 import weakref
 from collections.abc import AsyncIterator
@@ -57,15 +59,10 @@ from sqlalchemy.util import await_only
 from engine.ledger.db import is_connection_error
 
 #: what every connection of the engine passes to asyncpg.connect (SQLAlchemy's and the ledger's):
-#: the ledger's transactions are short, a stuck statement must not hold the account. READ
-#: COMMITTED pinned: the reservation reads the controls committed while it waited for their lock
-#: (engine/ledger/control_gate.py), which a server or role defaulting to REPEATABLE READ would hide.
+#: the ledger's transactions are short, a stuck statement must not hold the account
 CONNECT_ARGS: dict[str, Any] = {
     "command_timeout": 30,
-    "server_settings": {
-        "application_name": "tradectl",
-        "default_transaction_isolation": "read committed",
-    },
+    "server_settings": {"application_name": "tradectl"},
 }
 #: the share of ``command_timeout`` after which the server cancels a ledger statement itself
 #: (``statement_timeout``), so that it ends, rolled back, before the client gives up on it
@@ -111,7 +108,28 @@ def _jsonb_decoder(value: bytes) -> Any:
     return json.loads(value[1:].decode())
 
 
-async def _init(conn: asyncpg.Connection) -> None:
+def _settings(command_timeout_s: float | None) -> str:
+    """The two settings every ledger connection keeps for its life (``SET`` once at connect,
+    not startup parameters, which a session pooler such as PgBouncer refuses):
+
+    * ``statement_timeout`` shorter than the client's ``command_timeout``. A client that gives
+      up closes the connection, and the server notices only at its next read: a reservation
+      waiting for a lock would go on and commit after the engine dropped its batch as "never
+      reserved" (the one-statement reservation commits on its own). Cancelled by the server
+      first, it is rolled back, and the client hears so.
+    * READ COMMITTED, whatever the server's or the role's default: the reservation's gate
+      reads the controls committed while it waited for their lock (engine/ledger/control_gate.py),
+      which REPEATABLE READ would hide.
+    """
+    timeout_ms = int(command_timeout_s * STATEMENT_TIMEOUT_SHARE * 1000) if command_timeout_s else 0
+    return (
+        f"SET statement_timeout = {timeout_ms}; "
+        "SET default_transaction_isolation = 'read committed'"
+    )
+
+
+async def _init(conn: asyncpg.Connection, settings: str) -> None:
+    await conn.execute(settings)
     # The codecs SQLAlchemy's asyncpg dialect installs on its connections (on_connect): the
     # ledger read json/jsonb through them before it had a pool of its own.
     await conn.set_type_codec(
@@ -134,22 +152,6 @@ def connect_kwargs(engine: Engine) -> dict[str, Any]:
     kwargs.pop("prepared_statement_cache_size", None)
     kwargs.pop("prepared_statement_name_func", None)
     return {**kwargs, **CONNECT_ARGS}
-
-
-def ledger_connect_kwargs(engine: Engine) -> dict[str, Any]:
-    """:func:`connect_kwargs` plus a server-side ``statement_timeout`` shorter than the client's
-    ``command_timeout``. A client that gives up closes the connection, and the server notices
-    only at its next read: a reservation waiting for a lock would go on and commit after the
-    engine dropped its batch as "never reserved" (the one-statement reservation commits on its
-    own). Cancelled by the server first, it is rolled back and the client hears so."""
-    kwargs = connect_kwargs(engine)
-    timeout_s = kwargs.get("command_timeout")
-    if timeout_s:
-        kwargs["server_settings"] = {
-            **kwargs.get("server_settings", {}),
-            "statement_timeout": str(int(timeout_s * STATEMENT_TIMEOUT_SHARE * 1000)),
-        }
-    return kwargs
 
 
 class LedgerConnections:
@@ -177,7 +179,7 @@ class LedgerConnections:
             max_size=self.max_size,
             max_queries=_MAX_QUERIES,
             max_inactive_connection_lifetime=IDLE_S,
-            init=_init,
+            init=functools.partial(_init, settings=_settings(self._connect.get("command_timeout"))),
             reset=_no_reset,
             **self._connect,
         )
@@ -287,7 +289,7 @@ def ledger_connections(engine: AsyncEngine, *, max_size: int | None = None) -> L
     sync = engine.sync_engine
     found = _BY_ENGINE.get(sync)
     if found is None:
-        found = LedgerConnections(ledger_connect_kwargs(sync), max_size or DEFAULT_SIZE)
+        found = LedgerConnections(connect_kwargs(sync), max_size or DEFAULT_SIZE)
         _BY_ENGINE[sync] = found
         event.listen(sync, "engine_disposed", found.on_dispose)
     return found
