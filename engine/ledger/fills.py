@@ -185,12 +185,14 @@ def log_fill_recorded(
 
 
 def fill_params(fills: Sequence[FillReport]) -> dict[str, str]:
-    """The ``:fills`` parameter of :data:`INSERT_FILLS`: one JSON array of rows (Decimal and
-    datetime leave as their ``str``, read back exactly as NUMERIC and TIMESTAMPTZ)."""
+    """The ``:fills`` parameter of :data:`INSERT_FILLS`: one JSON array of rows."""
     return {"fills": dumps([fill_row(f) for f in fills])}
 
 
 def fill_row(f: FillReport) -> dict[str, Any]:
+    """One fill as a row of ``:fills``. Numbers leave as Decimal's ``str`` and instants as ISO
+    text with their offset, read back exactly as NUMERIC and TIMESTAMPTZ; converted here, not
+    by the encoder's ``default`` hook, which cost a third more per value on this hot path."""
     return {
         "venue": f.venue,
         "symbol": f.symbol,
@@ -198,13 +200,13 @@ def fill_row(f: FillReport) -> dict[str, Any]:
         "client_order_id": f.client_order_id,
         "venue_order_id": f.venue_order_id,
         "side": f.side.value,
-        "qty": f.quantity,
-        "price": f.price,
-        "fee": f.fee,
+        "qty": str(f.quantity),
+        "price": str(f.price),
+        "fee": str(f.fee),
         "fee_asset": f.fee_asset,
         "liquidity": None if f.liquidity is None else f.liquidity.value,
-        "venue_ts": f.venue_ts,
-        "received_at": f.received_at,
+        "venue_ts": f.venue_ts.isoformat(),
+        "received_at": f.received_at.isoformat(),
     }
 
 

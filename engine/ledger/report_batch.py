@@ -14,6 +14,7 @@ first, and the statement carries the fence too (its fill insert is conditioned o
 from __future__ import annotations
 
 from collections.abc import Sequence
+from datetime import datetime
 from typing import Any
 
 from engine.domain.types import VenueOrderStatus
@@ -121,21 +122,23 @@ SQL_APPLY_REPORTS = {status: Statement(_apply_reports_sql(status)) for status in
 
 def report_params(prepared: Sequence[Any]) -> dict[str, str]:
     """The ``:reports`` parameter of :data:`SQL_APPLY_REPORTS` (``prepared``: reports.Prepared):
-    one JSON array of rows, as the fills' (engine/ledger/fills.py, ``fill_params``)."""
+    one JSON array of rows, values converted as the fills' (engine/ledger/fills.py, fill_row)."""
+    return {"reports": dumps([_report_row(p) for p in prepared])}
+
+
+def _report_row(p: Any) -> dict[str, Any]:
+    report, fields = p.report, p.fields
     return {
-        "reports": dumps(
-            [
-                {
-                    "client_order_id": p.client_order_id,
-                    "venue_filled": p.report.filled_quantity,
-                    "venue_order_id": p.report.venue_order_id,
-                    "submitted_at": p.fields["submitted_at"],
-                    "acked_at": p.fields["acked_at"],
-                    "venue_ts": p.report.venue_ts,
-                    "detail": p.fields["detail"],
-                    "reason": p.report.reason,
-                }
-                for p in prepared
-            ]
-        )
+        "client_order_id": p.client_order_id,
+        "venue_filled": str(report.filled_quantity),
+        "venue_order_id": report.venue_order_id,
+        "submitted_at": _iso(fields["submitted_at"]),
+        "acked_at": _iso(fields["acked_at"]),
+        "venue_ts": _iso(report.venue_ts),
+        "detail": fields["detail"],
+        "reason": report.reason,
     }
+
+
+def _iso(at: datetime | None) -> str | None:
+    return None if at is None else at.isoformat()
