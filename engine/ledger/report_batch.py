@@ -14,31 +14,32 @@ first, and the statement carries the fence too (its fill insert is conditioned o
 from __future__ import annotations
 
 from collections.abc import Sequence
+from datetime import datetime
 from typing import Any
 
 from engine.domain.types import VenueOrderStatus
 from engine.ledger.fence import FENCE_CTES
 from engine.ledger.fills import INSERT_FILLS, bucket_sql, report_targets, target_lookup
 from engine.ledger.rows import ORDER_COLUMNS
-from engine.ledger.statements import Statement
+from engine.ledger.statements import Statement, dumps
 
 
 def _apply_reports_sql(status: VenueOrderStatus) -> str:
     return f"""
     WITH {FENCE_CTES},
+    -- the reports' rows; their ids, as ARRAY(SELECT client_order_id FROM r) (an InitPlan
+    -- computed once), stay an index condition of the scans below
     r AS (
-        SELECT * FROM unnest(
-            CAST(:r_client_order_id AS text[]), CAST(:r_venue_filled AS numeric[]),
-            CAST(:r_venue_order_id AS text[]), CAST(:r_submitted_at AS timestamptz[]),
-            CAST(:r_acked_at AS timestamptz[]), CAST(:r_venue_ts AS timestamptz[]),
-            CAST(:r_detail AS text[]), CAST(:r_reason AS text[])
-        ) AS r(client_order_id, venue_filled, venue_order_id, submitted_at, acked_at, venue_ts,
-               detail, reason)
+        SELECT * FROM json_to_recordset(CAST(:reports AS json)) AS r(
+            client_order_id text, venue_filled numeric, venue_order_id text,
+            submitted_at timestamptz, acked_at timestamptz, venue_ts timestamptz, detail text,
+            reason text
+        )
     ),
     cur AS (
         SELECT o.client_order_id, o.state, o.requested_qty, o.xmin AS locked_xmin
         FROM orders o
-        WHERE o.client_order_id = ANY(CAST(:r_client_order_id AS text[]))
+        WHERE o.client_order_id = ANY(ARRAY(SELECT client_order_id FROM r))
           AND o.account = :account AND (SELECT ok FROM fence)
         ORDER BY o.client_order_id
         FOR UPDATE
@@ -46,7 +47,7 @@ def _apply_reports_sql(status: VenueOrderStatus) -> str:
     -- MATERIALIZED: inlined, the planner re-ran this scan once per order of the batch
     snap AS MATERIALIZED (
         SELECT o.client_order_id, o.xmin AS snap_xmin FROM orders o
-        WHERE o.client_order_id = ANY(CAST(:r_client_order_id AS text[]))
+        WHERE o.client_order_id = ANY(ARRAY(SELECT client_order_id FROM r))
           AND o.account = :account
     ),
     ins AS ({INSERT_FILLS} RETURNING client_order_id, qty, price, trade_id),
@@ -61,7 +62,7 @@ def _apply_reports_sql(status: VenueOrderStatus) -> str:
     prior AS (
         SELECT x.client_order_id, sum(x.qty) AS qty, sum(x.qty * x.price) AS notional
         FROM fills x
-        WHERE x.client_order_id = ANY(CAST(:r_client_order_id AS text[]))
+        WHERE x.client_order_id = ANY(ARRAY(SELECT client_order_id FROM r))
           AND x.account = :account
         GROUP BY x.client_order_id
     ),
@@ -119,15 +120,25 @@ def _apply_reports_sql(status: VenueOrderStatus) -> str:
 SQL_APPLY_REPORTS = {status: Statement(_apply_reports_sql(status)) for status in VenueOrderStatus}
 
 
-def report_params(prepared: Sequence[Any]) -> dict[str, list[Any]]:
-    """The per-report arrays of :data:`SQL_APPLY_REPORTS` (``prepared``: reports.Prepared)."""
+def report_params(prepared: Sequence[Any]) -> dict[str, str]:
+    """The ``:reports`` parameter of :data:`SQL_APPLY_REPORTS` (``prepared``: reports.Prepared):
+    one JSON array of rows, values converted as the fills' (engine/ledger/fills.py, fill_row)."""
+    return {"reports": dumps([_report_row(p) for p in prepared])}
+
+
+def _report_row(p: Any) -> dict[str, Any]:
+    report, fields = p.report, p.fields
     return {
-        "r_client_order_id": [p.client_order_id for p in prepared],
-        "r_venue_filled": [p.report.filled_quantity for p in prepared],
-        "r_venue_order_id": [p.report.venue_order_id for p in prepared],
-        "r_submitted_at": [p.fields["submitted_at"] for p in prepared],
-        "r_acked_at": [p.fields["acked_at"] for p in prepared],
-        "r_venue_ts": [p.report.venue_ts for p in prepared],
-        "r_detail": [p.fields["detail"] for p in prepared],
-        "r_reason": [p.report.reason for p in prepared],
+        "client_order_id": p.client_order_id,
+        "venue_filled": str(report.filled_quantity),
+        "venue_order_id": report.venue_order_id,
+        "submitted_at": _iso(fields["submitted_at"]),
+        "acked_at": _iso(fields["acked_at"]),
+        "venue_ts": _iso(report.venue_ts),
+        "detail": fields["detail"],
+        "reason": report.reason,
     }
+
+
+def _iso(at: datetime | None) -> str | None:
+    return None if at is None else at.isoformat()
