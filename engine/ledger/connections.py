@@ -109,7 +109,7 @@ def _jsonb_decoder(value: bytes) -> Any:
 
 
 def _settings(command_timeout_s: float | None) -> str:
-    """The two settings every ledger connection keeps for its life (``SET`` once at connect,
+    """The settings every ledger connection keeps for its life (``SET`` once at connect,
     not startup parameters, which a session pooler such as PgBouncer refuses):
 
     * ``statement_timeout`` shorter than the client's ``command_timeout``. A client that gives
@@ -120,11 +120,13 @@ def _settings(command_timeout_s: float | None) -> str:
     * READ COMMITTED, whatever the server's or the role's default: the reservation's gate
       reads the controls committed while it waited for their lock (engine/ledger/control_gate.py),
       which REPEATABLE READ would hide.
+    * The time zone UTC: the hot statements read instants from JSON text
+      (engine/ledger/statements.py), where one without an offset would take the session's.
     """
     timeout_ms = int(command_timeout_s * STATEMENT_TIMEOUT_SHARE * 1000) if command_timeout_s else 0
     return (
         f"SET statement_timeout = {timeout_ms}; "
-        "SET default_transaction_isolation = 'read committed'"
+        "SET default_transaction_isolation = 'read committed'; SET TIME ZONE 'UTC'"
     )
 
 

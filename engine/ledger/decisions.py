@@ -11,7 +11,14 @@ from engine.domain.risk import Verdict
 from engine.domain.types import DecisionOutcome
 from engine.ledger.part import LedgerPart
 from engine.ledger.records import DecisionRecord
-from engine.ledger.statements import Statement, dumps, require_finite, retry_transient
+from engine.ledger.statements import (
+    Statement,
+    dumps,
+    json_instant,
+    json_number,
+    require_finite,
+    retry_transient,
+)
 
 # The rows as one JSON parameter (decision_params), read back by json_to_recordset into typed
 # columns: one parameter instead of twenty arrays, because asyncpg's encoding of an array
@@ -63,7 +70,7 @@ def decision_params(decisions: Sequence[DecisionRecord]) -> dict[str, str]:
 
 
 def decision_row(d: DecisionRecord) -> dict[str, Any]:
-    """One decision as a row of ``:decisions`` (Decimal and datetime leave as their ``str``)."""
+    """One decision as a row of ``:decisions`` (values as engine/ledger/statements.py says)."""
     return {
         "decision_id": d.decision_id,
         "strategy_id": d.strategy_id,
@@ -71,20 +78,20 @@ def decision_row(d: DecisionRecord) -> dict[str, Any]:
         "symbol": d.symbol,
         "intent": d.intent,
         "side": None if d.side is None else d.side.value,
-        "quantity": d.quantity,
-        "limit_price": d.limit_price,
+        "quantity": json_number(d.quantity),
+        "limit_price": json_number(d.limit_price),
         "reason": d.reason,
-        "md_ts": d.md_ts,
-        "decided_at": d.decided_at,
+        "md_ts": json_instant(d.md_ts),
+        "decided_at": json_instant(d.decided_at),
         "interval_key": d.interval_key,
         "sequence": d.sequence,
         "verdicts": [v.as_json() for v in d.verdicts],
         "outcome": d.outcome.value,
-        "decision_price": d.decision_price,
+        "decision_price": json_number(d.decision_price),
         "strategy_version": d.strategy_version,
         "config_hash": d.config_hash,
         "stage": d.stage,
-        "capital_fraction": d.capital_fraction,
+        "capital_fraction": json_number(d.capital_fraction),
     }
 
 

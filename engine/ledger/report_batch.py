@@ -14,14 +14,13 @@ first, and the statement carries the fence too (its fill insert is conditioned o
 from __future__ import annotations
 
 from collections.abc import Sequence
-from datetime import datetime
 from typing import Any
 
 from engine.domain.types import VenueOrderStatus
 from engine.ledger.fence import FENCE_CTES
 from engine.ledger.fills import INSERT_FILLS, bucket_sql, report_targets, target_lookup
 from engine.ledger.rows import ORDER_COLUMNS
-from engine.ledger.statements import Statement, dumps
+from engine.ledger.statements import Statement, dumps, json_instant
 
 
 def _apply_reports_sql(status: VenueOrderStatus) -> str:
@@ -132,13 +131,9 @@ def _report_row(p: Any) -> dict[str, Any]:
         "client_order_id": p.client_order_id,
         "venue_filled": str(report.filled_quantity),
         "venue_order_id": report.venue_order_id,
-        "submitted_at": _iso(fields["submitted_at"]),
-        "acked_at": _iso(fields["acked_at"]),
-        "venue_ts": _iso(report.venue_ts),
+        "submitted_at": json_instant(fields["submitted_at"]),
+        "acked_at": json_instant(fields["acked_at"]),
+        "venue_ts": json_instant(report.venue_ts),
         "detail": fields["detail"],
         "reason": report.reason,
     }
-
-
-def _iso(at: datetime | None) -> str | None:
-    return None if at is None else at.isoformat()

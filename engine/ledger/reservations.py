@@ -14,7 +14,14 @@ from engine.ledger.leases import lease_lost
 from engine.ledger.part import LedgerPart
 from engine.ledger.records import Reservation, ReserveResult, ReserveStatus
 from engine.ledger.rows import SELECT_ORDERS, to_order
-from engine.ledger.statements import Statement, dumps, require_finite, retry_transient
+from engine.ledger.statements import (
+    Statement,
+    dumps,
+    json_instant,
+    json_number,
+    require_finite,
+    retry_transient,
+)
 
 # The fence of the controlled path (a transaction of its own). Joining the lock CTE forces the
 # lock before the row is updated; the controls are read by a *later* statement, whose snapshot
@@ -113,9 +120,9 @@ def _order_params(reservations: Sequence[Reservation]) -> dict[str, str]:
                     "side": r.decision.side.value if r.decision.side else None,
                     "type": r.type.value,
                     "time_in_force": r.time_in_force.value,
-                    "requested_qty": r.quantity,
-                    "limit_price": r.limit_price,
-                    "expires_at": r.expires_at,
+                    "requested_qty": json_number(r.quantity),
+                    "limit_price": json_number(r.limit_price),
+                    "expires_at": json_instant(r.expires_at),
                 }
                 for r in reservations
             ]

@@ -8,6 +8,7 @@ import functools
 import json
 import random
 from collections.abc import Callable, Coroutine, Mapping
+from datetime import datetime
 from decimal import Decimal
 from typing import Any, ParamSpec, TypeVar
 
@@ -113,6 +114,20 @@ _COMPACT = json.JSONEncoder(default=str, separators=(",", ":"))
 
 def dumps(value: Any) -> str:
     return _COMPACT.encode(value)
+
+
+# Values of the JSON rows the hot statements read with json_to_recordset (decisions, orders,
+# reports, fills): converted by the row builders, not by the encoder's ``default`` hook, which
+# costs a third more per value. NUMERIC reads Decimal's ``str`` exactly, TIMESTAMPTZ the ISO text
+# with its offset.
+
+
+def json_number(value: Decimal | None) -> str | None:
+    return None if value is None else str(value)
+
+
+def json_instant(at: datetime | None) -> str | None:
+    return None if at is None else at.isoformat()
 
 
 def from_json(value: Any) -> Any:

@@ -224,6 +224,7 @@ async def test_the_ledgers_connections_read_committed_where_the_database_default
             async with ledger_connections(engine).connection() as db:
                 assert await db.fetchval("SHOW transaction_isolation") == "read committed"
                 assert await db.fetchval("SHOW statement_timeout") == "24s"
+                assert await db.fetchval("SHOW TimeZone") == "UTC"
         finally:
             await engine.dispose()
     finally:
