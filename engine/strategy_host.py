@@ -52,10 +52,12 @@ from strategies.base import (
     Strategy,
     StrategyLimits,
     as_intents,
+    unrecorded_hold,
 )
 from strategies.indicators import OneSymbolBars, RollingCloses, history_bars
 
 log = structlog.get_logger(__name__)
+_NOTHING = object()
 
 IntentSink = Callable[[Intent], Awaitable[None]]
 FailureHandler = Callable[[StrategyId, BaseException], Awaitable[None]]
@@ -301,6 +303,13 @@ class StrategyHost:
         assemble = Snapshot.assemble
         finish = self._finish
         one_symbol_bars = OneSymbolBars
+        # An in-memory backtest's usual answer, its one symbol's unrecorded hold (the same object
+        # every bar): recognised by identity, for what the checks below would let through as is
+        usual: object = _NOTHING  # (never what a strategy answers)
+        usual_intents: tuple[Intent, ...] = ()
+        if only_history is not None and not explain and staging is None:
+            hold = unrecorded_hold(sid, only_symbol)
+            usual, usual_intents = hold, (hold,)
 
         def decide(
             bar: Bar,
@@ -335,6 +344,9 @@ class StrategyHost:
                     explain,
                 )
                 decision = strategy.decide(snapshot)
+                if decision is usual:
+                    decisions[sid] += 1
+                    return usual_intents
                 key = decision.key if type(decision) is Hold and not explain else None
                 if (
                     type(key) is DecisionKey

@@ -17,6 +17,7 @@ from types import MappingProxyType
 
 from engine.backtest.closing import ClosingQuotes, to_tick
 from engine.backtest.data import BarSeries
+from engine.backtest.equity import EquityCurve
 from engine.backtest.errors import BacktestError
 from engine.backtest.execution_path import ORDER_ID_PREFIX, ExecutionPath
 from engine.backtest.in_memory import PaperPath
@@ -157,13 +158,8 @@ class Replay:
         #: an order is decided, not on every bar)
         self._decision_quote: Quote | None = None
         self._holds = 0
-        self._equity_peak = settings.capital
-        self._max_drawdown = _ZERO
-        self._max_drawdown_pct = _ZERO
         self._fees = _ZERO
-        self._equity: list[Decimal] = []
-        self._exposed = 0
-        self._marked_fills = 0
+        self._curve = EquityCurve(settings.capital)
         # participation off: every quote shows more than any order can ask for
         self._unlimited = self.rules.max_qty
 
@@ -199,7 +195,8 @@ class Replay:
             else:
                 await self._run_bars(at_open=at_open, persisted=persisted, sync=sync)
             self._fold_fills()
-            self._remark(self.bars[-1].close)
+            # the last close again, after the last bar's own fills
+            self._curve.remark(self._position, self.bars[-1].close)
             if self.progress is not None:
                 self.progress(len(self.bars), len(self.bars))
             return await self._report()
@@ -254,13 +251,16 @@ class Replay:
         # venue.resting and venue.fill_count without a property call per bar
         open_orders, fill_log = venue.book()
         progress = self.progress
-        total = len(self.bars)
-        equity = self._equity
+        bars = self.bars
+        total = len(bars)
         decide, symbol, quote = self._decide_bar, self.symbol, self._quote
         # no participation cap: the closing quote made only if read (see _decide_now)
         lazy = self.settings.participation is None
         holds = 0
-        for done, bar in enumerate(self.bars):
+        # The equity is marked a run of bars at a time: from one fold of fills to the next the
+        # position is the same, and the curve marks the run's closes in one go (no call per bar)
+        curve, run_from, held, marked = self._curve, 0, self._position, 0
+        for done, bar in enumerate(bars):
             if progress is not None and not done % PROGRESS_EVERY:
                 progress(done, total)
             if open_orders:  # else no quote along the bar could fill anything
@@ -268,12 +268,10 @@ class Replay:
                 self._walk_bar(bar, from_open=True)
                 await self._path.settle()
             self._now = bar.close_time
-            if len(fill_log) != self._fills_seen:
+            if len(fill_log) != marked:  # (folded here, or by inventory() while deciding)
                 self._fold_fills()
-            if self._position.quantity or self._marked_fills != self._fills_seen or not equity:
-                self._mark(bar.close)
-            else:  # flat and nothing filled since: _mark's carried equity
-                equity.append(equity[-1])
+                curve.extend(held, bars, run_from, done)
+                run_from, held, marked = done, self._position, self._fills_seen
             if not open_orders:  # _decide_now, inlined
                 quotes = (
                     ClosingQuotes(symbol, quote, bar) if lazy else {symbol: quote(bar.close, bar)}
@@ -294,6 +292,7 @@ class Replay:
             if self._pending:  # most bars decide to hold: nothing to send
                 self._arrive(bar, bar.close, bar.close_time)
                 await self._submit_pending()
+        curve.extend(held, bars, run_from, total)
         self._holds += holds
 
     def _walk_bar(self, bar: Bar, *, from_open: bool) -> None:
@@ -443,38 +442,7 @@ class Replay:
         self._inventory = MappingProxyType({self.symbol: self._position.quantity})
 
     def _mark(self, price: Decimal) -> None:
-        position, equities = self._position, self._equity
-        if not position.quantity and self._marked_fills == self._fills_seen and equities:
-            # flat and nothing filled since: the equity is the last one, drawdown unchanged
-            equities.append(equities[-1])
-            return
-        self._marked_fills = self._fills_seen
-        equity = self.settings.capital + total_pnl(position, price)
-        equities.append(equity)
-        if position.quantity:
-            self._exposed += 1
-        # _track_drawdown inlined (a bar held: every other bar of a long/flat strategy)
-        peak = self._equity_peak
-        if equity > peak:
-            self._equity_peak = peak = equity
-            return  # a new peak: no drawdown
-        drawdown = peak - equity
-        if drawdown > self._max_drawdown:
-            self._max_drawdown = drawdown
-            self._max_drawdown_pct = drawdown / peak * 100
-
-    def _remark(self, price: Decimal) -> None:
-        """The last close again, after the last bar's own fills."""
-        equity = self.settings.capital + total_pnl(self._position, price)
-        self._equity[-1] = equity
-        self._track_drawdown(equity)
-
-    def _track_drawdown(self, equity: Decimal) -> None:
-        self._equity_peak = max(self._equity_peak, equity)
-        drawdown = self._equity_peak - equity
-        if drawdown > self._max_drawdown:
-            self._max_drawdown = drawdown
-            self._max_drawdown_pct = drawdown / self._equity_peak * 100
+        self._curve.mark(self._position, price, self._fills_seen)
 
     async def _report(self) -> BacktestReport:
         orders = [o for o in self.venue.all_orders().orders if o.symbol == self.symbol]
@@ -492,10 +460,11 @@ class Replay:
         rejected, rejections = await self._path.rejections()
         trips, open_trip = round_trips(fills, self.rules.quote_asset, last, self.rules.step_size)
         times = tuple(map(_CLOSE_TIME, self.bars))
+        curve = self._curve
         perf = performance(
             times=times,
-            equity=self._equity,
-            exposed_bars=self._exposed,
+            equity=curve.values,
+            exposed_bars=curve.exposed,
             first_close=self.bars[0].close,
             last_close=last,
             trips=trips,
@@ -519,7 +488,7 @@ class Replay:
             open_trade=open_trip,
             performance=perf,
             equity_times=times,
-            equity=tuple(self._equity),
+            equity=tuple(curve.values),
             model=self._model(),
             interval=self.bars[0].interval,
             gaps=self.series.gaps if self.series is not None else 0,
@@ -537,8 +506,8 @@ class Replay:
             avg_slippage_bps=(slip_weighted / fill_qty) if fill_qty else None,
             start_equity=self.settings.capital,
             end_equity=self.settings.capital + pnl,
-            max_drawdown=self._max_drawdown,
-            max_drawdown_pct=self._max_drawdown_pct,
+            max_drawdown=curve.max_drawdown,
+            max_drawdown_pct=curve.max_drawdown_pct,
             rejections=tuple(rejections),
             account=self.account,
         )
