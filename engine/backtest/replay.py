@@ -38,6 +38,7 @@ from engine.domain.types import (
     Symbol,
     VenueOrderStatus,
 )
+from engine.heap import frozen_for_now
 from engine.marketdata.conflator import Conflator, Update
 from engine.strategy_host import HostedStrategy, StrategyFailed, StrategyHost
 from engine.venues.base import OrderReport
@@ -183,6 +184,10 @@ class Replay:
     # -- the run ---------------------------------------------------------------------------
 
     async def run(self) -> BacktestReport:
+        with frozen_for_now():  # the bars outlive the run: no collection walks them
+            return await self._run()
+
+    async def _run(self) -> BacktestReport:
         try:
             await self._path.start()
             at_open = self.settings.fill is FillAt.OPEN
