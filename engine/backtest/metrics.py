@@ -183,13 +183,15 @@ def performance(
     per_year = (len(returns) / years) if years > 0 else None
     vol = sharpe = sortino = None
     if len(returns) > 1 and per_year is not None:
-        mean = math.fsum(returns) / len(returns)
+        mean = math.fsum(filter(None, returns)) / len(returns)  # (zeros add nothing)
         var = math.fsum(
             map(pow, map(operator.sub, returns, itertools.repeat(mean)), itertools.repeat(2))
         ) / (len(returns) - 1)
-        down = math.fsum(
-            map(pow, map(min, returns, itertools.repeat(0.0)), itertools.repeat(2))
-        ) / len(returns)
+        # the squares of min(r, 0): of the losses only (zeros add nothing to the exact sum,
+        # and half the bars of a long/flat strategy return exactly 0)
+        down = math.fsum(map(pow, filter((0.0).__gt__, returns), itertools.repeat(2))) / len(
+            returns
+        )
         scale = math.sqrt(per_year)
         vol = math.sqrt(var) * scale * 100
         sharpe = mean / math.sqrt(var) * scale if var > 0 else None

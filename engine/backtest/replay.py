@@ -450,10 +450,10 @@ class Replay:
         self._curve.mark(self._position, price, self._fills_seen)
 
     async def _report(self) -> BacktestReport:
-        orders = [o for o in self.venue.all_orders().orders if o.symbol == self.symbol]
+        quantities, filled_quantities = self.venue.placed_quantities(self.symbol)
         fills = self.venue.all_fills()
-        requested = sum((o.quantity for o in orders), _ZERO)
-        filled = sum((o.filled_quantity for o in orders), _ZERO)
+        requested = sum(quantities, _ZERO)
+        filled = sum(filled_quantities, _ZERO)
         slip_weighted = _ZERO
         for fill in fills:
             assert fill.client_order_id is not None
@@ -485,9 +485,11 @@ class Replay:
             end=self.bars[-1].close_time,
             decisions=self.host.decisions[self.hosted.strategy_id],
             holds=self._holds,
-            orders=len(orders),
+            orders=len(quantities),
             rejected=rejected,
-            partially_filled=sum(1 for o in orders if _ZERO < o.filled_quantity < o.quantity),
+            partially_filled=sum(
+                1 for q, done in zip(quantities, filled_quantities, strict=True) if _ZERO < done < q
+            ),
             fills=fills,
             trades=tuple(trips),
             open_trade=open_trip,
