@@ -48,6 +48,7 @@ from strategies.base import (
     UNRECORDED,
     DecisionMode,
     OpenOrder,
+    QuotesOfBar,
     Snapshot,
     Strategy,
     StrategyLimits,
@@ -64,7 +65,7 @@ FailureHandler = Callable[[StrategyId, BaseException], Awaitable[None]]
 PauseCheck = Callable[[StrategyId], Awaitable[bool]]
 #: :meth:`StrategyHost.bar_decider`'s answer: ``(bar, quotes, inventory, open_orders) -> intents``
 BarDecider = Callable[
-    [Bar, Mapping[Symbol, Quote], Mapping[Symbol, Decimal], Sequence[OpenOrder]],
+    [Bar, Mapping[Symbol, Quote] | QuotesOfBar, Mapping[Symbol, Decimal], Sequence[OpenOrder]],
     tuple[Intent, ...],
 ]
 
@@ -313,7 +314,7 @@ class StrategyHost:
 
         def decide(
             bar: Bar,
-            quotes: Mapping[Symbol, Quote],
+            quotes: Mapping[Symbol, Quote] | QuotesOfBar,
             inventory: Mapping[Symbol, Decimal],
             open_orders: Sequence[OpenOrder],
         ) -> tuple[Intent, ...]:
@@ -372,7 +373,8 @@ class StrategyHost:
             decisions[sid] += 1
             if staging is None and len(intents) == 1 and type(intents[0]) is Hold:
                 return intents  # the usual bar: nothing to size or price
-            return tuple(finish(hosted, intents, quotes, bar))
+            # the snapshot's quotes: what a QuotesOfBar made for the bar (if it was read)
+            return tuple(finish(hosted, intents, snapshot.quotes, bar))
 
         self._deciders[sid] = decide
         return decide

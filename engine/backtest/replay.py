@@ -15,7 +15,7 @@ from decimal import Decimal
 from operator import attrgetter
 from types import MappingProxyType
 
-from engine.backtest.closing import ClosingQuotes, to_tick
+from engine.backtest.closing import ClosingQuoteMaker, ClosingQuotes, to_tick
 from engine.backtest.data import BarSeries
 from engine.backtest.equity import EquityCurve
 from engine.backtest.errors import BacktestError
@@ -259,8 +259,9 @@ class Replay:
         bars = self.bars
         total = len(bars)
         decide, symbol, quote = self._decide_bar, self.symbol, self._quote
-        # no participation cap: the closing quote made only if read (see _decide_now)
-        lazy = self.settings.participation is None
+        # no participation cap: the closing quote made only if read (see _decide_now), by
+        # one maker for the run (no mapping made per bar)
+        closing = ClosingQuoteMaker(symbol, quote) if self.settings.participation is None else None
         holds = 0
         # The equity is marked a run of bars at a time: from one fold of fills to the next the
         # position is the same, and the curve marks the run's closes in one go (no call per bar)
@@ -278,8 +279,10 @@ class Replay:
                 curve.extend(held, bars, run_from, done)
                 run_from, held, marked = done, self._position, self._fills_seen
             if not open_orders:  # _decide_now, inlined
-                quotes = (
-                    ClosingQuotes(symbol, quote, bar) if lazy else {symbol: quote(bar.close, bar)}
+                # (with a participation cap the quote's size draws from the run's random stream:
+                # drawn now, in order)
+                quotes: Mapping[Symbol, Quote] | ClosingQuoteMaker = (
+                    closing if closing is not None else {symbol: quote(bar.close, bar)}
                 )
                 try:
                     intents = decide(bar, quotes, self._inventory, ())
@@ -289,7 +292,11 @@ class Replay:
                 if len(intents) == 1 and type(intents[0]) is Hold:
                     holds += 1  # most bars: a hold, only counted
                 else:
-                    self._decision_quote = quotes[symbol]
+                    self._decision_quote = (
+                        quotes.quote(bar)
+                        if isinstance(quotes, ClosingQuoteMaker)
+                        else quotes[symbol]
+                    )
                     for intent in intents:
                         await self._execute(intent)
             else:
