@@ -200,6 +200,19 @@ class Snapshot:
             return held.sma(window, ago)
         return sma_of(self.closes(symbol), window, ago)
 
+    def sma_pair(self, symbol: Symbol, window: int) -> tuple[Decimal | None, Decimal | None]:
+        """``(sma(symbol, window), sma(symbol, window, 1))``: the average as of the newest bar
+        and as of the bar before, what a crossover compares, in one call (a strategy deciding
+        on every bar of a backtest). ``window + 1`` must not exceed ``bar_history``."""
+        bars = self.bars
+        if type(bars) is OneSymbolBars and symbol == bars.symbol:  # the host's, in a decision
+            held = bars.rolling
+            if held.count == bars.count:
+                averages = held.averages.get(window)
+                if averages is not None and len(averages) > 1:
+                    return averages[-1], averages[-2]
+        return self.sma(symbol, window), self.sma(symbol, window, 1)
+
     def key(self, symbol: Symbol, side: Side | None, sequence: int = 0) -> DecisionKey:
         return DecisionKey.of(self.strategy_id, symbol, self.interval_key, side, sequence)
 
