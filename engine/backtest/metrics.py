@@ -246,7 +246,7 @@ def _drawdowns(
 ) -> tuple[float, timedelta, list[timedelta]]:
     """The deepest drawdown (percent, positive), the longest one's duration, and every
     drawdown's duration (peak to recovery, or to the end)."""
-    peak = values[0]
+    peak = low = values[0]
     peak_at = times[0]
     deepest = 0.0
     durations: list[timedelta] = []
@@ -256,12 +256,17 @@ def _drawdowns(
             if under:
                 durations.append(t - peak_at)
                 under = False
-            peak, peak_at = v, t
+            peak, peak_at, low = v, t, v
         else:
             under = True
-            depth = (1 - v / peak) * 100
-            if depth > deepest:  # max(), without a call per bar under water
-                deepest = depth
+            # The depth only grows as the equity falls below its lowest since the peak (division
+            # and subtraction round monotonically; below a negative peak it is negative, never
+            # the deepest): computed then only
+            if v < low:
+                low = v
+                depth = (1 - v / peak) * 100
+                if depth > deepest:  # max(), without a call per bar under water
+                    deepest = depth
     if under:
         durations.append(times[-1] - peak_at)
     return deepest, max(durations, default=timedelta(0)), durations

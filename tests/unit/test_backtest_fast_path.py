@@ -1,13 +1,16 @@
 """The in-memory replay's own loop (Replay._run_at_close: equity marked a run of bars at a time,
 one quote maker for the run, the usual hold recognised by identity) reports exactly what the
-general loop (Replay._run_bars, which the persisted and next-open runs take) reports."""
+general loop (Replay._run_bars, which the persisted and next-open runs take) reports; the
+report's shortcuts give the figures of the long way."""
 
 from __future__ import annotations
 
 import asyncio
 import dataclasses
 import gc
+import random
 from collections.abc import Mapping, Sequence
+from datetime import datetime, timedelta
 from decimal import Decimal
 from pathlib import Path
 
@@ -15,11 +18,12 @@ import pytest
 
 from engine.backtest import BacktestReport, BacktestSettings, Replay, load_bars
 from engine.backtest.equity import EquityCurve
+from engine.backtest.metrics import _drawdowns
 from engine.domain.intents import Buy, Cancel, Intent, Sell
 from engine.domain.positions import Position, PositionFill, apply_fill
 from engine.domain.types import Asset, Side, StrategyId, Symbol
 from strategies.base import DecisionMode, Snapshot
-from tests.bars import flat_bar
+from tests.bars import T0, flat_bar
 
 FIXTURE = Path(__file__).resolve().parents[1] / "resources" / "ohlcv" / "btcusdt_1d.csv"
 BTC = Symbol("BTCUSDT")
@@ -180,3 +184,35 @@ def test_a_replay_thaws_the_heap_it_froze_and_leaves_a_frozen_heap_frozen() -> N
         assert gc.get_freeze_count() > 0  # not thawed by the replay: its owner thaws it
     finally:
         gc.unfreeze()
+
+
+def drawdowns_bar_by_bar(
+    times: Sequence[datetime], values: Sequence[float]
+) -> tuple[float, timedelta, list[timedelta]]:
+    """metrics._drawdowns as it was: the depth computed on every bar under water."""
+    peak, peak_at, deepest, durations, under = values[0], times[0], 0.0, [], False
+    for t, v in zip(times, values, strict=True):
+        if v >= peak:
+            if under:
+                durations.append(t - peak_at)
+                under = False
+            peak, peak_at = v, t
+        else:
+            under = True
+            deepest = max(deepest, (1 - v / peak) * 100)
+    if under:
+        durations.append(times[-1] - peak_at)
+    return deepest, max(durations, default=timedelta(0)), durations
+
+
+@pytest.mark.parametrize("seed", range(20))
+def test_drawdowns_computed_at_new_lows_only_are_the_bar_by_bar_ones(seed: int) -> None:
+    rng = random.Random(seed)
+    values = [1000.0]
+    for _ in range(400):
+        step = rng.choice([0.0, 0.0, rng.gauss(0, 5)])  # flat stretches, as a long/flat curve
+        values.append(values[-1] + step)
+    if seed % 5 == 0:  # below zero too (where a depth is negative)
+        values = [v - 1010.0 for v in values]
+    times = [T0 + timedelta(hours=n) for n in range(len(values))]
+    assert _drawdowns(times, values) == drawdowns_bar_by_bar(times, values)
