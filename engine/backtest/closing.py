@@ -53,15 +53,27 @@ class ClosingQuoteMaker(QuotesOfBar):
     one for the whole run, each decision's :class:`ClosingQuotes` made only if the snapshot's
     quotes are read (most bars: not at all), instead of one per bar."""
 
-    __slots__ = ("_make", "_symbol")
+    __slots__ = ("_bar", "_last", "_make", "_symbol")
 
     def __init__(self, symbol: Symbol, make: Callable[[Decimal, Bar, datetime], Quote]) -> None:
         self._symbol = symbol
         self._make = make
+        #: the last bar's closing quote, made once (an order bar reads it twice: the host for
+        #: the decision price, the replay for the order's)
+        self._bar: Bar | None = None
+        self._last: Quote | None = None
 
     def of(self, bar: Bar) -> ClosingQuotes:
-        return ClosingQuotes(self._symbol, self._make, bar)
+        return ClosingQuotes(self._symbol, self._closing, bar)
 
     def quote(self, bar: Bar) -> Quote:
         """``bar``'s closing quote: what ``of(bar)[symbol]`` gives."""
-        return self._make(bar.close, bar, bar.close_time)
+        return self._closing(bar.close, bar, bar.close_time)
+
+    def _closing(self, mid: Decimal, bar: Bar, at: datetime) -> Quote:
+        # (mid, at) are always bar's close and close time here: the bar alone is the key
+        last = self._last
+        if bar is not self._bar or last is None:
+            last = self._last = self._make(mid, bar, at)
+            self._bar = bar
+        return last
