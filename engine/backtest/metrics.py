@@ -102,21 +102,22 @@ def round_trips(
         in_quote = f.fee_asset == quote_asset
         fee = f.fee if in_quote else f.fee * f.price
         left = f.quantity
+        sign = f.side.sign  # (a property: read once per fill)
         while left > 0:
             if current is None:
-                current = _Open(direction=f.side.sign, entry_time=f.venue_ts)
-            if f.side.sign == current.direction:  # adds to the trip
+                current = _Open(direction=sign, entry_time=f.venue_ts)
+            if sign == current.direction:  # adds to the trip
                 current.qty += left
                 current.entry_value += left * f.price
                 current.fees += fee * left / f.quantity
-                position += f.side.sign * left
+                position += sign * left
                 left = _ZERO
             else:  # reduces it; what is beyond zero opens the next
                 take = min(left, abs(position))
                 current.exit_qty += take
                 current.exit_value += take * f.price
                 current.fees += fee * take / f.quantity
-                position += f.side.sign * take
+                position += sign * take
                 left -= take
             if not in_quote and left == 0:
                 position -= f.fee
