@@ -11,8 +11,9 @@ bars run through its ``trade_on_close=True`` with the same strategy, and both P&
 (they agree). With ``--database-url`` (a Postgres at the migrations' head) the same bars are also
 replayed with ``--persist``'s durable path, into a fresh ``backtest-…`` account, and timed.
 Times are this process's CPU seconds (``time.process_time``), so a machine busy with other work
-skews neither side of the comparison; the persisted run, which waits on Postgres, is timed by the
-wall clock. Prints one JSON line.
+skews neither side of the comparison, each timed after a full collection (no side pays for the
+garbage of the runs before it); the persisted run, which waits on Postgres, is timed by the wall
+clock. Prints one JSON line.
 """
 
 from __future__ import annotations
@@ -20,6 +21,7 @@ from __future__ import annotations
 import argparse
 import asyncio
 import dataclasses
+import gc
 import json
 import math
 import random
@@ -74,6 +76,7 @@ def timed_replay(data: Path, bars: int | None, seed: int) -> tuple[float, Any]:
     if bars is not None:
         series = dataclasses.replace(series, bars=series.bars[:bars])
     replay = Replay(series, "sma_cross", PARAMS, seed, settings=IDEAL)
+    gc.collect()  # no garbage of the runs before this one left to collect while timed
     start = time.process_time()
     report = asyncio.run(replay.run())
     return time.process_time() - start, report
@@ -103,6 +106,7 @@ def backtesting_py(data: Path) -> dict[str, object]:
                 self.position.close()
 
     frame = pd.read_csv(data, index_col=0, parse_dates=True)
+    gc.collect()  # as before our timed runs: neither side collects the other's garbage
     start = time.process_time()
     with warnings.catch_warnings():
         warnings.simplefilter("ignore")

@@ -30,3 +30,20 @@ def frozen_once_ready() -> Iterator[Callable[[], None]]:
         yield gc.freeze
     finally:
         gc.unfreeze()
+
+
+@contextmanager
+def frozen_for_now() -> Iterator[None]:
+    """The heap as it is, frozen for the block, then thawed: for a long computation that keeps
+    everything made before it alive to its end (a replay's bars, hundreds of thousands of
+    objects, which every full collection of the run would otherwise walk again: the run's cost
+    per bar grew with its length). A heap frozen already (an engine's, by
+    :func:`frozen_once_ready`) is left as it is: its owner thaws it."""
+    if gc.get_freeze_count():
+        yield
+        return
+    gc.freeze()
+    try:
+        yield
+    finally:
+        gc.unfreeze()

@@ -48,21 +48,24 @@ from strategies.base import (
     UNRECORDED,
     DecisionMode,
     OpenOrder,
+    QuotesOfBar,
     Snapshot,
     Strategy,
     StrategyLimits,
     as_intents,
+    unrecorded_hold,
 )
 from strategies.indicators import OneSymbolBars, RollingCloses, history_bars
 
 log = structlog.get_logger(__name__)
+_NOTHING = object()
 
 IntentSink = Callable[[Intent], Awaitable[None]]
 FailureHandler = Callable[[StrategyId, BaseException], Awaitable[None]]
 PauseCheck = Callable[[StrategyId], Awaitable[bool]]
 #: :meth:`StrategyHost.bar_decider`'s answer: ``(bar, quotes, inventory, open_orders) -> intents``
 BarDecider = Callable[
-    [Bar, Mapping[Symbol, Quote], Mapping[Symbol, Decimal], Sequence[OpenOrder]],
+    [Bar, Mapping[Symbol, Quote] | QuotesOfBar, Mapping[Symbol, Decimal], Sequence[OpenOrder]],
     tuple[Intent, ...],
 ]
 
@@ -301,10 +304,17 @@ class StrategyHost:
         assemble = Snapshot.assemble
         finish = self._finish
         one_symbol_bars = OneSymbolBars
+        # An in-memory backtest's usual answer, its one symbol's unrecorded hold (the same object
+        # every bar): recognised by identity, for what the checks below would let through as is
+        usual: object = _NOTHING  # (never what a strategy answers)
+        usual_intents: tuple[Intent, ...] = ()
+        if only_history is not None and not explain and staging is None:
+            hold = unrecorded_hold(sid, only_symbol)
+            usual, usual_intents = hold, (hold,)
 
         def decide(
             bar: Bar,
-            quotes: Mapping[Symbol, Quote],
+            quotes: Mapping[Symbol, Quote] | QuotesOfBar,
             inventory: Mapping[Symbol, Decimal],
             open_orders: Sequence[OpenOrder],
         ) -> tuple[Intent, ...]:
@@ -335,6 +345,9 @@ class StrategyHost:
                     explain,
                 )
                 decision = strategy.decide(snapshot)
+                if decision is usual:
+                    decisions[sid] += 1
+                    return usual_intents
                 key = decision.key if type(decision) is Hold and not explain else None
                 if (
                     type(key) is DecisionKey
@@ -360,7 +373,8 @@ class StrategyHost:
             decisions[sid] += 1
             if staging is None and len(intents) == 1 and type(intents[0]) is Hold:
                 return intents  # the usual bar: nothing to size or price
-            return tuple(finish(hosted, intents, quotes, bar))
+            # the snapshot's quotes: what a QuotesOfBar made for the bar (if it was read)
+            return tuple(finish(hosted, intents, snapshot.quotes, bar))
 
         self._deciders[sid] = decide
         return decide

@@ -121,7 +121,7 @@ class Snapshot:
         now: datetime,
         md_ts: datetime,
         interval_key: str | datetime,
-        quotes: Mapping[Symbol, Quote],
+        quotes: Mapping[Symbol, Quote] | QuotesOfBar,
         bars: Mapping[Symbol, tuple[Bar, ...]],
         closed_bar: Bar | None,
         inventory: Mapping[Symbol, Decimal],
@@ -136,7 +136,9 @@ class Snapshot:
 
         ``interval_key`` may be the bar's open time: the key's text (:func:`interval_key_of`)
         is then made when :attr:`interval_key` is first read (a hold nobody records names no
-        window: on most bars of a backtest nothing reads it).
+        window: on most bars of a backtest nothing reads it). Likewise ``quotes`` may be a
+        :class:`QuotesOfBar`, asked for ``closed_bar``'s quotes when :attr:`quotes` is first
+        read.
 
         Built as a :class:`_Unfrozen` (the same slots, plain attribute writes, which the
         interpreter does quickly) whose class then becomes ``Snapshot``: frozen from then on."""
@@ -197,6 +199,19 @@ class Snapshot:
                     return None
             return held.sma(window, ago)
         return sma_of(self.closes(symbol), window, ago)
+
+    def sma_pair(self, symbol: Symbol, window: int) -> tuple[Decimal | None, Decimal | None]:
+        """``(sma(symbol, window), sma(symbol, window, 1))``: the average as of the newest bar
+        and as of the bar before, what a crossover compares, in one call (a strategy deciding
+        on every bar of a backtest). ``window + 1`` must not exceed ``bar_history``."""
+        bars = self.bars
+        if type(bars) is OneSymbolBars and symbol == bars.symbol:  # the host's, in a decision
+            held = bars.rolling
+            if held.count == bars.count:
+                averages = held.averages.get(window)
+                if averages is not None and len(averages) > 1:
+                    return averages[-1], averages[-2]
+        return self.sma(symbol, window), self.sma(symbol, window, 1)
 
     def key(self, symbol: Symbol, side: Side | None, sequence: int = 0) -> DecisionKey:
         return DecisionKey.of(self.strategy_id, symbol, self.interval_key, side, sequence)
@@ -277,7 +292,7 @@ class _Unfrozen:
     now: datetime
     md_ts: datetime
     interval_key: str | datetime
-    quotes: Mapping[Symbol, Quote]
+    quotes: Mapping[Symbol, Quote] | QuotesOfBar
     bars: Mapping[Symbol, tuple[Bar, ...]]
     closed_bar: Bar | None
     inventory: Mapping[Symbol, Decimal]
@@ -285,6 +300,17 @@ class _Unfrozen:
     params: Mapping[str, str]
     limits: StrategyLimits
     explain: bool
+
+
+class QuotesOfBar:
+    """What :meth:`Snapshot.assemble` may be given for ``quotes`` with a ``closed_bar``: the
+    maker of that bar's quotes (:meth:`of`), asked when :attr:`Snapshot.quotes` is first read.
+    One maker serves a whole replay; most of its decisions read no quote, and none is made."""
+
+    __slots__ = ()
+
+    def of(self, bar: Bar) -> Mapping[Symbol, Quote]:
+        raise NotImplementedError
 
 
 class _IntervalKeySlot:
@@ -311,6 +337,35 @@ class _IntervalKeySlot:
 
 
 setattr(Snapshot, "interval_key", _IntervalKeySlot(Snapshot.__dict__["interval_key"]))  # noqa: B010
+
+
+class _QuotesSlot:
+    """:attr:`Snapshot.quotes`'s slot, which :meth:`Snapshot.assemble` may fill with a
+    :class:`QuotesOfBar`: asked for the closed bar's quotes on the first read, which are kept.
+    Anything else reads as stored; writes go to the dataclass's own slot (frozen as before)."""
+
+    __slots__ = ("_slot",)
+
+    def __init__(self, slot: Any) -> None:
+        self._slot = slot
+
+    def __get__(self, snapshot: object, owner: type | None = None) -> Any:
+        if snapshot is None:
+            return self
+        value = self._slot.__get__(snapshot, owner)
+        if isinstance(value, QuotesOfBar):
+            bar = snapshot.closed_bar  # type: ignore[attr-defined]
+            if bar is None:
+                raise ValueError("quotes of the closed bar, in a snapshot without one")
+            value = value.of(bar)
+            self._slot.__set__(snapshot, value)
+        return value
+
+    def __set__(self, snapshot: object, value: object) -> None:
+        self._slot.__set__(snapshot, value)
+
+
+setattr(Snapshot, "quotes", _QuotesSlot(Snapshot.__dict__["quotes"]))  # noqa: B010
 
 
 @runtime_checkable

@@ -41,7 +41,8 @@ class RollingCloses:
         self.averages: dict[int, deque[Decimal]] = {}
         self._closes: deque[Decimal] = deque(maxlen=depth)
         #: per window tracked, ``[window, the running sum of its newest closes (once the history
-        #: holds that many), its averages]``: a list, quicker to walk and update on every bar
+        #: holds that many), its averages, the window as a Decimal]``: a list, quicker to walk
+        #: and update on every bar
         self._windows: list[list[Any]] = []
         # a copy of ``depth`` bars every ``depth + 32`` appends: nothing per bar on average
         self._trim_at = 2 * depth + 32
@@ -64,7 +65,7 @@ class RollingCloses:
             else:
                 continue
             window[1] = total
-            window[2].append(total / n)
+            window[2].append(total / window[3])
         closes.append(close)
         bars = self.held
         if len(bars) >= self._trim_at:
@@ -93,7 +94,8 @@ class RollingCloses:
         totals = [sum(closes[end - n : end], _ZERO) for end in range(n, len(closes) + 1)]
         averages = deque((total / n for total in totals), maxlen=depth - n + 1)
         self.averages[n] = averages
-        self._windows.append([n, totals[-1] if totals else None, averages])
+        # the divisor as a Decimal: the same quotient, without converting the int on every bar
+        self._windows.append([n, totals[-1] if totals else None, averages, Decimal(n)])
         return averages
 
 

@@ -82,10 +82,8 @@ class SmaCross:
         symbol = self._symbol
         fast, slow = self.fast, self.slow
         # the host keeps the averages' running sums (Snapshot.sma): no window summed per bar
-        fast_now = snapshot.sma(symbol, fast)
-        slow_now = snapshot.sma(symbol, slow)
-        fast_prev = snapshot.sma(symbol, fast, 1)
-        slow_prev = snapshot.sma(symbol, slow, 1)
+        fast_now, fast_prev = snapshot.sma_pair(symbol, fast)
+        slow_now, slow_prev = snapshot.sma_pair(symbol, slow)
         if fast_now is None or slow_now is None or fast_prev is None or slow_prev is None:
             bars = len(snapshot.bars.get(symbol, ()))
             return snapshot.hold(symbol, _warming_up, bars, slow + 1)

@@ -8,6 +8,7 @@ from decimal import ROUND_HALF_EVEN, Decimal
 
 from engine.domain.market import Bar, Quote
 from engine.domain.types import Symbol
+from strategies.base import QuotesOfBar
 
 
 class ClosingQuotes(Mapping[Symbol, Quote]):
@@ -45,3 +46,34 @@ class ClosingQuotes(Mapping[Symbol, Quote]):
 def to_tick(price: Decimal, tick: Decimal) -> Decimal:
     """``price`` on the grid of ``tick``, half to even."""
     return (price / tick).to_integral_value(rounding=ROUND_HALF_EVEN) * tick
+
+
+class ClosingQuoteMaker(QuotesOfBar):
+    """A replay's quotes for :meth:`Snapshot.assemble <strategies.base.Snapshot.assemble>`:
+    one for the whole run, each decision's :class:`ClosingQuotes` made only if the snapshot's
+    quotes are read (most bars: not at all), instead of one per bar."""
+
+    __slots__ = ("_bar", "_last", "_make", "_symbol")
+
+    def __init__(self, symbol: Symbol, make: Callable[[Decimal, Bar, datetime], Quote]) -> None:
+        self._symbol = symbol
+        self._make = make
+        #: the last bar's closing quote, made once (an order bar reads it twice: the host for
+        #: the decision price, the replay for the order's)
+        self._bar: Bar | None = None
+        self._last: Quote | None = None
+
+    def of(self, bar: Bar) -> ClosingQuotes:
+        return ClosingQuotes(self._symbol, self._closing, bar)
+
+    def quote(self, bar: Bar) -> Quote:
+        """``bar``'s closing quote: what ``of(bar)[symbol]`` gives."""
+        return self._closing(bar.close, bar, bar.close_time)
+
+    def _closing(self, mid: Decimal, bar: Bar, at: datetime) -> Quote:
+        # (mid, at) are always bar's close and close time here: the bar alone is the key
+        last = self._last
+        if bar is not self._bar or last is None:
+            last = self._last = self._make(mid, bar, at)
+            self._bar = bar
+        return last

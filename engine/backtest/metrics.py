@@ -102,21 +102,22 @@ def round_trips(
         in_quote = f.fee_asset == quote_asset
         fee = f.fee if in_quote else f.fee * f.price
         left = f.quantity
+        sign = f.side.sign  # (a property: read once per fill)
         while left > 0:
             if current is None:
-                current = _Open(direction=f.side.sign, entry_time=f.venue_ts)
-            if f.side.sign == current.direction:  # adds to the trip
+                current = _Open(direction=sign, entry_time=f.venue_ts)
+            if sign == current.direction:  # adds to the trip
                 current.qty += left
                 current.entry_value += left * f.price
                 current.fees += fee * left / f.quantity
-                position += f.side.sign * left
+                position += sign * left
                 left = _ZERO
             else:  # reduces it; what is beyond zero opens the next
                 take = min(left, abs(position))
                 current.exit_qty += take
                 current.exit_value += take * f.price
                 current.fees += fee * take / f.quantity
-                position += f.side.sign * take
+                position += sign * take
                 left -= take
             if not in_quote and left == 0:
                 position -= f.fee
@@ -183,13 +184,15 @@ def performance(
     per_year = (len(returns) / years) if years > 0 else None
     vol = sharpe = sortino = None
     if len(returns) > 1 and per_year is not None:
-        mean = math.fsum(returns) / len(returns)
+        mean = math.fsum(filter(None, returns)) / len(returns)  # (zeros add nothing)
         var = math.fsum(
             map(pow, map(operator.sub, returns, itertools.repeat(mean)), itertools.repeat(2))
         ) / (len(returns) - 1)
-        down = math.fsum(
-            map(pow, map(min, returns, itertools.repeat(0.0)), itertools.repeat(2))
-        ) / len(returns)
+        # the squares of min(r, 0): of the losses only (zeros add nothing to the exact sum,
+        # and half the bars of a long/flat strategy return exactly 0)
+        down = math.fsum(map(pow, filter((0.0).__gt__, returns), itertools.repeat(2))) / len(
+            returns
+        )
         scale = math.sqrt(per_year)
         vol = math.sqrt(var) * scale * 100
         sharpe = mean / math.sqrt(var) * scale if var > 0 else None
@@ -244,7 +247,7 @@ def _drawdowns(
 ) -> tuple[float, timedelta, list[timedelta]]:
     """The deepest drawdown (percent, positive), the longest one's duration, and every
     drawdown's duration (peak to recovery, or to the end)."""
-    peak = values[0]
+    peak = low = values[0]
     peak_at = times[0]
     deepest = 0.0
     durations: list[timedelta] = []
@@ -254,12 +257,17 @@ def _drawdowns(
             if under:
                 durations.append(t - peak_at)
                 under = False
-            peak, peak_at = v, t
+            peak, peak_at, low = v, t, v
         else:
             under = True
-            depth = (1 - v / peak) * 100
-            if depth > deepest:  # max(), without a call per bar under water
-                deepest = depth
+            # The depth only grows as the equity falls below its lowest since the peak (division
+            # and subtraction round monotonically; below a negative peak it is negative, never
+            # the deepest): computed then only
+            if v < low:
+                low = v
+                depth = (1 - v / peak) * 100
+                if depth > deepest:  # max(), without a call per bar under water
+                    deepest = depth
     if under:
         durations.append(times[-1] - peak_at)
     return deepest, max(durations, default=timedelta(0)), durations

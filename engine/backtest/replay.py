@@ -15,8 +15,9 @@ from decimal import Decimal
 from operator import attrgetter
 from types import MappingProxyType
 
-from engine.backtest.closing import ClosingQuotes, to_tick
+from engine.backtest.closing import ClosingQuoteMaker, ClosingQuotes, to_tick
 from engine.backtest.data import BarSeries
+from engine.backtest.equity import EquityCurve
 from engine.backtest.errors import BacktestError
 from engine.backtest.execution_path import ORDER_ID_PREFIX, ExecutionPath
 from engine.backtest.in_memory import PaperPath
@@ -37,6 +38,7 @@ from engine.domain.types import (
     Symbol,
     VenueOrderStatus,
 )
+from engine.heap import frozen_for_now
 from engine.marketdata.conflator import Conflator, Update
 from engine.strategy_host import HostedStrategy, StrategyFailed, StrategyHost
 from engine.venues.base import OrderReport
@@ -157,13 +159,8 @@ class Replay:
         #: an order is decided, not on every bar)
         self._decision_quote: Quote | None = None
         self._holds = 0
-        self._equity_peak = settings.capital
-        self._max_drawdown = _ZERO
-        self._max_drawdown_pct = _ZERO
         self._fees = _ZERO
-        self._equity: list[Decimal] = []
-        self._exposed = 0
-        self._marked_fills = 0
+        self._curve = EquityCurve(settings.capital)
         # participation off: every quote shows more than any order can ask for
         self._unlimited = self.rules.max_qty
 
@@ -187,6 +184,10 @@ class Replay:
     # -- the run ---------------------------------------------------------------------------
 
     async def run(self) -> BacktestReport:
+        with frozen_for_now():  # the bars outlive the run: no collection walks them
+            return await self._run()
+
+    async def _run(self) -> BacktestReport:
         try:
             await self._path.start()
             at_open = self.settings.fill is FillAt.OPEN
@@ -199,7 +200,8 @@ class Replay:
             else:
                 await self._run_bars(at_open=at_open, persisted=persisted, sync=sync)
             self._fold_fills()
-            self._remark(self.bars[-1].close)
+            # the last close again, after the last bar's own fills
+            self._curve.remark(self._position, self.bars[-1].close)
             if self.progress is not None:
                 self.progress(len(self.bars), len(self.bars))
             return await self._report()
@@ -254,13 +256,17 @@ class Replay:
         # venue.resting and venue.fill_count without a property call per bar
         open_orders, fill_log = venue.book()
         progress = self.progress
-        total = len(self.bars)
-        equity = self._equity
+        bars = self.bars
+        total = len(bars)
         decide, symbol, quote = self._decide_bar, self.symbol, self._quote
-        # no participation cap: the closing quote made only if read (see _decide_now)
-        lazy = self.settings.participation is None
+        # no participation cap: the closing quote made only if read (see _decide_now), by
+        # one maker for the run (no mapping made per bar)
+        closing = ClosingQuoteMaker(symbol, quote) if self.settings.participation is None else None
         holds = 0
-        for done, bar in enumerate(self.bars):
+        # The equity is marked a run of bars at a time: from one fold of fills to the next the
+        # position is the same, and the curve marks the run's closes in one go (no call per bar)
+        curve, run_from, held, marked = self._curve, 0, self._position, 0
+        for done, bar in enumerate(bars):
             if progress is not None and not done % PROGRESS_EVERY:
                 progress(done, total)
             if open_orders:  # else no quote along the bar could fill anything
@@ -268,15 +274,15 @@ class Replay:
                 self._walk_bar(bar, from_open=True)
                 await self._path.settle()
             self._now = bar.close_time
-            if len(fill_log) != self._fills_seen:
+            if len(fill_log) != marked:  # (folded here, or by inventory() while deciding)
                 self._fold_fills()
-            if self._position.quantity or self._marked_fills != self._fills_seen or not equity:
-                self._mark(bar.close)
-            else:  # flat and nothing filled since: _mark's carried equity
-                equity.append(equity[-1])
+                curve.extend(held, bars, run_from, done)
+                run_from, held, marked = done, self._position, self._fills_seen
             if not open_orders:  # _decide_now, inlined
-                quotes = (
-                    ClosingQuotes(symbol, quote, bar) if lazy else {symbol: quote(bar.close, bar)}
+                # (with a participation cap the quote's size draws from the run's random stream:
+                # drawn now, in order)
+                quotes: Mapping[Symbol, Quote] | ClosingQuoteMaker = (
+                    closing if closing is not None else {symbol: quote(bar.close, bar)}
                 )
                 try:
                     intents = decide(bar, quotes, self._inventory, ())
@@ -286,7 +292,11 @@ class Replay:
                 if len(intents) == 1 and type(intents[0]) is Hold:
                     holds += 1  # most bars: a hold, only counted
                 else:
-                    self._decision_quote = quotes[symbol]
+                    self._decision_quote = (
+                        quotes.quote(bar)
+                        if isinstance(quotes, ClosingQuoteMaker)
+                        else quotes[symbol]
+                    )
                     for intent in intents:
                         await self._execute(intent)
             else:
@@ -294,6 +304,7 @@ class Replay:
             if self._pending:  # most bars decide to hold: nothing to send
                 self._arrive(bar, bar.close, bar.close_time)
                 await self._submit_pending()
+        curve.extend(held, bars, run_from, total)
         self._holds += holds
 
     def _walk_bar(self, bar: Bar, *, from_open: bool) -> None:
@@ -443,44 +454,13 @@ class Replay:
         self._inventory = MappingProxyType({self.symbol: self._position.quantity})
 
     def _mark(self, price: Decimal) -> None:
-        position, equities = self._position, self._equity
-        if not position.quantity and self._marked_fills == self._fills_seen and equities:
-            # flat and nothing filled since: the equity is the last one, drawdown unchanged
-            equities.append(equities[-1])
-            return
-        self._marked_fills = self._fills_seen
-        equity = self.settings.capital + total_pnl(position, price)
-        equities.append(equity)
-        if position.quantity:
-            self._exposed += 1
-        # _track_drawdown inlined (a bar held: every other bar of a long/flat strategy)
-        peak = self._equity_peak
-        if equity > peak:
-            self._equity_peak = peak = equity
-            return  # a new peak: no drawdown
-        drawdown = peak - equity
-        if drawdown > self._max_drawdown:
-            self._max_drawdown = drawdown
-            self._max_drawdown_pct = drawdown / peak * 100
-
-    def _remark(self, price: Decimal) -> None:
-        """The last close again, after the last bar's own fills."""
-        equity = self.settings.capital + total_pnl(self._position, price)
-        self._equity[-1] = equity
-        self._track_drawdown(equity)
-
-    def _track_drawdown(self, equity: Decimal) -> None:
-        self._equity_peak = max(self._equity_peak, equity)
-        drawdown = self._equity_peak - equity
-        if drawdown > self._max_drawdown:
-            self._max_drawdown = drawdown
-            self._max_drawdown_pct = drawdown / self._equity_peak * 100
+        self._curve.mark(self._position, price, self._fills_seen)
 
     async def _report(self) -> BacktestReport:
-        orders = [o for o in self.venue.all_orders().orders if o.symbol == self.symbol]
+        quantities, filled_quantities = self.venue.placed_quantities(self.symbol)
         fills = self.venue.all_fills()
-        requested = sum((o.quantity for o in orders), _ZERO)
-        filled = sum((o.filled_quantity for o in orders), _ZERO)
+        requested = sum(quantities, _ZERO)
+        filled = sum(filled_quantities, _ZERO)
         slip_weighted = _ZERO
         for fill in fills:
             assert fill.client_order_id is not None
@@ -492,10 +472,11 @@ class Replay:
         rejected, rejections = await self._path.rejections()
         trips, open_trip = round_trips(fills, self.rules.quote_asset, last, self.rules.step_size)
         times = tuple(map(_CLOSE_TIME, self.bars))
+        curve = self._curve
         perf = performance(
             times=times,
-            equity=self._equity,
-            exposed_bars=self._exposed,
+            equity=curve.values,
+            exposed_bars=curve.exposed,
             first_close=self.bars[0].close,
             last_close=last,
             trips=trips,
@@ -511,15 +492,17 @@ class Replay:
             end=self.bars[-1].close_time,
             decisions=self.host.decisions[self.hosted.strategy_id],
             holds=self._holds,
-            orders=len(orders),
+            orders=len(quantities),
             rejected=rejected,
-            partially_filled=sum(1 for o in orders if _ZERO < o.filled_quantity < o.quantity),
+            partially_filled=sum(
+                1 for q, done in zip(quantities, filled_quantities, strict=True) if _ZERO < done < q
+            ),
             fills=fills,
             trades=tuple(trips),
             open_trade=open_trip,
             performance=perf,
             equity_times=times,
-            equity=tuple(self._equity),
+            equity=tuple(curve.values),
             model=self._model(),
             interval=self.bars[0].interval,
             gaps=self.series.gaps if self.series is not None else 0,
@@ -537,8 +520,8 @@ class Replay:
             avg_slippage_bps=(slip_weighted / fill_qty) if fill_qty else None,
             start_equity=self.settings.capital,
             end_equity=self.settings.capital + pnl,
-            max_drawdown=self._max_drawdown,
-            max_drawdown_pct=self._max_drawdown_pct,
+            max_drawdown=curve.max_drawdown,
+            max_drawdown_pct=curve.max_drawdown_pct,
             rejections=tuple(rejections),
             account=self.account,
         )

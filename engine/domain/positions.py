@@ -19,9 +19,10 @@ Accounting conventions (average cost):
 
 from __future__ import annotations
 
-from collections.abc import Iterable, Mapping
+from collections.abc import Iterable, Iterator, Mapping, Sequence
 from dataclasses import dataclass, field, replace
 from decimal import Context, Decimal, DivisionByZero, InvalidOperation, Overflow, localcontext
+from itertools import repeat
 from types import MappingProxyType
 from typing import Protocol
 
@@ -216,6 +217,28 @@ def total_pnl(position: Position, mark: Decimal) -> Decimal:
 
 
 _ADD, _SUBTRACT, _MULTIPLY = _CONTEXT.add, _CONTEXT.subtract, _CONTEXT.multiply
+
+
+def pnl_at_marks(position: Position, marks: Sequence[Decimal]) -> Iterator[Decimal]:
+    """:func:`total_pnl` at each of ``marks`` in turn: the same checks and operations, mapped
+    over them rather than called per mark (a backtest marks a held position on every bar)."""
+    try:
+        valid = all(map(_IS_FINITE, marks)) and (not marks or min(marks) >= 0)
+    except TypeError:  # not a Decimal
+        valid = False
+    if not valid:
+        for mark in marks:
+            _check(mark, "mark")  # raises for the first that total_pnl would refuse
+    return map(
+        _ADD,
+        repeat(position.realized_pnl),
+        map(
+            _SUBTRACT, map(_MULTIPLY, repeat(position.quantity), marks), repeat(position.cost_basis)
+        ),
+    )
+
+
+_IS_FINITE = Decimal.is_finite
 
 
 def settle(position: Position, outcome: Decimal) -> Position:

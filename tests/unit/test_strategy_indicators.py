@@ -6,14 +6,15 @@ from decimal import Decimal
 import pytest
 
 from engine.domain.intents import DecisionKey, Hold
-from engine.domain.market import Bar
+from engine.domain.market import Bar, Quote
 from engine.domain.types import StrategyId, Symbol
-from strategies.base import UNEXPLAINED, UNRECORDED, Snapshot
+from strategies.base import UNEXPLAINED, UNRECORDED, QuotesOfBar, Snapshot
 from strategies.indicators import RollingCloses, history_bars, sma_of
 from tests.bars import BTC, T0
 from tests.bars import flat_bar as bar
 
 ETH = Symbol("ETHUSDT")
+ONE = Decimal(1)
 
 CLOSES = ["10.5", "11", "9.25", "12", "12.75", "8", "9.5", "13", "14.25", "10"]
 
@@ -151,3 +152,65 @@ def test_a_snapshot_given_the_bar_open_time_reads_its_interval_key_as_text() -> 
     assert snap == Snapshot.assemble(
         StrategyId("s"), T0, T0, T0.isoformat(), {}, bars, None, {}, (), {}, snap.limits, True
     )
+
+
+def test_sma_pair_is_the_newest_and_the_previous_average_with_or_without_the_host() -> None:
+    rolling = RollingCloses(depth=5)
+    rolling.sma(3)
+    for n, close in enumerate(CLOSES):
+        rolling.append(bar(n, close))
+        hosts = snapshot(history_bars({BTC: rolling}))
+        plain = snapshot({BTC: rolling.bars})
+        for window in (3, 4):  # 3 tracked by the host, 4 not
+            expected = (hosts.sma(BTC, window), hosts.sma(BTC, window, 1))
+            assert hosts.sma_pair(BTC, window) == expected, (n, window)
+            assert plain.sma_pair(BTC, window) == expected, (n, window)
+    warming = RollingCloses(depth=5)
+    for n, close in enumerate(CLOSES[:3]):
+        warming.append(bar(n, close))
+    warming.sma(3)
+    pair = snapshot(history_bars({BTC: warming})).sma_pair(BTC, 3)
+    assert pair == (by_hand([Decimal(c) for c in CLOSES[:3]], 3, 0), None)
+
+
+class CountingQuotes(QuotesOfBar):
+    def __init__(self) -> None:
+        self.asked: list[Bar] = []
+
+    def of(self, bar: Bar) -> Mapping[Symbol, Quote]:
+        self.asked.append(bar)
+        return {
+            BTC: Quote(
+                symbol=BTC,
+                bid=bar.close,
+                bid_size=ONE,
+                ask=bar.close,
+                ask_size=ONE,
+                venue_ts=bar.close_time,
+                received_at=bar.close_time,
+            )
+        }
+
+
+def test_a_quotes_maker_is_asked_for_the_closed_bars_quotes_once_when_first_read() -> None:
+    maker = CountingQuotes()
+    closed = bar(3, "12")
+    snap = Snapshot.assemble(
+        StrategyId("s"),
+        T0,
+        T0,
+        "w",
+        maker,
+        {BTC: (closed,)},
+        closed,
+        {},
+        (),
+        {},
+        Snapshot(strategy_id=StrategyId("s"), now=T0, md_ts=T0, interval_key="w").limits,
+    )
+    assert maker.asked == []
+    quotes = snap.quotes
+    assert maker.asked == [closed]
+    assert quotes[BTC].mid == Decimal("12")
+    assert snap.quotes is quotes  # kept: asked once
+    assert maker.asked == [closed]

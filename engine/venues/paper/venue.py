@@ -28,6 +28,7 @@ from collections import Counter, deque
 from collections.abc import Callable, Iterable, Mapping, Sequence, Sized
 from datetime import datetime
 from decimal import Decimal
+from operator import attrgetter
 
 from engine.domain.market import MarketEvent, Quote
 from engine.domain.records import builder
@@ -90,6 +91,7 @@ __all__ = ["PaperOrders", "PaperVenue"]
 
 PAPER = VenueName("paper")
 _NEW_ORDER = builder(NewOrder)
+_QUANTITY, _FILLED = attrgetter("quantity"), attrgetter("filled")
 
 
 def _instrument(rules: InstrumentRules, fees_in_quote: bool) -> InstrumentSpec:
@@ -439,6 +441,13 @@ class PaperVenue:
             attempts=Counter(ClientOrderId(o.client_order_id) for o in orders),
             submits=Counter(self._submits),
         )
+
+    def placed_quantities(self, symbol: Symbol) -> tuple[list[Decimal], list[Decimal]]:
+        """The quantity, and the filled quantity, of every order placed on ``symbol``, in the
+        order they were placed: what :meth:`all_orders` reports of them, without a report per
+        order (a replay sums them up for its report)."""
+        placed = [o for o in self._core.orders.values() if o.symbol == symbol]
+        return list(map(_QUANTITY, placed)), list(map(_FILLED, placed))
 
     def all_fills(self) -> tuple[FillReport, ...]:
         """Every fill on every symbol, in the order they happened."""
