@@ -146,6 +146,10 @@ class Portfolio:
             async with self._engine.connect() as conn:
                 yield conn
 
+    @property
+    def account(self) -> str:
+        return self._account
+
     def mark_dirty(self) -> None:
         self._generation += 1
 

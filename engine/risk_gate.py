@@ -26,6 +26,8 @@ from decimal import Decimal
 from time import monotonic
 from typing import Protocol
 
+import structlog
+
 from engine.domain.intents import Buy, DecisionKey, OrderIntent, Sell
 from engine.domain.market import Quote
 from engine.domain.orders import Order
@@ -47,7 +49,10 @@ from engine.domain.types import Asset, Side, StrategyId, Symbol, utc_now
 from engine.ledger.ledger import Ledger
 from engine.limits_book import LimitsBook
 from engine.marketdata.volume import VolumeTracker
+from engine.metrics import error
 from engine.portfolio import Portfolio
+
+log = structlog.get_logger("tradectl.risk")
 
 _ZERO = Decimal(0)
 _RATE_WINDOW = timedelta(minutes=1)
@@ -299,6 +304,9 @@ class RiskGate:
         try:
             await self._refresh()
         except Exception as exc:
+            # Told here: the next batch's inline read may succeed, and nothing else would.
+            error(self.portfolio.account, "risk_refresh")
+            log.warning("risk.refresh_failed", account=self.portfolio.account, error=str(exc))
             self._refresh_failed = exc
 
     def background(self) -> dict[str, asyncio.Task[None]]:
@@ -314,12 +322,16 @@ class RiskGate:
             return
         started = self._sequence
         self._seen_generation = self.portfolio.generation
-        await self.portfolio.refresh()
-        if self._wants_pnl:
-            await self.portfolio.refresh_pnl(
-                self.clock(), day_start=self.limits.account.trading_day.start(self.clock())
-            )
-            await self._advance_loss_marks()
+        try:
+            await self.portfolio.refresh()
+            if self._wants_pnl:
+                await self.portfolio.refresh_pnl(
+                    self.clock(), day_start=self.limits.account.trading_day.start(self.clock())
+                )
+                await self._advance_loss_marks()
+        except BaseException:
+            self._seen_generation = -1  # not in the snapshot: the next batch's read is due
+            raise
         self._refreshed_at = monotonic()
         self._by_strategy = self.portfolio.snapshot()
         # Committed before the read began: the snapshot has them.

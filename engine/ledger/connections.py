@@ -25,7 +25,7 @@ sockets), though the engine still works on the next loop (SQLAlchemy's pool did 
 ledger sets no session state: its advisory locks are transaction-level
 (``pg_advisory_xact_lock``), it never ``LISTEN``s on these connections (the operator listener
 has its own), and the only settings it makes are made once at connect and meant to last
-(:func:`_settings`; ``RESET ALL`` would undo them). So ``reset`` has nothing to do; what it
+(:data:`_SETTINGS`; ``RESET ALL`` would undo them). So ``reset`` has nothing to do; what it
 covered is enforced on check-in instead: a connection still in a transaction (cancelled
 mid-commit, say) is closed, never handed on, and so is one that failed with a connection
 error, so the next checkout connects anew once the database is back.
@@ -108,30 +108,38 @@ def _jsonb_decoder(value: bytes) -> Any:
     return json.loads(value[1:].decode())
 
 
-def _settings(command_timeout_s: float | None) -> str:
-    """The settings every ledger connection keeps for its life (``SET`` once at connect,
-    not startup parameters, which a session pooler such as PgBouncer refuses):
+# The settings every ledger connection keeps for its life, made once at connect (``SET``, not
+# startup parameters, which a session pooler such as PgBouncer refuses):
+#
+# * ``statement_timeout`` shorter than the client's ``command_timeout`` (or the server's own, if
+#   that is shorter). A client that gives up closes the connection, and the server notices only
+#   at its next read: a reservation waiting for a lock would go on and commit after the engine
+#   dropped its batch as "never reserved" (the one-statement reservation commits on its own).
+#   Cancelled by the server first, it is rolled back, and the client hears so.
+# * READ COMMITTED, whatever the server's or the role's default: the reservation's gate reads
+#   the controls committed while it waited for their lock (engine/ledger/control_gate.py),
+#   which REPEATABLE READ would hide.
+# * The time zone UTC: the hot statements read instants from JSON text
+#   (engine/ledger/statements.py), where one without an offset would take the session's; text
+#   the ledger's statements make of an instant (an alert row's JSON, say) is in UTC too.
+_SETTINGS = """
+    SELECT set_config('statement_timeout', (CASE
+               WHEN $1::bigint = 0 THEN setting::bigint
+               WHEN setting::bigint = 0 THEN $1::bigint
+               ELSE least(setting::bigint, $1::bigint) END)::text, false),
+           set_config('default_transaction_isolation', 'read committed', false),
+           set_config('TimeZone', 'UTC', false)
+    FROM pg_settings WHERE name = 'statement_timeout'
+"""
 
-    * ``statement_timeout`` shorter than the client's ``command_timeout``. A client that gives
-      up closes the connection, and the server notices only at its next read: a reservation
-      waiting for a lock would go on and commit after the engine dropped its batch as "never
-      reserved" (the one-statement reservation commits on its own). Cancelled by the server
-      first, it is rolled back, and the client hears so.
-    * READ COMMITTED, whatever the server's or the role's default: the reservation's gate
-      reads the controls committed while it waited for their lock (engine/ledger/control_gate.py),
-      which REPEATABLE READ would hide.
-    * The time zone UTC: the hot statements read instants from JSON text
-      (engine/ledger/statements.py), where one without an offset would take the session's.
-    """
-    timeout_ms = int(command_timeout_s * STATEMENT_TIMEOUT_SHARE * 1000) if command_timeout_s else 0
-    return (
-        f"SET statement_timeout = {timeout_ms}; "
-        "SET default_transaction_isolation = 'read committed'; SET TIME ZONE 'UTC'"
-    )
+
+def _statement_timeout_ms(command_timeout_s: float | None) -> int:
+    """0 (the server's own, untouched) without a client timeout."""
+    return int(command_timeout_s * STATEMENT_TIMEOUT_SHARE * 1000) if command_timeout_s else 0
 
 
-async def _init(conn: asyncpg.Connection, settings: str) -> None:
-    await conn.execute(settings)
+async def _init(conn: asyncpg.Connection, statement_timeout_ms: int) -> None:
+    await conn.execute(_SETTINGS, statement_timeout_ms)
     # The codecs SQLAlchemy's asyncpg dialect installs on its connections (on_connect): the
     # ledger read json/jsonb through them before it had a pool of its own.
     await conn.set_type_codec(
@@ -181,7 +189,10 @@ class LedgerConnections:
             max_size=self.max_size,
             max_queries=_MAX_QUERIES,
             max_inactive_connection_lifetime=IDLE_S,
-            init=functools.partial(_init, settings=_settings(self._connect.get("command_timeout"))),
+            init=functools.partial(
+                _init,
+                statement_timeout_ms=_statement_timeout_ms(self._connect.get("command_timeout")),
+            ),
             reset=_no_reset,
             **self._connect,
         )
@@ -208,7 +219,9 @@ class LedgerConnections:
         try:
             yield db
         except BaseException as exc:
-            if is_connection_error(exc):
+            # A cancelled statement (statement_timeout) leaves the connection sound: kept,
+            # unless it is still in a failed transaction (below).
+            if is_connection_error(exc) and not isinstance(exc, asyncpg.QueryCanceledError):
                 _terminate(db)
             raise
         finally:

@@ -178,7 +178,7 @@ async def test_a_reservation_the_client_gives_up_on_is_rolled_back_by_the_server
     later and would commit what the engine dropped as never reserved: the server's
     ``statement_timeout``, shorter, ends it first, rolled back."""
     monkeypatch.setitem(connections_module.CONNECT_ARGS, "command_timeout", 1)
-    engine = make_engine(database_url)
+    engine = make_engine(database_url, pool_size=2)  # one ledger connection
     blocker = await asyncpg.connect(**asyncpg_connect_kwargs(database_url))  # type: ignore[arg-type]
     try:
         ledger = Ledger(engine, account=ACCOUNT, venue=VENUE, clock=Clock())
@@ -188,8 +188,13 @@ async def test_a_reservation_the_client_gives_up_on_is_rolled_back_by_the_server
         await tx.start()
         # an operator's control being set holds the lock (or anything slow: an I/O stall)
         await blocker.execute("SELECT pg_advisory_xact_lock($1)", CONTROLS_LOCK_KEY)
+        async with ledger_connections(engine).connection() as db:
+            pid = await db.fetchval("SELECT pg_backend_pid()")
         with pytest.raises(DatabaseUnavailable, match="statement timeout"):
             await ledger.orders.reserve([reservation(1)], holder=HOLDER, epoch=epoch)
+        async with ledger_connections(engine).connection() as db:
+            # a cancelled statement leaves the connection sound: kept, not closed
+            assert await db.fetchval("SELECT pg_backend_pid()") == pid
         await tx.commit()  # the lock is free: a backend still waiting would reserve now
 
         async def nobody_waits() -> bool:
@@ -208,29 +213,38 @@ async def test_a_reservation_the_client_gives_up_on_is_rolled_back_by_the_server
         await engine.dispose()
 
 
+async def _ledger_settings(database_url: URL) -> tuple[str, str, str]:
+    engine = make_engine(database_url)
+    try:
+        async with ledger_connections(engine).connection() as db:
+            row = await db.fetchrow(
+                "SELECT current_setting('transaction_isolation'), "
+                "current_setting('statement_timeout'), current_setting('TimeZone')"
+            )
+            assert row is not None
+            return row[0], row[1], row[2]
+    finally:
+        await engine.dispose()
+
+
 async def test_the_ledgers_connections_read_committed_where_the_database_defaults_otherwise(
     database_url: URL,
 ) -> None:
     """The reservation must see controls committed while it waited for their lock, which
-    needs READ COMMITTED whatever the server's or the role's default."""
+    needs READ COMMITTED whatever the server's or the role's default; its statement timeout
+    is below the client's, and a stricter one of the server's is kept."""
+    assert await _ledger_settings(database_url) == ("read committed", "24s", "UTC")
     admin = await asyncpg.connect(**asyncpg_connect_kwargs(database_url))  # type: ignore[arg-type]
+    database = f'"{database_url.database}"'
     try:
         await admin.execute(
-            f'ALTER DATABASE "{database_url.database}" '
-            "SET default_transaction_isolation = 'repeatable read'"
+            f"ALTER DATABASE {database} SET default_transaction_isolation = 'repeatable read'"
         )
-        engine = make_engine(database_url)
-        try:
-            async with ledger_connections(engine).connection() as db:
-                assert await db.fetchval("SHOW transaction_isolation") == "read committed"
-                assert await db.fetchval("SHOW statement_timeout") == "24s"
-                assert await db.fetchval("SHOW TimeZone") == "UTC"
-        finally:
-            await engine.dispose()
+        await admin.execute(f"ALTER DATABASE {database} SET statement_timeout = '5s'")
+        await admin.execute(f"ALTER DATABASE {database} SET TimeZone = 'Asia/Kolkata'")
+        assert await _ledger_settings(database_url) == ("read committed", "5s", "UTC")
     finally:
-        await admin.execute(
-            f'ALTER DATABASE "{database_url.database}" RESET default_transaction_isolation'
-        )
+        await admin.execute(f"ALTER DATABASE {database} RESET ALL")
         await admin.close()
 
 

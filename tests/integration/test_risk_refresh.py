@@ -9,6 +9,7 @@ from dataclasses import dataclass
 
 import asyncpg
 import pytest
+from prometheus_client import REGISTRY
 from sqlalchemy.engine import URL
 from sqlalchemy.ext.asyncio import AsyncEngine
 
@@ -112,9 +113,13 @@ async def _other_reader(blocker: asyncpg.Connection, pid: int) -> int | None:
 async def test_a_background_refresh_that_failed_once_does_not_stop_the_next_batch(
     db_engine: AsyncEngine, database_url: URL
 ) -> None:
+    counted = {"account": ACCOUNT, "component": "risk_refresh"}
+    before = REGISTRY.get_sample_value("tradectl_errors_total", counted) or 0.0
     async with _stalled_refresh(db_engine, database_url) as stalled:
         await _failed(stalled)
         await stalled.tx.rollback()  # the ledger answers again
+    # told of, though no batch will raise it
+    assert REGISTRY.get_sample_value("tradectl_errors_total", counted) == before + 1
     generation = stalled.portfolio.generation
     await asyncio.wait_for(stalled.gate.prepare(), timeout=10)  # read inline, nothing raised
     assert stalled.gate._seen_generation == generation
