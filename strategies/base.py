@@ -313,56 +313,58 @@ class QuotesOfBar:
         raise NotImplementedError
 
 
-class _IntervalKeySlot:
-    """:attr:`Snapshot.interval_key`'s slot, which :meth:`Snapshot.assemble` may fill with the
-    bar's open time: the text is made on the first read and kept. Anything else reads as
-    stored, and writes go to the slot as before (the dataclass's own, which stays frozen)."""
+class _MadeOnRead:
+    """A :class:`Snapshot` field's slot that :meth:`Snapshot.assemble` may fill with what makes
+    the value rather than the value: made on the first read (:meth:`make`) and kept. Anything
+    else reads as stored; writes go to the dataclass's own slot (which stays frozen)."""
 
     __slots__ = ("_slot",)
 
     def __init__(self, slot: Any) -> None:
         self._slot = slot
 
+    def make(self, snapshot: object, stored: Any) -> Any:
+        """The value for ``stored``, or ``stored`` itself when it is the value already."""
+        raise NotImplementedError
+
     def __get__(self, snapshot: object, owner: type | None = None) -> Any:
         if snapshot is None:
             return self
-        value = self._slot.__get__(snapshot, owner)
-        if type(value) is datetime:
-            value = interval_key_of(value)
+        stored = self._slot.__get__(snapshot, owner)
+        value = self.make(snapshot, stored)
+        if value is not stored:
             self._slot.__set__(snapshot, value)
         return value
 
     def __set__(self, snapshot: object, value: object) -> None:
         self._slot.__set__(snapshot, value)
+
+
+class _IntervalKeySlot(_MadeOnRead):
+    """:attr:`Snapshot.interval_key`: the bar's open time, formatted on the first read."""
+
+    __slots__ = ()
+
+    def make(self, snapshot: object, stored: Any) -> Any:
+        return interval_key_of(stored) if type(stored) is datetime else stored
 
 
 setattr(Snapshot, "interval_key", _IntervalKeySlot(Snapshot.__dict__["interval_key"]))  # noqa: B010
 
 
-class _QuotesSlot:
-    """:attr:`Snapshot.quotes`'s slot, which :meth:`Snapshot.assemble` may fill with a
-    :class:`QuotesOfBar`: asked for the closed bar's quotes on the first read, which are kept.
-    Anything else reads as stored; writes go to the dataclass's own slot (frozen as before)."""
+class _QuotesSlot(_MadeOnRead):
+    """:attr:`Snapshot.quotes`: a :class:`QuotesOfBar` asked for the closed bar's quotes on the
+    first read."""
 
-    __slots__ = ("_slot",)
+    __slots__ = ()
 
-    def __init__(self, slot: Any) -> None:
-        self._slot = slot
-
-    def __get__(self, snapshot: object, owner: type | None = None) -> Any:
-        if snapshot is None:
-            return self
-        value = self._slot.__get__(snapshot, owner)
-        if isinstance(value, QuotesOfBar):
-            bar = snapshot.closed_bar  # type: ignore[attr-defined]
-            if bar is None:
-                raise ValueError("quotes of the closed bar, in a snapshot without one")
-            value = value.of(bar)
-            self._slot.__set__(snapshot, value)
-        return value
-
-    def __set__(self, snapshot: object, value: object) -> None:
-        self._slot.__set__(snapshot, value)
+    def make(self, snapshot: object, stored: Any) -> Any:
+        if not isinstance(stored, QuotesOfBar):
+            return stored
+        bar = snapshot.closed_bar  # type: ignore[attr-defined]
+        if bar is None:
+            raise ValueError("quotes of the closed bar, in a snapshot without one")
+        return stored.of(bar)
 
 
 setattr(Snapshot, "quotes", _QuotesSlot(Snapshot.__dict__["quotes"]))  # noqa: B010
