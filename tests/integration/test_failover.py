@@ -6,8 +6,9 @@ started (after a random delay, so sometimes the survivors take its accounts over
 newcomer does, and sometimes the survivors hand accounts to the newcomer). Throughout:
 
 - every account is owned by at most one engine at a time: a watcher reads the leases table every
-  100 ms, and per account the epoch never goes down, one epoch has one holder, and a new holder's
-  lease starts after the previous one's expiry;
+  250 ms, and a trigger records every version of the leases table's rows; per account the epoch
+  never goes down, one epoch has one holder, and a new holder's lease starts no earlier than the
+  previous version's expiry (a release, which sets the expiry to now, included);
 - each account of a killed engine trades again (a strategy decision recorded after the kill,
   under a new holder: so after the taker's recovery and reconciliation) within the lease TTL
   plus a few seconds;
@@ -23,18 +24,20 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import itertools
 import os
 import random
 import signal
 import statistics
 import time
 from dataclasses import dataclass, field
-from datetime import UTC, datetime
+from datetime import UTC, datetime, timedelta
 from decimal import Decimal
 from pathlib import Path
 from typing import NoReturn
 
 import pytest
+from sqlalchemy import text
 from sqlalchemy.engine import URL
 from sqlalchemy.ext.asyncio import AsyncEngine
 
@@ -122,16 +125,9 @@ class Watcher:
                     f"{r['account']}: epoch {epoch} held by {own.holder} and {holder}"
                 )
             elif epoch > own.epoch:
-                if (
-                    own.holder
-                    and holder != own.holder
-                    and own.expires_at is not None
-                    and r["heartbeat_at"] < own.expires_at
-                ):
-                    self.violations.append(
-                        f"{r['account']}: {holder} took epoch {epoch} at {r['heartbeat_at']} "
-                        f"while {own.holder}'s epoch {own.epoch} ran to {own.expires_at}"
-                    )
+                # whether the new lease started after the old one's end is checked on every
+                # version of the row (lease_overlaps): a poll can miss a release (expires_at
+                # set to now) that a taker acts on within 250 ms
                 own.history.append((epoch, holder))
                 own.since = datetime.now(UTC)
             own.epoch, own.holder, own.expires_at = epoch, holder, r["expires_at"]
@@ -177,6 +173,69 @@ class Watcher:
             for a, o in self.seen.items()
             if o.holder.split(":")[1:2] == [str(pid)] and o.expires_at and o.expires_at > now
         ]
+
+
+# Every version of every lease row, in the order they were written: the row is locked while
+# it changes, so one account's versions take their ids in that order.
+LEASE_HISTORY_DDL = (
+    "CREATE TABLE lease_history (id bigserial PRIMARY KEY, account text, holder text,"
+    " epoch bigint, heartbeat_at timestamptz, expires_at timestamptz)",
+    "CREATE FUNCTION record_lease() RETURNS trigger LANGUAGE plpgsql AS $$ BEGIN"
+    " INSERT INTO lease_history (account, holder, epoch, heartbeat_at, expires_at)"
+    " VALUES (NEW.account, NEW.holder, NEW.epoch, NEW.heartbeat_at, NEW.expires_at);"
+    " RETURN NULL; END $$",
+    "CREATE TRIGGER record_lease AFTER INSERT OR UPDATE ON leases"
+    " FOR EACH ROW EXECUTE FUNCTION record_lease()",
+)
+
+
+async def record_lease_history(db: AsyncEngine) -> None:
+    async with db.begin() as conn:
+        for statement in LEASE_HISTORY_DDL:
+            await conn.execute(text(statement))
+
+
+@dataclass(frozen=True)
+class LeaseVersion:
+    account: str
+    holder: str
+    epoch: int
+    heartbeat_at: datetime
+    expires_at: datetime
+
+
+def lease_overlaps(history: list[LeaseVersion]) -> list[str]:
+    """Per account, in the order written: the epoch never goes down, one epoch has one holder,
+    and a new holder's lease starts no earlier than the previous version's expiry (a release
+    writes expiry = now, so a hand-off is a version of its own)."""
+    found: list[str] = []
+    last: dict[str, LeaseVersion] = {}
+    for v in history:
+        prev = last.get(v.account)
+        last[v.account] = v
+        if prev is None:
+            continue
+        if v.epoch < prev.epoch:
+            found.append(f"{v.account}: epoch went back {prev.epoch} -> {v.epoch}")
+        elif v.epoch == prev.epoch and v.holder != prev.holder:
+            found.append(f"{v.account}: epoch {v.epoch} held by {prev.holder} and {v.holder}")
+        elif v.epoch > prev.epoch and v.holder != prev.holder and v.heartbeat_at < prev.expires_at:
+            found.append(
+                f"{v.account}: {v.holder} took epoch {v.epoch} at {v.heartbeat_at} "
+                f"while {prev.holder}'s epoch {prev.epoch} ran to {prev.expires_at}"
+            )
+    return found
+
+
+async def lease_history(db: AsyncEngine) -> list[LeaseVersion]:
+    async with db.connect() as conn:
+        rows = await conn.execute(
+            text(
+                "SELECT account, holder, epoch, heartbeat_at, expires_at FROM lease_history"
+                " ORDER BY id"
+            )
+        )
+        return [LeaseVersion(*r) for r in rows]
 
 
 def _engine_env(url: URL) -> dict[str, str]:
@@ -229,6 +288,7 @@ async def test_a_pool_of_engines_killed_at_random_keeps_every_account_owned_once
             for a, sim in sims.items()
         }
         await add_accounts(db_engine, sims)
+        await record_lease_history(db_engine)
         watcher = Watcher(database_url)
         watching = asyncio.create_task(watcher.run())
         try:
@@ -305,7 +365,8 @@ async def test_a_pool_of_engines_killed_at_random_keeps_every_account_owned_once
             watching.cancel()
             for market in markets:
                 await market.freeze()
-        violations = list(watcher.violations)
+        history = await lease_history(db_engine)
+        violations = list(watcher.violations) + lease_overlaps(history)
         for account, sim in sims.items():
             world = await invariants.observe(
                 sim.state, initial[account], database_url, account=account, prefix=PREFIX
@@ -313,8 +374,15 @@ async def test_a_pool_of_engines_killed_at_random_keeps_every_account_owned_once
             violations += [f"{account}: {v}" for v in invariants.check(world)]
     engine_logs = [e.log for e in engines]
     times = [t.seconds for t in watcher.takeovers if t.seconds is not None]
+    released = sum(
+        1
+        for account in ACCOUNTS
+        for prev, v in itertools.pairwise(h for h in history if h.account == account)
+        if v.epoch == prev.epoch and v.expires_at < prev.expires_at
+    )
     report = (
-        f"{len(ACCOUNTS)} accounts, {spawned} engines started, {len(watcher.takeovers)} takeovers; "
+        f"{len(ACCOUNTS)} accounts, {spawned} engines started, {len(watcher.takeovers)} takeovers, "
+        f"{len(history)} lease versions ({released} released); "
         f"failover s: min {min(times):.1f} median {statistics.median(times):.1f} "
         f"max {max(times):.1f}"
         if times
@@ -342,3 +410,27 @@ async def _stuck(engines: list[EngineProcess], watcher: Watcher, what: str) -> N
     waiting = [t for t in watcher.takeovers if t.seconds is None and not t.superseded]
     leases = [(a, o.holder, o.epoch) for a, o in watcher.seen.items()]
     pytest.fail(f"{what}; takeovers waiting {waiting}; leases {leases}")
+
+
+def _version(holder: str, epoch: int, start: int, end: int) -> LeaseVersion:
+    t0 = datetime(2026, 1, 1, tzinfo=UTC)
+    return LeaseVersion(
+        "a", holder, epoch, t0 + timedelta(seconds=start), t0 + timedelta(seconds=end)
+    )
+
+
+def test_a_lease_taken_before_the_previous_one_expired_is_an_overlap() -> None:
+    found = lease_overlaps([_version("x", 1, 0, 2), _version("y", 2, 1, 3)])
+    assert len(found) == 1
+    assert "y took epoch 2" in found[0]
+
+
+def test_a_lease_taken_after_a_release_is_not_an_overlap() -> None:
+    # x renews to 0:04, releases at 0:01 (expiry = now), y takes it at 0:01
+    history = [_version("x", 1, 0, 2), _version("x", 1, 2, 4), _version("x", 1, 2, 1)]
+    assert lease_overlaps([*history, _version("y", 2, 1, 3)]) == []
+
+
+def test_a_lease_epoch_that_goes_back_or_has_two_holders_is_reported() -> None:
+    assert lease_overlaps([_version("x", 2, 0, 2), _version("x", 1, 3, 5)])
+    assert lease_overlaps([_version("x", 2, 0, 2), _version("y", 2, 3, 5)])
