@@ -7,11 +7,12 @@ holder and epoch it believes it holds, and checks them *in the same statement* (
 few multi-statement writes, the same transaction): the ``fence`` CTE below.
 
 Why ``FOR KEY SHARE`` on the lease row: the fenced writes of the owner do not contend with one
-another nor with its reservations and renewals (which update ``heartbeat_at``: a no-key
-update), while a takeover, which locks the row ``FOR UPDATE`` before it raises the epoch
-(:data:`engine.ledger.leases.SQL_ACQUIRE_LEASE`), waits until every fenced write in flight has
-committed. A fenced write therefore either commits before the new epoch exists, or sees the
-new epoch (Postgres re-checks a locked row's newest version) and writes nothing.
+another nor with its reservations (which lock it so too) and renewals (which update
+``heartbeat_at``: a no-key update), while a takeover, which locks the row ``FOR UPDATE``
+before it raises the epoch (:data:`engine.ledger.leases.SQL_ACQUIRE_LEASE`), waits until every
+fenced write in flight has committed. A fenced write therefore either commits before the new
+epoch exists, or sees the new epoch (Postgres re-checks a locked row's newest version) and
+writes nothing.
 
 A ledger nobody fenced (``Fence.epoch is None``: the CLI's own writes, tests, tools) writes
 unfenced; the engine fences its ledger as soon as it holds the lease.

@@ -4,10 +4,10 @@ execution protocol"), one short transaction per phase.
 Concurrency model, in one place:
 
 * **One writer per account**, enforced by the ``leases`` row and its ``epoch``.
-  ``orders.reserve`` fences on it (``UPDATE leases … WHERE holder AND epoch AND expires_at >
-  now``) in its own transaction, so a process that lost the lease can never reserve another
-  order. Taking over an expired lease increments the epoch; ``orders.lease_epoch`` records which
-  epoch reserved each order.
+  ``orders.reserve`` fences on it (the row locked ``FOR KEY SHARE … WHERE holder AND epoch
+  AND expires_at > now``) in its own transaction, so a process that lost the lease can never
+  reserve another order. Taking over an expired lease increments the epoch;
+  ``orders.lease_epoch`` records which epoch reserved each order.
 * **Controls never race a reservation.** ``orders.reserve`` holds a *shared* transaction-level
   advisory lock (:data:`~engine.ledger.controls.CONTROLS_LOCK_KEY`) from its fence statement to
   its commit, and checks controls in a later statement (Postgres READ COMMITTED takes a new

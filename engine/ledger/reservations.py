@@ -24,14 +24,22 @@ from engine.ledger.statements import (
 )
 
 # The fence of the controlled path (a transaction of its own). Joining the lock CTE forces the
-# lock before the row is updated; the controls are read by a *later* statement, whose snapshot
+# lock before the row is locked; the controls are read by a *later* statement, whose snapshot
 # therefore includes any control committed before the lock was granted.
+#
+# The lease row is locked FOR KEY SHARE, as every fenced write locks it (engine/ledger/fence.py),
+# not updated: a takeover's FOR UPDATE waits for it all the same, and under READ COMMITTED a row
+# changed while the lock was awaited is re-checked in its newest version (a raised epoch: no
+# row). An update per reservation gave the row a new version each time, and with the fenced
+# writes' locks every dead version carried a multixact: the chain the next fence walked through
+# grew to ~70 versions between prunes, 1-2 ms of a busy reservation (measured). The lease keeper's
+# renewals are the heartbeat.
 SQL_FENCE = Statement(
     """
     WITH lk AS (SELECT pg_advisory_xact_lock_shared(:lock_key))
-    UPDATE leases SET heartbeat_at = :now FROM lk
+    SELECT epoch FROM leases, lk
     WHERE account = :account AND holder = :holder AND epoch = :epoch AND expires_at > :now
-    RETURNING epoch
+    FOR KEY SHARE OF leases
     """
 )
 
@@ -73,7 +81,7 @@ _RESERVE_ROWS = f"""
 
 # The usual reservation, whole, in one statement committed on its own (one round trip): the
 # gate takes the controls lock and reads the controls after it (engine/ledger/control_gate.py),
-# joining it orders the lock before the lease row's fence update (as SQL_FENCE does), and the
+# joining it orders the lock before the lease row's fence lock (as SQL_FENCE does), and the
 # rows are written only when the lease is ours and no control covers the batch. ``fenced``
 # false: the lease is lost; ``ok`` false with ``fenced``: a control covers the batch, nothing
 # was written, and the caller decides per reservation in a transaction (SQL_RESERVE).
@@ -84,9 +92,9 @@ SQL_RESERVE_GATED = Statement(
                                 CAST(:symbols AS text[])) AS covered
     ),
     fence AS (
-        UPDATE leases SET heartbeat_at = :now FROM gate
+        SELECT gate.covered FROM leases, gate
         WHERE account = :account AND holder = :holder AND epoch = :epoch AND expires_at > :now
-        RETURNING gate.covered
+        FOR KEY SHARE OF leases
     ),
     go AS (SELECT EXISTS (SELECT 1 FROM fence WHERE NOT fence.covered) AS ok),
     {_RESERVE_ROWS}

@@ -17,10 +17,12 @@ from sqlalchemy.ext.asyncio import AsyncEngine
 from engine.controls import LeaseKeeper
 from engine.domain.types import ControlKind, ControlScope, OrderState, VenueOrderStatus
 from engine.exceptions import LeaseLost
+from engine.ledger.controls import CONTROLS_LOCK_KEY
 from engine.ledger.db import asyncpg_connect_kwargs
 from engine.ledger.leases import SQL_ACQUIRE_LEASE
 from engine.ledger.ledger import Ledger
-from engine.ledger.records import OperatorRequestKind
+from engine.ledger.records import OperatorRequestKind, ReserveStatus
+from tests.helpers import eventually
 from tests.integration.test_ledger import (
     ACCOUNT,
     HOLDER,
@@ -179,6 +181,102 @@ async def test_a_takeover_waits_for_a_fenced_write_in_flight(
     finally:
         await writer.close()
         await taker.close()
+
+
+async def _advisory_waiters(conn: asyncpg.Connection) -> int:
+    return int(
+        await conn.fetchval(
+            "SELECT count(*) FROM pg_locks l JOIN pg_database d ON d.oid = l.database"
+            " WHERE d.datname = current_database() AND l.locktype = 'advisory'"
+            " AND NOT l.granted"
+        )
+    )
+
+
+async def test_a_lease_taken_over_while_a_reservation_waits_refuses_that_reservation(
+    db_engine: AsyncEngine, database_url: URL, clock: Clock
+) -> None:
+    """The reservation's fence takes the lease row after the controls lock: a takeover that
+    commits while it waits for that lock is seen (the row's newest version is re-checked), and
+    the reservation writes nothing."""
+    old = Ledger(db_engine, account=ACCOUNT, venue=VENUE, clock=clock)
+    epoch = await old.leases.acquire(HOLDER, TTL)
+    assert epoch == 1
+    before = await _footprint(db_engine)
+    conn = await asyncpg.connect(**asyncpg_connect_kwargs(database_url))  # type: ignore[arg-type]
+    try:
+        tx = conn.transaction()
+        await tx.start()
+        await conn.execute("SELECT pg_advisory_xact_lock($1)", CONTROLS_LOCK_KEY)
+        task = asyncio.create_task(old.orders.reserve([reservation(7)], holder=HOLDER, epoch=epoch))
+        await eventually(
+            lambda: _advisory_waiters(conn), message="the reservation never waited for the lock"
+        )
+        later = Clock(clock.now + timedelta(seconds=31))  # the old owner stalled past its TTL
+        taker = Ledger(db_engine, account=ACCOUNT, venue=VENUE, clock=later)
+        assert await taker.leases.acquire("engine-b", TTL) == 2
+        await tx.commit()
+        with pytest.raises(LeaseLost, match="no longer holds lease epoch 1"):
+            await task
+    finally:
+        await conn.close()
+    assert await _footprint(db_engine) == before
+    assert await scalar(db_engine, "SELECT count(*) FROM decisions") == 0
+
+
+async def test_a_takeover_waits_for_a_reservation_in_flight(
+    db_engine: AsyncEngine, database_url: URL, clock: Clock
+) -> None:
+    """A reservation holds the lease row from its fence to its commit: a takeover cannot raise
+    the epoch under it, so an order is never reserved under an epoch already replaced."""
+    old = Ledger(db_engine, account=ACCOUNT, venue=VENUE, clock=clock)
+    epoch = await old.leases.acquire(HOLDER, TTL)
+    assert epoch == 1
+    r = reservation(8)
+    blocker = await asyncpg.connect(**asyncpg_connect_kwargs(database_url))  # type: ignore[arg-type]
+    taker = await asyncpg.connect(**asyncpg_connect_kwargs(database_url))  # type: ignore[arg-type]
+    try:
+        # An uncommitted decision with the reservation's key: its insert waits on it, after
+        # the fence (inserts run once the fence has answered).
+        tx = blocker.transaction()
+        await tx.start()
+        await blocker.execute(
+            "INSERT INTO decisions (decision_id, strategy_id, account, symbol, intent, reason,"
+            " md_ts, decided_at, interval_key, sequence, verdicts, outcome)"
+            " VALUES ($1, 's', $2, 'BTCUSDT', 'buy', 'blocker', now(), now(), 'k', 0, '[]',"
+            " 'denied')",
+            r.decision.decision_id,
+            ACCOUNT,
+        )
+        task = asyncio.create_task(old.orders.reserve([r], holder=HOLDER, epoch=epoch))
+
+        async def reservation_waits() -> bool:
+            return bool(
+                await taker.fetchval(
+                    "SELECT count(*) FROM pg_stat_activity WHERE datname = current_database()"
+                    " AND wait_event_type = 'Lock' AND query LIKE '%reservation_gate%'"
+                )
+            )
+
+        await eventually(reservation_waits, message="the reservation never waited")
+        await taker.execute("SET lock_timeout = '200ms'")
+        params = {
+            "account": ACCOUNT,
+            "holder": "engine-b",
+            "now": clock.now + timedelta(seconds=31),
+            "expires_at": clock.now + timedelta(seconds=61),
+        }
+        with pytest.raises(asyncpg.LockNotAvailableError):
+            await SQL_ACQUIRE_LEASE.run(taker, params)
+        await tx.rollback()
+        [result] = await task
+        assert result.status is ReserveStatus.RESERVED
+        await taker.execute("SET lock_timeout = 0")
+        assert (await SQL_ACQUIRE_LEASE.run(taker, params)).scalar() == 2
+    finally:
+        await blocker.close()
+        await taker.close()
+    assert await scalar(db_engine, "SELECT lease_epoch FROM orders") == 1
 
 
 async def test_a_refused_write_stops_the_lease_keeper(db_engine: AsyncEngine, clock: Clock) -> None:
