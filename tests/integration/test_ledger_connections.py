@@ -213,16 +213,17 @@ async def test_a_reservation_the_client_gives_up_on_is_rolled_back_by_the_server
         await engine.dispose()
 
 
-async def _ledger_settings(database_url: URL) -> tuple[str, str, str]:
+async def _ledger_settings(database_url: URL) -> tuple[str, str, str, str]:
     engine = make_engine(database_url)
     try:
         async with ledger_connections(engine).connection() as db:
             row = await db.fetchrow(
                 "SELECT current_setting('transaction_isolation'), "
-                "current_setting('statement_timeout'), current_setting('TimeZone')"
+                "current_setting('statement_timeout'), current_setting('TimeZone'), "
+                "current_setting('random_page_cost')"
             )
             assert row is not None
-            return row[0], row[1], row[2]
+            return row[0], row[1], row[2], row[3]
     finally:
         await engine.dispose()
 
@@ -232,8 +233,9 @@ async def test_the_ledgers_connections_read_committed_where_the_database_default
 ) -> None:
     """The reservation must see controls committed while it waited for their lock, which
     needs READ COMMITTED whatever the server's or the role's default; its statement timeout
-    is below the client's, and a stricter one of the server's is kept."""
-    assert await _ledger_settings(database_url) == ("read committed", "24s", "UTC")
+    is below the client's, and a stricter one of the server's is kept, as is a lower
+    random_page_cost."""
+    assert await _ledger_settings(database_url) == ("read committed", "24s", "UTC", "1.1")
     admin = await asyncpg.connect(**asyncpg_connect_kwargs(database_url))  # type: ignore[arg-type]
     database = f'"{database_url.database}"'
     try:
@@ -242,7 +244,8 @@ async def test_the_ledgers_connections_read_committed_where_the_database_default
         )
         await admin.execute(f"ALTER DATABASE {database} SET statement_timeout = '5s'")
         await admin.execute(f"ALTER DATABASE {database} SET TimeZone = 'Asia/Kolkata'")
-        assert await _ledger_settings(database_url) == ("read committed", "5s", "UTC")
+        await admin.execute(f"ALTER DATABASE {database} SET random_page_cost = 1.0")
+        assert await _ledger_settings(database_url) == ("read committed", "5s", "UTC", "1")
     finally:
         await admin.execute(f"ALTER DATABASE {database} RESET ALL")
         await admin.close()
