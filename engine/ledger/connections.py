@@ -122,13 +122,15 @@ def _jsonb_decoder(value: bytes) -> Any:
 # * The time zone UTC: the hot statements read instants from JSON text
 #   (engine/ledger/statements.py), where one without an offset would take the session's; text
 #   the ledger's statements make of an instant (an alert row's JSON, say) is in UTC too.
-# * ``random_page_cost`` at most 1.1 (the server's, if lower): the hot statements find their
-#   orders and fills by the ids of a batch (``= ANY(ARRAY(SELECT … FROM json_to_recordset))``,
-#   which the planner guesses at ten), and against the default 4, meant for disks that seek,
-#   scanning all of a ledger's orders looked cheaper than ten index probes until it had
-#   thousands of rows: an ACK then scanned orders twice and fills once, 1.25 ms a statement
-#   on a 1,500-order ledger and growing with it, against 0.5 ms with 1.1 (measured). The
-#   ledger's recent rows, the ones these statements touch, are in memory.
+# * ``random_page_cost`` at most 1.1 × ``seq_page_cost`` (the server's, if lower), for every
+#   statement on these connections (the CLI's reports read through them too). The hot
+#   statements find their orders and fills by the ids of a batch (``= ANY(ARRAY(SELECT … FROM
+#   json_to_recordset))``, which the planner guesses at ten), and against the default 4, meant
+#   for disks that seek, scanning all of a ledger's orders looked cheaper than ten index probes
+#   until it had thousands of rows: an ACK then scanned orders twice and fills once, 1.25 ms a
+#   statement on a 1,500-order ledger and growing with it, against 0.5 ms with 1.1 (measured).
+#   The ledger's recent rows, the ones these statements touch, are in memory; on a slow disk a
+#   report over a cold history may now prefer an index it did not before.
 _SETTINGS = """
     SELECT set_config('statement_timeout', (CASE
                WHEN $1::bigint = 0 THEN setting::bigint
@@ -136,8 +138,8 @@ _SETTINGS = """
                ELSE least(setting::bigint, $1::bigint) END)::text, false),
            set_config('default_transaction_isolation', 'read committed', false),
            set_config('TimeZone', 'UTC', false),
-           set_config('random_page_cost',
-                      least(current_setting('random_page_cost')::float8, 1.1)::text, false)
+           set_config('random_page_cost', least(current_setting('random_page_cost')::float8,
+                      1.1 * current_setting('seq_page_cost')::float8)::text, false)
     FROM pg_settings WHERE name = 'statement_timeout'
 """
 

@@ -15,7 +15,10 @@ Concurrency model, in one place:
   So a control either commits before the reservation's check (which then sees it and blocks) or
   waits until the reservation has committed (and whoever set it then sees that order, e.g. to
   cancel it). Reservations of different accounts do not block each other; clearing a control
-  only permits more, so it takes no lock.
+  only permits more, so it takes no lock. One account's reservations need not wait for each
+  other (its execution reserves one batch at a time), except where controls are applied per
+  reservation: that transaction locks the lease row ``FOR NO KEY UPDATE``, so two of them never
+  judge reduce-only against the same position.
 * **Fill sums are never stale.** A write that derives a state from the fill sum locks the order
   row (``FOR UPDATE``) in the same statement, and every transaction that inserts fills of a
   known order also updates that order's row. When the locked row version is newer than the

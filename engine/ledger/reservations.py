@@ -27,19 +27,22 @@ from engine.ledger.statements import (
 # lock before the row is locked; the controls are read by a *later* statement, whose snapshot
 # therefore includes any control committed before the lock was granted.
 #
-# The lease row is locked FOR KEY SHARE, as every fenced write locks it (engine/ledger/fence.py),
-# not updated: a takeover's FOR UPDATE waits for it all the same, and under READ COMMITTED a row
-# changed while the lock was awaited is re-checked in its newest version (a raised epoch: no
-# row). An update per reservation gave the row a new version each time, and with the fenced
-# writes' locks every dead version carried a multixact: the chain the next fence walked through
-# grew to ~70 versions between prunes, 1-2 ms of a busy reservation (measured). The lease keeper's
-# renewals are the heartbeat.
+# The lease row is locked, not updated: a takeover's FOR UPDATE waits for the lock all the same,
+# and under READ COMMITTED a row changed while the lock was awaited is re-checked in its newest
+# version (a raised epoch: no row). An update per reservation gave the row a new version each
+# time, and with the fenced writes' locks every dead version carried a multixact: the chain the
+# next fence walked through grew to ~70 versions between prunes, 1-2 ms of a busy reservation
+# (measured). The lease keeper's renewals are the heartbeat.
+#
+# Here FOR NO KEY UPDATE, as the update locked it: two controlled reservations of one account
+# (which read reduce-only facts) still run one after the other, not on the same position. The
+# usual reservation (SQL_RESERVE_GATED) only needs the fence, FOR KEY SHARE as every fenced write.
 SQL_FENCE = Statement(
     """
     WITH lk AS (SELECT pg_advisory_xact_lock_shared(:lock_key))
     SELECT epoch FROM leases, lk
     WHERE account = :account AND holder = :holder AND epoch = :epoch AND expires_at > :now
-    FOR KEY SHARE OF leases
+    FOR NO KEY UPDATE OF leases
     """
 )
 

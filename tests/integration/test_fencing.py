@@ -22,6 +22,7 @@ from engine.ledger.db import asyncpg_connect_kwargs
 from engine.ledger.leases import SQL_ACQUIRE_LEASE
 from engine.ledger.ledger import Ledger
 from engine.ledger.records import OperatorRequestKind, ReserveStatus
+from engine.ledger.reservations import SQL_FENCE
 from tests.helpers import eventually
 from tests.integration.test_ledger import (
     ACCOUNT,
@@ -277,6 +278,42 @@ async def test_a_takeover_waits_for_a_reservation_in_flight(
         await blocker.close()
         await taker.close()
     assert await scalar(db_engine, "SELECT lease_epoch FROM orders") == 1
+
+
+async def test_controlled_reservations_of_one_account_run_one_after_the_other(
+    db_engine: AsyncEngine, database_url: URL, clock: Clock
+) -> None:
+    """The per-reservation path (a control covers the batch) judges reduce-only against the
+    position: its fence locks the lease row so that a second one waits, while the usual
+    one-statement reservation (FOR KEY SHARE) does not."""
+    ledger = Ledger(db_engine, account=ACCOUNT, venue=VENUE, clock=clock)
+    epoch = await ledger.leases.acquire(HOLDER, TTL)
+    assert epoch == 1
+    fence = {
+        "lock_key": CONTROLS_LOCK_KEY,
+        "holder": HOLDER,
+        "epoch": epoch,
+        "now": clock.now,
+        "account": ACCOUNT,
+    }
+    first = await asyncpg.connect(**asyncpg_connect_kwargs(database_url))  # type: ignore[arg-type]
+    second = await asyncpg.connect(**asyncpg_connect_kwargs(database_url))  # type: ignore[arg-type]
+    try:
+        tx = first.transaction()
+        await tx.start()
+        assert (await SQL_FENCE.run(first, fence)).scalar() == epoch
+        await second.execute("SET lock_timeout = '200ms'")
+        with pytest.raises(asyncpg.LockNotAvailableError):
+            async with second.transaction():
+                await SQL_FENCE.run(second, fence)
+        [result] = await ledger.orders.reserve([reservation(9)], holder=HOLDER, epoch=epoch)
+        assert result.status is ReserveStatus.RESERVED
+        await tx.commit()
+        async with second.transaction():
+            assert (await SQL_FENCE.run(second, fence)).scalar() == epoch
+    finally:
+        await first.close()
+        await second.close()
 
 
 async def test_a_refused_write_stops_the_lease_keeper(db_engine: AsyncEngine, clock: Clock) -> None:
