@@ -14,7 +14,7 @@ first seconds instead (plans made for empty tables).
   produces intents as fast as the engine acknowledges them, so reservations batch up).
 * ``floor_orders_per_s``: raw asyncpg executing the *same statements* (SQL text and arguments
   captured from the run, grouped into the same transactions) on a fresh database, with the same
-  number of concurrent connections, each transaction only after every earlier one that touched
+  number of concurrent connections and the same session settings (the planner's included), each transaction only after every earlier one that touched
   the same order has committed (an ack never replays before its reservation). It is what the
   database alone costs; ``ratio`` is how much of it the engine keeps. ``floor_pending`` counts
   orders the replay left ``PENDING_SUBMIT`` (0 when the ordering holds).
@@ -70,7 +70,12 @@ from engine.domain.market import Quote  # noqa: E402
 from engine.domain.risk import Limits  # noqa: E402
 from engine.domain.types import AccountId, Side, StrategyId, utc_now  # noqa: E402
 from engine.execution import Execution, ExecutionConfig, FillPath  # noqa: E402
-from engine.ledger.connections import split_pool  # noqa: E402
+from engine.ledger.connections import (  # noqa: E402
+    CONNECT_ARGS,
+    init_connection,
+    split_pool,
+    statement_timeout_for,
+)
 from engine.ledger.db import (  # noqa: E402
     asyncpg_connect_kwargs,
     make_engine,
@@ -461,6 +466,9 @@ async def run_floor(url: URL, units: list[Unit], first_timed: int, *, analyze: b
         await asyncpg.connect(**asyncpg_connect_kwargs(url))  # type: ignore[arg-type]
         for _ in range(LEDGER_CONNECTIONS)
     ]
+    for conn in conns:
+        # the engine's ledger connections' settings, so the same statements plan the same way
+        await init_connection(conn, statement_timeout_for(CONNECT_ARGS["command_timeout"]))
     # Each transaction waits for the last earlier one that named any of its orders: the engine
     # never acknowledges an order before its reservation has committed, nor may the floor.
     last: dict[str, asyncio.Event] = {}

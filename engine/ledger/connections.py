@@ -144,12 +144,14 @@ _SETTINGS = """
 """
 
 
-def _statement_timeout_ms(command_timeout_s: float | None) -> int:
+def statement_timeout_for(command_timeout_s: float | None) -> int:
     """0 (the server's own, untouched) without a client timeout."""
     return int(command_timeout_s * STATEMENT_TIMEOUT_SHARE * 1000) if command_timeout_s else 0
 
 
-async def _init(conn: asyncpg.Connection, statement_timeout_ms: int) -> None:
+async def init_connection(conn: asyncpg.Connection, statement_timeout_ms: int) -> None:
+    """What every ledger connection runs once it is connected (also bench/execution.py's
+    floor, so that it plans the same statements the same way)."""
     await conn.execute(_SETTINGS, statement_timeout_ms)
     # The codecs SQLAlchemy's asyncpg dialect installs on its connections (on_connect): the
     # ledger read json/jsonb through them before it had a pool of its own.
@@ -201,8 +203,8 @@ class LedgerConnections:
             max_queries=_MAX_QUERIES,
             max_inactive_connection_lifetime=IDLE_S,
             init=functools.partial(
-                _init,
-                statement_timeout_ms=_statement_timeout_ms(self._connect.get("command_timeout")),
+                init_connection,
+                statement_timeout_ms=statement_timeout_for(self._connect.get("command_timeout")),
             ),
             reset=_no_reset,
             **self._connect,
