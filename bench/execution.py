@@ -14,8 +14,9 @@ first seconds instead (plans made for empty tables).
   produces intents as fast as the engine acknowledges them, so reservations batch up).
 * ``floor_orders_per_s``: raw asyncpg executing the *same statements* (SQL text and arguments
   captured from the run, grouped into the same transactions) on a fresh database, with the same
-  number of concurrent connections and the same session settings (the planner's included), each transaction only after every earlier one that touched
-  the same order has committed (an ack never replays before its reservation). It is what the
+  number of concurrent connections and the same session settings (the planner's included),
+  each transaction only after every earlier one that touched the same order has committed (an
+  ack never replays before its reservation). It is what the
   database alone costs; ``ratio`` is how much of it the engine keeps. ``floor_pending`` counts
   orders the replay left ``PENDING_SUBMIT`` (0 when the ordering holds).
 * ``p50_ms`` / ``p99_ms``: latency from handing the intent to execution to the ACK commit;
