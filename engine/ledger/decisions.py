@@ -13,7 +13,7 @@ from engine.ledger.part import LedgerPart
 from engine.ledger.records import DecisionRecord
 from engine.ledger.statements import (
     Statement,
-    dumps,
+    dumps_rows,
     json_instant,
     json_number,
     require_finite,
@@ -66,7 +66,7 @@ SQL_COUNT_REPEATS = Statement(
 
 def decision_params(decisions: Sequence[DecisionRecord]) -> dict[str, str]:
     """The ``:decisions`` parameter of :data:`INSERT_DECISIONS`: one JSON array of rows."""
-    return {"decisions": dumps([decision_row(d) for d in decisions])}
+    return {"decisions": dumps_rows([decision_row(d) for d in decisions])}
 
 
 def decision_row(d: DecisionRecord) -> dict[str, Any]:

@@ -18,7 +18,7 @@ from engine.domain.types import OrderState, Symbol, TradeId, VenueOrderStatus
 from engine.ledger.fence import FENCE_CTES
 from engine.ledger.part import LedgerPart
 from engine.ledger.records import ExternalFills
-from engine.ledger.statements import Statement, dumps, require_finite, retry_transient
+from engine.ledger.statements import Statement, dumps_rows, require_finite, retry_transient
 from engine.venues.base import FillReport
 
 log = structlog.get_logger("tradectl.ledger")
@@ -186,7 +186,7 @@ def log_fill_recorded(
 
 def fill_params(fills: Sequence[FillReport]) -> dict[str, str]:
     """The ``:fills`` parameter of :data:`INSERT_FILLS`: one JSON array of rows."""
-    return {"fills": dumps([fill_row(f) for f in fills])}
+    return {"fills": dumps_rows([fill_row(f) for f in fills])}
 
 
 def fill_row(f: FillReport) -> dict[str, Any]:

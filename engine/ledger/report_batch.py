@@ -20,7 +20,7 @@ from engine.domain.types import VenueOrderStatus
 from engine.ledger.fence import FENCE_CTES
 from engine.ledger.fills import INSERT_FILLS, bucket_sql, report_targets, target_lookup
 from engine.ledger.rows import ORDER_COLUMNS
-from engine.ledger.statements import Statement, dumps, json_instant
+from engine.ledger.statements import Statement, dumps_rows, json_instant
 
 
 def _apply_reports_sql(status: VenueOrderStatus) -> str:
@@ -122,7 +122,7 @@ SQL_APPLY_REPORTS = {status: Statement(_apply_reports_sql(status)) for status in
 def report_params(prepared: Sequence[Any]) -> dict[str, str]:
     """The ``:reports`` parameter of :data:`SQL_APPLY_REPORTS` (``prepared``: reports.Prepared):
     one JSON array of rows, values converted as the fills' (engine/ledger/fills.py, fill_row)."""
-    return {"reports": dumps([_report_row(p) for p in prepared])}
+    return {"reports": dumps_rows([_report_row(p) for p in prepared])}
 
 
 def _report_row(p: Any) -> dict[str, Any]:

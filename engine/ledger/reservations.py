@@ -16,7 +16,7 @@ from engine.ledger.records import Reservation, ReserveResult, ReserveStatus
 from engine.ledger.rows import SELECT_ORDERS, to_order
 from engine.ledger.statements import (
     Statement,
-    dumps,
+    dumps_rows,
     json_instant,
     json_number,
     require_finite,
@@ -120,7 +120,7 @@ SQL_RESERVE = Statement(
 def _order_params(reservations: Sequence[Reservation]) -> dict[str, str]:
     # one JSON parameter, as the decisions' (engine/ledger/decisions.py says why)
     return {
-        "orders": dumps(
+        "orders": dumps_rows(
             [
                 {
                     "client_order_id": r.client_order_id,
