@@ -29,6 +29,7 @@ from tests.integration.test_ledger import (
     HOLDER,
     VENUE,
     Clock,
+    advisory_waiters,
     fill,
     report,
     reservation,
@@ -184,16 +185,6 @@ async def test_a_takeover_waits_for_a_fenced_write_in_flight(
         await taker.close()
 
 
-async def _advisory_waiters(conn: asyncpg.Connection) -> int:
-    return int(
-        await conn.fetchval(
-            "SELECT count(*) FROM pg_locks l JOIN pg_database d ON d.oid = l.database"
-            " WHERE d.datname = current_database() AND l.locktype = 'advisory'"
-            " AND NOT l.granted"
-        )
-    )
-
-
 async def test_a_lease_taken_over_while_a_reservation_waits_refuses_that_reservation(
     db_engine: AsyncEngine, database_url: URL, clock: Clock
 ) -> None:
@@ -211,7 +202,7 @@ async def test_a_lease_taken_over_while_a_reservation_waits_refuses_that_reserva
         await conn.execute("SELECT pg_advisory_xact_lock($1)", CONTROLS_LOCK_KEY)
         task = asyncio.create_task(old.orders.reserve([reservation(7)], holder=HOLDER, epoch=epoch))
         await eventually(
-            lambda: _advisory_waiters(conn), message="the reservation never waited for the lock"
+            lambda: advisory_waiters(conn), message="the reservation never waited for the lock"
         )
         later = Clock(clock.now + timedelta(seconds=31))  # the old owner stalled past its TTL
         taker = Ledger(db_engine, account=ACCOUNT, venue=VENUE, clock=later)

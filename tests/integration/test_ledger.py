@@ -114,6 +114,17 @@ def decision(
     )
 
 
+async def advisory_waiters(conn: asyncpg.Connection) -> int:
+    """Sessions of this test's database waiting for an advisory lock (the controls lock)."""
+    return int(
+        await conn.fetchval(
+            "SELECT count(*) FROM pg_locks l JOIN pg_database d ON d.oid = l.database"
+            " WHERE d.datname = current_database() AND l.locktype = 'advisory'"
+            " AND NOT l.granted"
+        )
+    )
+
+
 def reservation(
     n: int = 1,
     *,
@@ -457,13 +468,7 @@ async def test_set_control_waits_for_an_in_flight_reservation_to_commit(
             ledger.controls.set(ControlScope.GLOBAL, "*", ControlKind.HALT, reason="x", set_by="a")
         )
 
-        async def set_control_is_waiting() -> bool:
-            waiting = await conn.fetchval(
-                "SELECT count(*) FROM pg_locks WHERE locktype = 'advisory' AND NOT granted"
-            )
-            return bool(waiting)
-
-        await eventually(set_control_is_waiting, message="set_control never waited")
+        await eventually(lambda: advisory_waiters(conn), message="set_control never waited")
         assert not task.done()
         await tx.commit()
         control = await task
@@ -1056,13 +1061,9 @@ async def test_a_control_committed_while_a_reservation_waits_blocks_that_reserva
             ledger.orders.reserve([reservation()], holder=HOLDER, epoch=epoch)
         )
 
-        async def reserve_is_waiting() -> bool:
-            waiting = await conn.fetchval(
-                "SELECT count(*) FROM pg_locks WHERE locktype = 'advisory' AND NOT granted"
-            )
-            return bool(waiting)
-
-        await eventually(reserve_is_waiting, message="reserve never waited for the lock")
+        await eventually(
+            lambda: advisory_waiters(conn), message="reserve never waited for the lock"
+        )
         await tx.commit()
         [result] = await task
     finally:
