@@ -1,15 +1,16 @@
-"""The ledger's connections: a plain asyncpg pool per engine, checked out without SQLAlchemy.
+"""The ledger's connections: plain asyncpg connections, pooled per engine without SQLAlchemy.
 
 SQLAlchemy's ``AsyncEngine.connect()`` costs a greenlet hop on checkout and on check-in (0.08 ms
 and 0.13 ms of a 1.3 ms reservation, measured). The ledger's parts run asyncpg anyway
-(engine/ledger/statements.py), so they take connections from an ``asyncpg`` pool instead; the
+(engine/ledger/statements.py), so they take asyncpg connections from a pool of their own
+(:class:`~engine.ledger.connection_pool.ConnectionPool`, which says why not asyncpg's) instead; the
 SQLAlchemy engine stays for migrations, ``status`` and the few Core readers (the portfolio, the
 P&L reports, retention, backtests), with a pool of its own.
 
 **Bound.** Connections per process do not grow: :func:`engine.ledger.db.make_engine`'s
 ``pool_size`` is the engine's total and is split, :data:`CORE_POOL_SIZE` for SQLAlchemy's pool
-and the rest (at least one) for this one; both open connections lazily (``min_size=0``) and
-never overflow. The operator listener's one ``LISTEN`` connection stays outside both, as before.
+and the rest (at least one) for this one; both open connections lazily and never overflow.
+The operator listener's one ``LISTEN`` connection stays outside both, as before.
 
 **Attached to the engine.** The pool belongs to the ``AsyncEngine`` the parts were built with
 (:func:`ledger_connections`), so ``Ledger(engine, …)`` works with any engine. It is created on
@@ -20,15 +21,18 @@ engine is used after that. ``Database`` disposes its engine on exit. Dispose bef
 ends: connections of a loop already closed can no longer be closed (Python warns of their
 sockets), though the engine still works on the next loop (SQLAlchemy's pool did not).
 
-**No session state, no reset round trip.** ``Pool.release()`` would run ``Connection.reset()``
-(``RESET ALL``, ``UNLISTEN *``, ``pg_advisory_unlock_all()``…: a round trip per check-in). The
+**No session state, no reset round trip.** asyncpg's ``Pool.release()`` runs
+``Connection.reset()`` (``RESET ALL``, ``UNLISTEN *``, ``pg_advisory_unlock_all()``…: a round
+trip per check-in); this pool does not. The
 ledger sets no session state: its advisory locks are transaction-level
 (``pg_advisory_xact_lock``), it never ``LISTEN``s on these connections (the operator listener
 has its own), and the only settings it makes are made once at connect and meant to last
 (:data:`_SETTINGS`; ``RESET ALL`` would undo them). So ``reset`` has nothing to do; what it
 covered is enforced on check-in instead: a connection still in a transaction (cancelled
 mid-commit, say) is closed, never handed on, and so is one that failed with a connection
-error, so the next checkout connects anew once the database is back.
+error, so the next checkout connects anew once the database is back, and one whose statement
+was interrupted (a cancelled task, the client's timeout), which asyncpg may still be cancelling
+on the server.
 
 **As SQLAlchemy's connections were.** The same connect arguments (the dialect's, from the URL:
 host, port, socket directory, query options), ``command_timeout`` and ``application_name``
@@ -36,18 +40,17 @@ host, port, socket directory, query options), ``command_timeout`` and ``applicat
 ``jsonb`` decoded on read), a checkout that gives up after :data:`ACQUIRE_TIMEOUT_S` (the
 ledger's callers see :class:`~engine.exceptions.DatabaseUnavailable`), no connection replaced
 after a number of queries (a reconnect and re-prepare on the hot path), and idle ones closed
-after :data:`IDLE_S`, as ``pool_recycle`` did.
+after :data:`IDLE_S`, as ``pool_recycle`` did (checked on checkout and check-in, as it was).
 """
 
 from __future__ import annotations
 
 import asyncio
 import contextlib
-import functools
 import json
 import weakref
 from collections.abc import AsyncIterator
-from typing import Any, cast
+from typing import Any
 
 import asyncpg
 from sqlalchemy import event
@@ -56,6 +59,7 @@ from sqlalchemy.engine import Engine
 from sqlalchemy.ext.asyncio import AsyncEngine
 from sqlalchemy.util import await_only
 
+from engine.ledger.connection_pool import ConnectionPool
 from engine.ledger.db import is_connection_error
 
 #: what every connection of the engine passes to asyncpg.connect (SQLAlchemy's and the ledger's):
@@ -87,13 +91,6 @@ ACQUIRE_TIMEOUT_S = 30.0
 IDLE_S = 1800.0
 #: how long disposing waits for checked-out connections before closing them under their users
 CLOSE_TIMEOUT_S = 5.0
-#: asyncpg replaces a connection after this many queries (its default, 50,000, would reconnect
-#: and re-prepare every statement about once a minute per connection at full speed)
-_MAX_QUERIES = 2**62
-
-
-async def _no_reset(_conn: object) -> None:
-    """Release without ``Connection.reset()``'s round trip (module docstring)."""
 
 
 def _json_decoder(value: bytes) -> Any:
@@ -178,15 +175,16 @@ def connect_kwargs(engine: Engine) -> dict[str, Any]:
 
 
 class LedgerConnections:
-    """One engine's asyncpg pool for the ledger: made on first use, on the running loop."""
+    """One engine's pool for the ledger (:class:`ConnectionPool`): made on first use, on the
+    running loop."""
 
     def __init__(self, connect: dict[str, Any], max_size: int) -> None:
         self._connect = connect
         self.max_size = max_size
-        self._pool: asyncpg.Pool | None = None
+        self._pool: ConnectionPool | None = None
         self._loop: asyncio.AbstractEventLoop | None = None
 
-    async def _current(self) -> asyncpg.Pool:
+    def _current(self) -> ConnectionPool:
         loop = asyncio.get_running_loop()
         pool = self._pool
         if pool is not None and self._loop is loop:
@@ -197,51 +195,45 @@ class LedgerConnections:
             self._pool = None
             with contextlib.suppress(Exception):
                 pool.terminate()
-        pool = asyncpg.create_pool(
-            min_size=0,
+        pool = ConnectionPool(
+            self._open,
             max_size=self.max_size,
-            max_queries=_MAX_QUERIES,
-            max_inactive_connection_lifetime=IDLE_S,
-            init=functools.partial(
-                init_connection,
-                statement_timeout_ms=statement_timeout_for(self._connect.get("command_timeout")),
-            ),
-            reset=_no_reset,
-            **self._connect,
+            idle_s=IDLE_S,
+            acquire_timeout_s=ACQUIRE_TIMEOUT_S,
         )
         self._pool, self._loop = pool, loop
-        # min_size=0: initializing connects nothing, so it never suspends and no other
-        # checkout can find this pool half initialized
-        await pool
         return pool
+
+    async def _open(self) -> asyncpg.Connection:
+        conn: asyncpg.Connection = await asyncpg.connect(**self._connect)
+        try:
+            await init_connection(conn, statement_timeout_for(self._connect.get("command_timeout")))
+        except BaseException:
+            conn.terminate()
+            raise
+        return conn
 
     @contextlib.asynccontextmanager
     async def connection(self) -> AsyncIterator[asyncpg.Connection]:
         """A connection outside any transaction; closed instead of handed on when it failed
-        with a connection error or is still in a transaction at the end."""
-        pool = await self._current()
-        async with asyncio.timeout(ACQUIRE_TIMEOUT_S):
-            proxy = await pool.acquire()
-        # The connection itself, not the proxy: the proxy adds a Python call to every method
-        # (the hot path calls a few per transaction), and once the server drops the connection
-        # it is detached (released on close), so the checks below could not ask it anything.
-        db = getattr(proxy, "_con", None)
-        if not isinstance(db, asyncpg.Connection):
-            # asyncpg's internals moved (a version after 0.32): the public proxy, a bit slower
-            db = cast(asyncpg.Connection, proxy)
+        with a connection error, was interrupted, or is still in a transaction at the end."""
+        pool = self._current()
+        db = await pool.acquire()
+        broken = False
         try:
             yield db
         except BaseException as exc:
-            # A cancelled statement (statement_timeout) leaves the connection sound: kept,
-            # unless it is still in a failed transaction (below).
-            if is_connection_error(exc) and not isinstance(exc, asyncpg.QueryCanceledError):
-                _terminate(db)
+            # A statement the server cancelled (statement_timeout) leaves the connection sound:
+            # kept. One the client gave up on (command_timeout) or a task cancelled mid-call
+            # leaves asyncpg cancelling it on the server: closed, not handed on half way.
+            broken = (
+                not isinstance(exc, Exception)
+                or isinstance(exc, TimeoutError)
+                or (is_connection_error(exc) and not isinstance(exc, asyncpg.QueryCanceledError))
+            )
             raise
         finally:
-            if _in_transaction(db):
-                _terminate(db)
-            # a closed connection was already given back (its holder reconnects on next use)
-            await _give_back(pool, proxy)
+            pool.release(db, broken=broken)
 
     def on_dispose(self, _engine: Engine) -> None:
         """``engine_disposed``: close the pool (inside ``AsyncEngine.dispose``'s greenlet)."""
@@ -262,44 +254,7 @@ class LedgerConnections:
             pool.terminate()
 
 
-# On the public proxy's path (asyncpg's internals moved), a connection the server dropped is
-# detached from its proxy, released already, and every method of the proxy raises
-# InterfaceError: that must not replace the error the caller is handling.
-
-
-def _terminate(db: asyncpg.Connection) -> None:
-    with contextlib.suppress(asyncpg.InterfaceError):
-        db.terminate()
-
-
-def _in_transaction(db: asyncpg.Connection) -> bool:
-    try:
-        return not db.is_closed() and db.is_in_transaction()
-    except asyncpg.InterfaceError:
-        return False  # detached: closed and released
-
-
-async def _give_back(pool: asyncpg.Pool, proxy: Any) -> None:
-    """``Pool.release(proxy)`` without its ``asyncio.shield``: the shield runs the release as a
-    task, two more turns of the event loop and a task per check-in (a third of the checkout's
-    cost, measured), there to keep a cancelled caller from abandoning a reset that awaits the
-    server. With :func:`_no_reset` and no transaction left open the release does no I/O and
-    cannot be interrupted; if it has to wait (a statement being cancelled) and is cancelled, it
-    closes the connection, never leaks it. This is what ``Pool.release`` does before the
-    shield, in asyncpg's pool internals (``_con``, ``_holder``; the same since 0.18)."""
-    holder = getattr(proxy, "_holder", None)
-    if holder is None or not hasattr(holder, "release"):
-        # asyncpg's internals moved (a version after 0.32): its public release, a bit slower
-        await pool.release(proxy)
-        return
-    con = proxy._con
-    if con is None:
-        return  # closed already, and so released (its holder reconnects on next use)
-    con._on_release()
-    await holder.release(None)
-
-
-async def _close(pool: asyncpg.Pool) -> None:
+async def _close(pool: ConnectionPool) -> None:
     """Close gracefully; a connection still checked out after CLOSE_TIMEOUT_S is closed under
     its user, whose statement then fails as a lost connection."""
     try:

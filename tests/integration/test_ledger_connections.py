@@ -5,10 +5,8 @@ server dropped."""
 from __future__ import annotations
 
 import asyncio
-import builtins
 from collections.abc import Awaitable
 from datetime import timedelta
-from typing import Any
 
 import asyncpg
 import pytest
@@ -113,25 +111,9 @@ async def test_a_connection_still_in_a_transaction_is_closed_not_handed_on(
         await engine.dispose()
 
 
-_real_getattr = builtins.getattr
-
-
-def _without_internals(obj: Any, name: str, *default: Any) -> Any:
-    """asyncpg as if a later version had moved the proxy's ``_con``/``_holder``: the pool's
-    fallback to the public proxy and ``Pool.release``."""
-    if name in ("_con", "_holder") and type(obj).__name__ == "PoolConnectionProxy":
-        return default[0] if default else None
-    return _real_getattr(obj, name, *default)
-
-
-@pytest.mark.parametrize("internals", [True, False], ids=["internals", "public-proxy"])
 async def test_a_connection_that_failed_with_a_connection_error_is_dropped_for_a_new_one(
-    database_url: URL, monkeypatch: pytest.MonkeyPatch, internals: bool
+    database_url: URL,
 ) -> None:
-    if not internals:
-        # The proxy is detached once the server drops its connection: asking it anything
-        # raises InterfaceError, which must not replace the connection error.
-        monkeypatch.setattr(connections_module, "getattr", _without_internals, raising=False)
     engine = make_engine(database_url, pool_size=2)  # one ledger connection
     try:
         connections = ledger_connections(engine)
