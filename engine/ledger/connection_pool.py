@@ -141,12 +141,13 @@ class ConnectionPool:
         lost connection)."""
         self._closing = True
         self._fail_waiters()
-        for conn in [c for c, _ in self._idle] + list(self._used):
+        gone = [c for c, _ in self._idle] + list(self._used)
+        for conn in gone:
             with contextlib.suppress(Exception):
                 conn.terminate()
         self._idle.clear()
         self._used.clear()
-        self._places = 0
+        self._places -= len(gone)  # (connections being opened count themselves out)
         for task in self._closers:
             task.cancel()
 

@@ -15,6 +15,7 @@ from sqlalchemy.engine import URL, Connection, make_url
 from sqlalchemy.ext.asyncio import AsyncEngine, create_async_engine
 
 from engine.exceptions import ConfigError, DatabaseUnavailable, SchemaNotAtHead
+from engine.ledger.connection_pool import PoolClosed
 
 
 def _project_root() -> Path:
@@ -203,6 +204,8 @@ _CONNECTION_ERRORS: tuple[type[BaseException], ...] = (
     # statement_timeout (engine/ledger/connections.py) or an operator's pg_cancel_backend: the
     # database did not answer in time; the statement was rolled back, nothing of it is written
     asyncpg.QueryCanceledError,
+    # a checkout from the ledger's pool while the engine was disposed under it
+    PoolClosed,
 )
 
 

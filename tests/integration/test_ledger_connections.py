@@ -286,3 +286,23 @@ async def _sleeping(database_url: URL) -> bool:
         )
     finally:
         await conn.close()
+
+
+async def test_a_checkout_waiting_when_the_engine_is_disposed_fails_as_database_unavailable(
+    database_url: URL,
+) -> None:
+    engine = make_engine(database_url, pool_size=2)  # one ledger connection
+    try:
+        connections = ledger_connections(engine)
+        ledger = Ledger(engine, account=ACCOUNT, venue=VENUE)
+        async with connections.connection():
+            waiting = asyncio.create_task(ledger.orders.get(ClientOrderId("nope")))
+            await asyncio.sleep(0)  # (a turn of the loop: the read is queued for the connection)
+            disposing = asyncio.create_task(engine.dispose())
+            with pytest.raises(DatabaseUnavailable):
+                await waiting
+            assert not disposing.done()  # still waiting for the connection held here
+        await disposing
+        await eventually(lambda: _none_left(database_url), message="connections left open")
+    finally:
+        await engine.dispose()
