@@ -18,7 +18,6 @@ intents cannot together exceed a limit each fits alone, whether or not they shar
 from __future__ import annotations
 
 import asyncio
-import dataclasses
 from collections import defaultdict, deque
 from collections.abc import Callable, Iterable
 from datetime import datetime, timedelta
@@ -77,9 +76,18 @@ _NO_ACCOUNT = AccountView()
 
 
 def _add(exposure: Exposure, side: Side, qty: Decimal) -> Exposure:
+    # (the constructor, not dataclasses.replace: a third of the cost, on every assessment)
     if side is Side.BUY:
-        return dataclasses.replace(exposure, open_buy_qty=exposure.open_buy_qty + qty)
-    return dataclasses.replace(exposure, open_sell_qty=exposure.open_sell_qty + qty)
+        return Exposure(
+            position=exposure.position,
+            open_buy_qty=exposure.open_buy_qty + qty,
+            open_sell_qty=exposure.open_sell_qty,
+        )
+    return Exposure(
+        position=exposure.position,
+        open_buy_qty=exposure.open_buy_qty,
+        open_sell_qty=exposure.open_sell_qty + qty,
+    )
 
 
 class RiskGate:
@@ -388,9 +396,12 @@ class RiskGate:
         account_exposure: dict[Symbol, Exposure] = {}
         for layer in self._layers():
             for (sid, sym), exposure in layer:
+                # Exposures are immutable: a symbol's first one is shared, not copied
                 if sid == strategy:
-                    strategy_exposure[sym] = _plus(strategy_exposure.get(sym, Exposure()), exposure)
-                account_exposure[sym] = _plus(account_exposure.get(sym, Exposure()), exposure)
+                    mine = strategy_exposure.get(sym)
+                    strategy_exposure[sym] = exposure if mine is None else _plus(mine, exposure)
+                seen = account_exposure.get(sym)
+                account_exposure[sym] = exposure if seen is None else _plus(seen, exposure)
         marks: dict[Symbol, Decimal] = {}
         for sym in account_exposure:
             q = self.market.quote(sym)

@@ -69,8 +69,18 @@ def _text(value: object) -> str:
     return str(value)
 
 
+_MICROSECOND = timedelta(microseconds=1)
+
+
 def _seconds(delta: timedelta) -> str:
-    return f"{_text(Decimal(delta // timedelta(microseconds=1)).scaleb(-6))}s"
+    """A duration in seconds as :func:`_text` writes the Decimal (``1.5s``, ``300s``,
+    ``-0.0015s``), from integers: two of them on every assessment's freshness verdict."""
+    micros = delta // _MICROSECOND
+    whole, fraction = divmod(abs(micros), 1_000_000)
+    sign = "-" if micros < 0 else ""
+    if not fraction:
+        return f"{sign}{whole}s"
+    return f"{sign}{whole}.{fraction:06d}".rstrip("0") + "s"
 
 
 def _verdict(
