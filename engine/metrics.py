@@ -11,6 +11,7 @@ Gauges that describe the ledger (orders by state, P&L, incidents) are set by one
 
 from __future__ import annotations
 
+from collections import OrderedDict
 from collections.abc import Callable, Iterable, Mapping, Sequence
 from datetime import datetime
 from decimal import Decimal
@@ -251,9 +252,12 @@ class ExecutionMetrics:
         self._skipped = _Children(DECISIONS_SKIPPED)
         self._latency = _Children(MARKETDATA_TO_ACK)
         self._series: dict[tuple[str, str], _FillSeries] = {}
-        self._md_ts: dict[str, datetime] = {}
-        self._orders: dict[str, _OrderInfo] = {}
-        self._seen: dict[tuple[str, str, str], None] = {}
+        # Bounded, oldest first out: OrderedDicts, because deleting a plain dict's first key
+        # over and over makes finding the next one a walk over the deleted slots before it
+        # (6.7 µs an eviction at 20,000 entries, every order once full, against 0.2)
+        self._md_ts: OrderedDict[str, datetime] = OrderedDict()
+        self._orders: OrderedDict[str, _OrderInfo] = OrderedDict()
+        self._seen: OrderedDict[tuple[str, str, str], None] = OrderedDict()
 
     # -- decisions -----------------------------------------------------------------------------
 
@@ -291,7 +295,7 @@ class ExecutionMetrics:
                 self._md_ts[reservation.client_order_id] = decision.md_ts
                 if len(self._md_ts) > _ORDERS_CAPACITY:
                     # never acknowledged (rejected, unknown, expired): forget the oldest
-                    del self._md_ts[next(iter(self._md_ts))]
+                    self._md_ts.popitem(last=False)
             if result.order is not None:
                 self.remember(result.order)
 
@@ -316,7 +320,7 @@ class ExecutionMetrics:
                 order.strategy_id, order.side, order.limit_price
             )
             if len(orders) > _ORDERS_CAPACITY:
-                del orders[next(iter(orders))]
+                orders.popitem(last=False)
 
     def acked(self, order: Order, received_at: datetime) -> None:
         """The venue acknowledged ``order`` at ``received_at`` (local receipt)."""
@@ -352,7 +356,7 @@ class ExecutionMetrics:
                 continue
             seen[key] = None
             if len(seen) > _SEEN_CAPACITY:
-                del seen[next(iter(seen))]
+                seen.popitem(last=False)
             self._count(fill)
 
     def _count(self, fill: FillReport) -> None:

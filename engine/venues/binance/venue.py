@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+from collections import OrderedDict
 from collections.abc import AsyncIterator, Callable, Sequence
 from dataclasses import dataclass, field, replace
 from datetime import datetime, timedelta
@@ -143,7 +144,8 @@ class BinanceVenue:
         )
         self._rules: dict[Symbol, InstrumentRules] = {}
         self._rules_lock = asyncio.Lock()
-        self._client_ids: dict[tuple[str, VenueOrderId], ClientOrderId] = {}
+        # bounded, oldest first out (engine/metrics.py says why OrderedDict)
+        self._client_ids: OrderedDict[tuple[str, VenueOrderId], ClientOrderId] = OrderedDict()
 
     def __repr__(self) -> str:
         return f"BinanceVenue(name={self.name!r}, rest_url={self.config.rest_url!r})"
@@ -451,7 +453,7 @@ class BinanceVenue:
             return
         self._client_ids[key] = ClientOrderId(client_order_id)
         if len(self._client_ids) > CLIENT_ID_MEMORY:
-            del self._client_ids[next(iter(self._client_ids))]
+            self._client_ids.popitem(last=False)
 
     def _order_report(
         self, answer: Order, symbol: Symbol, client_order_id: ClientOrderId

@@ -12,6 +12,7 @@ sent (or, for an order of an earlier process, the moment this one started); befo
 from __future__ import annotations
 
 import asyncio
+from collections import OrderedDict
 from collections.abc import AsyncIterator, Callable, Mapping, Sequence
 from dataclasses import dataclass, replace
 from datetime import datetime, timedelta
@@ -116,8 +117,9 @@ class KalshiVenue:
         )
         self._rules: dict[Symbol, InstrumentRules] = {}
         self._rules_lock = asyncio.Lock()
-        self._known: dict[ClientOrderId, _Known] = {}
-        self._client_ids: dict[VenueOrderId, ClientOrderId] = {}
+        # bounded, oldest first out (engine/metrics.py says why OrderedDict)
+        self._known: OrderedDict[ClientOrderId, _Known] = OrderedDict()
+        self._client_ids: OrderedDict[VenueOrderId, ClientOrderId] = OrderedDict()
 
     def __repr__(self) -> str:
         return f"KalshiVenue(name={self.name!r}, rest_url={self.config.rest_url!r})"
@@ -509,14 +511,14 @@ class KalshiVenue:
     def _remember(self, coid: ClientOrderId, known: _Known) -> None:
         self._known[coid] = known
         while len(self._known) > MEMORY:
-            del self._known[next(iter(self._known))]
+            self._known.popitem(last=False)
 
     def _learn(self, report: OrderReport) -> None:
         """Keep the newest report of an order, its venue id, and the client id of the venue id."""
         if report.venue_order_id is not None:
             self._client_ids[report.venue_order_id] = report.client_order_id
             while len(self._client_ids) > MEMORY:
-                del self._client_ids[next(iter(self._client_ids))]
+                self._client_ids.popitem(last=False)
         known = self._known.get(report.client_order_id)
         if known is None:
             return
