@@ -13,10 +13,11 @@ asks of a pool (engine/ledger/connections.py):
 * a checkout that finds every connection in use waits its turn (first come, first served: a
   connection given back goes to the longest waiter, so no caller starves behind faster ones)
   and gives up after ``acquire_timeout_s`` with :class:`TimeoutError`;
-* a connection given back broken (the caller says so), closed, or still in a transaction is
-  terminated, never handed on; its place is free for a new connection;
-* :meth:`close` closes the idle connections, waits for the ones in use to come back and closes
-  them; :meth:`terminate` closes everything at once.
+* a connection given back broken (the caller says so) or still in a transaction is closed,
+  never handed on, and gracefully (a statement asyncpg is cancelling gets its cancel request to
+  the server first); once it is closed its place is free for a new connection;
+* :meth:`close` closes the idle connections, waits for the ones in use to come back and for
+  the ones being opened, and closes them; :meth:`terminate` closes everything at once.
 """
 
 from __future__ import annotations
@@ -57,21 +58,22 @@ class ConnectionPool:
         #: idle connections with the time each was given back, the most recent last
         self._idle: list[tuple[asyncpg.Connection, float]] = []
         self._used: set[asyncpg.Connection] = set()
-        #: connections that exist or are being opened: never above max_size
+        #: connections that exist, are being opened or are being closed: never above max_size
         self._places = 0
+        self._opening = 0
         self._waiters: collections.deque[asyncio.Future[_Handed]] = collections.deque()
         self._closing = False
-        self._all_back: asyncio.Event | None = None
+        #: set whenever a connection comes back, an open ends or a close ends (for close())
+        self._changed: asyncio.Event | None = None
         self._closers: set[asyncio.Task[None]] = set()
 
     @property
     def size(self) -> int:
-        """Connections open or being opened."""
+        """Connections open, being opened or being closed."""
         return self._places
 
     async def acquire(self) -> asyncpg.Connection:
-        if self._closing:
-            raise PoolClosed("the ledger's connection pool is closed")
+        self._refuse_if_closing()
         self._expire_oldest()
         # (idle connections and waiters never coexist: a connection given back goes to a
         # waiter first)
@@ -93,23 +95,26 @@ class ConnectionPool:
                     return await self._open()
                 if not handed.is_closed():
                     return handed
+                # dropped by the server between its check-in and now: open another in its
+                # place, which is ours (unless terminate() took everything meanwhile)
+                if handed not in self._used:
+                    raise PoolClosed("the ledger's connection pool is closed")
                 self._used.discard(handed)
-                self._lose_place()
+                return await self._open()
 
     def release(self, conn: asyncpg.Connection, *, broken: bool = False) -> None:
-        """Give ``conn`` back: to the longest waiter, else to the idle list; terminated instead
-        when ``broken``, closed, or still in a transaction."""
+        """Give ``conn`` back: to the longest waiter, else to the idle list. Closed instead when
+        ``broken`` or still in a transaction, gracefully: a statement asyncpg is cancelling gets
+        its cancel request to the server before the socket closes (terminated, a statement
+        waiting for a lock would go on and commit once it got it)."""
         if conn not in self._used:
             return  # given back already (terminate() may have closed it under its user)
-        if broken or conn.is_closed() or conn.is_in_transaction():
+        if conn.is_closed():
             self._used.discard(conn)
-            with contextlib.suppress(Exception):
-                conn.terminate()
             self._lose_place()
-        elif self._closing:
+        elif broken or conn.is_in_transaction() or self._closing:
             self._used.discard(conn)
             self._close_later(conn)
-            self._places -= 1
         else:
             waiter = self._next_waiter()
             if waiter is not None:
@@ -118,23 +123,20 @@ class ConnectionPool:
                 self._used.discard(conn)
                 self._idle.append((conn, self._clock()))
                 self._expire_oldest()
-        if self._all_back is not None and not self._used:
-            self._all_back.set()
+        self._notify()
 
     async def close(self) -> None:
-        """Close the idle connections now and the others as they come back (the caller bounds
-        the wait and may :meth:`terminate` after it)."""
+        """Close the idle connections now and the others as they come back; return once every
+        connection, including those being opened, is closed (the caller bounds the wait and
+        may :meth:`terminate` after it)."""
         self._closing = True
         self._fail_waiters()
         while self._idle:
             conn, _ = self._idle.pop()
             self._close_later(conn)
-            self._places -= 1
-        if self._used:
-            self._all_back = asyncio.Event()
-            await self._all_back.wait()
-        if self._closers:
-            await asyncio.gather(*self._closers, return_exceptions=True)
+        while self._used or self._opening or self._closers:
+            self._changed = asyncio.Event()
+            await self._changed.wait()
 
     def terminate(self) -> None:
         """Close every connection at once, in use or not (their users' statements fail as a
@@ -147,7 +149,7 @@ class ConnectionPool:
                 conn.terminate()
         self._idle.clear()
         self._used.clear()
-        self._places -= len(gone)  # (connections being opened count themselves out)
+        self._places -= len(gone)  # (connections being opened or closed count themselves out)
         for task in self._closers:
             task.cancel()
 
@@ -155,19 +157,26 @@ class ConnectionPool:
 
     async def _open(self) -> asyncpg.Connection:
         """Open a connection in a place already counted in ``_places``."""
+        if self._closing:
+            self._lose_place()
+            raise PoolClosed("the ledger's connection pool is closed")
+        self._opening += 1
         try:
             conn = await self._connect()
         except BaseException:
             self._lose_place()
             raise
+        finally:
+            self._opening -= 1
+            self._notify()
         if self._closing:
             self._close_later(conn)
-            self._places -= 1
             raise PoolClosed("the ledger's connection pool is closed")
         self._used.add(conn)
         return conn
 
     async def _wait(self) -> _Handed:
+        self._refuse_if_closing()
         waiter: asyncio.Future[_Handed] = asyncio.get_running_loop().create_future()
         self._waiters.append(waiter)
         try:
@@ -207,12 +216,25 @@ class ConnectionPool:
         if self._idle and self._clock() - self._idle[0][1] >= self._idle_s:
             conn, _ = self._idle.pop(0)
             self._close_later(conn)
-            self._lose_place()
 
     def _close_later(self, conn: asyncpg.Connection) -> None:
+        """Close ``conn`` gracefully in the background; its place is free once it is closed."""
         task = asyncio.get_running_loop().create_task(_close_quietly(conn))
         self._closers.add(task)
-        task.add_done_callback(self._closers.discard)
+        task.add_done_callback(self._closed)
+
+    def _closed(self, task: asyncio.Task[None]) -> None:
+        self._closers.discard(task)
+        self._lose_place()
+        self._notify()
+
+    def _notify(self) -> None:
+        if self._changed is not None:
+            self._changed.set()
+
+    def _refuse_if_closing(self) -> None:
+        if self._closing:
+            raise PoolClosed("the ledger's connection pool is closed")
 
     def _fail_waiters(self) -> None:
         while (waiter := self._next_waiter()) is not None:
@@ -220,6 +242,7 @@ class ConnectionPool:
 
 
 async def _close_quietly(conn: asyncpg.Connection) -> None:
-    # Terminate message and socket close; a server already gone only makes it fail
+    # Connection.close() first waits for a cancel in progress (the server ends the statement),
+    # then says goodbye; a connection that cannot (the server gone, 5 s passed) is aborted
     with contextlib.suppress(Exception):
         await conn.close(timeout=5)

@@ -30,9 +30,12 @@ has its own), and the only settings it makes are made once at connect and meant 
 (:data:`_SETTINGS`; ``RESET ALL`` would undo them). So ``reset`` has nothing to do; what it
 covered is enforced on check-in instead: a connection still in a transaction (cancelled
 mid-commit, say) is closed, never handed on, and so is one that failed with a connection
-error, so the next checkout connects anew once the database is back, and one whose statement
-was interrupted (a cancelled task, the client's timeout), which asyncpg may still be cancelling
-on the server.
+error, so the next checkout connects anew once the database is back, and one whose block ended
+with anything but the server's error for a statement: a statement interrupted by a cancelled
+task or the client's timeout, which asyncpg is still cancelling on the server, is closed
+gracefully, so that the cancel reaches the server before the socket closes (a statement
+waiting for a lock on a terminated connection would go on, and a one-statement write would
+commit once it got the lock).
 
 **As SQLAlchemy's connections were.** The same connect arguments (the dialect's, from the URL:
 host, port, socket directory, query options), ``command_timeout`` and ``application_name``
@@ -215,21 +218,22 @@ class LedgerConnections:
 
     @contextlib.asynccontextmanager
     async def connection(self) -> AsyncIterator[asyncpg.Connection]:
-        """A connection outside any transaction; closed instead of handed on when it failed
-        with a connection error, was interrupted, or is still in a transaction at the end."""
+        """A connection outside any transaction; closed instead of handed on when it is still
+        in a transaction at the end, or when anything but a server's error for a statement
+        left the block (below)."""
         pool = self._current()
         db = await pool.acquire()
         broken = False
         try:
             yield db
         except BaseException as exc:
-            # A statement the server cancelled (statement_timeout) leaves the connection sound:
-            # kept. One the client gave up on (command_timeout) or a task cancelled mid-call
-            # leaves asyncpg cancelling it on the server: closed, not handed on half way.
-            broken = (
-                not isinstance(exc, Exception)
-                or isinstance(exc, TimeoutError)
-                or (is_connection_error(exc) and not isinstance(exc, asyncpg.QueryCanceledError))
+            # Kept after an error the server reported for a statement that ended there (a
+            # constraint, a deadlock victim, statement_timeout's cancel): the connection is as
+            # sound as before. Anything else closes it, gracefully (the pool's release): a
+            # cancelled task or the client's timeout leaves asyncpg cancelling the statement on
+            # the server (or a transaction half begun), an error of ours may have come half way.
+            broken = not isinstance(exc, asyncpg.PostgresError) or (
+                is_connection_error(exc) and not isinstance(exc, asyncpg.QueryCanceledError)
             )
             raise
         finally:

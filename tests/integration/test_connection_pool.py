@@ -22,11 +22,15 @@ class Opener:
         self.url = url
         self.opened: list[asyncpg.Connection] = []
         self.fail_next = False
+        #: when set, each connect waits for it (a slow server)
+        self.gate: asyncio.Event | None = None
 
     async def __call__(self) -> asyncpg.Connection:
         if self.fail_next:
             self.fail_next = False
             raise OSError("connection refused")
+        if self.gate is not None:
+            await self.gate.wait()
         conn: asyncpg.Connection = await asyncpg.connect(**asyncpg_connect_kwargs(self.url))  # type: ignore[arg-type]
         self.opened.append(conn)
         return conn
@@ -115,7 +119,7 @@ async def test_a_checkout_that_waits_too_long_times_out_and_the_pool_still_works
     await pool.close()
 
 
-async def test_a_broken_connection_is_terminated_and_its_place_goes_to_a_waiter(
+async def test_a_broken_connection_is_closed_and_its_place_goes_to_a_waiter(
     opener: Opener,
 ) -> None:
     pool = _pool(opener, max_size=1)
@@ -137,7 +141,7 @@ async def test_a_connection_left_in_a_transaction_is_never_handed_on(opener: Ope
     conn = await pool.acquire()
     await conn.execute("BEGIN")
     pool.release(conn)
-    assert conn.is_closed()
+    await eventually(lambda: _closed(conn), message="the connection stayed open")
     fresh = await pool.acquire()
     assert fresh is not conn
     assert not fresh.is_in_transaction()
@@ -162,6 +166,52 @@ async def test_a_waiter_cancelled_after_being_handed_a_connection_passes_it_on(
     with pytest.raises(asyncio.CancelledError):
         await cancelled
     pool.release(conn)
+    await pool.close()
+
+
+async def test_a_waiter_handed_a_connection_that_then_drops_opens_another_in_its_place(
+    opener: Opener,
+) -> None:
+    pool = _pool(opener, max_size=1, acquire_timeout_s=2.0)
+    held = await pool.acquire()
+    waiting = asyncio.create_task(pool.acquire())
+    await asyncio.sleep(0)
+    pool.release(held)  # handed to the waiter, which has not run yet
+    held.terminate()  # the server's goodbye arrives in the same turn
+    fresh = await waiting  # not a wait for a place nobody will free
+    assert fresh is not held
+    assert await _pid(fresh) > 0
+    assert pool.size == 1
+    pool.release(fresh)
+    await pool.close()
+
+
+async def test_close_waits_for_a_connection_being_opened_and_closes_it(opener: Opener) -> None:
+    pool = _pool(opener, max_size=1)
+    opener.gate = asyncio.Event()
+    opening = asyncio.create_task(pool.acquire())
+    await asyncio.sleep(0)
+    closing = asyncio.create_task(pool.close())
+    await asyncio.sleep(0)
+    assert not closing.done()
+    opener.gate.set()
+    with pytest.raises(PoolClosed):
+        await opening
+    await closing
+    assert len(opener.opened) == 1
+    assert opener.opened[0].is_closed()
+    assert pool.size == 0
+
+
+async def test_a_connection_given_back_broken_is_closed_and_its_place_freed_once_closed(
+    opener: Opener,
+) -> None:
+    pool = _pool(opener, max_size=1)
+    conn = await pool.acquire()
+    pool.release(conn, broken=True)
+    assert pool.size == 1  # closing (gracefully, in the background): still its place
+    await eventually(lambda: _closed(conn), message="the broken connection stayed open")
+    await eventually(lambda: pool.size == 0, message="its place was never freed")
     await pool.close()
 
 

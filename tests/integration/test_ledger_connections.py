@@ -270,7 +270,70 @@ async def test_a_checkout_cancelled_mid_statement_in_a_transaction_leaves_the_po
             assert await ledger.orders.get(ClientOrderId("nope")) is None
         async with connections.connection() as db:
             assert not db.is_in_transaction()
+        # and the server's statement was cancelled, not left sleeping on a closed socket
+        await eventually(
+            lambda: _not(_sleeping(database_url)), message="the statement ran on on the server"
+        )
     finally:
+        await engine.dispose()
+
+
+async def _not(check: Awaitable[bool]) -> bool:
+    return not await check
+
+
+@pytest.mark.parametrize("interrupted_by", ["cancel", "timeout"])
+async def test_a_one_statement_write_interrupted_while_waiting_for_a_lock_never_commits(
+    database_url: URL, interrupted_by: str
+) -> None:
+    """As a reservation waiting for the controls lock when its task is cancelled (a stop) or
+    its caller stops waiting: asyncpg cancels the statement on the server, and the pool must
+    let that cancel reach it. A connection simply terminated leaves the backend waiting, and
+    once the lock is free it commits what the engine gave up on."""
+    engine = make_engine(database_url, pool_size=2)  # one ledger connection
+    admin = await asyncpg.connect(**asyncpg_connect_kwargs(database_url))  # type: ignore[arg-type]
+    blocker = await asyncpg.connect(**asyncpg_connect_kwargs(database_url))  # type: ignore[arg-type]
+    try:
+        await admin.execute("CREATE TABLE probe (x int)")
+        tx = blocker.transaction()
+        await tx.start()
+        await blocker.execute("SELECT pg_advisory_xact_lock(4242)")
+        connections = ledger_connections(engine)
+        pid = 0
+
+        async def write() -> None:
+            nonlocal pid
+            async with connections.connection() as db:
+                pid = await db.fetchval("SELECT pg_backend_pid()")
+                sql = "INSERT INTO probe SELECT 1 FROM (SELECT pg_advisory_xact_lock(4242)) l"
+                await db.execute(sql, timeout=0.5 if interrupted_by == "timeout" else None)
+
+        async def waiting_for_the_lock() -> bool:
+            return bool(
+                pid
+                and await admin.fetchval(
+                    "SELECT wait_event_type = 'Lock' FROM pg_stat_activity WHERE pid = $1", pid
+                )
+            )
+
+        task = asyncio.create_task(write())
+        await eventually(waiting_for_the_lock, message="the write never waited for the lock")
+        if interrupted_by == "cancel":
+            task.cancel()
+        with pytest.raises((asyncio.CancelledError, TimeoutError)):
+            await task
+
+        async def backend_gone() -> bool:
+            return not await admin.fetchval(
+                "SELECT count(*) FROM pg_stat_activity WHERE pid = $1", pid
+            )
+
+        await eventually(backend_gone, message="the interrupted statement's backend lived on")
+        await tx.commit()  # the lock is free: a backend still waiting would insert now
+        assert await admin.fetchval("SELECT count(*) FROM probe") == 0
+    finally:
+        await blocker.close()
+        await admin.close()
         await engine.dispose()
 
 
