@@ -43,7 +43,7 @@ host, port, socket directory, query options), ``command_timeout`` and ``applicat
 ``jsonb`` decoded on read), a checkout that gives up after :data:`ACQUIRE_TIMEOUT_S` (the
 ledger's callers see :class:`~engine.exceptions.DatabaseUnavailable`), no connection replaced
 after a number of queries (a reconnect and re-prepare on the hot path), and idle ones closed
-after :data:`IDLE_S`, as ``pool_recycle`` did (checked on checkout and check-in, as it was).
+after :data:`IDLE_S`, as ``pool_recycle`` did (checked on checkout and check-in).
 """
 
 from __future__ import annotations
