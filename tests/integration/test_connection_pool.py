@@ -57,6 +57,14 @@ def _pool(opener: Opener, max_size: int = 2, **kwargs: object) -> ConnectionPool
     return ConnectionPool(opener, max_size=max_size, **options)  # type: ignore[arg-type]
 
 
+async def _queued(pool: ConnectionPool) -> asyncio.Task[asyncpg.Connection]:
+    """A checkout started and run up to its first wait (one turn of the loop, not a wait for
+    time): queued behind the ones started before it."""
+    task = asyncio.create_task(pool.acquire())
+    await asyncio.sleep(0)
+    return task
+
+
 async def _pid(conn: asyncpg.Connection) -> int:
     return int(await conn.fetchval("SELECT pg_backend_pid()"))
 
@@ -124,8 +132,7 @@ async def test_a_broken_connection_is_closed_and_its_place_goes_to_a_waiter(
 ) -> None:
     pool = _pool(opener, max_size=1)
     broken = await pool.acquire()
-    waiting = asyncio.create_task(pool.acquire())
-    await asyncio.sleep(0)
+    waiting = await _queued(pool)
     pool.release(broken, broken=True)
     fresh = await waiting
     assert fresh is not broken
@@ -154,10 +161,8 @@ async def test_a_waiter_cancelled_after_being_handed_a_connection_passes_it_on(
 ) -> None:
     pool = _pool(opener, max_size=1)
     held = await pool.acquire()
-    cancelled = asyncio.create_task(pool.acquire())
-    await asyncio.sleep(0)
-    next_in_line = asyncio.create_task(pool.acquire())
-    await asyncio.sleep(0)
+    cancelled = await _queued(pool)
+    next_in_line = await _queued(pool)
     pool.release(held)  # handed to `cancelled`, which has not run yet
     cancelled.cancel()
     conn = await next_in_line
@@ -174,8 +179,7 @@ async def test_a_waiter_handed_a_connection_that_then_drops_opens_another_in_its
 ) -> None:
     pool = _pool(opener, max_size=1, acquire_timeout_s=2.0)
     held = await pool.acquire()
-    waiting = asyncio.create_task(pool.acquire())
-    await asyncio.sleep(0)
+    waiting = await _queued(pool)
     pool.release(held)  # handed to the waiter, which has not run yet
     held.terminate()  # the server's goodbye arrives in the same turn
     fresh = await waiting  # not a wait for a place nobody will free
@@ -189,8 +193,7 @@ async def test_a_waiter_handed_a_connection_that_then_drops_opens_another_in_its
 async def test_close_waits_for_a_connection_being_opened_and_closes_it(opener: Opener) -> None:
     pool = _pool(opener, max_size=1)
     opener.gate = asyncio.Event()
-    opening = asyncio.create_task(pool.acquire())
-    await asyncio.sleep(0)
+    opening = await _queued(pool)
     closing = asyncio.create_task(pool.close())
     await asyncio.sleep(0)
     assert not closing.done()
@@ -283,8 +286,7 @@ async def test_close_waits_for_the_connections_in_use_and_refuses_new_checkouts(
 async def test_terminate_closes_connections_in_use_and_fails_waiters(opener: Opener) -> None:
     pool = _pool(opener, max_size=1)
     used = await pool.acquire()
-    waiting = asyncio.create_task(pool.acquire())
-    await asyncio.sleep(0)
+    waiting = await _queued(pool)
     pool.terminate()
     with pytest.raises(PoolClosed):
         await waiting
